@@ -1,0 +1,15 @@
+//! avm: a distributed object virtual machine.
+//!
+//! An avm node is one process hosting *objects* (a behavior plus a small
+//! state) that talk only by *calls* carrying values ([`vm::Val`]). Calls to
+//! objects on other nodes cross TCP transparently; only values cross, never
+//! code.
+//!
+//! Crate layout, one concern per module:
+//!
+//! - [`vm`]: values, programs, the sans-IO interpreter. No sockets, no threads.
+//! - [`codec`]: bytes <-> protocol messages. Takes `&[u8]`, appends to `Vec<u8>`.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod vm;

@@ -1,0 +1,215 @@
+//! Identifiers. Each is its own type so an `ObjectId` can never be passed
+//! where a `TxId` is meant.
+//!
+//! Invariant: an `ObjectId` minted by a node carries that node's prefix in
+//! bits 63..48 and a per-node counter in bits 47..0, so ids are unique
+//! across the cluster without coordination. The counter never wraps: when
+//! it would pass 2^48 - 1, `FreshIdGen::next` fails instead of minting an id
+//! in another node's range.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Bits of an id below the node prefix.
+pub const COUNTER_BITS: u32 = 48;
+/// Largest counter value a node may mint.
+pub const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
+
+/// An object, cluster-wide. On the wire: a JSON unsigned integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectId(pub u64);
+
+impl ObjectId {
+    /// The prefix of the node that minted this id.
+    pub fn node_prefix(self) -> u16 {
+        (self.0 >> COUNTER_BITS) as u16
+    }
+
+    /// The counter part (bits 47..0).
+    pub fn counter(self) -> u64 {
+        self.0 & COUNTER_MAX
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A transaction, local to the vm that began it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TxId(pub u64);
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tx {}", self.0)
+    }
+}
+
+/// Who controls an object or a transaction (an owner tag; opaque to the vm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ControllerId(pub u64);
+
+/// A call chain, cluster-wide: minted where the chain began as
+/// `node_prefix << 48 | counter` and carried unchanged into nested calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChainId(pub u64);
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "chain {:#x}", self.0)
+    }
+}
+
+/// A machine (a node), named by its `machine_id` string.
+///
+/// Backed by `Arc<str>`: cloning it for every remote call costs a reference
+/// count, not an allocation.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MachineId(Arc<str>);
+
+impl MachineId {
+    pub fn new(name: &str) -> MachineId {
+        MachineId(Arc::from(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MachineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for MachineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for MachineId {
+    fn from(s: &str) -> MachineId {
+        MachineId::new(s)
+    }
+}
+
+impl Serialize for MachineId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MachineId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(MachineId::new(&s))
+    }
+}
+
+/// The node-prefixed counter ran out: minting more would collide with
+/// another node's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterExhausted {
+    pub prefix: u16,
+}
+
+impl fmt::Display for CounterExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "id counter exhausted for node prefix {} (2^48 ids minted)",
+            self.prefix
+        )
+    }
+}
+
+impl std::error::Error for CounterExhausted {}
+
+/// Mints `prefix << 48 | counter` ids; the counter starts at 1 (0 is never
+/// minted, so `ObjectId(0)` can mean "no object").
+#[derive(Clone, Debug)]
+pub struct FreshIdGen {
+    prefix: u16,
+    next: u64,
+}
+
+impl FreshIdGen {
+    pub fn with_prefix(prefix: u16) -> FreshIdGen {
+        FreshIdGen { prefix, next: 1 }
+    }
+
+    /// Starts the counter at `first` (a restarted node skips the range its
+    /// previous life used). `first` is clamped to at least 1.
+    pub fn with_prefix_from(prefix: u16, first: u64) -> FreshIdGen {
+        FreshIdGen {
+            prefix,
+            next: first.max(1),
+        }
+    }
+
+    pub fn prefix(&self) -> u16 {
+        self.prefix
+    }
+
+    /// The next raw id.
+    pub fn next_raw(&mut self) -> Result<u64, CounterExhausted> {
+        if self.next > COUNTER_MAX {
+            return Err(CounterExhausted {
+                prefix: self.prefix,
+            });
+        }
+        let id = (u64::from(self.prefix) << COUNTER_BITS) | self.next;
+        self.next += 1;
+        Ok(id)
+    }
+
+    pub fn next_object(&mut self) -> Result<ObjectId, CounterExhausted> {
+        self.next_raw().map(ObjectId)
+    }
+
+    pub fn next_chain(&mut self) -> Result<ChainId, CounterExhausted> {
+        self.next_raw().map(ChainId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_lands_in_top_bits() {
+        let mut g = FreshIdGen::with_prefix(9002);
+        let id = g.next_object().unwrap();
+        assert_eq!(id.node_prefix(), 9002);
+        assert_eq!(id.counter(), 1);
+        assert_eq!(id.0, (9002u64 << 48) | 1);
+    }
+
+    #[test]
+    fn counter_exhaustion_is_an_error_not_a_wrap() {
+        let mut g = FreshIdGen::with_prefix_from(7, COUNTER_MAX);
+        let last = g.next_object().unwrap();
+        assert_eq!(last.node_prefix(), 7);
+        assert_eq!(last.counter(), COUNTER_MAX);
+        assert_eq!(g.next_object(), Err(CounterExhausted { prefix: 7 }));
+        assert_eq!(g.next_object(), Err(CounterExhausted { prefix: 7 }));
+    }
+
+    #[test]
+    fn machine_id_serializes_as_string() {
+        let m = MachineId::new("alpha");
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#""alpha""#);
+        let back: MachineId = serde_json::from_str(r#""al\"pha""#).unwrap();
+        assert_eq!(back.as_str(), "al\"pha");
+    }
+}
