@@ -12,4 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod log;
+pub mod node;
+pub mod reactor;
 pub mod vm;

@@ -1,1 +1,164 @@
-fn main() {}
+//! `avm-node`: one avm node, or the whole PingPong demo on one machine.
+//!
+//! ```text
+//! cargo run -p avm-node -- demo-local --rounds 3
+//! avm-node --name beta  --port 9002 --peer alpha:9001 --demo
+//! avm-node --name alpha --port 9001 --peer beta:9002 --demo --rounds 3
+//! ```
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use avm::codec::DEFAULT_MAX_FRAME;
+use avm::node::{DemoRole, Node, NodeConfig, Outcome};
+use avm::vm::{BehaviorRegistry, PureRegistry};
+
+/// An avm node: hosts objects, serves calls from peers over TCP, and can
+/// run the distributed PingPong demo. Logging: RUST_LOG=error|warn|info|debug|trace
+/// (default info), on stderr.
+#[derive(FromArgs, Debug)]
+struct Args {
+    /// this node's machine_id, as peers will know it (required unless a subcommand is given)
+    #[argh(option)]
+    name: Option<String>,
+
+    /// TCP port to listen on; 0 picks a free one (required unless a subcommand is given)
+    #[argh(option)]
+    port: Option<u16>,
+
+    /// address to listen on (default 0.0.0.0)
+    #[argh(option, default = "IpAddr::from([0, 0, 0, 0])")]
+    bind: IpAddr,
+
+    /// a peer to connect to as HOST:PORT, redialled with backoff until it answers; repeatable
+    #[argh(option)]
+    peer: Vec<String>,
+
+    /// run the PingPong demo: without --rounds this node creates `pong` and serves until
+    /// stopped; with --rounds it waits for a `pong`, creates `ping`, runs and exits
+    #[argh(switch)]
+    demo: bool,
+
+    /// number of PingPong rounds to run (with --demo; makes this node the orchestrator)
+    #[argh(option)]
+    rounds: Option<u64>,
+
+    /// top 16 bits of every ObjectId this node creates (default: the listening port)
+    #[argh(option)]
+    node_prefix: Option<u16>,
+
+    /// largest frame accepted or sent, in bytes (default 16 MiB)
+    #[argh(option, default = "DEFAULT_MAX_FRAME")]
+    max_frame: usize,
+
+    /// seconds the orchestrator waits for a `pong` to appear before giving up (default 60)
+    #[argh(option, default = "60")]
+    demo_wait: u64,
+
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    DemoLocal(DemoLocal),
+}
+
+/// Run the whole distributed PingPong on this machine: two nodes (beta hosts
+/// pong, alpha hosts ping and orchestrates), each with its own reactor and
+/// interpreter threads, talking over real loopback TCP.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "demo-local")]
+struct DemoLocal {
+    /// number of PingPong rounds (default 3)
+    #[argh(option, default = "3")]
+    rounds: u64,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let result = match args.command {
+        Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),
+        None => run_node(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(args: &Args) -> Result<ExitCode, String> {
+    let name = args.name.clone().ok_or("--name is required (or use `demo-local`)")?;
+    if name.is_empty() {
+        return Err("--name must not be empty".into());
+    }
+    let port = args.port.ok_or("--port is required (0 picks a free port)")?;
+    if args.rounds.is_some() && !args.demo {
+        return Err("--rounds only makes sense with --demo".into());
+    }
+    let mut config = NodeConfig::new(&name);
+    config.bind = args.bind;
+    config.port = port;
+    config.peers = args.peer.clone();
+    config.node_prefix = args.node_prefix;
+    config.max_frame = args.max_frame;
+    config.demo = args.demo.then(|| match args.rounds {
+        Some(rounds) => DemoRole::Orchestrate {
+            rounds,
+            wait: Duration::from_secs(args.demo_wait),
+        },
+        None => DemoRole::Serve,
+    });
+    let node = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
+        .map_err(|e| format!("cannot start node `{name}` on {}:{port}: {e}", args.bind))?;
+    report(node.wait())
+}
+
+fn demo_local(rounds: u64) -> Result<ExitCode, String> {
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let mut beta = NodeConfig::new("beta");
+    beta.bind = loopback;
+    beta.demo = Some(DemoRole::Serve);
+    let beta = Node::start(beta, BehaviorRegistry::new(), PureRegistry::new())
+        .map_err(|e| format!("cannot start beta: {e}"))?;
+
+    let mut alpha = NodeConfig::new("alpha");
+    alpha.bind = loopback;
+    alpha.peers = vec![beta.local_addr().to_string()];
+    alpha.demo = Some(DemoRole::Orchestrate {
+        rounds,
+        wait: Duration::from_secs(10),
+    });
+    let alpha = Node::start(alpha, BehaviorRegistry::new(), PureRegistry::new())
+        .map_err(|e| format!("cannot start alpha: {e}"))?;
+    let outcome = alpha.wait();
+    beta.shutdown();
+    beta.wait();
+    report(outcome)
+}
+
+fn report(outcome: Outcome) -> Result<ExitCode, String> {
+    match outcome {
+        Outcome::Demo(report) => {
+            println!("{report}");
+            if report.succeeded() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!(
+                    "the demo ended with {} instead of {}",
+                    report.result,
+                    report.expected()
+                ))
+            }
+        }
+        Outcome::DemoFailed(reason) => Err(format!("demo failed: {reason}")),
+        Outcome::Stopped => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,187 @@
+//! A node: one reactor thread and one interpreter thread around a `Vm`.
+//!
+//! ```text
+//!   Node::start ─┬─ binds the listener (errors surface here, synchronously)
+//!                ├─ spawns "<name>/reactor"  (reactor::Reactor::run)
+//!                └─ spawns "<name>/interp"   (interp::Interpreter::run)
+//! ```
+//!
+//! The interpreter owns the vm and the location directory; the reactor
+//! owns every socket. They meet only in the `Handoff` queues. `Node::wait`
+//! joins the interpreter, which ends when its demo role finishes or when
+//! the node is shut down.
+
+pub mod demo;
+mod interp;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::codec::DEFAULT_MAX_FRAME;
+use crate::reactor::handoff::{Command, Handoff};
+use crate::reactor::{Reactor, ReactorConfig, ReactorSetup};
+use crate::vm::{BehaviorRegistry, MachineId, PureRegistry, TraceMode, Vm, VmConfig};
+
+pub use demo::{DemoReport, DemoRole};
+
+/// Everything a node is told at start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's `machine_id`.
+    pub name: String,
+    pub bind: IpAddr,
+    /// 0 picks a free port (see `Node::local_addr`).
+    pub port: u16,
+    /// `host:port` of peers to dial and keep dialling.
+    pub peers: Vec<String>,
+    /// Top 16 bits of every ObjectId this node mints; `None`: the port.
+    pub node_prefix: Option<u16>,
+    pub max_frame: usize,
+    pub max_pending: usize,
+    pub demo: Option<DemoRole>,
+    pub trace: TraceMode,
+}
+
+impl NodeConfig {
+    pub fn new(name: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.to_owned(),
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 0,
+            peers: Vec::new(),
+            node_prefix: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_pending: 1 << 20,
+            demo: None,
+            trace: TraceMode::Counting,
+        }
+    }
+}
+
+/// How a node's interpreter ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The demo orchestrator finished (whatever its result).
+    Demo(DemoReport),
+    /// The demo could not run (no pong appeared in time, the reactor died).
+    DemoFailed(String),
+    /// Shut down on request.
+    Stopped,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    local_addr: SocketAddr,
+    handoff: Arc<Handoff>,
+    stop: Arc<AtomicBool>,
+    reactor: Option<JoinHandle<()>>,
+    interp: Option<JoinHandle<Outcome>>,
+}
+
+impl Node {
+    /// Binds, then starts both threads. `behaviors` is what this node's
+    /// objects can run (the demo's `ping` and `pong` are added when
+    /// `config.demo` is set).
+    pub fn start(
+        config: NodeConfig,
+        mut behaviors: BehaviorRegistry,
+        pures: PureRegistry,
+    ) -> io::Result<Node> {
+        let listener = TcpListener::bind((config.bind, config.port))?;
+        let local_addr = listener.local_addr()?;
+        crate::info!("{}: listening on {local_addr}", config.name);
+        let prefix = config.node_prefix.unwrap_or(local_addr.port());
+        let machine = MachineId::new(&config.name);
+
+        let setup = ReactorSetup::new(listener)?;
+        let handoff = Arc::clone(setup.handoff());
+        let reactor = Reactor::new(
+            setup,
+            ReactorConfig {
+                machine: machine.clone(),
+                node_prefix: prefix,
+                peers: config.peers.clone(),
+                max_frame: config.max_frame,
+                max_pending: config.max_pending,
+            },
+        );
+
+        if config.demo.is_some() {
+            crate::demo::pingpong::register(&mut behaviors);
+        }
+        let mut vm_config = VmConfig::new(machine, prefix);
+        vm_config.trace = config.trace;
+        let vm = Vm::new(vm_config, behaviors, pures);
+        let stop = Arc::new(AtomicBool::new(false));
+        let interp = interp::Interpreter::new(vm, Arc::clone(&handoff), Arc::clone(&stop), config.demo);
+
+        let reactor = std::thread::Builder::new()
+            .name(format!("{}/reactor", config.name))
+            .spawn(move || reactor.run())?;
+        let interp = std::thread::Builder::new()
+            .name(format!("{}/interp", config.name))
+            .spawn(move || interp.run())?;
+        Ok(Node {
+            local_addr,
+            handoff,
+            stop,
+            reactor: Some(reactor),
+            interp: Some(interp),
+        })
+    }
+
+    /// The address the listener is bound to (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks both threads to stop; `wait` then returns promptly.
+    pub fn shutdown(&self) {
+        // ORDERING: Release pairs with the interpreter's Acquire load, so
+        // it sees the request after its next unpark.
+        self.stop.store(true, Ordering::Release);
+        self.handoff.send_commands(&mut vec![Command::Shutdown]);
+        self.handoff.unpark_interpreter();
+    }
+
+    /// Waits for the interpreter to end, then stops and joins the reactor.
+    pub fn wait(mut self) -> Outcome {
+        let outcome = self
+            .interp
+            .take()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Outcome::DemoFailed("interpreter thread panicked".into()))
+            })
+            .unwrap_or(Outcome::Stopped);
+        self.stop_reactor();
+        outcome
+    }
+
+    fn stop_reactor(&mut self) {
+        if let Some(reactor) = self.reactor.take() {
+            self.handoff.send_commands(&mut vec![Command::Shutdown]);
+            let _ = reactor.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.interp.is_some() {
+            self.shutdown();
+            if let Some(t) = self.interp.take() {
+                let _ = t.join();
+            }
+        }
+        self.stop_reactor();
+    }
+}
+
+/// How long the demo orchestrator waits for a `pong` to appear.
+pub const DEFAULT_DEMO_WAIT: Duration = Duration::from_secs(60);

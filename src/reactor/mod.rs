@@ -1,0 +1,568 @@
+//! The reactor: one thread, one `mio::Poll`, all the node's sockets.
+//!
+//! It owns the listener, every peer connection with its read and write
+//! buffers, the table of calls awaiting a `call_response`, the table of
+//! inbound calls awaiting the interpreter's answer, and the timers. This is
+//! the only module that imports `mio::net`; the vm and the codec never see a
+//! socket.
+//!
+//! ```text
+//!              ┌────────────── reactor thread ───────────────┐
+//!  peers ◀──▶  │ listener  conns: Slab<Conn>  timers         │
+//!   TCP        │ pending: IdTable<Pending>   (request_id)    │
+//!              │ inbound: IdTable<Inbound>   (InboundId)     │
+//!              └───────▲──────────────────────────┬──────────┘
+//!             Command + Waker                 Event + unpark
+//!              ┌───────┴──────────────────────────▼──────────┐
+//!              │ interpreter thread: the Vm                  │
+//!              └─────────────────────────────────────────────┘
+//! ```
+//!
+//! One loop iteration: poll; handle each ready source (accept, read and
+//! parse frames, drain commands); fire due timers; flush every connection
+//! that has queued bytes (all frames queued in the iteration leave in one
+//! `write`); hand the batch of events to the interpreter. Readiness is
+//! edge-triggered, so every read and write runs until `WouldBlock`.
+//!
+//! Every request in flight on a connection fails with an `Event::Reply`
+//! error the moment that connection closes, so no call chain waits forever.
+
+mod conn;
+pub mod handoff;
+mod peers;
+mod pending;
+mod timer;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::codec::{self, Message};
+use crate::vm::{MachineId, ObjectId, SuspendToken};
+use crate::{debug, error, info, warn};
+
+use conn::{Conn, Phase, ReadOutcome};
+use handoff::{Command, Event, Handoff, InboundId};
+use peers::DialSlot;
+use pending::IdTable;
+use timer::{Timer, Timers};
+
+pub use pending::IdTable as RequestTable;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Connection `k` of the slab is registered as `Token(FIRST_CONN + k)`.
+const FIRST_CONN: usize = 2;
+
+/// What the reactor needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    pub machine: MachineId,
+    pub node_prefix: u16,
+    /// `host:port` of every peer to dial (and redial).
+    pub peers: Vec<String>,
+    pub max_frame: usize,
+    /// Most calls in flight to other nodes at once; more fail at once.
+    pub max_pending: usize,
+}
+
+/// Poll and waker, created before the threads so the waker can go into
+/// the `Handoff` that both threads share.
+#[derive(Debug)]
+pub struct ReactorSetup {
+    poll: Poll,
+    listener: TcpListener,
+    handoff: Arc<Handoff>,
+}
+
+impl ReactorSetup {
+    /// Wraps an already bound listener (binding early lets the caller
+    /// report "address in use" before any thread starts).
+    pub fn new(listener: std::net::TcpListener) -> io::Result<ReactorSetup> {
+        listener.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(ReactorSetup {
+            poll,
+            listener,
+            handoff: Handoff::new(waker),
+        })
+    }
+
+    pub fn handoff(&self) -> &Arc<Handoff> {
+        &self.handoff
+    }
+}
+
+/// A call we sent and await the answer to.
+#[derive(Debug)]
+struct Pending {
+    conn: usize,
+    serial: u64,
+    token: SuspendToken,
+}
+
+/// A call we received and owe an answer to.
+#[derive(Debug)]
+struct Inbound {
+    conn: usize,
+    serial: u64,
+    request_id: u64,
+}
+
+#[derive(Debug)]
+pub struct Reactor {
+    config: ReactorConfig,
+    poll: Poll,
+    listener: TcpListener,
+    handoff: Arc<Handoff>,
+    conns: Slab<Conn>,
+    next_serial: u64,
+    /// The connection calls to each machine go out on.
+    active: HashMap<MachineId, usize>,
+    dials: Vec<DialSlot>,
+    pending: IdTable<Pending>,
+    inbound: IdTable<Inbound>,
+    /// Our objects, kept from `Command::Created`, for the snapshot of
+    /// `create_notify`s every new peer gets after the hellos.
+    local_objects: HashMap<ObjectId, Arc<str>>,
+    timers: Timers,
+    /// Connections with bytes queued since the last flush.
+    dirty: Vec<usize>,
+    commands: Vec<Command>,
+    events: Vec<Event>,
+    stopping: bool,
+}
+
+impl Reactor {
+    pub fn new(setup: ReactorSetup, config: ReactorConfig) -> Reactor {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        let dials = config
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(slot, spec)| {
+                timers.schedule(now, Timer::Redial { slot, attempt: 0 });
+                DialSlot::new(spec.clone())
+            })
+            .collect();
+        Reactor {
+            poll: setup.poll,
+            listener: setup.listener,
+            handoff: setup.handoff,
+            conns: Slab::with_capacity(16),
+            next_serial: 1,
+            active: HashMap::new(),
+            dials,
+            pending: IdTable::new(config.max_pending),
+            inbound: IdTable::new(config.max_pending),
+            local_objects: HashMap::new(),
+            timers,
+            dirty: Vec::with_capacity(16),
+            commands: Vec::with_capacity(64),
+            events: Vec::with_capacity(64),
+            stopping: false,
+            config,
+        }
+    }
+
+    /// Runs until `Command::Shutdown` (or a fatal poll error), then tells
+    /// the interpreter it stopped.
+    pub fn run(mut self) {
+        let reason = match self.event_loop() {
+            Ok(()) => None,
+            Err(e) => {
+                error!("reactor failed: {e}");
+                Some(format!("reactor failed: {e}"))
+            }
+        };
+        self.close_all("node shutting down");
+        self.events.push(Event::ReactorStopped { reason });
+        self.handoff.send_events(&mut self.events);
+    }
+
+    fn event_loop(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        while !self.stopping {
+            let timeout = self.timers.timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => self.drain_commands(),
+                    Token(t) => self.handle_conn_event(t - FIRST_CONN),
+                }
+            }
+            self.fire_timers(Instant::now());
+            self.flush_dirty();
+            self.handoff.send_events(&mut self.events);
+        }
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, addr)) => {
+                    info!("accepted a connection from {addr}");
+                    self.add_conn(stream, addr, None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next
+                    // readiness rather than spin.
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Registers a new connection and queues our `hello` on it.
+    fn add_conn(
+        &mut self,
+        mut stream: mio::net::TcpStream,
+        addr: SocketAddr,
+        dial_slot: Option<usize>,
+    ) -> Option<usize> {
+        if let Err(e) = stream.set_nodelay(true) {
+            // Without NODELAY, small frames wait for Nagle: slow, still correct.
+            warn!("TCP_NODELAY on {addr}: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let mut conn = Conn::new(stream, addr, serial, self.config.max_frame, dial_slot);
+        let interest = conn.wanted_interest();
+        conn.write_interest = interest.is_writable();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn.stream, Token(FIRST_CONN + key), interest)
+        {
+            warn!("registering the connection to {addr} failed: {e}");
+            return None;
+        }
+        let hello = Message::Hello(codec::Hello {
+            version: 1,
+            machine_id: self.config.machine.as_str().into(),
+            node_prefix: self.config.node_prefix,
+        });
+        conn.queue(&hello).expect("a hello always fits in a frame");
+        entry.insert(conn);
+        self.mark_dirty(key);
+        Some(key)
+    }
+
+    fn drain_commands(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.handoff.take_commands(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Call(call) => self.send_call(call),
+                Command::Reply { inbound, result } => self.send_reply(inbound, result),
+                Command::Created { id, behavior } => {
+                    let notify = Message::CreateNotify(codec::CreateNotify {
+                        object_id: id,
+                        machine_id: self.config.machine.as_str().into(),
+                        behavior: Some(behavior.as_ref().into()),
+                    });
+                    self.broadcast(&notify);
+                    self.local_objects.insert(id, behavior);
+                }
+                Command::Destroyed { id } => {
+                    self.local_objects.remove(&id);
+                    let notify = Message::DestroyNotify(codec::DestroyNotify { object_id: id });
+                    self.broadcast(&notify);
+                }
+                Command::Shutdown => self.stopping = true,
+            }
+        }
+        self.commands = commands;
+    }
+
+    fn send_call(&mut self, call: crate::vm::RemoteCall) {
+        let Some(&key) = self.active.get(&call.machine) else {
+            self.events.push(Event::Reply {
+                token: call.token,
+                result: Err(format!(
+                    "machine {} is not connected (call to object {})",
+                    call.machine, call.target
+                )),
+            });
+            return;
+        };
+        let serial = self.conns[key].serial;
+        let Some(request_id) = self.pending.insert(Pending {
+            conn: key,
+            serial,
+            token: call.token,
+        }) else {
+            self.events.push(Event::Reply {
+                token: call.token,
+                result: Err(format!(
+                    "too many calls in flight ({}); call to object {} refused",
+                    self.config.max_pending, call.target
+                )),
+            });
+            return;
+        };
+        debug!(
+            "call #{request_id:#x} -> {} object {} chain {}",
+            call.machine, call.target, call.chain
+        );
+        let msg = Message::Call(codec::Call {
+            request_id,
+            target: call.target,
+            input: call.input,
+            sender: call.sender,
+            sender_machine: self.config.machine.as_str().into(),
+            chain: Some(call.chain),
+        });
+        let conn = &mut self.conns[key];
+        match conn.queue(&msg) {
+            Ok(()) => {
+                conn.calls_out += 1;
+                self.mark_dirty(key);
+            }
+            Err(e) => {
+                self.pending.remove(request_id);
+                self.events.push(Event::Reply {
+                    token: call.token,
+                    result: Err(format!("call to object {} not sent: {e}", call.target)),
+                });
+            }
+        }
+    }
+
+    fn send_reply(&mut self, inbound: InboundId, result: Result<crate::vm::Val, String>) {
+        let Some(entry) = self.inbound.remove(inbound.0) else {
+            debug!("reply to unknown inbound call {:#x} dropped", inbound.0);
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(entry.conn) else {
+            debug!("reply to call #{:#x} dropped: its connection closed", entry.request_id);
+            return;
+        };
+        if conn.serial != entry.serial {
+            debug!("reply to call #{:#x} dropped: its connection closed", entry.request_id);
+            return;
+        }
+        conn.calls_in = conn.calls_in.saturating_sub(1);
+        let msg = Message::CallResponse(codec::CallResponse {
+            request_id: entry.request_id,
+            result: result.map_err(Into::into),
+        });
+        if let Err(e) = conn.queue(&msg) {
+            // The answer is too large for a frame: tell the caller so
+            // rather than leave it waiting.
+            let msg = Message::CallResponse(codec::CallResponse {
+                request_id: entry.request_id,
+                result: Err(format!("reply not sent: {e}").into()),
+            });
+            let _ = conn.queue(&msg);
+        }
+        self.mark_dirty(entry.conn);
+    }
+
+    /// Queues `msg` on every connection past its hellos.
+    fn broadcast(&mut self, msg: &Message<'_>) {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Ready && !c.retired)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            if let Err(e) = self.conns[key].queue(msg) {
+                warn!("broadcast of {} failed: {e}", msg.type_name());
+                continue;
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if !self.dirty.contains(&key) {
+            self.dirty.push(key);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            self.flush_conn(key);
+        }
+        self.dirty = dirty;
+    }
+
+    fn flush_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase == Phase::Connecting {
+            return;
+        }
+        if let Err(e) = conn.flush() {
+            let reason = format!("write failed: {e}");
+            self.close(key, &reason);
+            return;
+        }
+        self.update_interest(key);
+    }
+
+    fn update_interest(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let wanted = conn.wanted_interest();
+        if wanted.is_writable() != conn.write_interest {
+            conn.write_interest = wanted.is_writable();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut conn.stream, Token(FIRST_CONN + key), wanted)
+            {
+                let reason = format!("reregister failed: {e}");
+                self.close(key, &reason);
+            }
+        }
+    }
+
+    fn handle_conn_event(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return; // closed earlier in this batch of events
+        };
+        if conn.phase == Phase::Connecting {
+            match conn.check_connected() {
+                Ok(false) => return,
+                Ok(true) => {
+                    conn.phase = Phase::AwaitHello;
+                    info!("connected to {}", conn.remote);
+                    self.on_dial_connected(key);
+                }
+                Err(e) => {
+                    self.on_dial_failed(key, &e);
+                    return;
+                }
+            }
+        }
+        self.read_conn(key);
+        self.flush_conn(key);
+    }
+
+    /// Reads and handles frames until the socket would block.
+    fn read_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let serial = conn.serial;
+        let Some(mut decoder) = conn.decoder.take() else {
+            return;
+        };
+        let outcome = self.read_frames(key, serial, &mut decoder);
+        match self.conns.get_mut(key) {
+            Some(conn) if conn.serial == serial => conn.decoder = Some(decoder),
+            _ => return, // closed while handling a frame
+        }
+        match outcome {
+            Ok(ReadOutcome::Open) => {}
+            Ok(ReadOutcome::Eof) if decoder_was_mid_frame(&self.conns[key]) => {
+                self.close(key, "connection closed in the middle of a frame")
+            }
+            Ok(ReadOutcome::Eof) => self.close(key, "peer closed the connection"),
+            Err(reason) => self.close(key, &reason),
+        }
+    }
+
+    fn read_frames(
+        &mut self,
+        key: usize,
+        serial: u64,
+        decoder: &mut codec::FrameDecoder,
+    ) -> Result<ReadOutcome, String> {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Ok(ReadOutcome::Open);
+            };
+            let done = conn
+                .read_some(decoder)
+                .map_err(|e| format!("read failed: {e}"))?;
+            loop {
+                let payload = match decoder.next_frame() {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("bad frame: {e}")),
+                };
+                match codec::decode(payload) {
+                    Ok(msg) => self.handle_message(key, msg)?,
+                    Err(e) if e.is_unknown_type() => {
+                        warn!("{}: ignoring a message: {e}", self.conns[key].label())
+                    }
+                    Err(e) => return Err(format!("bad message: {e}")),
+                }
+                if !matches!(self.conns.get(key), Some(c) if c.serial == serial) {
+                    return Ok(ReadOutcome::Open);
+                }
+            }
+            if let Some(outcome) = done {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Redial { slot, attempt } => self.redial(slot, attempt, now),
+                Timer::Retire { conn, serial } => self.check_retired(conn, serial, now),
+            }
+        }
+    }
+
+    /// Fails every call awaiting an answer on `key`.
+    fn fail_pending_on(&mut self, key: usize, serial: u64, reason: &str) {
+        let events = &mut self.events;
+        self.pending.drain_where(
+            |p| p.conn == key && p.serial == serial,
+            |p| {
+                events.push(Event::Reply {
+                    token: p.token,
+                    result: Err(reason.to_owned()),
+                })
+            },
+        );
+    }
+
+    fn close_all(&mut self, reason: &str) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.flush_conn(key);
+            self.close(key, reason);
+        }
+    }
+}
+
+/// Retire timers re-check at this interval.
+const RETIRE_CHECK: Duration = Duration::from_millis(200);
+
+fn decoder_was_mid_frame(conn: &Conn) -> bool {
+    conn.decoder.as_ref().is_some_and(|d| d.buffered() > 0)
+}

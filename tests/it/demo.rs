@@ -1,0 +1,129 @@
+//! The distributed PingPong demo between real processes.
+
+use std::time::Duration;
+
+use crate::util::{free_port, NodeProc};
+
+const EXIT: Duration = Duration::from_secs(120);
+
+/// Starts beta (pong) and alpha (ping, orchestrator) in the given order,
+/// each naming the other as `--peer`, and returns alpha after it exited.
+fn run_demo(rounds: u64, alpha_first: bool) -> (NodeProc, NodeProc) {
+    let (pa, pb) = (free_port(), free_port());
+    let peer_a = format!("127.0.0.1:{pa}");
+    let peer_b = format!("127.0.0.1:{pb}");
+    let rounds_s = rounds.to_string();
+    let start_beta = || NodeProc::start("beta", pb, &["--peer", &peer_a, "--demo"]);
+    let start_alpha =
+        || NodeProc::start("alpha", pa, &["--peer", &peer_b, "--demo", "--rounds", &rounds_s]);
+    let (mut alpha, beta) = if alpha_first {
+        let alpha = start_alpha();
+        alpha.wait_for_log("listening on", Duration::from_secs(30));
+        // Let alpha fail to reach beta at least once: the redial path.
+        std::thread::sleep(Duration::from_millis(300));
+        (alpha, start_beta())
+    } else {
+        let beta = start_beta();
+        beta.wait_for_log("created pong", Duration::from_secs(30));
+        (start_alpha(), beta)
+    };
+    let status = alpha.wait_exit(EXIT);
+    assert!(
+        status.success(),
+        "alpha failed ({status})\nstdout:\n{}\nalpha log:\n{}\nbeta log:\n{}",
+        alpha.stdout(),
+        alpha.stderr(),
+        beta.stderr()
+    );
+    (alpha, beta)
+}
+
+fn assert_done(alpha: &NodeProc, rounds: u64) {
+    let out = alpha.stdout();
+    assert!(
+        out.contains(&format!("result: [\"done\", {rounds}]")),
+        "unexpected result:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("calls across the network: {rounds} ")),
+        "each round is one remote call:\n{out}"
+    );
+}
+
+#[test]
+fn demo_zero_rounds_answers_without_crossing() {
+    let (alpha, _beta) = run_demo(0, false);
+    assert_done(&alpha, 0);
+}
+
+#[test]
+fn demo_one_round() {
+    let (alpha, _beta) = run_demo(1, false);
+    assert_done(&alpha, 1);
+}
+
+#[test]
+fn demo_three_rounds_beta_first() {
+    let (alpha, _beta) = run_demo(3, false);
+    assert_done(&alpha, 3);
+    let out = alpha.stdout();
+    assert!(out.contains("alpha -> beta: 2, beta -> alpha: 1"), "{out}");
+}
+
+#[test]
+fn demo_three_rounds_alpha_first() {
+    let (alpha, _beta) = run_demo(3, true);
+    assert_done(&alpha, 3);
+}
+
+#[test]
+fn demo_thousand_rounds() {
+    let (alpha, _beta) = run_demo(1000, false);
+    assert_done(&alpha, 1000);
+}
+
+/// 100,000 nested remote calls, alternating direction: 50,000 chains wait
+/// on each node at the deepest point.
+#[test]
+fn demo_hundred_thousand_rounds_deep_reentrant_chain() {
+    let (alpha, _beta) = run_demo(100_000, true);
+    assert_done(&alpha, 100_000);
+}
+
+/// A third node that joins after the others learns where pong is from the
+/// directory snapshot, and calls it.
+#[test]
+fn late_joiner_learns_pong_and_calls_it() {
+    let (_alpha, beta) = run_demo(3, false);
+    let beta_port = beta_port(&beta);
+    let mut gamma = NodeProc::start(
+        "gamma",
+        free_port(),
+        &["--peer", &format!("127.0.0.1:{beta_port}"), "--demo", "--rounds", "5"],
+    );
+    let status = gamma.wait_exit(EXIT);
+    assert!(status.success(), "gamma failed\n{}\n{}", gamma.stdout(), gamma.stderr());
+    assert_done(&gamma, 5);
+    assert!(gamma.stderr().contains("(pong) is on beta"), "{}", gamma.stderr());
+}
+
+#[test]
+fn orchestrator_without_pong_gives_up_with_a_clear_error() {
+    let mut alpha = NodeProc::start(
+        "alpha",
+        free_port(),
+        &["--demo", "--rounds", "3", "--demo-wait", "1"],
+    );
+    let status = alpha.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(alpha.stderr().contains("no `pong` object appeared"), "{}", alpha.stderr());
+}
+
+fn beta_port(beta: &NodeProc) -> u16 {
+    let log = beta.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .expect("beta logs its address");
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}

@@ -1,0 +1,7 @@
+//! Integration tests: real `avm-node` processes on loopback, ports chosen
+//! free at run time, and a raw protocol client written from the protocol
+//! page alone. Nothing here sends traffic anywhere but 127.0.0.1.
+
+mod demo;
+mod util;
+mod wire;

@@ -1,0 +1,116 @@
+//! A client written from the protocol page alone, with hand-built JSON:
+//! no avm code on this side of the socket.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::{free_port, NodeProc};
+
+const PREFIX: u64 = 77;
+const OUR_OBJECT: u64 = (PREFIX << 48) | 1;
+
+fn send(s: &mut TcpStream, msg: &Value) {
+    let body = serde_json::to_vec(msg).unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).unwrap();
+}
+
+fn recv(s: &mut TcpStream) -> Value {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+    s.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Connects to a `--demo` beta, exchanges hellos, and returns the stream
+/// and pong's id from beta's directory snapshot.
+fn connect_to_beta() -> (NodeProc, TcpStream, u64) {
+    let port = free_port();
+    let beta = NodeProc::start("beta", port, &["--demo"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    send(
+        &mut s,
+        &json!({"type":"hello","version":1,"machine_id":"client","node_prefix":PREFIX}),
+    );
+    let hello = recv(&mut s);
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["machine_id"], "beta");
+    assert_eq!(hello["version"], 1);
+    let notify = recv(&mut s);
+    assert_eq!(notify["type"], "create_notify", "{notify}");
+    assert_eq!(notify["behavior"], "pong");
+    assert_eq!(notify["machine_id"], "beta");
+    let pong = notify["object_id"].as_u64().unwrap();
+    assert_eq!(pong >> 48, port as u64, "default node_prefix is the port");
+    (beta, s, pong)
+}
+
+#[test]
+fn call_to_unknown_object_gets_an_err_naming_it() {
+    let (_beta, mut s, _pong) = connect_to_beta();
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":8,"target":12345,"input":"Nothing",
+                "sender":OUR_OBJECT,"sender_machine":"client"}),
+    );
+    let resp = recv(&mut s);
+    assert_eq!(resp["type"], "call_response");
+    assert_eq!(resp["request_id"], 8);
+    let err = resp["result"]["Err"].as_str().expect("an Err");
+    assert!(err.contains("12345"), "{err}");
+}
+
+#[test]
+fn ping_is_answered_with_pong() {
+    let (_beta, mut s, _pong) = connect_to_beta();
+    send(&mut s, &json!({"type":"ping","nonce":99}));
+    let resp = recv(&mut s);
+    assert_eq!(resp, json!({"type":"pong","nonce":99}));
+}
+
+/// The client plays alpha: it calls pong, answers pong's call back as
+/// `ping` would, and gets `["done", 3]`.
+#[test]
+fn protocol_client_plays_alpha_against_demo_beta() {
+    let (_beta, mut s, pong) = connect_to_beta();
+    let msg = |tag: &str, n: u64| {
+        json!({"List":[{"Str":tag},{"Nat":n},{"Nat":3},{"ObjectRef":pong}]})
+    };
+    // ping at count 0 calls pong with count 1.
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":1,"target":pong,"input":msg("Pong",1),
+                "sender":OUR_OBJECT,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
+    );
+    // pong calls its sender (us) back with count 2.
+    let back = recv(&mut s);
+    assert_eq!(back["type"], "call", "{back}");
+    assert_eq!(back["target"], OUR_OBJECT);
+    assert_eq!(back["sender"], pong);
+    assert_eq!(back["sender_machine"], "beta");
+    assert_eq!(back["chain"], (PREFIX << 48) | 1, "the chain id is carried");
+    assert_eq!(back["input"], msg("Ping", 2));
+    // As ping: count 2 < 3, so call pong with count 3...
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":2,"target":pong,"input":msg("Pong",3),
+                "sender":OUR_OBJECT,"sender_machine":"client"}),
+    );
+    let done = json!({"List":[{"Str":"done"},{"Nat":3}]});
+    let inner = recv(&mut s);
+    assert_eq!(inner, json!({"type":"call_response","request_id":2,"result":{"Ok":done}}));
+    // ...and answer pong's call with that reply, flat.
+    send(
+        &mut s,
+        &json!({"type":"call_response","request_id":back["request_id"],"result":{"Ok":done}}),
+    );
+    let outer = recv(&mut s);
+    assert_eq!(outer, json!({"type":"call_response","request_id":1,"result":{"Ok":done}}));
+}
