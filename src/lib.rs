@@ -12,4 +12,5 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod demo;
 pub mod vm;

@@ -136,7 +136,10 @@ mod tests {
             (Val::Bool(true), r#"{"Bool":true}"#),
             (Val::str("hello"), r#"{"Str":"hello"}"#),
             (Val::List(vec![Val::Nat(1)]), r#"{"List":[{"Nat":1}]}"#),
-            (Val::pair(Val::Nat(1), Val::Nothing), r#"{"Pair":[{"Nat":1},"Nothing"]}"#),
+            (
+                Val::pair(Val::Nat(1), Val::Nothing),
+                r#"{"Pair":[{"Nat":1},"Nothing"]}"#,
+            ),
             (Val::Nothing, r#""Nothing""#),
             (Val::just(Val::Nat(7)), r#"{"Just":{"Nat":7}}"#),
             (
