@@ -8,13 +8,14 @@
 //!
 //! The tag is not checked (any `Str` is accepted): the shape is the
 //! contract, and a lenient reader interoperates with any peer.
-//! Both are registered with `register_consuming`: they read their input as
-//! the argument, so the vm need not keep a copy per call.
+//! Both take their input by value (`register_consuming`, and
+//! `register_with_ctx` for pong, which also reads self and sender from its
+//! call's context), so the vm keeps no copy per call, and their
+//! continuations capture nothing: a local call allocates only the values.
 
 use crate::prog;
 use crate::vm::{
-    begin_tx, call, commit_tx, create_obj, done, get_self, get_sender, BehaviorRegistry, ObjectId,
-    Program, Val,
+    begin_tx, call, commit_tx, create_obj, done, BehaviorRegistry, Ctx, ObjectId, Program, Val,
 };
 
 /// A parsed PingPong message.
@@ -54,47 +55,57 @@ pub fn done_msg(count: u64) -> Val {
 }
 
 /// `Just(reply)` gives `reply` itself (flat at any depth); `Nothing` gives
-/// the behavior's failure string.
-fn reply_or(failed: &'static str) -> impl FnOnce(Val) -> Program + Send + 'static {
-    move |answer| match answer {
+/// the failure string. Plain functions, not closures: a continuation that
+/// captures nothing costs no allocation.
+fn ping_reply(answer: Val) -> Program {
+    match answer {
         Val::Just(reply) => done(*reply),
-        _ => done(Val::str(failed)),
+        _ => done(Val::str("ping: call failed")),
     }
 }
 
+fn pong_reply(answer: Val) -> Program {
+    match answer {
+        Val::Just(reply) => done(*reply),
+        _ => done(Val::str("pong: call failed")),
+    }
+}
+
+fn orchestrator_reply(answer: Val) -> Program {
+    match answer {
+        Val::Just(reply) => done(*reply),
+        _ => done(Val::str("orchestrator: call failed")),
+    }
+}
+
+/// `ping`: done at `count >= max`, else call pong with `count + 1`.
 pub fn ping(input: Val) -> Program {
     match Msg::parse(&input) {
         None => done(Val::str("ping: unexpected input")),
         Some(m) if m.count >= m.max => done(done_msg(m.count)),
-        Some(m) => call(m.pong, msg("Pong", m.count + 1, m.max, m.pong))
-            .bind(reply_or("ping: call failed")),
+        Some(m) => call(m.pong, msg("Pong", m.count + 1, m.max, m.pong)).bind(ping_reply),
     }
 }
 
-pub fn pong(input: Val) -> Program {
-    match Msg::parse(&input) {
-        None => done(Val::str("pong: unexpected input")),
-        Some(m) if m.count >= m.max => done(done_msg(m.count)),
-        Some(Msg { count, max, .. }) => prog! {
-            let sender <- get_sender();
-            let me <- get_self();
-            match (sender, me) {
-                (Val::Just(s), Val::ObjectRef(me)) => match *s {
-                    Val::ObjectRef(sender) => call(sender, msg("Ping", count + 1, max, me))
-                        .bind(reply_or("pong: call failed")),
-                    _ => done(Val::str("pong: call failed")),
-                },
-                // No sender to call back (a host call): the call cannot happen.
-                _ => done(Val::str("pong: call failed")),
-            }
-        },
+/// `pong`: done at `count >= max`, else call the sender back with
+/// `count + 1` and `self`. Self and sender come from the call's [`Ctx`]
+/// (what `get_self`/`get_sender` answer), read without an instruction.
+pub fn pong(cx: Ctx, input: Val) -> Program {
+    match (Msg::parse(&input), cx.sender) {
+        (None, _) => done(Val::str("pong: unexpected input")),
+        (Some(m), _) if m.count >= m.max => done(done_msg(m.count)),
+        (Some(m), Some(sender)) => {
+            call(sender, msg("Ping", m.count + 1, m.max, cx.me)).bind(pong_reply)
+        }
+        // No sender to call back (a host call): the call cannot happen.
+        (Some(_), None) => done(Val::str("pong: call failed")),
     }
 }
 
 /// Registers `"ping"` and `"pong"`.
 pub fn register(reg: &mut BehaviorRegistry) {
     reg.register_consuming("ping", ping);
-    reg.register_consuming("pong", pong);
+    reg.register_with_ctx("pong", pong);
 }
 
 /// The demo's top-level program: create `ping` in a transaction, then run
@@ -108,6 +119,6 @@ pub fn orchestrator(rounds: u64, pong: ObjectId) -> Program {
         let (Val::Bool(true), Val::ObjectRef(ping)) = (committed, ping) else {
             return done(Val::str("orchestrator: commit failed"));
         };
-        call(ping, msg("Ping", 0, rounds, pong)).bind(reply_or("orchestrator: call failed"))
+        call(ping, msg("Ping", 0, rounds, pong)).bind(orchestrator_reply)
     }
 }

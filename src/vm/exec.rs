@@ -22,6 +22,7 @@ use super::error::{RemoteFailure, VmError};
 use super::ids::{ChainId, ObjectId, TxId};
 use super::interp::{Obj, Output, RemoteCall, SuspendToken, World};
 use super::program::{Cont, ContFn, Instr, Program};
+use super::registry::Ctx;
 use super::trace::{Event, EventKind};
 use super::tx::Tx;
 use super::value::Val;
@@ -223,7 +224,11 @@ fn enter(
         input_visible: behavior.keeps_input,
         input: kept,
     });
-    match catch_unwind(AssertUnwindSafe(|| (behavior.run)(input))) {
+    let ctx = Ctx {
+        me: target,
+        sender: (sender != NONE).then_some(sender),
+    };
+    match catch_unwind(AssertUnwindSafe(|| (behavior.run)(ctx, input))) {
         Ok(p) => Flow::Go(Next::Run(p)),
         Err(_) => Flow::Go(Next::Fail(VmError::BehaviorPanicked(behavior.name.clone()))),
     }

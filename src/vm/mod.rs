@@ -33,6 +33,6 @@ pub use program::{
     get_current_machine, get_input, get_machine, get_self, get_sender, get_state, set_state,
     transfer_obj, trigger, Cont, ContFn, Instr, Program,
 };
-pub use registry::{BehaviorFn, BehaviorRegistry, PureFn, PureRegistry};
+pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
 pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode};
 pub use value::Val;

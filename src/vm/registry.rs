@@ -10,17 +10,33 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::ids::ObjectId;
 use super::program::Program;
 use super::value::Val;
 
 /// A behavior: the program an object runs for each call, given the input.
 pub type BehaviorFn = dyn Fn(Val) -> Program + Send;
+
+/// Who is running and who called: the environment of one call, handed to
+/// behaviors registered with [`BehaviorRegistry::register_with_ctx`] (the
+/// same answers `get_self` and `get_sender` give, without an instruction
+/// round trip or a continuation to capture the input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctx {
+    /// The object this call runs in.
+    pub me: ObjectId,
+    /// The calling object, if any.
+    pub sender: Option<ObjectId>,
+}
+
+/// What the vm stores: every flavor of behavior, given its call's context.
+type StoredFn = dyn Fn(Ctx, Val) -> Program + Send;
 /// A pure function: `None` means "declined" and answers `Nothing`.
 pub type PureFn = dyn Fn(&[Val]) -> Option<Val> + Send;
 
 pub(crate) struct Behavior {
     pub(crate) name: Arc<str>,
-    pub(crate) run: Box<BehaviorFn>,
+    pub(crate) run: Box<StoredFn>,
     /// Whether the vm keeps a copy of the input for `get_input`.
     pub(crate) keeps_input: bool,
 }
@@ -43,7 +59,7 @@ impl BehaviorRegistry {
     where
         F: Fn(Val) -> Program + Send + 'static,
     {
-        self.insert(name, Box::new(f), true);
+        self.insert(name, Box::new(move |_, input| f(input)), true);
     }
 
     /// Like [`register`](Self::register), but the input is moved into `f`
@@ -53,10 +69,18 @@ impl BehaviorRegistry {
     where
         F: Fn(Val) -> Program + Send + 'static,
     {
+        self.insert(name, Box::new(move |_, input| f(input)), false);
+    }
+
+    /// A consuming behavior that is also handed its call's [`Ctx`].
+    pub fn register_with_ctx<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Ctx, Val) -> Program + Send + 'static,
+    {
         self.insert(name, Box::new(f), false);
     }
 
-    fn insert(&mut self, name: &str, run: Box<BehaviorFn>, keeps_input: bool) {
+    fn insert(&mut self, name: &str, run: Box<StoredFn>, keeps_input: bool) {
         let name: Arc<str> = Arc::from(name);
         let entry = Behavior {
             name: name.clone(),
