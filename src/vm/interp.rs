@@ -107,7 +107,7 @@ pub struct StartCall {
 pub struct SuspendToken(pub u64);
 
 /// What the driver must act on after [`Vm::run`].
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     /// Forward this call to `machine`, then `resume` with the answer.
     RemoteCall(RemoteCall),
@@ -189,6 +189,9 @@ pub(crate) struct World {
 const SPARE_CHAINS: usize = 32;
 const SPARE_CAPACITY: usize = 4096;
 
+/// A finished chain's buffers.
+type Spare = (Vec<Frame>, Vec<Box<ContFn>>, Vec<Val>);
+
 /// The interpreter. See the module docs for the driver loop.
 pub struct Vm {
     world: World,
@@ -196,7 +199,7 @@ pub struct Vm {
     runnable: VecDeque<usize>,
     /// Outputs of host-side actions, emitted by the next `run`.
     pending: Vec<Output>,
-    spare: Vec<(Vec<Frame>, Vec<Box<ContFn>>)>,
+    spare: Vec<Spare>,
 }
 
 impl fmt::Debug for Vm {
@@ -299,12 +302,13 @@ impl Vm {
     }
 
     fn new_chain(&mut self, id: ChainId, origin: u64, next: Next) -> usize {
-        let (frames, conts) = self.spare.pop().unwrap_or_default();
+        let (frames, conts, inputs) = self.spare.pop().unwrap_or_default();
         let key = self.chains.insert(Chain {
             id,
             origin,
             frames,
             conts,
+            inputs,
             next: Some(next),
             token: None,
             remote_target: ObjectId(0),
@@ -400,12 +404,14 @@ impl Vm {
         if self.spare.len() >= SPARE_CHAINS {
             return;
         }
-        let (mut frames, mut conts) = (chain.frames, chain.conts);
+        let (mut frames, mut conts, mut inputs) = (chain.frames, chain.conts, chain.inputs);
         frames.clear();
         conts.clear();
+        inputs.clear();
         frames.shrink_to(SPARE_CAPACITY);
         conts.shrink_to(SPARE_CAPACITY);
-        self.spare.push((frames, conts));
+        inputs.shrink_to(SPARE_CAPACITY);
+        self.spare.push((frames, conts, inputs));
     }
 
     /// Chains waiting on a remote answer.
