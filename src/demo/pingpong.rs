@@ -113,7 +113,7 @@ pub fn register(reg: &mut BehaviorRegistry) {
 pub fn orchestrator(rounds: u64, pong: ObjectId) -> Program {
     prog! {
         let tx <- begin_tx(None);
-        let Val::TxRef(tx) = tx else { return done(Val::str("orchestrator: begin_tx failed")) };
+        let Some(tx) = (tx.as_tx()) else { return done(Val::str("orchestrator: begin_tx failed")) };
         let ping <- create_obj("ping");
         let committed <- commit_tx(tx);
         let (Val::Bool(true), Val::ObjectRef(ping)) = (committed, ping) else {

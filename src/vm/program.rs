@@ -9,17 +9,22 @@
 //!
 //! ```
 //! use avm::prog;
-//! use avm::vm::{begin_tx, commit_tx, create_obj, done, Program, Val};
+//! use avm::vm::{begin_tx, call, commit_tx, create_obj, done, Program, Val};
 //!
-//! fn make_ping() -> Program {
+//! /// Create a "ping" in a transaction, then call it.
+//! fn start_game(input: Val) -> Program {
 //!     prog! {
 //!         let tx <- begin_tx(None);
+//!         let Some(tx) = (tx.as_tx()) else { return done(Val::str("no tx")) };
 //!         let ping <- create_obj("ping");
-//!         let ok <- commit_tx_of(tx);
-//!         done(if ok == Val::Bool(true) { ping } else { Val::str("aborted") })
+//!         let committed <- commit_tx(tx);
+//!         let (Val::Bool(true), Some(ping)) = (committed, ping.as_object()) else {
+//!             return done(Val::str("aborted"));
+//!         };
+//!         call(ping, input)
 //!     }
 //! }
-//! # fn commit_tx_of(tx: Val) -> Program { match tx { Val::TxRef(t) => commit_tx(t), v => done(v) } }
+//! # let _ = start_game(Val::Nat(0));
 //! ```
 //!
 //! Invariants:
@@ -290,6 +295,8 @@ macro_rules! prog {
         $crate::vm::Program::bind($e, move |$x: $crate::vm::Val| $crate::prog!($($rest)+))
     };
     (let $p:pat = $e:tt else $b:block; $($rest:tt)+) => {{
+        // The scrutinee is one token tree, often parenthesized on purpose.
+        #[allow(unused_parens)]
         let $p = $e else $b;
         $crate::prog!($($rest)+)
     }};

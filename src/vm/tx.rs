@@ -7,6 +7,10 @@
 //! destroyed outside it, commit answers false and applies nothing. Abort
 //! (or the chain ending with the transaction open) discards the overlay.
 //!
+//! Remote objects are outside any transaction: a call to one happens when
+//! it is made and is not undone by abort; a transaction's read set holds
+//! local objects only.
+//!
 //! Invariants: at most one transaction per chain; `reads` never holds an
 //! object created inside the transaction (it cannot be destroyed outside).
 

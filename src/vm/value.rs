@@ -77,6 +77,13 @@ impl Val {
         }
     }
 
+    pub fn as_tx(&self) -> Option<TxId> {
+        match self {
+            Val::TxRef(id) => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Nesting depth: scalars are 1, `List[Nat]` is 2.
     ///
     /// Iterative, so it is safe on values of any depth.
