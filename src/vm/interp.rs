@@ -9,6 +9,30 @@
 //! other chains, including calls into objects whose chains are suspended
 //! (re-entrance), and resume suspended chains in any order.
 //!
+//! A node's interpreter loop is, in outline:
+//!
+//! ```text
+//! loop {
+//!     for event in inbox.drain(..) {            // from the reactor
+//!         match event {
+//!             Inbound { req, call } => vm.start_call(call, req),
+//!             Reply { token, result } => vm.resume(token, result)?, // stale: log it
+//!         }
+//!     }
+//!     vm.run(&mut out);                          // `out` reused, never reallocated
+//!     for o in out.drain(..) {
+//!         match o {
+//!             Output::RemoteCall(rc) => send a `call` to rc.machine, remember rc.token,
+//!             Output::Finished { origin, result, .. } => answer inbound `origin`, or log,
+//!             Output::Created { .. } | Output::Destroyed { .. } => notify peers,
+//!         }
+//!     }
+//!     park until the reactor has news;
+//! }
+//! ```
+//!
+//! The same, for real, with two vms wired by hand:
+//!
 //! ```
 //! use avm::vm::*;
 //!
