@@ -9,9 +9,14 @@
 //!
 //! - [`vm`]: values, programs, the sans-IO interpreter. No sockets, no threads.
 //! - [`codec`]: bytes <-> protocol messages. Takes `&[u8]`, appends to `Vec<u8>`.
+//! - [`reactor`]: the mio event loop; the only module that touches sockets.
+//! - [`node`]: the interpreter thread and the glue that starts a node.
+//! - [`demo`]: the PingPong and Battleship behaviors.
+//! - [`log`]: a small `RUST_LOG`-driven logger.
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod demo;
 pub mod log;
 pub mod node;
 pub mod reactor;

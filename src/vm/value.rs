@@ -77,6 +77,13 @@ impl Val {
         }
     }
 
+    pub fn as_tx(&self) -> Option<TxId> {
+        match self {
+            Val::TxRef(id) => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Nesting depth: scalars are 1, `List[Nat]` is 2.
     ///
     /// Iterative, so it is safe on values of any depth.
@@ -136,7 +143,10 @@ mod tests {
             (Val::Bool(true), r#"{"Bool":true}"#),
             (Val::str("hello"), r#"{"Str":"hello"}"#),
             (Val::List(vec![Val::Nat(1)]), r#"{"List":[{"Nat":1}]}"#),
-            (Val::pair(Val::Nat(1), Val::Nothing), r#"{"Pair":[{"Nat":1},"Nothing"]}"#),
+            (
+                Val::pair(Val::Nat(1), Val::Nothing),
+                r#"{"Pair":[{"Nat":1},"Nothing"]}"#,
+            ),
             (Val::Nothing, r#""Nothing""#),
             (Val::just(Val::Nat(7)), r#"{"Just":{"Nat":7}}"#),
             (

@@ -1,0 +1,105 @@
+//! `VmError`: what went wrong, naming the object, transaction or behavior
+//! involved.
+//!
+//! Invariant: the type stays small (24 bytes, pinned by a test) because it
+//! travels inside `Output::Finished` and trace events on the hot path. Names
+//! are `Arc<str>` shared with the registry, so building an error for a known
+//! behavior does not allocate.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::ids::{CounterExhausted, ObjectId, TxId};
+use super::interp::SuspendToken;
+
+/// Every way a vm operation can fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmError {
+    /// No such object here (nor in the directory, for a `call`).
+    /// Displays exactly as `object not found: {id}`: the node puts this
+    /// string on the wire.
+    UnknownObject(ObjectId),
+    /// `create_obj` or `create_object` named a behavior nobody registered.
+    UnknownBehavior(Arc<str>),
+    /// `call_pure` named a function nobody registered.
+    UnknownPure(Arc<str>),
+    /// The object existed here once and was destroyed.
+    DestroyedObject(ObjectId),
+    /// `begin_tx` while this chain's transaction (named) is still open.
+    TxAlreadyOpen(TxId),
+    /// `commit_tx`/`abort_tx` of a transaction that is not this chain's open one.
+    NoSuchTx(TxId),
+    /// The id counter of this node ran out.
+    CounterExhausted(CounterExhausted),
+    /// The instruction (named) is not supported in this context.
+    Unsupported(&'static str),
+    /// `get_input` in a behavior registered with
+    /// [`BehaviorRegistry::register_consuming`](super::BehaviorRegistry::register_consuming),
+    /// which hands its input over instead of keeping a copy.
+    InputNotKept(Arc<str>),
+    /// The behavior (named) panicked; the call failed, the vm carries on.
+    BehaviorPanicked(Arc<str>),
+    /// The pure function (named) panicked.
+    PurePanicked(Arc<str>),
+    /// A remote call failed; the driver's reason, boxed to keep this type small.
+    RemoteFailed(Box<RemoteFailure>),
+    /// `resume` with a token that names no suspended call (unknown or stale).
+    UnknownToken(SuspendToken),
+}
+
+/// Details of a failed remote call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteFailure {
+    pub target: ObjectId,
+    pub reason: String,
+}
+
+impl fmt::Display for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmError::UnknownObject(id) => write!(f, "object not found: {id}"),
+            VmError::UnknownBehavior(b) => write!(f, "unknown behavior: {b}"),
+            VmError::UnknownPure(p) => write!(f, "unknown pure function: {p}"),
+            VmError::DestroyedObject(id) => write!(f, "object destroyed: {id}"),
+            VmError::TxAlreadyOpen(tx) => write!(f, "begin_tx while {tx} is open"),
+            VmError::NoSuchTx(tx) => write!(f, "{tx} is not this chain's open transaction"),
+            VmError::CounterExhausted(e) => write!(f, "{e}"),
+            VmError::Unsupported(what) => write!(f, "unsupported instruction: {what}"),
+            VmError::InputNotKept(b) => {
+                write!(f, "get_input in behavior {b}, which consumes its input")
+            }
+            VmError::BehaviorPanicked(b) => write!(f, "behavior {b} panicked"),
+            VmError::PurePanicked(p) => write!(f, "pure function {p} panicked"),
+            VmError::RemoteFailed(r) => {
+                write!(f, "remote call to {} failed: {}", r.target, r.reason)
+            }
+            VmError::UnknownToken(t) => write!(f, "no suspended call has token {}", t.0),
+        }
+    }
+}
+
+impl std::error::Error for VmError {}
+
+impl From<CounterExhausted> for VmError {
+    fn from(e: CounterExhausted) -> VmError {
+        VmError::CounterExhausted(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_is_pinned() {
+        assert_eq!(std::mem::size_of::<VmError>(), 24);
+    }
+
+    #[test]
+    fn unknown_object_wire_string() {
+        assert_eq!(
+            VmError::UnknownObject(ObjectId(12345)).to_string(),
+            "object not found: 12345"
+        );
+    }
+}

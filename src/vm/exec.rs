@@ -1,0 +1,558 @@
+//! The engine: runs one chain until it finishes or suspends.
+//!
+//! A chain is plain data: a stack of [`Frame`]s (one per active call) and
+//! one shared stack of continuations, each frame owning the continuations
+//! above its `cont_base`. Calling an object pushes a frame; returning pops
+//! it. Nothing here recurses on the Rust stack: `drive` is a loop over
+//! [`Next`], so call depth costs heap, never stack, and a suspended chain
+//! is just this data waiting for `Vm::resume`.
+//!
+//! Invariants:
+//! - `frames[i].cont_base <= frames[i+1].cont_base <= conts.len()`;
+//! - `inputs.len()` is the number of frames with `input_kept`, and the top
+//!   frame's kept input, if any, is `inputs.last()`;
+//! - a chain with `token: Some(_)` is suspended and has `next: None`;
+//!   a runnable chain has `next: Some(_)` and `token: None`;
+//! - behavior and continuation code runs inside `catch_unwind`: a panic
+//!   fails that call only, and the vm's own data is never borrowed by
+//!   user code, so it stays consistent.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use super::error::{RemoteFailure, VmError};
+use super::ids::{ChainId, ObjectId, TxId};
+use super::interp::{Obj, Output, RemoteCall, SuspendToken, World};
+use super::program::{Cont, ContFn, Instr, Program};
+use super::registry::Ctx;
+use super::trace::{Event, EventKind};
+use super::tx::Tx;
+use super::value::Val;
+
+/// No object: ids are never minted as 0.
+const NONE: ObjectId = ObjectId(0);
+/// Behavior index of a top-level program's frame.
+pub(crate) const PROGRAM: u32 = u32::MAX;
+
+/// One active call.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    self_id: ObjectId,
+    sender: ObjectId,
+    behavior: u32,
+    /// Continuations at or above this index belong to this frame.
+    cont_base: u32,
+    /// Whether `get_input` may read the kept input (the behavior keeps it).
+    input_visible: bool,
+    /// Whether a copy of the input (for `get_input` or a `Full` trace) is
+    /// on top of `Chain::inputs` for this frame. Kept out of line so a
+    /// frame stays 32 bytes: a million-deep chain is 32 MB of frames.
+    input_kept: bool,
+}
+
+impl Frame {
+    pub(crate) fn program(cont_base: usize) -> Frame {
+        Frame {
+            self_id: NONE,
+            sender: NONE,
+            behavior: PROGRAM,
+            cont_base: cont_base as u32,
+            input_visible: false,
+            input_kept: false,
+        }
+    }
+}
+
+/// What a runnable chain does next.
+pub(crate) enum Next {
+    Run(Program),
+    /// Feed a value to the current frame's top continuation, or return it.
+    Answer(Val),
+    /// Fail the current frame.
+    Fail(VmError),
+    /// The root call of a chain started by `Vm::start_call`.
+    Enter {
+        target: ObjectId,
+        input: Val,
+        sender: ObjectId,
+    },
+}
+
+pub(crate) struct Chain {
+    pub(crate) id: ChainId,
+    pub(crate) origin: u64,
+    pub(crate) frames: Vec<Frame>,
+    pub(crate) conts: Vec<Box<ContFn>>,
+    /// Kept inputs, one per frame with `input_kept`, in frame order.
+    pub(crate) inputs: Vec<Val>,
+    pub(crate) next: Option<Next>,
+    pub(crate) token: Option<SuspendToken>,
+    /// Target of the remote call this chain waits on (for error messages).
+    pub(crate) remote_target: ObjectId,
+    pub(crate) tx: Option<Tx>,
+}
+
+pub(crate) enum Status {
+    Suspended,
+    Finished(Result<Val, VmError>),
+}
+
+enum Flow {
+    Go(Next),
+    Suspend,
+    Finish(Result<Val, VmError>),
+}
+
+/// Run `c` (slab key `key`) until it finishes or suspends.
+pub(crate) fn drive(w: &mut World, c: &mut Chain, key: usize, out: &mut Vec<Output>) -> Status {
+    loop {
+        let Some(next) = c.next.take() else {
+            return Status::Suspended;
+        };
+        let flow = match next {
+            Next::Run(Program::Done(v)) | Next::Answer(v) => answer(w, c, v),
+            Next::Run(Program::Step(instr, cont)) => {
+                match cont {
+                    Cont::Return => {}
+                    Cont::Then(k) => c.conts.push(k),
+                    Cont::Seq(ks) => c.conts.extend(ks),
+                }
+                exec(w, c, key, instr, out)
+            }
+            Next::Fail(e) => fail(w, c, e),
+            Next::Enter {
+                target,
+                input,
+                sender,
+            } => match resolve(w, None, target) {
+                Ok(b) => enter(w, c, target, b, input, sender),
+                Err(e) => {
+                    w.trace.error(&e);
+                    Flow::Finish(Err(e))
+                }
+            },
+        };
+        match flow {
+            Flow::Go(n) => c.next = Some(n),
+            Flow::Suspend => return Status::Suspended,
+            Flow::Finish(r) => return Status::Finished(r),
+        }
+    }
+}
+
+fn behavior_name(w: &World, index: u32) -> Arc<str> {
+    if index == PROGRAM {
+        w.program_name.clone()
+    } else {
+        w.behaviors.get(index).name.clone()
+    }
+}
+
+fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
+    let Some(frame) = c.frames.last() else {
+        return Flow::Finish(Ok(v));
+    };
+    if c.conts.len() > frame.cont_base as usize {
+        let k = c.conts.pop().expect("checked non-empty above");
+        return match catch_unwind(AssertUnwindSafe(move || k(v))) {
+            Ok(p) => Flow::Go(Next::Run(p)),
+            Err(_) => Flow::Go(Next::Fail(VmError::BehaviorPanicked(behavior_name(
+                w,
+                frame.behavior,
+            )))),
+        };
+    }
+    let frame = c.frames.pop().expect("checked above");
+    let input = if frame.input_kept {
+        c.inputs.pop()
+    } else {
+        None
+    };
+    if frame.self_id != NONE {
+        w.trace
+            .record(EventKind::ObjectCalled, || Event::ObjectCalled {
+                id: frame.self_id,
+                input: input.unwrap_or(Val::Nothing),
+                output: v.clone(),
+            });
+    }
+    if c.frames.is_empty() {
+        Flow::Finish(Ok(v))
+    } else {
+        Flow::Go(Next::Answer(Val::just(v)))
+    }
+}
+
+fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
+    w.trace.error(&e);
+    if let Some(frame) = c.frames.pop() {
+        c.conts.truncate(frame.cont_base as usize);
+        if frame.input_kept {
+            c.inputs.pop();
+        }
+    }
+    if c.frames.is_empty() {
+        Flow::Finish(Err(e))
+    } else {
+        Flow::Go(Next::Answer(Val::Nothing))
+    }
+}
+
+/// The behavior index of a live local object, as `tx` sees it.
+fn resolve(w: &World, tx: Option<&Tx>, id: ObjectId) -> Result<u32, VmError> {
+    if let Some(tx) = tx {
+        if tx.is_destroyed(id) {
+            return Err(VmError::DestroyedObject(id));
+        }
+        if let Some(o) = tx.created(id) {
+            return Ok(o.behavior);
+        }
+    }
+    match w.objects.get(&id) {
+        Some(o) => Ok(o.behavior),
+        None if w.tombstones.contains(&id) => Err(VmError::DestroyedObject(id)),
+        None => Err(VmError::UnknownObject(id)),
+    }
+}
+
+/// Push a frame for a call to local object `target` and run its behavior.
+fn enter(
+    w: &mut World,
+    c: &mut Chain,
+    target: ObjectId,
+    b: u32,
+    input: Val,
+    sender: ObjectId,
+) -> Flow {
+    let behavior = w.behaviors.get(b);
+    let input_kept = behavior.keeps_input || w.trace.is_full();
+    if input_kept {
+        c.inputs.push(input.clone());
+    }
+    c.frames.push(Frame {
+        self_id: target,
+        sender,
+        behavior: b,
+        cont_base: c.conts.len() as u32,
+        input_visible: behavior.keeps_input,
+        input_kept,
+    });
+    let ctx = Ctx {
+        me: target,
+        sender: (sender != NONE).then_some(sender),
+    };
+    match catch_unwind(AssertUnwindSafe(|| (behavior.run)(ctx, input))) {
+        Ok(p) => Flow::Go(Next::Run(p)),
+        Err(_) => Flow::Go(Next::Fail(VmError::BehaviorPanicked(behavior.name.clone()))),
+    }
+}
+
+fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Output>) -> Flow {
+    let Instr::Call { target, input } = instr else {
+        return match exec_local(w, c, instr, out) {
+            Ok(v) => Flow::Go(Next::Answer(v)),
+            Err(e) => Flow::Go(Next::Fail(e)),
+        };
+    };
+    let sender = c.frames.last().map_or(NONE, |f| f.self_id);
+    match resolve(w, c.tx.as_ref(), target) {
+        Ok(b) => {
+            if let Some(tx) = &mut c.tx {
+                tx.observe(target);
+            }
+            enter(w, c, target, b, input, sender)
+        }
+        Err(VmError::UnknownObject(_)) if w.directory.machine_of(target).is_some() => {
+            let machine = w.directory.machine_of(target).expect("checked").clone();
+            // Generation in the high half: a stale token never matches a
+            // later suspension that reuses the slab slot.
+            let token = SuspendToken((u64::from(w.next_gen) << 32) | key as u64);
+            w.next_gen = w.next_gen.wrapping_add(1);
+            c.token = Some(token);
+            c.remote_target = target;
+            w.trace
+                .record(EventKind::CallSuspended, || Event::CallSuspended {
+                    token,
+                    machine: machine.clone(),
+                    target,
+                });
+            out.push(Output::RemoteCall(RemoteCall {
+                token,
+                machine,
+                target,
+                input,
+                sender,
+                chain: c.id,
+            }));
+            Flow::Suspend
+        }
+        Err(e) => {
+            w.trace.error(&e);
+            Flow::Go(Next::Answer(Val::Nothing))
+        }
+    }
+}
+
+/// The current frame's object, for instructions that need one.
+fn self_of(c: &Chain, what: &'static str) -> Result<ObjectId, VmError> {
+    match c.frames.last() {
+        Some(f) if f.self_id != NONE => Ok(f.self_id),
+        _ => Err(VmError::Unsupported(what)),
+    }
+}
+
+/// Every instruction but `call`: answers at once, never suspends.
+fn exec_local(
+    w: &mut World,
+    c: &mut Chain,
+    instr: Instr,
+    out: &mut Vec<Output>,
+) -> Result<Val, VmError> {
+    let frame = c.frames.last();
+    Ok(match instr {
+        Instr::Call { .. } => unreachable!("handled by exec"),
+        Instr::Pure(v) => v,
+        Instr::GetSelf => match frame {
+            Some(f) if f.self_id != NONE => Val::ObjectRef(f.self_id),
+            _ => Val::Nothing,
+        },
+        Instr::GetSender => match frame {
+            Some(f) if f.sender != NONE => Val::just(Val::ObjectRef(f.sender)),
+            _ => Val::Nothing,
+        },
+        Instr::GetInput => match frame {
+            Some(f) if f.self_id == NONE => Val::Nothing,
+            Some(f) if f.input_visible => c.inputs.last().cloned().unwrap_or(Val::Nothing),
+            Some(f) => return Err(VmError::InputNotKept(behavior_name(w, f.behavior))),
+            None => Val::Nothing,
+        },
+        Instr::GetCurrentMachine => Val::Str(w.machine.as_str().to_owned()),
+        Instr::GetMachine(id) => {
+            let local = w.objects.contains_key(&id)
+                || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
+            match (local, w.directory.machine_of(id)) {
+                (true, _) => Val::just(Val::Str(w.machine.as_str().to_owned())),
+                (false, Some(m)) => Val::just(Val::Str(m.as_str().to_owned())),
+                (false, None) => Val::Nothing,
+            }
+        }
+        Instr::GetState => {
+            let id = self_of(c, "get_state outside an object")?;
+            resolve(w, c.tx.as_ref(), id)?;
+            let overlay = match &mut c.tx {
+                Some(tx) => {
+                    tx.observe(id);
+                    tx.state_of(id).map(<[Val]>::to_vec)
+                }
+                None => None,
+            };
+            Val::List(overlay.unwrap_or_else(|| w.objects[&id].state.clone()))
+        }
+        Instr::SetState(state) => {
+            let id = self_of(c, "set_state outside an object")?;
+            resolve(w, c.tx.as_ref(), id)?;
+            match &mut c.tx {
+                Some(tx) => {
+                    tx.observe(id);
+                    tx.set_state(id, state);
+                }
+                None => set_state(w, id, state),
+            }
+            Val::Bool(true)
+        }
+        Instr::CreateObj {
+            behavior,
+            controller,
+        } => {
+            let b = w
+                .behaviors
+                .index_of(&behavior)
+                .ok_or_else(|| VmError::UnknownBehavior(Arc::from(&*behavior)))?;
+            let id = w.ids.next_object()?;
+            let controller = controller.or(c.tx.as_ref().and_then(|tx| tx.controller));
+            let obj = Obj {
+                behavior: b,
+                state: Vec::new(),
+                controller,
+            };
+            match &mut c.tx {
+                Some(tx) => tx.creates.push((id, obj)),
+                None => insert_object(w, id, obj, out),
+            }
+            Val::ObjectRef(id)
+        }
+        Instr::DestroyObj(id) => Val::Bool(destroy(w, c, id, out)?),
+        Instr::TransferObj(id, to) => {
+            if let Err(e) = resolve(w, c.tx.as_ref(), id) {
+                if w.directory.machine_of(id).is_some() {
+                    return Err(VmError::Unsupported("transfer_obj of a remote object"));
+                }
+                w.trace.error(&e);
+                return Ok(Val::Bool(false));
+            }
+            match &mut c.tx {
+                Some(tx) => {
+                    tx.observe(id);
+                    tx.transfers.push((id, to));
+                }
+                None => w.objects.get_mut(&id).expect("resolved").controller = Some(to),
+            }
+            Val::Bool(true)
+        }
+        Instr::BeginTx(controller) => {
+            if let Some(tx) = &c.tx {
+                return Err(VmError::TxAlreadyOpen(tx.id));
+            }
+            w.next_tx += 1;
+            let id = TxId(w.next_tx);
+            c.tx = Some(Tx::new(id, controller));
+            w.trace.record(EventKind::TransactionStarted, || {
+                Event::TransactionStarted { tx: id }
+            });
+            Val::TxRef(id)
+        }
+        Instr::CommitTx(id) => match c.tx.take() {
+            Some(tx) if tx.id == id => Val::Bool(commit(w, tx, out)),
+            other => {
+                c.tx = other;
+                return Err(VmError::NoSuchTx(id));
+            }
+        },
+        Instr::AbortTx(id) => match c.tx.take() {
+            Some(tx) if tx.id == id => {
+                w.trace.record(EventKind::TransactionAborted, || {
+                    Event::TransactionAborted { tx: id }
+                });
+                Val::Bool(true)
+            }
+            other => {
+                c.tx = other;
+                return Err(VmError::NoSuchTx(id));
+            }
+        },
+        Instr::CallPure { name, args } => match w.pures.get(&name) {
+            None => {
+                w.trace.error(&VmError::UnknownPure(Arc::from(&*name)));
+                Val::Nothing
+            }
+            Some((name, f)) => match catch_unwind(AssertUnwindSafe(|| f(&args))) {
+                Ok(Some(v)) => Val::just(v),
+                Ok(None) => Val::Nothing,
+                Err(_) => return Err(VmError::PurePanicked(name.clone())),
+            },
+        },
+    })
+}
+
+pub(crate) fn insert_object(w: &mut World, id: ObjectId, obj: Obj, out: &mut Vec<Output>) {
+    let behavior = w.behaviors.get(obj.behavior).name.clone();
+    w.objects.insert(id, obj);
+    w.trace
+        .record(EventKind::ObjectCreated, || Event::ObjectCreated {
+            id,
+            behavior: behavior.clone(),
+        });
+    out.push(Output::Created { id, behavior });
+}
+
+fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
+    let full = w.trace.is_full();
+    let obj = w.objects.get_mut(&id).expect("resolved");
+    let copy = if full { state.clone() } else { Vec::new() };
+    obj.state = state;
+    w.trace
+        .record(EventKind::StateUpdated, || Event::StateUpdated {
+            id,
+            state: copy,
+        });
+}
+
+fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
+    if w.objects.remove(&id).is_some() {
+        w.tombstones.insert(id);
+        w.trace
+            .record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed { id });
+        out.push(Output::Destroyed { id });
+    }
+}
+
+/// `destroy_obj`: false (with the reason traced) when already gone.
+fn destroy(
+    w: &mut World,
+    c: &mut Chain,
+    id: ObjectId,
+    out: &mut Vec<Output>,
+) -> Result<bool, VmError> {
+    if let Err(e) = resolve(w, c.tx.as_ref(), id) {
+        if matches!(e, VmError::UnknownObject(_)) && w.directory.machine_of(id).is_some() {
+            return Err(VmError::Unsupported("destroy_obj of a remote object"));
+        }
+        w.trace.error(&e);
+        return Ok(false);
+    }
+    match &mut c.tx {
+        Some(tx) => {
+            tx.observe(id);
+            tx.destroys.push(id);
+        }
+        None => remove_object(w, id, out),
+    }
+    Ok(true)
+}
+
+/// Validate the read set, then apply creates, transfers, states, destroys.
+fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
+    let id = tx.id;
+    if tx.reads.iter().any(|o| !w.objects.contains_key(o)) {
+        w.trace.record(EventKind::TransactionAborted, || {
+            Event::TransactionAborted { tx: id }
+        });
+        return false;
+    }
+    for (oid, obj) in tx.creates {
+        insert_object(w, oid, obj, out);
+    }
+    for (oid, to) in tx.transfers {
+        if let Some(o) = w.objects.get_mut(&oid) {
+            o.controller = Some(to);
+        }
+    }
+    for (oid, state) in tx.states {
+        if w.objects.contains_key(&oid) {
+            set_state(w, oid, state);
+        }
+    }
+    for oid in tx.destroys {
+        remove_object(w, oid, out);
+    }
+    w.trace.record(EventKind::TransactionCommitted, || {
+        Event::TransactionCommitted { tx: id }
+    });
+    true
+}
+
+/// The answer a resumed call gets, tracing a failure's reason.
+pub(crate) fn resumed_answer(w: &mut World, target: ObjectId, result: Result<Val, String>) -> Val {
+    match result {
+        Ok(v) => Val::just(v),
+        Err(reason) => {
+            w.trace
+                .error(&VmError::RemoteFailed(Box::new(RemoteFailure {
+                    target,
+                    reason,
+                })));
+            Val::Nothing
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_is_32_bytes() {
+        // Pinned: a chain's depth costs this (plus 16 bytes of continuation).
+        assert_eq!(std::mem::size_of::<Frame>(), 32);
+    }
+}

@@ -1,0 +1,449 @@
+//! `Vm`: the driver-facing interpreter.
+//!
+//! The driver (a node's interpreter thread, or a test) owns a `Vm` and
+//! loops: hand in work (`start_call`, `start_program`, `resume`), call
+//! [`Vm::run`], act on the [`Output`]s. The vm never blocks, never touches
+//! a socket or a thread; a chain that calls an object on another machine
+//! *suspends* with an [`Output::RemoteCall`] and waits, as data, until the
+//! driver calls `resume` with its token. Meanwhile the driver may start
+//! other chains, including calls into objects whose chains are suspended
+//! (re-entrance), and resume suspended chains in any order.
+//!
+//! A node's interpreter loop is, in outline:
+//!
+//! ```text
+//! loop {
+//!     for event in inbox.drain(..) {            // from the reactor
+//!         match event {
+//!             Inbound { req, call } => vm.start_call(call, req),
+//!             Reply { token, result } => vm.resume(token, result)?, // stale: log it
+//!         }
+//!     }
+//!     vm.run(&mut out);                          // `out` reused, never reallocated
+//!     for o in out.drain(..) {
+//!         match o {
+//!             Output::RemoteCall(rc) => send a `call` to rc.machine, remember rc.token,
+//!             Output::Finished { origin, result, .. } => answer inbound `origin`, or log,
+//!             Output::Created { .. } | Output::Destroyed { .. } => notify peers,
+//!         }
+//!     }
+//!     park until the reactor has news;
+//! }
+//! ```
+//!
+//! The same, for real, with two vms wired by hand:
+//!
+//! ```
+//! use avm::vm::*;
+//!
+//! fn registry() -> BehaviorRegistry {
+//!     let mut reg = BehaviorRegistry::new();
+//!     // "front" forwards its input to the object named in it.
+//!     reg.register("front", |input: Val| match input.as_object() {
+//!         Some(back) => call(back, Val::Nat(41)),
+//!         None => done(Val::Nothing),
+//!     });
+//!     reg.register("back", |input: Val| done(Val::Nat(input.as_nat().unwrap() + 1)));
+//!     reg
+//! }
+//! let mut alpha = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), registry(), PureRegistry::new());
+//! let mut beta = Vm::new(VmConfig::new(MachineId::new("beta"), 2), registry(), PureRegistry::new());
+//! let front = alpha.create_object("front").unwrap();
+//! let back = beta.create_object("back").unwrap();
+//! alpha.directory_mut().insert(back, beta.machine().clone(), Some("back"));
+//!
+//! let mut out = Vec::new();
+//! alpha.start_call(StartCall { target: front, input: Val::ObjectRef(back), sender: None, chain: None }, 7);
+//! alpha.run(&mut out);
+//! // The call to `back` suspended: the driver forwards it to beta.
+//! let Some(Output::RemoteCall(rc)) = out.pop() else { panic!("expected a remote call") };
+//! assert_eq!(alpha.suspended_count(), 1);
+//! beta.start_call(StartCall { target: rc.target, input: rc.input, sender: Some(rc.sender), chain: Some(rc.chain) }, rc.token.0);
+//! out.clear();
+//! beta.run(&mut out);
+//! let reply = out.drain(..).find_map(|o| match o {
+//!     Output::Finished { origin, result, .. } if origin == rc.token.0 => Some(result),
+//!     _ => None,
+//! }).unwrap();
+//! // ... and hands beta's answer back to alpha.
+//! alpha.resume(rc.token, reply.map_err(|e| e.to_string())).unwrap();
+//! alpha.run(&mut out);
+//! let Some(Output::Finished { origin: 7, result: Ok(v), .. }) = out.pop() else { panic!() };
+//! assert_eq!(v, Val::just(Val::Nat(42)));
+//! ```
+//!
+//! Allocation: the `Vec<Output>` is the caller's and reused; chains live in
+//! a `Slab` and finished chains give their frame and continuation `Vec`s
+//! back to a small pool, so steady-state local calls and remote round
+//! trips allocate only for the values the behaviors build.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::directory::Directory;
+use super::error::VmError;
+use super::exec::{self, Chain, Frame, Next, Status};
+use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId};
+use super::program::{ContFn, Program};
+use super::registry::{BehaviorRegistry, PureRegistry};
+use super::trace::{Event, EventKind, Trace, TraceMode};
+use super::value::Val;
+
+/// How to build a [`Vm`].
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub machine: MachineId,
+    /// Top 16 bits of every object and chain id this vm mints.
+    pub node_prefix: u16,
+    /// First counter value for minted ids (a restarted node skips its past).
+    pub first_counter: u64,
+    pub trace: TraceMode,
+}
+
+impl VmConfig {
+    /// `first_counter` 1, trace `Counting`.
+    pub fn new(machine: MachineId, node_prefix: u16) -> VmConfig {
+        VmConfig {
+            machine,
+            node_prefix,
+            first_counter: 1,
+            trace: TraceMode::Counting,
+        }
+    }
+}
+
+/// A call for the vm to run as a new chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartCall {
+    pub target: ObjectId,
+    pub input: Val,
+    pub sender: Option<ObjectId>,
+    /// `None`: the vm mints one (`node_prefix << 48 | counter`).
+    pub chain: Option<ChainId>,
+}
+
+/// Names one suspended remote call; hand it back to [`Vm::resume`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SuspendToken(pub u64);
+
+/// What the driver must act on after [`Vm::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Forward this call to `machine`, then `resume` with the answer.
+    RemoteCall(RemoteCall),
+    /// A chain ended. `origin` is what the driver passed when starting it.
+    Finished {
+        origin: u64,
+        chain: ChainId,
+        result: Result<Val, VmError>,
+    },
+    /// An object was created here (in a transaction: only on commit).
+    Created {
+        id: ObjectId,
+        behavior: Arc<str>,
+    },
+    Destroyed {
+        id: ObjectId,
+    },
+}
+
+/// A call the vm cannot answer locally.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteCall {
+    pub token: SuspendToken,
+    pub machine: MachineId,
+    pub target: ObjectId,
+    pub input: Val,
+    /// The calling object; `ObjectId(0)` when the caller is a top-level program.
+    pub sender: ObjectId,
+    pub chain: ChainId,
+}
+
+/// A local object.
+#[derive(Debug)]
+pub(crate) struct Obj {
+    pub(crate) behavior: u32,
+    pub(crate) state: Vec<Val>,
+    pub(crate) controller: Option<ControllerId>,
+}
+
+/// A hasher for ids: they are already unique integers, SipHash buys nothing.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
+type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
+
+/// Everything but the chains, so the engine can borrow a chain and the
+/// world at once.
+pub(crate) struct World {
+    pub(crate) machine: MachineId,
+    pub(crate) objects: IdMap<Obj>,
+    pub(crate) tombstones: IdSet,
+    pub(crate) ids: FreshIdGen,
+    pub(crate) chain_ids: FreshIdGen,
+    pub(crate) next_tx: u64,
+    pub(crate) next_gen: u32,
+    pub(crate) directory: Directory,
+    pub(crate) behaviors: BehaviorRegistry,
+    pub(crate) pures: PureRegistry,
+    pub(crate) trace: Trace,
+    pub(crate) program_name: Arc<str>,
+}
+
+/// Finished chains' buffers kept for reuse, and their bounds.
+const SPARE_CHAINS: usize = 32;
+const SPARE_CAPACITY: usize = 4096;
+
+/// A finished chain's buffers.
+type Spare = (Vec<Frame>, Vec<Box<ContFn>>, Vec<Val>);
+
+/// The interpreter. See the module docs for the driver loop.
+pub struct Vm {
+    world: World,
+    chains: Slab<Chain>,
+    runnable: VecDeque<usize>,
+    /// Outputs of host-side actions, emitted by the next `run`.
+    pending: Vec<Output>,
+    spare: Vec<Spare>,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("machine", &self.world.machine)
+            .field("objects", &self.world.objects.len())
+            .field("chains", &self.chains.len())
+            .field("suspended", &self.suspended_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    pub fn new(config: VmConfig, behaviors: BehaviorRegistry, pures: PureRegistry) -> Vm {
+        let first = config.first_counter;
+        Vm {
+            world: World {
+                machine: config.machine,
+                objects: IdMap::default(),
+                tombstones: IdSet::default(),
+                ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
+                chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
+                next_tx: 0,
+                next_gen: 0,
+                directory: Directory::new(),
+                behaviors,
+                pures,
+                trace: Trace::new(config.trace),
+                program_name: Arc::from("<program>"),
+            },
+            chains: Slab::new(),
+            runnable: VecDeque::new(),
+            pending: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    pub fn machine(&self) -> &MachineId {
+        &self.world.machine
+    }
+
+    /// Host-side create (node setup). Emits `Output::Created` on the next `run`.
+    pub fn create_object(&mut self, behavior: &str) -> Result<ObjectId, VmError> {
+        let b = self
+            .world
+            .behaviors
+            .index_of(behavior)
+            .ok_or_else(|| VmError::UnknownBehavior(Arc::from(behavior)))?;
+        let id = self.world.ids.next_object()?;
+        let obj = Obj {
+            behavior: b,
+            state: Vec::new(),
+            controller: None,
+        };
+        exec::insert_object(&mut self.world, id, obj, &mut self.pending);
+        Ok(id)
+    }
+
+    /// Host-side state write (setup and tests), outside any transaction.
+    pub fn set_state(&mut self, id: ObjectId, state: Vec<Val>) -> Result<(), VmError> {
+        match self.world.objects.get_mut(&id) {
+            Some(o) => {
+                o.state = state;
+                Ok(())
+            }
+            None => Err(VmError::UnknownObject(id)),
+        }
+    }
+
+    /// The committed state of a local object.
+    pub fn state(&self, id: ObjectId) -> Option<&[Val]> {
+        self.world.objects.get(&id).map(|o| &o.state[..])
+    }
+
+    /// The controller of a local object (`None` when uncontrolled or unknown).
+    pub fn controller(&self, id: ObjectId) -> Option<ControllerId> {
+        self.world.objects.get(&id).and_then(|o| o.controller)
+    }
+
+    pub fn hosts(&self, id: ObjectId) -> bool {
+        self.world.objects.contains_key(&id)
+    }
+
+    /// (id, behavior name) of every live local object.
+    pub fn local_objects(&self) -> impl Iterator<Item = (ObjectId, &str)> + '_ {
+        let reg = &self.world.behaviors;
+        self.world
+            .objects
+            .iter()
+            .map(move |(id, o)| (*id, &*reg.get(o.behavior).name))
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.world.directory
+    }
+
+    pub fn directory_mut(&mut self) -> &mut Directory {
+        &mut self.world.directory
+    }
+
+    fn new_chain(&mut self, id: ChainId, origin: u64, next: Next) -> usize {
+        let (frames, conts, inputs) = self.spare.pop().unwrap_or_default();
+        let key = self.chains.insert(Chain {
+            id,
+            origin,
+            frames,
+            conts,
+            inputs,
+            next: Some(next),
+            token: None,
+            remote_target: ObjectId(0),
+            tx: None,
+        });
+        self.runnable.push_back(key);
+        key
+    }
+
+    /// Queue a chain calling `call.target`. If the target is not hosted
+    /// here, the chain finishes with `Err(UnknownObject)`; never forwarded.
+    pub fn start_call(&mut self, call: StartCall, origin: u64) {
+        let minted = match call.chain {
+            Some(c) => Ok(c),
+            None => self.world.chain_ids.next_chain(),
+        };
+        let (id, next) = match minted {
+            Ok(id) => (
+                id,
+                Next::Enter {
+                    target: call.target,
+                    input: call.input,
+                    sender: call.sender.unwrap_or(ObjectId(0)),
+                },
+            ),
+            Err(e) => (ChainId(0), Next::Fail(e.into())),
+        };
+        self.new_chain(id, origin, next);
+    }
+
+    /// Queue a chain running a top-level program (no self object).
+    pub fn start_program(&mut self, program: Program, origin: u64) -> Result<ChainId, VmError> {
+        let id = self.world.chain_ids.next_chain()?;
+        let key = self.new_chain(id, origin, Next::Run(program));
+        let chain = &mut self.chains[key];
+        chain.frames.push(Frame::program(chain.conts.len()));
+        Ok(id)
+    }
+
+    /// Answer a suspended remote call. `Err(reason)` makes the `call`
+    /// instruction answer `Nothing` (the reason goes to the trace). An
+    /// unknown or stale token is `Err(UnknownToken)`.
+    pub fn resume(
+        &mut self,
+        token: SuspendToken,
+        result: Result<Val, String>,
+    ) -> Result<(), VmError> {
+        let key = (token.0 & 0xffff_ffff) as usize;
+        let chain = match self.chains.get_mut(key) {
+            Some(c) if c.token == Some(token) => c,
+            _ => return Err(VmError::UnknownToken(token)),
+        };
+        chain.token = None;
+        let ok = result.is_ok();
+        self.world
+            .trace
+            .record(EventKind::CallResumed, || Event::CallResumed { token, ok });
+        let answer = exec::resumed_answer(&mut self.world, chain.remote_target, result);
+        chain.next = Some(Next::Answer(answer));
+        self.runnable.push_back(key);
+        Ok(())
+    }
+
+    /// Run every runnable chain until it finishes or suspends, appending
+    /// outputs in the order their effects happened.
+    pub fn run(&mut self, out: &mut Vec<Output>) {
+        out.append(&mut self.pending);
+        while let Some(key) = self.runnable.pop_front() {
+            let Some(chain) = self.chains.get_mut(key) else {
+                continue;
+            };
+            let Status::Finished(result) = exec::drive(&mut self.world, chain, key, out) else {
+                continue;
+            };
+            let mut chain = self.chains.remove(key);
+            if let Some(tx) = chain.tx.take() {
+                // A chain that ends with its transaction open aborts it.
+                let tx = tx.id;
+                self.world.trace.record(EventKind::TransactionAborted, || {
+                    Event::TransactionAborted { tx }
+                });
+            }
+            out.push(Output::Finished {
+                origin: chain.origin,
+                chain: chain.id,
+                result,
+            });
+            self.recycle(chain);
+        }
+    }
+
+    fn recycle(&mut self, chain: Chain) {
+        if self.spare.len() >= SPARE_CHAINS {
+            return;
+        }
+        let (mut frames, mut conts, mut inputs) = (chain.frames, chain.conts, chain.inputs);
+        frames.clear();
+        conts.clear();
+        inputs.clear();
+        frames.shrink_to(SPARE_CAPACITY);
+        conts.shrink_to(SPARE_CAPACITY);
+        inputs.shrink_to(SPARE_CAPACITY);
+        self.spare.push((frames, conts, inputs));
+    }
+
+    /// Chains waiting on a remote answer.
+    pub fn suspended_count(&self) -> usize {
+        self.chains.len() - self.runnable.len()
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.world.trace
+    }
+}

@@ -1,0 +1,359 @@
+//! Programs as interaction trees.
+//!
+//! A [`Program`] has either finished with a value ([`Program::Done`]) or
+//! emits one [`Instr`] and continues with the vm's answer
+//! ([`Program::Step`]). Behavior authors build programs with [`trigger`]
+//! (emit one instruction), [`Program::bind`] (continue with its answer), the
+//! instruction helpers below ([`call`], [`get_state`], ...) and the
+//! [`prog!`](crate::prog) do-notation macro:
+//!
+//! ```
+//! use avm::prog;
+//! use avm::vm::{begin_tx, call, commit_tx, create_obj, done, Program, Val};
+//!
+//! /// Create a "ping" in a transaction, then call it.
+//! fn start_game(input: Val) -> Program {
+//!     prog! {
+//!         let tx <- begin_tx(None);
+//!         let Some(tx) = (tx.as_tx()) else { return done(Val::str("no tx")) };
+//!         let ping <- create_obj("ping");
+//!         let committed <- commit_tx(tx);
+//!         let (Val::Bool(true), Some(ping)) = (committed, ping.as_object()) else {
+//!             return done(Val::str("aborted"));
+//!         };
+//!         call(ping, input)
+//!     }
+//! }
+//! # let _ = start_game(Val::Nat(0));
+//! ```
+//!
+//! Invariants:
+//! - Building a program runs no instruction; only the vm answers them.
+//! - `bind` never nests closures inside closures: a continuation chain is a
+//!   flat [`Cont`], and the vm keeps continuations on a heap stack. So a
+//!   program built from any number of binds, in any association, runs and
+//!   drops without Rust-stack recursion proportional to its length.
+//! - `trigger(i).bind(f)` costs one `Box` (none when `f` captures nothing).
+//! - Binding onto a program that already has continuations (left-nested
+//!   binds, `p.bind(f).bind(g)`) inserts at the front of a `Vec`: O(n) for
+//!   the n-th such bind. `prog!` and hand-written right-nested binds
+//!   (`p.bind(|x| q.bind(g))`) never take that path.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::ids::{ControllerId, ObjectId, TxId};
+use super::value::Val;
+
+/// A continuation: what to do with an instruction's answer.
+pub type ContFn = dyn FnOnce(Val) -> Program + Send;
+
+/// The continuations waiting on one instruction's answer.
+pub enum Cont {
+    /// The answer is the program's result.
+    Return,
+    /// Feed the answer to one function.
+    Then(Box<ContFn>),
+    /// Several functions in stack order: the *last* runs first. Built only
+    /// by binding onto a program that already has a continuation.
+    Seq(Vec<Box<ContFn>>),
+}
+
+/// A program: finished, or one instruction away from its next step.
+pub enum Program {
+    Done(Val),
+    Step(Instr, Cont),
+}
+
+/// One request to the vm. The answer each gets is documented per variant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Instr {
+    /// Answers the value itself (lets `done(v).bind(f)` stay lazy).
+    Pure(Val),
+    /// Answers `ObjectRef`. In a transaction the object exists only inside
+    /// it until commit; `controller: None` inherits the transaction's.
+    CreateObj {
+        behavior: Cow<'static, str>,
+        controller: Option<ControllerId>,
+    },
+    /// Answers `Bool`: false when the object was unknown or already gone.
+    DestroyObj(ObjectId),
+    /// Answers `Bool`: changes the object's controller.
+    TransferObj(ObjectId, ControllerId),
+    /// Answers `Just(reply)`, or `Nothing` when the call failed (the reason
+    /// goes to the trace).
+    Call { target: ObjectId, input: Val },
+    /// Answers `ObjectRef(self)`, `Nothing` in a top-level program.
+    GetSelf,
+    /// Answers the current call's input (`Nothing` in a top-level program).
+    GetInput,
+    /// Answers `Just(ObjectRef(sender))` or `Nothing`.
+    GetSender,
+    /// Answers `List(state)` of the current object.
+    GetState,
+    /// Answers `Bool(true)`; replaces the current object's state.
+    SetState(Vec<Val>),
+    /// Answers `Str(machine)`.
+    GetCurrentMachine,
+    /// Answers `TxRef`.
+    BeginTx(Option<ControllerId>),
+    /// Answers `Bool`: false, with nothing applied, when validation failed.
+    CommitTx(TxId),
+    /// Answers `Bool(true)`.
+    AbortTx(TxId),
+    /// Answers `Just(v)`, or `Nothing` when the function declined.
+    CallPure {
+        name: Cow<'static, str>,
+        args: Vec<Val>,
+    },
+    /// Answers `Just(Str(machine))` or `Nothing`.
+    GetMachine(ObjectId),
+}
+
+impl Instr {
+    /// The instruction's name as behavior authors write it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Instr::Pure(_) => "pure",
+            Instr::CreateObj { .. } => "create_obj",
+            Instr::DestroyObj(_) => "destroy_obj",
+            Instr::TransferObj(..) => "transfer_obj",
+            Instr::Call { .. } => "call",
+            Instr::GetSelf => "get_self",
+            Instr::GetInput => "get_input",
+            Instr::GetSender => "get_sender",
+            Instr::GetState => "get_state",
+            Instr::SetState(_) => "set_state",
+            Instr::GetCurrentMachine => "get_current_machine",
+            Instr::BeginTx(_) => "begin_tx",
+            Instr::CommitTx(_) => "commit_tx",
+            Instr::AbortTx(_) => "abort_tx",
+            Instr::CallPure { .. } => "call_pure",
+            Instr::GetMachine(_) => "get_machine",
+        }
+    }
+}
+
+impl Program {
+    /// Continue with `f` once this program has produced its value.
+    ///
+    /// Never calls `f` here, even on a finished program, so recursive
+    /// loops written with `bind` are driven by the vm, not the Rust stack.
+    pub fn bind<F>(self, f: F) -> Program
+    where
+        F: FnOnce(Val) -> Program + Send + 'static,
+    {
+        let f: Box<ContFn> = Box::new(f);
+        match self {
+            Program::Done(v) => Program::Step(Instr::Pure(v), Cont::Then(f)),
+            Program::Step(i, Cont::Return) => Program::Step(i, Cont::Then(f)),
+            Program::Step(i, Cont::Then(k)) => Program::Step(i, Cont::Seq(vec![f, k])),
+            Program::Step(i, Cont::Seq(mut ks)) => {
+                // Rare (binding onto an already-bound program): O(len) insert.
+                ks.insert(0, f);
+                Program::Step(i, Cont::Seq(ks))
+            }
+        }
+    }
+
+    /// Transform the result with a plain function.
+    pub fn map<F>(self, f: F) -> Program
+    where
+        F: FnOnce(Val) -> Val + Send + 'static,
+    {
+        match self {
+            Program::Done(v) => Program::Done(f(v)),
+            p => p.bind(move |v| Program::Done(f(v))),
+        }
+    }
+
+    /// Run `next` after this program, ignoring this program's value.
+    pub fn then(self, next: Program) -> Program {
+        self.bind(move |_| next)
+    }
+}
+
+impl fmt::Debug for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Program::Done(v) => f.debug_tuple("Done").field(v).finish(),
+            Program::Step(i, k) => {
+                let n = match k {
+                    Cont::Return => 0,
+                    Cont::Then(_) => 1,
+                    Cont::Seq(ks) => ks.len(),
+                };
+                write!(f, "Step({i:?}, <{n} continuations>)")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Cont {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cont::Return => "Return",
+            Cont::Then(_) => "Then(..)",
+            Cont::Seq(_) => "Seq(..)",
+        })
+    }
+}
+
+/// Emit one instruction; the program's value is the answer.
+pub fn trigger(i: Instr) -> Program {
+    Program::Step(i, Cont::Return)
+}
+
+/// A finished program.
+pub fn done(v: Val) -> Program {
+    Program::Done(v)
+}
+
+pub fn call(target: ObjectId, input: Val) -> Program {
+    trigger(Instr::Call { target, input })
+}
+
+pub fn create_obj(behavior: impl Into<Cow<'static, str>>) -> Program {
+    trigger(Instr::CreateObj {
+        behavior: behavior.into(),
+        controller: None,
+    })
+}
+
+pub fn create_obj_for(behavior: impl Into<Cow<'static, str>>, controller: ControllerId) -> Program {
+    trigger(Instr::CreateObj {
+        behavior: behavior.into(),
+        controller: Some(controller),
+    })
+}
+
+pub fn destroy_obj(id: ObjectId) -> Program {
+    trigger(Instr::DestroyObj(id))
+}
+
+pub fn transfer_obj(id: ObjectId, controller: ControllerId) -> Program {
+    trigger(Instr::TransferObj(id, controller))
+}
+
+pub fn get_self() -> Program {
+    trigger(Instr::GetSelf)
+}
+
+pub fn get_input() -> Program {
+    trigger(Instr::GetInput)
+}
+
+pub fn get_sender() -> Program {
+    trigger(Instr::GetSender)
+}
+
+pub fn get_state() -> Program {
+    trigger(Instr::GetState)
+}
+
+pub fn set_state(state: Vec<Val>) -> Program {
+    trigger(Instr::SetState(state))
+}
+
+pub fn get_current_machine() -> Program {
+    trigger(Instr::GetCurrentMachine)
+}
+
+pub fn begin_tx(controller: Option<ControllerId>) -> Program {
+    trigger(Instr::BeginTx(controller))
+}
+
+pub fn commit_tx(tx: TxId) -> Program {
+    trigger(Instr::CommitTx(tx))
+}
+
+pub fn abort_tx(tx: TxId) -> Program {
+    trigger(Instr::AbortTx(tx))
+}
+
+pub fn call_pure(name: impl Into<Cow<'static, str>>, args: Vec<Val>) -> Program {
+    trigger(Instr::CallPure {
+        name: name.into(),
+        args,
+    })
+}
+
+pub fn get_machine(id: ObjectId) -> Program {
+    trigger(Instr::GetMachine(id))
+}
+
+/// Do-notation for programs.
+///
+/// - `let x <- prog;` binds the value of `prog` to `x` for the rest;
+/// - `let pat = expr;` is an ordinary `let`, and `let pat = x else { .. };`
+///   a let-else whose scrutinee is one token tree (`x`, `(a, b)`); its
+///   `else` block typically `return`s a `done(..)` from the continuation;
+/// - `prog;` runs `prog` and ignores its value;
+/// - the last item is the program that gives the result.
+///
+/// Every continuation is a `move` closure, so captured values must be
+/// `Send + 'static` (ids and `Val`s are).
+#[macro_export]
+macro_rules! prog {
+    (let $x:ident <- $e:expr; $($rest:tt)+) => {
+        $crate::vm::Program::bind($e, move |$x: $crate::vm::Val| $crate::prog!($($rest)+))
+    };
+    (let $p:pat = $e:tt else $b:block; $($rest:tt)+) => {{
+        // The scrutinee is one token tree, often parenthesized on purpose.
+        #[allow(unused_parens)]
+        let $p = $e else $b;
+        $crate::prog!($($rest)+)
+    }};
+    (let $p:pat = $e:expr; $($rest:tt)+) => {{
+        let $p = $e;
+        $crate::prog!($($rest)+)
+    }};
+    ($e:expr; $($rest:tt)+) => {
+        $crate::vm::Program::bind($e, move |_| $crate::prog!($($rest)+))
+    };
+    ($e:expr) => {
+        $e
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conts(p: &Program) -> usize {
+        match p {
+            Program::Step(_, Cont::Then(_)) => 1,
+            Program::Step(_, Cont::Seq(ks)) => ks.len(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn bind_flattens_instead_of_nesting() {
+        let mut p = get_self();
+        for _ in 0..1000 {
+            p = p.bind(done);
+        }
+        assert_eq!(conts(&p), 1000);
+    }
+
+    #[test]
+    fn bind_on_done_is_lazy() {
+        let p = done(Val::Nat(1)).bind(|_| panic!("ran at build time"));
+        assert!(matches!(
+            p,
+            Program::Step(Instr::Pure(Val::Nat(1)), Cont::Then(_))
+        ));
+    }
+
+    #[test]
+    fn macro_builds_a_step() {
+        let p = prog! {
+            let me <- get_self();
+            let n = 3;
+            set_state(vec![me, Val::Nat(n)]);
+            done(Val::Nat(n))
+        };
+        assert!(matches!(p, Program::Step(Instr::GetSelf, Cont::Then(_))));
+    }
+}

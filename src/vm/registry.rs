@@ -1,0 +1,159 @@
+//! Named code: behaviors (`Fn(Val) -> Program`) and pure functions
+//! (`Fn(&[Val]) -> Option<Val>`).
+//!
+//! Only names cross machines, never code: every node registers the same
+//! names. A behavior is found by name once, at object creation; after that
+//! the object holds its index, so a call costs no hash lookup by name.
+//! Invariant: entries are only ever appended, so indices stay valid.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use super::ids::ObjectId;
+use super::program::Program;
+use super::value::Val;
+
+/// A behavior: the program an object runs for each call, given the input.
+pub type BehaviorFn = dyn Fn(Val) -> Program + Send;
+
+/// Who is running and who called: the environment of one call, handed to
+/// behaviors registered with [`BehaviorRegistry::register_with_ctx`] (the
+/// same answers `get_self` and `get_sender` give, without an instruction
+/// round trip or a continuation to capture the input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctx {
+    /// The object this call runs in.
+    pub me: ObjectId,
+    /// The calling object, if any.
+    pub sender: Option<ObjectId>,
+}
+
+/// What the vm stores: every flavor of behavior, given its call's context.
+type StoredFn = dyn Fn(Ctx, Val) -> Program + Send;
+/// A pure function: `None` means "declined" and answers `Nothing`.
+pub type PureFn = dyn Fn(&[Val]) -> Option<Val> + Send;
+
+pub(crate) struct Behavior {
+    pub(crate) name: Arc<str>,
+    pub(crate) run: Box<StoredFn>,
+    /// Whether the vm keeps a copy of the input for `get_input`.
+    pub(crate) keeps_input: bool,
+}
+
+/// Behaviors by name.
+#[derive(Default)]
+pub struct BehaviorRegistry {
+    entries: Vec<Behavior>,
+    by_name: HashMap<Arc<str>, u32>,
+}
+
+impl BehaviorRegistry {
+    pub fn new() -> BehaviorRegistry {
+        BehaviorRegistry::default()
+    }
+
+    /// Register `f` under `name` (replacing an earlier one). The vm keeps a
+    /// copy of each call's input so the program may also ask `get_input`.
+    pub fn register<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Val) -> Program + Send + 'static,
+    {
+        self.insert(name, Box::new(move |_, input| f(input)), true);
+    }
+
+    /// Like [`register`](Self::register), but the input is moved into `f`
+    /// and not kept: no clone per call. `get_input` then fails with
+    /// [`VmError::InputNotKept`](super::VmError::InputNotKept).
+    pub fn register_consuming<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Val) -> Program + Send + 'static,
+    {
+        self.insert(name, Box::new(move |_, input| f(input)), false);
+    }
+
+    /// A consuming behavior that is also handed its call's [`Ctx`].
+    pub fn register_with_ctx<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Ctx, Val) -> Program + Send + 'static,
+    {
+        self.insert(name, Box::new(f), false);
+    }
+
+    fn insert(&mut self, name: &str, run: Box<StoredFn>, keeps_input: bool) {
+        let name: Arc<str> = Arc::from(name);
+        let entry = Behavior {
+            name: name.clone(),
+            run,
+            keeps_input,
+        };
+        match self.by_name.get(&name) {
+            Some(&i) => self.entries[i as usize] = entry,
+            None => {
+                self.by_name.insert(name, self.entries.len() as u32);
+                self.entries.push(entry);
+            }
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn index_of(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub(crate) fn get(&self, index: u32) -> &Behavior {
+        &self.entries[index as usize]
+    }
+}
+
+impl fmt::Debug for BehaviorRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|b| &*b.name))
+            .finish()
+    }
+}
+
+/// Pure functions by name.
+#[derive(Default)]
+pub struct PureRegistry {
+    by_name: HashMap<Arc<str>, Box<PureFn>>,
+}
+
+impl PureRegistry {
+    pub fn new() -> PureRegistry {
+        PureRegistry::default()
+    }
+
+    pub fn register<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(&[Val]) -> Option<Val> + Send + 'static,
+    {
+        self.by_name.insert(Arc::from(name), Box::new(f));
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<(&Arc<str>, &PureFn)> {
+        self.by_name
+            .get_key_value(name)
+            .map(|(k, f)| (k, f.as_ref()))
+    }
+}
+
+impl fmt::Debug for PureRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.by_name.keys().map(|k| &**k))
+            .finish()
+    }
+}

@@ -1,0 +1,129 @@
+//! Each error names what it is about, and none takes the vm down.
+use super::*;
+use crate::vm::ids::COUNTER_MAX;
+
+#[test]
+fn unknown_object() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let ghost = ObjectId(42);
+    assert_eq!(
+        run_program(&mut vm, call(ghost, Val::Nat(1))),
+        Ok(Val::Nothing)
+    );
+    assert_eq!(errors(&vm), [VmError::UnknownObject(ghost)]);
+    let err = run_call(&mut vm, ghost, Val::Nat(1)).unwrap_err();
+    assert_eq!(err.to_string(), "object not found: 42");
+}
+
+#[test]
+fn unknown_behavior() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    assert_eq!(
+        vm.create_object("nope"),
+        Err(VmError::UnknownBehavior("nope".into()))
+    );
+    let got = run_program(&mut vm, create_obj("nope"));
+    assert_eq!(got, Err(VmError::UnknownBehavior("nope".into())));
+}
+
+#[test]
+fn destroyed_object() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let cell = vm.create_object("cell").unwrap();
+    let p = prog! {
+        let first <- destroy_obj(cell);
+        let second <- destroy_obj(cell);
+        let called <- call(cell, Val::Nat(1));
+        done(Val::List(vec![first, second, called]))
+    };
+    let want = Val::List(vec![Val::Bool(true), Val::Bool(false), Val::Nothing]);
+    assert_eq!(run_program(&mut vm, p), Ok(want));
+    assert_eq!(
+        errors(&vm),
+        [
+            VmError::DestroyedObject(cell),
+            VmError::DestroyedObject(cell)
+        ]
+    );
+    assert_eq!(
+        run_call(&mut vm, cell, Val::Nat(1)),
+        Err(VmError::DestroyedObject(cell))
+    );
+}
+
+#[test]
+fn counter_exhausted() {
+    let mut cfg = VmConfig::new(MachineId::new("alpha"), 3);
+    cfg.first_counter = COUNTER_MAX;
+    let mut vm = Vm::new(cfg, registry(), pures());
+    vm.create_object("cell").unwrap();
+    let want = VmError::CounterExhausted(CounterExhausted { prefix: 3 });
+    assert_eq!(vm.create_object("cell"), Err(want.clone()));
+    // The one chain id left goes to this program; its create fails.
+    assert_eq!(run_program(&mut vm, create_obj("cell")), Err(want.clone()));
+    assert_eq!(vm.start_program(done(Val::Nothing), 0), Err(want));
+}
+
+#[test]
+fn unsupported_instruction_in_context() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let got = run_program(&mut vm, get_state());
+    assert_eq!(
+        got,
+        Err(VmError::Unsupported("get_state outside an object"))
+    );
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let got = run_program(&mut vm, destroy_obj(remote));
+    assert_eq!(
+        got,
+        Err(VmError::Unsupported("destroy_obj of a remote object"))
+    );
+}
+
+#[test]
+fn behavior_panic_fails_the_call_not_the_vm() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let boom = vm.create_object("boom").unwrap();
+    let later = vm.create_object("boom_later").unwrap();
+    let relay = vm.create_object("relay").unwrap();
+    // Through a caller: the call answers Nothing.
+    assert_eq!(
+        run_call(&mut vm, relay, Val::ObjectRef(boom)),
+        Ok(Val::Nothing)
+    );
+    // As the chain root: the chain fails, naming the behavior.
+    let got = run_call(&mut vm, later, Val::Nat(0));
+    assert_eq!(got, Err(VmError::BehaviorPanicked("boom_later".into())));
+    assert_eq!(
+        errors(&vm),
+        [
+            VmError::BehaviorPanicked("boom".into()),
+            VmError::BehaviorPanicked("boom_later".into())
+        ]
+    );
+    let got = run_program(&mut vm, call_pure("bad", vec![]));
+    assert_eq!(got, Err(VmError::PurePanicked("bad".into())));
+    // Still serving.
+    let echo = vm.create_object("echo").unwrap();
+    assert_eq!(run_call(&mut vm, echo, Val::Nat(8)), Ok(Val::Nat(8)));
+}
+
+#[test]
+fn get_input_of_a_consuming_behavior_names_it() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let greedy = vm.create_object("greedy").unwrap();
+    let got = run_call(&mut vm, greedy, Val::Nat(1));
+    assert_eq!(got, Err(VmError::InputNotKept("greedy".into())));
+}
+
+#[test]
+fn stale_or_unknown_token_is_an_error() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let t = SuspendToken(12345);
+    assert_eq!(
+        vm.resume(t, Ok(Val::Nothing)),
+        Err(VmError::UnknownToken(t))
+    );
+}

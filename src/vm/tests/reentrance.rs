@@ -1,0 +1,229 @@
+//! Two vms wired by hand: every remote call suspends, inbound calls enter
+//! objects whose chains are suspended, answers arrive out of order.
+use super::*;
+use crate::demo::pingpong::{done_msg, orchestrator};
+
+/// A message in flight between the two vms.
+enum Wire {
+    Call {
+        to: usize,
+        from: usize,
+        rc: RemoteCall,
+    },
+    Reply {
+        to: usize,
+        token: SuspendToken,
+        result: Result<Val, String>,
+    },
+}
+
+/// Two vms and a shuffled network between them.
+struct Net {
+    vms: [Vm; 2],
+    wire: Vec<Wire>,
+    /// Inbound chains by origin: who to answer.
+    inbound: Vec<(usize, SuspendToken)>,
+    finished: Vec<(u64, Result<Val, VmError>)>,
+    rng: u64,
+    out: Vec<Output>,
+}
+
+impl Net {
+    fn new() -> Net {
+        let mut a = vm("alpha", 1, TraceMode::Counting);
+        let mut b = vm("beta", 2, TraceMode::Counting);
+        let pong = b.create_object("pong").unwrap();
+        a.directory_mut()
+            .insert(pong, b.machine().clone(), Some("pong"));
+        Net {
+            vms: [a, b],
+            wire: Vec::new(),
+            inbound: Vec::new(),
+            finished: Vec::new(),
+            rng: 0x2545_f491_4f6c_dd1d,
+            out: Vec::new(),
+        }
+    }
+
+    fn index_of(&self, m: &MachineId) -> usize {
+        self.vms.iter().position(|v| v.machine() == m).unwrap()
+    }
+
+    /// Run vm `i` and put its outputs on the wire.
+    fn run(&mut self, i: usize) {
+        let mut out = std::mem::take(&mut self.out);
+        self.vms[i].run(&mut out);
+        for o in out.drain(..) {
+            match o {
+                Output::RemoteCall(rc) => {
+                    let to = self.index_of(&rc.machine);
+                    self.wire.push(Wire::Call { to, from: i, rc });
+                }
+                Output::Finished { origin, result, .. } if origin >= 1 << 40 => {
+                    let (to, token) = self.inbound[(origin - (1 << 40)) as usize];
+                    let result = result.map_err(|e| e.to_string());
+                    self.wire.push(Wire::Reply { to, token, result });
+                }
+                Output::Finished { origin, result, .. } => self.finished.push((origin, result)),
+                Output::Created { id, behavior } => {
+                    // create_notify: the other vm learns where it lives.
+                    let m = self.vms[i].machine().clone();
+                    self.vms[1 - i]
+                        .directory_mut()
+                        .insert(id, m, Some(&behavior));
+                }
+                Output::Destroyed { .. } => {}
+            }
+        }
+        self.out = out;
+    }
+
+    /// Deliver one message, chosen pseudo-randomly (out of order).
+    fn deliver_one(&mut self) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let pick = (self.rng % self.wire.len() as u64) as usize;
+        match self.wire.swap_remove(pick) {
+            Wire::Call { to, from, rc } => {
+                let origin = (1 << 40) + self.inbound.len() as u64;
+                self.inbound.push((from, rc.token));
+                let call = StartCall {
+                    target: rc.target,
+                    input: rc.input,
+                    sender: Some(rc.sender),
+                    chain: Some(rc.chain),
+                };
+                self.vms[to].start_call(call, origin);
+                self.run(to);
+            }
+            Wire::Reply { to, token, result } => {
+                self.vms[to].resume(token, result).unwrap();
+                self.run(to);
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_pingpong_games_across_two_vms_out_of_order() {
+    let mut net = Net::new();
+    let pong = net.vms[1].local_objects().next().unwrap().0;
+    let games = [(1, 5u64), (2, 8), (3, 1), (4, 0)];
+    for (origin, rounds) in games {
+        net.vms[0]
+            .start_program(orchestrator(rounds, pong), origin)
+            .unwrap();
+    }
+    net.run(0);
+    let mut max_suspended = 0;
+    while !net.wire.is_empty() {
+        max_suspended =
+            max_suspended.max(net.vms[0].suspended_count() + net.vms[1].suspended_count());
+        net.deliver_one();
+    }
+    net.finished.sort_by_key(|f| f.0);
+    let want: Vec<(u64, Result<Val, VmError>)> =
+        games.iter().map(|&(o, r)| (o, Ok(done_msg(r)))).collect();
+    assert_eq!(net.finished, want);
+    assert!(max_suspended >= 3, "games overlapped: {max_suspended}");
+    assert_eq!(
+        net.vms[0].suspended_count() + net.vms[1].suspended_count(),
+        0
+    );
+}
+
+#[test]
+fn inbound_call_into_a_suspended_object_and_out_of_order_answers() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    alpha
+        .directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let relay = alpha.create_object("relay").unwrap();
+    let mut out = Vec::new();
+    let start = |vm: &mut Vm, n: u64, origin: u64| {
+        let input = Val::List(vec![Val::ObjectRef(remote), Val::Nat(n)]);
+        vm.start_call(
+            StartCall {
+                target: relay,
+                input,
+                sender: None,
+                chain: None,
+            },
+            origin,
+        );
+    };
+    start(&mut alpha, 1, 10);
+    alpha.run(&mut out);
+    // relay's first chain is suspended; a second call enters relay anyway.
+    start(&mut alpha, 2, 20);
+    alpha.run(&mut out);
+    assert_eq!(alpha.suspended_count(), 2);
+    let calls: Vec<RemoteCall> = out
+        .drain(..)
+        .filter_map(|o| match o {
+            Output::RemoteCall(rc) => Some(rc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert_ne!(calls[0].chain, calls[1].chain);
+    assert_eq!(calls[0].sender, relay);
+    // Answer the second first, the first with an error.
+    alpha.resume(calls[1].token, Ok(Val::Nat(200))).unwrap();
+    alpha.run(&mut out);
+    assert!(
+        matches!(&out[..], [Output::Finished { origin: 20, result: Ok(v), .. }] if *v == Val::just(Val::Nat(200)))
+    );
+    out.clear();
+    alpha
+        .resume(calls[0].token, Err("peer went away".into()))
+        .unwrap();
+    alpha.run(&mut out);
+    assert!(matches!(
+        &out[..],
+        [Output::Finished {
+            origin: 10,
+            result: Ok(Val::Nothing),
+            ..
+        }]
+    ));
+    let failure = RemoteFailure {
+        target: remote,
+        reason: "peer went away".into(),
+    };
+    assert_eq!(errors(&alpha), [VmError::RemoteFailed(Box::new(failure))]);
+    assert_eq!(alpha.trace().count(EventKind::CallSuspended), 2);
+    assert_eq!(alpha.trace().count(EventKind::CallResumed), 2);
+    // The tokens are spent now: resuming again is an error, not a panic.
+    assert_eq!(
+        alpha.resume(calls[0].token, Ok(Val::Nothing)),
+        Err(VmError::UnknownToken(calls[0].token))
+    );
+}
+
+#[test]
+fn top_level_remote_call_has_sender_zero_and_start_call_never_forwards() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    alpha
+        .directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let chain = alpha.start_program(call(remote, Val::Nat(1)), 3).unwrap();
+    let mut out = Vec::new();
+    alpha.run(&mut out);
+    let Some(Output::RemoteCall(rc)) = out.pop() else {
+        panic!()
+    };
+    assert_eq!(
+        (rc.sender, rc.chain, rc.machine.as_str()),
+        (ObjectId(0), chain, "beta")
+    );
+    assert_eq!(chain.0 >> 48, 1, "chain ids carry the node prefix");
+    // An inbound call for an object that lives elsewhere is refused.
+    assert_eq!(
+        run_call(&mut alpha, remote, Val::Nat(1)),
+        Err(VmError::UnknownObject(remote))
+    );
+}

@@ -1,0 +1,221 @@
+//! One test per transaction rule.
+use super::*;
+
+fn tx_of(v: Val) -> TxId {
+    match v {
+        Val::TxRef(t) => t,
+        v => panic!("not a TxRef: {v}"),
+    }
+}
+
+fn obj(v: &Val) -> ObjectId {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an ObjectRef: {v}"))
+}
+
+fn list(items: &[Val]) -> Val {
+    Val::List(items.to_vec())
+}
+
+#[test]
+fn tx_creates_are_invisible_until_commit() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let p = prog! {
+        let tx <- begin_tx(None);
+        let cell <- create_obj("cell");
+        // Suspend mid-transaction so the test can look at the vm.
+        call(remote, cell.clone());
+        let ok <- commit_tx(tx_of(tx));
+        done(Val::List(vec![ok, cell]))
+    };
+    let chain = vm.start_program(p, 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let [Output::RemoteCall(rc)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let cell = obj(&rc.input);
+    assert!(!vm.hosts(cell), "a tx create is not visible before commit");
+    vm.resume(rc.token, Ok(Val::Nothing)).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    assert!(matches!(out[0], Output::Created { id, .. } if id == cell));
+    let result = finished(&mut out, chain).unwrap();
+    assert_eq!(
+        result,
+        Val::List(vec![Val::Bool(true), Val::ObjectRef(cell)])
+    );
+    assert!(vm.hosts(cell));
+}
+
+#[test]
+fn tx_commit_applies_creates_transfers_states_destroys_in_order() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let victim = vm.create_object("cell").unwrap();
+    let p = prog! {
+        let tx <- begin_tx(Some(ControllerId(7)));
+        let a <- create_obj("cell");
+        let a = obj(&a);
+        call(a, list(&[s("set"), Val::Nat(1)]));
+        call(a, list(&[s("transfer"), Val::ObjectRef(a), Val::Nat(9)]));
+        call(a, list(&[s("destroy"), Val::ObjectRef(victim)]));
+        // The chain's own reads see the overlay.
+        let seen <- call(a, list(&[s("get")]));
+        let ok <- commit_tx(tx_of(tx));
+        done(Val::List(vec![ok, Val::ObjectRef(a), seen]))
+    };
+    let result = run_program(&mut vm, p).unwrap();
+    let Val::List(r) = result else { panic!() };
+    let a = obj(&r[1]);
+    assert_eq!(r[0], Val::Bool(true));
+    assert_eq!(r[2], Val::just(list(&[Val::Nat(1)])));
+    assert_eq!(vm.state(a).unwrap(), [Val::Nat(1)]);
+    assert_eq!(vm.controller(a), Some(ControllerId(9)));
+    assert!(!vm.hosts(victim));
+    let order: Vec<EventKind> = vm
+        .trace()
+        .events()
+        .iter()
+        .map(|e| e.event.kind())
+        .filter(|k| *k != EventKind::ObjectCalled)
+        .collect();
+    use EventKind::*;
+    assert_eq!(
+        order,
+        [
+            ObjectCreated, // victim (host-side)
+            TransactionStarted,
+            ObjectCreated,
+            StateUpdated,
+            ObjectDestroyed,
+            TransactionCommitted
+        ]
+    );
+}
+
+#[test]
+fn tx_create_inherits_the_tx_controller() {
+    let mut vm = vm("alpha", 1, TraceMode::Counting);
+    let p = prog! {
+        let tx <- begin_tx(Some(ControllerId(7)));
+        let a <- create_obj("cell");
+        commit_tx(tx_of(tx));
+        done(a)
+    };
+    let a = obj(&run_program(&mut vm, p).unwrap());
+    assert_eq!(vm.controller(a), Some(ControllerId(7)));
+}
+
+#[test]
+fn tx_commit_fails_when_an_observed_object_was_destroyed_outside() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let watched = vm.create_object("cell").unwrap();
+    let killer = vm.create_object("cell").unwrap();
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let p = prog! {
+        let tx <- begin_tx(None);
+        call(watched, list(&[s("get")]));
+        let fresh <- create_obj("cell");
+        call(remote, Val::Nothing);
+        let ok <- commit_tx(tx_of(tx));
+        done(Val::List(vec![ok, fresh]))
+    };
+    let chain = vm.start_program(p, 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let Some(Output::RemoteCall(rc)) = out.pop() else {
+        panic!()
+    };
+    // Another chain destroys the watched object while the tx waits.
+    let killed = run_call(
+        &mut vm,
+        killer,
+        list(&[s("destroy"), Val::ObjectRef(watched)]),
+    );
+    assert_eq!(killed, Ok(Val::Bool(true)));
+    vm.resume(rc.token, Ok(Val::Nothing)).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    let Val::List(r) = finished(&mut out, chain).unwrap() else {
+        panic!()
+    };
+    assert_eq!(r[0], Val::Bool(false));
+    assert!(!vm.hosts(obj(&r[1])), "nothing applied");
+    assert!(!out.iter().any(|o| matches!(o, Output::Created { .. })));
+    assert_eq!(vm.trace().count(EventKind::TransactionAborted), 1);
+}
+
+#[test]
+fn tx_abort_discards_everything() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let keep = vm.create_object("cell").unwrap();
+    vm.set_state(keep, vec![Val::Nat(5)]).unwrap();
+    let p = prog! {
+        let tx <- begin_tx(None);
+        let a <- create_obj("cell");
+        call(keep, list(&[s("set"), Val::Nat(6)]));
+        call(keep, list(&[s("transfer"), Val::ObjectRef(keep), Val::Nat(3)]));
+        call(keep, list(&[s("destroy"), Val::ObjectRef(keep)]));
+        abort_tx(tx_of(tx));
+        done(a)
+    };
+    let a = obj(&run_program(&mut vm, p).unwrap());
+    assert!(!vm.hosts(a));
+    assert!(vm.hosts(keep));
+    assert_eq!(vm.state(keep).unwrap(), [Val::Nat(5)]);
+    assert_eq!(vm.controller(keep), None);
+    assert_eq!(vm.trace().count(EventKind::TransactionAborted), 1);
+}
+
+#[test]
+fn tx_second_begin_is_an_error() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let p = begin_tx(None).then(begin_tx(None));
+    assert_eq!(
+        run_program(&mut vm, p),
+        Err(VmError::TxAlreadyOpen(TxId(1)))
+    );
+    // The chain ended with its transaction open: it was aborted.
+    assert_eq!(vm.trace().count(EventKind::TransactionAborted), 1);
+}
+
+#[test]
+fn tx_commit_or_abort_of_a_foreign_tx_is_an_error() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    assert_eq!(
+        run_program(&mut vm, commit_tx(TxId(4))),
+        Err(VmError::NoSuchTx(TxId(4)))
+    );
+    let p = begin_tx(None).then(abort_tx(TxId(9)));
+    assert_eq!(run_program(&mut vm, p), Err(VmError::NoSuchTx(TxId(9))));
+}
+
+#[test]
+fn tx_belongs_to_its_chain() {
+    // A second chain does not see the first chain's open transaction.
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let holder = prog! {
+        let tx <- begin_tx(None);
+        call(remote, Val::Nothing);
+        commit_tx(tx_of(tx))
+    };
+    let first = vm.start_program(holder, 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let Some(Output::RemoteCall(rc)) = out.pop() else {
+        panic!()
+    };
+    let other = run_program(&mut vm, begin_tx(None));
+    assert_eq!(other, Ok(Val::TxRef(TxId(2))));
+    vm.resume(rc.token, Ok(Val::Nothing)).unwrap();
+    vm.run(&mut out);
+    assert_eq!(finished(&mut out, first), Ok(Val::Bool(true)));
+}

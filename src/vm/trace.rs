@@ -1,0 +1,205 @@
+//! The trace: what happened, with a logical timestamp.
+//!
+//! Three sinks, chosen in [`VmConfig`](super::VmConfig):
+//! - `Off`: nothing is recorded, not even counts;
+//! - `Counting`: one counter per event kind (constant memory: a
+//!   1,000,000-round run costs a few words);
+//! - `Full`: every event with its payload (debugging and tests).
+//!
+//! Invariant: the timestamp of an event is the number of events recorded
+//! before it, so timestamps are dense, start at 0 and strictly increase.
+//! Event payloads are built lazily (a closure), so `Counting` pays for a
+//! counter increment, never for cloning a value.
+
+use std::sync::Arc;
+
+use super::error::VmError;
+use super::ids::{MachineId, ObjectId, TxId};
+use super::interp::SuspendToken;
+use super::value::Val;
+
+/// Which sink records events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TraceMode {
+    Off,
+    #[default]
+    Counting,
+    Full,
+}
+
+/// What an event is about, without its payload (the `Counting` key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    ObjectCreated,
+    ObjectDestroyed,
+    ObjectCalled,
+    StateUpdated,
+    TransactionStarted,
+    TransactionCommitted,
+    TransactionAborted,
+    CallSuspended,
+    CallResumed,
+    ErrorOccurred,
+}
+
+const KINDS: usize = 10;
+
+/// One event, with its payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    ObjectCreated {
+        id: ObjectId,
+        behavior: Arc<str>,
+    },
+    ObjectDestroyed {
+        id: ObjectId,
+    },
+    /// A local call returned `output` for `input`.
+    ObjectCalled {
+        id: ObjectId,
+        input: Val,
+        output: Val,
+    },
+    StateUpdated {
+        id: ObjectId,
+        state: Vec<Val>,
+    },
+    TransactionStarted {
+        tx: TxId,
+    },
+    TransactionCommitted {
+        tx: TxId,
+    },
+    TransactionAborted {
+        tx: TxId,
+    },
+    CallSuspended {
+        token: SuspendToken,
+        machine: MachineId,
+        target: ObjectId,
+    },
+    CallResumed {
+        token: SuspendToken,
+        ok: bool,
+    },
+    ErrorOccurred(VmError),
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::ObjectCreated { .. } => EventKind::ObjectCreated,
+            Event::ObjectDestroyed { .. } => EventKind::ObjectDestroyed,
+            Event::ObjectCalled { .. } => EventKind::ObjectCalled,
+            Event::StateUpdated { .. } => EventKind::StateUpdated,
+            Event::TransactionStarted { .. } => EventKind::TransactionStarted,
+            Event::TransactionCommitted { .. } => EventKind::TransactionCommitted,
+            Event::TransactionAborted { .. } => EventKind::TransactionAborted,
+            Event::CallSuspended { .. } => EventKind::CallSuspended,
+            Event::CallResumed { .. } => EventKind::CallResumed,
+            Event::ErrorOccurred(_) => EventKind::ErrorOccurred,
+        }
+    }
+}
+
+/// An event and its logical time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceEvent {
+    pub at: u64,
+    pub event: Event,
+}
+
+/// The vm's trace sink.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    mode: TraceMode,
+    clock: u64,
+    counts: [u64; KINDS],
+    events: Vec<TraceEvent>,
+}
+
+impl Trace {
+    pub fn new(mode: TraceMode) -> Trace {
+        Trace {
+            mode,
+            ..Trace::default()
+        }
+    }
+
+    pub fn mode(&self) -> TraceMode {
+        self.mode
+    }
+
+    /// Events recorded so far (0 when `Off`).
+    pub fn len(&self) -> u64 {
+        self.clock
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clock == 0
+    }
+
+    /// Events of one kind recorded so far.
+    pub fn count(&self, kind: EventKind) -> u64 {
+        self.counts[kind as usize]
+    }
+
+    /// The events themselves (empty unless `Full`).
+    pub fn events(&self) -> &[TraceEvent] {
+        &self.events
+    }
+
+    /// Whether payloads are kept (callers skip building them otherwise).
+    pub(crate) fn is_full(&self) -> bool {
+        self.mode == TraceMode::Full
+    }
+
+    /// Record an event of `kind`; `make` runs only in `Full` mode.
+    #[inline]
+    pub(crate) fn record(&mut self, kind: EventKind, make: impl FnOnce() -> Event) {
+        match self.mode {
+            TraceMode::Off => return,
+            TraceMode::Counting => {}
+            TraceMode::Full => {
+                let event = make();
+                debug_assert_eq!(event.kind(), kind);
+                self.events.push(TraceEvent {
+                    at: self.clock,
+                    event,
+                });
+            }
+        }
+        self.counts[kind as usize] += 1;
+        self.clock += 1;
+    }
+
+    pub(crate) fn error(&mut self, e: &VmError) {
+        self.record(EventKind::ErrorOccurred, || Event::ErrorOccurred(e.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_keeps_no_payload_and_full_stamps_densely() {
+        let mut t = Trace::new(TraceMode::Counting);
+        t.record(EventKind::ObjectDestroyed, || unreachable!());
+        assert_eq!((t.len(), t.events().len()), (1, 0));
+
+        let mut t = Trace::new(TraceMode::Full);
+        for i in 0..3 {
+            t.record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed {
+                id: ObjectId(i),
+            });
+        }
+        let at: Vec<u64> = t.events().iter().map(|e| e.at).collect();
+        assert_eq!(at, [0, 1, 2]);
+        assert_eq!(t.count(EventKind::ObjectDestroyed), 3);
+
+        let mut t = Trace::new(TraceMode::Off);
+        t.record(EventKind::ObjectDestroyed, || unreachable!());
+        assert!(t.is_empty());
+    }
+}

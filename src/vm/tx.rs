@@ -1,0 +1,74 @@
+//! Transactions: an overlay of effects owned by one chain.
+//!
+//! Inside a transaction, creates, transfers, state writes and destroys go to
+//! the overlay; the chain's own reads see the overlay first. Commit applies
+//! them atomically in a fixed order (creates, transfers, states, destroys),
+//! after checking the read set: if any object the transaction observed was
+//! destroyed outside it, commit answers false and applies nothing. Abort
+//! (or the chain ending with the transaction open) discards the overlay.
+//!
+//! Remote objects are outside any transaction: a call to one happens when
+//! it is made and is not undone by abort; a transaction's read set holds
+//! local objects only.
+//!
+//! Invariants: at most one transaction per chain; `reads` never holds an
+//! object created inside the transaction (it cannot be destroyed outside).
+
+use super::ids::{ControllerId, ObjectId, TxId};
+use super::interp::Obj;
+use super::value::Val;
+
+#[derive(Debug)]
+pub(crate) struct Tx {
+    pub(crate) id: TxId,
+    pub(crate) controller: Option<ControllerId>,
+    pub(crate) creates: Vec<(ObjectId, Obj)>,
+    pub(crate) transfers: Vec<(ObjectId, ControllerId)>,
+    pub(crate) states: Vec<(ObjectId, Vec<Val>)>,
+    pub(crate) destroys: Vec<ObjectId>,
+    pub(crate) reads: Vec<ObjectId>,
+}
+
+impl Tx {
+    pub(crate) fn new(id: TxId, controller: Option<ControllerId>) -> Tx {
+        Tx {
+            id,
+            controller,
+            creates: Vec::new(),
+            transfers: Vec::new(),
+            states: Vec::new(),
+            destroys: Vec::new(),
+            reads: Vec::new(),
+        }
+    }
+
+    pub(crate) fn created(&self, id: ObjectId) -> Option<&Obj> {
+        self.creates.iter().find(|(c, _)| *c == id).map(|(_, o)| o)
+    }
+
+    pub(crate) fn is_destroyed(&self, id: ObjectId) -> bool {
+        self.destroys.contains(&id)
+    }
+
+    /// Remember that the transaction depends on `id` still existing.
+    pub(crate) fn observe(&mut self, id: ObjectId) {
+        if self.created(id).is_none() && !self.reads.contains(&id) {
+            self.reads.push(id);
+        }
+    }
+
+    /// The state as this transaction sees it, if the overlay knows it.
+    pub(crate) fn state_of(&self, id: ObjectId) -> Option<&[Val]> {
+        if let Some((_, s)) = self.states.iter().rev().find(|(o, _)| *o == id) {
+            return Some(s);
+        }
+        self.created(id).map(|o| &o.state[..])
+    }
+
+    pub(crate) fn set_state(&mut self, id: ObjectId, state: Vec<Val>) {
+        match self.states.iter_mut().find(|(o, _)| *o == id) {
+            Some((_, s)) => *s = state,
+            None => self.states.push((id, state)),
+        }
+    }
+}
