@@ -1,1 +1,46 @@
-//! The wire codec (being written).
+//! The wire codec: bytes <-> protocol messages, version 1
+//! (`shared/PROTOCOL.md`).
+//!
+//! ```text
+//!  socket bytes, any split          FrameDecoder            decode
+//!  ..[N][ JSON ][N][ JSO|N ][N]..  ------------> &[u8] ----------> Message<'a>
+//!                                   (borrowed)       (strings borrowed)
+//!
+//!  Message --encode--> Vec<u8>: [N (4 bytes, big-endian)][N bytes JSON]
+//!                      (header reserved, JSON written after it, N patched)
+//! ```
+//!
+//! This module never touches a socket: it takes `&[u8]` and appends to a
+//! caller-owned `Vec<u8>`. Invariants it keeps whatever the peer sends:
+//! - memory: at most `max_frame + HEADER_LEN` buffered per connection, and
+//!   a frame's space is reserved only once its header is checked;
+//! - stack: Vals deeper than [`MAX_VAL_DEPTH`] and unknown fields deeper
+//!   than [`MAX_IGNORED_DEPTH`] are errors found *before* descending, so
+//!   no input overflows a stack (serde_json's own limit is turned off
+//!   because it counts JSON levels, not Val levels);
+//! - round trip: `decode(encode(m)) == m` for every message whose Vals are
+//!   at most [`MAX_VAL_DEPTH`] deep; deeper ones are refused by `encode`.
+//!
+//! Errors are small `Copy` enums: [`FrameError`] (close the connection),
+//! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
+//! [`EncodeError`].
+
+mod error;
+mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
+mod message;
+mod parse;
+mod val;
+
+pub use error::{DecodeError, EncodeError, FrameError};
+pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
+pub use message::{
+    encode, encode_limited, Call, CallResponse, CreateNotify, DestroyNotify, Hello, Message, Ping,
+    Pong,
+};
+pub use parse::decode;
+pub use val::{MAX_IGNORED_DEPTH, MAX_VAL_DEPTH};
+
+#[cfg(test)]
+mod tests;

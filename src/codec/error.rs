@@ -1,0 +1,124 @@
+//! Codec errors: small `Copy` enums with a static `Display`, so the reactor
+//! can log them and close the connection without allocating.
+//!
+//! Sizes are pinned in tests: `DecodeError` is three words, `FrameError`
+//! two. Nothing here borrows the payload, so an error outlives the frame.
+
+use std::fmt;
+
+/// A frame header the decoder refuses. Detected from the 4 header bytes
+/// alone, before any payload byte is reserved or buffered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The header says `N = 0`.
+    Empty,
+    /// The header says `N = len`, over this decoder's maximum.
+    TooLarge { len: u32, max: usize },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Empty => f.write_str("frame length 0"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame length {len} over the maximum {max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Why a frame payload is not a protocol message.
+///
+/// Every variant except [`DecodeError::UnknownType`] is a protocol error
+/// that closes the connection; an unknown `"type"` is logged and ignored
+/// (see [`DecodeError::is_unknown_type`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The payload is empty (a frame decoder never yields one; a caller
+    /// handing `decode` its own bytes might).
+    Empty,
+    /// The payload is not UTF-8; `valid_up_to` bytes are.
+    InvalidUtf8 { valid_up_to: usize },
+    /// The payload is not JSON (syntax error or truncation), at this
+    /// 1-based line and column, as serde_json reports them.
+    InvalidJson { line: usize, column: usize },
+    /// The payload is JSON but not a JSON object.
+    NotAnObject,
+    /// The `"type"` names no message of protocol version 1.
+    UnknownType,
+    /// A field the message type requires is absent (`"type"` included).
+    MissingField { field: &'static str },
+    /// A field has the wrong JSON type or is out of range (a `u16` over
+    /// 65535, a Val that matches no row of the Val table...).
+    WrongType { field: &'static str },
+    /// A field appears twice in the message object.
+    DuplicateField { field: &'static str },
+    /// A Val nests deeper than [`MAX_VAL_DEPTH`](super::MAX_VAL_DEPTH), or
+    /// an ignored unknown field nests deeper than
+    /// [`MAX_IGNORED_DEPTH`](super::MAX_IGNORED_DEPTH) JSON levels.
+    TooDeep { field: &'static str },
+}
+
+impl DecodeError {
+    /// True for an unknown `"type"`: the protocol says log and ignore it,
+    /// the connection stays up.
+    pub fn is_unknown_type(&self) -> bool {
+        matches!(self, DecodeError::UnknownType)
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Empty => f.write_str("empty payload"),
+            DecodeError::InvalidUtf8 { valid_up_to } => {
+                write!(f, "payload is not UTF-8 after byte {valid_up_to}")
+            }
+            DecodeError::InvalidJson { line, column } => {
+                write!(f, "invalid JSON at line {line} column {column}")
+            }
+            DecodeError::NotAnObject => f.write_str("payload is not a JSON object"),
+            DecodeError::UnknownType => f.write_str("unknown message type"),
+            DecodeError::MissingField { field } => write!(f, "missing field `{field}`"),
+            DecodeError::WrongType { field } => write!(f, "field `{field}` has the wrong type"),
+            DecodeError::DuplicateField { field } => write!(f, "duplicate field `{field}`"),
+            DecodeError::TooDeep { field } => write!(f, "field `{field}` nests too deep"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Why a message could not be framed. On every error the output buffer
+/// is left exactly as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The payload would be empty (only [`encode_raw`](super::encode_raw)
+    /// can get here): `N = 0` is a protocol error.
+    Empty,
+    /// The payload would be `len` bytes, over the frame maximum `max`
+    /// (which is at most `u32::MAX`, the header's range).
+    TooLarge { len: usize, max: usize },
+    /// A Val nests deeper than [`MAX_VAL_DEPTH`](super::MAX_VAL_DEPTH): the
+    /// peer would refuse it, so it is never sent.
+    TooDeep,
+    /// The serializer given to [`encode_with`](super::encode_with) failed.
+    Serialize,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::TooLarge { len, max } => {
+                write!(f, "payload of {len} bytes over the frame maximum {max}")
+            }
+            EncodeError::Empty => f.write_str("empty payload"),
+            EncodeError::TooDeep => f.write_str("Val nests too deep to send"),
+            EncodeError::Serialize => f.write_str("serialization failed"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}

@@ -1,0 +1,301 @@
+//! Fuzz target bodies, shared by `fuzz/` (libFuzzer, nightly) and by plain
+//! `cargo test` (committed corpus + seeded pseudo-random inputs), so CI
+//! checks the same invariants on stable. Each function panics when an
+//! invariant breaks; for any input, it must not panic otherwise.
+//!
+//! `frame_decoder` input layout:
+//!
+//! ```text
+//!  [mode][seed][stream bytes ...]
+//!   mode & 3: max_frame (16 MiB, 1 + seed, 256, 4096)
+//!   mode >> 2: chunk sizes (1, 1..8, 1..64, 1..1500, ...), drawn from seed
+//! ```
+
+use std::borrow::Cow;
+
+use super::{
+    decode, encode, encode_limited, EncodeError, FrameDecoder, FrameError, Message,
+    DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH,
+};
+use super::{Call, CallResponse, CreateNotify, DestroyNotify, Hello, Ping, Pong};
+use crate::vm::{ChainId, ObjectId, TxId, Val};
+
+/// A tiny xorshift64 generator: deterministic, no `rand` crate.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// The decoder's answer for a whole stream read at once: every complete
+/// frame, then the error if a bad header comes before the end.
+fn reference(stream: &[u8], max: usize) -> (Vec<&[u8]>, Option<FrameError>) {
+    let mut frames = Vec::new();
+    let mut rest = stream;
+    while rest.len() >= HEADER_LEN {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        if len == 0 {
+            return (frames, Some(FrameError::Empty));
+        }
+        if len as usize > max {
+            return (frames, Some(FrameError::TooLarge { len, max }));
+        }
+        let Some(frame) = rest.get(HEADER_LEN..HEADER_LEN + len as usize) else {
+            break;
+        };
+        frames.push(frame);
+        rest = &rest[HEADER_LEN + len as usize..];
+    }
+    (frames, None)
+}
+
+/// Feeds `data[2..]` through a [`FrameDecoder`] in chunk sizes drawn from
+/// the input; parses every complete frame; checks the frames and the error
+/// equal a whole-stream reference, and the buffer bounds.
+pub fn frame_decoder(data: &[u8]) {
+    let [mode, seed, ref stream @ ..] = *data else {
+        return;
+    };
+    let max = match mode & 3 {
+        0 => DEFAULT_MAX_FRAME,
+        1 => 1 + seed as usize,
+        2 => 256,
+        _ => 4096,
+    };
+    let max_chunk = [1, 8, 64, 1500, 4, 17, 300, 70_000][(mode >> 2) as usize & 7];
+    let mut rng = XorShift::new(u64::from(seed) << 8 | u64::from(mode));
+    let (expected, expected_err) = reference(stream, max);
+
+    let mut dec = FrameDecoder::new(max);
+    let (mut fed, mut consumed, mut got) = (0, 0, 0);
+    let mut err = None;
+    'feed: while fed < stream.len() {
+        let spare = dec.read_buf();
+        assert!(!spare.is_empty(), "read_buf returned no space");
+        let n = (1 + rng.below(max_chunk))
+            .min(spare.len())
+            .min(stream.len() - fed);
+        spare[..n].copy_from_slice(&stream[fed..fed + n]);
+        dec.commit(n);
+        fed += n;
+        assert!(dec.buf_len() <= max + HEADER_LEN, "buffer past max frame");
+        loop {
+            match dec.next_frame() {
+                Ok(Some(payload)) => {
+                    assert!(!payload.is_empty() && payload.len() <= max);
+                    assert_eq!(payload, expected[got], "frame {got} differs");
+                    consumed += HEADER_LEN + payload.len();
+                    got += 1;
+                    parse_frame(payload);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(dec.next_frame(), Err(e), "decoder not poisoned");
+                    err = Some(e);
+                    break 'feed;
+                }
+            }
+            assert!(consumed <= fed, "consumed more than fed");
+        }
+        assert_eq!(consumed + dec.buffered(), fed);
+        assert!(dec.buffered() <= max + HEADER_LEN);
+    }
+    assert_eq!(got, expected.len(), "missed frames");
+    assert_eq!(err, expected_err);
+}
+
+/// Parses one payload; a message that parses must survive a round trip.
+fn parse_frame(payload: &[u8]) {
+    let Ok(msg) = decode(payload) else {
+        return;
+    };
+    let mut out = Vec::new();
+    // Re-encoding can differ in bytes (escapes, whitespace, unknown fields
+    // dropped), never in meaning.
+    encode_limited(&mut out, &msg, u32::MAX as usize).expect("decoded message re-encodes");
+    assert_eq!(decode(&out[HEADER_LEN..]).as_ref(), Ok(&msg));
+}
+
+/// Builds a message from `data` (see [`message_from_bytes`]) and checks
+/// [`roundtrip`] on it.
+pub fn message_roundtrip(data: &[u8]) {
+    let msg = message_from_bytes(data);
+    roundtrip(&msg, data.first().map_or(0, |b| *b as usize));
+}
+
+/// `encode` then the frame decoder (split at `split`) then `decode` gives
+/// back `msg`; a Val over [`MAX_VAL_DEPTH`] is refused instead, leaving
+/// the output untouched.
+pub fn roundtrip(msg: &Message<'_>, split: usize) {
+    let prefix = b"earlier frames";
+    let mut out = prefix.to_vec();
+    let too_deep = vals(msg).iter().any(|v| v.depth() > MAX_VAL_DEPTH);
+    match encode(&mut out, msg) {
+        Err(EncodeError::TooDeep) if too_deep => {
+            assert_eq!(out, prefix, "encode error left bytes behind");
+            return;
+        }
+        Err(e) => panic!("encode failed: {e} ({msg:?})"),
+        Ok(()) => assert!(!too_deep, "encoded a Val past MAX_VAL_DEPTH"),
+    }
+    let frame = &out[prefix.len()..];
+    let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    assert_eq!(len, frame.len() - HEADER_LEN);
+    assert_eq!(
+        &frame[HEADER_LEN..],
+        serde_json::to_vec(msg).unwrap().as_slice()
+    );
+
+    let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let split = split % (frame.len() + 1);
+    for part in [&frame[..split], &frame[split..]] {
+        let mut part = part;
+        while !part.is_empty() {
+            let spare = dec.read_buf();
+            let n = spare.len().min(part.len());
+            spare[..n].copy_from_slice(&part[..n]);
+            dec.commit(n);
+            part = &part[n..];
+        }
+    }
+    let payload = dec.next_frame().unwrap().expect("one whole frame");
+    assert_eq!(decode(payload).as_ref(), Ok(msg));
+    assert_eq!(dec.next_frame(), Ok(None));
+    assert_eq!(dec.buffered(), 0);
+}
+
+fn vals<'m>(msg: &'m Message<'_>) -> Vec<&'m Val> {
+    match msg {
+        Message::Call(c) => vec![&c.input],
+        Message::CallResponse(CallResponse { result: Ok(v), .. }) => vec![v],
+        _ => vec![],
+    }
+}
+
+/// Reads structure from bytes, zeros once they run out (what `arbitrary`
+/// does, without the dependency).
+struct Gen<'d> {
+    data: &'d [u8],
+    /// Val nodes left to build: bounds the size of any one message.
+    budget: usize,
+}
+
+impl Gen<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((b, rest)) => {
+                self.data = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn u64(&mut self) -> u64 {
+        // Small numbers often, all 64 bits sometimes.
+        match self.u8() % 4 {
+            0 => u64::from(self.u8()),
+            1 => u64::MAX - u64::from(self.u8()),
+            _ => (0..8).fold(0, |acc, _| acc << 8 | u64::from(self.u8())),
+        }
+    }
+
+    fn string(&mut self) -> Cow<'static, str> {
+        const PALETTE: [&str; 12] = [
+            "a", "Ping", "\"", "\\", "\n", "\u{1}", "é", "😀", "/", "\u{7f}", "\u{2028}", " ",
+        ];
+        let n = self.u8() % 12;
+        (0..n)
+            .map(|_| PALETTE[self.u8() as usize % PALETTE.len()])
+            .collect::<String>()
+            .into()
+    }
+
+    fn val(&mut self, depth: usize) -> Val {
+        if self.budget == 0 || depth > MAX_VAL_DEPTH + 2 {
+            return Val::Nothing;
+        }
+        self.budget -= 1;
+        match self.u8() % 10 {
+            0 => Val::Nat(self.u64()),
+            1 => Val::Bool(self.u8() & 1 == 1),
+            2 => Val::Str(self.string().into_owned()),
+            3 => {
+                let n = self.u8() % 5;
+                Val::List((0..n).map(|_| self.val(depth + 1)).collect())
+            }
+            4 => Val::pair(self.val(depth + 1), self.val(depth + 1)),
+            5 => Val::Nothing,
+            6 => Val::just(self.val(depth + 1)),
+            7 => Val::ObjectRef(ObjectId(self.u64())),
+            8 => Val::TxRef(TxId(self.u64())),
+            _ => {
+                // A chain of `n` Justs: reaches the depth limit from both
+                // sides (126..=131 levels), which random shapes never do.
+                let n = MAX_VAL_DEPTH - 2 + (self.u8() % 6) as usize;
+                let leaf = self.val(depth + n);
+                (0..n).fold(leaf, |v, _| Val::just(v))
+            }
+        }
+    }
+}
+
+/// A structured message built from arbitrary bytes: every type, every
+/// optional field both ways, Vals of every shape (some past the limit).
+pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
+    let mut g = Gen { data, budget: 64 };
+    match g.u8() % 7 {
+        0 => Message::Hello(Hello {
+            version: g.u64() as u32,
+            machine_id: g.string(),
+            node_prefix: g.u64() as u16,
+        }),
+        1 => Message::Call(Call {
+            request_id: g.u64(),
+            target: ObjectId(g.u64()),
+            input: g.val(1),
+            sender: ObjectId(g.u64()),
+            sender_machine: g.string(),
+            chain: (g.u8() & 1 == 1).then(|| ChainId(g.u64())),
+        }),
+        2 => Message::CallResponse(CallResponse {
+            request_id: g.u64(),
+            result: if g.u8() & 1 == 1 {
+                Ok(g.val(1))
+            } else {
+                Err(g.string())
+            },
+        }),
+        3 => Message::CreateNotify(CreateNotify {
+            object_id: ObjectId(g.u64()),
+            machine_id: g.string(),
+            behavior: (g.u8() & 1 == 1).then(|| g.string()),
+        }),
+        4 => Message::DestroyNotify(DestroyNotify {
+            object_id: ObjectId(g.u64()),
+        }),
+        5 => Message::Ping(Ping { nonce: g.u64() }),
+        _ => Message::Pong(Pong { nonce: g.u64() }),
+    }
+}

@@ -1,0 +1,253 @@
+//! Protocol messages, parsed from a borrowed payload by hand.
+//!
+//! ```text
+//!  {"type":"call","request_id":7,"target":...,"input":{Val},...}
+//!   ^^^^^^^^^^^^^ read first: picks the body parser, no buffering
+//! ```
+//!
+//! Why not `#[serde(tag = "type")]`: serde's internally tagged enums buffer
+//! the whole object into a `Content` tree before dispatching
+//! (serde-rs/serde#1495), costing over 2x a plain struct parse, and the
+//! buffering would bypass our depth bounds. Here the map visitor reads the
+//! first key; when it is `"type"` (as every avm node sends it) the body is
+//! parsed in the same pass. When it is not, `decode` scans the object once
+//! for `"type"` (skipping values, depth-bounded) and parses again: two
+//! passes, still no intermediate tree.
+//!
+//! Strings borrow from the payload (`Cow::Borrowed`) unless JSON escapes
+//! force a copy. Unknown fields are skipped; unknown types are
+//! [`DecodeError::UnknownType`] and the rest of the object is not examined.
+//! Semantic checks (`version == 1`, a non-empty `machine_id`) belong to the
+//! connection lifecycle, not here.
+
+use std::borrow::Cow;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use super::error::EncodeError;
+use super::frame::{frame_with, DEFAULT_MAX_FRAME};
+use super::val::BoundedVal;
+use crate::vm::{ChainId, ObjectId, Val};
+
+/// One protocol message, borrowing its strings from the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    Hello(Hello<'a>),
+    Call(Call<'a>),
+    CallResponse(CallResponse<'a>),
+    CreateNotify(CreateNotify<'a>),
+    DestroyNotify(DestroyNotify),
+    Ping(Ping),
+    Pong(Pong),
+}
+
+/// First frame on a connection, both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub version: u32,
+    pub machine_id: Cow<'a, str>,
+    pub node_prefix: u16,
+}
+
+/// A call to an object hosted by the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call<'a> {
+    pub request_id: u64,
+    pub target: ObjectId,
+    pub input: Val,
+    pub sender: ObjectId,
+    pub sender_machine: Cow<'a, str>,
+    /// Omitted on the wire when `None`.
+    pub chain: Option<ChainId>,
+}
+
+/// The answer to a [`Call`]: `{"Ok": Val}` or `{"Err": string}` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResponse<'a> {
+    pub request_id: u64,
+    pub result: Result<Val, Cow<'a, str>>,
+}
+
+/// An object exists, hosted by `machine_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateNotify<'a> {
+    pub object_id: ObjectId,
+    pub machine_id: Cow<'a, str>,
+    /// Omitted on the wire when `None`.
+    pub behavior: Option<Cow<'a, str>>,
+}
+
+/// An object is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestroyNotify {
+    pub object_id: ObjectId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ping {
+    pub nonce: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong {
+    pub nonce: u64,
+}
+
+/// The message types, in the protocol table's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Hello,
+    Call,
+    CallResponse,
+    CreateNotify,
+    DestroyNotify,
+    Ping,
+    Pong,
+}
+
+pub(crate) const TYPE_NAMES: [&str; 7] = [
+    "hello",
+    "call",
+    "call_response",
+    "create_notify",
+    "destroy_notify",
+    "ping",
+    "pong",
+];
+pub(crate) const KINDS: [Kind; 7] = [
+    Kind::Hello,
+    Kind::Call,
+    Kind::CallResponse,
+    Kind::CreateNotify,
+    Kind::DestroyNotify,
+    Kind::Ping,
+    Kind::Pong,
+];
+
+impl<'a> Message<'a> {
+    /// The wire `"type"`.
+    pub fn type_name(&self) -> &'static str {
+        TYPE_NAMES[self.kind() as usize]
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::Call(_) => Kind::Call,
+            Message::CallResponse(_) => Kind::CallResponse,
+            Message::CreateNotify(_) => Kind::CreateNotify,
+            Message::DestroyNotify(_) => Kind::DestroyNotify,
+            Message::Ping(_) => Kind::Ping,
+            Message::Pong(_) => Kind::Pong,
+        }
+    }
+
+    /// Copies borrowed strings so the message outlives the read buffer
+    /// (to hand it to another thread, say).
+    pub fn into_owned(self) -> Message<'static> {
+        fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(s.into_owned())
+        }
+        match self {
+            Message::Hello(h) => Message::Hello(Hello {
+                machine_id: own(h.machine_id),
+                version: h.version,
+                node_prefix: h.node_prefix,
+            }),
+            Message::Call(c) => Message::Call(Call {
+                sender_machine: own(c.sender_machine),
+                request_id: c.request_id,
+                target: c.target,
+                input: c.input,
+                sender: c.sender,
+                chain: c.chain,
+            }),
+            Message::CallResponse(r) => Message::CallResponse(CallResponse {
+                request_id: r.request_id,
+                result: r.result.map_err(own),
+            }),
+            Message::CreateNotify(n) => Message::CreateNotify(CreateNotify {
+                object_id: n.object_id,
+                machine_id: own(n.machine_id),
+                behavior: n.behavior.map(own),
+            }),
+            Message::DestroyNotify(d) => Message::DestroyNotify(d),
+            Message::Ping(p) => Message::Ping(p),
+            Message::Pong(p) => Message::Pong(p),
+        }
+    }
+}
+
+/// Appends one frame (header + JSON) to `out`, refusing payloads over
+/// [`DEFAULT_MAX_FRAME`]. On error `out` is left exactly as it was.
+pub fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> Result<(), EncodeError> {
+    encode_limited(out, msg, DEFAULT_MAX_FRAME)
+}
+
+/// [`encode`] against another frame maximum (the peer's, if it differs).
+pub fn encode_limited(
+    out: &mut Vec<u8>,
+    msg: &Message<'_>,
+    max_frame: usize,
+) -> Result<(), EncodeError> {
+    // Writing to a Vec cannot fail, and our Serialize impls fail only on
+    // a Val past MAX_VAL_DEPTH.
+    frame_with(out, max_frame, |w| {
+        serde_json::to_writer(w, msg).map_err(|_| EncodeError::TooDeep)
+    })
+}
+
+/// The wire form: `"type"` first, then the fields in the protocol table's
+/// order; `chain` and `behavior` omitted when `None`.
+impl Serialize for Message<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let val = |val| BoundedVal { val, depth: 1 };
+        let mut m = s.serialize_struct("Message", 7)?;
+        m.serialize_field("type", self.type_name())?;
+        match self {
+            Message::Hello(h) => {
+                m.serialize_field("version", &h.version)?;
+                m.serialize_field("machine_id", &h.machine_id)?;
+                m.serialize_field("node_prefix", &h.node_prefix)?;
+            }
+            Message::Call(c) => {
+                m.serialize_field("request_id", &c.request_id)?;
+                m.serialize_field("target", &c.target)?;
+                m.serialize_field("input", &val(&c.input))?;
+                m.serialize_field("sender", &c.sender)?;
+                m.serialize_field("sender_machine", &c.sender_machine)?;
+                if let Some(chain) = &c.chain {
+                    m.serialize_field("chain", chain)?;
+                }
+            }
+            Message::CallResponse(r) => {
+                m.serialize_field("request_id", &r.request_id)?;
+                m.serialize_field("result", &WireResult(&r.result))?;
+            }
+            Message::CreateNotify(n) => {
+                m.serialize_field("object_id", &n.object_id)?;
+                m.serialize_field("machine_id", &n.machine_id)?;
+                if let Some(b) = &n.behavior {
+                    m.serialize_field("behavior", b)?;
+                }
+            }
+            Message::DestroyNotify(d) => m.serialize_field("object_id", &d.object_id)?,
+            Message::Ping(p) => m.serialize_field("nonce", &p.nonce)?,
+            Message::Pong(p) => m.serialize_field("nonce", &p.nonce)?,
+        }
+        m.end()
+    }
+}
+
+struct WireResult<'r, 'a>(&'r Result<Val, Cow<'a, str>>);
+
+impl Serialize for WireResult<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Ok(val) => {
+                s.serialize_newtype_variant("Result", 0, "Ok", &BoundedVal { val, depth: 1 })
+            }
+            Err(e) => s.serialize_newtype_variant("Result", 1, "Err", e),
+        }
+    }
+}

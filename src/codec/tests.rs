@@ -1,0 +1,562 @@
+//! Codec tests beyond one file: golden lines from PROTOCOL.md, the error
+//! grid, depth bounds on a small stack, round trips, and the fuzz bodies
+//! over the committed corpus plus seeded pseudo-random inputs.
+
+use std::borrow::Cow;
+
+use super::fuzzing::{self, XorShift};
+use super::*;
+use crate::vm::{ChainId, ObjectId, Val};
+
+/// Every example line of PROTOCOL.md, in order.
+const GOLDEN: [&str; 6] = [
+    r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
+    r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
+    r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
+    r#"{"type":"call_response","request_id":7,"result":{"Ok":{"List":[{"Str":"done"},{"Nat":3}]}}}"#,
+    r#"{"type":"call_response","request_id":8,"result":{"Err":"object not found: 12345"}}"#,
+    r#"{"type":"ping","nonce":1}"#,
+];
+
+fn golden_messages() -> Vec<Message<'static>> {
+    let pong = ObjectId(2533837740349325312);
+    vec![
+        Message::Hello(Hello {
+            version: 1,
+            machine_id: "beta".into(),
+            node_prefix: 9002,
+        }),
+        Message::CreateNotify(CreateNotify {
+            object_id: pong,
+            machine_id: "beta".into(),
+            behavior: Some("pong".into()),
+        }),
+        Message::Call(Call {
+            request_id: 7,
+            target: pong,
+            input: Val::List(vec![
+                Val::str("Ping"),
+                Val::Nat(0),
+                Val::Nat(3),
+                Val::ObjectRef(pong),
+            ]),
+            sender: ObjectId(2533556265372614656),
+            sender_machine: "alpha".into(),
+            chain: None,
+        }),
+        Message::CallResponse(CallResponse {
+            request_id: 7,
+            result: Ok(Val::List(vec![Val::str("done"), Val::Nat(3)])),
+        }),
+        Message::CallResponse(CallResponse {
+            request_id: 8,
+            result: Err("object not found: 12345".into()),
+        }),
+        Message::Ping(Ping { nonce: 1 }),
+    ]
+}
+
+fn frame_of(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_raw(&mut out, payload).unwrap();
+    out
+}
+
+fn all_frames(dec: &mut FrameDecoder, parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for part in parts {
+        let mut part = *part;
+        while !part.is_empty() {
+            let spare = dec.read_buf();
+            let n = spare.len().min(part.len());
+            spare[..n].copy_from_slice(&part[..n]);
+            dec.commit(n);
+            part = &part[n..];
+            while let Some(p) = dec.next_frame().unwrap() {
+                frames.push(p.to_vec());
+            }
+        }
+    }
+    frames
+}
+
+#[test]
+fn golden_lines_parse() {
+    for (line, want) in GOLDEN.iter().zip(golden_messages()) {
+        assert_eq!(decode(line.as_bytes()), Ok(want), "{line}");
+    }
+}
+
+#[test]
+fn golden_lines_reencode_byte_identical() {
+    for line in GOLDEN {
+        let msg = decode(line.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        encode(&mut out, &msg).unwrap();
+        assert_eq!(out, frame_of(line.as_bytes()), "{line}");
+    }
+}
+
+#[test]
+fn golden_frames_split_at_every_byte() {
+    for line in GOLDEN {
+        let bytes = frame_of(line.as_bytes());
+        for at in 0..=bytes.len() {
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let frames = all_frames(&mut dec, &[&bytes[..at], &bytes[at..]]);
+            assert_eq!(frames, vec![line.as_bytes().to_vec()], "split at {at}");
+            assert_eq!(dec.buffered(), 0);
+        }
+    }
+}
+
+#[test]
+fn golden_stream_split_at_every_byte() {
+    let stream: Vec<u8> = GOLDEN.iter().flat_map(|l| frame_of(l.as_bytes())).collect();
+    for at in 0..=stream.len() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let frames = all_frames(&mut dec, &[&stream[..at], &stream[at..]]);
+        let parsed: Vec<_> = frames
+            .iter()
+            .map(|f| decode(f).unwrap().into_owned())
+            .collect();
+        assert_eq!(parsed, golden_messages(), "split at {at}");
+    }
+}
+
+#[test]
+fn roundtrip_every_message_type_and_optional_field() {
+    let mut msgs = golden_messages();
+    msgs.push(Message::Call(Call {
+        request_id: u64::MAX,
+        target: ObjectId(0),
+        input: Val::Nothing,
+        sender: ObjectId(u64::MAX),
+        sender_machine: "".into(),
+        chain: Some(ChainId(9002 << 48 | 1)),
+    }));
+    msgs.push(Message::CreateNotify(CreateNotify {
+        object_id: ObjectId(1),
+        machine_id: "a\"b\\c\n😀".into(),
+        behavior: None,
+    }));
+    msgs.push(Message::DestroyNotify(DestroyNotify {
+        object_id: ObjectId(5),
+    }));
+    msgs.push(Message::Pong(Pong { nonce: u64::MAX }));
+    for (i, msg) in msgs.iter().enumerate() {
+        fuzzing::roundtrip(msg, i * 7);
+    }
+}
+
+#[test]
+fn roundtrip_val_of_every_shape() {
+    let leaves = [
+        Val::Nat(u64::MAX),
+        Val::Bool(false),
+        Val::str("\u{0}\"\\/é"),
+        Val::Nothing,
+        Val::ObjectRef(ObjectId(1 << 63)),
+        Val::TxRef(crate::vm::TxId(7)),
+        Val::List(vec![]),
+    ];
+    let mut vals: Vec<Val> = leaves.to_vec();
+    for leaf in &leaves {
+        vals.push(Val::List(vec![leaf.clone(), leaf.clone()]));
+        vals.push(Val::pair(leaf.clone(), Val::just(leaf.clone())));
+    }
+    for (i, v) in vals.into_iter().enumerate() {
+        let msg = Message::CallResponse(CallResponse {
+            request_id: i as u64,
+            result: Ok(v),
+        });
+        fuzzing::roundtrip(&msg, i);
+    }
+}
+
+#[test]
+fn roundtrip_seeded_random_messages() {
+    let mut rng = XorShift::new(0x5eed);
+    for _ in 0..3000 {
+        let len = rng.below(200);
+        fuzzing::message_roundtrip(&rng.bytes(len));
+    }
+}
+
+#[test]
+fn bounded_val_serializes_like_derive() {
+    let mut rng = XorShift::new(42);
+    for _ in 0..1000 {
+        let len = rng.below(200);
+        if let Message::Call(c) =
+            fuzzing::message_from_bytes(&[&[1u8][..], &rng.bytes(len)].concat())
+        {
+            if c.input.depth() <= MAX_VAL_DEPTH {
+                let bounded = val::BoundedVal {
+                    val: &c.input,
+                    depth: 1,
+                };
+                let derived = serde_json::to_string(&c.input).unwrap();
+                assert_eq!(serde_json::to_string(&bounded).unwrap(), derived);
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_borrows_unescaped_strings() {
+    let Message::Hello(h) = decode(GOLDEN[0].as_bytes()).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(h.machine_id, Cow::Borrowed("beta")));
+    let escaped = br#"{"type":"hello","version":1,"machine_id":"b\"e\u00e9","node_prefix":1}"#;
+    let Message::Hello(h) = decode(escaped).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(h.machine_id, Cow::Owned(ref s) if s == "b\"e\u{e9}"));
+}
+
+#[test]
+fn decode_type_not_first_takes_two_passes() {
+    let msg = decode(br#"{"nonce":3,"x":[{"type":"pong"}],"type":"ping"}"#);
+    assert_eq!(msg, Ok(Message::Ping(Ping { nonce: 3 })));
+    let msg = decode(br#"{"input":"Nothing","type":"call","request_id":1,"target":2,"sender":3,"sender_machine":"m","chain":9}"#);
+    assert!(matches!(
+        msg,
+        Ok(Message::Call(Call {
+            chain: Some(ChainId(9)),
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn decode_ignores_unknown_fields() {
+    let msg =
+        decode(br#"{"type":"ping","future":{"a":[1,2.5,-3,null,true,"s\n"]},"nonce":1,"z":{}}"#);
+    assert_eq!(msg, Ok(Message::Ping(Ping { nonce: 1 })));
+}
+
+#[test]
+fn decode_null_optionals_are_none() {
+    let msg = decode(br#"{"type":"create_notify","object_id":1,"machine_id":"m","behavior":null}"#)
+        .unwrap();
+    assert!(matches!(
+        msg,
+        Message::CreateNotify(CreateNotify { behavior: None, .. })
+    ));
+    let call = br#"{"type":"call","request_id":1,"target":2,"input":"Nothing","sender":3,"sender_machine":"m","chain":null}"#;
+    assert!(matches!(
+        decode(call),
+        Ok(Message::Call(Call { chain: None, .. }))
+    ));
+}
+
+#[test]
+fn decode_error_grid() {
+    use DecodeError::*;
+    let cases: &[(&[u8], DecodeError)] = &[
+        (b"", Empty),
+        (b"{\"type\":\"ping\xff\"}", InvalidUtf8 { valid_up_to: 13 }),
+        (b"{\"type\":\n\"ping\",}", InvalidJson { line: 2, column: 8 }),
+        (b"{\"type\":\"ping\",\"nonce\":1", InvalidJson { line: 1, column: 24 }),
+        (b"{\"type\":\"ping\",\"nonce\":1} x", InvalidJson { line: 1, column: 27 }),
+        (b"[1]", NotAnObject),
+        (b"7", NotAnObject),
+        (b"\"ping\"", NotAnObject),
+        (b"{\"type\":\"pling\",\"nonce\":1}", UnknownType),
+        (b"{\"nonce\":1,\"type\":\"pling\"}", UnknownType),
+        (b"{}", MissingField { field: "type" }),
+        (b"{\"nonce\":1}", MissingField { field: "type" }),
+        (b"{\"type\":\"ping\"}", MissingField { field: "nonce" }),
+        (b"{\"type\":7}", WrongType { field: "type" }),
+        (b"{\"type\":\"ping\",\"nonce\":\"1\"}", WrongType { field: "nonce" }),
+        (b"{\"type\":\"ping\",\"nonce\":-1}", WrongType { field: "nonce" }),
+        (b"{\"type\":\"hello\",\"version\":1,\"machine_id\":\"a\",\"node_prefix\":65536}", WrongType { field: "node_prefix" }),
+        (b"{\"type\":\"destroy_notify\",\"object_id\":1.5}", WrongType { field: "object_id" }),
+        (b"{\"type\":\"ping\",\"nonce\":1,\"nonce\":2}", DuplicateField { field: "nonce" }),
+        (b"{\"type\":\"ping\",\"type\":\"ping\",\"nonce\":1}", DuplicateField { field: "type" }),
+        (b"{\"nonce\":1,\"type\":\"ping\",\"type\":\"ping\"}", DuplicateField { field: "type" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":{\"Maybe\":1}}", WrongType { field: "result" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":{\"Err\":1}}", WrongType { field: "result" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":\"Ok\"}", WrongType { field: "result" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":{\"Ok\":{\"Pair\":[\"Nothing\"]}}}", WrongType { field: "result" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":{\"Ok\":{\"Pair\":[\"Nothing\",\"Nothing\",\"Nothing\"]}}}", WrongType { field: "result" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":{\"Ok\":{\"Nat\":1,\"Bool\":true}}}", WrongType { field: "result" }),
+        (b"{\"type\":\"call_response\",\"request_id\":1,\"result\":{\"Ok\":{\"Foo\":1}}}", WrongType { field: "result" }),
+    ];
+    for (payload, want) in cases {
+        let got = decode(payload);
+        assert_eq!(got, Err(*want), "{}", String::from_utf8_lossy(payload));
+        assert_eq!(got.unwrap_err().is_unknown_type(), *want == UnknownType);
+    }
+}
+
+/// `{"type":"call_response",...,"result":{"Ok":V}}` with V `depth` Lists deep.
+fn nested_response(depth: usize, open: &str, close: &str, leaf: &str) -> Vec<u8> {
+    let mut s = String::from(r#"{"type":"call_response","request_id":1,"result":{"Ok":"#);
+    s.push_str(&open.repeat(depth - 1));
+    s.push_str(leaf);
+    s.push_str(&close.repeat(depth - 1));
+    s.push_str("}}");
+    s.into_bytes()
+}
+
+#[test]
+fn val_depth_128_accepted_129_too_deep() {
+    for (open, close) in [
+        (r#"{"List":["#, "]}"),
+        (r#"{"Just":"#, "}"),
+        (r#"{"Pair":["Nothing","#, "]}"),
+    ] {
+        let payload = nested_response(MAX_VAL_DEPTH, open, close, r#"{"Nat":1}"#);
+        let ok = decode(&payload);
+        let Ok(Message::CallResponse(CallResponse { result: Ok(v), .. })) = ok else {
+            panic!("{open}: {ok:?}")
+        };
+        assert_eq!(v.depth(), MAX_VAL_DEPTH);
+        let payload = nested_response(MAX_VAL_DEPTH + 1, open, close, r#"{"Nat":1}"#);
+        let deep = decode(&payload);
+        assert_eq!(
+            deep,
+            Err(DecodeError::TooDeep { field: "result" }),
+            "{open}"
+        );
+    }
+}
+
+#[test]
+fn encode_refuses_val_past_max_depth() {
+    let deep = (0..MAX_VAL_DEPTH).fold(Val::Nat(1), |v, _| Val::just(v));
+    let msg = Message::CallResponse(CallResponse {
+        request_id: 1,
+        result: Ok(deep),
+    });
+    let mut out = b"keep".to_vec();
+    assert_eq!(encode(&mut out, &msg), Err(EncodeError::TooDeep));
+    assert_eq!(out, b"keep");
+}
+
+/// Measured need for the deepest legal input (a 128-level Pair chain):
+/// under 96 KiB optimized, about 700 KiB unoptimized (debug frames are
+/// big and unshared), so the test stack depends on the profile.
+const SMALL_STACK: usize = if cfg!(debug_assertions) { 1024 } else { 256 } * 1024;
+
+/// Runs `f` on a thread with a small stack: a recursion without bound
+/// would overflow it (and abort the test binary) long before 1,000,000.
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(SMALL_STACK)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn million_deep_unknown_field_is_too_deep_on_small_stack() {
+    on_small_stack(|| {
+        const N: usize = 1_000_000;
+        for (open, close) in [("[", "]"), (r#"{"a":"#, "}")] {
+            let payload = format!(
+                r#"{{"type":"ping","x":{}1{},"nonce":1}}"#,
+                open.repeat(N),
+                close.repeat(N)
+            );
+            assert_eq!(
+                decode(payload.as_bytes()),
+                Err(DecodeError::TooDeep { field: "(unknown)" })
+            );
+            // Same in the two-pass path, where the scan skips it first.
+            let payload = format!(
+                r#"{{"x":{}1{},"type":"ping","nonce":1}}"#,
+                open.repeat(N),
+                close.repeat(N)
+            );
+            assert_eq!(
+                decode(payload.as_bytes()),
+                Err(DecodeError::TooDeep { field: "(unknown)" })
+            );
+        }
+        let payload = "[".repeat(N);
+        assert_eq!(decode(payload.as_bytes()), Err(DecodeError::NotAnObject));
+    });
+}
+
+#[test]
+fn million_deep_val_is_an_error_on_small_stack() {
+    on_small_stack(|| {
+        const N: usize = 1_000_000;
+        let arrays = nested_response(N, "[", "]", "1");
+        assert_eq!(
+            decode(&arrays),
+            Err(DecodeError::WrongType { field: "result" })
+        );
+        let lists = nested_response(N, r#"{"List":["#, "]}", r#"{"Nat":1}"#);
+        assert_eq!(
+            decode(&lists),
+            Err(DecodeError::TooDeep { field: "result" })
+        );
+        let justs = nested_response(N, r#"{"Just":"#, "}", r#"{"Nat":1}"#);
+        assert_eq!(
+            decode(&justs),
+            Err(DecodeError::TooDeep { field: "result" })
+        );
+        // The deepest legal Val, and the deepest legal skip, fit too.
+        let ok = nested_response(MAX_VAL_DEPTH, r#"{"List":["#, "]}", r#"{"Nat":1}"#);
+        assert!(decode(&ok).is_ok());
+        let skip = format!(
+            r#"{{"type":"ping","x":{}1{},"nonce":1}}"#,
+            "[".repeat(MAX_IGNORED_DEPTH - 1),
+            "]".repeat(MAX_IGNORED_DEPTH - 1)
+        );
+        assert_eq!(
+            decode(skip.as_bytes()),
+            Ok(Message::Ping(Ping { nonce: 1 }))
+        );
+    });
+}
+
+#[test]
+fn error_types_are_small_and_display() {
+    assert!(std::mem::size_of::<DecodeError>() <= 24);
+    assert!(std::mem::size_of::<FrameError>() <= 16);
+    assert!(std::mem::size_of::<EncodeError>() <= 24);
+    let e = DecodeError::InvalidJson { line: 1, column: 2 };
+    assert_eq!(e.to_string(), "invalid JSON at line 1 column 2");
+    assert_eq!(
+        FrameError::TooLarge { len: 9, max: 8 }.to_string(),
+        "frame length 9 over the maximum 8"
+    );
+}
+
+#[test]
+fn type_names_match_wire() {
+    for (line, msg) in GOLDEN.iter().zip(golden_messages()) {
+        assert!(line.starts_with(&format!(r#"{{"type":"{}""#, msg.type_name())));
+    }
+}
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+#[test]
+fn fuzz_frame_decoder_corpus() {
+    let inputs = corpus("frame_decoder");
+    assert!(inputs.len() >= 10);
+    for input in inputs {
+        fuzzing::frame_decoder(&input);
+    }
+}
+
+#[test]
+fn fuzz_message_roundtrip_corpus() {
+    let inputs = corpus("message_roundtrip");
+    assert!(inputs.len() >= 7);
+    for input in inputs {
+        fuzzing::message_roundtrip(&input);
+    }
+}
+
+/// Streams of valid frames with a few bytes flipped, in random modes.
+#[test]
+fn fuzz_frame_decoder_seeded_random() {
+    let mut rng = XorShift::new(7);
+    for _ in 0..3000 {
+        let mut input = rng.bytes(2);
+        for _ in 0..rng.below(6) {
+            let len = rng.below(80);
+            let msg = fuzzing::message_from_bytes(&rng.bytes(len));
+            if encode(&mut input, &msg).is_err() {
+                continue;
+            }
+        }
+        for _ in 0..rng.below(3) {
+            let at = rng.below(input.len());
+            input[at] = rng.next_u64() as u8;
+        }
+        fuzzing::frame_decoder(&input);
+    }
+    for _ in 0..1000 {
+        let len = rng.below(64);
+        fuzzing::frame_decoder(&rng.bytes(len));
+    }
+}
+
+/// Writes the seed corpus (`cargo test --lib write_seed_corpus -- --ignored`).
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    let mut all = Vec::new();
+    for (i, line) in GOLDEN.iter().enumerate() {
+        let frame = frame_of(line.as_bytes());
+        all.extend_from_slice(&frame);
+        // mode 0: default max, chunks of 1; mode 12: chunks up to 1500.
+        write(
+            "frame_decoder",
+            &format!("golden_{i}"),
+            &[&[12u8, i as u8][..], &frame].concat(),
+        );
+        write(
+            "frame_decoder",
+            &format!("golden_{i}_bytewise"),
+            &[&[0u8, 0][..], &frame].concat(),
+        );
+    }
+    for (mode, name) in [
+        (0u8, "stream_1"),
+        (4, "stream_8"),
+        (8, "stream_64"),
+        (12, "stream_1500"),
+    ] {
+        write("frame_decoder", name, &[&[mode, 3][..], &all].concat());
+    }
+    let bad: [(&str, Vec<u8>); 7] = [
+        ("empty_frame", vec![0, 0, 0, 0]),
+        ("too_large", vec![0xff, 0xff, 0xff, 0xff]),
+        ("truncated", frame_of(GOLDEN[5].as_bytes())[..10].to_vec()),
+        ("bad_utf8", frame_of(b"{\"type\":\"\xff\"}")),
+        ("type_last", frame_of(br#"{"nonce":1,"type":"ping"}"#)),
+        ("unknown_type", frame_of(br#"{"type":"gossip","nonce":1}"#)),
+        (
+            "deep_unknown",
+            frame_of(format!(r#"{{"type":"ping","x":{}}}"#, "[".repeat(300)).as_bytes()),
+        ),
+    ];
+    for (name, frame) in bad {
+        write("frame_decoder", name, &[&[0u8, 5][..], &frame].concat());
+    }
+    write(
+        "frame_decoder",
+        "small_max",
+        &[&[1u8, 30][..], &all].concat(),
+    );
+    write(
+        "frame_decoder",
+        "max_256_chunks_17",
+        &[&[2u8 | 5 << 2, 9][..], &all].concat(),
+    );
+    for t in 0..7u8 {
+        write(
+            "message_roundtrip",
+            &format!("type_{t}"),
+            &[t, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 3, 2, 9, 9, 1],
+        );
+    }
+    write("message_roundtrip", "deep_val", &[1, 0, 0, 9, 9, 5, 9, 3]);
+}
