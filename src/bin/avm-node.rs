@@ -95,11 +95,16 @@ fn main() -> ExitCode {
 }
 
 fn run_node(args: &Args) -> Result<ExitCode, String> {
-    let name = args.name.clone().ok_or("--name is required (or use `demo-local`)")?;
+    let name = args
+        .name
+        .clone()
+        .ok_or("--name is required (or use `demo-local`)")?;
     if name.is_empty() {
         return Err("--name must not be empty".into());
     }
-    let port = args.port.ok_or("--port is required (0 picks a free port)")?;
+    let port = args
+        .port
+        .ok_or("--port is required (0 picks a free port)")?;
     if args.rounds.is_some() && !args.demo {
         return Err("--rounds only makes sense with --demo".into());
     }

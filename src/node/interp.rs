@@ -34,8 +34,17 @@ const LOUD_FAILURES: u64 = 5;
 
 enum DemoState {
     None,
-    WaitingForPong { since: Instant, wait: Duration, next_note: Instant, rounds: u64 },
-    Running { started: Instant, rounds: u64, pong_machine: MachineId },
+    WaitingForPong {
+        since: Instant,
+        wait: Duration,
+        next_note: Instant,
+        rounds: u64,
+    },
+    Running {
+        started: Instant,
+        rounds: u64,
+        pong_machine: MachineId,
+    },
 }
 
 pub struct Interpreter {
@@ -54,7 +63,12 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    pub fn new(vm: Vm, handoff: Arc<Handoff>, stop: Arc<AtomicBool>, role: Option<DemoRole>) -> Self {
+    pub fn new(
+        vm: Vm,
+        handoff: Arc<Handoff>,
+        stop: Arc<AtomicBool>,
+        role: Option<DemoRole>,
+    ) -> Self {
         Interpreter {
             vm,
             handoff,
@@ -89,7 +103,9 @@ impl Interpreter {
             self.handoff.take_events(&mut self.events);
             if self.events.is_empty() {
                 match self.wake_deadline() {
-                    Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
+                    Some(at) => {
+                        std::thread::park_timeout(at.saturating_duration_since(Instant::now()))
+                    }
                     None => std::thread::park(),
                 }
                 self.check_demo_wait(Instant::now());
@@ -113,7 +129,12 @@ impl Interpreter {
             Some(DemoRole::Orchestrate { rounds, wait }) => {
                 let now = Instant::now();
                 info!("demo: waiting for a `pong` object to appear in the directory");
-                self.demo = DemoState::WaitingForPong { since: now, wait, next_note: now + Duration::from_secs(5), rounds };
+                self.demo = DemoState::WaitingForPong {
+                    since: now,
+                    wait,
+                    next_note: now + Duration::from_secs(5),
+                    rounds,
+                };
                 self.check_demo_wait(now);
             }
         }
@@ -122,30 +143,59 @@ impl Interpreter {
     /// When the interpreter must wake even without events.
     fn wake_deadline(&self) -> Option<Instant> {
         match &self.demo {
-            DemoState::WaitingForPong { since, wait, next_note, .. } => Some((*next_note).min(*since + *wait)),
+            DemoState::WaitingForPong {
+                since,
+                wait,
+                next_note,
+                ..
+            } => Some((*next_note).min(*since + *wait)),
             _ => None,
         }
     }
 
     /// Starts the orchestrator once a `pong` is known; gives up after the wait.
     fn check_demo_wait(&mut self, now: Instant) {
-        let DemoState::WaitingForPong { since, wait, next_note, rounds } = self.demo else {
+        let DemoState::WaitingForPong {
+            since,
+            wait,
+            next_note,
+            rounds,
+        } = self.demo
+        else {
             return;
         };
         if let Some(pong) = self.vm.directory().find_by_behavior("pong") {
-            let pong_machine = self.vm.directory().machine_of(pong).cloned().expect("just found");
+            let pong_machine = self
+                .vm
+                .directory()
+                .machine_of(pong)
+                .cloned()
+                .expect("just found");
             info!("demo: found pong {pong} on {pong_machine}; running {rounds} rounds");
             let program = crate::demo::pingpong::orchestrator(rounds, pong);
             match self.vm.start_program(program, DEMO_ORIGIN) {
-                Ok(_) => self.demo = DemoState::Running { started: Instant::now(), rounds, pong_machine },
-                Err(e) => self.outcome = Some(Outcome::DemoFailed(format!("starting the orchestrator: {e}"))),
+                Ok(_) => {
+                    self.demo = DemoState::Running {
+                        started: Instant::now(),
+                        rounds,
+                        pong_machine,
+                    }
+                }
+                Err(e) => {
+                    self.outcome = Some(Outcome::DemoFailed(format!(
+                        "starting the orchestrator: {e}"
+                    )))
+                }
             }
         } else if now >= since + wait {
             self.outcome = Some(Outcome::DemoFailed(format!(
                 "no `pong` object appeared within {wait:?}; is the serving node (--demo without --rounds) running and reachable?"
             )));
         } else if now >= next_note {
-            info!("demo: still waiting for a `pong` object ({:.0?} so far)", now - since);
+            info!(
+                "demo: still waiting for a `pong` object ({:.0?} so far)",
+                now - since
+            );
             if let DemoState::WaitingForPong { next_note, .. } = &mut self.demo {
                 *next_note = now + Duration::from_secs(5);
             }
@@ -154,7 +204,14 @@ impl Interpreter {
 
     fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Inbound { inbound, target, input, sender, sender_machine, chain } => {
+            Event::Inbound {
+                inbound,
+                target,
+                input,
+                sender,
+                sender_machine,
+                chain,
+            } => {
                 self.calls_in += 1;
                 let sender = (sender != ObjectId(0)).then_some(sender);
                 if let Some(sender) = sender {
@@ -164,7 +221,15 @@ impl Interpreter {
                         self.vm.directory_mut().insert(sender, sender_machine, None);
                     }
                 }
-                self.vm.start_call(StartCall { target, input, sender, chain }, inbound.0);
+                self.vm.start_call(
+                    StartCall {
+                        target,
+                        input,
+                        sender,
+                        chain,
+                    },
+                    inbound.0,
+                );
             }
             Event::Reply { token, result } => {
                 if let Err(reason) = &result {
@@ -179,9 +244,18 @@ impl Interpreter {
                     warn!("reply for a chain the vm does not know: {e}");
                 }
             }
-            Event::Located { id, machine, behavior } => {
-                info!("directory: object {id} ({}) is on {machine}", behavior.as_deref().unwrap_or("?"));
-                self.vm.directory_mut().insert(id, machine, behavior.as_deref());
+            Event::Located {
+                id,
+                machine,
+                behavior,
+            } => {
+                info!(
+                    "directory: object {id} ({}) is on {machine}",
+                    behavior.as_deref().unwrap_or("?")
+                );
+                self.vm
+                    .directory_mut()
+                    .insert(id, machine, behavior.as_deref());
                 self.check_demo_wait(Instant::now());
             }
             Event::Gone { id } => {
@@ -210,8 +284,17 @@ impl Interpreter {
                     self.calls_out += 1;
                     self.commands.push(Command::Call(call));
                 }
-                Output::Finished { origin: DEMO_ORIGIN, result, .. } => {
-                    let DemoState::Running { started, rounds, pong_machine } = std::mem::replace(&mut self.demo, DemoState::None) else {
+                Output::Finished {
+                    origin: DEMO_ORIGIN,
+                    result,
+                    ..
+                } => {
+                    let DemoState::Running {
+                        started,
+                        rounds,
+                        pong_machine,
+                    } = std::mem::replace(&mut self.demo, DemoState::None)
+                    else {
                         continue;
                     };
                     self.outcome = Some(match result {
@@ -233,7 +316,9 @@ impl Interpreter {
                         result: result.map_err(|e| e.to_string()),
                     });
                 }
-                Output::Created { id, behavior } => self.commands.push(Command::Created { id, behavior }),
+                Output::Created { id, behavior } => {
+                    self.commands.push(Command::Created { id, behavior })
+                }
                 Output::Destroyed { id } => self.commands.push(Command::Destroyed { id }),
             }
         }

@@ -118,7 +118,8 @@ impl Node {
         vm_config.trace = config.trace;
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
-        let interp = interp::Interpreter::new(vm, Arc::clone(&handoff), Arc::clone(&stop), config.demo);
+        let interp =
+            interp::Interpreter::new(vm, Arc::clone(&handoff), Arc::clone(&stop), config.demo);
 
         let reactor = std::thread::Builder::new()
             .name(format!("{}/reactor", config.name))

@@ -42,10 +42,7 @@ pub enum Command {
         result: Result<Val, String>,
     },
     /// A local object was created: broadcast `create_notify`.
-    Created {
-        id: ObjectId,
-        behavior: Arc<str>,
-    },
+    Created { id: ObjectId, behavior: Arc<str> },
     /// A local object was destroyed: broadcast `destroy_notify`.
     Destroyed { id: ObjectId },
     /// Close everything and end the reactor thread.

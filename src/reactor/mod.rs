@@ -237,7 +237,7 @@ impl Reactor {
     /// Registers a new connection and queues our `hello` on it.
     fn add_conn(
         &mut self,
-        mut stream: mio::net::TcpStream,
+        stream: mio::net::TcpStream,
         addr: SocketAddr,
         dial_slot: Option<usize>,
     ) -> Option<usize> {
@@ -252,10 +252,10 @@ impl Reactor {
         let mut conn = Conn::new(stream, addr, serial, self.config.max_frame, dial_slot);
         let interest = conn.wanted_interest();
         conn.write_interest = interest.is_writable();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut conn.stream, Token(FIRST_CONN + key), interest)
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut conn.stream, Token(FIRST_CONN + key), interest)
         {
             warn!("registering the connection to {addr} failed: {e}");
             return None;
@@ -279,9 +279,10 @@ impl Reactor {
                 Command::Call(call) => self.send_call(call),
                 Command::Reply { inbound, result } => self.send_reply(inbound, result),
                 Command::Created { id, behavior } => {
+                    let machine = self.config.machine.clone();
                     let notify = Message::CreateNotify(codec::CreateNotify {
                         object_id: id,
-                        machine_id: self.config.machine.as_str().into(),
+                        machine_id: machine.as_str().into(),
                         behavior: Some(behavior.as_ref().into()),
                     });
                     self.broadcast(&notify);
@@ -358,11 +359,17 @@ impl Reactor {
             return;
         };
         let Some(conn) = self.conns.get_mut(entry.conn) else {
-            debug!("reply to call #{:#x} dropped: its connection closed", entry.request_id);
+            debug!(
+                "reply to call #{:#x} dropped: its connection closed",
+                entry.request_id
+            );
             return;
         };
         if conn.serial != entry.serial {
-            debug!("reply to call #{:#x} dropped: its connection closed", entry.request_id);
+            debug!(
+                "reply to call #{:#x} dropped: its connection closed",
+                entry.request_id
+            );
             return;
         }
         conn.calls_in = conn.calls_in.saturating_sub(1);

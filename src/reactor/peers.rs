@@ -91,7 +91,10 @@ impl Reactor {
                 dial.spec, BACKOFF_CAP
             );
         } else {
-            debug!("peer {} still not reachable ({why}); next try in {delay:?}", dial.spec);
+            debug!(
+                "peer {} still not reachable ({why}); next try in {delay:?}",
+                dial.spec
+            );
         }
         self.timers.schedule(
             now + delay,
@@ -197,7 +200,10 @@ impl Reactor {
             }
             Message::CreateNotify(notify) => {
                 if *notify.machine_id == *self.config.machine.as_str() {
-                    debug!("{}: create_notify placing {} on us, ignored", peer.machine, notify.object_id);
+                    debug!(
+                        "{}: create_notify placing {} on us, ignored",
+                        peer.machine, notify.object_id
+                    );
                     return Ok(());
                 }
                 let machine = if *notify.machine_id == *peer.machine.as_str() {
@@ -211,11 +217,9 @@ impl Reactor {
                     behavior: notify.behavior.map(|b| b.as_ref().into()),
                 });
             }
-            Message::DestroyNotify(notify) => {
-                self.events.push(Event::Gone {
-                    id: notify.object_id,
-                })
-            }
+            Message::DestroyNotify(notify) => self.events.push(Event::Gone {
+                id: notify.object_id,
+            }),
             Message::Ping(ping) => {
                 let pong = Message::Pong(codec::Pong { nonce: ping.nonce });
                 let _ = conn.queue(&pong);
@@ -246,7 +250,9 @@ impl Reactor {
             ));
         }
         for (other, &k) in &self.active {
-            if *other != machine && self.conns[k].peer.as_ref().map(|p| p.prefix) == Some(hello.node_prefix) {
+            if *other != machine
+                && self.conns[k].peer.as_ref().map(|p| p.prefix) == Some(hello.node_prefix)
+            {
                 return Err(format!(
                     "peer `{machine}` has node_prefix {}, already used by connected peer `{other}`",
                     hello.node_prefix
@@ -260,7 +266,11 @@ impl Reactor {
         });
         conn.phase = Phase::Ready;
         let dialled_by_us = conn.dial_slot.is_some();
-        info!("hello from {} (node_prefix {})", conn.label(), hello.node_prefix);
+        info!(
+            "hello from {} (node_prefix {})",
+            conn.label(),
+            hello.node_prefix
+        );
         if let Some(slot) = conn.dial_slot {
             self.dials[slot].failures = 0;
         }
@@ -287,7 +297,11 @@ impl Reactor {
                 } else {
                     (other, key)
                 };
-                let lower = if keep_ours { &self.config.machine } else { &machine };
+                let lower = if keep_ours {
+                    &self.config.machine
+                } else {
+                    &machine
+                };
                 info!(
                     "two connections to {machine}: keeping the one dialled by {lower}, retiring {}",
                     self.conns[loser].remote
@@ -297,7 +311,10 @@ impl Reactor {
                 let serial = self.conns[loser].serial;
                 self.timers.schedule(
                     Instant::now() + RETIRE_CHECK,
-                    Timer::Retire { conn: loser, serial },
+                    Timer::Retire {
+                        conn: loser,
+                        serial,
+                    },
                 );
                 if loser == key {
                     return Ok(());
@@ -354,15 +371,20 @@ impl Reactor {
         } else {
             debug!("connection to {label} closed before hello: {reason}");
         }
-        self.fail_pending_on(key, conn.serial, &format!("connection to {label} lost: {reason}"));
+        self.fail_pending_on(
+            key,
+            conn.serial,
+            &format!("connection to {label} lost: {reason}"),
+        );
 
         let now = Instant::now();
         if let Some(peer) = &conn.peer {
             if self.active.get(&peer.machine) == Some(&key) {
                 self.active.remove(&peer.machine);
-                let spare = self.conns.iter().find(|(_, c)| {
-                    c.phase == Phase::Ready && c.machine() == Some(&peer.machine)
-                });
+                let spare = self
+                    .conns
+                    .iter()
+                    .find(|(_, c)| c.phase == Phase::Ready && c.machine() == Some(&peer.machine));
                 if let Some((k, _)) = spare {
                     self.active.insert(peer.machine.clone(), k);
                     self.conns[k].retired = false;
@@ -437,7 +459,10 @@ mod tests {
 
     #[test]
     fn resolve_prefers_ipv4_and_reports_garbage() {
-        assert_eq!(resolve("127.0.0.1:9").unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            resolve("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
         assert!(resolve("missing-port").is_err());
     }
 }

@@ -119,7 +119,7 @@ mod tests {
     fn garbage_ids_never_panic() {
         let mut t: IdTable<u8> = IdTable::new(2);
         t.insert(1).unwrap();
-        for id in [0, 1, u64::MAX, 1 << 32, (1 << 63) | 1] {
+        for id in [0, 1, u64::MAX, 2 << 32, (1 << 32) | 1, (1 << 63) | 1] {
             assert_eq!(t.get(id), None);
             assert_eq!(t.remove(id), None);
         }

@@ -54,7 +54,10 @@ mod tests {
     fn due_timers_come_out_in_deadline_order() {
         let t0 = Instant::now();
         let mut timers = Timers::default();
-        let late = Timer::Redial { slot: 1, attempt: 0 };
+        let late = Timer::Redial {
+            slot: 1,
+            attempt: 0,
+        };
         let early = Timer::Retire { conn: 3, serial: 9 };
         timers.schedule(t0 + Duration::from_millis(20), late);
         timers.schedule(t0 + Duration::from_millis(10), early);

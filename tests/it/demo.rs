@@ -14,8 +14,13 @@ fn run_demo(rounds: u64, alpha_first: bool) -> (NodeProc, NodeProc) {
     let peer_b = format!("127.0.0.1:{pb}");
     let rounds_s = rounds.to_string();
     let start_beta = || NodeProc::start("beta", pb, &["--peer", &peer_a, "--demo"]);
-    let start_alpha =
-        || NodeProc::start("alpha", pa, &["--peer", &peer_b, "--demo", "--rounds", &rounds_s]);
+    let start_alpha = || {
+        NodeProc::start(
+            "alpha",
+            pa,
+            &["--peer", &peer_b, "--demo", "--rounds", &rounds_s],
+        )
+    };
     let (mut alpha, beta) = if alpha_first {
         let alpha = start_alpha();
         alpha.wait_for_log("listening on", Duration::from_secs(30));
@@ -99,12 +104,27 @@ fn late_joiner_learns_pong_and_calls_it() {
     let mut gamma = NodeProc::start(
         "gamma",
         free_port(),
-        &["--peer", &format!("127.0.0.1:{beta_port}"), "--demo", "--rounds", "5"],
+        &[
+            "--peer",
+            &format!("127.0.0.1:{beta_port}"),
+            "--demo",
+            "--rounds",
+            "5",
+        ],
     );
     let status = gamma.wait_exit(EXIT);
-    assert!(status.success(), "gamma failed\n{}\n{}", gamma.stdout(), gamma.stderr());
+    assert!(
+        status.success(),
+        "gamma failed\n{}\n{}",
+        gamma.stdout(),
+        gamma.stderr()
+    );
     assert_done(&gamma, 5);
-    assert!(gamma.stderr().contains("(pong) is on beta"), "{}", gamma.stderr());
+    assert!(
+        gamma.stderr().contains("(pong) is on beta"),
+        "{}",
+        gamma.stderr()
+    );
 }
 
 #[test]
@@ -116,7 +136,11 @@ fn orchestrator_without_pong_gives_up_with_a_clear_error() {
     );
     let status = alpha.wait_exit(Duration::from_secs(30));
     assert!(!status.success());
-    assert!(alpha.stderr().contains("no `pong` object appeared"), "{}", alpha.stderr());
+    assert!(
+        alpha.stderr().contains("no `pong` object appeared"),
+        "{}",
+        alpha.stderr()
+    );
 }
 
 fn beta_port(beta: &NodeProc) -> u16 {

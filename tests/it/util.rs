@@ -34,12 +34,22 @@ impl NodeProc {
     /// Starts `avm-node --name NAME --bind 127.0.0.1 --port PORT ARGS...`.
     pub fn start(name: &str, port: u16, args: &[&str]) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_avm-node"));
-        cmd.args(["--name", name, "--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(args)
-            .env("RUST_LOG", std::env::var("AVM_TEST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--name",
+            name,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("AVM_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn avm-node");
         let stdout = capture(child.stdout.take().unwrap());
         let stderr = capture(child.stderr.take().unwrap());
@@ -94,10 +104,6 @@ impl NodeProc {
 
     pub fn stderr(&self) -> String {
         self.stderr.text.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -80,9 +80,8 @@ fn ping_is_answered_with_pong() {
 #[test]
 fn protocol_client_plays_alpha_against_demo_beta() {
     let (_beta, mut s, pong) = connect_to_beta();
-    let msg = |tag: &str, n: u64| {
-        json!({"List":[{"Str":tag},{"Nat":n},{"Nat":3},{"ObjectRef":pong}]})
-    };
+    let msg =
+        |tag: &str, n: u64| json!({"List":[{"Str":tag},{"Nat":n},{"Nat":3},{"ObjectRef":pong}]});
     // ping at count 0 calls pong with count 1.
     send(
         &mut s,
@@ -105,12 +104,18 @@ fn protocol_client_plays_alpha_against_demo_beta() {
     );
     let done = json!({"List":[{"Str":"done"},{"Nat":3}]});
     let inner = recv(&mut s);
-    assert_eq!(inner, json!({"type":"call_response","request_id":2,"result":{"Ok":done}}));
+    assert_eq!(
+        inner,
+        json!({"type":"call_response","request_id":2,"result":{"Ok":done}})
+    );
     // ...and answer pong's call with that reply, flat.
     send(
         &mut s,
         &json!({"type":"call_response","request_id":back["request_id"],"result":{"Ok":done}}),
     );
     let outer = recv(&mut s);
-    assert_eq!(outer, json!({"type":"call_response","request_id":1,"result":{"Ok":done}}));
+    assert_eq!(
+        outer,
+        json!({"type":"call_response","request_id":1,"result":{"Ok":done}})
+    );
 }
