@@ -15,18 +15,24 @@
 //! while ping waits on pong) starts and runs here in the meantime.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::reactor::handoff::{Command, Event, Handoff};
-use crate::vm::{MachineId, ObjectId, Output, StartCall, Vm};
+use slab::Slab;
+
+use crate::vm::{MachineId, ObjectId, Output, StartCall, Val, Vm};
 use crate::{debug, info, warn};
 
 use super::demo::{DemoReport, DemoRole};
 use super::Outcome;
 
-/// The origin tag of the demo's orchestrator chain. Inbound ids from the
-/// reactor have a 31-bit generation in their top half, so never this.
+/// Origin tags of chains, as the vm hands them back in `Output::Finished`:
+/// inbound ids from the reactor have a 31-bit generation in their top
+/// half, so bit 63 is free to mark chains started on this node.
+const LOCAL_ORIGIN: u64 = 1 << 63;
+/// The demo's orchestrator chain.
 const DEMO_ORIGIN: u64 = u64::MAX;
 /// Remote-call failures logged at `warn` before the rest go to `debug`
 /// (a lost peer fails every nested call of a deep chain at once).
@@ -60,6 +66,8 @@ pub struct Interpreter {
     calls_out: u64,
     calls_in: u64,
     failures: u64,
+    /// Where the results of submitted programs go, keyed by origin.
+    submitted: Slab<Sender<Result<Val, String>>>,
 }
 
 impl Interpreter {
@@ -82,6 +90,7 @@ impl Interpreter {
             calls_out: 0,
             calls_in: 0,
             failures: 0,
+            submitted: Slab::new(),
         }
     }
 
@@ -263,6 +272,13 @@ impl Interpreter {
                     info!("directory: object {id} on {machine} was destroyed");
                 }
             }
+            Event::Run { program, reply } => {
+                let key = self.submitted.insert(reply);
+                if let Err(e) = self.vm.start_program(program, LOCAL_ORIGIN | key as u64) {
+                    let reply = self.submitted.remove(key);
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
             Event::PeerUp { machine } => info!("peer {machine} is up"),
             Event::PeerDown { machine, reason } => warn!("peer {machine} is down: {reason}"),
             Event::ReactorStopped { reason } => {
@@ -309,6 +325,13 @@ impl Interpreter {
                         }),
                         Err(e) => Outcome::DemoFailed(format!("the orchestrator failed: {e}")),
                     });
+                }
+                Output::Finished { origin, result, .. } if origin & LOCAL_ORIGIN != 0 => {
+                    let key = (origin & !LOCAL_ORIGIN) as usize;
+                    if let Some(reply) = self.submitted.try_remove(key) {
+                        // The submitter may have given up waiting: fine.
+                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                    }
                 }
                 Output::Finished { origin, result, .. } => {
                     self.commands.push(Command::Reply {

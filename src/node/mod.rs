@@ -17,14 +17,15 @@ mod interp;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_FRAME;
-use crate::reactor::handoff::{Command, Handoff};
+use crate::reactor::handoff::{Command, Event, Handoff};
 use crate::reactor::{Reactor, ReactorConfig, ReactorSetup};
-use crate::vm::{BehaviorRegistry, MachineId, PureRegistry, TraceMode, Vm, VmConfig};
+use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, TraceMode, Val, Vm, VmConfig};
 
 pub use demo::{DemoReport, DemoRole};
 
@@ -139,6 +140,16 @@ impl Node {
     /// The address the listener is bound to (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Runs `program` as a new chain on this node's interpreter; its result
+    /// arrives on the returned channel. For embedding and benchmarks: the
+    /// program may call objects anywhere in the cluster.
+    pub fn submit(&self, program: Program) -> Receiver<Result<Val, String>> {
+        let (reply, result) = std::sync::mpsc::channel();
+        self.handoff
+            .send_events(&mut vec![Event::Run { program, reply }]);
+        result
     }
 
     /// Asks both threads to stop; `wait` then returns promptly.

@@ -18,12 +18,13 @@
 //! so the interpreter parks in a loop that re-checks the queue: a wake-up
 //! is never lost.
 
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 
 use mio::Waker;
 
-use crate::vm::{ChainId, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
+use crate::vm::{ChainId, MachineId, ObjectId, Program, RemoteCall, SuspendToken, Val};
 
 /// Identifies an inbound call until the interpreter replies to it. Minted
 /// by the reactor; opaque to the interpreter, which passes it to the vm as
@@ -82,6 +83,12 @@ pub enum Event {
     /// The reactor thread ended (after `Command::Shutdown`, or on a fatal
     /// error, which `reason` names).
     ReactorStopped { reason: Option<String> },
+    /// Not from the reactor: a program submitted through `Node::submit`,
+    /// whose result goes back on `reply`.
+    Run {
+        program: Program,
+        reply: Sender<Result<Val, String>>,
+    },
 }
 
 /// The shared half of the handoff. One per node, in an `Arc`.

@@ -3,5 +3,6 @@
 //! page alone. Nothing here sends traffic anywhere but 127.0.0.1.
 
 mod demo;
+mod embed;
 mod util;
 mod wire;

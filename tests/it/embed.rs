@@ -1,0 +1,54 @@
+//! Nodes embedded in this process: custom behaviors and `Node::submit`.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use avm::node::{Node, NodeConfig};
+use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
+
+fn echo_twice(input: Val) -> Program {
+    done(Val::pair(input.clone(), input))
+}
+
+fn start(name: &str, peers: Vec<String>, behaviors: BehaviorRegistry) -> Node {
+    let mut config = NodeConfig::new(name);
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    config.peers = peers;
+    Node::start(config, behaviors, PureRegistry::new()).expect("start node")
+}
+
+fn run(node: &Node, program: Program) -> Result<Val, String> {
+    node.submit(program)
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the program finishes")
+}
+
+#[test]
+fn custom_behavior_is_called_across_nodes() {
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register("echo_twice", echo_twice);
+    let beta = start("beta", vec![], behaviors);
+    let alpha = start("alpha", vec![beta.local_addr().to_string()], BehaviorRegistry::new());
+
+    let echo = match run(&beta, create_obj("echo_twice")) {
+        Ok(Val::ObjectRef(id)) => id,
+        other => panic!("create_obj answered {other:?}"),
+    };
+    // alpha learns where `echo` lives from beta's create_notify; until
+    // then its call answers Nothing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let answer = run(&alpha, call(echo, Val::Nat(7))).unwrap();
+        if answer != Val::Nothing || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(answer, Val::just(Val::pair(Val::Nat(7), Val::Nat(7))));
+
+    // A behavior alpha does not have: beta hosts the object, so it runs there.
+    let local = run(&alpha, create_obj("echo_twice"));
+    assert!(local.is_err(), "alpha has no echo_twice behavior: {local:?}");
+    alpha.shutdown();
+    beta.shutdown();
+}
