@@ -1,39 +1,48 @@
-//! Allocations and time per local call through the vm.
+//! Allocations per call: a local call through the vm, a remote round trip
+//! between two nodes in this process, and a decoded frame.
 //!
 //! ```text
-//! cd tools/alloc-count && CARGO_TARGET_DIR=../../target cargo run --release --offline
+//! cd tools/alloc-count && CARGO_TARGET_DIR=../../target cargo run --release --offline [-- local|remote|decode]
 //! ```
 //!
-//! Runs single-process PingPong games with a counting global allocator and
-//! splits allocations into *value* allocations (the ones a behavior makes
-//! building its `Val`s: the message list and its tag string, and the
-//! `Just` box of each call's answer) and *runtime* allocations (everything
-//! else: frames, continuations, tables).
+//! No argument runs all three. A counting global allocator (this package
+//! exists because avm-node forbids the `unsafe impl GlobalAlloc` it needs)
+//! counts allocations and requested bytes in the whole process, every
+//! thread included. Each mode separates the allocations the *values*
+//! need (a `Str` or `List` owns heap memory, and so does the `Just` box of
+//! a call's answer), counted by building the same values alone, from the
+//! runtime's own (queues, tables, frames, continuations, buffers).
+
+mod decode;
+mod local;
+mod remote;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-
-use avm::demo::pingpong;
-use avm::vm::{BehaviorRegistry, MachineId, Output, PureRegistry, TraceMode, Vm, VmConfig};
 
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards every call to `System` unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // ORDERING: a statistic read on the same thread; no synchronization.
+        // ORDERING: statistics, read after the measured work has been
+        // handed back through a channel (which synchronizes); no ordering
+        // of their own is needed.
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // ORDERING: as above.
+        // ORDERING: as above. A realloc counts as one allocation of the
+        // new size.
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -41,59 +50,55 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocs() -> u64 {
-    // ORDERING: as above.
-    ALLOCS.load(Ordering::Relaxed)
+/// Allocations and requested bytes so far, process-wide.
+#[derive(Clone, Copy, Debug)]
+pub struct Count {
+    pub allocs: u64,
+    pub bytes: u64,
 }
 
-fn game(vm: &mut Vm, out: &mut Vec<Output>, rounds: u64, pong: avm::vm::ObjectId) {
-    vm.start_program(pingpong::orchestrator(rounds, pong), 0)
-        .unwrap();
-    vm.run(out);
-    assert!(matches!(
-        out.last(),
-        Some(Output::Finished { result: Ok(_), .. })
-    ));
-    out.clear();
+impl Count {
+    pub fn now() -> Count {
+        Count {
+            // ORDERING: see `Counting::alloc`.
+            allocs: ALLOCS.load(Ordering::Relaxed),
+            bytes: BYTES.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Allocations and bytes since `self`, divided by `n`.
+    pub fn per(self, n: u64) -> (f64, f64) {
+        let now = Count::now();
+        (
+            (now.allocs - self.allocs) as f64 / n as f64,
+            (now.bytes - self.bytes) as f64 / n as f64,
+        )
+    }
+}
+
+/// Allocations and bytes `f` makes on this thread's watch (process-wide).
+pub fn measure<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
+    let c = Count::now();
+    let t = f();
+    let (a, b) = c.per(1);
+    (t, a as u64, b as u64)
 }
 
 fn main() {
-    let mut reg = BehaviorRegistry::new();
-    pingpong::register(&mut reg);
-    let mut cfg = VmConfig::new(MachineId::new("local"), 1);
-    cfg.trace = TraceMode::Counting;
-    let mut vm = Vm::new(cfg, reg, PureRegistry::new());
-    let pong = vm.create_object("pong").unwrap();
-    let mut out = Vec::with_capacity(16);
-
-    // A game of 0 rounds: the fixed cost of a game (tx, create ping, chain).
-    let rounds = 1000;
-    game(&mut vm, &mut out, rounds, pong); // warm-up: grows frame buffers
-    let a0 = allocs();
-    game(&mut vm, &mut out, 0, pong);
-    let fixed = allocs() - a0;
-
-    let games = 200;
-    let a0 = allocs();
-    let t0 = Instant::now();
-    for _ in 0..games {
-        game(&mut vm, &mut out, rounds, pong);
+    let mode = std::env::args().nth(1);
+    let all = mode.is_none();
+    let is = |m: &str| all || mode.as_deref() == Some(m);
+    if !(is("local") || is("remote") || is("decode")) {
+        eprintln!("usage: alloc-count [local|remote|decode]");
+        std::process::exit(2);
     }
-    let elapsed = t0.elapsed();
-    let total = allocs() - a0;
-    let calls = games * rounds; // beyond the fixed game cost
-    let per_call = (total - games * fixed) as f64 / calls as f64;
-    // Per call, the behavior builds List[Str, ..] (2 allocations) and the
-    // vm boxes the reply in Just (1): 3 value allocations.
-    let value = 3.0;
-    println!("games: {games} x {rounds} rounds (warm vm, trace Counting)");
-    println!(
-        "time per local call: {:.0} ns",
-        elapsed.as_nanos() as f64 / (games * (rounds + 1)) as f64
-    );
-    println!("fixed allocations per game (tx + create + chain): {fixed}");
-    println!(
-        "allocations per local call: {per_call:.3} (value {value:.0}, runtime {:.3})",
-        per_call - value
-    );
+    if is("local") {
+        local::run();
+    }
+    if is("decode") {
+        decode::run();
+    }
+    if is("remote") {
+        remote::run();
+    }
 }
