@@ -28,7 +28,11 @@ fn custom_behavior_is_called_across_nodes() {
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("echo_twice", echo_twice);
     let beta = start("beta", vec![], behaviors);
-    let alpha = start("alpha", vec![beta.local_addr().to_string()], BehaviorRegistry::new());
+    let alpha = start(
+        "alpha",
+        vec![beta.local_addr().to_string()],
+        BehaviorRegistry::new(),
+    );
 
     let echo = match run(&beta, create_obj("echo_twice")) {
         Ok(Val::ObjectRef(id)) => id,
@@ -48,7 +52,10 @@ fn custom_behavior_is_called_across_nodes() {
 
     // A behavior alpha does not have: beta hosts the object, so it runs there.
     let local = run(&alpha, create_obj("echo_twice"));
-    assert!(local.is_err(), "alpha has no echo_twice behavior: {local:?}");
+    assert!(
+        local.is_err(),
+        "alpha has no echo_twice behavior: {local:?}"
+    );
     alpha.shutdown();
     beta.shutdown();
 }
