@@ -58,6 +58,11 @@ struct Args {
     #[argh(option, default = "60")]
     demo_wait: u64,
 
+    /// microseconds each thread keeps polling after activity before it sleeps;
+    /// lower saves CPU, higher cuts latency (default 100)
+    #[argh(option, default = "100")]
+    spin_us: u64,
+
     #[argh(subcommand)]
     command: Option<Command>,
 }
@@ -114,6 +119,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.peers = args.peer.clone();
     config.node_prefix = args.node_prefix;
     config.max_frame = args.max_frame;
+    config.spin = Duration::from_micros(args.spin_us);
     config.demo = args.demo.then(|| match args.rounds {
         Some(rounds) => DemoRole::Orchestrate {
             rounds,

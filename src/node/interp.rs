@@ -68,15 +68,22 @@ pub struct Interpreter {
     failures: u64,
     /// Where the results of submitted programs go, keyed by origin.
     submitted: Slab<Sender<Result<Val, String>>>,
+    /// How long to yield-spin for events after activity before parking.
+    spin: Duration,
 }
 
 impl Interpreter {
+    /// `spin` is ignored on a single CPU, where spinning only delays the
+    /// reactor this thread is waiting for.
     pub fn new(
         vm: Vm,
         handoff: Arc<Handoff>,
         stop: Arc<AtomicBool>,
         role: Option<DemoRole>,
+        spin: Duration,
     ) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spin = if cpus > 1 { spin } else { Duration::ZERO };
         Interpreter {
             vm,
             handoff,
@@ -91,12 +98,14 @@ impl Interpreter {
             calls_in: 0,
             failures: 0,
             submitted: Slab::new(),
+            spin,
         }
     }
 
     pub fn run(mut self) -> Outcome {
         self.handoff.register_interpreter();
         self.start_role();
+        let mut spin_until = Instant::now();
         loop {
             self.vm.run(&mut self.outputs);
             self.route_outputs();
@@ -111,6 +120,10 @@ impl Interpreter {
             }
             self.handoff.take_events(&mut self.events);
             if self.events.is_empty() {
+                if Instant::now() < spin_until {
+                    std::thread::yield_now();
+                    continue;
+                }
                 match self.wake_deadline() {
                     Some(at) => {
                         std::thread::park_timeout(at.saturating_duration_since(Instant::now()))
@@ -125,6 +138,7 @@ impl Interpreter {
                 self.handle_event(event);
             }
             self.events = events;
+            spin_until = Instant::now() + self.spin;
         }
     }
 

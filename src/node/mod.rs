@@ -45,6 +45,10 @@ pub struct NodeConfig {
     pub max_pending: usize,
     pub demo: Option<DemoRole>,
     pub trace: TraceMode,
+    /// After activity, each thread polls without blocking (yielding the
+    /// CPU) this long before it sleeps: waking a sleeping thread costs more
+    /// than a round trip. Zero: sleep at once (least CPU).
+    pub spin: Duration,
 }
 
 impl NodeConfig {
@@ -59,6 +63,7 @@ impl NodeConfig {
             max_pending: 1 << 20,
             demo: None,
             trace: TraceMode::Counting,
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -109,6 +114,7 @@ impl Node {
                 peers: config.peers.clone(),
                 max_frame: config.max_frame,
                 max_pending: config.max_pending,
+                spin: config.spin,
             },
         );
 
@@ -119,8 +125,13 @@ impl Node {
         vm_config.trace = config.trace;
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
-        let interp =
-            interp::Interpreter::new(vm, Arc::clone(&handoff), Arc::clone(&stop), config.demo);
+        let interp = interp::Interpreter::new(
+            vm,
+            Arc::clone(&handoff),
+            Arc::clone(&stop),
+            config.demo,
+            config.spin,
+        );
 
         let reactor = std::thread::Builder::new()
             .name(format!("{}/reactor", config.name))
@@ -194,6 +205,9 @@ impl Drop for Node {
         self.stop_reactor();
     }
 }
+
+/// Default spin before a thread sleeps (see `NodeConfig::spin`).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
 
 /// How long the demo orchestrator waits for a `pong` to appear.
 pub const DEFAULT_DEMO_WAIT: Duration = Duration::from_secs(60);

@@ -13,11 +13,24 @@
 //! are uncontended in practice and cost one uncontended CAS each.
 //!
 //! Wake-ups: the reactor is woken by `mio::Waker` (an eventfd write), the
-//! interpreter by `Thread::unpark`. `park` may return spuriously and an
+//! interpreter by `Thread::unpark`. Both threads spin briefly (yielding)
+//! after activity before they block, because waking a thread on an idle
+//! vCPU costs tens of microseconds, more than a whole round trip otherwise
+//! takes. So the waker is rung only when the reactor says it is really
+//! blocked (`reactor_sleeping`); the flag and the queue are checked in
+//! opposite orders on the two sides, with `SeqCst` fences between, so one of
+//! them always sees the other (the store-buffering pattern):
+//!
+//! ```text
+//!   interpreter: push command; fence; if sleeping { wake }
+//!   reactor:     sleeping = true; fence; if queue empty { poll(block) }
+//! ```
+//! `park` may return spuriously and an
 //! `unpark` that comes before `park` makes the next `park` return at once,
 //! so the interpreter parks in a loop that re-checks the queue: a wake-up
 //! is never lost.
 
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
@@ -96,6 +109,8 @@ pub enum Event {
 pub struct Handoff {
     commands: Mutex<Vec<Command>>,
     waker: Waker,
+    /// The reactor is in (or about to enter) a blocking `poll`.
+    reactor_sleeping: AtomicBool,
     events: Mutex<Vec<Event>>,
     interpreter: OnceLock<Thread>,
 }
@@ -105,6 +120,7 @@ impl Handoff {
         Arc::new(Handoff {
             commands: Mutex::new(Vec::with_capacity(64)),
             waker,
+            reactor_sleeping: AtomicBool::new(false),
             events: Mutex::new(Vec::with_capacity(64)),
             interpreter: OnceLock::new(),
         })
@@ -122,11 +138,48 @@ impl Handoff {
             return;
         }
         lock(&self.commands).append(batch);
+        // ORDERING: SeqCst fence between our push and our load of the flag,
+        // paired with the one in `reactor_may_sleep`: either the reactor
+        // sees the command, or we see it sleeping and wake it.
+        fence(Ordering::SeqCst);
+        if self.reactor_sleeping.load(Ordering::Relaxed) {
+            self.wake_reactor();
+        }
+    }
+
+    /// Rings the reactor's waker unconditionally.
+    pub fn wake_reactor(&self) {
         if let Err(e) = self.waker.wake() {
             // The reactor's poll is gone: it has stopped, and the
             // interpreter learns that from `Event::ReactorStopped`.
             crate::debug!("waking the reactor failed: {e}");
         }
+    }
+
+    /// Reactor, before a blocking poll: announces it and answers whether
+    /// it may really block (`false`: commands arrived meanwhile, poll
+    /// without blocking). Call `reactor_awake` after the poll.
+    pub fn reactor_may_sleep(&self) -> bool {
+        self.reactor_sleeping.store(true, Ordering::Relaxed);
+        // ORDERING: pairs with the fence in `send_commands`.
+        fence(Ordering::SeqCst);
+        if lock(&self.commands).is_empty() {
+            true
+        } else {
+            self.reactor_sleeping.store(false, Ordering::Relaxed);
+            false
+        }
+    }
+
+    pub fn reactor_awake(&self) {
+        // ORDERING: Relaxed is enough: a stale `true` seen by the
+        // interpreter costs one spurious wake, never a lost one.
+        self.reactor_sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Interpreter: whether events are waiting (for its spin loop).
+    pub fn has_events(&self) -> bool {
+        !lock(&self.events).is_empty()
     }
 
     /// Reactor: swaps the pending commands into `into`, which must be
@@ -176,6 +229,7 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let waker = Waker::new(poll.registry(), Token(1)).unwrap();
         let h = Handoff::new(waker);
+        assert!(h.reactor_may_sleep());
         let mut batch = vec![Command::Destroyed { id: ObjectId(1) }, Command::Shutdown];
         h.send_commands(&mut batch);
         assert!(batch.is_empty());
@@ -187,6 +241,35 @@ mod tests {
         h.take_commands(&mut got);
         assert_eq!(got.len(), 2);
         assert!(matches!(got[1], Command::Shutdown));
+    }
+
+    #[test]
+    fn commands_sent_while_reactor_decides_to_sleep_are_seen() {
+        let poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), Token(1)).unwrap();
+        let h = Handoff::new(waker);
+        // Nothing queued: the reactor may block.
+        assert!(h.reactor_may_sleep());
+        h.reactor_awake();
+        // A command already queued: it must not block.
+        h.send_commands(&mut vec![Command::Shutdown]);
+        assert!(!h.reactor_may_sleep());
+    }
+
+    #[test]
+    fn sleeping_reactor_is_woken_by_a_command() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), Token(1)).unwrap();
+        let h = Handoff::new(waker);
+        assert!(h.reactor_may_sleep());
+        h.send_commands(&mut vec![Command::Shutdown]);
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            events.iter().any(|e| e.token() == Token(1)),
+            "the waker rang"
+        );
     }
 
     #[test]

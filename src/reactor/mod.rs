@@ -70,6 +70,9 @@ pub struct ReactorConfig {
     pub max_frame: usize,
     /// Most calls in flight to other nodes at once; more fail at once.
     pub max_pending: usize,
+    /// How long to keep polling without blocking after the last activity
+    /// (yielding the CPU between polls). Zero: block at once.
+    pub spin: Duration,
 }
 
 /// Poll and waker, created before the threads so the waker can go into
@@ -140,6 +143,8 @@ pub struct Reactor {
     dirty: Vec<usize>,
     commands: Vec<Command>,
     events: Vec<Event>,
+    /// Commands handled so far (tells the spin loop there was work).
+    commands_seen: u64,
     stopping: bool,
 }
 
@@ -171,6 +176,7 @@ impl Reactor {
             dirty: Vec::with_capacity(16),
             commands: Vec::with_capacity(64),
             events: Vec::with_capacity(64),
+            commands_seen: 0,
             stopping: false,
             config,
         }
@@ -193,20 +199,38 @@ impl Reactor {
 
     fn event_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
+        let mut spin_until = Instant::now();
         while !self.stopping {
-            let timeout = self.timers.timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let now = Instant::now();
+            let spinning = now < spin_until;
+            let timeout = if spinning || !self.handoff.reactor_may_sleep() {
+                Some(Duration::ZERO)
+            } else {
+                self.timers.timeout(now)
+            };
+            let polled = self.poll.poll(&mut events, timeout);
+            self.handoff.reactor_awake();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            // While spinning the interpreter does not ring the waker, so
+            // look at the queue every time round.
+            let commands_before = self.commands_seen;
+            self.drain_commands();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
-                    WAKER => self.drain_commands(),
+                    WAKER => {} // drained above
                     Token(t) => self.handle_conn_event(t - FIRST_CONN),
                 }
+            }
+            if !events.is_empty() || self.commands_seen != commands_before {
+                spin_until = Instant::now() + self.config.spin;
+            } else if spinning {
+                std::thread::yield_now();
             }
             self.fire_timers(Instant::now());
             self.flush_dirty();
@@ -274,6 +298,7 @@ impl Reactor {
     fn drain_commands(&mut self) {
         let mut commands = std::mem::take(&mut self.commands);
         self.handoff.take_commands(&mut commands);
+        self.commands_seen += commands.len() as u64;
         for command in commands.drain(..) {
             match command {
                 Command::Call(call) => self.send_call(call),
