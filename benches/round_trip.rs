@@ -37,21 +37,22 @@
 //! clock on alpha's interpreter thread, so submitting the program and
 //! returning its result are not timed.
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+#[path = "common/floor.rs"]
+mod floor;
+
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use avm::codec::{self, CallResponse, Message};
 use avm::node::{Node, NodeConfig};
 use avm::vm::{
-    call, call_pure, create_obj, done, BehaviorRegistry, ChainId, MachineId, ObjectId, Output,
-    Program, PureRegistry, Val, Vm, VmConfig,
+    call, call_pure, create_obj, done, BehaviorRegistry, MachineId, ObjectId, Output, Program,
+    PureRegistry, Val, Vm, VmConfig,
 };
+use floor::Floor;
 
 /// Chains (or frames) in flight for the throughput cases.
 const IN_FLIGHT: usize = 32;
@@ -166,8 +167,8 @@ impl Pair {
             let mut c = NodeConfig::new(name);
             c.bind = IpAddr::from([127, 0, 0, 1]);
             c.peers = peers;
-            if let Some(_spin) = spin {
-                // TEMP until main has NodeConfig::spin: c.spin = spin;
+            if let Some(spin) = spin {
+                c.spin = spin;
             }
             c
         };
@@ -278,126 +279,6 @@ impl Local {
     }
 }
 
-// ---------------------------------------------------------------- floor
-
-/// The `call` and `call_response` frames remote/1 puts on the wire.
-fn frames() -> (Vec<u8>, Vec<u8>) {
-    let mut call = Vec::new();
-    codec::encode(
-        &mut call,
-        &Message::Call(codec::Call {
-            request_id: 1 << 32,
-            target: ObjectId(0x2328_0000_0000_0001),
-            input: Val::Nat(1234),
-            sender: ObjectId(0),
-            sender_machine: "alpha".into(),
-            chain: Some(ChainId(0x2329_0000_0000_0002)),
-        }),
-    )
-    .unwrap();
-    let mut reply = Vec::new();
-    codec::encode(
-        &mut reply,
-        &Message::CallResponse(CallResponse {
-            request_id: 1 << 32,
-            result: Ok(Val::Nat(1234)),
-        }),
-    )
-    .unwrap();
-    (call, reply)
-}
-
-/// A blocking echo of frames over loopback TCP.
-struct Floor {
-    tx: TcpStream,
-    rx: BufReader<TcpStream>,
-    call: Vec<u8>,
-    reply_len: usize,
-    buf: Vec<u8>,
-    server: Option<JoinHandle<()>>,
-}
-
-impl Floor {
-    fn start() -> Floor {
-        let (call, reply) = frames();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let reply_len = reply.len();
-        let server = std::thread::Builder::new()
-            .name("floor/echo".into())
-            .spawn(move || {
-                let (stream, _) = listener.accept().unwrap();
-                stream.set_nodelay(true).unwrap();
-                // Ends with the client's connection.
-                let _ = echo_frames(stream, &reply);
-            })
-            .unwrap();
-        let tx = TcpStream::connect(addr).unwrap();
-        tx.set_nodelay(true).unwrap();
-        let rx = BufReader::new(tx.try_clone().unwrap());
-        Floor {
-            tx,
-            rx,
-            call,
-            reply_len,
-            buf: vec![0; reply_len],
-            server: Some(server),
-        }
-    }
-
-    fn round_trip(&mut self) {
-        self.tx.write_all(&self.call).unwrap();
-        self.read_reply();
-    }
-
-    fn read_reply(&mut self) {
-        self.rx.read_exact(&mut self.buf).unwrap();
-        debug_assert_eq!(self.buf.len(), self.reply_len);
-    }
-
-    /// `n` round trips with up to [`IN_FLIGHT`] frames outstanding.
-    fn pipelined(&mut self, n: u64) -> Duration {
-        let start = Instant::now();
-        let mut sent = 0;
-        while sent < n.min(IN_FLIGHT as u64) {
-            self.tx.write_all(&self.call).unwrap();
-            sent += 1;
-        }
-        for _ in 0..n {
-            self.read_reply();
-            if sent < n {
-                self.tx.write_all(&self.call).unwrap();
-                sent += 1;
-            }
-        }
-        start.elapsed()
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.tx.shutdown(std::net::Shutdown::Both);
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
-
-/// Reads whole frames (length header, then payload) and answers each with
-/// `reply` in one write.
-fn echo_frames(stream: TcpStream, reply: &[u8]) -> io::Result<()> {
-    let mut tx = stream.try_clone()?;
-    let mut rx = BufReader::new(stream);
-    let mut payload = Vec::new();
-    loop {
-        let mut head = [0u8; codec::HEADER_LEN];
-        rx.read_exact(&mut head)?;
-        payload.resize(u32::from_be_bytes(head) as usize, 0);
-        rx.read_exact(&mut payload)?;
-        tx.write_all(reply)?;
-    }
-}
-
 // ---------------------------------------------------------------- the group
 
 /// Per-call times of every criterion sample, by case.
@@ -488,7 +369,7 @@ fn round_trip(c: &mut Criterion) {
         });
     }
     group.bench_function("floor/32", |b| {
-        b.iter_custom(|n| rec.record("floor/32", n, floor.pipelined(n)))
+        b.iter_custom(|n| rec.record("floor/32", n, floor.pipelined(n, IN_FLIGHT as u64)))
     });
     for (suffix, pair) in &pairs {
         let case = format!("remote/32{suffix}");
@@ -550,11 +431,7 @@ fn latency(floor: &mut Floor, pairs: &[(String, Pair)]) -> Latencies {
             .collect(),
     };
     for _ in 0..LATENCY_SAMPLES / BLOCK {
-        for _ in 0..BLOCK {
-            let start = Instant::now();
-            floor.round_trip();
-            lat.floor.push(start.elapsed().as_nanos() as f64 / 1e3);
-        }
+        lat.floor.extend(floor.latencies(BLOCK));
         for ((_, pair), (_, samples)) in pairs.iter().zip(&mut lat.remote) {
             pair.timed_calls(BLOCK as u64);
             let laps = pair.laps.lock().unwrap();
