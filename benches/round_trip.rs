@@ -395,7 +395,12 @@ fn round_trip(c: &mut Criterion) {
 /// The criterion medians as ratios to the floor of this run.
 fn summary(rec: &Recorder, pairs: &[(String, Pair)]) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nround_trip summary: {cores} core(s) usable; median of {SAMPLES} samples per case");
+    println!(
+        "load average now (other processes compete for the cores): {}",
+        load.trim()
+    );
     println!("{:<24} {:>12}  ratio", "case", "ns/call");
     let floor1 = rec.median("floor/1");
     let floor32 = rec.median("floor/32");
