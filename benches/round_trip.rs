@@ -298,10 +298,11 @@ impl Recorder {
     }
 
     /// Median ns per call over the measured samples (criterion calls the
-    /// routine for warm-up first, then exactly `SAMPLES` times).
-    fn median(&self, case: &str) -> f64 {
-        let (_, v) = self.cases.iter().find(|(c, _)| c == case).unwrap();
-        median(&v[v.len().saturating_sub(SAMPLES)..])
+    /// routine for warm-up first, then exactly `SAMPLES` times); `None`
+    /// for a case a command-line filter left out.
+    fn median(&self, case: &str) -> Option<f64> {
+        let (_, v) = self.cases.iter().find(|(c, _)| c == case)?;
+        Some(median(&v[v.len().saturating_sub(SAMPLES)..]))
     }
 }
 
@@ -382,7 +383,7 @@ fn round_trip(c: &mut Criterion) {
     });
     group.finish();
 
-    summary(&rec, &pairs);
+    summary(&rec);
     let latencies = latency(&mut floor, &pairs);
     drop(floor);
     for (_, pair) in pairs {
@@ -393,7 +394,7 @@ fn round_trip(c: &mut Criterion) {
 }
 
 /// The criterion medians as ratios to the floor of this run.
-fn summary(rec: &Recorder, pairs: &[(String, Pair)]) {
+fn summary(rec: &Recorder) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nround_trip summary: {cores} core(s) usable; median of {SAMPLES} samples per case");
@@ -402,22 +403,21 @@ fn summary(rec: &Recorder, pairs: &[(String, Pair)]) {
         load.trim()
     );
     println!("{:<24} {:>12}  ratio", "case", "ns/call");
-    let floor1 = rec.median("floor/1");
-    let floor32 = rec.median("floor/32");
-    println!("{:<24} {floor1:>12.0}  1 (floor)", "floor/1");
-    for (suffix, _) in pairs {
-        let case = format!("remote/1{suffix}");
-        let t = rec.median(&case);
-        println!("{case:<24} {t:>12.0}  {:.2}x floor/1 time", t / floor1);
+    for (case, _) in &rec.cases {
+        let t = rec.median(case).unwrap();
+        let ratio = match case.split('/').nth(1) {
+            _ if case.starts_with("floor/") => "1 (floor)".to_owned(),
+            Some("32") => match rec.median("floor/32") {
+                Some(floor) => format!("{:.2}x floor/32 rate", floor / t),
+                None => "(floor/32 not run)".to_owned(),
+            },
+            _ => match rec.median("floor/1") {
+                Some(floor) => format!("{:.4}x floor/1 time", t / floor),
+                None => "(floor/1 not run)".to_owned(),
+            },
+        };
+        println!("{case:<24} {t:>12.1}  {ratio}");
     }
-    println!("{:<24} {floor32:>12.0}  1 (floor)", "floor/32");
-    for (suffix, _) in pairs {
-        let case = format!("remote/32{suffix}");
-        let t = rec.median(&case);
-        println!("{case:<24} {t:>12.0}  {:.2}x floor/32 rate", floor32 / t);
-    }
-    let t = rec.median("local");
-    println!("{:<24} {t:>12.1}  {:.4}x floor/1 time", "local", t / floor1);
 }
 
 /// Per-round-trip times in us: the floor's, then each pair's.
