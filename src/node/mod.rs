@@ -45,6 +45,14 @@ pub struct NodeConfig {
     pub max_pending: usize,
     pub demo: Option<DemoRole>,
     pub trace: TraceMode,
+    /// Ping interval; a peer silent for 3 intervals is declared down.
+    pub keepalive: Duration,
+    /// A remote call unanswered this long fails with a timeout error.
+    pub call_timeout: Duration,
+    /// Disconnect a peer once this many bytes wait to be sent to it.
+    pub max_write_buffer: usize,
+    /// Shut down gracefully on SIGINT/SIGTERM (the binary sets this).
+    pub handle_signals: bool,
     /// After activity, each thread polls without blocking (yielding the
     /// CPU) this long before it sleeps: waking a sleeping thread costs more
     /// than a round trip. Zero: sleep at once (least CPU).
@@ -64,6 +72,10 @@ impl NodeConfig {
             demo: None,
             trace: TraceMode::Counting,
             spin: DEFAULT_SPIN,
+            keepalive: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(30),
+            max_write_buffer: 64 << 20,
+            handle_signals: false,
         }
     }
 }
@@ -109,12 +121,15 @@ impl Node {
         let reactor = Reactor::new(
             setup,
             ReactorConfig {
-                machine: machine.clone(),
-                node_prefix: prefix,
                 peers: config.peers.clone(),
                 max_frame: config.max_frame,
                 max_pending: config.max_pending,
                 spin: config.spin,
+                keepalive: config.keepalive,
+                call_timeout: config.call_timeout,
+                max_write_buffer: config.max_write_buffer,
+                handle_signals: config.handle_signals,
+                ..ReactorConfig::new(machine.clone(), prefix)
             },
         );
 
@@ -123,6 +138,7 @@ impl Node {
         }
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;
+        vm_config.first_counter = boot_epoch_counter();
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
         let interp = interp::Interpreter::new(
@@ -204,6 +220,22 @@ impl Drop for Node {
         }
         self.stop_reactor();
     }
+}
+
+/// Where this life's ObjectId counter starts: the boot time in
+/// milliseconds, shifted into the counter's top bits (`unix_ms << 6`).
+///
+/// A restarted node must never mint an id its previous life handed out,
+/// or a stale reference would reach a new, unrelated object. Counting from
+/// the boot millisecond gives each life a fresh range without any storage:
+/// a life can mint 64 ids per millisecond it has been up (64,000 a second,
+/// on average over its life) before it reaches the range of a life booted
+/// later, and the 48-bit counter lasts until the year 2109.
+pub fn boot_epoch_counter() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (ms << 6).clamp(1, crate::vm::ids::COUNTER_MAX >> 1)
 }
 
 /// Default spin before a thread sleeps (see `NodeConfig::spin`).

@@ -15,6 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::Interest;
@@ -46,6 +47,8 @@ pub enum ReadOutcome {
     Open,
     /// The peer closed its side.
     Eof,
+    /// The socket failed (reset, ...): the reason.
+    Broken(String),
 }
 
 #[derive(Debug)]
@@ -71,6 +74,11 @@ pub struct Conn {
     pub calls_in: u32,
     /// Whether WRITABLE is part of the registered interest.
     pub write_interest: bool,
+    pub opened: Instant,
+    /// When bytes last arrived (keepalive: silence for 3 intervals is death).
+    pub last_heard: Instant,
+    /// When the peer's hello arrived.
+    pub hello_at: Option<Instant>,
 }
 
 impl Conn {
@@ -99,6 +107,9 @@ impl Conn {
             calls_out: 0,
             calls_in: 0,
             write_interest: false,
+            opened: Instant::now(),
+            last_heard: Instant::now(),
+            hello_at: None,
         }
     }
 
@@ -148,20 +159,20 @@ impl Conn {
         Ok(())
     }
 
-    /// One `read` into the decoder; `Ok(None)` when it would block.
-    pub fn read_some(&mut self, decoder: &mut FrameDecoder) -> io::Result<Option<ReadOutcome>> {
+    /// One `read` into the decoder: `None` when bytes arrived (read
+    /// again), else why reading stops for now.
+    pub fn read_some(&mut self, decoder: &mut FrameDecoder) -> Option<ReadOutcome> {
         loop {
             match self.stream.read(decoder.read_buf()) {
-                Ok(0) => return Ok(Some(ReadOutcome::Eof)),
+                Ok(0) => return Some(ReadOutcome::Eof),
                 Ok(n) => {
                     decoder.commit(n);
-                    return Ok(None);
+                    self.last_heard = Instant::now();
+                    return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(Some(ReadOutcome::Open))
-                }
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(ReadOutcome::Open),
+                Err(e) => return Some(ReadOutcome::Broken(format!("read failed: {e}"))),
             }
         }
     }
