@@ -116,7 +116,7 @@ impl Node {
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
         let machine = MachineId::new(&config.name);
 
-        let setup = ReactorSetup::new(listener)?;
+        let setup = ReactorSetup::new(listener, config.handle_signals)?;
         let handoff = Arc::clone(setup.handoff());
         let reactor = Reactor::new(
             setup,
@@ -128,7 +128,6 @@ impl Node {
                 keepalive: config.keepalive,
                 call_timeout: config.call_timeout,
                 max_write_buffer: config.max_write_buffer,
-                handle_signals: config.handle_signals,
                 ..ReactorConfig::new(machine.clone(), prefix)
             },
         );

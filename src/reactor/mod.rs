@@ -82,9 +82,6 @@ pub struct ReactorConfig {
     pub max_write_buffer: usize,
     /// Stop reading sockets while this many events wait for the interpreter.
     pub max_backlog: usize,
-    /// Shut down gracefully on SIGINT and SIGTERM (for the binary; an
-    /// embedded node leaves signals to its host).
-    pub handle_signals: bool,
 }
 
 impl ReactorConfig {
@@ -101,34 +98,51 @@ impl ReactorConfig {
             call_timeout: Duration::from_secs(30),
             max_write_buffer: 64 << 20,
             max_backlog: 8192,
-            handle_signals: false,
         }
     }
 }
 
 /// Poll and waker, created before the threads so the waker can go into
 /// the `Handoff` that both threads share.
-#[derive(Debug)]
 pub struct ReactorSetup {
     poll: Poll,
     listener: TcpListener,
     handoff: Arc<Handoff>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl std::fmt::Debug for ReactorSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorSetup").finish_non_exhaustive()
+    }
 }
 
 impl ReactorSetup {
     /// Wraps an already bound listener (binding early lets the caller
-    /// report "address in use" before any thread starts).
-    pub fn new(listener: std::net::TcpListener) -> io::Result<ReactorSetup> {
+    /// report "address in use" before any thread starts). With
+    /// `handle_signals`, SIGINT and SIGTERM are caught from here on (before
+    /// any thread starts, so none is lost) and shut the reactor down.
+    pub fn new(listener: std::net::TcpListener, handle_signals: bool) -> io::Result<ReactorSetup> {
         listener.set_nonblocking(true)?;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let signals = if handle_signals {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
         Ok(ReactorSetup {
             poll,
             listener,
             handoff: Handoff::new(waker),
+            signals,
         })
     }
 
@@ -237,7 +251,7 @@ impl Reactor {
             commands_seen: 0,
             paused: Vec::new(),
             chain_activity: HashMap::new(),
-            signals: None,
+            signals: setup.signals,
             next_nonce: 1,
             stopping: false,
             config,
@@ -247,11 +261,6 @@ impl Reactor {
     /// Runs until `Command::Shutdown` (or a fatal poll error), then tells
     /// the interpreter it stopped.
     pub fn run(mut self) {
-        if self.config.handle_signals {
-            if let Err(e) = self.register_signals() {
-                warn!("cannot handle SIGINT/SIGTERM ({e}); they will kill the node outright");
-            }
-        }
         let reason = match self.event_loop() {
             Ok(()) => None,
             Err(e) => {
@@ -761,16 +770,6 @@ impl Reactor {
         }
         self.timers
             .schedule(now + sweep_interval(timeout), Timer::CallTimeouts);
-    }
-
-    fn register_signals(&mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        self.signals = Some(signals);
-        Ok(())
     }
 
     /// SIGINT or SIGTERM: stop accepting, fail what is in flight with a

@@ -198,8 +198,12 @@ impl Reactor {
                             result: resp.result.map_err(|e| e.into_owned()),
                         });
                     }
-                    _ => debug!(
-                        "{}: call_response for unknown request_id {:#x} dropped",
+                    _ if self.pending.was_issued(resp.request_id) => debug!(
+                        "{}: late call_response for request_id {:#x} dropped (timed out or failed already)",
+                        peer.machine, resp.request_id
+                    ),
+                    _ => warn!(
+                        "{}: call_response for unknown request_id {} dropped",
                         peer.machine, resp.request_id
                     ),
                 }
