@@ -10,6 +10,47 @@
 //! owns every socket. They meet only in the `Handoff` queues. `Node::wait`
 //! joins the interpreter, which ends when its demo role finishes or when
 //! the node is shut down.
+//!
+//! # Writing and registering a behavior
+//!
+//! A behavior is a function from the call's input to a [`Program`]: an
+//! interaction tree that emits instructions (`get_state`, `set_state`,
+//! `call`, ...) and continues with their answers. Register it by name on
+//! every node that should be able to host it; objects are created by name.
+//!
+//! ```
+//! use avm::prog;
+//! use avm::node::{Node, NodeConfig};
+//! use avm::vm::{call, create_obj, done, get_state, set_state, BehaviorRegistry, Program, PureRegistry, Val};
+//!
+//! /// A counter: adds its input to the count in its state, answers the sum.
+//! fn counter(input: Val) -> Program {
+//!     let add = input.as_nat().unwrap_or(0);
+//!     prog! {
+//!         let state <- get_state();
+//!         let count = state.as_list().and_then(|s| s.first()).and_then(Val::as_nat).unwrap_or(0);
+//!         set_state(vec![Val::Nat(count + add)]);
+//!         done(Val::Nat(count + add))
+//!     }
+//! }
+//!
+//! let mut behaviors = BehaviorRegistry::new();
+//! behaviors.register("counter", counter);
+//! let mut config = NodeConfig::new("alpha");
+//! config.bind = [127, 0, 0, 1].into();
+//! let node = Node::start(config, behaviors, PureRegistry::new()).unwrap();
+//!
+//! // A program from outside the node: create a counter, call it twice.
+//! let program = prog! {
+//!     let obj <- create_obj("counter");
+//!     let Val::ObjectRef(id) = obj else { return done(obj) };
+//!     call(id, Val::Nat(2));
+//!     call(id, Val::Nat(3))
+//! };
+//! let answer = node.submit(program).recv().unwrap();
+//! assert_eq!(answer, Ok(Val::just(Val::Nat(5))));
+//! node.shutdown();
+//! ```
 
 pub mod demo;
 mod interp;
