@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::reactor::handoff::{Command, Event, Handoff};
+use crate::reactor::PEER_CLOSED;
 use slab::Slab;
 
 use crate::vm::{MachineId, ObjectId, Output, StartCall, Val, Vm};
@@ -306,6 +307,9 @@ impl Interpreter {
                     self.vm.directory_mut().remove(id);
                 }
                 info!("peer {machine} is up");
+            }
+            Event::PeerDown { machine, reason } if reason == PEER_CLOSED => {
+                info!("peer {machine} left: {reason}")
             }
             Event::PeerDown { machine, reason } => warn!("peer {machine} is down: {reason}"),
             Event::ReactorStopped { reason } => {

@@ -153,7 +153,7 @@ impl Node {
     ) -> io::Result<Node> {
         let listener = TcpListener::bind((config.bind, config.port))?;
         let local_addr = listener.local_addr()?;
-        crate::info!("{}: listening on {local_addr}", config.name);
+        crate::info!("node {}: listening on {local_addr}", config.name);
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
         let machine = MachineId::new(&config.name);
 

@@ -613,7 +613,7 @@ impl Reactor {
             Ok(ReadOutcome::Eof) if decoder_was_mid_frame(&self.conns[key]) => {
                 self.close(key, "connection closed in the middle of a frame")
             }
-            Ok(ReadOutcome::Eof) => self.close(key, "peer closed the connection"),
+            Ok(ReadOutcome::Eof) => self.close(key, PEER_CLOSED),
             Ok(ReadOutcome::Broken(reason)) => self.close(key, &reason),
             Err(reason) => {
                 warn!(
@@ -819,6 +819,9 @@ impl Reactor {
 fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
 }
+
+/// The close reason for an orderly EOF from the peer.
+pub const PEER_CLOSED: &str = "peer closed the connection";
 
 /// Retire timers re-check at this interval.
 const RETIRE_CHECK: Duration = Duration::from_millis(200);

@@ -24,7 +24,7 @@ use crate::{debug, info, warn};
 use super::conn::{Peer, Phase};
 use super::handoff::Event;
 use super::timer::Timer;
-use super::{Inbound, Reactor, RETIRE_CHECK};
+use super::{Inbound, Reactor, PEER_CLOSED, RETIRE_CHECK};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
@@ -319,6 +319,7 @@ impl Reactor {
                 );
                 self.active.insert(machine.clone(), winner);
                 self.conns[loser].retired = true;
+                self.conns[loser].ever_retired = true;
                 let serial = self.conns[loser].serial;
                 self.timers.schedule(
                     Instant::now() + RETIRE_CHECK,
@@ -389,7 +390,9 @@ impl Reactor {
         } else if conn.retired {
             debug!("closed {label}: {reason}");
         } else if conn.phase == Phase::Ready
+            && reason == PEER_CLOSED
             && conn.dial_slot.is_some()
+            && !conn.ever_retired
             && conn.hello_at.is_some_and(|t| t.elapsed() < REFUSAL_WINDOW)
             && conn.calls_in + conn.calls_out == 0
         {
