@@ -127,11 +127,14 @@ fn feed_and_decode(dec: &mut FrameDecoder, bytes: &[u8], chunk: usize) -> usize 
     frames
 }
 
+/// A named bench body.
+type Run = (&'static str, Box<dyn FnMut()>);
+
 /// One case: its name, payload length, and the four closures.
 struct Case {
     name: &'static str,
     bytes: u64,
-    runs: [(&'static str, Box<dyn FnMut()>); 4],
+    runs: [Run; 4],
 }
 
 fn case<M: Floor + 'static>(name: &'static str, msg: Message<'static>) -> Case {
@@ -242,7 +245,7 @@ impl Floor for ResponseFloor {
 }
 
 /// The stream case: 10,000 call frames in 1,500-byte reads, and its floor.
-fn stream_case() -> (u64, [(&'static str, Box<dyn FnMut()>); 2]) {
+fn stream_case() -> (u64, [Run; 2]) {
     const FRAMES: usize = 10_000;
     let one = frame(&call(0));
     let bytes: Vec<u8> = one
