@@ -61,6 +61,8 @@ pub struct Conn {
     pub decoder: Option<FrameDecoder>,
     out: Vec<u8>,
     written: usize,
+    /// The largest frame we send (and accept).
+    max_frame: usize,
     pub phase: Phase,
     /// The dial slot that made this connection, or `None` if accepted.
     pub dial_slot: Option<usize>,
@@ -98,6 +100,7 @@ impl Conn {
             decoder: Some(FrameDecoder::new(max_frame)),
             out: Vec::with_capacity(4096),
             written: 0,
+            max_frame,
             phase: if dial_slot.is_some() {
                 Phase::Connecting
             } else {
@@ -128,9 +131,10 @@ impl Conn {
         self.peer.as_ref().map(|p| &p.machine)
     }
 
-    /// Appends one frame to the write buffer.
+    /// Appends one frame to the write buffer; a message over the frame
+    /// maximum is refused (and nothing is appended).
     pub fn queue(&mut self, msg: &Message<'_>) -> Result<(), codec::EncodeError> {
-        codec::encode(&mut self.out, msg)
+        codec::encode_limited(&mut self.out, msg, self.max_frame)
     }
 
     /// Bytes queued but not yet written to the socket.
