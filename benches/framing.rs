@@ -113,11 +113,7 @@ fn feed_and_decode(dec: &mut FrameDecoder, bytes: &[u8], chunk: usize) -> usize 
     for part in bytes.chunks(chunk) {
         let mut part = part;
         while !part.is_empty() {
-            let spare = dec.read_buf();
-            let n = spare.len().min(part.len());
-            spare[..n].copy_from_slice(&part[..n]);
-            dec.commit(n);
-            part = &part[n..];
+            part = &part[dec.fill(part)..];
             while let Some(payload) = dec.next_frame().unwrap() {
                 black_box(decode(payload).unwrap());
                 frames += 1;

@@ -142,6 +142,17 @@ impl FrameDecoder {
         self.end += n;
     }
 
+    /// Copies as much of `bytes` as one socket read could deliver into
+    /// the buffer (`read_buf` + `commit`) and returns how many it took.
+    /// For sources that are not sockets: tests, fuzzing, benches.
+    pub fn fill(&mut self, bytes: &[u8]) -> usize {
+        let spare = self.read_buf();
+        let n = spare.len().min(bytes.len());
+        spare[..n].copy_from_slice(&bytes[..n]);
+        self.commit(n);
+        n
+    }
+
     /// The next complete frame's payload, borrowed from the buffer;
     /// `Ok(None)` means "need more bytes".
     ///
@@ -281,11 +292,7 @@ mod tests {
         for part in bytes.chunks(chunk) {
             let mut part = part;
             while !part.is_empty() {
-                let spare = dec.read_buf();
-                let n = spare.len().min(part.len());
-                spare[..n].copy_from_slice(&part[..n]);
-                dec.commit(n);
-                part = &part[n..];
+                part = &part[dec.fill(part)..];
                 while let Some(p) = dec.next_frame()? {
                     frames.push(p.to_vec());
                 }

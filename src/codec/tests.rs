@@ -67,11 +67,7 @@ fn all_frames(dec: &mut FrameDecoder, parts: &[&[u8]]) -> Vec<Vec<u8>> {
     for part in parts {
         let mut part = *part;
         while !part.is_empty() {
-            let spare = dec.read_buf();
-            let n = spare.len().min(part.len());
-            spare[..n].copy_from_slice(&part[..n]);
-            dec.commit(n);
-            part = &part[n..];
+            part = &part[dec.fill(part)..];
             while let Some(p) = dec.next_frame().unwrap() {
                 frames.push(p.to_vec());
             }
