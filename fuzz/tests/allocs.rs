@@ -55,11 +55,7 @@ fn stream(payload: &str, n: usize, mut per_frame: impl FnMut(&[u8])) -> f64 {
         for chunk in bytes.chunks(1500) {
             let mut chunk = chunk;
             while !chunk.is_empty() {
-                let spare = dec.read_buf();
-                let k = spare.len().min(chunk.len());
-                spare[..k].copy_from_slice(&chunk[..k]);
-                dec.commit(k);
-                chunk = &chunk[k..];
+                chunk = &chunk[dec.fill(chunk)..];
                 while let Some(p) = dec.next_frame().unwrap() {
                     per_frame(p);
                     frames += 1;

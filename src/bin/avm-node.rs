@@ -63,6 +63,19 @@ struct Args {
     #[argh(option, default = "100")]
     spin_us: u64,
 
+    /// milliseconds between keepalive pings; a peer silent for 3 intervals is down (default 1000)
+    #[argh(option, default = "1000")]
+    keepalive_ms: u64,
+
+    /// milliseconds before an unanswered remote call fails with a timeout (default 30000)
+    #[argh(option, default = "30000")]
+    call_timeout_ms: u64,
+
+    /// bytes waiting to be sent to a peer before it counts as not reading and is
+    /// disconnected (default 67108864)
+    #[argh(option, default = "64 << 20")]
+    max_write_buffer: usize,
+
     #[argh(subcommand)]
     command: Option<Command>,
 }
@@ -120,6 +133,10 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.node_prefix = args.node_prefix;
     config.max_frame = args.max_frame;
     config.spin = Duration::from_micros(args.spin_us);
+    config.keepalive = Duration::from_millis(args.keepalive_ms.max(1));
+    config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
+    config.max_write_buffer = args.max_write_buffer;
+    config.handle_signals = true;
     config.demo = args.demo.then(|| match args.rounds {
         Some(rounds) => DemoRole::Orchestrate {
             rounds,
@@ -136,12 +153,14 @@ fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let mut beta = NodeConfig::new("beta");
     beta.bind = loopback;
+    beta.handle_signals = true;
     beta.demo = Some(DemoRole::Serve);
     let beta = Node::start(beta, BehaviorRegistry::new(), PureRegistry::new())
         .map_err(|e| format!("cannot start beta: {e}"))?;
 
     let mut alpha = NodeConfig::new("alpha");
     alpha.bind = loopback;
+    alpha.handle_signals = true;
     alpha.peers = vec![beta.local_addr().to_string()];
     alpha.demo = Some(DemoRole::Orchestrate {
         rounds,
@@ -162,8 +181,12 @@ fn report(outcome: Outcome) -> Result<ExitCode, String> {
             if report.succeeded() {
                 Ok(ExitCode::SUCCESS)
             } else {
+                let why = match &report.first_failure {
+                    Some(reason) => format!(" (first failed call: {reason})"),
+                    None => String::new(),
+                };
                 Err(format!(
-                    "the demo ended with {} instead of {}",
+                    "the demo ended with {} instead of {}{why}",
                     report.result,
                     report.expected()
                 ))

@@ -42,7 +42,10 @@ pub enum DecodeError {
     /// The payload is not UTF-8; `valid_up_to` bytes are.
     InvalidUtf8 { valid_up_to: usize },
     /// The payload is not JSON (syntax error or truncation), at this
-    /// 1-based line and column, as serde_json reports them.
+    /// 1-based line and column, as serde_json reports them. serde_json's
+    /// enum path also reports a number, array, bool or null where a Val
+    /// belongs (and a second key in a Val object) as syntax, so those land
+    /// here too.
     InvalidJson { line: usize, column: usize },
     /// The payload is JSON but not a JSON object.
     NotAnObject,
@@ -51,7 +54,7 @@ pub enum DecodeError {
     /// A field the message type requires is absent (`"type"` included).
     MissingField { field: &'static str },
     /// A field has the wrong JSON type or is out of range (a `u16` over
-    /// 65535, a Val that matches no row of the Val table...).
+    /// 65535, a Val variant name not in the Val table, a Pair of three...).
     WrongType { field: &'static str },
     /// A field appears twice in the message object.
     DuplicateField { field: &'static str },

@@ -26,6 +26,8 @@
 //! - compaction moves the unconsumed tail to 0 only when `start` has passed
 //!   half the buffer or the frame in progress would not fit: each byte is
 //!   moved O(1) times on average, never quadratic on small frames.
+//! - the buffer never shrinks: a connection that once carried a big frame
+//!   keeps that space until it closes (no reallocation churn).
 //! - a bad header (N = 0, N > max) is reported by the `next_frame` call
 //!   that first sees its 4 bytes; the decoder is then poisoned.
 //!
@@ -45,7 +47,6 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const INITIAL_BUF: usize = 8 * 1024;
 
 /// Splits one connection's byte stream into frame payloads.
-#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// First byte not yet returned in a frame.
@@ -55,6 +56,19 @@ pub struct FrameDecoder {
     max_frame: usize,
     /// Set by the first bad header; every later `next_frame` repeats it.
     poisoned: Option<FrameError>,
+}
+
+/// Offsets only: the buffer can be 16 MiB of payload.
+impl std::fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("capacity", &self.buf.len())
+            .field("max_frame", &self.max_frame)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
 }
 
 impl FrameDecoder {
@@ -126,6 +140,17 @@ impl FrameDecoder {
     pub fn commit(&mut self, n: usize) {
         assert!(n <= self.buf.len() - self.end, "commit past read_buf");
         self.end += n;
+    }
+
+    /// Copies as much of `bytes` as one socket read could deliver into
+    /// the buffer (`read_buf` + `commit`) and returns how many it took.
+    /// For sources that are not sockets: tests, fuzzing, benches.
+    pub fn fill(&mut self, bytes: &[u8]) -> usize {
+        let spare = self.read_buf();
+        let n = spare.len().min(bytes.len());
+        spare[..n].copy_from_slice(&bytes[..n]);
+        self.commit(n);
+        n
     }
 
     /// The next complete frame's payload, borrowed from the buffer;
@@ -267,11 +292,7 @@ mod tests {
         for part in bytes.chunks(chunk) {
             let mut part = part;
             while !part.is_empty() {
-                let spare = dec.read_buf();
-                let n = spare.len().min(part.len());
-                spare[..n].copy_from_slice(&part[..n]);
-                dec.commit(n);
-                part = &part[n..];
+                part = &part[dec.fill(part)..];
                 while let Some(p) = dec.next_frame()? {
                     frames.push(p.to_vec());
                 }

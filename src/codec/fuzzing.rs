@@ -172,11 +172,7 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
     for part in [&frame[..split], &frame[split..]] {
         let mut part = part;
         while !part.is_empty() {
-            let spare = dec.read_buf();
-            let n = spare.len().min(part.len());
-            spare[..n].copy_from_slice(&part[..n]);
-            dec.commit(n);
-            part = &part[n..];
+            part = &part[dec.fill(part)..];
         }
     }
     let payload = dec.next_frame().unwrap().expect("one whole frame");

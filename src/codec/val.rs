@@ -19,7 +19,9 @@
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 use serde::ser::{self, Serialize, SerializeSeq, SerializeTupleVariant, Serializer};
 
 use super::error::DecodeError;
@@ -95,10 +97,11 @@ impl<'de> DeserializeSeed<'de> for ValSeed<'_> {
         if self.depth > MAX_VAL_DEPTH {
             return Err(self.ctx.fail(DecodeError::TooDeep { field: self.field }));
         }
-        // `deserialize_any`, not `deserialize_enum`: serde_json reports a
-        // non-object to the latter as a syntax error, and `[1]` where a
-        // Val belongs is valid JSON of the wrong type.
-        d.deserialize_any(self)
+        // `deserialize_enum`, like the derive: measured 10-20% faster than
+        // `deserialize_any` + a map visitor. The price: serde_json calls a
+        // number, array, bool or null where a Val belongs a *syntax* error,
+        // so `decode` reports InvalidJson (with its column) for those.
+        d.deserialize_enum("Val", VARIANTS, self)
     }
 }
 
@@ -109,43 +112,25 @@ impl<'de> Visitor<'de> for ValSeed<'_> {
         f.write_str("a Val")
     }
 
-    /// `"Nothing"`, the one unit variant.
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Val, E> {
-        match v {
-            "Nothing" => Ok(Val::Nothing),
-            _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-        }
-    }
-
-    /// `{"Variant": value}`, exactly one key.
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
-        let Some(variant) = map.next_key_seed(VariantSeed)? else {
-            return Err(de::Error::invalid_length(0, &self));
-        };
-        let val = match variant {
-            0 => Val::Nat(map.next_value()?),
-            1 => Val::Bool(map.next_value()?),
-            2 => Val::Str(map.next_value()?),
-            3 => Val::List(map.next_value_seed(ListSeed(self.child()))?),
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Val, A::Error> {
+        let (variant, access) = data.variant_seed(VariantSeed)?;
+        Ok(match variant {
+            0 => Val::Nat(access.newtype_variant()?),
+            1 => Val::Bool(access.newtype_variant()?),
+            2 => Val::Str(access.newtype_variant()?),
+            3 => Val::List(access.newtype_variant_seed(ListSeed(self.child()))?),
             4 => {
-                let (a, b) = map.next_value_seed(PairSeed(self.child()))?;
+                let (a, b) = access.newtype_variant_seed(PairSeed(self.child()))?;
                 Val::Pair(Box::new(a), Box::new(b))
             }
-            6 => Val::Just(Box::new(map.next_value_seed(self.child())?)),
-            7 => Val::ObjectRef(ObjectId(map.next_value()?)),
-            8 => Val::TxRef(TxId(map.next_value()?)),
-            _ => {
-                return Err(de::Error::invalid_value(
-                    de::Unexpected::Str("Nothing"),
-                    &self,
-                ))
+            5 => {
+                access.unit_variant()?;
+                Val::Nothing
             }
-        };
-        // A second key, even one we know, makes it no Val at all.
-        if map.next_key_seed(VariantSeed)?.is_some() {
-            return Err(de::Error::invalid_length(2, &self));
-        }
-        Ok(val)
+            6 => Val::Just(Box::new(access.newtype_variant_seed(self.child())?)),
+            7 => Val::ObjectRef(ObjectId(access.newtype_variant()?)),
+            _ => Val::TxRef(TxId(access.newtype_variant()?)),
+        })
     }
 }
 

@@ -32,6 +32,8 @@ pub struct DemoReport {
     pub calls_in: u64,
     /// From the orchestrator's start to its result.
     pub elapsed: Duration,
+    /// Why the first remote call that failed did so, if any did.
+    pub first_failure: Option<String>,
 }
 
 impl DemoReport {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::reactor::handoff::{Command, Event, Handoff};
+use crate::reactor::PEER_CLOSED;
 use slab::Slab;
 
 use crate::vm::{MachineId, ObjectId, Output, StartCall, Val, Vm};
@@ -66,6 +67,7 @@ pub struct Interpreter {
     calls_out: u64,
     calls_in: u64,
     failures: u64,
+    first_failure: Option<String>,
     /// Where the results of submitted programs go, keyed by origin.
     submitted: Slab<Sender<Result<Val, String>>>,
     /// How long to yield-spin for events after activity before parking.
@@ -97,6 +99,7 @@ impl Interpreter {
             calls_out: 0,
             calls_in: 0,
             failures: 0,
+            first_failure: None,
             submitted: Slab::new(),
             spin,
         }
@@ -257,6 +260,9 @@ impl Interpreter {
             Event::Reply { token, result } => {
                 if let Err(reason) = &result {
                     self.failures += 1;
+                    if self.first_failure.is_none() {
+                        self.first_failure = Some(reason.clone());
+                    }
                     if self.failures <= LOUD_FAILURES {
                         warn!("remote call failed: {reason}");
                     } else {
@@ -293,7 +299,18 @@ impl Interpreter {
                     let _ = reply.send(Err(e.to_string()));
                 }
             }
-            Event::PeerUp { machine } => info!("peer {machine} is up"),
+            Event::PeerUp { machine } => {
+                // Forget what we knew of its objects: its snapshot follows,
+                // and after a restart its old objects are gone.
+                let stale: Vec<ObjectId> = self.vm.directory().on_machine(&machine).collect();
+                for id in stale {
+                    self.vm.directory_mut().remove(id);
+                }
+                info!("peer {machine} is up");
+            }
+            Event::PeerDown { machine, reason } if reason == PEER_CLOSED => {
+                info!("peer {machine} left: {reason}")
+            }
             Event::PeerDown { machine, reason } => warn!("peer {machine} is down: {reason}"),
             Event::ReactorStopped { reason } => {
                 self.outcome = Some(match (reason, &self.demo) {
@@ -336,6 +353,7 @@ impl Interpreter {
                             calls_out: self.calls_out,
                             calls_in: self.calls_in,
                             elapsed: started.elapsed(),
+                            first_failure: self.first_failure.take(),
                         }),
                         Err(e) => Outcome::DemoFailed(format!("the orchestrator failed: {e}")),
                     });

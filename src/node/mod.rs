@@ -10,6 +10,47 @@
 //! owns every socket. They meet only in the `Handoff` queues. `Node::wait`
 //! joins the interpreter, which ends when its demo role finishes or when
 //! the node is shut down.
+//!
+//! # Writing and registering a behavior
+//!
+//! A behavior is a function from the call's input to a [`Program`]: an
+//! interaction tree that emits instructions (`get_state`, `set_state`,
+//! `call`, ...) and continues with their answers. Register it by name on
+//! every node that should be able to host it; objects are created by name.
+//!
+//! ```
+//! use avm::prog;
+//! use avm::node::{Node, NodeConfig};
+//! use avm::vm::{call, create_obj, done, get_state, set_state, BehaviorRegistry, Program, PureRegistry, Val};
+//!
+//! /// A counter: adds its input to the count in its state, answers the sum.
+//! fn counter(input: Val) -> Program {
+//!     let add = input.as_nat().unwrap_or(0);
+//!     prog! {
+//!         let state <- get_state();
+//!         let count = state.as_list().and_then(|s| s.first()).and_then(Val::as_nat).unwrap_or(0);
+//!         set_state(vec![Val::Nat(count + add)]);
+//!         done(Val::Nat(count + add))
+//!     }
+//! }
+//!
+//! let mut behaviors = BehaviorRegistry::new();
+//! behaviors.register("counter", counter);
+//! let mut config = NodeConfig::new("alpha");
+//! config.bind = [127, 0, 0, 1].into();
+//! let node = Node::start(config, behaviors, PureRegistry::new()).unwrap();
+//!
+//! // A program from outside the node: create a counter, call it twice.
+//! let program = prog! {
+//!     let obj <- create_obj("counter");
+//!     let Val::ObjectRef(id) = obj else { return done(obj) };
+//!     call(id, Val::Nat(2));
+//!     call(id, Val::Nat(3))
+//! };
+//! let answer = node.submit(program).recv().unwrap();
+//! assert_eq!(answer, Ok(Val::just(Val::Nat(5))));
+//! node.shutdown();
+//! ```
 
 pub mod demo;
 mod interp;
@@ -45,6 +86,14 @@ pub struct NodeConfig {
     pub max_pending: usize,
     pub demo: Option<DemoRole>,
     pub trace: TraceMode,
+    /// Ping interval; a peer silent for 3 intervals is declared down.
+    pub keepalive: Duration,
+    /// A remote call unanswered this long fails with a timeout error.
+    pub call_timeout: Duration,
+    /// Disconnect a peer once this many bytes wait to be sent to it.
+    pub max_write_buffer: usize,
+    /// Shut down gracefully on SIGINT/SIGTERM (the binary sets this).
+    pub handle_signals: bool,
     /// After activity, each thread polls without blocking (yielding the
     /// CPU) this long before it sleeps: waking a sleeping thread costs more
     /// than a round trip. Zero: sleep at once (least CPU).
@@ -64,6 +113,10 @@ impl NodeConfig {
             demo: None,
             trace: TraceMode::Counting,
             spin: DEFAULT_SPIN,
+            keepalive: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(30),
+            max_write_buffer: 64 << 20,
+            handle_signals: false,
         }
     }
 }
@@ -100,21 +153,23 @@ impl Node {
     ) -> io::Result<Node> {
         let listener = TcpListener::bind((config.bind, config.port))?;
         let local_addr = listener.local_addr()?;
-        crate::info!("{}: listening on {local_addr}", config.name);
+        crate::info!("node {}: listening on {local_addr}", config.name);
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
         let machine = MachineId::new(&config.name);
 
-        let setup = ReactorSetup::new(listener)?;
+        let setup = ReactorSetup::new(listener, config.handle_signals)?;
         let handoff = Arc::clone(setup.handoff());
         let reactor = Reactor::new(
             setup,
             ReactorConfig {
-                machine: machine.clone(),
-                node_prefix: prefix,
                 peers: config.peers.clone(),
                 max_frame: config.max_frame,
                 max_pending: config.max_pending,
                 spin: config.spin,
+                keepalive: config.keepalive,
+                call_timeout: config.call_timeout,
+                max_write_buffer: config.max_write_buffer,
+                ..ReactorConfig::new(machine.clone(), prefix)
             },
         );
 
@@ -123,6 +178,7 @@ impl Node {
         }
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;
+        vm_config.first_counter = boot_epoch_counter();
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
         let interp = interp::Interpreter::new(
@@ -204,6 +260,22 @@ impl Drop for Node {
         }
         self.stop_reactor();
     }
+}
+
+/// Where this life's ObjectId counter starts: the boot time in
+/// milliseconds, shifted into the counter's top bits (`unix_ms << 6`).
+///
+/// A restarted node must never mint an id its previous life handed out,
+/// or a stale reference would reach a new, unrelated object. Counting from
+/// the boot millisecond gives each life a fresh range without any storage:
+/// a life can mint 64 ids per millisecond it has been up (64,000 a second,
+/// on average over its life) before it reaches the range of a life booted
+/// later, and the 48-bit counter lasts until the year 2109.
+pub fn boot_epoch_counter() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (ms << 6).clamp(1, crate::vm::ids::COUNTER_MAX >> 1)
 }
 
 /// Default spin before a thread sleeps (see `NodeConfig::spin`).

@@ -15,6 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::Interest;
@@ -46,6 +47,8 @@ pub enum ReadOutcome {
     Open,
     /// The peer closed its side.
     Eof,
+    /// The socket failed (reset, ...): the reason.
+    Broken(String),
 }
 
 #[derive(Debug)]
@@ -58,6 +61,8 @@ pub struct Conn {
     pub decoder: Option<FrameDecoder>,
     out: Vec<u8>,
     written: usize,
+    /// The largest frame we send (and accept).
+    max_frame: usize,
     pub phase: Phase,
     /// The dial slot that made this connection, or `None` if accepted.
     pub dial_slot: Option<usize>,
@@ -65,12 +70,19 @@ pub struct Conn {
     /// Lost the duplicate-connection tie: no new calls go out on it; it
     /// closes once nothing is in flight either way.
     pub retired: bool,
+    /// Lost a tie at some point (stays set if later promoted back).
+    pub ever_retired: bool,
     /// Our calls on this connection still awaiting a response.
     pub calls_out: u32,
     /// The peer's calls on this connection we have not answered yet.
     pub calls_in: u32,
     /// Whether WRITABLE is part of the registered interest.
     pub write_interest: bool,
+    pub opened: Instant,
+    /// When bytes last arrived (keepalive: silence for 3 intervals is death).
+    pub last_heard: Instant,
+    /// When the peer's hello arrived.
+    pub hello_at: Option<Instant>,
 }
 
 impl Conn {
@@ -88,6 +100,7 @@ impl Conn {
             decoder: Some(FrameDecoder::new(max_frame)),
             out: Vec::with_capacity(4096),
             written: 0,
+            max_frame,
             phase: if dial_slot.is_some() {
                 Phase::Connecting
             } else {
@@ -96,9 +109,13 @@ impl Conn {
             dial_slot,
             peer: None,
             retired: false,
+            ever_retired: false,
             calls_out: 0,
             calls_in: 0,
             write_interest: false,
+            opened: Instant::now(),
+            last_heard: Instant::now(),
+            hello_at: None,
         }
     }
 
@@ -114,9 +131,10 @@ impl Conn {
         self.peer.as_ref().map(|p| &p.machine)
     }
 
-    /// Appends one frame to the write buffer.
+    /// Appends one frame to the write buffer; a message over the frame
+    /// maximum is refused (and nothing is appended).
     pub fn queue(&mut self, msg: &Message<'_>) -> Result<(), codec::EncodeError> {
-        codec::encode(&mut self.out, msg)
+        codec::encode_limited(&mut self.out, msg, self.max_frame)
     }
 
     /// Bytes queued but not yet written to the socket.
@@ -148,20 +166,20 @@ impl Conn {
         Ok(())
     }
 
-    /// One `read` into the decoder; `Ok(None)` when it would block.
-    pub fn read_some(&mut self, decoder: &mut FrameDecoder) -> io::Result<Option<ReadOutcome>> {
+    /// One `read` into the decoder: `None` when bytes arrived (read
+    /// again), else why reading stops for now.
+    pub fn read_some(&mut self, decoder: &mut FrameDecoder) -> Option<ReadOutcome> {
         loop {
             match self.stream.read(decoder.read_buf()) {
-                Ok(0) => return Ok(Some(ReadOutcome::Eof)),
+                Ok(0) => return Some(ReadOutcome::Eof),
                 Ok(n) => {
                     decoder.commit(n);
-                    return Ok(None);
+                    self.last_heard = Instant::now();
+                    return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(Some(ReadOutcome::Open))
-                }
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(ReadOutcome::Open),
+                Err(e) => return Some(ReadOutcome::Broken(format!("read failed: {e}"))),
             }
         }
     }

@@ -30,7 +30,7 @@
 //! so the interpreter parks in a loop that re-checks the queue: a wake-up
 //! is never lost.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
@@ -112,6 +112,12 @@ pub struct Handoff {
     /// The reactor is in (or about to enter) a blocking `poll`.
     reactor_sleeping: AtomicBool,
     events: Mutex<Vec<Event>>,
+    /// Events handed to the interpreter and not yet taken: the reactor
+    /// stops reading sockets while this is over its limit.
+    backlog: AtomicUsize,
+    /// The reactor paused reading: the interpreter rings the waker once it
+    /// has taken the backlog.
+    reactor_paused: AtomicBool,
     interpreter: OnceLock<Thread>,
 }
 
@@ -122,6 +128,8 @@ impl Handoff {
             waker,
             reactor_sleeping: AtomicBool::new(false),
             events: Mutex::new(Vec::with_capacity(64)),
+            backlog: AtomicUsize::new(0),
+            reactor_paused: AtomicBool::new(false),
             interpreter: OnceLock::new(),
         })
     }
@@ -194,8 +202,26 @@ impl Handoff {
         if batch.is_empty() {
             return;
         }
-        lock(&self.events).append(batch);
+        let mut events = lock(&self.events);
+        // ORDERING: Relaxed: the count is only compared with a limit; the
+        // lock orders it with the events themselves.
+        self.backlog.fetch_add(batch.len(), Ordering::Relaxed);
+        events.append(batch);
+        drop(events);
         self.unpark_interpreter();
+    }
+
+    /// Events handed over and not yet taken by the interpreter.
+    pub fn backlog(&self) -> usize {
+        // ORDERING: SeqCst, after the reactor's SeqCst store of the pause
+        // flag: with `take_events`' SeqCst load, one side always sees the
+        // other (a missed wake would still be caught by the next timer).
+        self.backlog.load(Ordering::SeqCst)
+    }
+
+    /// Reactor: it stopped reading until the backlog drains.
+    pub fn set_reactor_paused(&self, paused: bool) {
+        self.reactor_paused.store(paused, Ordering::SeqCst);
     }
 
     /// Wakes the interpreter without an event (used to ask it to stop).
@@ -208,7 +234,16 @@ impl Handoff {
     /// Interpreter: swaps the pending events into `into` (must be empty).
     pub fn take_events(&self, into: &mut Vec<Event>) {
         debug_assert!(into.is_empty());
-        std::mem::swap(&mut *lock(&self.events), into);
+        {
+            let mut events = lock(&self.events);
+            std::mem::swap(&mut *events, into);
+            self.backlog.fetch_sub(into.len(), Ordering::Relaxed);
+        }
+        // ORDERING: SeqCst pairs with the reactor's SeqCst store: if it
+        // paused after seeing a full backlog, we see the flag here.
+        if !into.is_empty() && self.reactor_paused.load(Ordering::SeqCst) {
+            self.wake_reactor();
+        }
     }
 }
 

@@ -44,7 +44,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::codec::{self, Message};
-use crate::vm::{MachineId, ObjectId, SuspendToken};
+use crate::vm::{ChainId, MachineId, ObjectId, SuspendToken};
 use crate::{debug, error, info, warn};
 
 use conn::{Conn, Phase, ReadOutcome};
@@ -57,8 +57,9 @@ pub use pending::IdTable as RequestTable;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+const SIGNALS: Token = Token(2);
 /// Connection `k` of the slab is registered as `Token(FIRST_CONN + k)`.
-const FIRST_CONN: usize = 2;
+const FIRST_CONN: usize = 3;
 
 /// What the reactor needs to know about its node.
 #[derive(Debug, Clone)]
@@ -73,31 +74,75 @@ pub struct ReactorConfig {
     /// How long to keep polling without blocking after the last activity
     /// (yielding the CPU between polls). Zero: block at once.
     pub spin: Duration,
+    /// Ping interval; a peer silent for 3 intervals is down.
+    pub keepalive: Duration,
+    /// A call unanswered this long fails with a timeout error.
+    pub call_timeout: Duration,
+    /// A peer whose unsent bytes pass this is not reading: disconnect it.
+    pub max_write_buffer: usize,
+    /// Stop reading sockets while this many events wait for the interpreter.
+    pub max_backlog: usize,
+}
+
+impl ReactorConfig {
+    /// Defaults for everything but identity and peers.
+    pub fn new(machine: MachineId, node_prefix: u16) -> ReactorConfig {
+        ReactorConfig {
+            machine,
+            node_prefix,
+            peers: Vec::new(),
+            max_frame: codec::DEFAULT_MAX_FRAME,
+            max_pending: 1 << 20,
+            spin: Duration::from_micros(100),
+            keepalive: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(30),
+            max_write_buffer: 64 << 20,
+            max_backlog: 8192,
+        }
+    }
 }
 
 /// Poll and waker, created before the threads so the waker can go into
 /// the `Handoff` that both threads share.
-#[derive(Debug)]
 pub struct ReactorSetup {
     poll: Poll,
     listener: TcpListener,
     handoff: Arc<Handoff>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl std::fmt::Debug for ReactorSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorSetup").finish_non_exhaustive()
+    }
 }
 
 impl ReactorSetup {
     /// Wraps an already bound listener (binding early lets the caller
-    /// report "address in use" before any thread starts).
-    pub fn new(listener: std::net::TcpListener) -> io::Result<ReactorSetup> {
+    /// report "address in use" before any thread starts). With
+    /// `handle_signals`, SIGINT and SIGTERM are caught from here on (before
+    /// any thread starts, so none is lost) and shut the reactor down.
+    pub fn new(listener: std::net::TcpListener, handle_signals: bool) -> io::Result<ReactorSetup> {
         listener.set_nonblocking(true)?;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let signals = if handle_signals {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
         Ok(ReactorSetup {
             poll,
             listener,
             handoff: Handoff::new(waker),
+            signals,
         })
     }
 
@@ -112,6 +157,9 @@ struct Pending {
     conn: usize,
     serial: u64,
     token: SuspendToken,
+    target: ObjectId,
+    chain: ChainId,
+    sent_at: Instant,
 }
 
 /// A call we received and owe an answer to.
@@ -122,7 +170,6 @@ struct Inbound {
     request_id: u64,
 }
 
-#[derive(Debug)]
 pub struct Reactor {
     config: ReactorConfig,
     poll: Poll,
@@ -145,13 +192,38 @@ pub struct Reactor {
     events: Vec<Event>,
     /// Commands handled so far (tells the spin loop there was work).
     commands_seen: u64,
+    /// Connections not read from while the interpreter's backlog is full.
+    paused: Vec<usize>,
+    /// When each call chain last showed progress here (a call of it sent
+    /// or received, an answer received). A call times out only after its
+    /// chain has shown none for the call timeout: the outermost call of a
+    /// deep PingPong legitimately waits as long as the whole game.
+    chain_activity: HashMap<ChainId, Instant>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    next_nonce: u64,
     stopping: bool,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("machine", &self.config.machine)
+            .field("conns", &self.conns.len())
+            .field("pending", &self.pending.len())
+            .field("inbound", &self.inbound.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reactor {
     pub fn new(setup: ReactorSetup, config: ReactorConfig) -> Reactor {
         let now = Instant::now();
         let mut timers = Timers::default();
+        timers.schedule(now + config.keepalive, Timer::Keepalive);
+        timers.schedule(
+            now + sweep_interval(config.call_timeout),
+            Timer::CallTimeouts,
+        );
         let dials = config
             .peers
             .iter()
@@ -177,6 +249,10 @@ impl Reactor {
             commands: Vec::with_capacity(64),
             events: Vec::with_capacity(64),
             commands_seen: 0,
+            paused: Vec::new(),
+            chain_activity: HashMap::new(),
+            signals: setup.signals,
+            next_nonce: 1,
             stopping: false,
             config,
         }
@@ -224,9 +300,11 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {} // drained above
+                    SIGNALS => self.handle_signals(),
                     Token(t) => self.handle_conn_event(t - FIRST_CONN),
                 }
             }
+            self.resume_paused();
             if !events.is_empty() || self.commands_seen != commands_before {
                 spin_until = Instant::now() + self.config.spin;
             } else if spinning {
@@ -336,10 +414,15 @@ impl Reactor {
             return;
         };
         let serial = self.conns[key].serial;
+        let now = Instant::now();
+        self.chain_activity.insert(call.chain, now);
         let Some(request_id) = self.pending.insert(Pending {
             conn: key,
             serial,
             token: call.token,
+            target: call.target,
+            chain: call.chain,
+            sent_at: now,
         }) else {
             self.events.push(Event::Reply {
                 token: call.token,
@@ -457,6 +540,16 @@ impl Reactor {
             self.close(key, &reason);
             return;
         }
+        if conn.unsent() > self.config.max_write_buffer {
+            let reason = format!(
+                "peer is not reading: {} bytes wait to be sent (limit {}, --max-write-buffer)",
+                conn.unsent(),
+                self.config.max_write_buffer
+            );
+            warn!("{}: {reason}; disconnecting", conn.label());
+            self.close(key, &reason);
+            return;
+        }
         self.update_interest(key);
     }
 
@@ -500,7 +593,8 @@ impl Reactor {
         self.flush_conn(key);
     }
 
-    /// Reads and handles frames until the socket would block.
+    /// Reads and handles frames until the socket would block. `Err` is a
+    /// protocol error (the peer sent something it must not).
     fn read_conn(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -519,8 +613,15 @@ impl Reactor {
             Ok(ReadOutcome::Eof) if decoder_was_mid_frame(&self.conns[key]) => {
                 self.close(key, "connection closed in the middle of a frame")
             }
-            Ok(ReadOutcome::Eof) => self.close(key, "peer closed the connection"),
-            Err(reason) => self.close(key, &reason),
+            Ok(ReadOutcome::Eof) => self.close(key, PEER_CLOSED),
+            Ok(ReadOutcome::Broken(reason)) => self.close(key, &reason),
+            Err(reason) => {
+                warn!(
+                    "protocol error from {}: {reason}; closing this connection",
+                    self.conns[key].label()
+                );
+                self.close_quietly(key, &format!("protocol error: {reason}"));
+            }
         }
     }
 
@@ -531,12 +632,19 @@ impl Reactor {
         decoder: &mut codec::FrameDecoder,
     ) -> Result<ReadOutcome, String> {
         loop {
+            if self.backlog_full() {
+                // Bounded memory: leave the bytes in the kernel (TCP pushes
+                // back on the sender) until the interpreter catches up.
+                if !self.paused.contains(&key) {
+                    self.paused.push(key);
+                }
+                self.handoff.set_reactor_paused(true);
+                return Ok(ReadOutcome::Open);
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return Ok(ReadOutcome::Open);
             };
-            let done = conn
-                .read_some(decoder)
-                .map_err(|e| format!("read failed: {e}"))?;
+            let done = conn.read_some(decoder);
             loop {
                 let payload = match decoder.next_frame() {
                     Ok(Some(payload)) => payload,
@@ -565,8 +673,122 @@ impl Reactor {
             match timer {
                 Timer::Redial { slot, attempt } => self.redial(slot, attempt, now),
                 Timer::Retire { conn, serial } => self.check_retired(conn, serial, now),
+                Timer::Keepalive => self.keepalive(now),
+                Timer::CallTimeouts => self.expire_calls(now),
             }
         }
+    }
+
+    fn backlog_full(&self) -> bool {
+        self.events.len() + self.handoff.backlog() >= self.config.max_backlog
+    }
+
+    /// Reads the paused connections again once the backlog is half gone.
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty()
+            || self.events.len() + self.handoff.backlog() > self.config.max_backlog / 2
+        {
+            return;
+        }
+        self.handoff.set_reactor_paused(false);
+        let paused = std::mem::take(&mut self.paused);
+        for &key in &paused {
+            // Bytes may have waited a while: that was us, not the peer.
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.last_heard = Instant::now();
+            }
+            self.read_conn(key);
+        }
+    }
+
+    /// Pings every peer and closes those silent for 3 intervals.
+    fn keepalive(&mut self, now: Instant) {
+        let limit = self.config.keepalive * 3;
+        let mut dead = Vec::new();
+        let mut alive = Vec::new();
+        for (key, conn) in &self.conns {
+            let (since, what) = match conn.phase {
+                Phase::Ready => (conn.last_heard, "no data or keepalive answer"),
+                Phase::AwaitHello => (conn.opened, "no hello"),
+                Phase::Connecting => (conn.opened, "TCP connect not finished"),
+            };
+            if now.saturating_duration_since(since) > limit && !self.paused.contains(&key) {
+                dead.push((key, format!("{what} for {limit:?} (3 keepalive intervals)")));
+            } else if conn.phase == Phase::Ready {
+                alive.push(key);
+            }
+        }
+        for key in alive {
+            let ping = Message::Ping(codec::Ping {
+                nonce: self.next_nonce,
+            });
+            self.next_nonce += 1;
+            if self.conns[key].queue(&ping).is_ok() {
+                self.mark_dirty(key);
+            }
+        }
+        for (key, reason) in dead {
+            warn!("{}: {reason}; declaring it down", self.conns[key].label());
+            self.close(key, &reason);
+        }
+        self.timers
+            .schedule(now + self.config.keepalive, Timer::Keepalive);
+    }
+
+    /// Fails every call whose chain has shown no progress for the call
+    /// timeout. A late answer then finds no entry and is dropped.
+    fn expire_calls(&mut self, now: Instant) {
+        let timeout = self.config.call_timeout;
+        let stale = |at: Instant| now.saturating_duration_since(at) >= timeout;
+        let activity = &self.chain_activity;
+        let mut expired = Vec::new();
+        self.pending.drain_where(
+            |p| {
+                stale(
+                    p.sent_at
+                        .max(activity.get(&p.chain).copied().unwrap_or(p.sent_at)),
+                )
+            },
+            |p| expired.push(p),
+        );
+        self.chain_activity.retain(|_, at| !stale(*at));
+        for p in expired {
+            let machine = match self.conns.get_mut(p.conn) {
+                Some(conn) if conn.serial == p.serial => {
+                    conn.calls_out = conn.calls_out.saturating_sub(1);
+                    conn.label()
+                }
+                _ => "a closed connection".to_owned(),
+            };
+            self.events.push(Event::Reply {
+                token: p.token,
+                result: Err(format!(
+                    "call to object {} on {machine} timed out: its chain showed no progress for {timeout:?}",
+                    p.target
+                )),
+            });
+        }
+        self.timers
+            .schedule(now + sweep_interval(timeout), Timer::CallTimeouts);
+    }
+
+    /// SIGINT or SIGTERM: stop accepting, fail what is in flight with a
+    /// clear error, flush, stop.
+    fn handle_signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        let Some(signal) = signals.pending().next() else {
+            return;
+        };
+        let name = if signal == signal_hook::consts::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        info!("received {name}: shutting down");
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        self.stopping = true;
     }
 
     /// Fails every call awaiting an answer on `key`.
@@ -591,6 +813,15 @@ impl Reactor {
         }
     }
 }
+
+/// How often call timeouts are checked: a tenth of the timeout, so a call
+/// fails at most 10% late, within [5 ms, 1 s].
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// The close reason for an orderly EOF from the peer.
+pub const PEER_CLOSED: &str = "peer closed the connection";
 
 /// Retire timers re-check at this interval.
 const RETIRE_CHECK: Duration = Duration::from_millis(200);

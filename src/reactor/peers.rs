@@ -24,10 +24,12 @@ use crate::{debug, info, warn};
 use super::conn::{Peer, Phase};
 use super::handoff::Event;
 use super::timer::Timer;
-use super::{Inbound, Reactor, RETIRE_CHECK};
+use super::{Inbound, Reactor, PEER_CLOSED, RETIRE_CHECK};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// A connection closed this soon after the hellos was most likely refused.
+const REFUSAL_WINDOW: Duration = Duration::from_millis(500);
 
 /// One `--peer` to keep a connection to.
 #[derive(Debug)]
@@ -162,6 +164,9 @@ impl Reactor {
                     return Ok(());
                 };
                 self.conns[key].calls_in += 1;
+                if let Some(chain) = call.chain {
+                    self.chain_activity.insert(chain, Instant::now());
+                }
                 debug!(
                     "call #{:#x} <- {} for object {}",
                     call.request_id, peer.machine, call.target
@@ -185,6 +190,7 @@ impl Reactor {
                 match self.pending.get(resp.request_id) {
                     Some(p) if p.conn == key && p.serial == serial => {
                         let p = self.pending.remove(resp.request_id).expect("just seen");
+                        self.chain_activity.insert(p.chain, Instant::now());
                         let conn = &mut self.conns[key];
                         conn.calls_out = conn.calls_out.saturating_sub(1);
                         self.events.push(Event::Reply {
@@ -192,8 +198,12 @@ impl Reactor {
                             result: resp.result.map_err(|e| e.into_owned()),
                         });
                     }
-                    _ => debug!(
-                        "{}: call_response for unknown request_id {:#x} dropped",
+                    _ if self.pending.was_issued(resp.request_id) => debug!(
+                        "{}: late call_response for request_id {:#x} dropped (timed out or failed already)",
+                        peer.machine, resp.request_id
+                    ),
+                    _ => warn!(
+                        "{}: call_response for unknown request_id {} dropped",
                         peer.machine, resp.request_id
                     ),
                 }
@@ -265,6 +275,7 @@ impl Reactor {
             prefix: hello.node_prefix,
         });
         conn.phase = Phase::Ready;
+        conn.hello_at = Some(Instant::now());
         let dialled_by_us = conn.dial_slot.is_some();
         info!(
             "hello from {} (node_prefix {})",
@@ -308,6 +319,7 @@ impl Reactor {
                 );
                 self.active.insert(machine.clone(), winner);
                 self.conns[loser].retired = true;
+                self.conns[loser].ever_retired = true;
                 let serial = self.conns[loser].serial;
                 self.timers.schedule(
                     Instant::now() + RETIRE_CHECK,
@@ -359,13 +371,35 @@ impl Reactor {
     /// Closes one connection: fails its calls in flight, updates the
     /// machine's reachability, and re-arms dialling where needed.
     pub(super) fn close(&mut self, key: usize, reason: &str) {
+        self.close_logged(key, reason, true);
+    }
+
+    /// `close` for a caller that has already logged why.
+    pub(super) fn close_quietly(&mut self, key: usize, reason: &str) {
+        self.close_logged(key, reason, false);
+    }
+
+    fn close_logged(&mut self, key: usize, reason: &str, log: bool) {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let label = conn.label();
-        if conn.retired {
+        if !log {
+            // The caller logged why.
+        } else if conn.retired {
             debug!("closed {label}: {reason}");
+        } else if conn.phase == Phase::Ready
+            && reason == PEER_CLOSED
+            && conn.dial_slot.is_some()
+            && !conn.ever_retired
+            && conn.hello_at.is_some_and(|t| t.elapsed() < REFUSAL_WINDOW)
+            && conn.calls_in + conn.calls_out == 0
+        {
+            warn!(
+                "connection to {label} closed right after the hellos ({reason}): the peer probably \
+                 refused us (is our machine_id or node_prefix already in use there? see its log)"
+            );
         } else if conn.phase == Phase::Ready {
             info!("connection to {label} closed: {reason}");
         } else {

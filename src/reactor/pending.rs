@@ -74,6 +74,12 @@ impl<T> IdTable<T> {
         }
     }
 
+    /// Whether `id` could have been handed out by this table (so an
+    /// answer to it that finds no entry is late, not made up).
+    pub fn was_issued(&self, id: u64) -> bool {
+        split(id).is_some_and(|(gen, _)| gen <= self.generation)
+    }
+
     pub fn len(&self) -> usize {
         self.slab.len()
     }
@@ -103,6 +109,16 @@ mod tests {
         assert_eq!(first & 0xffff_ffff, second & 0xffff_ffff);
         assert_eq!(t.remove(first), None);
         assert_eq!(t.get(second), Some(&"second"));
+    }
+
+    #[test]
+    fn issued_ids_are_told_from_made_up_ones() {
+        let mut t = IdTable::new(4);
+        let id = t.insert(()).unwrap();
+        t.remove(id);
+        assert!(t.was_issued(id));
+        assert!(!t.was_issued(999));
+        assert!(!t.was_issued(id + (5 << 32)));
     }
 
     #[test]

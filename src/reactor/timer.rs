@@ -18,6 +18,10 @@ pub enum Timer {
     Redial { slot: usize, attempt: u64 },
     /// See whether a retired duplicate connection can be closed.
     Retire { conn: usize, serial: u64 },
+    /// Ping every peer; close the ones silent for 3 intervals. Periodic.
+    Keepalive,
+    /// Fail calls older than the call timeout. Periodic.
+    CallTimeouts,
 }
 
 #[derive(Debug, Default)]

@@ -151,3 +151,30 @@ fn beta_port(beta: &NodeProc) -> u16 {
         .expect("beta logs its address");
     line.rsplit(':').next().unwrap().trim().parse().unwrap()
 }
+
+/// Both nodes dial each other at once: each side may see two connections,
+/// and both must keep the same one (the one dialled by `alpha`, the lower
+/// machine_id), without failing any call.
+#[test]
+fn simultaneous_dials_agree_on_one_connection() {
+    let (pa, pb) = (free_port(), free_port());
+    let peer_a = format!("127.0.0.1:{pa}");
+    let peer_b = format!("127.0.0.1:{pb}");
+    let beta = NodeProc::start("beta", pb, &["--peer", &peer_a, "--demo"]);
+    let mut alpha = NodeProc::start(
+        "alpha",
+        pa,
+        &["--peer", &peer_b, "--demo", "--rounds", "2000"],
+    );
+    let status = alpha.wait_exit(EXIT);
+    assert!(status.success(), "{}\n{}", alpha.stderr(), beta.stderr());
+    assert_done(&alpha, 2000);
+    for log in [alpha.stderr(), beta.stderr()] {
+        for line in log
+            .lines()
+            .filter(|l| l.contains("keeping the one dialled by"))
+        {
+            assert!(line.contains("dialled by alpha"), "{line}");
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //! free at run time, and a raw protocol client written from the protocol
 //! page alone. Nothing here sends traffic anywhere but 127.0.0.1.
 
+mod badinput;
 mod demo;
 mod embed;
+mod faults;
 mod util;
 mod wire;

@@ -61,6 +61,16 @@ impl NodeProc {
         }
     }
 
+    /// The value after `needle` on the first log line containing it, up to
+    /// the next `;` or end of line (e.g. the id in "created pong 42; ...").
+    pub fn log_value(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log(needle, timeout);
+        let log = self.stderr();
+        let line = log.lines().find(|l| l.contains(needle)).unwrap();
+        let rest = &line[line.find(needle).unwrap() + needle.len()..];
+        rest.split(';').next().unwrap().trim().to_owned()
+    }
+
     /// Waits until stderr contains `needle`; panics with the log otherwise.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -96,6 +106,30 @@ impl NodeProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (a `kill` name: KILL, TERM, INT) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
     }
 
     pub fn stdout(&self) -> String {

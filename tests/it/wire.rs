@@ -12,14 +12,14 @@ use crate::util::{free_port, NodeProc};
 const PREFIX: u64 = 77;
 const OUR_OBJECT: u64 = (PREFIX << 48) | 1;
 
-fn send(s: &mut TcpStream, msg: &Value) {
+pub fn send(s: &mut TcpStream, msg: &Value) {
     let body = serde_json::to_vec(msg).unwrap();
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     s.write_all(&frame).unwrap();
 }
 
-fn recv(s: &mut TcpStream) -> Value {
+pub fn recv(s: &mut TcpStream) -> Value {
     let mut head = [0u8; 4];
     s.read_exact(&mut head).unwrap();
     let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
@@ -33,11 +33,18 @@ fn connect_to_beta() -> (NodeProc, TcpStream, u64) {
     let port = free_port();
     let beta = NodeProc::start("beta", port, &["--demo"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
+    let (s, pong) = hello_beta(port, "client", PREFIX);
+    (beta, s, pong)
+}
+
+/// Says hello to the `--demo` beta on `port` as `machine`; returns the
+/// stream and pong's id from beta's snapshot.
+pub fn hello_beta(port: u16, machine: &str, prefix: u64) -> (TcpStream, u64) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     send(
         &mut s,
-        &json!({"type":"hello","version":1,"machine_id":"client","node_prefix":PREFIX}),
+        &json!({"type":"hello","version":1,"machine_id":machine,"node_prefix":prefix}),
     );
     let hello = recv(&mut s);
     assert_eq!(hello["type"], "hello");
@@ -49,7 +56,7 @@ fn connect_to_beta() -> (NodeProc, TcpStream, u64) {
     assert_eq!(notify["machine_id"], "beta");
     let pong = notify["object_id"].as_u64().unwrap();
     assert_eq!(pong >> 48, port as u64, "default node_prefix is the port");
-    (beta, s, pong)
+    (s, pong)
 }
 
 #[test]

@@ -1,0 +1,201 @@
+//! Every kind of bad input, sent by a raw client to a `--demo` beta: each
+//! gets a log line naming the peer and the reason and closes only its own
+//! connection (or is answered or ignored, where the protocol says so);
+//! afterwards beta still serves a normal demo.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::time::Duration;
+
+use avm::node::{Node, NodeConfig};
+use avm::vm::{create_obj, BehaviorRegistry, Program, PureRegistry, Val};
+use serde_json::{json, Value};
+
+use crate::util::{free_port, NodeProc};
+use crate::wire::{recv, send};
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+fn json_frame(v: &Value) -> Vec<u8> {
+    frame(&serde_json::to_vec(v).unwrap())
+}
+
+fn hello(machine: &str, prefix: u64) -> Vec<u8> {
+    json_frame(&json!({"type":"hello","version":1,"machine_id":machine,"node_prefix":prefix}))
+}
+
+/// Reads frames until the node closes the connection; panics if it stays
+/// open for 10 s.
+fn expect_closed(s: &mut TcpStream, case: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{case}: connection not closed: {e}"),
+        }
+    }
+}
+
+/// Proves the connection is still open and in step: ping, await the pong.
+fn expect_open(s: &mut TcpStream, case: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    send(s, &json!({"type":"ping","nonce":4242}));
+    loop {
+        let msg = recv(s);
+        if msg["type"] == "pong" && msg["nonce"] == 4242 {
+            return;
+        }
+        assert!(msg["type"] != "call_response", "{case}: unexpected {msg}");
+    }
+}
+
+enum Expect {
+    /// Closed, with this in the log.
+    Closed(&'static str),
+    /// Still open, with this in the log.
+    Open(&'static str),
+}
+
+#[test]
+fn each_bad_input_is_logged_and_closes_only_its_connection() {
+    let port = free_port();
+    let max_frame = 4096u32;
+    let beta = NodeProc::start(
+        "beta",
+        port,
+        &["--demo", "--max-frame", &max_frame.to_string()],
+    );
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+
+    let mut deep = json!({"Nat": 1});
+    for _ in 0..200 {
+        deep = json!({ "Just": deep });
+    }
+    let own_prefix = u64::from(port);
+    let mut truncated = (100u32).to_be_bytes().to_vec();
+    truncated.extend_from_slice(b"{\"type\":\"p");
+
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+        ("no hello first", json_frame(&json!({"type":"ping","nonce":1})), Expect::Closed("first frame was `ping`")),
+        ("second hello", [hello("c2", 302), hello("c2", 302)].concat(), Expect::Closed("a second `hello`")),
+        ("length 0", [hello("c3", 303), vec![0, 0, 0, 0]].concat(), Expect::Closed("frame length 0")),
+        ("length over the maximum", [hello("c4", 304), (max_frame + 1).to_be_bytes().to_vec()].concat(), Expect::Closed("over the maximum")),
+        ("invalid UTF-8", [hello("c5", 305), frame(&[0xff, 0xfe, 0x7b])].concat(), Expect::Closed("not UTF-8")),
+        ("invalid JSON", [hello("c6", 306), frame(b"{\"type\":")].concat(), Expect::Closed("invalid JSON")),
+        ("wrong field type", [hello("c7", 307), json_frame(&json!({"type":"ping","nonce":"x"}))].concat(), Expect::Closed("field `nonce` has the wrong type")),
+        ("missing field", [hello("c8", 308), json_frame(&json!({"type":"call","request_id":1}))].concat(), Expect::Closed("missing field")),
+        ("Val nested deeper than 128", [hello("c9", 309), json_frame(&json!({"type":"call","request_id":1,"target":1,"input":deep,"sender":0,"sender_machine":"c9"}))].concat(), Expect::Closed("nests too deep")),
+        ("hello with version 2", json_frame(&json!({"type":"hello","version":2,"machine_id":"c10","node_prefix":310})), Expect::Closed("unsupported protocol version 2")),
+        ("hello with an empty machine_id", hello("", 311), Expect::Closed("empty machine_id")),
+        ("hello with beta's own machine_id", hello("beta", 312), Expect::Closed("our own machine_id")),
+        ("hello with beta's own node_prefix", hello("c13", own_prefix), Expect::Closed("has our node_prefix")),
+        ("call_response for an unknown request_id", [hello("c14", 314), json_frame(&json!({"type":"call_response","request_id":999,"result":{"Ok":"Nothing"}}))].concat(), Expect::Open("unknown request_id")),
+        ("unknown type", [hello("c15", 315), json_frame(&json!({"type":"gossip","about":"x"}))].concat(), Expect::Open("unknown message type")),
+    ];
+    for (case, bytes, expect) in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&bytes).unwrap();
+        match expect {
+            Expect::Closed(log) => {
+                expect_closed(&mut s, case);
+                beta.wait_for_log(log, Duration::from_secs(10));
+            }
+            Expect::Open(log) => {
+                expect_open(&mut s, case);
+                beta.wait_for_log(log, Duration::from_secs(10));
+            }
+        }
+    }
+
+    // EOF in the middle of a frame.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&[hello("c16", 316), truncated].concat())
+        .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    expect_closed(&mut s, "EOF mid-frame");
+    beta.wait_for_log("in the middle of a frame", Duration::from_secs(10));
+
+    // Two connections claiming one machine_id, and one reusing a connected
+    // peer's node_prefix: the newcomer is refused, the first stays.
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first.write_all(&hello("twin", 401)).unwrap();
+    expect_open(&mut first, "first twin");
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second.write_all(&hello("twin", 402)).unwrap();
+    expect_closed(&mut second, "second twin");
+    beta.wait_for_log("collides with connected peer", Duration::from_secs(10));
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third.write_all(&hello("other", 401)).unwrap();
+    expect_closed(&mut third, "prefix reuse");
+    beta.wait_for_log(
+        "already used by connected peer `twin`",
+        Duration::from_secs(10),
+    );
+    expect_open(&mut first, "first twin after the refusals");
+
+    // After all that, beta serves a normal demo.
+    let mut alpha = NodeProc::start(
+        "alpha",
+        free_port(),
+        &[
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--demo",
+            "--rounds",
+            "3",
+        ],
+    );
+    let status = alpha.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}\n{}", alpha.stdout(), alpha.stderr());
+    assert!(
+        alpha.stdout().contains("result: [\"done\", 3]"),
+        "{}",
+        alpha.stdout()
+    );
+}
+
+fn boom(_input: Val) -> Program {
+    panic!("boom went the behavior");
+}
+
+/// A behavior that panics answers its caller with an Err naming it; the
+/// node keeps serving.
+#[test]
+fn panicking_behavior_answers_err_naming_it() {
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register("boom", boom);
+    let mut config = NodeConfig::new("beta");
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    let beta = Node::start(config, behaviors, PureRegistry::new()).unwrap();
+    let id = match beta.submit(create_obj("boom")).recv().unwrap() {
+        Ok(Val::ObjectRef(id)) => id.0,
+        other => panic!("{other:?}"),
+    };
+    let mut s = TcpStream::connect(beta.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&hello("client", 77)).unwrap();
+    for request_id in [1, 2] {
+        send(
+            &mut s,
+            &json!({"type":"call","request_id":request_id,"target":id,"input":"Nothing",
+                    "sender":0,"sender_machine":"client"}),
+        );
+        let resp = loop {
+            let msg = recv(&mut s);
+            if msg["type"] == "call_response" {
+                break msg;
+            }
+        };
+        assert_eq!(resp["request_id"], request_id);
+        let err = resp["result"]["Err"].as_str().unwrap_or_default();
+        assert!(err.contains("boom"), "{resp}");
+    }
+    beta.shutdown();
+}

@@ -1,0 +1,268 @@
+//! Peers that die, restart, stall, stop reading, or are told to stop.
+
+use std::io::Write;
+use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use avm::node::{Node, NodeConfig};
+use avm::vm::{call, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
+use serde_json::json;
+
+use crate::util::{free_port, NodeProc};
+use crate::wire::{hello_beta, recv, send};
+
+const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+
+fn embedded(name: &str, peers: Vec<String>, tweak: impl FnOnce(&mut NodeConfig)) -> Node {
+    let mut config = NodeConfig::new(name);
+    config.bind = IpAddr::from(LOOPBACK);
+    config.peers = peers;
+    tweak(&mut config);
+    Node::start(config, BehaviorRegistry::new(), PureRegistry::new()).unwrap()
+}
+
+fn run(node: &Node, program: Program) -> Val {
+    node.submit(program)
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the program finishes")
+        .expect("the program succeeds")
+}
+
+/// `["Ping", 1, 1, pong]`: pong answers `["done", 1]` without calling back.
+fn one_shot(pong: u64) -> Program {
+    let input = Val::List(vec![
+        Val::str("Ping"),
+        Val::Nat(1),
+        Val::Nat(1),
+        Val::ObjectRef(ObjectId(pong)),
+    ]);
+    call(ObjectId(pong), input)
+}
+
+fn done_1() -> Val {
+    Val::just(Val::List(vec![Val::str("done"), Val::Nat(1)]))
+}
+
+/// Retries `program` until it answers `want` or `within` passes.
+fn eventually(node: &Node, make: impl Fn() -> Program, want: &Val, within: Duration) -> Val {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = run(node, make());
+        if &got == want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn killed_peer_fails_a_running_demo_within_3s() {
+    let (pa, pb) = (free_port(), free_port());
+    let beta = NodeProc::start("beta", pb, &["--demo"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let peer_b = format!("127.0.0.1:{pb}");
+    let mut alpha = NodeProc::start(
+        "alpha",
+        pa,
+        &["--peer", &peer_b, "--demo", "--rounds", "1000000000"],
+    );
+    alpha.wait_for_log("rounds", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    beta.signal("KILL");
+    let status = alpha.wait_exit(Duration::from_secs(30));
+    let took = killed.elapsed();
+    let log = alpha.stderr();
+    assert!(!status.success(), "alpha must fail:\n{log}");
+    assert!(took < Duration::from_secs(3), "detected after {took:?}");
+    assert!(
+        log.contains("demo ended with") && log.contains("beta"),
+        "{log}"
+    );
+    eprintln!("kill -9 to alpha's exit: {took:?}");
+}
+
+/// A node that keeps running across its peer's restart: calls fail fast
+/// while the peer is gone and work again once it is back; ids of the old
+/// life are never reused.
+#[test]
+fn restarted_peer_is_reached_again_without_restarting_anyone() {
+    let pb = free_port();
+    let beta = NodeProc::start("beta", pb, &["--demo"]);
+    let pong1: u64 = beta
+        .log_value("created pong", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let alpha = embedded("alpha", vec![format!("127.0.0.1:{pb}")], |_| {});
+    let within = Duration::from_secs(20);
+    assert_eq!(
+        eventually(&alpha, || one_shot(pong1), &done_1(), within),
+        done_1()
+    );
+
+    drop(beta); // SIGKILL
+    assert_eq!(
+        eventually(&alpha, || one_shot(pong1), &Val::Nothing, within),
+        Val::Nothing
+    );
+    let t = Instant::now();
+    assert_eq!(run(&alpha, one_shot(pong1)), Val::Nothing);
+    let fail_fast = t.elapsed();
+    assert!(
+        fail_fast < Duration::from_secs(1),
+        "a call to a down peer took {fail_fast:?}"
+    );
+
+    let beta = NodeProc::start("beta", pb, &["--demo"]);
+    let pong2: u64 = beta
+        .log_value("created pong", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    assert_ne!(pong1, pong2, "a new life mints new ids");
+    assert!(pong2 > pong1, "boot-epoch counters grow across lives");
+    assert_eq!(
+        eventually(&alpha, || one_shot(pong2), &done_1(), within),
+        done_1()
+    );
+
+    // The old life's pong is gone for good: "object not found", never
+    // delivered to the new one.
+    let (mut s, _) = hello_beta(pb, "probe", 91);
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":3,"target":pong1,"input":"Nothing",
+                "sender":0,"sender_machine":"probe"}),
+    );
+    let resp = recv(&mut s);
+    let err = resp["result"]["Err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("object not found") && err.contains(&pong1.to_string()),
+        "{resp}"
+    );
+    alpha.shutdown();
+}
+
+/// A peer that takes calls and never answers: the call fails after the
+/// timeout; the late answer is dropped and the connection stays up.
+#[test]
+fn unanswered_call_times_out_and_late_answer_is_dropped() {
+    let alpha = embedded("alpha", vec![], |c| {
+        c.call_timeout = Duration::from_millis(300)
+    });
+    let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mute = (55u64 << 48) | 1;
+    send(
+        &mut s,
+        &json!({"type":"hello","version":1,"machine_id":"silent","node_prefix":55}),
+    );
+    assert_eq!(recv(&mut s)["type"], "hello");
+    send(
+        &mut s,
+        &json!({"type":"create_notify","object_id":mute,"machine_id":"silent","behavior":"mute"}),
+    );
+    // The pong proves alpha's reactor has taken the create_notify in.
+    ping_pong(&mut s, 1);
+    std::thread::sleep(Duration::from_millis(50));
+
+    let asked = Instant::now();
+    let rx = alpha.submit(call(ObjectId(mute), Val::Nat(1)));
+    let request_id = loop {
+        let msg = recv(&mut s);
+        if msg["type"] == "call" {
+            assert_eq!(msg["target"], mute);
+            break msg["request_id"].clone();
+        }
+    };
+    let answer = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    let took = asked.elapsed();
+    assert_eq!(answer, Val::Nothing, "a timed-out call answers Nothing");
+    assert!(
+        took >= Duration::from_millis(250),
+        "timed out too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "timed out too late: {took:?}"
+    );
+
+    send(
+        &mut s,
+        &json!({"type":"call_response","request_id":request_id,"result":{"Ok":"Nothing"}}),
+    );
+    ping_pong(&mut s, 5);
+    alpha.shutdown();
+}
+
+/// Sends a ping and waits for its pong, skipping the node's own pings.
+fn ping_pong(s: &mut TcpStream, nonce: u64) {
+    send(s, &json!({"type":"ping","nonce":nonce}));
+    loop {
+        let msg = recv(s);
+        if msg["type"] == "pong" {
+            assert_eq!(msg["nonce"], nonce);
+            return;
+        }
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero_promptly() {
+    for signal in ["TERM", "INT"] {
+        let mut beta = NodeProc::start("beta", free_port(), &["--demo"]);
+        beta.wait_for_log("created pong", Duration::from_secs(30));
+        let sent = Instant::now();
+        beta.signal(signal);
+        let status = beta.wait_exit(Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert!(status.success(), "SIG{signal}: {status}\n{}", beta.stderr());
+        beta.wait_for_log(&format!("received SIG{signal}"), Duration::from_secs(5));
+        // The target is 1 s; the bound leaves room for a loaded CI machine.
+        assert!(
+            took < Duration::from_secs(2),
+            "SIG{signal} exit took {took:?}"
+        );
+        eprintln!("SIG{signal} to exit: {took:?}");
+    }
+}
+
+/// A client that floods calls and never reads the answers is cut off once
+/// its unsent answers pass the write limit; the node's memory stays bounded
+/// and it goes on serving.
+#[test]
+fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
+    let port = free_port();
+    let beta = NodeProc::start("beta", port, &["--demo", "--max-write-buffer", "1048576"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let (mut s, pong) = hello_beta(port, "flood", 71);
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..1000u64 {
+        let body = serde_json::to_vec(&json!({"type":"call","request_id":i,"target":pong,
+            "input":{"List":[{"Str":"Ping"},{"Nat":1},{"Nat":1},{"ObjectRef":pong}]},
+            "sender":0,"sender_machine":"flood"}))
+        .unwrap();
+        batch.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&body);
+    }
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    for round in 0.. {
+        if s.write_all(&batch).is_err() || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        if round % 50 == 0 {
+            peak_rss = peak_rss.max(beta.rss_kib());
+        }
+    }
+    beta.wait_for_log("peer is not reading", Duration::from_secs(30));
+    let mut beta = beta;
+    assert!(!beta.exited(), "beta survived the flood");
+    peak_rss = peak_rss.max(beta.rss_kib());
+    assert!(peak_rss < 100 * 1024, "beta's RSS reached {peak_rss} KiB");
+    eprintln!("flooded beta's peak RSS: {peak_rss} KiB");
+    // Still serving.
+    let (mut s2, _) = hello_beta(port, "after", 72);
+    send(&mut s2, &json!({"type":"ping","nonce":1}));
+    assert_eq!(recv(&mut s2)["type"], "pong");
+}
