@@ -51,11 +51,7 @@ fn per_frame(frame: &[u8]) -> (f64, f64) {
         for _ in 0..batches {
             let mut fed = 0;
             while fed < batch.len() {
-                let buf = decoder.read_buf();
-                let n = buf.len().min(batch.len() - fed);
-                buf[..n].copy_from_slice(&batch[fed..fed + n]);
-                decoder.commit(n);
-                fed += n;
+                fed += decoder.fill(&batch[fed..]);
                 while let Some(payload) = decoder.next_frame().unwrap() {
                     black_box(codec::decode(payload).unwrap());
                 }
