@@ -26,12 +26,20 @@
 //!
 //! Every request in flight on a connection fails with an `Event::Reply`
 //! error the moment that connection closes, so no call chain waits forever.
+//!
+//! Files: `handoff` (the queues to and from the interpreter), `conn` (one
+//! connection and its buffers), `traffic` (reading frames, flushing writes),
+//! `peers` (dialling, hellos, the tie rule, closing), `health` (keepalive,
+//! call timeouts, backpressure, signals), `pending` (the generational
+//! request tables), `timer` (deadlines).
 
 mod conn;
 pub mod handoff;
+mod health;
 mod peers;
 mod pending;
 mod timer;
+mod traffic;
 
 use std::collections::HashMap;
 use std::io;
@@ -47,8 +55,9 @@ use crate::codec::{self, Message};
 use crate::vm::{ChainId, MachineId, ObjectId, SuspendToken};
 use crate::{debug, error, info, warn};
 
-use conn::{Conn, Phase, ReadOutcome};
+use conn::{Conn, Phase};
 use handoff::{Command, Event, Handoff, InboundId};
+use health::sweep_interval;
 use peers::DialSlot;
 use pending::IdTable;
 use timer::{Timer, Timers};
@@ -201,6 +210,7 @@ pub struct Reactor {
     chain_activity: HashMap<ChainId, Instant>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     next_nonce: u64,
+    last_ping: Instant,
     stopping: bool,
 }
 
@@ -219,7 +229,7 @@ impl Reactor {
     pub fn new(setup: ReactorSetup, config: ReactorConfig) -> Reactor {
         let now = Instant::now();
         let mut timers = Timers::default();
-        timers.schedule(now + config.keepalive, Timer::Keepalive);
+        timers.schedule(now + config.keepalive / 4, Timer::Keepalive);
         timers.schedule(
             now + sweep_interval(config.call_timeout),
             Timer::CallTimeouts,
@@ -253,6 +263,7 @@ impl Reactor {
             chain_activity: HashMap::new(),
             signals: setup.signals,
             next_nonce: 1,
+            last_ping: now,
             stopping: false,
             config,
         }
@@ -514,160 +525,6 @@ impl Reactor {
         }
     }
 
-    fn mark_dirty(&mut self, key: usize) {
-        if !self.dirty.contains(&key) {
-            self.dirty.push(key);
-        }
-    }
-
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            self.flush_conn(key);
-        }
-        self.dirty = dirty;
-    }
-
-    fn flush_conn(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.phase == Phase::Connecting {
-            return;
-        }
-        if let Err(e) = conn.flush() {
-            let reason = format!("write failed: {e}");
-            self.close(key, &reason);
-            return;
-        }
-        if conn.unsent() > self.config.max_write_buffer {
-            let reason = format!(
-                "peer is not reading: {} bytes wait to be sent (limit {}, --max-write-buffer)",
-                conn.unsent(),
-                self.config.max_write_buffer
-            );
-            warn!("{}: {reason}; disconnecting", conn.label());
-            self.close(key, &reason);
-            return;
-        }
-        self.update_interest(key);
-    }
-
-    fn update_interest(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let wanted = conn.wanted_interest();
-        if wanted.is_writable() != conn.write_interest {
-            conn.write_interest = wanted.is_writable();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .reregister(&mut conn.stream, Token(FIRST_CONN + key), wanted)
-            {
-                let reason = format!("reregister failed: {e}");
-                self.close(key, &reason);
-            }
-        }
-    }
-
-    fn handle_conn_event(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return; // closed earlier in this batch of events
-        };
-        if conn.phase == Phase::Connecting {
-            match conn.check_connected() {
-                Ok(false) => return,
-                Ok(true) => {
-                    conn.phase = Phase::AwaitHello;
-                    info!("connected to {}", conn.remote);
-                    self.on_dial_connected(key);
-                }
-                Err(e) => {
-                    self.on_dial_failed(key, &e);
-                    return;
-                }
-            }
-        }
-        self.read_conn(key);
-        self.flush_conn(key);
-    }
-
-    /// Reads and handles frames until the socket would block. `Err` is a
-    /// protocol error (the peer sent something it must not).
-    fn read_conn(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let serial = conn.serial;
-        let Some(mut decoder) = conn.decoder.take() else {
-            return;
-        };
-        let outcome = self.read_frames(key, serial, &mut decoder);
-        match self.conns.get_mut(key) {
-            Some(conn) if conn.serial == serial => conn.decoder = Some(decoder),
-            _ => return, // closed while handling a frame
-        }
-        match outcome {
-            Ok(ReadOutcome::Open) => {}
-            Ok(ReadOutcome::Eof) if decoder_was_mid_frame(&self.conns[key]) => {
-                self.close(key, "connection closed in the middle of a frame")
-            }
-            Ok(ReadOutcome::Eof) => self.close(key, PEER_CLOSED),
-            Ok(ReadOutcome::Broken(reason)) => self.close(key, &reason),
-            Err(reason) => {
-                warn!(
-                    "protocol error from {}: {reason}; closing this connection",
-                    self.conns[key].label()
-                );
-                self.close_quietly(key, &format!("protocol error: {reason}"));
-            }
-        }
-    }
-
-    fn read_frames(
-        &mut self,
-        key: usize,
-        serial: u64,
-        decoder: &mut codec::FrameDecoder,
-    ) -> Result<ReadOutcome, String> {
-        loop {
-            if self.backlog_full() {
-                // Bounded memory: leave the bytes in the kernel (TCP pushes
-                // back on the sender) until the interpreter catches up.
-                if !self.paused.contains(&key) {
-                    self.paused.push(key);
-                }
-                self.handoff.set_reactor_paused(true);
-                return Ok(ReadOutcome::Open);
-            }
-            let Some(conn) = self.conns.get_mut(key) else {
-                return Ok(ReadOutcome::Open);
-            };
-            let done = conn.read_some(decoder);
-            loop {
-                let payload = match decoder.next_frame() {
-                    Ok(Some(payload)) => payload,
-                    Ok(None) => break,
-                    Err(e) => return Err(format!("bad frame: {e}")),
-                };
-                match codec::decode(payload) {
-                    Ok(msg) => self.handle_message(key, msg)?,
-                    Err(e) if e.is_unknown_type() => {
-                        warn!("{}: ignoring a message: {e}", self.conns[key].label())
-                    }
-                    Err(e) => return Err(format!("bad message: {e}")),
-                }
-                if !matches!(self.conns.get(key), Some(c) if c.serial == serial) {
-                    return Ok(ReadOutcome::Open);
-                }
-            }
-            if let Some(outcome) = done {
-                return Ok(outcome);
-            }
-        }
-    }
-
     fn fire_timers(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
@@ -677,118 +534,6 @@ impl Reactor {
                 Timer::CallTimeouts => self.expire_calls(now),
             }
         }
-    }
-
-    fn backlog_full(&self) -> bool {
-        self.events.len() + self.handoff.backlog() >= self.config.max_backlog
-    }
-
-    /// Reads the paused connections again once the backlog is half gone.
-    fn resume_paused(&mut self) {
-        if self.paused.is_empty()
-            || self.events.len() + self.handoff.backlog() > self.config.max_backlog / 2
-        {
-            return;
-        }
-        self.handoff.set_reactor_paused(false);
-        let paused = std::mem::take(&mut self.paused);
-        for &key in &paused {
-            // Bytes may have waited a while: that was us, not the peer.
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.last_heard = Instant::now();
-            }
-            self.read_conn(key);
-        }
-    }
-
-    /// Pings every peer and closes those silent for 3 intervals.
-    fn keepalive(&mut self, now: Instant) {
-        let limit = self.config.keepalive * 3;
-        let mut dead = Vec::new();
-        let mut alive = Vec::new();
-        for (key, conn) in &self.conns {
-            let (since, what) = match conn.phase {
-                Phase::Ready => (conn.last_heard, "no data or keepalive answer"),
-                Phase::AwaitHello => (conn.opened, "no hello"),
-                Phase::Connecting => (conn.opened, "TCP connect not finished"),
-            };
-            if now.saturating_duration_since(since) > limit && !self.paused.contains(&key) {
-                dead.push((key, format!("{what} for {limit:?} (3 keepalive intervals)")));
-            } else if conn.phase == Phase::Ready {
-                alive.push(key);
-            }
-        }
-        for key in alive {
-            let ping = Message::Ping(codec::Ping {
-                nonce: self.next_nonce,
-            });
-            self.next_nonce += 1;
-            if self.conns[key].queue(&ping).is_ok() {
-                self.mark_dirty(key);
-            }
-        }
-        for (key, reason) in dead {
-            warn!("{}: {reason}; declaring it down", self.conns[key].label());
-            self.close(key, &reason);
-        }
-        self.timers
-            .schedule(now + self.config.keepalive, Timer::Keepalive);
-    }
-
-    /// Fails every call whose chain has shown no progress for the call
-    /// timeout. A late answer then finds no entry and is dropped.
-    fn expire_calls(&mut self, now: Instant) {
-        let timeout = self.config.call_timeout;
-        let stale = |at: Instant| now.saturating_duration_since(at) >= timeout;
-        let activity = &self.chain_activity;
-        let mut expired = Vec::new();
-        self.pending.drain_where(
-            |p| {
-                stale(
-                    p.sent_at
-                        .max(activity.get(&p.chain).copied().unwrap_or(p.sent_at)),
-                )
-            },
-            |p| expired.push(p),
-        );
-        self.chain_activity.retain(|_, at| !stale(*at));
-        for p in expired {
-            let machine = match self.conns.get_mut(p.conn) {
-                Some(conn) if conn.serial == p.serial => {
-                    conn.calls_out = conn.calls_out.saturating_sub(1);
-                    conn.label()
-                }
-                _ => "a closed connection".to_owned(),
-            };
-            self.events.push(Event::Reply {
-                token: p.token,
-                result: Err(format!(
-                    "call to object {} on {machine} timed out: its chain showed no progress for {timeout:?}",
-                    p.target
-                )),
-            });
-        }
-        self.timers
-            .schedule(now + sweep_interval(timeout), Timer::CallTimeouts);
-    }
-
-    /// SIGINT or SIGTERM: stop accepting, fail what is in flight with a
-    /// clear error, flush, stop.
-    fn handle_signals(&mut self) {
-        let Some(signals) = self.signals.as_mut() else {
-            return;
-        };
-        let Some(signal) = signals.pending().next() else {
-            return;
-        };
-        let name = if signal == signal_hook::consts::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        };
-        info!("received {name}: shutting down");
-        let _ = self.poll.registry().deregister(&mut self.listener);
-        self.stopping = true;
     }
 
     /// Fails every call awaiting an answer on `key`.
@@ -814,18 +559,8 @@ impl Reactor {
     }
 }
 
-/// How often call timeouts are checked: a tenth of the timeout, so a call
-/// fails at most 10% late, within [5 ms, 1 s].
-fn sweep_interval(timeout: Duration) -> Duration {
-    (timeout / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
-}
-
 /// The close reason for an orderly EOF from the peer.
 pub const PEER_CLOSED: &str = "peer closed the connection";
 
 /// Retire timers re-check at this interval.
 const RETIRE_CHECK: Duration = Duration::from_millis(200);
-
-fn decoder_was_mid_frame(conn: &Conn) -> bool {
-    conn.decoder.as_ref().is_some_and(|d| d.buffered() > 0)
-}

@@ -266,3 +266,47 @@ fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     send(&mut s2, &json!({"type":"ping","nonce":1}));
     assert_eq!(recv(&mut s2)["type"], "pong");
 }
+
+/// A peer that hangs (SIGSTOP: its sockets stay open, nothing answers) is
+/// declared down after 3 missed keepalive intervals, and the calls waiting
+/// on it fail.
+#[test]
+fn hung_peer_is_declared_down_after_three_keepalive_intervals() {
+    let (pa, pb) = (free_port(), free_port());
+    let beta = NodeProc::start("beta", pb, &["--demo", "--keepalive-ms", "200"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let peer_b = format!("127.0.0.1:{pb}");
+    let mut alpha = NodeProc::start(
+        "alpha",
+        pa,
+        &[
+            "--peer",
+            &peer_b,
+            "--demo",
+            "--rounds",
+            "1000000000",
+            "--keepalive-ms",
+            "200",
+        ],
+    );
+    alpha.wait_for_log("rounds", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    beta.signal("STOP");
+    let status = alpha.wait_exit(Duration::from_secs(30));
+    let took = stopped.elapsed();
+    beta.signal("CONT");
+    assert!(!status.success());
+    let log = alpha.stderr();
+    assert!(log.contains("3 keepalive intervals"), "{log}");
+    // 3 intervals of 200 ms, plus up to one interval of tick granularity.
+    assert!(
+        took >= Duration::from_millis(550),
+        "declared down too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "declared down after {took:?}"
+    );
+    eprintln!("SIGSTOP to alpha's exit (keepalive 200 ms): {took:?}");
+}
