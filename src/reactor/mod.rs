@@ -62,8 +62,6 @@ use peers::DialSlot;
 use pending::IdTable;
 use timer::{Timer, Timers};
 
-pub use pending::IdTable as RequestTable;
-
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);

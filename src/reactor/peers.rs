@@ -45,7 +45,8 @@ pub struct DialSlot {
 #[derive(Debug, PartialEq, Eq)]
 enum DialState {
     Waiting,
-    Connecting(usize),
+    /// A connection from this slot exists (connecting or connected).
+    Dialled(usize),
     /// Not dialling: the machine behind this address is reachable through
     /// another connection (an accepted one that won the tie).
     Covered(MachineId),
@@ -74,7 +75,7 @@ impl Reactor {
         };
         match mio::net::TcpStream::connect(addr) {
             Ok(stream) => match self.add_conn(stream, addr, Some(slot)) {
-                Some(key) => self.dials[slot].state = DialState::Connecting(key),
+                Some(key) => self.dials[slot].state = DialState::Dialled(key),
                 None => self.schedule_redial(slot, now, "could not register the socket"),
             },
             Err(e) => self.schedule_redial(slot, now, &e.to_string()),
@@ -106,8 +107,6 @@ impl Reactor {
             },
         );
     }
-
-    pub(super) fn on_dial_connected(&mut self, _key: usize) {}
 
     pub(super) fn on_dial_failed(&mut self, key: usize, err: &std::io::Error) {
         let reason = format!("connect failed: {err}");

@@ -83,10 +83,6 @@ impl<T> IdTable<T> {
     pub fn len(&self) -> usize {
         self.slab.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.slab.is_empty()
-    }
 }
 
 fn split(id: u64) -> Option<(u32, usize)> {

@@ -78,7 +78,6 @@ impl Reactor {
                 Ok(true) => {
                     conn.phase = Phase::AwaitHello;
                     info!("connected to {}", conn.remote);
-                    self.on_dial_connected(key);
                 }
                 Err(e) => {
                     self.on_dial_failed(key, &e);
