@@ -36,8 +36,8 @@ impl Reactor {
     }
 
     /// Closes the peers silent for 3 intervals, and pings every peer once
-    /// an interval. Runs 4 times an interval, so a silent peer is found at
-    /// most a quarter interval late.
+    /// an interval. Runs every `KEEPALIVE_TICKS`th of an interval, so a
+    /// silent peer is found at most that late (3.05 s with the defaults).
     pub(super) fn keepalive(&mut self, now: Instant) {
         let limit = self.config.keepalive * 3;
         let ping_due = now.saturating_duration_since(self.last_ping) >= self.config.keepalive;
@@ -71,8 +71,10 @@ impl Reactor {
             warn!("{}: {reason}; declaring it down", self.conns[key].label());
             self.close(key, &reason);
         }
-        self.timers
-            .schedule(now + self.config.keepalive / 4, Timer::Keepalive);
+        self.timers.schedule(
+            now + keepalive_tick(self.config.keepalive),
+            Timer::Keepalive,
+        );
     }
 
     /// Fails every call whose chain has shown no progress for the call
@@ -133,6 +135,13 @@ impl Reactor {
 }
 /// How often call timeouts are checked: a tenth of the timeout, so a call
 /// fails at most 10% late, within [5 ms, 1 s].
+/// Silence checks per keepalive interval.
+const KEEPALIVE_TICKS: u32 = 20;
+
+pub(super) fn keepalive_tick(interval: Duration) -> Duration {
+    (interval / KEEPALIVE_TICKS).max(Duration::from_millis(1))
+}
+
 pub(super) fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
 }

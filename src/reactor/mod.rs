@@ -57,7 +57,7 @@ use crate::{debug, error, info, warn};
 
 use conn::{Conn, Phase};
 use handoff::{Command, Event, Handoff, InboundId};
-use health::sweep_interval;
+use health::{keepalive_tick, sweep_interval};
 use peers::DialSlot;
 use pending::IdTable;
 use timer::{Timer, Timers};
@@ -227,7 +227,7 @@ impl Reactor {
     pub fn new(setup: ReactorSetup, config: ReactorConfig) -> Reactor {
         let now = Instant::now();
         let mut timers = Timers::default();
-        timers.schedule(now + config.keepalive / 4, Timer::Keepalive);
+        timers.schedule(now + keepalive_tick(config.keepalive), Timer::Keepalive);
         timers.schedule(
             now + sweep_interval(config.call_timeout),
             Timer::CallTimeouts,

@@ -286,7 +286,7 @@ fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
 fn hung_peer_is_declared_down_after_three_keepalive_intervals() {
     let (log, took) = interrupt_long_demo("STOP", &["--keepalive-ms", "200"]);
     assert!(log.contains("3 keepalive intervals"), "{log}");
-    // 3 intervals of 200 ms, found at most a quarter interval late.
+    // 3 intervals of 200 ms, found at most a twentieth of one late.
     assert!(
         took >= Duration::from_millis(550),
         "declared down too early: {took:?}"
