@@ -46,7 +46,8 @@ struct Args {
     #[argh(option)]
     rounds: Option<u64>,
 
-    /// top 16 bits of every ObjectId this node creates (default: the listening port)
+    /// top 16 bits of every ObjectId this node creates, unique in the cluster
+    /// (default: the listening port; set it when nodes share a port number)
     #[argh(option)]
     node_prefix: Option<u16>,
 
@@ -67,7 +68,8 @@ struct Args {
     #[argh(option, default = "1000")]
     keepalive_ms: u64,
 
-    /// milliseconds before an unanswered remote call fails with a timeout (default 30000)
+    /// milliseconds a remote call may wait while its call chain shows no progress
+    /// before it fails with a timeout (default 30000)
     #[argh(option, default = "30000")]
     call_timeout_ms: u64,
 

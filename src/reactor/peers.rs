@@ -254,7 +254,8 @@ impl Reactor {
         }
         if hello.node_prefix == self.config.node_prefix {
             return Err(format!(
-                "peer `{machine}` has our node_prefix {}: its object ids would collide with ours",
+                "peer `{machine}` has our node_prefix {}: its object ids would collide with ours \
+                 (the prefix defaults to the port: give one node another --node-prefix)",
                 hello.node_prefix
             ));
         }
@@ -263,7 +264,8 @@ impl Reactor {
                 && self.conns[k].peer.as_ref().map(|p| p.prefix) == Some(hello.node_prefix)
             {
                 return Err(format!(
-                    "peer `{machine}` has node_prefix {}, already used by connected peer `{other}`",
+                    "peer `{machine}` has node_prefix {}, already used by connected peer `{other}` \
+                     (the prefix defaults to the port: give one node another --node-prefix)",
                     hello.node_prefix
                 ));
             }
