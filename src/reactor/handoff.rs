@@ -221,6 +221,8 @@ impl Handoff {
 
     /// Reactor: it stopped reading until the backlog drains.
     pub fn set_reactor_paused(&self, paused: bool) {
+        // ORDERING: SeqCst, ordered before the reactor's next SeqCst load of
+        // `backlog`, against `take_events`' SeqCst load of this flag.
         self.reactor_paused.store(paused, Ordering::SeqCst);
     }
 
@@ -237,6 +239,7 @@ impl Handoff {
         {
             let mut events = lock(&self.events);
             std::mem::swap(&mut *events, into);
+            // ORDERING: Relaxed: updated under the lock, like the add.
             self.backlog.fetch_sub(into.len(), Ordering::Relaxed);
         }
         // ORDERING: SeqCst pairs with the reactor's SeqCst store: if it
