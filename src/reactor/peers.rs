@@ -50,6 +50,8 @@ enum DialState {
     /// Not dialling: the machine behind this address is reachable through
     /// another connection (an accepted one that won the tie).
     Covered(MachineId),
+    /// Not dialling ever again: the address is this node itself.
+    Abandoned,
 }
 
 impl DialSlot {
@@ -248,6 +250,13 @@ impl Reactor {
         }
         let machine = MachineId::new(&hello.machine_id);
         if machine == self.config.machine {
+            if let Some(slot) = self.dialled_self(key) {
+                crate::error!(
+                    "peer {} is this node itself; not dialling it again",
+                    self.dials[slot].spec
+                );
+                self.dials[slot].state = DialState::Abandoned;
+            }
             return Err(format!(
                 "peer claims our own machine_id `{machine}` (dialling itself, or two nodes with one name)"
             ));
@@ -336,6 +345,17 @@ impl Reactor {
         }
         self.send_snapshot(key);
         Ok(())
+    }
+
+    /// The dial slot of `key` if it is a connection from this node to its
+    /// own listener (same address at both ends, our port at the far one):
+    /// a `--peer` naming ourselves, as opposed to another node with our name.
+    fn dialled_self(&self, key: usize) -> Option<usize> {
+        let conn = &self.conns[key];
+        let slot = conn.dial_slot?;
+        let ours = self.listener.local_addr().ok()?;
+        let local = conn.stream.local_addr().ok()?;
+        (conn.remote.port() == ours.port() && conn.remote.ip() == local.ip()).then_some(slot)
     }
 
     /// One `create_notify` per local object, so a late joiner learns them.
@@ -437,7 +457,7 @@ impl Reactor {
                 Some(peer) if self.active.contains_key(&peer.machine) => {
                     self.dials[slot].state = DialState::Covered(peer.machine)
                 }
-                _ if self.stopping => {}
+                _ if self.stopping || self.dials[slot].state == DialState::Abandoned => {}
                 _ => self.schedule_redial(slot, now, reason),
             }
         }

@@ -199,3 +199,18 @@ fn panicking_behavior_answers_err_naming_it() {
     }
     beta.shutdown();
 }
+
+/// A `--peer` naming the node itself is dialled once, recognised, and
+/// dropped, instead of being redialled forever.
+#[test]
+fn peer_that_is_the_node_itself_is_dropped_not_redialled() {
+    let port = free_port();
+    let node = NodeProc::start("solo", port, &["--peer", &format!("127.0.0.1:{port}")]);
+    node.wait_for_log(
+        "is this node itself; not dialling it again",
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let dials = node.stderr().matches("connected to 127.0.0.1").count();
+    assert_eq!(dials, 1, "redialled itself:\n{}", node.stderr());
+}
