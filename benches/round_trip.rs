@@ -28,6 +28,13 @@
 //! remote side by side, in alternating blocks so that noise from other
 //! processes lands on both. Last, the CPU an idle pair of nodes uses.
 //!
+//! The latency pass adds two more floors that split the gap between
+//! `floor/1` and `remote/1`: `floor/poll`, the same echo with both ends
+//! polling instead of sleeping (the socket hops alone, no wake-ups), and
+//! `design/1`, avm's four threads and hand-offs with nothing in them
+//! (`common/design_floor.rs`). `design/1` over `floor/1` is what the design
+//! costs on this machine; `remote/1` over `design/1` is what our code adds.
+//!
 //! The remote loop adds no thread hop of its own: the chain's next call
 //! is issued by the interpreter that receives the previous reply. Its
 //! continuations capture nothing (the target is read from [`TARGET`]),
@@ -37,8 +44,12 @@
 //! clock on alpha's interpreter thread, so submitting the program and
 //! returning its result are not timed.
 
+#[path = "common/design_floor.rs"]
+mod design_floor;
 #[path = "common/floor.rs"]
 mod floor;
+#[path = "common/poll_floor.rs"]
+mod poll_floor;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +63,9 @@ use avm::vm::{
     call, call_pure, create_obj, done, BehaviorRegistry, MachineId, ObjectId, Output, Program,
     PureRegistry, Val, Vm, VmConfig,
 };
+use design_floor::DesignFloor;
 use floor::Floor;
+use poll_floor::PollFloor;
 
 /// Chains (or frames) in flight for the throughput cases.
 const IN_FLIGHT: usize = 32;
@@ -420,16 +433,22 @@ fn summary(rec: &Recorder) {
     }
 }
 
-/// Per-round-trip times in us: the floor's, then each pair's.
+/// Per-round-trip times in us: the three floors', then each pair's.
 struct Latencies {
     floor: Vec<f64>,
+    poll: Vec<f64>,
+    design: Vec<f64>,
     remote: Vec<(String, Vec<f64>)>,
 }
 
-/// Round trips timed one by one, floor and remote in alternating blocks.
+/// Round trips timed one by one, floors and remote in alternating blocks.
 fn latency(floor: &mut Floor, pairs: &[(String, Pair)]) -> Latencies {
+    let mut poll = PollFloor::start();
+    let mut design = DesignFloor::start(NodeConfig::new("default").spin);
     let mut lat = Latencies {
         floor: Vec::with_capacity(LATENCY_SAMPLES),
+        poll: Vec::with_capacity(LATENCY_SAMPLES),
+        design: Vec::with_capacity(LATENCY_SAMPLES),
         remote: pairs
             .iter()
             .map(|(s, _)| (s.clone(), Vec::with_capacity(LATENCY_SAMPLES)))
@@ -437,6 +456,8 @@ fn latency(floor: &mut Floor, pairs: &[(String, Pair)]) -> Latencies {
     };
     for _ in 0..LATENCY_SAMPLES / BLOCK {
         lat.floor.extend(floor.latencies(BLOCK));
+        lat.poll.extend(poll.latencies(BLOCK));
+        lat.design.extend(design.latencies(BLOCK));
         for ((_, pair), (_, samples)) in pairs.iter().zip(&mut lat.remote) {
             pair.timed_calls(BLOCK as u64);
             let laps = pair.laps.lock().unwrap();
@@ -448,17 +469,30 @@ fn latency(floor: &mut Floor, pairs: &[(String, Pair)]) -> Latencies {
 
 fn print_latency(lat: &Latencies) {
     let (p50, p99) = (median(&lat.floor), percentile(&lat.floor, 0.99));
+    let design50 = median(&lat.design);
     println!("\nlatency per round trip, {LATENCY_SAMPLES} each, alternating blocks of {BLOCK}");
     println!("{:<24} {:>9} {:>9}", "case", "p50 us", "p99 us");
-    println!("{:<24} {p50:>9.1} {p99:>9.1}", "floor/1");
-    for (suffix, v) in &lat.remote {
+    println!(
+        "{:<24} {p50:>9.1} {p99:>9.1}  the blocking floor",
+        "floor/1"
+    );
+    let row = |case: &str, v: &[f64], what: &str| {
         let (r50, r99) = (median(v), percentile(v, 0.99));
         println!(
-            "{:<24} {r50:>9.1} {r99:>9.1}  p50 {:.2}x, p99 {:.2}x floor",
-            format!("remote/1{suffix}"),
+            "{case:<24} {r50:>9.1} {r99:>9.1}  p50 {:.2}x, p99 {:.2}x floor/1{what}",
             r50 / p50,
             r99 / p99
         );
+    };
+    row("floor/poll", &lat.poll, ": the two socket hops alone");
+    row(
+        "design/1",
+        &lat.design,
+        ": avm's threads and hand-offs, empty",
+    );
+    for (suffix, v) in &lat.remote {
+        let what = format!("; {:.2}x design/1", median(v) / design50);
+        row(&format!("remote/1{suffix}"), v, &what);
     }
 }
 

@@ -20,7 +20,7 @@ use avm::vm::{ChainId, ObjectId, Val};
 
 /// The `call` and `call_response` frames a remote call with a `Nat` input
 /// puts on the wire (the ids are the sizes real ones have).
-fn frames() -> (Vec<u8>, Vec<u8>) {
+pub fn frames() -> (Vec<u8>, Vec<u8>) {
     let mut call = Vec::new();
     codec::encode(
         &mut call,
