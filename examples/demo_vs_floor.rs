@@ -19,7 +19,15 @@
 //! Prints both and the ratio to the mean of the two floor p50s; exits 1
 //! when it is above the goal of 0.6. Arguments other than `--rounds N` go
 //! to both nodes (e.g. `--spin-us 50`).
+//!
+//! Beside the floor, and measured around the demo the same way, the
+//! design's floor (`benches/common/design_floor.rs`: avm's four threads
+//! and hand-offs moving the same frames with no codec and no vm, in this
+//! process), so that the demo's gap splits into what the design costs on
+//! this machine and what avm adds to it.
 
+#[path = "../benches/common/design_floor.rs"]
+mod design_floor;
 #[path = "../benches/common/floor.rs"]
 mod floor;
 
@@ -27,6 +35,9 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
+use std::time::Duration;
+
+use design_floor::DesignFloor;
 use floor::Floor;
 
 const GOAL: f64 = 0.6;
@@ -54,16 +65,26 @@ fn main() -> ExitCode {
         bin.display()
     );
 
-    let before = floor_p50();
+    let spin = spin_of(&node_args);
+    let (before, design_before) = (floor_p50(), design_p50(spin));
     let per_call = demo(&bin, rounds, &node_args);
-    let after = floor_p50();
+    let (after, design_after) = (floor_p50(), design_p50(spin));
     let floor = (before + after) / 2.0;
+    let design = (design_before + design_after) / 2.0;
     let ratio = per_call / floor;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cores usable: {cores}");
     println!("floor p50: {before:.1} us before the demo, {after:.1} us after (mean {floor:.1})");
+    println!(
+        "design floor p50: {design_before:.1} us before, {design_after:.1} us after \
+         (mean {design:.1}, {:.2}x the floor)",
+        design / floor
+    );
     println!("demo: {rounds} rounds, {per_call:.1} us per remote call");
-    println!("ratio: {ratio:.2}x the floor's p50 (goal <= {GOAL})");
+    println!(
+        "ratio: {ratio:.2}x the floor's p50 (goal <= {GOAL}); {:.2}x the design floor's",
+        per_call / design
+    );
     if ratio <= GOAL {
         ExitCode::SUCCESS
     } else {
@@ -83,9 +104,29 @@ fn node_binary() -> PathBuf {
 fn floor_p50() -> f64 {
     let mut floor = Floor::start();
     floor.latencies(1_000); // warm-up
-    let mut v = floor.latencies(FLOOR_SAMPLES);
+    p50(floor.latencies(FLOOR_SAMPLES))
+}
+
+fn design_p50(spin: Duration) -> f64 {
+    let mut design = DesignFloor::start(spin);
+    design.latencies(1_000); // warm-up
+    p50(design.latencies(FLOOR_SAMPLES))
+}
+
+fn p50(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The nodes' spin: `--spin-us` if given, else `NodeConfig`'s default.
+fn spin_of(node_args: &[String]) -> Duration {
+    node_args
+        .iter()
+        .position(|a| a == "--spin-us")
+        .and_then(|i| node_args.get(i + 1)?.parse().ok())
+        .map_or(avm::node::NodeConfig::new("default").spin, |us| {
+            Duration::from_micros(us)
+        })
 }
 
 /// Runs beta and alpha; alpha's microseconds per remote call.
