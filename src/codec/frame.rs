@@ -90,6 +90,14 @@ impl FrameDecoder {
         self.max_frame
     }
 
+    /// Raises the maximum payload length for every frame whose header has
+    /// not been checked yet (a connection starts small and is trusted with
+    /// more once it has said who it is). Never lowers it: the buffer may
+    /// already hold a frame of the old size.
+    pub fn raise_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = self.max_frame.max(max_frame.min(u32::MAX as usize));
+    }
+
     /// Bytes received but not yet returned as frames (non-zero at EOF
     /// means a truncated frame).
     pub fn buffered(&self) -> usize {
@@ -415,6 +423,30 @@ mod tests {
         let frames = feed(&mut dec, &bytes, 1500).unwrap();
         assert_eq!(frames.len(), 10_000);
         assert_eq!(dec.buf_len(), INITIAL_BUF);
+    }
+
+    #[test]
+    fn raised_limit_applies_to_the_next_header_only() {
+        let mut dec = FrameDecoder::new(4);
+        let bytes = [frame(b"abcd"), frame(b"abcdef")].concat();
+        // The buffer starts at max_frame + 4 = 8 bytes: the first frame.
+        let took = dec.fill(&bytes);
+        assert_eq!(took, 8);
+        assert_eq!(dec.next_frame().unwrap(), Some(&b"abcd"[..]));
+        dec.raise_max_frame(8);
+        dec.raise_max_frame(2); // never lowers
+        assert_eq!(dec.max_frame(), 8);
+        // The buffer now grows to the larger frame.
+        let mut rest = &bytes[took..];
+        while !rest.is_empty() {
+            rest = &rest[dec.fill(rest)..];
+        }
+        assert_eq!(dec.next_frame().unwrap(), Some(&b"abcdef"[..]));
+        dec.fill(&frame(b"abcdefghi"));
+        assert!(matches!(
+            dec.next_frame(),
+            Err(FrameError::TooLarge { len: 9, max: 8 })
+        ));
     }
 
     #[test]

@@ -23,6 +23,11 @@ use mio::Interest;
 use crate::codec::{self, FrameDecoder, Message};
 use crate::vm::MachineId;
 
+/// The largest frame accepted before the peer's `hello`: a hello is a few
+/// dozen bytes, and a stranger that has not said who it is should not
+/// make us buffer a full `max_frame` (16 MiB by default) per connection.
+pub const HELLO_MAX_FRAME: usize = 4096;
+
 /// What the peer told us in its `hello`.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -97,7 +102,7 @@ impl Conn {
             stream,
             remote,
             serial,
-            decoder: Some(FrameDecoder::new(max_frame)),
+            decoder: Some(FrameDecoder::new(max_frame.min(HELLO_MAX_FRAME))),
             out: Vec::with_capacity(4096),
             written: 0,
             max_frame,

@@ -142,20 +142,32 @@ impl Reactor {
             };
             let done = conn.read_some(decoder);
             loop {
+                let greeted = self.conns[key].peer.is_some();
                 let payload = match decoder.next_frame() {
                     Ok(Some(payload)) => payload,
                     Ok(None) => break,
-                    Err(e) => return Err(format!("bad frame: {e}")),
+                    Err(e) if greeted => return Err(format!("bad frame: {e}")),
+                    Err(e) => return Err(format!("bad frame before `hello`: {e}")),
                 };
                 match codec::decode(payload) {
                     Ok(msg) => self.handle_message(key, msg)?,
-                    Err(e) if e.is_unknown_type() => {
+                    Err(e) if e.is_unknown_type() && greeted => {
                         warn!("{}: ignoring a message: {e}", self.conns[key].label())
+                    }
+                    // Lifecycle rule 1: the first frame must be `hello`,
+                    // even where an unknown type would later be ignored.
+                    Err(e) if e.is_unknown_type() => {
+                        return Err(format!("first frame was not `hello`: {e}"))
                     }
                     Err(e) => return Err(format!("bad message: {e}")),
                 }
-                if !matches!(self.conns.get(key), Some(c) if c.serial == serial) {
-                    return Ok(ReadOutcome::Open);
+                match self.conns.get(key) {
+                    Some(c) if c.serial == serial => {
+                        if !greeted && c.peer.is_some() {
+                            decoder.raise_max_frame(self.config.max_frame);
+                        }
+                    }
+                    _ => return Ok(ReadOutcome::Open),
                 }
             }
             if let Some(outcome) = done {

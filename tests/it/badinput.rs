@@ -66,7 +66,9 @@ enum Expect {
 #[test]
 fn each_bad_input_is_logged_and_closes_only_its_connection() {
     let port = free_port();
-    let max_frame = 4096u32;
+    // Over the 4 KiB a stranger may send before its `hello`, so that the
+    // two limits are told apart.
+    let max_frame = 8192u32;
     let beta = NodeProc::start(
         "beta",
         port,
@@ -84,6 +86,8 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
 
     let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("no hello first", json_frame(&json!({"type":"ping","nonce":1})), Expect::Closed("first frame was `ping`")),
+        ("unknown type before hello", json_frame(&json!({"type":"gossip"})), Expect::Closed("first frame was not `hello`: unknown message type")),
+        ("frame over 4 KiB before hello", 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before `hello`: frame length 5000 over the maximum 4096")),
         ("second hello", [hello("c2", 302), hello("c2", 302)].concat(), Expect::Closed("a second `hello`")),
         ("length 0", [hello("c3", 303), vec![0, 0, 0, 0]].concat(), Expect::Closed("frame length 0")),
         ("length over the maximum", [hello("c4", 304), (max_frame + 1).to_be_bytes().to_vec()].concat(), Expect::Closed("over the maximum")),
