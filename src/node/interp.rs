@@ -287,8 +287,10 @@ impl Interpreter {
                     .insert(id, machine, behavior.as_deref());
                 self.check_demo_wait(Instant::now());
             }
-            Event::Gone { id } => {
-                if let Some(machine) = self.vm.directory_mut().remove(id) {
+            Event::Gone { id, machine } => {
+                // Only the object's own machine may retire it.
+                if self.vm.directory().machine_of(id) == Some(&machine) {
+                    self.vm.directory_mut().remove(id);
                     info!("directory: object {id} on {machine} was destroyed");
                 }
             }

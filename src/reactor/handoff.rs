@@ -87,8 +87,8 @@ pub enum Event {
         machine: MachineId,
         behavior: Option<Arc<str>>,
     },
-    /// `destroy_notify`.
-    Gone { id: ObjectId },
+    /// `destroy_notify` from `machine`: forget `id` if it was placed there.
+    Gone { id: ObjectId, machine: MachineId },
     /// The first connection to `machine` completed its hellos.
     PeerUp { machine: MachineId },
     /// The last connection to `machine` closed.
@@ -332,7 +332,10 @@ mod tests {
             }
         });
         rx.recv().unwrap();
-        h.send_events(&mut vec![Event::Gone { id: ObjectId(7) }]);
+        h.send_events(&mut vec![Event::Gone {
+            id: ObjectId(7),
+            machine: MachineId::new("beta"),
+        }]);
         assert_eq!(interp.join().unwrap(), 1);
     }
 }

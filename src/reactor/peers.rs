@@ -172,11 +172,17 @@ impl Reactor {
                     "call #{:#x} <- {} for object {}",
                     call.request_id, peer.machine, call.target
                 );
-                let sender_machine = if *call.sender_machine == *peer.machine.as_str() {
-                    peer.machine
-                } else {
-                    MachineId::new(&call.sender_machine)
-                };
+                // The requester hosts the sender, and only this connection
+                // reaches it: a call naming another machine would place its
+                // sender where we may never connect (and let a peer grow
+                // our directory with machines that do not exist).
+                if *call.sender_machine != *peer.machine.as_str() {
+                    debug!(
+                        "{}: call #{:#x} names sender_machine `{}`; placing its sender on {} instead",
+                        peer.machine, call.request_id, call.sender_machine, peer.machine
+                    );
+                }
+                let sender_machine = peer.machine;
                 self.events.push(Event::Inbound {
                     inbound: super::handoff::InboundId(id),
                     target: call.target,
@@ -217,19 +223,23 @@ impl Reactor {
                     );
                     return Ok(());
                 }
-                let machine = if *notify.machine_id == *peer.machine.as_str() {
-                    peer.machine
-                } else {
-                    MachineId::new(&notify.machine_id)
-                };
+                // "creator -> all": a node announces only its own objects.
+                if *notify.machine_id != *peer.machine.as_str() {
+                    warn!(
+                        "{}: create_notify places {} on `{}`, not on the sender; ignored",
+                        peer.machine, notify.object_id, notify.machine_id
+                    );
+                    return Ok(());
+                }
                 self.events.push(Event::Located {
                     id: notify.object_id,
-                    machine,
+                    machine: peer.machine,
                     behavior: notify.behavior.map(|b| b.as_ref().into()),
                 });
             }
             Message::DestroyNotify(notify) => self.events.push(Event::Gone {
                 id: notify.object_id,
+                machine: peer.machine,
             }),
             Message::Ping(ping) => {
                 let pong = Message::Pong(codec::Pong { nonce: ping.nonce });

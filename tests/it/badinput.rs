@@ -102,6 +102,8 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
         ("hello with beta's own node_prefix", hello("c13", own_prefix), Expect::Closed("has our node_prefix")),
         ("call_response for an unknown request_id", [hello("c14", 314), json_frame(&json!({"type":"call_response","request_id":999,"result":{"Ok":"Nothing"}}))].concat(), Expect::Open("unknown request_id")),
         ("unknown type", [hello("c15", 315), json_frame(&json!({"type":"gossip","about":"x"}))].concat(), Expect::Open("unknown message type")),
+        ("create_notify placing an object elsewhere", [hello("c17", 317), json_frame(&json!({"type":"create_notify","object_id":(317u64 << 48) | 1,"machine_id":"ghost"}))].concat(), Expect::Open("not on the sender; ignored")),
+        ("a frame up to --max-frame after hello", [hello("c18", 318), json_frame(&json!({"type":"gossip","pad":"x".repeat(6000)}))].concat(), Expect::Open("hello from c18")),
     ];
     for (case, bytes, expect) in cases {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -218,6 +218,43 @@ fn ping_pong(s: &mut TcpStream, nonce: u64) {
     }
 }
 
+/// A peer announces and retires only its own objects: a stranger's
+/// `destroy_notify` for beta's pong leaves alpha's directory as it was.
+#[test]
+fn a_peer_cannot_retire_another_machines_object() {
+    let pb = free_port();
+    let beta = NodeProc::start("beta", pb, &["--demo"]);
+    let pong: u64 = beta
+        .log_value("created pong", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let alpha = embedded("alpha", vec![format!("127.0.0.1:{pb}")], |_| {});
+    let within = Duration::from_secs(20);
+    assert_eq!(
+        eventually(&alpha, || one_shot(pong), &done_1(), within),
+        done_1()
+    );
+
+    let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    send(
+        &mut s,
+        &json!({"type":"hello","version":1,"machine_id":"mallory","node_prefix":66}),
+    );
+    assert_eq!(recv(&mut s)["type"], "hello");
+    send(&mut s, &json!({"type":"destroy_notify","object_id":pong}));
+    // The pong proves alpha's reactor has taken the notice in; the
+    // interpreter handles it before the next submitted program.
+    ping_pong(&mut s, 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        run(&alpha, one_shot(pong)),
+        done_1(),
+        "a stranger's destroy_notify made alpha forget pong"
+    );
+    alpha.shutdown();
+}
+
 #[test]
 fn sigterm_and_sigint_exit_zero_promptly() {
     for signal in ["TERM", "INT"] {
