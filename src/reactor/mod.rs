@@ -506,12 +506,15 @@ impl Reactor {
         self.mark_dirty(entry.conn);
     }
 
-    /// Queues `msg` on every connection past its hellos.
+    /// Queues `msg` on every connection past its hellos, retired ones
+    /// included: a retired connection is promoted back if the winner
+    /// closes first, and must not have missed a notice meanwhile. The peer
+    /// then sees a notice twice, which is harmless: notices are idempotent.
     fn broadcast(&mut self, msg: &Message<'_>) {
         let keys: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Ready && !c.retired)
+            .filter(|(_, c)| c.phase == Phase::Ready)
             .map(|(k, _)| k)
             .collect();
         for key in keys {

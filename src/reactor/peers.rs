@@ -388,7 +388,8 @@ impl Reactor {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if conn.serial != serial {
+        // Promoted back (the winner closed first): it is the connection now.
+        if conn.serial != serial || !conn.retired {
             return;
         }
         if conn.calls_out == 0 && conn.calls_in == 0 && conn.unsent() == 0 {
