@@ -302,10 +302,6 @@ impl Reactor {
             conn.label(),
             hello.node_prefix
         );
-        if let Some(slot) = conn.dial_slot {
-            self.dials[slot].failures = 0;
-        }
-
         match self.active.get(&machine).copied() {
             None => {
                 self.active.insert(machine.clone(), key);
@@ -417,6 +413,16 @@ impl Reactor {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let label = conn.label();
+        // A connection that outlived the refusal window was a working one:
+        // its loss restarts the backoff. One closed sooner keeps growing it,
+        // so a peer that refuses us is not redialled ten times a second.
+        let lasted = conn.hello_at.is_some_and(|t| t.elapsed() >= REFUSAL_WINDOW);
+        let first_refusal = conn
+            .dial_slot
+            .is_some_and(|slot| self.dials[slot].failures == 0);
+        if let (true, Some(slot)) = (lasted, conn.dial_slot) {
+            self.dials[slot].failures = 0;
+        }
         if !log {
             // The caller logged why.
         } else if conn.retired {
@@ -428,7 +434,13 @@ impl Reactor {
             && conn.hello_at.is_some_and(|t| t.elapsed() < REFUSAL_WINDOW)
             && conn.calls_in + conn.calls_out == 0
         {
-            warn!(
+            let say = if first_refusal {
+                crate::log::Level::Warn
+            } else {
+                crate::log::Level::Debug
+            };
+            crate::log_at!(
+                say,
                 "connection to {label} closed right after the hellos ({reason}): the peer probably \
                  refused us (is our machine_id or node_prefix already in use there? see its log)"
             );

@@ -255,6 +255,30 @@ fn a_peer_cannot_retire_another_machines_object() {
     alpha.shutdown();
 }
 
+/// A node its peer refuses (its name is taken there) is redialled with a
+/// growing backoff, as an unreachable one is, not every 100 ms.
+#[test]
+fn refused_node_backs_off() {
+    let pb = free_port();
+    let beta = NodeProc::start("beta", pb, &["--demo", "--keepalive-ms", "10000"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    // A raw client holds the name `twin` at beta.
+    let (_holder, _) = hello_beta(pb, "twin", 401);
+    let _twin = NodeProc::start("twin", free_port(), &["--peer", &format!("127.0.0.1:{pb}")]);
+    beta.wait_for_log("collides with connected peer", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let refusals = beta
+        .stderr()
+        .matches("collides with connected peer")
+        .count();
+    // 100 ms doubling to 2 s: at most 6 attempts in 3 s; 30 without backoff.
+    assert!(
+        refusals <= 8,
+        "twin was refused {refusals} times in 3 s:\n{}",
+        beta.stderr()
+    );
+}
+
 #[test]
 fn sigterm_and_sigint_exit_zero_promptly() {
     for signal in ["TERM", "INT"] {
