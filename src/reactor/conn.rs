@@ -75,8 +75,8 @@ pub struct Conn {
     /// Lost the duplicate-connection tie: no new calls go out on it; it
     /// closes once nothing is in flight either way.
     pub retired: bool,
-    /// Lost a tie at some point (stays set if later promoted back).
-    pub ever_retired: bool,
+    /// When it lost a tie (stays set if later promoted back).
+    pub retired_at: Option<Instant>,
     /// Our calls on this connection still awaiting a response.
     pub calls_out: u32,
     /// The peer's calls on this connection we have not answered yet.
@@ -114,7 +114,7 @@ impl Conn {
             dial_slot,
             peer: None,
             retired: false,
-            ever_retired: false,
+            retired_at: None,
             calls_out: 0,
             calls_in: 0,
             write_interest: false,

@@ -565,3 +565,7 @@ pub const PEER_CLOSED: &str = "peer closed the connection";
 
 /// Retire timers re-check at this interval.
 const RETIRE_CHECK: Duration = Duration::from_millis(200);
+/// A retired connection stays at least this long: the peer may have
+/// chosen it for calls before the other connection's hellos reached it,
+/// and such calls arrive up to a round trip after we retired it.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);

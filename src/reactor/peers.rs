@@ -7,7 +7,9 @@
 //! the same answer from the same facts, so they agree without talking.
 //! The loser is *retired*, not cut: no new calls go out on it, answers
 //! still do, and it closes once nothing is in flight on it (checked every
-//! `RETIRE_CHECK`). Cutting it at once would fail any call that crossed
+//! `RETIRE_CHECK`), and not before `RETIRE_GRACE` has passed: a peer
+//! across a slow link may still send on it for a round trip after we
+//! retired it. Cutting it at once would fail any call that crossed
 //! the hellos on it.
 //!
 //! Two connections from the *same* direction claiming one machine are not
@@ -24,7 +26,7 @@ use crate::{debug, info, warn};
 use super::conn::{Peer, Phase};
 use super::handoff::Event;
 use super::timer::Timer;
-use super::{Inbound, Reactor, PEER_CLOSED, RETIRE_CHECK};
+use super::{Inbound, Reactor, PEER_CLOSED, RETIRE_CHECK, RETIRE_GRACE};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
@@ -335,7 +337,7 @@ impl Reactor {
                 );
                 self.active.insert(machine.clone(), winner);
                 self.conns[loser].retired = true;
-                self.conns[loser].ever_retired = true;
+                self.conns[loser].retired_at = Some(Instant::now());
                 let serial = self.conns[loser].serial;
                 self.timers.schedule(
                     Instant::now() + RETIRE_CHECK,
@@ -388,7 +390,10 @@ impl Reactor {
         if conn.serial != serial || !conn.retired {
             return;
         }
-        if conn.calls_out == 0 && conn.calls_in == 0 && conn.unsent() == 0 {
+        let graced = conn
+            .retired_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_GRACE);
+        if graced && conn.calls_out == 0 && conn.calls_in == 0 && conn.unsent() == 0 {
             self.close(key, "duplicate connection retired");
         } else {
             self.timers
@@ -430,7 +435,7 @@ impl Reactor {
         } else if conn.phase == Phase::Ready
             && reason == PEER_CLOSED
             && conn.dial_slot.is_some()
-            && !conn.ever_retired
+            && conn.retired_at.is_none()
             && conn.hello_at.is_some_and(|t| t.elapsed() < REFUSAL_WINDOW)
             && conn.calls_in + conn.calls_out == 0
         {

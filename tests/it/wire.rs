@@ -126,3 +126,50 @@ fn protocol_client_plays_alpha_against_demo_beta() {
         json!({"type":"call_response","request_id":1,"result":{"Ok":done}})
     );
 }
+
+/// The tie rule's loser is not cut while a slow peer may still use it. A
+/// peer that saw our hello on the losing connection before the other
+/// connection's hellos may send a call on it up to a round trip after the
+/// node retired it; that call is answered.
+#[test]
+fn call_on_the_retired_connection_from_a_slow_peer_is_answered() {
+    // We are machine `aaa` (sorts before `beta`): of the two connections,
+    // the one we dial survives and the one beta dials to us is retired.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let our_port = listener.local_addr().unwrap().port();
+    let pb = free_port();
+    let beta = NodeProc::start(
+        "beta",
+        pb,
+        &["--demo", "--peer", &format!("127.0.0.1:{our_port}")],
+    );
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let (_kept, pong) = hello_beta(pb, "aaa", PREFIX);
+    let (mut spare, _) = listener.accept().unwrap();
+    spare
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(recv(&mut spare)["type"], "hello");
+    send(
+        &mut spare,
+        &json!({"type":"hello","version":1,"machine_id":"aaa","node_prefix":PREFIX}),
+    );
+    beta.wait_for_log("keeping the one dialled by aaa", Duration::from_secs(10));
+
+    // Half a second later, as from across a slow link.
+    std::thread::sleep(Duration::from_millis(500));
+    let input = json!({"List":[{"Str":"Ping"},{"Nat":1},{"Nat":1},{"ObjectRef":pong}]});
+    send(
+        &mut spare,
+        &json!({"type":"call","request_id":1,"target":pong,"input":input,
+                "sender":0,"sender_machine":"aaa"}),
+    );
+    let answer = loop {
+        let msg = recv(&mut spare);
+        if msg["type"] == "call_response" {
+            break msg;
+        }
+    };
+    let done = json!({"List":[{"Str":"done"},{"Nat":1}]});
+    assert_eq!(answer["result"], json!({ "Ok": done }), "{answer}");
+}
