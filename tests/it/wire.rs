@@ -127,24 +127,22 @@ fn protocol_client_plays_alpha_against_demo_beta() {
     );
 }
 
-/// The tie rule's loser is not cut while a slow peer may still use it. A
-/// peer that saw our hello on the losing connection before the other
-/// connection's hellos may send a call on it up to a round trip after the
-/// node retired it; that call is answered.
-#[test]
-fn call_on_the_retired_connection_from_a_slow_peer_is_answered() {
-    // We are machine `aaa` (sorts before `beta`): of the two connections,
-    // the one we dial survives and the one beta dials to us is retired.
+/// Says hello to a `--demo` beta on two connections as `aaa` (which sorts
+/// before `beta`): the one we dial survives the tie rule, the one beta
+/// dials to us (through `--peer`) is retired. Returns beta, pong's id, the
+/// kept connection and the retired one.
+fn two_connections_to_beta(extra: &[&str]) -> (NodeProc, u64, TcpStream, TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let our_port = listener.local_addr().unwrap().port();
     let pb = free_port();
-    let beta = NodeProc::start(
-        "beta",
-        pb,
-        &["--demo", "--peer", &format!("127.0.0.1:{our_port}")],
-    );
+    let peer = format!("127.0.0.1:{our_port}");
+    let args: Vec<&str> = ["--demo", "--peer", &peer]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let beta = NodeProc::start("beta", pb, &args);
     beta.wait_for_log("created pong", Duration::from_secs(30));
-    let (_kept, pong) = hello_beta(pb, "aaa", PREFIX);
+    let (kept, pong) = hello_beta(pb, "aaa", PREFIX);
     let (mut spare, _) = listener.accept().unwrap();
     spare
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -155,21 +153,53 @@ fn call_on_the_retired_connection_from_a_slow_peer_is_answered() {
         &json!({"type":"hello","version":1,"machine_id":"aaa","node_prefix":PREFIX}),
     );
     beta.wait_for_log("keeping the one dialled by aaa", Duration::from_secs(10));
+    (beta, pong, kept, spare)
+}
 
-    // Half a second later, as from across a slow link.
-    std::thread::sleep(Duration::from_millis(500));
+/// Calls pong on `s` with a game that ends at once; asserts `["done", 1]`.
+fn one_shot_on(s: &mut TcpStream, pong: u64, request_id: u64) {
     let input = json!({"List":[{"Str":"Ping"},{"Nat":1},{"Nat":1},{"ObjectRef":pong}]});
     send(
-        &mut spare,
-        &json!({"type":"call","request_id":1,"target":pong,"input":input,
+        s,
+        &json!({"type":"call","request_id":request_id,"target":pong,"input":input,
                 "sender":0,"sender_machine":"aaa"}),
     );
     let answer = loop {
-        let msg = recv(&mut spare);
+        let msg = recv(s);
         if msg["type"] == "call_response" {
             break msg;
         }
     };
     let done = json!({"List":[{"Str":"done"},{"Nat":1}]});
+    assert_eq!(answer["request_id"], request_id, "{answer}");
     assert_eq!(answer["result"], json!({ "Ok": done }), "{answer}");
+}
+
+/// The tie rule's loser is not cut while a slow peer may still use it. A
+/// peer that saw our hello on the losing connection before the other
+/// connection's hellos may send a call on it up to a round trip after the
+/// node retired it; that call is answered.
+#[test]
+fn call_on_the_retired_connection_from_a_slow_peer_is_answered() {
+    let (_beta, pong, _kept, mut spare) = two_connections_to_beta(&[]);
+    // Half a second later, as from across a slow link.
+    std::thread::sleep(Duration::from_millis(500));
+    one_shot_on(&mut spare, pong, 1);
+}
+
+/// When the survivor closes first, the retired connection takes over and
+/// stays: its old retirement timer must not close it once idle.
+#[test]
+fn retired_connection_promoted_after_the_survivor_closes_stays() {
+    let (beta, pong, kept, mut spare) = two_connections_to_beta(&["--keepalive-ms", "10000"]);
+    drop(kept);
+    beta.wait_for_log("peer closed the connection", Duration::from_secs(10));
+    // Past the retirement grace and its next check.
+    std::thread::sleep(Duration::from_millis(2600));
+    one_shot_on(&mut spare, pong, 1);
+    assert!(
+        !beta.stderr().contains("peer aaa left"),
+        "{}",
+        beta.stderr()
+    );
 }
