@@ -43,6 +43,27 @@ fn done_1() -> Val {
     Val::just(Val::List(vec![Val::str("done"), Val::Nat(1)]))
 }
 
+/// A `--demo` beta on `port`, and its pong's id.
+fn demo_beta(port: u16) -> (NodeProc, u64) {
+    let beta = NodeProc::start("beta", port, &["--demo"]);
+    let pong = beta
+        .log_value("created pong", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    (beta, pong)
+}
+
+/// An embedded alpha dialling the beta on `port`, once it has reached `pong`.
+fn alpha_reaching(port: u16, pong: u64) -> Node {
+    let alpha = embedded("alpha", vec![format!("127.0.0.1:{port}")], |_| {});
+    let within = Duration::from_secs(20);
+    assert_eq!(
+        eventually(&alpha, || one_shot(pong), &done_1(), within),
+        done_1()
+    );
+    alpha
+}
+
 /// Retries `program` until it answers `want` or `within` passes.
 fn eventually(node: &Node, make: impl Fn() -> Program, want: &Val, within: Duration) -> Val {
     let deadline = Instant::now() + within;
@@ -100,17 +121,9 @@ fn killed_peer_fails_a_running_demo_within_3s() {
 #[test]
 fn restarted_peer_is_reached_again_without_restarting_anyone() {
     let pb = free_port();
-    let beta = NodeProc::start("beta", pb, &["--demo"]);
-    let pong1: u64 = beta
-        .log_value("created pong", Duration::from_secs(30))
-        .parse()
-        .unwrap();
-    let alpha = embedded("alpha", vec![format!("127.0.0.1:{pb}")], |_| {});
+    let (beta, pong1) = demo_beta(pb);
+    let alpha = alpha_reaching(pb, pong1);
     let within = Duration::from_secs(20);
-    assert_eq!(
-        eventually(&alpha, || one_shot(pong1), &done_1(), within),
-        done_1()
-    );
 
     drop(beta); // SIGKILL
     assert_eq!(
@@ -125,11 +138,7 @@ fn restarted_peer_is_reached_again_without_restarting_anyone() {
         "a call to a down peer took {fail_fast:?}"
     );
 
-    let beta = NodeProc::start("beta", pb, &["--demo"]);
-    let pong2: u64 = beta
-        .log_value("created pong", Duration::from_secs(30))
-        .parse()
-        .unwrap();
+    let (_beta, pong2) = demo_beta(pb);
     assert_ne!(pong1, pong2, "a new life mints new ids");
     assert!(pong2 > pong1, "boot-epoch counters grow across lives");
     assert_eq!(
@@ -223,17 +232,8 @@ fn ping_pong(s: &mut TcpStream, nonce: u64) {
 #[test]
 fn a_peer_cannot_retire_another_machines_object() {
     let pb = free_port();
-    let beta = NodeProc::start("beta", pb, &["--demo"]);
-    let pong: u64 = beta
-        .log_value("created pong", Duration::from_secs(30))
-        .parse()
-        .unwrap();
-    let alpha = embedded("alpha", vec![format!("127.0.0.1:{pb}")], |_| {});
-    let within = Duration::from_secs(20);
-    assert_eq!(
-        eventually(&alpha, || one_shot(pong), &done_1(), within),
-        done_1()
-    );
+    let (_beta, pong) = demo_beta(pb);
+    let alpha = alpha_reaching(pb, pong);
 
     let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
