@@ -210,7 +210,9 @@ fn resolve(w: &World, tx: Option<&Tx>, id: ObjectId) -> Result<u32, VmError> {
     }
     match w.objects.get(&id) {
         Some(o) => Ok(o.behavior),
-        None if w.tombstones.contains(&id) => Err(VmError::DestroyedObject(id)),
+        // Ours, minted in this life, and gone: ids are never reused, so no
+        // set of destroyed ids needs keeping (it would grow forever).
+        None if w.ids.minted(id.0) => Err(VmError::DestroyedObject(id)),
         None => Err(VmError::UnknownObject(id)),
     }
 }
@@ -469,7 +471,6 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
 
 fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
-        w.tombstones.insert(id);
         w.trace
             .record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed { id });
         out.push(Output::Destroyed { id });

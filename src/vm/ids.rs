@@ -140,21 +140,32 @@ impl std::error::Error for CounterExhausted {}
 #[derive(Clone, Debug)]
 pub struct FreshIdGen {
     prefix: u16,
+    /// The first counter of this generator's life; `first..next` were minted.
+    first: u64,
     next: u64,
 }
 
 impl FreshIdGen {
     pub fn with_prefix(prefix: u16) -> FreshIdGen {
-        FreshIdGen { prefix, next: 1 }
+        FreshIdGen::with_prefix_from(prefix, 1)
     }
 
     /// Starts the counter at `first` (a restarted node skips the range its
     /// previous life used). `first` is clamped to at least 1.
     pub fn with_prefix_from(prefix: u16, first: u64) -> FreshIdGen {
+        let first = first.max(1);
         FreshIdGen {
             prefix,
-            next: first.max(1),
+            first,
+            next: first,
         }
+    }
+
+    /// Whether this generator handed out `raw` (in this life: a restarted
+    /// node's generator starts past its previous life's ids).
+    pub fn minted(&self, raw: u64) -> bool {
+        raw >> COUNTER_BITS == u64::from(self.prefix)
+            && (self.first..self.next).contains(&(raw & COUNTER_MAX))
     }
 
     pub fn prefix(&self) -> u16 {

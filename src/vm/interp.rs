@@ -77,7 +77,7 @@
 //! back to a small pool, so steady-state local calls and remote round
 //! trips allocate only for the values the behaviors build.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -190,14 +190,12 @@ impl Hasher for IdHasher {
 }
 
 pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
-type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
 
 /// Everything but the chains, so the engine can borrow a chain and the
 /// world at once.
 pub(crate) struct World {
     pub(crate) machine: MachineId,
     pub(crate) objects: IdMap<Obj>,
-    pub(crate) tombstones: IdSet,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     pub(crate) next_tx: u64,
@@ -244,7 +242,6 @@ impl Vm {
             world: World {
                 machine: config.machine,
                 objects: IdMap::default(),
-                tombstones: IdSet::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,

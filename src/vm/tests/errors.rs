@@ -51,6 +51,31 @@ fn destroyed_object() {
     );
 }
 
+/// "Destroyed" is told from "not found" by the id generator alone: only
+/// ids this vm minted in this life can have been destroyed here.
+#[test]
+fn ids_never_minted_here_are_not_found_not_destroyed() {
+    let mut cfg = VmConfig::new(MachineId::new("alpha"), 3);
+    cfg.first_counter = 1000;
+    let mut vm = Vm::new(cfg, registry(), pures());
+    let cell = vm.create_object("cell").unwrap();
+    assert_eq!(cell.counter(), 1000);
+    let earlier_life = ObjectId((3 << 48) | 999);
+    let not_yet = ObjectId((3 << 48) | 1001);
+    let other_prefix = ObjectId((4 << 48) | 1000);
+    for id in [earlier_life, not_yet, other_prefix] {
+        assert_eq!(
+            run_call(&mut vm, id, Val::Nat(1)),
+            Err(VmError::UnknownObject(id))
+        );
+    }
+    run_program(&mut vm, destroy_obj(cell)).unwrap();
+    assert_eq!(
+        run_call(&mut vm, cell, Val::Nat(1)),
+        Err(VmError::DestroyedObject(cell))
+    );
+}
+
 #[test]
 fn counter_exhausted() {
     let mut cfg = VmConfig::new(MachineId::new("alpha"), 3);
