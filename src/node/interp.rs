@@ -29,6 +29,12 @@ use crate::{debug, info, warn};
 use super::demo::{DemoReport, DemoRole};
 use super::Outcome;
 
+/// When the orchestrator stops waiting for a `pong`; `None`: never (a wait
+/// too long to add to an `Instant`, such as `--demo-wait` 2^64-1).
+fn give_up(since: Instant, wait: Duration) -> Option<Instant> {
+    since.checked_add(wait)
+}
+
 /// Origin tags of chains, as the vm hands them back in `Output::Finished`:
 /// inbound ids from the reactor have a 31-bit generation in their top
 /// half, so bit 63 is free to mark chains started on this node.
@@ -174,7 +180,7 @@ impl Interpreter {
                 wait,
                 next_note,
                 ..
-            } => Some((*next_note).min(*since + *wait)),
+            } => Some(give_up(*since, *wait).map_or(*next_note, |g| g.min(*next_note))),
             _ => None,
         }
     }
@@ -213,7 +219,7 @@ impl Interpreter {
                     )))
                 }
             }
-        } else if now >= since + wait {
+        } else if give_up(since, wait).is_some_and(|g| now >= g) {
             self.outcome = Some(Outcome::DemoFailed(format!(
                 "no `pong` object appeared within {wait:?}; is the serving node (--demo without --rounds) running and reachable?"
             )));

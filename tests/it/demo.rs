@@ -143,6 +143,29 @@ fn orchestrator_without_pong_gives_up_with_a_clear_error() {
     );
 }
 
+/// A wait too long to add to a clock reading means "wait for ever", not a
+/// panic of the interpreter thread.
+#[test]
+fn orchestrator_with_an_endless_wait_keeps_waiting() {
+    let mut alpha = NodeProc::start(
+        "alpha",
+        free_port(),
+        &[
+            "--demo",
+            "--rounds",
+            "3",
+            "--demo-wait",
+            &u64::MAX.to_string(),
+        ],
+    );
+    alpha.wait_for_log("waiting for a `pong`", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alpha.exited(), "{}", alpha.stderr());
+    alpha.signal("TERM");
+    alpha.wait_exit(Duration::from_secs(30));
+    assert!(!alpha.stderr().contains("panicked"), "{}", alpha.stderr());
+}
+
 fn beta_port(beta: &NodeProc) -> u16 {
     let log = beta.stderr();
     let line = log
