@@ -29,6 +29,19 @@ use crate::{debug, info, warn};
 use super::demo::{DemoReport, DemoRole};
 use super::Outcome;
 
+/// The answer to a program submitted to a node that has stopped.
+pub const NODE_STOPPED: &str = "node stopped";
+
+/// Answers every `Event::Run` in `events` with [`NODE_STOPPED`]; drops the
+/// rest (the interpreter that would have handled them has ended).
+pub fn refuse_runs(events: Vec<Event>) {
+    for event in events {
+        if let Event::Run { reply, .. } = event {
+            let _ = reply.send(Err(NODE_STOPPED.into()));
+        }
+    }
+}
+
 /// When the orchestrator stops waiting for a `pong`; `None`: never (a wait
 /// too long to add to an `Instant`, such as `--demo-wait` 2^64-1).
 fn give_up(since: Instant, wait: Duration) -> Option<Instant> {
@@ -114,6 +127,16 @@ impl Interpreter {
     pub fn run(mut self) -> Outcome {
         self.handoff.register_interpreter();
         self.start_role();
+        let outcome = self.event_loop();
+        // Nobody will answer programs submitted now or still running.
+        refuse_runs(self.handoff.interpreter_ended());
+        for reply in self.submitted.drain() {
+            let _ = reply.send(Err(NODE_STOPPED.into()));
+        }
+        outcome
+    }
+
+    fn event_loop(&mut self) -> Outcome {
         let mut spin_until = Instant::now();
         loop {
             self.vm.run(&mut self.outputs);

@@ -212,10 +212,12 @@ impl Node {
     /// Runs `program` as a new chain on this node's interpreter; its result
     /// arrives on the returned channel. For embedding and benchmarks: the
     /// program may call objects anywhere in the cluster.
+    /// Once the node has stopped, the result is `Err("node stopped")`.
     pub fn submit(&self, program: Program) -> Receiver<Result<Val, String>> {
         let (reply, result) = std::sync::mpsc::channel();
         self.handoff
             .send_events(&mut vec![Event::Run { program, reply }]);
+        interp::refuse_runs(self.handoff.events_unclaimed());
         result
     }
 

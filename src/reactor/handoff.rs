@@ -119,6 +119,8 @@ pub struct Handoff {
     /// has taken the backlog.
     reactor_paused: AtomicBool,
     interpreter: OnceLock<Thread>,
+    /// The interpreter thread has ended: nobody takes events any more.
+    interpreter_gone: AtomicBool,
 }
 
 impl Handoff {
@@ -131,7 +133,31 @@ impl Handoff {
             backlog: AtomicUsize::new(0),
             reactor_paused: AtomicBool::new(false),
             interpreter: OnceLock::new(),
+            interpreter_gone: AtomicBool::new(false),
         })
+    }
+
+    /// Interpreter, as it ends: from now on whoever queues an event drains
+    /// the queue itself ([`Handoff::events_unclaimed`]). Returns what was
+    /// still queued.
+    pub fn interpreter_ended(&self) -> Vec<Event> {
+        self.interpreter_gone.store(true, Ordering::Relaxed);
+        // ORDERING: pairs with the fence in `events_unclaimed`: either the
+        // other side sees the flag, or we see its event here.
+        fence(Ordering::SeqCst);
+        std::mem::take(&mut *lock(&self.events))
+    }
+
+    /// After queueing events: if the interpreter has ended, takes them back
+    /// (and anything else queued), since nobody else will.
+    pub fn events_unclaimed(&self) -> Vec<Event> {
+        // ORDERING: pairs with the fence in `interpreter_ended`.
+        fence(Ordering::SeqCst);
+        if self.interpreter_gone.load(Ordering::Relaxed) {
+            std::mem::take(&mut *lock(&self.events))
+        } else {
+            Vec::new()
+        }
     }
 
     /// Called once by the interpreter thread before it first parks.

@@ -59,3 +59,24 @@ fn custom_behavior_is_called_across_nodes() {
     alpha.shutdown();
     beta.shutdown();
 }
+
+/// A program submitted to a stopped node is refused, never left waiting:
+/// right after `shutdown` (racing the interpreter's exit) and long after.
+#[test]
+fn submit_to_a_stopped_node_is_refused() {
+    for settle in [Duration::ZERO, Duration::from_millis(200)] {
+        let node = start("solo", vec![], BehaviorRegistry::new());
+        assert_eq!(run(&node, done(Val::Nat(7))), Ok(Val::Nat(7)));
+        node.shutdown();
+        std::thread::sleep(settle);
+        let answer = node
+            .submit(done(Val::Nat(8)))
+            .recv_timeout(Duration::from_secs(10));
+        match answer {
+            Ok(Err(e)) => assert_eq!(e, "node stopped"),
+            // Racing the exit, the interpreter may still have run it.
+            Ok(Ok(v)) if settle.is_zero() => assert_eq!(v, Val::Nat(8)),
+            other => panic!("after {settle:?}: {other:?}"),
+        }
+    }
+}
