@@ -78,6 +78,11 @@ struct Args {
     #[argh(option, default = "64 << 20")]
     max_write_buffer: usize,
 
+    /// most calls one call chain may nest on this node before the next one
+    /// fails (bounds a behavior that recurses without end; default 4194304)
+    #[argh(option, default = "avm::vm::DEFAULT_MAX_DEPTH")]
+    max_call_depth: usize,
+
     #[argh(subcommand)]
     command: Option<Command>,
 }
@@ -135,6 +140,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.node_prefix = args.node_prefix;
     config.max_frame = args.max_frame;
     config.spin = Duration::from_micros(args.spin_us);
+    config.max_call_depth = args.max_call_depth;
     config.keepalive = Duration::from_millis(args.keepalive_ms.max(1));
     config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     config.max_write_buffer = args.max_write_buffer;

@@ -29,6 +29,11 @@ use crate::{debug, info, warn};
 use super::demo::{DemoReport, DemoRole};
 use super::Outcome;
 
+/// Steps the vm takes between looks at the queue from the reactor: a
+/// chain that runs long (or for ever) on this node delays inbound calls,
+/// replies and shutdown by at most this many steps, about a millisecond.
+const STEP_BUDGET: u32 = 10_000;
+
 /// The answer to a program submitted to a node that has stopped.
 pub const NODE_STOPPED: &str = "node stopped";
 
@@ -139,7 +144,7 @@ impl Interpreter {
     fn event_loop(&mut self) -> Outcome {
         let mut spin_until = Instant::now();
         loop {
-            self.vm.run(&mut self.outputs);
+            let more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
             self.route_outputs();
             self.handoff.send_commands(&mut self.commands);
             if let Some(outcome) = self.outcome.take() {
@@ -152,6 +157,9 @@ impl Interpreter {
             }
             self.handoff.take_events(&mut self.events);
             if self.events.is_empty() {
+                if more {
+                    continue;
+                }
                 if Instant::now() < spin_until {
                     std::thread::yield_now();
                     continue;

@@ -98,6 +98,8 @@ pub struct NodeConfig {
     /// CPU) this long before it sleeps: waking a sleeping thread costs more
     /// than a round trip. Zero: sleep at once (least CPU).
     pub spin: Duration,
+    /// Most frames one call chain may nest locally (`VmConfig::max_depth`).
+    pub max_call_depth: usize,
 }
 
 impl NodeConfig {
@@ -117,6 +119,7 @@ impl NodeConfig {
             call_timeout: Duration::from_secs(30),
             max_write_buffer: 64 << 20,
             handle_signals: false,
+            max_call_depth: crate::vm::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -179,6 +182,7 @@ impl Node {
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;
         vm_config.first_counter = boot_epoch_counter();
+        vm_config.max_depth = config.max_call_depth;
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
         let interp = interp::Interpreter::new(

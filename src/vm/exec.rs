@@ -95,6 +95,8 @@ pub(crate) struct Chain {
 pub(crate) enum Status {
     Suspended,
     Finished(Result<Val, VmError>),
+    /// The step budget ran out; `c.next` holds where to go on.
+    Paused,
 }
 
 enum Flow {
@@ -103,12 +105,24 @@ enum Flow {
     Finish(Result<Val, VmError>),
 }
 
-/// Run `c` (slab key `key`) until it finishes or suspends.
-pub(crate) fn drive(w: &mut World, c: &mut Chain, key: usize, out: &mut Vec<Output>) -> Status {
+/// Run `c` (slab key `key`) until it finishes, suspends, or has taken
+/// `budget` steps (each step takes one from it).
+pub(crate) fn drive(
+    w: &mut World,
+    c: &mut Chain,
+    key: usize,
+    out: &mut Vec<Output>,
+    budget: &mut u32,
+) -> Status {
     loop {
-        let Some(next) = c.next.take() else {
+        if c.next.is_none() {
             return Status::Suspended;
-        };
+        }
+        if *budget == 0 {
+            return Status::Paused;
+        }
+        *budget -= 1;
+        let next = c.next.take().expect("checked above");
         let flow = match next {
             Next::Run(Program::Done(v)) | Next::Answer(v) => answer(w, c, v),
             Next::Run(Program::Step(instr, cont)) => {
@@ -226,6 +240,12 @@ fn enter(
     input: Val,
     sender: ObjectId,
 ) -> Flow {
+    if c.frames.len() >= w.max_depth {
+        // The call fails like any other: its caller gets `Nothing`.
+        let e = VmError::TooDeep(w.max_depth);
+        w.trace.error(&e);
+        return Flow::Go(Next::Answer(Val::Nothing));
+    }
     let behavior = w.behaviors.get(b);
     let input_kept = behavior.keeps_input || w.trace.is_full();
     if input_kept {

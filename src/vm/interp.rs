@@ -102,16 +102,26 @@ pub struct VmConfig {
     /// First counter value for minted ids (a restarted node skips its past).
     pub first_counter: u64,
     pub trace: TraceMode,
+    /// Most frames one chain may hold (local calls nested in local calls).
+    /// A call past it fails (the `call` answers `Nothing`, the trace gets
+    /// [`VmError::TooDeep`]), so a behavior that recurses without end, or
+    /// a peer that points PingPong at itself, costs bounded memory.
+    pub max_depth: usize,
 }
 
+/// [`VmConfig::max_depth`]'s default: 4M frames, about 200 MB of chain
+/// for PingPong, four times the deepest game the tests play.
+pub const DEFAULT_MAX_DEPTH: usize = 1 << 22;
+
 impl VmConfig {
-    /// `first_counter` 1, trace `Counting`.
+    /// `first_counter` 1, trace `Counting`, `max_depth` [`DEFAULT_MAX_DEPTH`].
     pub fn new(machine: MachineId, node_prefix: u16) -> VmConfig {
         VmConfig {
             machine,
             node_prefix,
             first_counter: 1,
             trace: TraceMode::Counting,
+            max_depth: DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -200,6 +210,7 @@ pub(crate) struct World {
     pub(crate) chain_ids: FreshIdGen,
     pub(crate) next_tx: u64,
     pub(crate) next_gen: u32,
+    pub(crate) max_depth: usize,
     pub(crate) directory: Directory,
     pub(crate) behaviors: BehaviorRegistry,
     pub(crate) pures: PureRegistry,
@@ -246,6 +257,7 @@ impl Vm {
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
                 next_gen: 0,
+                max_depth: config.max_depth.max(1),
                 directory: Directory::new(),
                 behaviors,
                 pures,
@@ -394,15 +406,35 @@ impl Vm {
     }
 
     /// Run every runnable chain until it finishes or suspends, appending
-    /// outputs in the order their effects happened.
+    /// outputs in the order their effects happened. A chain that never
+    /// finishes or suspends keeps this from returning: a driver that must
+    /// stay responsive uses [`Vm::run_for`].
     pub fn run(&mut self, out: &mut Vec<Output>) {
+        while self.run_for(u32::MAX, out) {}
+    }
+
+    /// Like [`Vm::run`], but stops after about `steps` steps (one step is
+    /// one instruction, answer or call entry) and answers whether runnable
+    /// work is left. A chain cut short goes to the back of the queue, so
+    /// chains take turns: one that loops for ever delays the others by at
+    /// most `steps` steps per turn instead of starving them.
+    pub fn run_for(&mut self, steps: u32, out: &mut Vec<Output>) -> bool {
         out.append(&mut self.pending);
-        while let Some(key) = self.runnable.pop_front() {
+        let mut budget = steps;
+        while budget > 0 {
+            let Some(key) = self.runnable.pop_front() else {
+                break;
+            };
             let Some(chain) = self.chains.get_mut(key) else {
                 continue;
             };
-            let Status::Finished(result) = exec::drive(&mut self.world, chain, key, out) else {
-                continue;
+            let result = match exec::drive(&mut self.world, chain, key, out, &mut budget) {
+                Status::Finished(result) => result,
+                Status::Suspended => continue,
+                Status::Paused => {
+                    self.runnable.push_back(key);
+                    continue;
+                }
             };
             let mut chain = self.chains.remove(key);
             if let Some(tx) = chain.tx.take() {
@@ -419,6 +451,7 @@ impl Vm {
             });
             self.recycle(chain);
         }
+        !self.runnable.is_empty()
     }
 
     fn recycle(&mut self, chain: Chain) {

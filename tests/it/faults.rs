@@ -279,6 +279,50 @@ fn refused_node_backs_off() {
     );
 }
 
+/// A peer that points pong at itself (`sender` = pong, no end to the
+/// game) starts a local recursion with no end. The node stays responsive
+/// (chains take turns on the interpreter) and the recursion stops at the
+/// call-depth limit with an answer, instead of running until memory ends.
+#[test]
+fn endless_local_recursion_from_a_peer_is_bounded_and_does_not_starve_others() {
+    let pb = free_port();
+    let beta = NodeProc::start("beta", pb, &["--demo", "--max-call-depth", "200000"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let (mut s, pong) = hello_beta(pb, "mallory", 92);
+    let game = |count: u64, max: u64| json!({"List":[{"Str":"Ping"},{"Nat":count},{"Nat":max},{"ObjectRef":pong}]});
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":1,"target":pong,"input":game(0, u64::MAX),
+                "sender":pong,"sender_machine":"mallory"}),
+    );
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":2,"target":pong,"input":game(1, 1),
+                "sender":0,"sender_machine":"mallory"}),
+    );
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let msg = recv(&mut s);
+        if msg["type"] == "call_response" {
+            answers.push(msg);
+        }
+    }
+    assert_eq!(
+        answers[0]["request_id"], 2,
+        "the short call waited: {answers:?}"
+    );
+    assert_eq!(
+        answers[0]["result"],
+        json!({"Ok":{"List":[{"Str":"done"},{"Nat":1}]}})
+    );
+    // The deepest call failed at the limit; each pong above passed that on.
+    assert_eq!(answers[1]["request_id"], 1);
+    assert_eq!(
+        answers[1]["result"],
+        json!({"Ok":{"Str":"pong: call failed"}})
+    );
+}
+
 #[test]
 fn sigterm_and_sigint_exit_zero_promptly() {
     for signal in ["TERM", "INT"] {

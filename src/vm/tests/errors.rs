@@ -76,6 +76,67 @@ fn ids_never_minted_here_are_not_found_not_destroyed() {
     );
 }
 
+/// A chain that nests past `max_depth` has its deepest call fail (it
+/// answers `Nothing`) and unwinds normally: bounded memory, no hang.
+#[test]
+fn recursion_past_max_depth_fails_the_deepest_call() {
+    let mut cfg = VmConfig::new(MachineId::new("alpha"), 1);
+    cfg.max_depth = 100;
+    cfg.trace = TraceMode::Full;
+    let mut vm = Vm::new(cfg, registry(), pures());
+    let dive = vm.create_object("dive").unwrap();
+    let echo = vm.create_object("echo").unwrap();
+    let input = Val::List(vec![Val::Nat(1000), Val::ObjectRef(echo)]);
+    let mut v = run_call(&mut vm, dive, input).unwrap();
+    // Each of the 99 frames above the failed call wraps its answer in `Just`.
+    let mut justs = 0;
+    while let Val::Just(inner) = v {
+        v = *inner;
+        justs += 1;
+    }
+    assert_eq!((justs, v), (99, Val::Nothing));
+    assert_eq!(errors(&vm), [VmError::TooDeep(100)]);
+}
+
+/// `run_for` hands the vm back after its step budget; a chain that runs
+/// long goes to the back of the queue, so one started after it finishes
+/// first.
+#[test]
+fn run_for_lets_a_short_chain_pass_a_long_one() {
+    let mut vm = vm("alpha", 1, TraceMode::Counting);
+    let dive = vm.create_object("dive").unwrap();
+    let echo = vm.create_object("echo").unwrap();
+    let (long, short) = (ChainId(1), ChainId(2));
+    let start = |target, input, chain| StartCall {
+        target,
+        input,
+        sender: None,
+        chain: Some(chain),
+    };
+    // Deep enough to outlast two turns of 1000 steps, shallow enough that
+    // its answer (one `Just` per level) drops on a test thread's stack.
+    let deep = Val::List(vec![Val::Nat(5_000), Val::ObjectRef(echo)]);
+    vm.start_call(start(dive, deep, long), 1);
+    vm.start_call(start(echo, Val::Nat(7), short), 2);
+    let done = |out: &[Output], id: ChainId| {
+        out.iter()
+            .any(|o| matches!(o, Output::Finished { chain, .. } if *chain == id))
+    };
+    let mut out = Vec::new();
+    let mut turns = 0;
+    while !done(&out, short) {
+        assert!(
+            vm.run_for(1000, &mut out),
+            "work left while the long chain runs"
+        );
+        turns += 1;
+        assert!(turns <= 2, "the short chain waited {turns} turns");
+    }
+    assert!(!done(&out, long));
+    vm.run(&mut out);
+    assert!(done(&out, long));
+}
+
 #[test]
 fn counter_exhausted() {
     let mut cfg = VmConfig::new(MachineId::new("alpha"), 3);
