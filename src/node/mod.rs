@@ -195,9 +195,11 @@ impl Node {
 
         let reactor = std::thread::Builder::new()
             .name(format!("{}/reactor", config.name))
+            .stack_size(THREAD_STACK)
             .spawn(move || reactor.run())?;
         let interp = std::thread::Builder::new()
             .name(format!("{}/interp", config.name))
+            .stack_size(THREAD_STACK)
             .spawn(move || interp.run())?;
         Ok(Node {
             local_addr,
@@ -283,6 +285,16 @@ pub fn boot_epoch_counter() -> u64 {
         .map_or(0, |d| d.as_millis() as u64);
     (ms << 6).clamp(1, crate::vm::ids::COUNTER_MAX >> 1)
 }
+
+/// Stack reserved for each of a node's two threads. Call depth never
+/// touches the Rust stack, but values do: `Val` is a plain enum (so that
+/// behaviors can move out of it), and dropping, cloning or comparing one
+/// recurses once per level of nesting. The deepest value the vm builds by
+/// itself is a result wrapped in one `Just` per nested call, up to
+/// `max_call_depth` (4M) levels: under 64 bytes of stack a level in
+/// release builds, under 200 in debug ones. Only pages a deep value
+/// touches are ever backed by memory; the rest is address space.
+pub const THREAD_STACK: usize = 1 << 30;
 
 /// Default spin before a thread sleeps (see `NodeConfig::spin`).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);

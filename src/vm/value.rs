@@ -7,6 +7,14 @@
 //! Deserializing untrusted bytes goes through the codec, which bounds the
 //! nesting depth (`codec` never lets a hostile frame overflow a stack); the
 //! derived `Deserialize` here is for trusted, local use.
+//!
+//! `Val` has no hand-written `Drop`, so that code can move out of it
+//! (`Val::Just(b) => *b`); dropping, cloning and comparing therefore
+//! recurse once per nesting level. Values from the wire nest at most 128
+//! deep; values built locally can nest as deep as a chain's calls (each
+//! call's answer is wrapped in `Just`), which is why a node's threads run
+//! on large stacks (`node::THREAD_STACK`). A thread of your own that
+//! drives a `Vm` with deep recursion needs the same.
 
 use serde::{Deserialize, Serialize};
 

@@ -80,3 +80,62 @@ fn submit_to_a_stopped_node_is_refused() {
         }
     }
 }
+
+/// `count(n)` calls itself with `n - 1` as its last step, so its answer
+/// nests one `Just` per level.
+fn count(cx: avm::vm::Ctx, input: Val) -> Program {
+    match input {
+        Val::Nat(0) => done(Val::Nat(0)),
+        Val::Nat(n) => call(cx.me, Val::Nat(n - 1)),
+        _ => done(Val::Nothing),
+    }
+}
+
+/// A local recursion 200,000 calls deep answers a value nested as deep.
+/// The node hands it back to a local caller, refuses to put it on the wire
+/// (over the protocol's 128 levels) with an error to the remote caller,
+/// and survives dropping it on either of its threads.
+#[test]
+fn a_deeply_nested_answer_does_not_overflow_a_stack() {
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register_with_ctx("count", count);
+    let beta = start("beta", vec![], behaviors);
+    let counter = match run(&beta, create_obj("count")) {
+        Ok(Val::ObjectRef(id)) => id,
+        other => panic!("create_obj answered {other:?}"),
+    };
+    // Locally: unwrap it level by level (each step drops one shell).
+    let mut v = run(&beta, call(counter, Val::Nat(200_000))).unwrap();
+    let mut justs = 0;
+    while let Val::Just(inner) = v {
+        v = *inner;
+        justs += 1;
+    }
+    assert_eq!((justs, v), (200_001, Val::Nat(0)));
+
+    // Remotely: the reply cannot be encoded; the caller gets an Err.
+    let mut s = std::net::TcpStream::connect(beta.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    crate::wire::send(
+        &mut s,
+        &serde_json::json!({"type":"hello","version":1,"machine_id":"far","node_prefix":93}),
+    );
+    crate::wire::send(
+        &mut s,
+        &serde_json::json!({"type":"call","request_id":1,"target":counter,"input":{"Nat":200_000},
+                "sender":0,"sender_machine":"far"}),
+    );
+    let answer = loop {
+        let msg = crate::wire::recv(&mut s);
+        if msg["type"] == "call_response" {
+            break msg;
+        }
+    };
+    let err = answer["result"]["Err"].as_str().unwrap_or_default();
+    assert!(err.contains("reply not sent"), "{answer}");
+    // And the node still serves.
+    assert_eq!(
+        run(&beta, call(counter, Val::Nat(2))).unwrap(),
+        Val::just(Val::just(Val::just(Val::Nat(0))))
+    );
+}
