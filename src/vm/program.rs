@@ -32,7 +32,11 @@
 //! - `bind` never nests closures inside closures: a continuation chain is a
 //!   flat [`Cont`], and the vm keeps continuations on a heap stack. So a
 //!   program built from any number of binds, in any association, runs and
-//!   drops without Rust-stack recursion proportional to its length.
+//!   drops without Rust-stack recursion proportional to its length. The
+//!   exception is [`Program::then`], whose continuation holds an already
+//!   built program: `a.then(b.then(c.then(..)))` nests, and dropping it
+//!   unrun (say, when a failure cuts the chain's continuations) recurses
+//!   once per `then`. Build long sequences with `bind` or `prog!`.
 //! - `trigger(i).bind(f)` costs one `Box` (none when `f` captures nothing).
 //! - Binding onto a program that already has continuations (left-nested
 //!   binds, `p.bind(f).bind(g)`) inserts at the front of a `Vec`: O(n) for
@@ -168,6 +172,8 @@ impl Program {
     }
 
     /// Run `next` after this program, ignoring this program's value.
+    /// `next` is built already and kept whole until it runs, so thousands
+    /// of right-nested `then`s nest as deep (see the module notes).
     pub fn then(self, next: Program) -> Program {
         self.bind(move |_| next)
     }
