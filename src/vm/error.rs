@@ -45,7 +45,7 @@ pub enum VmError {
     RemoteFailed(Box<RemoteFailure>),
     /// `resume` with a token that names no suspended call (unknown or stale).
     UnknownToken(SuspendToken),
-    /// A call past the chain's frame limit (`VmConfig::max_depth`).
+    /// A call past the frame limit of all chains (`VmConfig::max_depth`).
     TooDeep(usize),
 }
 
@@ -76,7 +76,12 @@ impl fmt::Display for VmError {
                 write!(f, "remote call to {} failed: {}", r.target, r.reason)
             }
             VmError::UnknownToken(t) => write!(f, "no suspended call has token {}", t.0),
-            VmError::TooDeep(max) => write!(f, "call nested deeper than {max} frames"),
+            VmError::TooDeep(max) => {
+                write!(
+                    f,
+                    "call past the limit of {max} frames (all chains together)"
+                )
+            }
         }
     }
 }

@@ -177,6 +177,7 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
         };
     }
     let frame = c.frames.pop().expect("checked above");
+    w.frames_total -= 1;
     let input = if frame.input_kept {
         c.inputs.pop()
     } else {
@@ -200,6 +201,7 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
 fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     w.trace.error(&e);
     if let Some(frame) = c.frames.pop() {
+        w.frames_total -= 1;
         c.conts.truncate(frame.cont_base as usize);
         if frame.input_kept {
             c.inputs.pop();
@@ -240,7 +242,7 @@ fn enter(
     input: Val,
     sender: ObjectId,
 ) -> Flow {
-    if c.frames.len() >= w.max_depth {
+    if w.frames_total >= w.max_depth {
         // The call fails like any other: its caller gets `Nothing`.
         let e = VmError::TooDeep(w.max_depth);
         w.trace.error(&e);
@@ -251,6 +253,7 @@ fn enter(
     if input_kept {
         c.inputs.push(input.clone());
     }
+    w.frames_total += 1;
     c.frames.push(Frame {
         self_id: target,
         sender,

@@ -102,10 +102,12 @@ pub struct VmConfig {
     /// First counter value for minted ids (a restarted node skips its past).
     pub first_counter: u64,
     pub trace: TraceMode,
-    /// Most frames one chain may hold (local calls nested in local calls).
+    /// Most frames all chains together may hold (a frame is a local call
+    /// in progress, so this bounds the deepest nesting of one chain too).
     /// A call past it fails (the `call` answers `Nothing`, the trace gets
-    /// [`VmError::TooDeep`]), so a behavior that recurses without end, or
-    /// a peer that points PingPong at itself, costs bounded memory.
+    /// [`VmError::TooDeep`]), so behaviors that recurse without end, or
+    /// peers that point PingPong at itself, cost bounded memory however
+    /// many such chains run side by side.
     pub max_depth: usize,
 }
 
@@ -211,6 +213,8 @@ pub(crate) struct World {
     pub(crate) next_tx: u64,
     pub(crate) next_gen: u32,
     pub(crate) max_depth: usize,
+    /// Frames held by all chains (checked against `max_depth`).
+    pub(crate) frames_total: usize,
     pub(crate) directory: Directory,
     pub(crate) behaviors: BehaviorRegistry,
     pub(crate) pures: PureRegistry,
@@ -258,6 +262,7 @@ impl Vm {
                 next_tx: 0,
                 next_gen: 0,
                 max_depth: config.max_depth.max(1),
+                frames_total: 0,
                 directory: Directory::new(),
                 behaviors,
                 pures,
@@ -372,12 +377,19 @@ impl Vm {
         self.new_chain(id, origin, next);
     }
 
+    /// Frames all chains hold now: local calls in progress, each one
+    /// counted against [`VmConfig::max_depth`].
+    pub fn frames_held(&self) -> usize {
+        self.world.frames_total
+    }
+
     /// Queue a chain running a top-level program (no self object).
     pub fn start_program(&mut self, program: Program, origin: u64) -> Result<ChainId, VmError> {
         let id = self.world.chain_ids.next_chain()?;
         let key = self.new_chain(id, origin, Next::Run(program));
         let chain = &mut self.chains[key];
         chain.frames.push(Frame::program(chain.conts.len()));
+        self.world.frames_total += 1;
         Ok(id)
     }
 
@@ -413,22 +425,29 @@ impl Vm {
         while self.run_for(u32::MAX, out) {}
     }
 
-    /// Like [`Vm::run`], but stops after about `steps` steps (one step is
-    /// one instruction, answer or call entry) and answers whether runnable
-    /// work is left. A chain cut short goes to the back of the queue, so
-    /// chains take turns: one that loops for ever delays the others by at
-    /// most `steps` steps per turn instead of starving them.
+    /// Like [`Vm::run`], but returns once chains have taken about `steps`
+    /// steps in all (one step is one instruction, answer or call entry),
+    /// answering whether runnable work is left. Each chain's turn lasts
+    /// until it finishes or suspends, or for `steps` steps at most: a
+    /// chain that runs longer without suspending goes to the back of the
+    /// queue, so one that loops for ever delays the others by at most
+    /// `steps` steps a turn instead of starving them. A chain's local work
+    /// is never interleaved with another chain's before that point, so
+    /// read-modify-write sequences shorter than `steps` stay atomic.
     pub fn run_for(&mut self, steps: u32, out: &mut Vec<Output>) -> bool {
         out.append(&mut self.pending);
-        let mut budget = steps;
-        while budget > 0 {
+        let mut spent: u32 = 0;
+        while spent < steps {
             let Some(key) = self.runnable.pop_front() else {
                 break;
             };
             let Some(chain) = self.chains.get_mut(key) else {
                 continue;
             };
-            let result = match exec::drive(&mut self.world, chain, key, out, &mut budget) {
+            let mut budget = steps;
+            let status = exec::drive(&mut self.world, chain, key, out, &mut budget);
+            spent = spent.saturating_add(steps - budget);
+            let result = match status {
                 Status::Finished(result) => result,
                 Status::Suspended => continue,
                 Status::Paused => {
@@ -437,6 +456,7 @@ impl Vm {
                 }
             };
             let mut chain = self.chains.remove(key);
+            self.world.frames_total -= chain.frames.len();
             if let Some(tx) = chain.tx.take() {
                 // A chain that ends with its transaction open aborts it.
                 let tx = tx.id;

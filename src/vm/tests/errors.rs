@@ -98,6 +98,99 @@ fn recursion_past_max_depth_fails_the_deepest_call() {
     assert_eq!(errors(&vm), [VmError::TooDeep(100)]);
 }
 
+/// The limit counts the frames of all chains together: two recursions
+/// growing side by side (taking turns) stay under it between them.
+#[test]
+fn the_frame_limit_bounds_all_chains_together() {
+    let mut cfg = VmConfig::new(MachineId::new("alpha"), 1);
+    cfg.max_depth = 100;
+    let mut vm = Vm::new(cfg, registry(), pures());
+    let dive = vm.create_object("dive").unwrap();
+    let echo = vm.create_object("echo").unwrap();
+    for chain in [ChainId(1), ChainId(2)] {
+        let input = Val::List(vec![Val::Nat(1000), Val::ObjectRef(echo)]);
+        vm.start_call(
+            StartCall {
+                target: dive,
+                input,
+                sender: None,
+                chain: Some(chain),
+            },
+            chain.0,
+        );
+    }
+    let mut out = Vec::new();
+    let mut peak = 0;
+    while vm.run_for(10, &mut out) {
+        peak = peak.max(vm.frames_held());
+        assert!(vm.frames_held() <= 100, "{} frames held", vm.frames_held());
+    }
+    assert!(
+        peak > 90,
+        "the chains grew side by side to the limit: {peak}"
+    );
+    assert_eq!(vm.frames_held(), 0);
+    let finished = out
+        .iter()
+        .filter(|o| matches!(o, Output::Finished { result: Ok(_), .. }))
+        .count();
+    assert_eq!(finished, 2);
+}
+
+/// `n` steps that do nothing (each reads its own id).
+fn pad(n: usize) -> Program {
+    (0..n).fold(done(Val::Nothing), |p, _| get_self().then(p))
+}
+
+/// "add": reads its state (a list with one Nat), waits a few steps, adds
+/// its input, writes the sum back: a read-modify-write some 30 steps long.
+fn add(input: Val) -> Program {
+    prog! {
+        let state <- get_state();
+        let _waited <- pad(10);
+        let n = match (state.as_list(), input.as_nat()) {
+            (Some([Val::Nat(n)]), Some(d)) => n + d,
+            (_, Some(d)) => d,
+            _ => return done(Val::Nothing),
+        };
+        set_state(vec![Val::Nat(n)]).then(done(Val::Nat(n)))
+    }
+}
+
+/// A chain's turn is its own `steps`, not what earlier chains left of a
+/// shared budget: a read-modify-write shorter than a turn is never cut in
+/// the middle (which would lose the update of a chain run in between).
+#[test]
+fn a_short_read_modify_write_is_not_interleaved() {
+    let mut reg = registry();
+    reg.register("add", add);
+    let mut vm = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures());
+    let counter = vm.create_object("add").unwrap();
+    let steps = 64;
+    let adds = 32;
+    // Before each add, a program of another length, so that adds start at
+    // every offset into a turn.
+    for n in 0..adds {
+        vm.start_program(pad(n), 1000 + n as u64).unwrap();
+        vm.start_call(
+            StartCall {
+                target: counter,
+                input: Val::Nat(1),
+                sender: None,
+                chain: Some(ChainId(n as u64)),
+            },
+            n as u64,
+        );
+    }
+    let mut out = Vec::new();
+    while vm.run_for(steps, &mut out) {}
+    assert_eq!(
+        run_call(&mut vm, counter, Val::Nat(0)),
+        Ok(Val::Nat(adds as u64)),
+        "an update was lost"
+    );
+}
+
 /// `run_for` hands the vm back after its step budget; a chain that runs
 /// long goes to the back of the queue, so one started after it finishes
 /// first.
