@@ -78,8 +78,9 @@ struct Args {
     #[argh(option, default = "64 << 20")]
     max_write_buffer: usize,
 
-    /// most calls one call chain may nest on this node before the next one
-    /// fails (bounds a behavior that recurses without end; default 4194304)
+    /// most local calls in progress on this node, all call chains together,
+    /// before the next one fails (bounds behaviors that recurse without end;
+    /// default 4194304)
     #[argh(option, default = "avm::vm::DEFAULT_MAX_DEPTH")]
     max_call_depth: usize,
 

@@ -98,7 +98,7 @@ pub struct NodeConfig {
     /// CPU) this long before it sleeps: waking a sleeping thread costs more
     /// than a round trip. Zero: sleep at once (least CPU).
     pub spin: Duration,
-    /// Most frames one call chain may nest locally (`VmConfig::max_depth`).
+    /// Most local calls in progress, all chains together (`VmConfig::max_depth`).
     pub max_call_depth: usize,
 }
 
@@ -193,14 +193,8 @@ impl Node {
             config.spin,
         );
 
-        let reactor = std::thread::Builder::new()
-            .name(format!("{}/reactor", config.name))
-            .stack_size(THREAD_STACK)
-            .spawn(move || reactor.run())?;
-        let interp = std::thread::Builder::new()
-            .name(format!("{}/interp", config.name))
-            .stack_size(THREAD_STACK)
-            .spawn(move || interp.run())?;
+        let reactor = spawn_node_thread(format!("{}/reactor", config.name), move || reactor.run())?;
+        let interp = spawn_node_thread(format!("{}/interp", config.name), move || interp.run())?;
         Ok(Node {
             local_addr,
             handoff,
@@ -219,6 +213,9 @@ impl Node {
     /// arrives on the returned channel. For embedding and benchmarks: the
     /// program may call objects anywhere in the cluster.
     /// Once the node has stopped, the result is `Err("node stopped")`.
+    /// The value arrives on the caller's thread: one nested deeper than
+    /// that thread's stack allows (a recursion's answer gains a `Just` per
+    /// call) must be taken apart level by level there, not just dropped.
     pub fn submit(&self, program: Program) -> Receiver<Result<Val, String>> {
         let (reply, result) = std::sync::mpsc::channel();
         self.handoff
@@ -293,8 +290,49 @@ pub fn boot_epoch_counter() -> u64 {
 /// itself is a result wrapped in one `Just` per nested call, up to
 /// `max_call_depth` (4M) levels: under 64 bytes of stack a level in
 /// release builds, under 200 in debug ones. Only pages a deep value
-/// touches are ever backed by memory; the rest is address space.
+/// touches are ever backed by memory; the rest is address space. Where
+/// address space is rationed (strict overcommit, `ulimit -v`), the
+/// threads fall back to the default stack, with a warning.
 pub const THREAD_STACK: usize = 1 << 30;
+
+/// Spawns one of a node's threads on a [`THREAD_STACK`] stack, or on the
+/// default one where the system refuses that much.
+fn spawn_node_thread<T: Send + 'static>(
+    name: String,
+    run: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<JoinHandle<T>> {
+    let builder = std::thread::Builder::new().name(name);
+    match node_stack_size() {
+        Some(size) => builder.stack_size(size).spawn(run),
+        None => builder.spawn(run),
+    }
+}
+
+/// [`THREAD_STACK`] if a thread that size can be started (probed once,
+/// with a thread that does nothing: a failed spawn would lose the real
+/// thread's closure), else `None`, the default.
+fn node_stack_size() -> Option<usize> {
+    static SIZE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        match std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(|| {})
+        {
+            Ok(probe) => {
+                let _ = probe.join();
+                Some(THREAD_STACK)
+            }
+            Err(e) => {
+                crate::warn!(
+                    "no {} MiB thread stack here ({e}); node threads use the default, \
+                     which a deeply nested value may overflow",
+                    THREAD_STACK >> 20
+                );
+                None
+            }
+        }
+    })
+}
 
 /// Default spin before a thread sleeps (see `NodeConfig::spin`).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
