@@ -40,8 +40,12 @@ pub struct DialSlot {
     state: DialState,
     /// Bumped per scheduled attempt, so a stale `Timer::Redial` is ignored.
     attempt: u64,
-    /// Consecutive failures, for the backoff; reset by a completed hello.
+    /// Consecutive failures, for the backoff; reset when a connection
+    /// outlives the refusal window.
     failures: u32,
+    /// The "peer probably refused us" warning was logged since the last
+    /// connection that outlived the refusal window (later ones go to debug).
+    warned_refusal: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +67,7 @@ impl DialSlot {
             state: DialState::Waiting,
             attempt: 0,
             failures: 0,
+            warned_refusal: false,
         }
     }
 }
@@ -422,11 +427,9 @@ impl Reactor {
         // its loss restarts the backoff. One closed sooner keeps growing it,
         // so a peer that refuses us is not redialled ten times a second.
         let lasted = conn.hello_at.is_some_and(|t| t.elapsed() >= REFUSAL_WINDOW);
-        let first_refusal = conn
-            .dial_slot
-            .is_some_and(|slot| self.dials[slot].failures == 0);
         if let (true, Some(slot)) = (lasted, conn.dial_slot) {
             self.dials[slot].failures = 0;
+            self.dials[slot].warned_refusal = false;
         }
         if !log {
             // The caller logged why.
@@ -439,10 +442,13 @@ impl Reactor {
             && conn.hello_at.is_some_and(|t| t.elapsed() < REFUSAL_WINDOW)
             && conn.calls_in + conn.calls_out == 0
         {
-            let say = if first_refusal {
-                crate::log::Level::Warn
-            } else {
+            let warned = conn
+                .dial_slot
+                .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_refusal, true));
+            let say = if warned {
                 crate::log::Level::Debug
+            } else {
+                crate::log::Level::Warn
             };
             crate::log_at!(
                 say,
