@@ -109,15 +109,7 @@ fn the_frame_limit_bounds_all_chains_together() {
     let echo = vm.create_object("echo").unwrap();
     for chain in [ChainId(1), ChainId(2)] {
         let input = Val::List(vec![Val::Nat(1000), Val::ObjectRef(echo)]);
-        vm.start_call(
-            StartCall {
-                target: dive,
-                input,
-                sender: None,
-                chain: Some(chain),
-            },
-            chain.0,
-        );
+        start_call(&mut vm, dive, input, chain);
     }
     let mut out = Vec::new();
     let mut peak = 0;
@@ -172,15 +164,7 @@ fn a_short_read_modify_write_is_not_interleaved() {
     // every offset into a turn.
     for n in 0..adds {
         vm.start_program(pad(n), 1000 + n as u64).unwrap();
-        vm.start_call(
-            StartCall {
-                target: counter,
-                input: Val::Nat(1),
-                sender: None,
-                chain: Some(ChainId(n as u64)),
-            },
-            n as u64,
-        );
+        start_call(&mut vm, counter, Val::Nat(1), ChainId(n as u64));
     }
     let mut out = Vec::new();
     while vm.run_for(steps, &mut out) {}
@@ -200,17 +184,11 @@ fn run_for_lets_a_short_chain_pass_a_long_one() {
     let dive = vm.create_object("dive").unwrap();
     let echo = vm.create_object("echo").unwrap();
     let (long, short) = (ChainId(1), ChainId(2));
-    let start = |target, input, chain| StartCall {
-        target,
-        input,
-        sender: None,
-        chain: Some(chain),
-    };
     // Deep enough to outlast two turns of 1000 steps, shallow enough that
     // its answer (one `Just` per level) drops on a test thread's stack.
     let deep = Val::List(vec![Val::Nat(5_000), Val::ObjectRef(echo)]);
-    vm.start_call(start(dive, deep, long), 1);
-    vm.start_call(start(echo, Val::Nat(7), short), 2);
+    start_call(&mut vm, dive, deep, long);
+    start_call(&mut vm, echo, Val::Nat(7), short);
     let done = |out: &[Output], id: ChainId| {
         out.iter()
             .any(|o| matches!(o, Output::Finished { chain, .. } if *chain == id))

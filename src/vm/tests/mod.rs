@@ -89,16 +89,22 @@ pub(super) fn run_program(vm: &mut Vm, program: Program) -> Result<Val, VmError>
     finished(&mut out, chain)
 }
 
-/// Start a host call of `target`, run, and return its result.
-pub(super) fn run_call(vm: &mut Vm, target: ObjectId, input: Val) -> Result<Val, VmError> {
-    let chain = ChainId(0xabc);
+/// Queue a host call of `target` (no sender) as chain `chain`, whose
+/// number is also its origin.
+pub(super) fn start_call(vm: &mut Vm, target: ObjectId, input: Val, chain: ChainId) {
     let call = StartCall {
         target,
         input,
         sender: None,
         chain: Some(chain),
     };
-    vm.start_call(call, 5);
+    vm.start_call(call, chain.0);
+}
+
+/// Start a host call of `target`, run, and return its result.
+pub(super) fn run_call(vm: &mut Vm, target: ObjectId, input: Val) -> Result<Val, VmError> {
+    let chain = ChainId(0xabc);
+    start_call(vm, target, input, chain);
     let mut out = Vec::new();
     vm.run(&mut out);
     finished(&mut out, chain)
