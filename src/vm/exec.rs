@@ -105,6 +105,21 @@ enum Flow {
     Finish(Result<Val, VmError>),
 }
 
+/// The only ways frames come and go, so `World::frames_total` (checked
+/// against `max_depth`) always equals the frames all chains hold.
+/// (They take the counter rather than the `World`, whose behaviors table
+/// is often borrowed at the same time.)
+pub(crate) fn push_frame(frames_total: &mut usize, c: &mut Chain, frame: Frame) {
+    *frames_total += 1;
+    c.frames.push(frame);
+}
+
+fn pop_frame(frames_total: &mut usize, c: &mut Chain) -> Option<Frame> {
+    let frame = c.frames.pop()?;
+    *frames_total -= 1;
+    Some(frame)
+}
+
 /// Run `c` (slab key `key`) until it finishes, suspends, or has taken
 /// `budget` steps (each step takes one from it).
 pub(crate) fn drive(
@@ -176,8 +191,7 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
             )))),
         };
     }
-    let frame = c.frames.pop().expect("checked above");
-    w.frames_total -= 1;
+    let frame = pop_frame(&mut w.frames_total, c).expect("checked above");
     let input = if frame.input_kept {
         c.inputs.pop()
     } else {
@@ -200,8 +214,7 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
 
 fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     w.trace.error(&e);
-    if let Some(frame) = c.frames.pop() {
-        w.frames_total -= 1;
+    if let Some(frame) = pop_frame(&mut w.frames_total, c) {
         c.conts.truncate(frame.cont_base as usize);
         if frame.input_kept {
             c.inputs.pop();
@@ -253,15 +266,15 @@ fn enter(
     if input_kept {
         c.inputs.push(input.clone());
     }
-    w.frames_total += 1;
-    c.frames.push(Frame {
+    let frame = Frame {
         self_id: target,
         sender,
         behavior: b,
         cont_base: c.conts.len() as u32,
         input_visible: behavior.keeps_input,
         input_kept,
-    });
+    };
+    push_frame(&mut w.frames_total, c, frame);
     let ctx = Ctx {
         me: target,
         sender: (sender != NONE).then_some(sender),

@@ -388,8 +388,8 @@ impl Vm {
         let id = self.world.chain_ids.next_chain()?;
         let key = self.new_chain(id, origin, Next::Run(program));
         let chain = &mut self.chains[key];
-        chain.frames.push(Frame::program(chain.conts.len()));
-        self.world.frames_total += 1;
+        let frame = Frame::program(chain.conts.len());
+        exec::push_frame(&mut self.world.frames_total, chain, frame);
         Ok(id)
     }
 
