@@ -52,77 +52,23 @@
 //! node.shutdown();
 //! ```
 
+pub mod config;
 pub mod demo;
 mod interp;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crate::codec::DEFAULT_MAX_FRAME;
 use crate::reactor::handoff::{Command, Event, Handoff};
 use crate::reactor::{Reactor, ReactorConfig, ReactorSetup};
-use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, TraceMode, Val, Vm, VmConfig};
+use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, Val, Vm, VmConfig};
 
+pub use config::{defaults, NodeConfig};
 pub use demo::{DemoReport, DemoRole};
-
-/// Everything a node is told at start.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// This node's `machine_id`.
-    pub name: String,
-    pub bind: IpAddr,
-    /// 0 picks a free port (see `Node::local_addr`).
-    pub port: u16,
-    /// `host:port` of peers to dial and keep dialling.
-    pub peers: Vec<String>,
-    /// Top 16 bits of every ObjectId this node mints; `None`: the port.
-    pub node_prefix: Option<u16>,
-    pub max_frame: usize,
-    pub max_pending: usize,
-    pub demo: Option<DemoRole>,
-    pub trace: TraceMode,
-    /// Ping interval; a peer silent for 3 intervals is declared down.
-    pub keepalive: Duration,
-    /// A remote call unanswered this long fails with a timeout error.
-    pub call_timeout: Duration,
-    /// Disconnect a peer once this many bytes wait to be sent to it.
-    pub max_write_buffer: usize,
-    /// Shut down gracefully on SIGINT/SIGTERM (the binary sets this).
-    pub handle_signals: bool,
-    /// After activity, each thread polls without blocking (yielding the
-    /// CPU) this long before it sleeps: waking a sleeping thread costs more
-    /// than a round trip. Zero: sleep at once (least CPU).
-    pub spin: Duration,
-    /// Most local calls in progress, all chains together (`VmConfig::max_depth`).
-    pub max_call_depth: usize,
-}
-
-impl NodeConfig {
-    pub fn new(name: &str) -> NodeConfig {
-        NodeConfig {
-            name: name.to_owned(),
-            bind: IpAddr::from([0, 0, 0, 0]),
-            port: 0,
-            peers: Vec::new(),
-            node_prefix: None,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_pending: 1 << 20,
-            demo: None,
-            trace: TraceMode::Counting,
-            spin: DEFAULT_SPIN,
-            keepalive: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(30),
-            max_write_buffer: 64 << 20,
-            handle_signals: false,
-            max_call_depth: crate::vm::DEFAULT_MAX_DEPTH,
-        }
-    }
-}
 
 /// How a node's interpreter ended.
 #[derive(Debug)]
@@ -172,6 +118,7 @@ impl Node {
                 keepalive: config.keepalive,
                 call_timeout: config.call_timeout,
                 max_write_buffer: config.max_write_buffer,
+                max_backlog: config.max_backlog,
                 ..ReactorConfig::new(machine.clone(), prefix)
             },
         );
@@ -333,9 +280,3 @@ fn node_stack_size() -> Option<usize> {
         }
     })
 }
-
-/// Default spin before a thread sleeps (see `NodeConfig::spin`).
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
-
-/// How long the demo orchestrator waits for a `pong` to appear.
-pub const DEFAULT_DEMO_WAIT: Duration = Duration::from_secs(60);

@@ -52,6 +52,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::codec::{self, Message};
+use crate::node::defaults;
 use crate::vm::{ChainId, MachineId, ObjectId, SuspendToken};
 use crate::{debug, error, info, warn};
 
@@ -98,13 +99,13 @@ impl ReactorConfig {
             machine,
             node_prefix,
             peers: Vec::new(),
-            max_frame: codec::DEFAULT_MAX_FRAME,
-            max_pending: 1 << 20,
-            spin: Duration::from_micros(100),
-            keepalive: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(30),
-            max_write_buffer: 64 << 20,
-            max_backlog: 8192,
+            max_frame: defaults::MAX_FRAME,
+            max_pending: defaults::MAX_PENDING,
+            spin: defaults::SPIN,
+            keepalive: defaults::KEEPALIVE,
+            call_timeout: defaults::CALL_TIMEOUT,
+            max_write_buffer: defaults::MAX_WRITE_BUFFER,
+            max_backlog: defaults::MAX_BACKLOG,
         }
     }
 }

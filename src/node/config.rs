@@ -1,0 +1,100 @@
+//! What a node is told at start, and every default in one place.
+//!
+//! [`defaults`] is the only place a default value is written: `NodeConfig::new`
+//! reads it, the reactor and protocol core get their settings from a
+//! `NodeConfig`, and `avm-node`'s flags name the same constants (a test in
+//! the binary checks that its `--help` text says the same numbers).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::node::DemoRole;
+use crate::vm::TraceMode;
+
+/// Every default setting of a node.
+pub mod defaults {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    /// Where the listener binds.
+    pub const BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    /// The largest frame accepted or sent, in bytes (16 MiB).
+    pub const MAX_FRAME: usize = crate::codec::DEFAULT_MAX_FRAME;
+    /// Most calls in flight to other nodes at once (and most inbound calls
+    /// awaiting our answer); more fail at once.
+    pub const MAX_PENDING: usize = 1 << 20;
+    /// How long a thread keeps polling after activity before it sleeps.
+    pub const SPIN: Duration = Duration::from_micros(100);
+    /// Ping interval; a peer silent for 3 intervals is declared down.
+    pub const KEEPALIVE: Duration = Duration::from_secs(1);
+    /// A remote call whose chain shows no progress this long fails.
+    pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// A peer is disconnected once this many bytes wait to be sent to it (64 MiB).
+    pub const MAX_WRITE_BUFFER: usize = 64 << 20;
+    /// The reactor stops reading sockets while this many events wait for
+    /// the interpreter.
+    pub const MAX_BACKLOG: usize = 8192;
+    /// Most local calls in progress, all chains together.
+    pub const MAX_CALL_DEPTH: usize = crate::vm::DEFAULT_MAX_DEPTH;
+    /// How long the demo orchestrator waits for a `pong` to appear.
+    pub const DEMO_WAIT: Duration = Duration::from_secs(60);
+}
+
+/// Everything a node is told at start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's `machine_id`.
+    pub name: String,
+    pub bind: IpAddr,
+    /// 0 picks a free port (see `Node::local_addr`).
+    pub port: u16,
+    /// `host:port` of peers to dial and keep dialling.
+    pub peers: Vec<String>,
+    /// Top 16 bits of every ObjectId this node mints; `None`: the port.
+    pub node_prefix: Option<u16>,
+    pub max_frame: usize,
+    pub max_pending: usize,
+    pub demo: Option<DemoRole>,
+    pub trace: TraceMode,
+    /// Ping interval; a peer silent for 3 intervals is declared down.
+    pub keepalive: Duration,
+    /// A remote call whose chain shows no progress this long fails with a
+    /// timeout error.
+    pub call_timeout: Duration,
+    /// Disconnect a peer once this many bytes wait to be sent to it.
+    pub max_write_buffer: usize,
+    /// Stop reading sockets while this many events wait for the interpreter.
+    pub max_backlog: usize,
+    /// Shut down gracefully on SIGINT/SIGTERM (the binary sets this).
+    pub handle_signals: bool,
+    /// After activity, each thread polls without blocking (yielding the
+    /// CPU) this long before it sleeps: waking a sleeping thread costs more
+    /// than a round trip. Zero: sleep at once (least CPU).
+    pub spin: Duration,
+    /// Most local calls in progress, all chains together (`VmConfig::max_depth`).
+    pub max_call_depth: usize,
+}
+
+impl NodeConfig {
+    /// A node named `name` with every other setting at its [`defaults`].
+    pub fn new(name: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.to_owned(),
+            bind: defaults::BIND,
+            port: 0,
+            peers: Vec::new(),
+            node_prefix: None,
+            max_frame: defaults::MAX_FRAME,
+            max_pending: defaults::MAX_PENDING,
+            demo: None,
+            trace: TraceMode::Counting,
+            spin: defaults::SPIN,
+            keepalive: defaults::KEEPALIVE,
+            call_timeout: defaults::CALL_TIMEOUT,
+            max_write_buffer: defaults::MAX_WRITE_BUFFER,
+            max_backlog: defaults::MAX_BACKLOG,
+            handle_signals: false,
+            max_call_depth: defaults::MAX_CALL_DEPTH,
+        }
+    }
+}
