@@ -9,8 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::ids::{CounterExhausted, ObjectId, TxId};
-use super::interp::SuspendToken;
+use super::ids::{CounterExhausted, ObjectId, SuspendToken, TxId};
 
 /// Every way a vm operation can fail.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,8 +21,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
-use super::ids::{ChainId, ObjectId, TxId};
-use super::interp::{Obj, Output, RemoteCall, SuspendToken, World};
+use super::ids::{ChainId, ObjectId, SuspendToken, TxId};
+use super::interp::{Obj, Output, RemoteCall, World};
 use super::program::{Cont, ContFn, Instr, Program};
 use super::registry::Ctx;
 use super::trace::{Event, EventKind};

@@ -68,6 +68,15 @@ impl fmt::Display for ChainId {
     }
 }
 
+/// Names one suspended remote call; the driver hands it back to
+/// [`Vm::resume`](super::Vm::resume) with the answer.
+///
+/// Minted by the vm alone: the low 32 bits are the suspended chain's slot,
+/// the high 32 a generation that changes with every suspension, so a stale
+/// token never matches a later suspension that reuses the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SuspendToken(pub u64);
+
 /// A machine (a node), named by its `machine_id` string.
 ///
 /// Backed by `Arc<str>`: cloning it for every remote call costs a reference

@@ -87,7 +87,7 @@ use slab::Slab;
 use super::directory::Directory;
 use super::error::VmError;
 use super::exec::{self, Chain, Frame, Next, Status};
-use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId};
+use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
 use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
@@ -137,10 +137,6 @@ pub struct StartCall {
     /// `None`: the vm mints one (`node_prefix << 48 | counter`).
     pub chain: Option<ChainId>,
 }
-
-/// Names one suspended remote call; hand it back to [`Vm::resume`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SuspendToken(pub u64);
 
 /// What the driver must act on after [`Vm::run`].
 #[derive(Clone, Debug, PartialEq)]

@@ -26,8 +26,10 @@ mod tests;
 
 pub use directory::Directory;
 pub use error::{RemoteFailure, VmError};
-pub use ids::{ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, TxId};
-pub use interp::{Output, RemoteCall, StartCall, SuspendToken, Vm, VmConfig, DEFAULT_MAX_DEPTH};
+pub use ids::{
+    ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, SuspendToken, TxId,
+};
+pub use interp::{Output, RemoteCall, StartCall, Vm, VmConfig, DEFAULT_MAX_DEPTH};
 pub use program::{
     abort_tx, begin_tx, call, call_pure, commit_tx, create_obj, create_obj_for, destroy_obj, done,
     get_current_machine, get_input, get_machine, get_self, get_sender, get_state, set_state,

@@ -14,8 +14,7 @@
 use std::sync::Arc;
 
 use super::error::VmError;
-use super::ids::{MachineId, ObjectId, TxId};
-use super::interp::SuspendToken;
+use super::ids::{MachineId, ObjectId, SuspendToken, TxId};
 use super::value::Val;
 
 /// Which sink records events.
