@@ -22,12 +22,13 @@ use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
 use super::ids::{ChainId, ObjectId, SuspendToken, TxId};
-use super::interp::{Obj, Output, RemoteCall, World};
+use super::interp::{Output, RemoteCall};
 use super::program::{Cont, ContFn, Instr, Program};
 use super::registry::Ctx;
 use super::trace::{Event, EventKind};
 use super::tx::Tx;
 use super::value::Val;
+use super::world::{Obj, World};
 
 /// No object: ids are never minted as 0.
 const NONE: ObjectId = ObjectId(0);

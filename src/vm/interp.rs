@@ -77,9 +77,8 @@
 //! back to a small pool, so steady-state local calls and remote round
 //! trips allocate only for the values the behaviors build.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -92,6 +91,7 @@ use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
 use super::value::Val;
+use super::world::{IdMap, Obj, World};
 
 /// How to build a [`Vm`].
 #[derive(Clone, Debug)]
@@ -169,53 +169,6 @@ pub struct RemoteCall {
     /// The calling object; `ObjectId(0)` when the caller is a top-level program.
     pub sender: ObjectId,
     pub chain: ChainId,
-}
-
-/// A local object.
-#[derive(Debug)]
-pub(crate) struct Obj {
-    pub(crate) behavior: u32,
-    pub(crate) state: Vec<Val>,
-    pub(crate) controller: Option<ControllerId>,
-}
-
-/// A hasher for ids: they are already unique integers, SipHash buys nothing.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
-
-/// Everything but the chains, so the engine can borrow a chain and the
-/// world at once.
-pub(crate) struct World {
-    pub(crate) machine: MachineId,
-    pub(crate) objects: IdMap<Obj>,
-    pub(crate) ids: FreshIdGen,
-    pub(crate) chain_ids: FreshIdGen,
-    pub(crate) next_tx: u64,
-    pub(crate) next_gen: u32,
-    pub(crate) max_depth: usize,
-    /// Frames held by all chains (checked against `max_depth`).
-    pub(crate) frames_total: usize,
-    pub(crate) directory: Directory,
-    pub(crate) behaviors: BehaviorRegistry,
-    pub(crate) pures: PureRegistry,
-    pub(crate) trace: Trace,
-    pub(crate) program_name: Arc<str>,
 }
 
 /// Finished chains' buffers kept for reuse, and their bounds.

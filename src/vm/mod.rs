@@ -20,6 +20,7 @@ pub mod registry;
 pub mod trace;
 mod tx;
 pub mod value;
+mod world;
 
 #[cfg(test)]
 mod tests;

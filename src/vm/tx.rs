@@ -15,8 +15,8 @@
 //! object created inside the transaction (it cannot be destroyed outside).
 
 use super::ids::{ControllerId, ObjectId, TxId};
-use super::interp::Obj;
 use super::value::Val;
+use super::world::Obj;
 
 #[derive(Debug)]
 pub(crate) struct Tx {
