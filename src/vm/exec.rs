@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
 use super::ids::{ChainId, ObjectId, SuspendToken, TxId};
-use super::interp::{Output, RemoteCall};
+use super::output::{Output, RemoteCall};
 use super::program::{Cont, ContFn, Instr, Program};
 use super::registry::Ctx;
 use super::trace::{Event, EventKind};

@@ -87,6 +87,7 @@ use super::directory::Directory;
 use super::error::VmError;
 use super::exec::{self, Chain, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
+use super::output::{Output, StartCall};
 use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
@@ -126,49 +127,6 @@ impl VmConfig {
             max_depth: DEFAULT_MAX_DEPTH,
         }
     }
-}
-
-/// A call for the vm to run as a new chain.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StartCall {
-    pub target: ObjectId,
-    pub input: Val,
-    pub sender: Option<ObjectId>,
-    /// `None`: the vm mints one (`node_prefix << 48 | counter`).
-    pub chain: Option<ChainId>,
-}
-
-/// What the driver must act on after [`Vm::run`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    /// Forward this call to `machine`, then `resume` with the answer.
-    RemoteCall(RemoteCall),
-    /// A chain ended. `origin` is what the driver passed when starting it.
-    Finished {
-        origin: u64,
-        chain: ChainId,
-        result: Result<Val, VmError>,
-    },
-    /// An object was created here (in a transaction: only on commit).
-    Created {
-        id: ObjectId,
-        behavior: Arc<str>,
-    },
-    Destroyed {
-        id: ObjectId,
-    },
-}
-
-/// A call the vm cannot answer locally.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RemoteCall {
-    pub token: SuspendToken,
-    pub machine: MachineId,
-    pub target: ObjectId,
-    pub input: Val,
-    /// The calling object; `ObjectId(0)` when the caller is a top-level program.
-    pub sender: ObjectId,
-    pub chain: ChainId,
 }
 
 /// Finished chains' buffers kept for reuse, and their bounds.

@@ -15,6 +15,7 @@ mod error;
 mod exec;
 pub mod ids;
 mod interp;
+mod output;
 pub mod program;
 pub mod registry;
 pub mod trace;
@@ -30,7 +31,8 @@ pub use error::{RemoteFailure, VmError};
 pub use ids::{
     ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, SuspendToken, TxId,
 };
-pub use interp::{Output, RemoteCall, StartCall, Vm, VmConfig, DEFAULT_MAX_DEPTH};
+pub use interp::{Vm, VmConfig, DEFAULT_MAX_DEPTH};
+pub use output::{Output, RemoteCall, StartCall};
 pub use program::{
     abort_tx, begin_tx, call, call_pure, commit_tx, create_obj, create_obj_for, destroy_obj, done,
     get_current_machine, get_input, get_machine, get_self, get_sender, get_state, set_state,
