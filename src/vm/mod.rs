@@ -1,15 +1,55 @@
 //! The avm core: values, programs, a sans-IO interpreter.
 //!
-//! - [`value`], [`ids`]: what crosses between objects and machines.
+//! - [`ids`], [`value`]: what crosses between objects and machines.
+//! - `error` ([`VmError`]): what went wrong; [`trace`]: what happened.
 //! - [`program`]: programs as interaction trees, and the builder API
 //!   (`trigger`, `bind`, [`prog!`](crate::prog)) behaviors are written in.
 //! - [`registry`]: behaviors and pure functions by name.
-//! - `interp` ([`Vm`]) and `exec`: the interpreter. Call depth lives in
+//! - `directory` ([`Directory`]): where objects on other machines live.
+//! - `world`: everything a vm holds but its chains (objects, id counters,
+//!   registries, directory, trace).
+//! - `tx`: transaction overlays.
+//! - `output`: what the driver hands in ([`StartCall`]) and gets back
+//!   ([`Output`], [`RemoteCall`]).
+//! - `exec` and `interp` ([`Vm`]): the interpreter. Call depth lives in
 //!   heap frames; a remote call suspends its chain as data.
-//! - `tx`: transaction overlays; [`trace`]: what happened.
 //!
 //! Nothing here knows about sockets or threads: the driver hands work in
 //! and acts on [`Output`]s.
+//!
+//! # The modules form a line
+//!
+//! Invariant: a module imports (`use super::…`) only modules before it in
+//! this line, so there is no import cycle, and each module can be read
+//! knowing only the ones before it (`a → b`: `b` may import `a`):
+//!
+//! ```text
+//! ids → value → error → trace → program → registry → directory
+//!     → world → tx → output → exec → interp
+//! ```
+//!
+//! Who imports whom: an `x` means the row's module imports the column's;
+//! every `x` lies left of the diagonal (`\`).
+//!
+//! ```text
+//!            ids val err trc prg reg dir wld tx  out exe
+//! ids        \
+//! value      x   \
+//! error      x       \
+//! trace      x   x   x   \
+//! program    x   x           \
+//! registry   x   x           x   \
+//! directory  x                       \
+//! world      x   x       x       x   x   \
+//! tx         x   x                       x   \
+//! output     x   x   x                           \
+//! exec       x   x   x   x   x   x       x   x   x   \
+//! interp     x   x   x   x   x   x   x   x       x   x
+//! ```
+//!
+//! Items are imported from the module that defines them, never through the
+//! re-exports below. `tests::layers` checks all of this, this picture
+//! included, against the sources.
 mod directory;
 mod error;
 mod exec;

@@ -1,5 +1,6 @@
 //! Scenario tests for the interpreter, driven by hand as a node would.
 mod errors;
+mod layers;
 mod pingpong;
 mod reentrance;
 mod tx;
