@@ -257,10 +257,16 @@ fn enter(
     sender: ObjectId,
 ) -> Flow {
     if w.frames_total >= w.max_depth {
-        // The call fails like any other: its caller gets `Nothing`.
         let e = VmError::TooDeep(w.max_depth);
         w.trace.error(&e);
-        return Flow::Go(Next::Answer(Val::Nothing));
+        // A nested call fails like any other: its caller gets `Nothing`.
+        // A chain's root call (`Next::Enter`) has no caller frame to answer:
+        // the chain fails, as when its target is unknown.
+        return if c.frames.is_empty() {
+            Flow::Finish(Err(e))
+        } else {
+            Flow::Go(Next::Answer(Val::Nothing))
+        };
     }
     let behavior = w.behaviors.get(b);
     let input_kept = behavior.keeps_input || w.trace.is_full();

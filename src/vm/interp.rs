@@ -106,7 +106,8 @@ pub struct VmConfig {
     /// Most frames all chains together may hold (a frame is a local call
     /// in progress, so this bounds the deepest nesting of one chain too).
     /// A call past it fails (the `call` answers `Nothing`, the trace gets
-    /// [`VmError::TooDeep`]), so behaviors that recurse without end, or
+    /// [`VmError::TooDeep`]; a chain's root call past it finishes the chain
+    /// with `Err(TooDeep)`), so behaviors that recurse without end, or
     /// peers that point PingPong at itself, cost bounded memory however
     /// many such chains run side by side.
     pub max_depth: usize,
@@ -265,6 +266,8 @@ impl Vm {
 
     /// Queue a chain calling `call.target`. If the target is not hosted
     /// here, the chain finishes with `Err(UnknownObject)`; never forwarded.
+    /// If all chains hold [`VmConfig::max_depth`] frames when it starts,
+    /// it finishes with `Err(TooDeep)`.
     pub fn start_call(&mut self, call: StartCall, origin: u64) {
         let minted = match call.chain {
             Some(c) => Ok(c),

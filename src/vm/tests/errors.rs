@@ -129,6 +129,46 @@ fn the_frame_limit_bounds_all_chains_together() {
     assert_eq!(finished, 2);
 }
 
+/// A chain whose root call the frame limit refuses fails with `TooDeep`.
+/// It must not finish with `Ok(Nothing)`: a remote caller would take that
+/// for the object's answer (`Just(Nothing)`). Only a nested call answers
+/// `Nothing`, to its caller.
+#[test]
+fn a_root_call_past_the_frame_limit_fails_its_chain() {
+    let mut cfg = VmConfig::new(MachineId::new("alpha"), 1);
+    cfg.max_depth = 4;
+    cfg.trace = TraceMode::Full;
+    let mut vm = Vm::new(cfg, registry(), pures());
+    let dive = vm.create_object("dive").unwrap();
+    let echo = vm.create_object("echo").unwrap();
+    let far = ObjectId(2 << 48 | 1);
+    vm.directory_mut().insert(far, MachineId::new("beta"), None);
+    // Chain 1 dives 3 deep, then waits on `far`, holding all 4 frames.
+    let input = Val::List(vec![Val::Nat(3), Val::ObjectRef(far)]);
+    start_call(&mut vm, dive, input, ChainId(1));
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let Some(Output::RemoteCall(rc)) = out.pop() else {
+        panic!("chain 1 should wait on far: {out:?}")
+    };
+    assert_eq!(vm.frames_held(), 4);
+
+    // Chain 2's root call finds no frame left: the chain fails.
+    start_call(&mut vm, echo, Val::Nat(7), ChainId(2));
+    vm.run(&mut out);
+    assert_eq!(finished(&mut out, ChainId(2)), Err(VmError::TooDeep(4)));
+    assert_eq!(errors(&vm), [VmError::TooDeep(4)]);
+
+    // Chain 1 is untouched, and once it gives its frames back the same
+    // call goes through.
+    vm.resume(rc.token, Ok(Val::Nat(8))).unwrap();
+    vm.run(&mut out);
+    let answer = (0..4).fold(Val::Nat(8), |v, _| Val::just(v));
+    assert_eq!(finished(&mut out, ChainId(1)), Ok(answer));
+    assert_eq!(vm.frames_held(), 0);
+    assert_eq!(run_call(&mut vm, echo, Val::Nat(7)), Ok(Val::Nat(7)));
+}
+
 /// `n` steps that do nothing (each reads its own id).
 fn pad(n: usize) -> Program {
     (0..n).fold(done(Val::Nothing), |p, _| get_self().then(p))
