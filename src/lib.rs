@@ -9,9 +9,13 @@
 //!
 //! - [`vm`]: values, programs, the sans-IO interpreter. No sockets, no threads.
 //! - [`codec`]: bytes <-> protocol messages. Takes `&[u8]`, appends to `Vec<u8>`.
-//! - [`reactor`]: the mio event loop; the only module that touches sockets.
-//! - [`node`]: the interpreter thread and the glue that starts a node.
-//! - [`demo`]: the PingPong and Battleship behaviors.
+//! - [`protocol`]: the peer protocol's rules, sans-IO: events and time in,
+//!   actions and bytes out.
+//! - [`reactor`]: the mio event loop around the protocol core; the only
+//!   module that touches sockets.
+//! - [`node`]: the interpreter thread, the handoff between the threads,
+//!   and the glue that starts a node.
+//! - [`demo`]: the PingPong and Battleship behaviors, and the PingPong roles.
 //! - [`log`]: a small `RUST_LOG`-driven logger.
 #![forbid(unsafe_code)]
 
@@ -19,5 +23,6 @@ pub mod codec;
 pub mod demo;
 pub mod log;
 pub mod node;
+pub mod protocol;
 pub mod reactor;
 pub mod vm;

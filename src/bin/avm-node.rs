@@ -13,7 +13,8 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use avm::codec::DEFAULT_MAX_FRAME;
-use avm::node::{DemoRole, Node, NodeConfig, Outcome};
+use avm::demo::{self, DemoReport};
+use avm::node::{Node, NodeConfig, Outcome};
 use avm::vm::{BehaviorRegistry, PureRegistry};
 
 /// An avm node: hosts objects, serves calls from peers over TCP, and can
@@ -146,62 +147,77 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     config.max_write_buffer = args.max_write_buffer;
     config.handle_signals = true;
-    config.demo = args.demo.then(|| match args.rounds {
-        Some(rounds) => DemoRole::Orchestrate {
-            rounds,
-            wait: Duration::from_secs(args.demo_wait),
-        },
-        None => DemoRole::Serve,
-    });
-    let node = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
-        .map_err(|e| format!("cannot start node `{name}` on {}:{port}: {e}", args.bind))?;
-    report(node.wait())
+    let mut behaviors = BehaviorRegistry::new();
+    if args.demo {
+        demo::pingpong::register(&mut behaviors);
+    }
+    let node = Node::start(config, behaviors, PureRegistry::new())
+        .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
+    match (args.demo, args.rounds) {
+        (false, _) => finish(node.wait()),
+        (true, None) => {
+            demo::serve(&node)?;
+            finish(node.wait())
+        }
+        (true, Some(rounds)) => {
+            let played = demo::orchestrate(&node, rounds, Duration::from_secs(args.demo_wait));
+            node.shutdown();
+            node.wait();
+            report(played)
+        }
+    }
 }
 
 fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     let loopback = IpAddr::from([127, 0, 0, 1]);
+    let behaviors = || {
+        let mut behaviors = BehaviorRegistry::new();
+        demo::pingpong::register(&mut behaviors);
+        behaviors
+    };
+
     let mut beta = NodeConfig::new("beta");
     beta.bind = loopback;
     beta.handle_signals = true;
-    beta.demo = Some(DemoRole::Serve);
-    let beta = Node::start(beta, BehaviorRegistry::new(), PureRegistry::new())
+    let beta = Node::start(beta, behaviors(), PureRegistry::new())
         .map_err(|e| format!("cannot start beta: {e}"))?;
+    demo::serve(&beta)?;
 
     let mut alpha = NodeConfig::new("alpha");
     alpha.bind = loopback;
     alpha.handle_signals = true;
     alpha.peers = vec![beta.local_addr().to_string()];
-    alpha.demo = Some(DemoRole::Orchestrate {
-        rounds,
-        wait: Duration::from_secs(10),
-    });
-    let alpha = Node::start(alpha, BehaviorRegistry::new(), PureRegistry::new())
+    let alpha = Node::start(alpha, behaviors(), PureRegistry::new())
         .map_err(|e| format!("cannot start alpha: {e}"))?;
-    let outcome = alpha.wait();
+    let played = demo::orchestrate(&alpha, rounds, Duration::from_secs(10));
+    alpha.shutdown();
+    alpha.wait();
     beta.shutdown();
     beta.wait();
-    report(outcome)
+    report(played)
 }
 
-fn report(outcome: Outcome) -> Result<ExitCode, String> {
+/// A node that served until stopped: 0, unless its reactor failed.
+fn finish(outcome: Outcome) -> Result<ExitCode, String> {
     match outcome {
-        Outcome::Demo(report) => {
-            println!("{report}");
-            if report.succeeded() {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                let why = match &report.first_failure {
-                    Some(reason) => format!(" (first failed call: {reason})"),
-                    None => String::new(),
-                };
-                Err(format!(
-                    "the demo ended with {} instead of {}{why}",
-                    report.result,
-                    report.expected()
-                ))
-            }
-        }
-        Outcome::DemoFailed(reason) => Err(format!("demo failed: {reason}")),
         Outcome::Stopped => Ok(ExitCode::SUCCESS),
+        Outcome::Failed(reason) => Err(reason),
     }
+}
+
+fn report(played: Result<DemoReport, String>) -> Result<ExitCode, String> {
+    let report = played.map_err(|e| format!("demo failed: {e}"))?;
+    println!("{report}");
+    if report.succeeded() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let why = match &report.first_failure {
+        Some(reason) => format!(" (first failed call: {reason})"),
+        None => String::new(),
+    };
+    Err(format!(
+        "the demo ended with {} instead of {}{why}",
+        report.result,
+        report.expected()
+    ))
 }

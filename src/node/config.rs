@@ -8,7 +8,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::node::DemoRole;
 use crate::vm::TraceMode;
 
 /// Every default setting of a node.
@@ -54,7 +53,6 @@ pub struct NodeConfig {
     pub node_prefix: Option<u16>,
     pub max_frame: usize,
     pub max_pending: usize,
-    pub demo: Option<DemoRole>,
     pub trace: TraceMode,
     /// Ping interval; a peer silent for 3 intervals is declared down.
     pub keepalive: Duration,
@@ -86,7 +84,6 @@ impl NodeConfig {
             node_prefix: None,
             max_frame: defaults::MAX_FRAME,
             max_pending: defaults::MAX_PENDING,
-            demo: None,
             trace: TraceMode::Counting,
             spin: defaults::SPIN,
             keepalive: defaults::KEEPALIVE,

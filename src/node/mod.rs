@@ -53,8 +53,9 @@
 //! ```
 
 pub mod config;
-pub mod demo;
+pub mod handoff;
 mod interp;
+mod stats;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -62,93 +63,102 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use crate::reactor::handoff::{Command, Event, Handoff};
-use crate::reactor::{Reactor, ReactorConfig, ReactorSetup};
+use crate::protocol::{self, Core};
+use crate::reactor::{Reactor, ReactorSetup};
 use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, Val, Vm, VmConfig};
 
-pub use config::{defaults, NodeConfig};
-pub use demo::{DemoReport, DemoRole};
+use handoff::{Command, Event, Handoff};
 
-/// How a node's interpreter ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The demo orchestrator finished (whatever its result).
-    Demo(DemoReport),
-    /// The demo could not run (no pong appeared in time, the reactor died).
-    DemoFailed(String),
-    /// Shut down on request.
-    Stopped,
-}
+pub use config::{defaults, NodeConfig};
+pub use interp::{Outcome, NODE_STOPPED};
+pub use stats::{NodeStats, StatsSnapshot};
 
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
+    name: String,
     local_addr: SocketAddr,
     handoff: Arc<Handoff>,
     stop: Arc<AtomicBool>,
+    stats: Arc<NodeStats>,
     reactor: Option<JoinHandle<()>>,
     interp: Option<JoinHandle<Outcome>>,
 }
 
 impl Node {
     /// Binds, then starts both threads. `behaviors` is what this node's
-    /// objects can run (the demo's `ping` and `pong` are added when
-    /// `config.demo` is set).
+    /// objects can run; `pures` the pure functions programs may call.
+    /// Fails, naming the address, when the listener cannot be bound.
     pub fn start(
         config: NodeConfig,
-        mut behaviors: BehaviorRegistry,
+        behaviors: BehaviorRegistry,
         pures: PureRegistry,
     ) -> io::Result<Node> {
-        let listener = TcpListener::bind((config.bind, config.port))?;
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
         let local_addr = listener.local_addr()?;
-        crate::info!("node {}: listening on {local_addr}", config.name);
+        log::info!("node {}: listening on {local_addr}", config.name);
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
         let machine = MachineId::new(&config.name);
 
         let setup = ReactorSetup::new(listener, config.handle_signals)?;
         let handoff = Arc::clone(setup.handoff());
-        let reactor = Reactor::new(
-            setup,
-            ReactorConfig {
+        let now = Instant::now();
+        let core = Core::new(
+            protocol::Config {
+                machine: machine.clone(),
+                node_prefix: prefix,
+                listen_port: local_addr.port(),
                 peers: config.peers.clone(),
                 max_frame: config.max_frame,
                 max_pending: config.max_pending,
-                spin: config.spin,
                 keepalive: config.keepalive,
                 call_timeout: config.call_timeout,
                 max_write_buffer: config.max_write_buffer,
-                max_backlog: config.max_backlog,
-                ..ReactorConfig::new(machine.clone(), prefix)
+                seed: boot_epoch_counter() ^ u64::from(local_addr.port()),
             },
+            now,
         );
+        let reactor = Reactor::new(setup, core, &config.name, config.spin, config.max_backlog);
 
-        if config.demo.is_some() {
-            crate::demo::pingpong::register(&mut behaviors);
-        }
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;
         vm_config.first_counter = boot_epoch_counter();
         vm_config.max_depth = config.max_call_depth;
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(NodeStats::default());
         let interp = interp::Interpreter::new(
             vm,
             Arc::clone(&handoff),
             Arc::clone(&stop),
-            config.demo,
+            Arc::clone(&stats),
             config.spin,
         );
 
         let reactor = spawn_node_thread(format!("{}/reactor", config.name), move || reactor.run())?;
         let interp = spawn_node_thread(format!("{}/interp", config.name), move || interp.run())?;
         Ok(Node {
+            name: config.name,
             local_addr,
             handoff,
             stop,
+            stats,
             reactor: Some(reactor),
             interp: Some(interp),
         })
+    }
+
+    /// This node's `machine_id`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the node has counted so far (calls in and out, failures).
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
     }
 
     /// The address the listener is bound to (the real port when 0 was asked).
@@ -171,6 +181,25 @@ impl Node {
         result
     }
 
+    /// Runs `look` with the node's vm on the interpreter thread, between
+    /// two steps of its chains, and sends back what it answers: for
+    /// reading the directory or the objects from outside (the demo waits
+    /// for `pong` this way), or host-side setup. Keep it short: the node
+    /// serves nothing while it runs. Once the node has stopped, the
+    /// channel closes without an answer.
+    pub fn query<T: Send + 'static>(
+        &self,
+        look: impl FnOnce(&mut Vm) -> T + Send + 'static,
+    ) -> Receiver<T> {
+        let (answer, answered) = std::sync::mpsc::channel();
+        let query: handoff::Query = Box::new(move |vm| {
+            let _ = answer.send(look(vm));
+        });
+        self.handoff.send_events(&mut vec![Event::Query(query)]);
+        drop(self.handoff.events_unclaimed());
+        answered
+    }
+
     /// Asks both threads to stop; `wait` then returns promptly.
     pub fn shutdown(&self) {
         // ORDERING: Release pairs with the interpreter's Acquire load, so
@@ -187,7 +216,7 @@ impl Node {
             .take()
             .map(|t| {
                 t.join()
-                    .unwrap_or_else(|_| Outcome::DemoFailed("interpreter thread panicked".into()))
+                    .unwrap_or_else(|_| Outcome::Failed("interpreter thread panicked".into()))
             })
             .unwrap_or(Outcome::Stopped);
         self.stop_reactor();
@@ -212,6 +241,15 @@ impl Drop for Node {
         }
         self.stop_reactor();
     }
+}
+
+/// The listener's bind error, naming the address.
+fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    let msg = match e.kind() {
+        io::ErrorKind::AddrInUse => format!("address {addr} in use"),
+        _ => format!("cannot listen on {addr}: {e}"),
+    };
+    io::Error::new(e.kind(), msg)
 }
 
 /// Where this life's ObjectId counter starts: the boot time in
@@ -270,7 +308,7 @@ fn node_stack_size() -> Option<usize> {
                 Some(THREAD_STACK)
             }
             Err(e) => {
-                crate::warn!(
+                log::warn!(
                     "no {} MiB thread stack here ({e}); node threads use the default, \
                      which a deeply nested value may overflow",
                     THREAD_STACK >> 20

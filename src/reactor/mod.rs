@@ -1,114 +1,58 @@
 //! The reactor: one thread, one `mio::Poll`, all the node's sockets.
 //!
-//! It owns the listener, every peer connection with its read and write
-//! buffers, the table of calls awaiting a `call_response`, the table of
-//! inbound calls awaiting the interpreter's answer, and the timers. This is
-//! the only module that imports `mio::net`; the vm and the codec never see a
-//! socket.
+//! It is the thin shell around the protocol core (`crate::protocol`): it
+//! owns the listener, every peer socket and its read buffer, the waker and
+//! the signal handler, and moves bytes; the core decides what the bytes
+//! mean and what to send. This is the only module that imports
+//! `mio::net`; the vm, the codec and the protocol core never see a socket.
 //!
 //! ```text
-//!              ┌────────────── reactor thread ───────────────┐
-//!  peers ◀──▶  │ listener  conns: Slab<Conn>  timers         │
-//!   TCP        │ pending: IdTable<Pending>   (request_id)    │
-//!              │ inbound: IdTable<Inbound>   (InboundId)     │
-//!              └───────▲──────────────────────────┬──────────┘
+//!              ┌────────────── reactor thread ───────────────────┐
+//!  peers ◀──▶  │ listener  sockets (FrameDecoder each)  resolver │
+//!   TCP        │        ▲ bytes ▼           ▲ actions            │
+//!              │   protocol::Core: conns, calls, timers, rules   │
+//!              └───────▲──────────────────────────┬──────────────┘
 //!             Command + Waker                 Event + unpark
-//!              ┌───────┴──────────────────────────▼──────────┐
-//!              │ interpreter thread: the Vm                  │
-//!              └─────────────────────────────────────────────┘
+//!              ┌───────┴──────────────────────────▼──────────────┐
+//!              │ interpreter thread: the Vm (crate::node)        │
+//!              └─────────────────────────────────────────────────┘
 //! ```
 //!
-//! One loop iteration: poll; handle each ready source (accept, read and
-//! parse frames, drain commands); fire due timers; flush every connection
-//! that has queued bytes (all frames queued in the iteration leave in one
-//! `write`); hand the batch of events to the interpreter. Readiness is
-//! edge-triggered, so every read and write runs until `WouldBlock`.
+//! One loop iteration: poll; take the interpreter's commands into the
+//! core; handle each ready source (accept, read and decode frames into the
+//! core); fire the core's due timers; carry out its actions (dial, close)
+//! and write every connection it queued bytes on (all frames queued in
+//! the iteration leave in one `write`); hand the core's events to the
+//! interpreter. Readiness is edge-triggered, so every read and write runs
+//! until `WouldBlock`.
 //!
-//! Every request in flight on a connection fails with an `Event::Reply`
-//! error the moment that connection closes, so no call chain waits forever.
-//!
-//! Files: `handoff` (the queues to and from the interpreter), `conn` (one
-//! connection and its buffers), `traffic` (reading frames, flushing writes),
-//! `peers` (dialling, hellos, the tie rule, closing), `health` (keepalive,
-//! call timeouts, backpressure, signals), `pending` (the generational
-//! request tables), `timer` (deadlines).
+//! Files: `socket` (one socket and its read buffer), `resolve` (name
+//! lookups on a thread of their own).
 
-mod conn;
-pub mod handoff;
-mod health;
-mod peers;
-mod pending;
-mod timer;
-mod traffic;
+mod resolve;
+mod socket;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use log::{error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 
-use crate::codec::{self, Message};
-use crate::node::defaults;
-use crate::vm::{ChainId, MachineId, ObjectId, SuspendToken};
-use crate::{debug, error, info, warn};
+use crate::codec;
+use crate::node::handoff::{Command, Event, Handoff};
+use crate::protocol::{self, Action, BadInput, CloseReason, ConnId, Core, Status};
 
-use conn::{Conn, Phase};
-use handoff::{Command, Event, Handoff, InboundId};
-use health::{keepalive_tick, sweep_interval};
-use peers::DialSlot;
-use pending::IdTable;
-use timer::{Timer, Timers};
+use resolve::{Resolved, Resolver};
+use socket::{ReadOutcome, Socket};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
-/// Connection `k` of the slab is registered as `Token(FIRST_CONN + k)`.
+/// Connection key `k` is registered as `Token(FIRST_CONN + k)`.
 const FIRST_CONN: usize = 3;
-
-/// What the reactor needs to know about its node.
-#[derive(Debug, Clone)]
-pub struct ReactorConfig {
-    pub machine: MachineId,
-    pub node_prefix: u16,
-    /// `host:port` of every peer to dial (and redial).
-    pub peers: Vec<String>,
-    pub max_frame: usize,
-    /// Most calls in flight to other nodes at once; more fail at once.
-    pub max_pending: usize,
-    /// How long to keep polling without blocking after the last activity
-    /// (yielding the CPU between polls). Zero: block at once.
-    pub spin: Duration,
-    /// Ping interval; a peer silent for 3 intervals is down.
-    pub keepalive: Duration,
-    /// A call unanswered this long fails with a timeout error.
-    pub call_timeout: Duration,
-    /// A peer whose unsent bytes pass this is not reading: disconnect it.
-    pub max_write_buffer: usize,
-    /// Stop reading sockets while this many events wait for the interpreter.
-    pub max_backlog: usize,
-}
-
-impl ReactorConfig {
-    /// Defaults for everything but identity and peers.
-    pub fn new(machine: MachineId, node_prefix: u16) -> ReactorConfig {
-        ReactorConfig {
-            machine,
-            node_prefix,
-            peers: Vec::new(),
-            max_frame: defaults::MAX_FRAME,
-            max_pending: defaults::MAX_PENDING,
-            spin: defaults::SPIN,
-            keepalive: defaults::KEEPALIVE,
-            call_timeout: defaults::CALL_TIMEOUT,
-            max_write_buffer: defaults::MAX_WRITE_BUFFER,
-            max_backlog: defaults::MAX_BACKLOG,
-        }
-    }
-}
 
 /// Poll and waker, created before the threads so the waker can go into
 /// the `Handoff` that both threads share.
@@ -159,117 +103,69 @@ impl ReactorSetup {
     }
 }
 
-/// A call we sent and await the answer to.
-#[derive(Debug)]
-struct Pending {
-    conn: usize,
-    serial: u64,
-    token: SuspendToken,
-    target: ObjectId,
-    chain: ChainId,
-    sent_at: Instant,
-}
-
-/// A call we received and owe an answer to.
-#[derive(Debug)]
-struct Inbound {
-    conn: usize,
-    serial: u64,
-    request_id: u64,
-}
-
 pub struct Reactor {
-    config: ReactorConfig,
+    core: Core,
     poll: Poll,
     listener: TcpListener,
     handoff: Arc<Handoff>,
-    conns: Slab<Conn>,
-    next_serial: u64,
-    /// The connection calls to each machine go out on.
-    active: HashMap<MachineId, usize>,
-    dials: Vec<DialSlot>,
-    pending: IdTable<Pending>,
-    inbound: IdTable<Inbound>,
-    /// Our objects, kept from `Command::Created`, for the snapshot of
-    /// `create_notify`s every new peer gets after the hellos.
-    local_objects: HashMap<ObjectId, Arc<str>>,
-    timers: Timers,
-    /// Connections with bytes queued since the last flush.
-    dirty: Vec<usize>,
+    /// By connection key; a slot's socket belongs to the `ConnId` it holds.
+    sockets: Vec<Option<Socket>>,
+    resolver: Resolver,
+    resolved: Vec<Resolved>,
     commands: Vec<Command>,
+    core_events: Vec<protocol::Event>,
     events: Vec<Event>,
     /// Commands handled so far (tells the spin loop there was work).
     commands_seen: u64,
     /// Connections not read from while the interpreter's backlog is full.
-    paused: Vec<usize>,
-    /// When each call chain last showed progress here (a call of it sent
-    /// or received, an answer received). A call times out only after its
-    /// chain has shown none for the call timeout: the outermost call of a
-    /// deep PingPong legitimately waits as long as the whole game.
-    chain_activity: HashMap<ChainId, Instant>,
+    paused: Vec<ConnId>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    next_nonce: u64,
-    last_ping: Instant,
+    /// How long to keep polling without blocking after the last activity.
+    spin: Duration,
+    /// Stop reading sockets while this many events wait for the interpreter.
+    max_backlog: usize,
     stopping: bool,
 }
 
 impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
-            .field("machine", &self.config.machine)
-            .field("conns", &self.conns.len())
-            .field("pending", &self.pending.len())
-            .field("inbound", &self.inbound.len())
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
 
 impl Reactor {
-    pub fn new(setup: ReactorSetup, config: ReactorConfig) -> Reactor {
-        let now = Instant::now();
-        let mut timers = Timers::default();
-        timers.schedule(now + keepalive_tick(config.keepalive), Timer::Keepalive);
-        timers.schedule(
-            now + sweep_interval(config.call_timeout),
-            Timer::CallTimeouts,
-        );
-        let dials = config
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(slot, spec)| {
-                timers.schedule(now, Timer::Redial { slot, attempt: 0 });
-                DialSlot::new(spec.clone())
-            })
-            .collect();
+    /// `name` names the resolver thread (`<name>/resolve`).
+    pub fn new(
+        setup: ReactorSetup,
+        core: Core,
+        name: &str,
+        spin: Duration,
+        max_backlog: usize,
+    ) -> Reactor {
         Reactor {
+            core,
             poll: setup.poll,
             listener: setup.listener,
+            resolver: Resolver::new(Arc::clone(&setup.handoff), format!("{name}/resolve")),
             handoff: setup.handoff,
-            conns: Slab::with_capacity(16),
-            next_serial: 1,
-            active: HashMap::new(),
-            dials,
-            pending: IdTable::new(config.max_pending),
-            inbound: IdTable::new(config.max_pending),
-            local_objects: HashMap::new(),
-            timers,
-            dirty: Vec::with_capacity(16),
+            sockets: Vec::with_capacity(16),
+            resolved: Vec::new(),
             commands: Vec::with_capacity(64),
+            core_events: Vec::with_capacity(64),
             events: Vec::with_capacity(64),
             commands_seen: 0,
             paused: Vec::new(),
-            chain_activity: HashMap::new(),
             signals: setup.signals,
-            next_nonce: 1,
-            last_ping: now,
+            spin,
+            max_backlog,
             stopping: false,
-            config,
         }
     }
 
-    /// Runs until `Command::Shutdown` (or a fatal poll error), then tells
-    /// the interpreter it stopped.
+    /// Runs until `Command::Shutdown`, a signal, or a fatal poll error;
+    /// then closes every connection and tells the interpreter it stopped.
     pub fn run(mut self) {
         let reason = match self.event_loop() {
             Ok(()) => None,
@@ -278,7 +174,9 @@ impl Reactor {
                 Some(format!("reactor failed: {e}"))
             }
         };
-        self.close_all("node shutting down");
+        self.core.shutdown(Instant::now());
+        self.settle(Instant::now());
+        self.hand_over();
         self.events.push(Event::ReactorStopped { reason });
         self.handoff.send_events(&mut self.events);
     }
@@ -292,7 +190,9 @@ impl Reactor {
             let timeout = if spinning || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
-                self.timers.timeout(now)
+                self.core
+                    .poll_timeout()
+                    .map(|at| at.saturating_duration_since(now))
             };
             let polled = self.poll.poll(&mut events, timeout);
             self.handoff.reactor_awake();
@@ -302,37 +202,89 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            // One clock reading for the whole iteration.
+            let now = Instant::now();
             // While spinning the interpreter does not ring the waker, so
             // look at the queue every time round.
             let commands_before = self.commands_seen;
-            self.drain_commands();
+            self.drain_commands(now);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
-                    WAKER => {} // drained above
+                    LISTENER => self.accept_all(now),
+                    WAKER => self.take_resolved(now),
                     SIGNALS => self.handle_signals(),
-                    Token(t) => self.handle_conn_event(t - FIRST_CONN),
+                    Token(t) => self.handle_socket_event(t - FIRST_CONN, now),
                 }
             }
-            self.resume_paused();
+            self.resume_paused(now);
             if !events.is_empty() || self.commands_seen != commands_before {
-                spin_until = Instant::now() + self.config.spin;
+                spin_until = now + self.spin;
             } else if spinning {
                 std::thread::yield_now();
             }
-            self.fire_timers(Instant::now());
-            self.flush_dirty();
-            self.handoff.send_events(&mut self.events);
+            self.core.handle_timeout(now);
+            self.settle(now);
+            self.hand_over();
         }
         Ok(())
     }
 
-    fn accept_all(&mut self) {
+    /// Carries out the core's actions and writes what it queued, until
+    /// neither leaves more to do (a failed write closes a connection,
+    /// which is an action).
+    fn settle(&mut self, now: Instant) {
+        loop {
+            let mut acted = false;
+            while let Some(action) = self.core.poll_action() {
+                acted = true;
+                match action {
+                    Action::Dial { slot, spec } => self.dial(slot, spec, now),
+                    Action::Close { conn, linger } => self.drop_socket(conn, &linger),
+                }
+            }
+            while let Some(conn) = self.core.poll_dirty() {
+                acted = true;
+                self.flush(conn, now);
+            }
+            if !acted {
+                return;
+            }
+        }
+    }
+
+    /// Moves the core's events to the interpreter.
+    fn hand_over(&mut self) {
+        self.core.take_events(&mut self.core_events);
+        self.events
+            .extend(self.core_events.drain(..).map(Event::Peer));
+        self.handoff.send_events(&mut self.events);
+    }
+
+    fn drain_commands(&mut self, now: Instant) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.handoff.take_commands(&mut commands);
+        self.commands_seen += commands.len() as u64;
+        for command in commands.drain(..) {
+            match command {
+                Command::Call(call) => self.core.call(call, now),
+                Command::Reply { inbound, result } => self.core.reply(inbound, result),
+                Command::Created { id, behavior } => self.core.broadcast_created(id, &behavior),
+                Command::Destroyed { id } => self.core.broadcast_destroyed(id),
+                Command::Snapshot { machine, objects } => {
+                    self.core.send_snapshot(&machine, &objects)
+                }
+                Command::Shutdown => self.stopping = true,
+            }
+        }
+        self.commands = commands;
+    }
+
+    fn accept_all(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
-                    info!("accepted a connection from {addr}");
-                    self.add_conn(stream, addr, None);
+                    let conn = self.core.handle_accepted(addr, now);
+                    self.add_socket(conn, stream, addr, false, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -346,227 +298,261 @@ impl Reactor {
         }
     }
 
-    /// Registers a new connection and queues our `hello` on it.
-    fn add_conn(
+    fn dial(&mut self, slot: usize, spec: Arc<str>, now: Instant) {
+        if let Ok(addr) = spec.parse::<SocketAddr>() {
+            return self.connect(slot, addr, now);
+        }
+        if let Err(e) = self.resolver.request(slot, spec) {
+            self.core.handle_dial_failed(slot, &e, now);
+        }
+    }
+
+    fn take_resolved(&mut self, now: Instant) {
+        self.resolver.take(&mut self.resolved);
+        let mut resolved = std::mem::take(&mut self.resolved);
+        for (slot, answer) in resolved.drain(..) {
+            match answer {
+                Ok(addr) => self.connect(slot, addr, now),
+                Err(e) => self.core.handle_dial_failed(slot, &e, now),
+            }
+        }
+        self.resolved = resolved;
+    }
+
+    fn connect(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
+        let stream = match mio::net::TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) => return self.core.handle_dial_failed(slot, &e.to_string(), now),
+        };
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(e) => return self.core.handle_dial_failed(slot, &e.to_string(), now),
+        };
+        let conn = self.core.handle_dialled(slot, addr, local, now);
+        self.add_socket(conn, stream, addr, true, now);
+    }
+
+    fn add_socket(
         &mut self,
-        stream: mio::net::TcpStream,
+        conn: ConnId,
+        mut stream: mio::net::TcpStream,
         addr: SocketAddr,
-        dial_slot: Option<usize>,
-    ) -> Option<usize> {
+        connecting: bool,
+        now: Instant,
+    ) {
         if let Err(e) = stream.set_nodelay(true) {
             // Without NODELAY, small frames wait for Nagle: slow, still correct.
             warn!("TCP_NODELAY on {addr}: {e}");
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let serial = self.next_serial;
-        self.next_serial += 1;
-        let mut conn = Conn::new(stream, addr, serial, self.config.max_frame, dial_slot);
-        let interest = conn.wanted_interest();
-        conn.write_interest = interest.is_writable();
-        if let Err(e) =
-            self.poll
+        let token = Token(FIRST_CONN + conn.key());
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            let reason = CloseReason::ConnectFailed(format!("registering the socket failed: {e}"));
+            return self.core.handle_closed(conn, reason, now);
+        }
+        if self.sockets.len() <= conn.key() {
+            self.sockets.resize_with(conn.key() + 1, || None);
+        }
+        let socket = Socket::new(conn, stream, connecting, self.core.max_frame());
+        self.sockets[conn.key()] = Some(socket);
+    }
+
+    /// The core forgot `conn`: one last try at its unsent bytes, then the
+    /// socket goes.
+    fn drop_socket(&mut self, conn: ConnId, linger: &[u8]) {
+        let Some(slot) = self.sockets.get_mut(conn.key()) else {
+            return;
+        };
+        if !slot.as_ref().is_some_and(|s| s.conn == conn) {
+            return;
+        }
+        let mut socket = slot.take().expect("checked above");
+        if !linger.is_empty() && !socket.connecting {
+            let _ = socket.write_some(linger);
+        }
+        let _ = self.poll.registry().deregister(&mut socket.stream);
+        self.paused.retain(|p| *p != conn);
+    }
+
+    fn handle_socket_event(&mut self, key: usize, now: Instant) {
+        let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
+            return; // closed earlier in this batch of events
+        };
+        let conn = socket.conn;
+        if socket.connecting {
+            match socket.check_connected() {
+                Ok(false) => return,
+                Ok(true) => {
+                    socket.connecting = false;
+                    self.core.handle_connected(conn);
+                }
+                Err(e) => {
+                    let reason = CloseReason::ConnectFailed(e.to_string());
+                    return self.core.handle_closed(conn, reason, now);
+                }
+            }
+        }
+        if !self.paused.contains(&conn) {
+            self.read(conn, now);
+        }
+        self.flush(conn, now);
+    }
+
+    /// Reads and hands frames to the core until the socket would block,
+    /// the connection closes, or the interpreter's backlog is full.
+    fn read(&mut self, conn: ConnId, now: Instant) {
+        loop {
+            if self.backlog_full() && self.pause(conn, now) {
+                return;
+            }
+            let Some(socket) = self
+                .sockets
+                .get_mut(conn.key())
+                .and_then(Option::as_mut)
+                .filter(|s| s.conn == conn)
+            else {
+                return;
+            };
+            let done = socket.read_some();
+            if done.is_none() {
+                self.core.handle_heard(conn, now);
+            }
+            loop {
+                let status = match socket.decoder.next_frame() {
+                    Ok(Some(payload)) => match codec::decode(payload) {
+                        Ok(msg) => self.core.handle_message(conn, msg, now),
+                        Err(e) => self.core.handle_bad_input(conn, BadInput::Message(e), now),
+                    },
+                    Ok(None) => break,
+                    Err(e) => self.core.handle_bad_input(conn, BadInput::Frame(e), now),
+                };
+                match status {
+                    Status::Open => {}
+                    Status::Greeted => socket.decoder.raise_max_frame(self.core.max_frame()),
+                    Status::Closed => return,
+                }
+            }
+            let reason = match done {
+                None => continue,
+                Some(ReadOutcome::Open) => return,
+                Some(ReadOutcome::Eof) if socket.decoder.buffered() > 0 => CloseReason::EofMidFrame,
+                Some(ReadOutcome::Eof) => CloseReason::PeerClosed,
+                Some(ReadOutcome::Broken(e)) => CloseReason::ReadFailed(e),
+            };
+            return self.core.handle_closed(conn, reason, now);
+        }
+    }
+
+    /// Writes what the core queued on `conn`, then keeps the write
+    /// interest in step with what is left.
+    fn flush(&mut self, conn: ConnId, now: Instant) {
+        let Some(socket) = self
+            .sockets
+            .get_mut(conn.key())
+            .and_then(Option::as_mut)
+            .filter(|s| s.conn == conn)
+        else {
+            return;
+        };
+        if socket.connecting {
+            return;
+        }
+        loop {
+            let unsent = self.core.unsent(conn);
+            if unsent.is_empty() {
+                break;
+            }
+            match socket.write_some(unsent) {
+                Ok(0) => break,
+                Ok(n) => self.core.advance(conn, n),
+                Err(e) => {
+                    return self.core.handle_closed(
+                        conn,
+                        CloseReason::WriteFailed(e.to_string()),
+                        now,
+                    )
+                }
+            }
+        }
+        let wants_write = self.core.wants_write(conn);
+        if wants_write != socket.write_interest {
+            socket.write_interest = wants_write;
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(FIRST_CONN + conn.key());
+            if let Err(e) = self
+                .poll
                 .registry()
-                .register(&mut conn.stream, Token(FIRST_CONN + key), interest)
-        {
-            warn!("registering the connection to {addr} failed: {e}");
-            return None;
-        }
-        let hello = Message::Hello(codec::Hello {
-            version: 1,
-            machine_id: self.config.machine.as_str().into(),
-            node_prefix: self.config.node_prefix,
-        });
-        conn.queue(&hello).expect("a hello always fits in a frame");
-        entry.insert(conn);
-        self.mark_dirty(key);
-        Some(key)
-    }
-
-    fn drain_commands(&mut self) {
-        let mut commands = std::mem::take(&mut self.commands);
-        self.handoff.take_commands(&mut commands);
-        self.commands_seen += commands.len() as u64;
-        for command in commands.drain(..) {
-            match command {
-                Command::Call(call) => self.send_call(call),
-                Command::Reply { inbound, result } => self.send_reply(inbound, result),
-                Command::Created { id, behavior } => {
-                    let machine = self.config.machine.clone();
-                    let notify = Message::CreateNotify(codec::CreateNotify {
-                        object_id: id,
-                        machine_id: machine.as_str().into(),
-                        behavior: Some(behavior.as_ref().into()),
-                    });
-                    self.broadcast(&notify);
-                    self.local_objects.insert(id, behavior);
-                }
-                Command::Destroyed { id } => {
-                    self.local_objects.remove(&id);
-                    let notify = Message::DestroyNotify(codec::DestroyNotify { object_id: id });
-                    self.broadcast(&notify);
-                }
-                Command::Shutdown => self.stopping = true,
+                .reregister(&mut socket.stream, token, interest)
+            {
+                let reason = CloseReason::WriteFailed(format!("reregister failed: {e}"));
+                return self.core.handle_closed(conn, reason, now);
             }
         }
-        self.commands = commands;
+        if wants_write {
+            self.core.check_backlog(conn, now);
+        }
     }
 
-    fn send_call(&mut self, call: crate::vm::RemoteCall) {
-        let Some(&key) = self.active.get(&call.machine) else {
-            self.events.push(Event::Reply {
-                token: call.token,
-                result: Err(format!(
-                    "machine {} is not connected (call to object {})",
-                    call.machine, call.target
-                )),
-            });
+    /// Events produced and not yet taken by the interpreter.
+    fn backlog(&self) -> usize {
+        self.events.len() + self.core.events_waiting() + self.handoff.backlog()
+    }
+
+    fn backlog_full(&self) -> bool {
+        self.backlog() >= self.max_backlog
+    }
+
+    /// Stops reading `conn` until the interpreter catches up (the bytes
+    /// stay in the kernel and TCP pushes back on the sender). `false`: the
+    /// interpreter caught up meanwhile; read on.
+    fn pause(&mut self, conn: ConnId, now: Instant) -> bool {
+        self.hand_over();
+        if !self.handoff.pause_reactor(self.max_backlog) {
+            return false;
+        }
+        if !self.paused.contains(&conn) {
+            self.paused.push(conn);
+            self.core.set_paused(conn, true, now);
+        }
+        true
+    }
+
+    /// Reads the paused connections again once the backlog is half gone.
+    fn resume_paused(&mut self, now: Instant) {
+        if self.paused.is_empty() || self.backlog() > self.max_backlog / 2 {
+            return;
+        }
+        self.handoff.resume_reactor();
+        for conn in std::mem::take(&mut self.paused) {
+            self.core.set_paused(conn, false, now);
+            self.read(conn, now);
+            self.flush(conn, now);
+        }
+    }
+
+    /// SIGINT or SIGTERM: stop accepting, then shut down like
+    /// `Command::Shutdown`.
+    fn handle_signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else {
             return;
         };
-        let serial = self.conns[key].serial;
-        let now = Instant::now();
-        self.chain_activity.insert(call.chain, now);
-        let Some(request_id) = self.pending.insert(Pending {
-            conn: key,
-            serial,
-            token: call.token,
-            target: call.target,
-            chain: call.chain,
-            sent_at: now,
-        }) else {
-            self.events.push(Event::Reply {
-                token: call.token,
-                result: Err(format!(
-                    "too many calls in flight ({}); call to object {} refused",
-                    self.config.max_pending, call.target
-                )),
-            });
+        let Some(signal) = signals.pending().next() else {
             return;
         };
-        debug!(
-            "call #{request_id:#x} -> {} object {} chain {}",
-            call.machine, call.target, call.chain
-        );
-        let msg = Message::Call(codec::Call {
-            request_id,
-            target: call.target,
-            input: call.input,
-            sender: call.sender,
-            sender_machine: self.config.machine.as_str().into(),
-            chain: Some(call.chain),
-        });
-        let conn = &mut self.conns[key];
-        match conn.queue(&msg) {
-            Ok(()) => {
-                conn.calls_out += 1;
-                self.mark_dirty(key);
-            }
-            Err(e) => {
-                self.pending.remove(request_id);
-                self.events.push(Event::Reply {
-                    token: call.token,
-                    result: Err(format!("call to object {} not sent: {e}", call.target)),
-                });
-            }
-        }
-    }
-
-    fn send_reply(&mut self, inbound: InboundId, result: Result<crate::vm::Val, String>) {
-        let Some(entry) = self.inbound.remove(inbound.0) else {
-            debug!("reply to unknown inbound call {:#x} dropped", inbound.0);
-            return;
+        let name = if signal == signal_hook::consts::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
         };
-        let Some(conn) = self.conns.get_mut(entry.conn) else {
-            debug!(
-                "reply to call #{:#x} dropped: its connection closed",
-                entry.request_id
-            );
-            return;
-        };
-        if conn.serial != entry.serial {
-            debug!(
-                "reply to call #{:#x} dropped: its connection closed",
-                entry.request_id
-            );
-            return;
-        }
-        conn.calls_in = conn.calls_in.saturating_sub(1);
-        let msg = Message::CallResponse(codec::CallResponse {
-            request_id: entry.request_id,
-            result: result.map_err(Into::into),
-        });
-        if let Err(e) = conn.queue(&msg) {
-            // The answer is too large for a frame: tell the caller so
-            // rather than leave it waiting.
-            let msg = Message::CallResponse(codec::CallResponse {
-                request_id: entry.request_id,
-                result: Err(format!("reply not sent: {e}").into()),
-            });
-            let _ = conn.queue(&msg);
-        }
-        self.mark_dirty(entry.conn);
-    }
-
-    /// Queues `msg` on every connection past its hellos, retired ones
-    /// included: a retired connection is promoted back if the winner
-    /// closes first, and must not have missed a notice meanwhile. The peer
-    /// then sees a notice twice, which is harmless: notices are idempotent.
-    fn broadcast(&mut self, msg: &Message<'_>) {
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Ready)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            if let Err(e) = self.conns[key].queue(msg) {
-                warn!("broadcast of {} failed: {e}", msg.type_name());
-                continue;
-            }
-            self.mark_dirty(key);
-        }
-    }
-
-    fn fire_timers(&mut self, now: Instant) {
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Redial { slot, attempt } => self.redial(slot, attempt, now),
-                Timer::Retire { conn, serial } => self.check_retired(conn, serial, now),
-                Timer::Keepalive => self.keepalive(now),
-                Timer::CallTimeouts => self.expire_calls(now),
-            }
-        }
-    }
-
-    /// Fails every call awaiting an answer on `key`.
-    fn fail_pending_on(&mut self, key: usize, serial: u64, reason: &str) {
-        let events = &mut self.events;
-        self.pending.drain_where(
-            |p| p.conn == key && p.serial == serial,
-            |p| {
-                events.push(Event::Reply {
-                    token: p.token,
-                    result: Err(reason.to_owned()),
-                })
-            },
-        );
-    }
-
-    fn close_all(&mut self, reason: &str) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.flush_conn(key);
-            self.close(key, reason);
-        }
+        info!("received {name}: shutting down");
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        self.stopping = true;
     }
 }
-
-/// The close reason for an orderly EOF from the peer.
-pub const PEER_CLOSED: &str = "peer closed the connection";
-
-/// Retire timers re-check at this interval.
-const RETIRE_CHECK: Duration = Duration::from_millis(200);
-/// A retired connection stays at least this long: the peer may have
-/// chosen it for calls before the other connection's hellos reached it,
-/// and such calls arrive up to a round trip after we retired it.
-const RETIRE_GRACE: Duration = Duration::from_secs(2);

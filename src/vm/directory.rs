@@ -1,18 +1,125 @@
-//! `Directory`: where objects on *other* machines live.
+//! `Directory`: where objects on *other* machines live, and every rule
+//! about who may change that.
 //!
-//! Filled by the node from `create_notify` / `destroy_notify`. The vm only
-//! reads it: a `call` to an id found here suspends the chain and asks the
-//! driver to forward it. Local objects are never in the directory.
+//! The vm only reads it: a `call` to an id found here suspends the chain
+//! and asks the driver to forward it. Local objects are never in it. The
+//! node feeds it what its peers say, through the rules below and nothing
+//! else:
+//!
+//! - [`Directory::peer_up`]: a machine connected (its first connection
+//!   finished its hellos). What we knew of its objects is forgotten: its
+//!   directory snapshot follows, and after a restart its old objects are
+//!   gone. Its `node_prefix` is remembered for the next rule.
+//! - [`Directory::apply`] a [`Notice`] from a greeted peer:
+//!   - `create_notify` places an object only on its sender, and only an
+//!     object that belongs to the sender: one with the sender's prefix, or
+//!     one the directory already places there. So no peer can move
+//!     another node's object to itself, or onto a third machine.
+//!   - `destroy_notify` removes an entry only if it places the object on
+//!     the sender.
+//! - [`Directory::learn_sender`]: an inbound call's sender, so a caller
+//!   that never announced itself (a client written from the protocol page
+//!   alone) can be called back. Only for an unknown object with the
+//!   calling peer's prefix, and at most [`LEARNED_PER_PEER`] per peer
+//!   (the oldest learned entry goes first), so a peer cannot grow our
+//!   directory without bound by inventing senders.
+//! - A machine that goes down keeps its entries: calls to its objects
+//!   then fail fast ("not connected") instead of "not found", and its
+//!   next `peer_up` refreshes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 
 use super::ids::{MachineId, ObjectId};
 
+/// Learned sender entries kept per peer.
+pub const LEARNED_PER_PEER: usize = 4096;
+
+/// What a peer says about its objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// `create_notify`: `id` lives on `machine` (as the sender claims).
+    Created {
+        id: ObjectId,
+        machine: MachineId,
+        behavior: Option<Arc<str>>,
+    },
+    /// `destroy_notify`.
+    Destroyed { id: ObjectId },
+}
+
+/// Why a notice changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The sender never said hello (no `peer_up`).
+    UnknownPeer,
+    /// A `create_notify` placing an object on another machine than its sender.
+    NotOnSender { id: ObjectId, claimed: MachineId },
+    /// A `create_notify` for an object with another node's prefix that
+    /// the directory does not place on the sender.
+    NotTheSendersObject {
+        id: ObjectId,
+        holder: Option<MachineId>,
+    },
+    /// A `destroy_notify` for an object the directory does not place on
+    /// the sender.
+    NotPlacedOnSender { id: ObjectId },
+}
+
+impl Refused {
+    /// Whether this is a peer overstepping (log it loudly), rather than a
+    /// harmless race such as a late `destroy_notify`.
+    pub fn is_forgery(&self) -> bool {
+        !matches!(self, Refused::NotPlacedOnSender { .. })
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::UnknownPeer => f.write_str("notice from a machine that never said hello"),
+            Refused::NotOnSender { id, claimed } => write!(
+                f,
+                "create_notify places {id} on `{claimed}`, not on the sender; ignored"
+            ),
+            Refused::NotTheSendersObject { id, holder } => match holder {
+                Some(m) => write!(f, "create_notify claims {id}, which lives on {m}; ignored"),
+                None => write!(
+                    f,
+                    "create_notify claims {id}, whose prefix {} is not the sender's; ignored",
+                    id.node_prefix()
+                ),
+            },
+            Refused::NotPlacedOnSender { id } => {
+                write!(
+                    f,
+                    "destroy_notify for {id}, which is not placed on the sender; ignored"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    machine: MachineId,
+    behavior: Option<Arc<str>>,
+    /// Learned from a call's sender, not announced.
+    learned: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PeerInfo {
+    prefix: u16,
+    learned: VecDeque<ObjectId>,
+}
+
 /// ObjectId -> (machine, behavior name) for objects on other machines.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
-    entries: HashMap<ObjectId, (MachineId, Option<Arc<str>>)>,
+    entries: HashMap<ObjectId, Entry>,
+    peers: HashMap<MachineId, PeerInfo>,
 }
 
 impl Directory {
@@ -20,20 +127,124 @@ impl Directory {
         Directory::default()
     }
 
+    /// `machine` connected with `prefix`: forget what we knew of its
+    /// objects (its snapshot follows). Answers how many were forgotten.
+    pub fn peer_up(&mut self, machine: &MachineId, prefix: u16) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.machine != *machine);
+        self.peers.insert(
+            machine.clone(),
+            PeerInfo {
+                prefix,
+                learned: VecDeque::new(),
+            },
+        );
+        before - self.entries.len()
+    }
+
+    /// Applies a notice from `from` if the rules allow it; `Ok(true)` when
+    /// it changed the directory.
+    pub fn apply(&mut self, from: &MachineId, notice: Notice) -> Result<bool, Refused> {
+        let Some(peer) = self.peers.get(from) else {
+            return Err(Refused::UnknownPeer);
+        };
+        match notice {
+            Notice::Created {
+                id,
+                machine,
+                behavior,
+            } => {
+                if machine != *from {
+                    return Err(Refused::NotOnSender {
+                        id,
+                        claimed: machine,
+                    });
+                }
+                let holder = self.entries.get(&id).map(|e| &e.machine);
+                if id.node_prefix() != peer.prefix && holder != Some(from) {
+                    return Err(Refused::NotTheSendersObject {
+                        id,
+                        holder: holder.cloned(),
+                    });
+                }
+                self.entries.insert(
+                    id,
+                    Entry {
+                        machine,
+                        behavior,
+                        learned: false,
+                    },
+                );
+                Ok(true)
+            }
+            Notice::Destroyed { id } => match self.entries.get(&id) {
+                Some(e) if e.machine == *from => {
+                    self.entries.remove(&id);
+                    Ok(true)
+                }
+                _ => Err(Refused::NotPlacedOnSender { id }),
+            },
+        }
+    }
+
+    /// Places an inbound call's `sender` on the calling peer `from`, if it
+    /// is unknown and has `from`'s prefix. `true` when it was learned now.
+    pub fn learn_sender(&mut self, sender: ObjectId, from: &MachineId) -> bool {
+        if self.entries.contains_key(&sender) {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(from) else {
+            return false;
+        };
+        if sender.node_prefix() != peer.prefix {
+            return false;
+        }
+        if peer.learned.len() >= LEARNED_PER_PEER {
+            if let Some(oldest) = peer.learned.pop_front() {
+                if self
+                    .entries
+                    .get(&oldest)
+                    .is_some_and(|e| e.learned && e.machine == *from)
+                {
+                    self.entries.remove(&oldest);
+                }
+            }
+        }
+        peer.learned.push_back(sender);
+        self.entries.insert(
+            sender,
+            Entry {
+                machine: from.clone(),
+                behavior: None,
+                learned: true,
+            },
+        );
+        true
+    }
+
+    /// Places `id` on `machine` unconditionally: for hosts wiring vms by
+    /// hand (tests, benches). A node's own traffic goes through `apply`.
     pub fn insert(&mut self, id: ObjectId, machine: MachineId, behavior: Option<&str>) {
-        self.entries.insert(id, (machine, behavior.map(Arc::from)));
+        self.entries.insert(
+            id,
+            Entry {
+                machine,
+                behavior: behavior.map(Arc::from),
+                learned: false,
+            },
+        );
     }
 
     pub fn remove(&mut self, id: ObjectId) -> Option<MachineId> {
-        self.entries.remove(&id).map(|(m, _)| m)
+        self.entries.remove(&id).map(|e| e.machine)
     }
 
     pub fn machine_of(&self, id: ObjectId) -> Option<&MachineId> {
-        self.entries.get(&id).map(|(m, _)| m)
+        self.entries.get(&id).map(|e| &e.machine)
     }
 
     pub fn behavior_of(&self, id: ObjectId) -> Option<&str> {
-        self.entries.get(&id).and_then(|(_, b)| b.as_deref())
+        self.entries.get(&id).and_then(|e| e.behavior.as_deref())
     }
 
     /// The lowest id whose behavior is `behavior` (deterministic whatever
@@ -41,16 +252,16 @@ impl Directory {
     pub fn find_by_behavior(&self, behavior: &str) -> Option<ObjectId> {
         self.entries
             .iter()
-            .filter(|(_, (_, b))| b.as_deref() == Some(behavior))
+            .filter(|(_, e)| e.behavior.as_deref() == Some(behavior))
             .map(|(id, _)| *id)
             .min()
     }
 
-    /// Every remote object on `machine` (for failing them when it leaves).
+    /// Every remote object on `machine`.
     pub fn on_machine<'a>(&'a self, machine: &'a MachineId) -> impl Iterator<Item = ObjectId> + 'a {
         self.entries
             .iter()
-            .filter(move |(_, (m, _))| m == machine)
+            .filter(move |(_, e)| e.machine == *machine)
             .map(|(id, _)| *id)
     }
 
@@ -67,15 +278,133 @@ impl Directory {
 mod tests {
     use super::*;
 
+    fn m(name: &str) -> MachineId {
+        MachineId::new(name)
+    }
+
+    fn id(prefix: u16, n: u64) -> ObjectId {
+        ObjectId(u64::from(prefix) << 48 | n)
+    }
+
+    fn created(i: ObjectId, machine: &str, behavior: &str) -> Notice {
+        Notice::Created {
+            id: i,
+            machine: m(machine),
+            behavior: Some(Arc::from(behavior)),
+        }
+    }
+
+    /// beta (prefix 2) and mallory (prefix 9) are connected.
+    fn dir() -> Directory {
+        let mut d = Directory::new();
+        d.peer_up(&m("beta"), 2);
+        d.peer_up(&m("mallory"), 9);
+        d
+    }
+
     #[test]
     fn find_by_behavior_picks_lowest_id() {
         let mut d = Directory::new();
-        d.insert(ObjectId(9), MachineId::new("b"), Some("pong"));
-        d.insert(ObjectId(3), MachineId::new("c"), Some("pong"));
-        d.insert(ObjectId(1), MachineId::new("c"), None);
+        d.insert(ObjectId(9), m("b"), Some("pong"));
+        d.insert(ObjectId(3), m("c"), Some("pong"));
+        d.insert(ObjectId(1), m("c"), None);
         assert_eq!(d.find_by_behavior("pong"), Some(ObjectId(3)));
         assert_eq!(d.machine_of(ObjectId(9)).unwrap().as_str(), "b");
         assert_eq!(d.remove(ObjectId(9)).unwrap().as_str(), "b");
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn a_peer_places_its_own_objects() {
+        let mut d = dir();
+        let pong = id(2, 1);
+        assert_eq!(d.apply(&m("beta"), created(pong, "beta", "pong")), Ok(true));
+        assert_eq!(d.machine_of(pong), Some(&m("beta")));
+        assert_eq!(d.behavior_of(pong), Some("pong"));
+        assert_eq!(
+            d.apply(&m("beta"), Notice::Destroyed { id: pong }),
+            Ok(true)
+        );
+        assert_eq!(d.machine_of(pong), None);
+    }
+
+    #[test]
+    fn forged_and_foreign_notices_are_refused() {
+        let mut d = dir();
+        let pong = id(2, 1);
+        d.apply(&m("beta"), created(pong, "beta", "pong")).unwrap();
+        // Placing an object on a third machine.
+        let e = d
+            .apply(&m("mallory"), created(id(9, 1), "ghost", "x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("not on the sender; ignored"), "{e}");
+        // Claiming beta's object.
+        let e = d
+            .apply(&m("mallory"), created(pong, "mallory", "pong"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Refused::NotTheSendersObject {
+                    holder: Some(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Claiming an object of a prefix that is not its own.
+        let e = d
+            .apply(&m("mallory"), created(id(5, 1), "mallory", "x"))
+            .unwrap_err();
+        assert!(e.is_forgery());
+        // Retiring beta's object.
+        let e = d
+            .apply(&m("mallory"), Notice::Destroyed { id: pong })
+            .unwrap_err();
+        assert_eq!(e, Refused::NotPlacedOnSender { id: pong });
+        // A stranger.
+        assert_eq!(
+            d.apply(&m("nobody"), created(id(3, 1), "nobody", "x")),
+            Err(Refused::UnknownPeer)
+        );
+        assert_eq!(
+            d.machine_of(pong),
+            Some(&m("beta")),
+            "beta's pong is untouched"
+        );
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_reconnected_peer_starts_from_its_snapshot() {
+        let mut d = dir();
+        d.apply(&m("beta"), created(id(2, 1), "beta", "pong"))
+            .unwrap();
+        d.apply(&m("mallory"), created(id(9, 1), "mallory", "x"))
+            .unwrap();
+        assert_eq!(d.peer_up(&m("beta"), 2), 1);
+        assert_eq!(d.machine_of(id(2, 1)), None);
+        assert_eq!(d.machine_of(id(9, 1)), Some(&m("mallory")));
+    }
+
+    #[test]
+    fn learned_senders_are_the_peers_own_and_bounded() {
+        let mut d = dir();
+        assert!(
+            !d.learn_sender(id(2, 1), &m("mallory")),
+            "beta's prefix, from mallory"
+        );
+        assert!(d.learn_sender(id(9, 1), &m("mallory")));
+        assert!(!d.learn_sender(id(9, 1), &m("mallory")), "already known");
+        for n in 2..=(LEARNED_PER_PEER as u64 + 10) {
+            d.learn_sender(id(9, n), &m("mallory"));
+        }
+        assert_eq!(d.len(), LEARNED_PER_PEER);
+        assert_eq!(d.machine_of(id(9, 1)), None, "the oldest went first");
+        assert!(d.machine_of(id(9, LEARNED_PER_PEER as u64 + 10)).is_some());
+        // An announced object is never evicted as if learned.
+        d.apply(&m("beta"), created(id(2, 7), "beta", "pong"))
+            .unwrap();
+        assert_eq!(d.machine_of(id(2, 7)), Some(&m("beta")));
     }
 }

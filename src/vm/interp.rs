@@ -231,12 +231,12 @@ impl Vm {
     }
 
     /// (id, behavior name) of every live local object.
-    pub fn local_objects(&self) -> impl Iterator<Item = (ObjectId, &str)> + '_ {
+    pub fn local_objects(&self) -> impl Iterator<Item = (ObjectId, &Arc<str>)> + '_ {
         let reg = &self.world.behaviors;
         self.world
             .objects
             .iter()
-            .map(move |(id, o)| (*id, &*reg.get(o.behavior).name))
+            .map(move |(id, o)| (*id, &reg.get(o.behavior).name))
     }
 
     pub fn directory(&self) -> &Directory {

@@ -66,7 +66,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use directory::Directory;
+pub use directory::{Directory, Notice, Refused, LEARNED_PER_PEER};
 pub use error::{RemoteFailure, VmError};
 pub use ids::{
     ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, SuspendToken, TxId,
@@ -81,3 +81,4 @@ pub use program::{
 pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
 pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode};
 pub use value::Val;
+pub(crate) use world::IdHasher;

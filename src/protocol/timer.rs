@@ -1,15 +1,18 @@
-//! Deadlines for the reactor, in a min-heap.
+//! Deadlines of the protocol core, in a min-heap.
 //!
 //! Time is passed in (`now`), never read here, so the logic is testable
 //! without sleeping. Timers are not cancelled: a handler re-checks the
 //! state it was set for (a connection's serial, a dial slot's attempt) and
-//! ignores a timer that no longer applies. That keeps cancellation free and
-//! the heap small enough in practice (one entry per dial slot or
-//! connection at a time).
+//! ignores a timer that no longer applies. That keeps cancellation free,
+//! and the heap small: at most one entry per dial slot and per retired
+//! connection, plus the two periodic ones (one call-timeout entry stands
+//! for every call in flight; see `calls::ChainClock`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use super::ConnId;
 
 /// What to do when a deadline passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -17,10 +20,11 @@ pub enum Timer {
     /// Dial peer slot `slot` again (attempt number `attempt`).
     Redial { slot: usize, attempt: u64 },
     /// See whether a retired duplicate connection can be closed.
-    Retire { conn: usize, serial: u64 },
+    Retire { conn: ConnId },
     /// Ping every peer; close the ones silent for 3 intervals. Periodic.
     Keepalive,
-    /// Fail calls older than the call timeout. Periodic.
+    /// Fail the calls of chains idle for the call timeout: due when the
+    /// least recently active chain's deadline passes.
     CallTimeouts,
 }
 
@@ -34,11 +38,15 @@ impl Timers {
         self.heap.push(Reverse((at, timer)));
     }
 
-    /// How long `poll` may sleep: `None` when no timer is set.
-    pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        self.heap
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(now))
+    /// When the next timer is due: `None` when no timer is set.
+    pub fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Every timer set, with its deadline (in no order), for tests.
+    #[cfg(test)]
+    pub fn deadlines(&self) -> impl Iterator<Item = (Instant, Timer)> + '_ {
+        self.heap.iter().map(|Reverse(entry)| *entry)
     }
 
     /// The next timer due at or before `now`.
@@ -53,6 +61,7 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn due_timers_come_out_in_deadline_order() {
@@ -62,14 +71,16 @@ mod tests {
             slot: 1,
             attempt: 0,
         };
-        let early = Timer::Retire { conn: 3, serial: 9 };
+        let early = Timer::Retire {
+            conn: ConnId { key: 3, serial: 9 },
+        };
         timers.schedule(t0 + Duration::from_millis(20), late);
         timers.schedule(t0 + Duration::from_millis(10), early);
-        assert_eq!(timers.timeout(t0), Some(Duration::from_millis(10)));
+        assert_eq!(timers.next_at(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(timers.pop_due(t0), None);
         assert_eq!(timers.pop_due(t0 + Duration::from_millis(15)), Some(early));
         assert_eq!(timers.pop_due(t0 + Duration::from_millis(15)), None);
         assert_eq!(timers.pop_due(t0 + Duration::from_millis(25)), Some(late));
-        assert_eq!(timers.timeout(t0), None);
+        assert_eq!(timers.next_at(), None);
     }
 }

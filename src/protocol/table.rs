@@ -1,8 +1,9 @@
 //! `IdTable`: a bounded slab whose keys carry a generation.
 //!
-//! The reactor keeps two: requests it sent and awaits a `call_response`
-//! for (the id is the wire `request_id`), and inbound calls the interpreter
-//! has yet to answer (the id is an [`InboundId`](super::handoff::InboundId)).
+//! The protocol core keeps one per connection for the requests it sent
+//! there and awaits a `call_response` for (the id is the wire
+//! `request_id`), and one for inbound calls the interpreter has yet to
+//! answer (the id is an [`InboundId`](super::InboundId)).
 //!
 //! An id is `generation << 32 | slab key`. Slab keys are reused as soon as
 //! an entry leaves, so a late answer to a freed slot would otherwise reach
@@ -21,6 +22,9 @@ const GEN_MASK: u32 = (1 << 31) - 1;
 pub struct IdTable<T> {
     slab: Slab<(u32, T)>,
     generation: u32,
+    /// The generation has wrapped at least once: every generation has been
+    /// handed out.
+    wrapped: bool,
     capacity: usize,
 }
 
@@ -30,6 +34,7 @@ impl<T> IdTable<T> {
         IdTable {
             slab: Slab::with_capacity(capacity.min(1024)),
             generation: 0,
+            wrapped: false,
             capacity,
         }
     }
@@ -39,6 +44,7 @@ impl<T> IdTable<T> {
         if self.slab.len() >= self.capacity {
             return None;
         }
+        self.wrapped |= self.generation == GEN_MASK;
         self.generation = (self.generation % GEN_MASK) + 1;
         let key = self.slab.insert((self.generation, value));
         Some(u64::from(self.generation) << 32 | key as u64)
@@ -53,6 +59,7 @@ impl<T> IdTable<T> {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: u64) -> Option<&T> {
         let (gen, key) = split(id)?;
         match self.slab.get(key) {
@@ -61,23 +68,21 @@ impl<T> IdTable<T> {
         }
     }
 
-    /// Removes every entry for which `pred` holds, handing each to `f`.
-    pub fn drain_where(&mut self, mut pred: impl FnMut(&T) -> bool, mut f: impl FnMut(T)) {
-        let keys: Vec<usize> = self
-            .slab
-            .iter()
-            .filter(|(_, (_, v))| pred(v))
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            f(self.slab.remove(key).1);
-        }
-    }
-
     /// Whether `id` could have been handed out by this table (so an
     /// answer to it that finds no entry is late, not made up).
     pub fn was_issued(&self, id: u64) -> bool {
-        split(id).is_some_and(|(gen, _)| gen <= self.generation)
+        split(id).is_some_and(|(gen, _)| self.wrapped || gen <= self.generation)
+    }
+
+    /// Removes every entry, handing each to `f`.
+    pub fn drain(&mut self, mut f: impl FnMut(T)) {
+        for (_, v) in self.slab.drain() {
+            f(v);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
     }
 
     pub fn len(&self) -> usize {
@@ -118,6 +123,21 @@ mod tests {
     }
 
     #[test]
+    fn ids_issued_before_the_generation_wrapped_still_count_as_issued() {
+        let mut t = IdTable::new(4);
+        t.generation = GEN_MASK - 1;
+        let old = t.insert(()).unwrap(); // generation GEN_MASK
+        t.remove(old);
+        let new = t.insert(()).unwrap(); // wrapped to generation 1
+        assert_eq!(new >> 32, 1);
+        assert!(
+            t.was_issued(old),
+            "an id from before the wrap is late, not made up"
+        );
+        assert!(t.was_issued(new));
+    }
+
+    #[test]
     fn refuses_at_capacity_instead_of_growing() {
         let mut t = IdTable::new(2);
         let a = t.insert(1).unwrap();
@@ -139,15 +159,16 @@ mod tests {
     }
 
     #[test]
-    fn drain_where_takes_only_matching() {
+    fn drain_takes_everything_and_ids_stay_stale() {
         let mut t = IdTable::new(8);
-        for i in 0..6 {
-            t.insert(i).unwrap();
-        }
+        let ids: Vec<u64> = (0..6).map(|i| t.insert(i).unwrap()).collect();
         let mut taken = Vec::new();
-        t.drain_where(|v| v % 2 == 0, |v| taken.push(v));
+        t.drain(|v| taken.push(v));
         taken.sort();
-        assert_eq!(taken, vec![0, 2, 4]);
-        assert_eq!(t.len(), 3);
+        assert_eq!(taken, vec![0, 1, 2, 3, 4, 5]);
+        assert!(t.is_empty());
+        assert!(ids
+            .iter()
+            .all(|&id| t.get(id).is_none() && t.was_issued(id)));
     }
 }

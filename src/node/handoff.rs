@@ -25,11 +25,20 @@
 //!   interpreter: push command; fence; if sleeping { wake }
 //!   reactor:     sleeping = true; fence; if queue empty { poll(block) }
 //! ```
+//!
+//! The same pattern pauses reading while the interpreter is behind:
+//!
+//! ```text
+//!   reactor:     paused = true; fence; if backlog still full { stop reading }
+//!   interpreter: take events (backlog -= n); fence; if paused { wake }
+//! ```
+//!
 //! `park` may return spuriously and an
 //! `unpark` that comes before `park` makes the next `park` return at once,
 //! so the interpreter parks in a loop that re-checks the queue: a wake-up
 //! is never lost.
 
+use std::fmt;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -37,18 +46,14 @@ use std::thread::Thread;
 
 use mio::Waker;
 
-use crate::vm::{ChainId, MachineId, ObjectId, Program, RemoteCall, SuspendToken, Val};
-
-/// Identifies an inbound call until the interpreter replies to it. Minted
-/// by the reactor; opaque to the interpreter, which passes it to the vm as
-/// the chain's origin and hands it back with the reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct InboundId(pub u64);
+use crate::protocol::{self, InboundId};
+use crate::vm::{MachineId, ObjectId, Program, RemoteCall, Val, Vm};
 
 /// Interpreter -> reactor.
 #[derive(Debug)]
 pub enum Command {
-    /// Send a call to the machine the vm named; answer with `Event::Reply`.
+    /// Send a call to the machine the vm named; answered by a
+    /// `protocol::Event::Reply`.
     Call(RemoteCall),
     /// The answer to an inbound call.
     Reply {
@@ -59,49 +64,47 @@ pub enum Command {
     Created { id: ObjectId, behavior: Arc<str> },
     /// A local object was destroyed: broadcast `destroy_notify`.
     Destroyed { id: ObjectId },
+    /// Our directory snapshot, owed to `machine` after its `PeerUp`.
+    Snapshot {
+        machine: MachineId,
+        objects: Vec<(ObjectId, Arc<str>)>,
+    },
     /// Close everything and end the reactor thread.
     Shutdown,
 }
 
-/// Reactor -> interpreter.
-#[derive(Debug)]
+/// Work for the interpreter thread, run with its vm.
+pub type Query = Box<dyn FnOnce(&mut Vm) + Send>;
+
+/// Reactor (or `Node`) -> interpreter.
 pub enum Event {
-    /// A peer calls one of our objects.
-    Inbound {
-        inbound: InboundId,
-        target: ObjectId,
-        input: Val,
-        sender: ObjectId,
-        sender_machine: MachineId,
-        chain: Option<ChainId>,
-    },
-    /// The answer to a `Command::Call` (an `Err` when it failed anywhere:
-    /// unreachable machine, lost connection, the callee's error).
-    Reply {
-        token: SuspendToken,
-        result: Result<Val, String>,
-    },
-    /// `create_notify`: an object lives on `machine`.
-    Located {
-        id: ObjectId,
-        machine: MachineId,
-        behavior: Option<Arc<str>>,
-    },
-    /// `destroy_notify` from `machine`: forget `id` if it was placed there.
-    Gone { id: ObjectId, machine: MachineId },
-    /// The first connection to `machine` completed its hellos.
-    PeerUp { machine: MachineId },
-    /// The last connection to `machine` closed.
-    PeerDown { machine: MachineId, reason: String },
-    /// The reactor thread ended (after `Command::Shutdown`, or on a fatal
-    /// error, which `reason` names).
-    ReactorStopped { reason: Option<String> },
-    /// Not from the reactor: a program submitted through `Node::submit`,
-    /// whose result goes back on `reply`.
+    /// From the peer protocol: calls, answers, notices, peers up and down.
+    Peer(protocol::Event),
+    /// A program submitted through `Node::submit`, whose result goes back
+    /// on `reply`.
     Run {
         program: Program,
         reply: Sender<Result<Val, String>>,
     },
+    /// `Node::query`: a look at (or a host-side change to) the vm.
+    Query(Query),
+    /// The reactor thread ended (after `Command::Shutdown`, or on a fatal
+    /// error, which `reason` names).
+    ReactorStopped { reason: Option<String> },
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Peer(e) => f.debug_tuple("Peer").field(e).finish(),
+            Event::Run { program, .. } => f.debug_struct("Run").field("program", program).finish(),
+            Event::Query(_) => f.write_str("Query"),
+            Event::ReactorStopped { reason } => f
+                .debug_struct("ReactorStopped")
+                .field("reason", reason)
+                .finish(),
+        }
+    }
 }
 
 /// The shared half of the handoff. One per node, in an `Arc`.
@@ -186,7 +189,7 @@ impl Handoff {
         if let Err(e) = self.waker.wake() {
             // The reactor's poll is gone: it has stopped, and the
             // interpreter learns that from `Event::ReactorStopped`.
-            crate::debug!("waking the reactor failed: {e}");
+            log::debug!("waking the reactor failed: {e}");
         }
     }
 
@@ -239,17 +242,38 @@ impl Handoff {
 
     /// Events handed over and not yet taken by the interpreter.
     pub fn backlog(&self) -> usize {
-        // ORDERING: SeqCst, after the reactor's SeqCst store of the pause
-        // flag: with `take_events`' SeqCst load, one side always sees the
-        // other (a missed wake would still be caught by the next timer).
-        self.backlog.load(Ordering::SeqCst)
+        // ORDERING: Relaxed: a hint for when to pause; the decision to
+        // stay paused goes through `pause_reactor`.
+        self.backlog.load(Ordering::Relaxed)
     }
 
-    /// Reactor: it stopped reading until the backlog drains.
-    pub fn set_reactor_paused(&self, paused: bool) {
-        // ORDERING: SeqCst, ordered before the reactor's next SeqCst load of
-        // `backlog`, against `take_events`' SeqCst load of this flag.
-        self.reactor_paused.store(paused, Ordering::SeqCst);
+    /// Reactor: it is about to stop reading because the backlog is at
+    /// `limit`. Raises the pause flag, then looks at the backlog again:
+    /// `true` means stay paused (the interpreter will ring the waker when
+    /// it takes events), `false` means the interpreter drained enough
+    /// meanwhile and the flag is down again.
+    pub fn pause_reactor(&self, limit: usize) -> bool {
+        self.reactor_paused.store(true, Ordering::Relaxed);
+        // ORDERING: the store-buffering pattern again, paired with the
+        // fence in `take_events`: we store the flag then load the backlog,
+        // the interpreter lowers the backlog then loads the flag. With a
+        // SeqCst fence between each pair, at least one side sees the
+        // other's write: either we see the drained backlog here, or the
+        // interpreter sees the flag and wakes us.
+        fence(Ordering::SeqCst);
+        if self.backlog.load(Ordering::Relaxed) >= limit {
+            true
+        } else {
+            self.reactor_paused.store(false, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Reactor: it reads again.
+    pub fn resume_reactor(&self) {
+        // ORDERING: Relaxed: a stale `true` seen by the interpreter costs
+        // one spurious wake, never a lost one.
+        self.reactor_paused.store(false, Ordering::Relaxed);
     }
 
     /// Wakes the interpreter without an event (used to ask it to stop).
@@ -265,12 +289,17 @@ impl Handoff {
         {
             let mut events = lock(&self.events);
             std::mem::swap(&mut *events, into);
-            // ORDERING: Relaxed: updated under the lock, like the add.
+            // ORDERING: updated under the lock, like the add; ordered
+            // before the flag's load below by the fence.
             self.backlog.fetch_sub(into.len(), Ordering::Relaxed);
         }
-        // ORDERING: SeqCst pairs with the reactor's SeqCst store: if it
-        // paused after seeing a full backlog, we see the flag here.
-        if !into.is_empty() && self.reactor_paused.load(Ordering::SeqCst) {
+        if into.is_empty() {
+            return;
+        }
+        // ORDERING: pairs with the fence in `pause_reactor`: if the reactor
+        // paused after seeing a full backlog, we see its flag here.
+        fence(Ordering::SeqCst);
+        if self.reactor_paused.load(Ordering::Relaxed) {
             self.wake_reactor();
         }
     }
@@ -286,13 +315,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use mio::{Events, Poll, Token};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    const WAKER: Token = Token(1);
+
+    fn handoff() -> (Poll, Arc<Handoff>) {
+        let poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), WAKER).unwrap();
+        (poll, Handoff::new(waker))
+    }
+
+    fn event() -> Event {
+        Event::Peer(protocol::Event::Notice {
+            from: MachineId::new("beta"),
+            notice: protocol::Notice::Destroyed { id: ObjectId(7) },
+        })
+    }
 
     #[test]
-    fn commands_sent_before_poll_wake_the_reactor() {
-        let mut poll = Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), Token(1)).unwrap();
-        let h = Handoff::new(waker);
+    fn commands_sent_to_a_sleeping_reactor_ring_the_waker() {
+        let (mut poll, h) = handoff();
         assert!(h.reactor_may_sleep());
         let mut batch = vec![Command::Destroyed { id: ObjectId(1) }, Command::Shutdown];
         h.send_commands(&mut batch);
@@ -300,7 +342,7 @@ mod tests {
         let mut events = Events::with_capacity(4);
         poll.poll(&mut events, Some(Duration::from_secs(5)))
             .unwrap();
-        assert!(events.iter().any(|e| e.token() == Token(1)));
+        assert!(events.iter().any(|e| e.token() == WAKER), "the waker rang");
         let mut got = Vec::new();
         h.take_commands(&mut got);
         assert_eq!(got.len(), 2);
@@ -308,60 +350,140 @@ mod tests {
     }
 
     #[test]
-    fn commands_sent_while_reactor_decides_to_sleep_are_seen() {
-        let poll = Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), Token(1)).unwrap();
-        let h = Handoff::new(waker);
-        // Nothing queued: the reactor may block.
+    fn a_reactor_with_commands_queued_may_not_sleep() {
+        let (_poll, h) = handoff();
         assert!(h.reactor_may_sleep());
         h.reactor_awake();
-        // A command already queued: it must not block.
         h.send_commands(&mut vec![Command::Shutdown]);
         assert!(!h.reactor_may_sleep());
     }
 
+    /// The race of the waker: the interpreter sends while the reactor
+    /// decides to sleep, ten thousand times on two threads. A lost wake-up
+    /// leaves the reactor in `poll` until its 5 s timeout; every round must
+    /// come back far sooner.
     #[test]
-    fn sleeping_reactor_is_woken_by_a_command() {
-        let mut poll = Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), Token(1)).unwrap();
-        let h = Handoff::new(waker);
-        assert!(h.reactor_may_sleep());
-        h.send_commands(&mut vec![Command::Shutdown]);
-        let mut events = Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::from_secs(5)))
-            .unwrap();
+    fn command_racing_the_reactor_going_to_sleep_is_never_lost() {
+        let (mut poll, h) = handoff();
+        let h2 = Arc::clone(&h);
+        const ROUNDS: usize = 10_000;
+        let (ack, acked) = std::sync::mpsc::channel();
+        let reactor = std::thread::spawn(move || {
+            let mut events = Events::with_capacity(4);
+            let mut got = Vec::new();
+            let mut slowest = Duration::ZERO;
+            let mut seen = 0;
+            while seen < ROUNDS {
+                let t = Instant::now();
+                if h2.reactor_may_sleep() {
+                    poll.poll(&mut events, Some(Duration::from_secs(5)))
+                        .unwrap();
+                }
+                h2.reactor_awake();
+                h2.take_commands(&mut got);
+                if !got.is_empty() {
+                    slowest = slowest.max(t.elapsed());
+                }
+                seen += got.len();
+                for _ in got.drain(..) {
+                    ack.send(()).unwrap();
+                }
+            }
+            slowest
+        });
+        for _ in 0..ROUNDS {
+            h.send_commands(&mut vec![Command::Shutdown]);
+            acked
+                .recv_timeout(Duration::from_secs(10))
+                .expect("acknowledged");
+        }
+        let slowest = reactor.join().unwrap();
         assert!(
-            events.iter().any(|e| e.token() == Token(1)),
-            "the waker rang"
+            slowest < Duration::from_secs(2),
+            "a wake-up was lost: {slowest:?}"
         );
     }
 
+    /// The race of the unpark: the reactor sends events while the
+    /// interpreter decides to park, ten thousand times. A lost unpark
+    /// would leave the interpreter parked for good.
     #[test]
-    fn unpark_before_park_is_not_lost() {
-        let poll = Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), Token(1)).unwrap();
-        let h = Handoff::new(waker);
+    fn event_racing_the_interpreter_going_to_park_is_never_lost() {
+        let (_poll, h) = handoff();
         let h2 = Arc::clone(&h);
-        let (tx, rx) = std::sync::mpsc::channel();
+        const ROUNDS: usize = 10_000;
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let (ack, acked) = std::sync::mpsc::channel();
         let interp = std::thread::spawn(move || {
             h2.register_interpreter();
-            tx.send(()).unwrap();
+            ready.send(()).unwrap();
             let mut got = Vec::new();
-            // The reactor may send before this thread parks: the unpark
-            // token makes park return, and the loop finds the event.
-            loop {
+            let mut seen = 0;
+            while seen < ROUNDS {
                 h2.take_events(&mut got);
-                if !got.is_empty() {
-                    return got.len();
+                if got.is_empty() {
+                    std::thread::park_timeout(Duration::from_secs(5));
+                    continue;
                 }
-                std::thread::park();
+                seen += got.len();
+                for _ in got.drain(..) {
+                    ack.send(Instant::now()).unwrap();
+                }
             }
         });
-        rx.recv().unwrap();
-        h.send_events(&mut vec![Event::Gone {
-            id: ObjectId(7),
-            machine: MachineId::new("beta"),
-        }]);
-        assert_eq!(interp.join().unwrap(), 1);
+        is_ready.recv().unwrap();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..ROUNDS {
+            let sent = Instant::now();
+            h.send_events(&mut vec![event()]);
+            let at = acked.recv_timeout(Duration::from_secs(10)).expect("taken");
+            slowest = slowest.max(at - sent);
+        }
+        interp.join().unwrap();
+        assert!(
+            slowest < Duration::from_secs(2),
+            "an unpark was lost: {slowest:?}"
+        );
+    }
+
+    /// The race of the pause: the reactor pauses on a full backlog while
+    /// the interpreter drains it. Either the reactor sees the drained
+    /// backlog and does not pause, or the interpreter sees the flag and
+    /// rings the waker: a paused reactor is always woken.
+    #[test]
+    fn pause_racing_the_interpreter_draining_is_always_woken() {
+        const ROUNDS: usize = 5_000;
+        for _ in 0..ROUNDS / 1000 {
+            let (mut poll, h) = handoff();
+            let h2 = Arc::clone(&h);
+            let drainer = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..1000 {
+                    while h2.backlog() == 0 {
+                        std::hint::spin_loop();
+                    }
+                    h2.take_events(&mut got);
+                    got.clear();
+                }
+            });
+            let mut events = Events::with_capacity(4);
+            for _ in 0..1000 {
+                h.send_events(&mut vec![event()]);
+                if h.pause_reactor(1) {
+                    // Paused: the drainer must wake us.
+                    poll.poll(&mut events, Some(Duration::from_secs(5)))
+                        .unwrap();
+                    assert!(
+                        events.iter().any(|e| e.token() == WAKER),
+                        "a paused reactor was not woken"
+                    );
+                    h.resume_reactor();
+                }
+                while h.backlog() != 0 {
+                    std::hint::spin_loop();
+                }
+            }
+            drainer.join().unwrap();
+        }
     }
 }

@@ -1,0 +1,164 @@
+//! The distributed PingPong demo's two roles, played on a running
+//! [`Node`] through its public API only (`submit`, `query`, `stats`):
+//!
+//! - [`serve`]: create a `pong` object (announced to every peer by
+//!   `create_notify`) and let the node serve calls until it is shut down.
+//! - [`orchestrate`]: wait until some object whose behavior is `pong`
+//!   shows up in the directory (no hard-coded ids), then run the
+//!   orchestrator program (a transaction around the creation of `ping`,
+//!   then `call(ping, ["Ping", 0, rounds, pong])`) and report.
+//!
+//! Both nodes must have the PingPong behaviors registered
+//! ([`pingpong::register`]).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use log::info;
+
+use crate::node::Node;
+use crate::vm::{create_obj, MachineId, ObjectId, Val};
+
+use super::pingpong;
+
+/// How often the orchestrator looks for `pong` while it waits.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
+/// How often it says it is still waiting.
+const NOTE_EVERY: Duration = Duration::from_secs(5);
+
+/// Creates `pong` on `node`; answers its id.
+pub fn serve(node: &Node) -> Result<ObjectId, String> {
+    match node.submit(create_obj("pong")).recv() {
+        Ok(Ok(Val::ObjectRef(pong))) => {
+            info!("demo: created pong {pong}; serving");
+            Ok(pong)
+        }
+        Ok(Ok(other)) => Err(format!("creating pong answered {other}")),
+        Ok(Err(e)) => Err(format!("creating pong: {e}")),
+        Err(_) => Err("creating pong: the node stopped".into()),
+    }
+}
+
+/// Waits up to `wait` for a `pong` in `node`'s directory, plays `rounds`
+/// rounds against it, and reports. `Err` when the game could not run at
+/// all (no pong in time, the node stopped); a game that ran but ended
+/// with another result is an `Ok` report that did not succeed.
+pub fn orchestrate(node: &Node, rounds: u64, wait: Duration) -> Result<DemoReport, String> {
+    let (pong, pong_machine) = find_pong(node, wait)?;
+    info!("demo: found pong {pong} on {pong_machine}; running {rounds} rounds");
+    node.stats().take_first_failure();
+    let before = node.stats().snapshot();
+    let started = Instant::now();
+    let result = node
+        .submit(pingpong::orchestrator(rounds, pong))
+        .recv()
+        .map_err(|_| "the node shut down before the demo finished".to_owned())?
+        .map_err(|e| format!("the orchestrator failed: {e}"))?;
+    let elapsed = started.elapsed();
+    let counted = node.stats().snapshot() - before;
+    Ok(DemoReport {
+        rounds,
+        result,
+        pong_machine,
+        our_machine: MachineId::new(node.name()),
+        calls_out: counted.calls_out,
+        calls_in: counted.calls_in,
+        elapsed,
+        first_failure: node.stats().take_first_failure(),
+    })
+}
+
+/// The lowest-numbered `pong` in `node`'s directory and its machine,
+/// once there is one.
+fn find_pong(node: &Node, wait: Duration) -> Result<(ObjectId, MachineId), String> {
+    info!("demo: waiting for a `pong` object to appear in the directory");
+    let since = Instant::now();
+    // A wait too long to add to a clock reading means "for ever".
+    let give_up = since.checked_add(wait);
+    let mut next_note = since + NOTE_EVERY;
+    loop {
+        let found = node
+            .query(|vm| {
+                let dir = vm.directory();
+                dir.find_by_behavior("pong")
+                    .and_then(|id| Some((id, dir.machine_of(id)?.clone())))
+            })
+            .recv()
+            .map_err(|_| "the node shut down before the demo started".to_owned())?;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let now = Instant::now();
+        if give_up.is_some_and(|g| now >= g) {
+            return Err(format!(
+                "no `pong` object appeared within {wait:?}; is the serving node \
+                 (--demo without --rounds) running and reachable?"
+            ));
+        }
+        if now >= next_note {
+            info!(
+                "demo: still waiting for a `pong` object ({:.0?} so far)",
+                now - since
+            );
+            next_note = now + NOTE_EVERY;
+        }
+        std::thread::sleep(LOOK_EVERY);
+    }
+}
+
+/// What the orchestrator saw.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub rounds: u64,
+    pub result: Val,
+    /// The machine hosting the `pong` that was used.
+    pub pong_machine: MachineId,
+    pub our_machine: MachineId,
+    /// Calls this node sent to other nodes during the game.
+    pub calls_out: u64,
+    /// Calls other nodes sent to this node during the game.
+    pub calls_in: u64,
+    /// From the orchestrator's start to its result.
+    pub elapsed: Duration,
+    /// Why the first remote call that failed did so, if any did.
+    pub first_failure: Option<String>,
+}
+
+impl DemoReport {
+    /// The result PROTOCOL.md promises: `["done", rounds]`.
+    pub fn expected(&self) -> Val {
+        Val::List(vec![Val::str("done"), Val::Nat(self.rounds)])
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.result == self.expected()
+    }
+}
+
+impl fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let crossed = self.calls_out + self.calls_in;
+        writeln!(f, "result: {}", self.result)?;
+        writeln!(
+            f,
+            "calls across the network: {crossed} ({} -> {}: {}, {} -> {}: {})",
+            self.our_machine,
+            self.pong_machine,
+            self.calls_out,
+            self.pong_machine,
+            self.our_machine,
+            self.calls_in
+        )?;
+        let per_call = if crossed > 0 {
+            self.elapsed / crossed as u32
+        } else {
+            Duration::ZERO
+        };
+        write!(
+            f,
+            "elapsed: {:.3} ms ({:.1} us per remote call)",
+            self.elapsed.as_secs_f64() * 1e3,
+            per_call.as_secs_f64() * 1e6
+        )
+    }
+}

@@ -1,0 +1,225 @@
+//! Calls in flight and when they time out.
+//!
+//! A call we sent lives in its connection's [`IdTable`](super::table::IdTable)
+//! (so a closing connection fails exactly its own calls) and is counted
+//! against its chain here. A call times out when its *chain* has shown no
+//! progress for the call timeout (a call of it sent or received, an
+//! answer received): the outermost call of a deep PingPong legitimately
+//! waits as long as the whole game.
+//!
+//! [`ChainClock`] keeps the chains that have calls in flight on this node
+//! in a list ordered by last progress (least recent first), threaded
+//! through a slab: progress moves a chain to the back in O(1), the front
+//! is the only deadline that can be due, and a chain leaves when its last
+//! call is answered. So the bookkeeping is bounded by the calls in flight,
+//! and one timer (for the front) stands for all of them.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::time::Instant;
+
+use slab::Slab;
+use smallvec::SmallVec;
+
+use crate::vm::{ChainId, IdHasher, ObjectId, SuspendToken};
+
+use super::ConnId;
+
+/// A call we sent and await the answer to.
+#[derive(Debug)]
+pub struct Outbound {
+    pub token: SuspendToken,
+    pub target: ObjectId,
+    pub chain: ChainId,
+}
+
+/// Where one call in flight is: its connection and wire request_id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallRef {
+    pub conn: ConnId,
+    pub request_id: u64,
+}
+
+const NIL: usize = usize::MAX;
+
+#[derive(Debug)]
+struct Entry {
+    chain: ChainId,
+    last: Instant,
+    /// Usually one: a chain waits on one call at a time, except when it
+    /// re-enters this node (PingPong: one per round on each node).
+    calls: SmallVec<[CallRef; 1]>,
+    prev: usize,
+    next: usize,
+}
+
+/// Chains with calls in flight, least recently active first.
+#[derive(Debug, Default)]
+pub struct ChainClock {
+    entries: Slab<Entry>,
+    index: HashMap<ChainId, usize, BuildHasherDefault<IdHasher>>,
+    head: Option<usize>,
+    tail: Option<usize>,
+}
+
+impl ChainClock {
+    /// `chain` made progress at `now`, if it has calls in flight here.
+    pub fn touch(&mut self, chain: ChainId, now: Instant) {
+        if let Some(&key) = self.index.get(&chain) {
+            self.entries[key].last = now;
+            self.move_to_back(key);
+        }
+    }
+
+    /// `call` of `chain` was sent at `now`.
+    pub fn add(&mut self, chain: ChainId, call: CallRef, now: Instant) {
+        match self.index.get(&chain) {
+            Some(&key) => {
+                self.entries[key].last = now;
+                self.entries[key].calls.push(call);
+                self.move_to_back(key);
+            }
+            None => {
+                let key = self.entries.insert(Entry {
+                    chain,
+                    last: now,
+                    calls: SmallVec::from_buf([call]),
+                    prev: NIL,
+                    next: NIL,
+                });
+                self.index.insert(chain, key);
+                self.link_back(key);
+            }
+        }
+    }
+
+    /// `call` of `chain` is no longer in flight (answered or failed).
+    pub fn remove(&mut self, chain: ChainId, call: CallRef) {
+        let Some(&key) = self.index.get(&chain) else {
+            return;
+        };
+        let calls = &mut self.entries[key].calls;
+        // Nested calls are answered innermost first: search from the back.
+        if let Some(i) = calls.iter().rposition(|c| *c == call) {
+            calls.swap_remove(i);
+        }
+        if calls.is_empty() {
+            self.unlink(key);
+            self.entries.remove(key);
+            self.index.remove(&chain);
+        }
+    }
+
+    /// `conn` closed: `chain` no longer waits on any call sent there.
+    pub fn forget_conn(&mut self, chain: ChainId, conn: ConnId) {
+        let Some(&key) = self.index.get(&chain) else {
+            return;
+        };
+        let calls = &mut self.entries[key].calls;
+        calls.retain(|c| c.conn != conn);
+        if calls.is_empty() {
+            self.unlink(key);
+            self.entries.remove(key);
+            self.index.remove(&chain);
+        }
+    }
+
+    /// The least recently active chain and when it last made progress.
+    pub fn oldest(&self) -> Option<(ChainId, Instant)> {
+        self.head
+            .map(|k| (self.entries[k].chain, self.entries[k].last))
+    }
+
+    /// Forgets `chain`, handing back its calls in flight.
+    pub fn take(&mut self, chain: ChainId) -> SmallVec<[CallRef; 1]> {
+        let Some(key) = self.index.remove(&chain) else {
+            return SmallVec::new();
+        };
+        self.unlink(key);
+        self.entries.remove(key).calls
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn move_to_back(&mut self, key: usize) {
+        if self.tail != Some(key) {
+            self.unlink(key);
+            self.link_back(key);
+        }
+    }
+
+    fn link_back(&mut self, key: usize) {
+        let e = &mut self.entries[key];
+        e.prev = self.tail.unwrap_or(NIL);
+        e.next = NIL;
+        match self.tail {
+            Some(t) => self.entries[t].next = key,
+            None => self.head = Some(key),
+        }
+        self.tail = Some(key);
+    }
+
+    fn unlink(&mut self, key: usize) {
+        let (prev, next) = (self.entries[key].prev, self.entries[key].next);
+        match prev {
+            NIL => self.head = (next != NIL).then_some(next),
+            p => self.entries[p].next = next,
+        }
+        match next {
+            NIL => self.tail = (prev != NIL).then_some(prev),
+            n => self.entries[n].prev = prev,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn call(request_id: u64) -> CallRef {
+        CallRef {
+            conn: ConnId { key: 0, serial: 1 },
+            request_id,
+        }
+    }
+
+    #[test]
+    fn the_oldest_chain_is_the_least_recently_active() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut clock = ChainClock::default();
+        clock.add(ChainId(1), call(1), at(0));
+        clock.add(ChainId(2), call(2), at(1));
+        clock.add(ChainId(3), call(3), at(2));
+        assert_eq!(clock.oldest(), Some((ChainId(1), at(0))));
+        clock.touch(ChainId(1), at(5));
+        assert_eq!(clock.oldest(), Some((ChainId(2), at(1))));
+        clock.touch(ChainId(99), at(6)); // no calls in flight: ignored
+        assert_eq!(clock.len(), 3);
+        clock.remove(ChainId(2), call(2));
+        assert_eq!(clock.oldest(), Some((ChainId(3), at(2))));
+        assert_eq!(clock.take(ChainId(3)).as_slice(), &[call(3)]);
+        assert_eq!(clock.oldest(), Some((ChainId(1), at(5))));
+        clock.remove(ChainId(1), call(1));
+        assert_eq!(clock.oldest(), None);
+        assert_eq!(clock.len(), 0);
+    }
+
+    #[test]
+    fn a_chain_stays_while_any_of_its_calls_is_in_flight() {
+        let t0 = Instant::now();
+        let mut clock = ChainClock::default();
+        for id in 1..=3 {
+            clock.add(ChainId(7), call(id), t0);
+        }
+        clock.remove(ChainId(7), call(3));
+        clock.remove(ChainId(7), call(1));
+        assert_eq!(clock.len(), 1);
+        clock.remove(ChainId(7), call(2));
+        assert_eq!(clock.len(), 0);
+        assert_eq!(clock.oldest(), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! One connection's protocol state: where it is in its lifecycle, who is
+//! on the other end, the calls in flight on it, and its write buffer.
+//!
+//! ```text
+//!  dialled:  Connecting ──connected──▶ AwaitHello ──peer hello──▶ Ready
+//!  accepted:                           AwaitHello ──peer hello──▶ Ready
+//!                                                    Ready ──tie rule lost──▶ retired
+//! ```
+//!
+//! Our `hello` is queued the moment the connection exists, so it is always
+//! the first frame we send. Write-buffer invariant: `0 <= written <=
+//! out.len()`; bytes before `written` have left, and the buffer is cleared
+//! (capacity kept) whenever everything has left, so it never grows on a
+//! peer that keeps up.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::codec::{self, Message};
+use crate::vm::MachineId;
+
+use super::calls::Outbound;
+use super::hello::Peer;
+use super::table::IdTable;
+use super::ConnId;
+
+/// The largest frame accepted before the peer's `hello`: a hello is a few
+/// dozen bytes, and a stranger that has not said who it is should not
+/// make us buffer a full `max_frame` (16 MiB by default) per connection.
+pub const HELLO_MAX_FRAME: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Dialled, TCP handshake not finished yet.
+    Connecting,
+    /// Waiting for the peer's `hello`.
+    AwaitHello,
+    /// Hellos exchanged; calls may flow.
+    Ready,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub id: ConnId,
+    pub remote: SocketAddr,
+    /// Our end's address, for a dialled connection (to recognise a dial
+    /// that reached this very node).
+    pub local: Option<SocketAddr>,
+    pub phase: Phase,
+    /// The dial slot that made this connection, or `None` if accepted.
+    pub dial_slot: Option<usize>,
+    pub peer: Option<Peer>,
+    /// Lost the duplicate-connection tie: no new calls go out on it; it
+    /// closes once nothing is in flight either way.
+    pub retired: bool,
+    /// When it lost a tie (stays set if later promoted back).
+    pub retired_at: Option<Instant>,
+    /// Our calls on this connection awaiting a `call_response`, by request_id.
+    pub outbound: IdTable<Outbound>,
+    /// The peer's calls on this connection we have not answered yet.
+    pub calls_in: u32,
+    out: Vec<u8>,
+    written: usize,
+    /// The largest frame we send.
+    max_frame: usize,
+    pub opened: Instant,
+    /// When bytes last arrived (keepalive: silence for 3 intervals is death).
+    pub last_heard: Instant,
+    /// When the peer's hello arrived.
+    pub hello_at: Option<Instant>,
+    /// The reactor stopped reading it (the interpreter is behind): silence
+    /// is ours, not the peer's.
+    pub paused: bool,
+}
+
+impl Conn {
+    pub fn new(
+        id: ConnId,
+        remote: SocketAddr,
+        dial_slot: Option<usize>,
+        max_frame: usize,
+        max_pending: usize,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            id,
+            remote,
+            local: None,
+            phase: if dial_slot.is_some() {
+                Phase::Connecting
+            } else {
+                Phase::AwaitHello
+            },
+            dial_slot,
+            peer: None,
+            retired: false,
+            retired_at: None,
+            outbound: IdTable::new(max_pending),
+            calls_in: 0,
+            out: Vec::with_capacity(4096),
+            written: 0,
+            max_frame,
+            opened: now,
+            last_heard: now,
+            hello_at: None,
+            paused: false,
+        }
+    }
+
+    /// A name for log lines: the machine once known, else the address.
+    pub fn label(&self) -> String {
+        match &self.peer {
+            Some(p) => format!("{} ({})", p.machine, self.remote),
+            None => self.remote.to_string(),
+        }
+    }
+
+    pub fn machine(&self) -> Option<&MachineId> {
+        self.peer.as_ref().map(|p| &p.machine)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// Appends one frame to the write buffer; a message over the frame
+    /// maximum is refused (and nothing is appended).
+    pub fn queue(&mut self, msg: &Message<'_>) -> Result<(), codec::EncodeError> {
+        codec::encode_limited(&mut self.out, msg, self.max_frame)
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn unsent(&self) -> &[u8] {
+        &self.out[self.written..]
+    }
+
+    /// `n` more bytes of [`Conn::unsent`] have left.
+    pub fn advance(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.out.len());
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        } else if self.written > self.out.len() / 2 {
+            // Most of it left: slide the tail down so the buffer does not
+            // creep forward forever on a slow reader.
+            self.out.drain(..self.written);
+            self.written = 0;
+        }
+    }
+
+    /// What is left to send, for a last write before the socket goes.
+    pub fn take_unsent(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.out);
+        out.drain(..self.written);
+        self.written = 0;
+        out
+    }
+}

@@ -1,0 +1,800 @@
+//! The protocol core's rules, driven in memory: two (or three) cores
+//! joined by links that carry their bytes through the real codec, and a
+//! clock that only moves when a test moves it. No socket, no sleep.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::codec::{Call, FrameDecoder};
+use crate::protocol::timer::Timer;
+
+/// One node's core, with what it has produced so far.
+struct Side {
+    core: Core,
+    port: u16,
+}
+
+fn side(name: &str, prefix: u16, peers: &[&str], now: Instant) -> Side {
+    let port = 9000 + prefix;
+    let core = Core::new(
+        Config {
+            machine: MachineId::new(name),
+            node_prefix: prefix,
+            listen_port: port,
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            max_frame: crate::codec::DEFAULT_MAX_FRAME,
+            max_pending: 1024,
+            keepalive: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(30),
+            max_write_buffer: 1 << 20,
+            seed: u64::from(prefix),
+        },
+        now,
+    );
+    Side { core, port }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Side {
+    fn events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.core.take_events(&mut events);
+        events
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.core.poll_action()).collect()
+    }
+
+    /// The dial slots the core asks to dial now.
+    fn dials(&mut self) -> Vec<usize> {
+        self.actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Dial { slot, .. } => Some(slot),
+                Action::Close { .. } => None,
+            })
+            .collect()
+    }
+
+    fn closed(&mut self) -> Vec<ConnId> {
+        self.actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Close { conn, .. } => Some(conn),
+                Action::Dial { .. } => None,
+            })
+            .collect()
+    }
+
+    /// When dial slot 0 is next dialled.
+    fn next_redial(&self) -> Instant {
+        self.core
+            .timers
+            .deadlines()
+            .filter(|(_, t)| matches!(t, Timer::Redial { slot: 0, attempt } if *attempt == self.core.dials[0].attempt))
+            .map(|(at, _)| at)
+            .min()
+            .expect("a redial is scheduled")
+    }
+
+    fn active(&self, machine: &str) -> Option<ConnId> {
+        self.core.active.get(&MachineId::new(machine)).copied()
+    }
+
+    fn is_retired(&self, conn: ConnId) -> bool {
+        self.core.conn(conn).is_some_and(|c| c.retired)
+    }
+}
+
+/// A TCP connection in memory between `a`'s `ca` and `b`'s `cb`.
+struct Link {
+    ca: ConnId,
+    cb: ConnId,
+}
+
+/// `a` dials `b` on dial slot `slot` (already asked for by `a`'s core).
+fn connect(a: &mut Side, slot: usize, b: &mut Side, ephemeral: u16, now: Instant) -> Link {
+    let ca = a
+        .core
+        .handle_dialled(slot, addr(b.port), addr(ephemeral), now);
+    a.core.handle_connected(ca);
+    let cb = b.core.handle_accepted(addr(ephemeral), now);
+    Link { ca, cb }
+}
+
+/// Moves every queued byte both ways until neither side has more.
+fn pump(a: &mut Side, b: &mut Side, link: &Link, now: Instant) {
+    loop {
+        let moved = carry(a, link.ca, b, link.cb, now) + carry(b, link.cb, a, link.ca, now);
+        if moved == 0 {
+            return;
+        }
+    }
+}
+
+/// Carries what `from` queued on `fc` into `to` as frames on `tc`.
+fn carry(from: &mut Side, fc: ConnId, to: &mut Side, tc: ConnId, now: Instant) -> usize {
+    let bytes = from.core.unsent(fc).to_vec();
+    from.core.advance(fc, bytes.len());
+    while from.core.poll_dirty().is_some() {}
+    if !bytes.is_empty() {
+        to.core.handle_heard(tc, now);
+    }
+    let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let n = decoder.fill(rest);
+        rest = &rest[n..];
+        while let Some(payload) = decoder.next_frame().expect("well-framed") {
+            let msg = crate::codec::decode(payload).expect("decodable");
+            to.core.handle_message(tc, msg, now);
+        }
+    }
+    bytes.len()
+}
+
+/// Lets time pass from `from` to `to` in steps of 50 ms, firing both
+/// cores' timers and carrying their traffic over `links` (as a reactor
+/// would between timer ticks).
+fn run(a: &mut Side, b: &mut Side, links: &[&Link], from: Instant, to: Instant) {
+    let mut t = from;
+    while t < to {
+        t = (t + ms(50)).min(to);
+        a.core.handle_timeout(t);
+        b.core.handle_timeout(t);
+        for link in links {
+            pump(a, b, link, t);
+        }
+    }
+}
+
+/// alpha (prefix 1) dials beta (prefix 2); both finish their hellos.
+fn greeted_pair(now: Instant) -> (Side, Side, Link) {
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &[], now);
+    a.core.handle_timeout(now);
+    assert_eq!(a.dials(), vec![0]);
+    let link = connect(&mut a, 0, &mut b, 40001, now);
+    pump(&mut a, &mut b, &link, now);
+    (a, b, link)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn remote_call(token: u64, machine: &str, chain: u64) -> RemoteCall {
+    RemoteCall {
+        token: SuspendToken(token),
+        machine: MachineId::new(machine),
+        target: ObjectId(2 << 48 | 1),
+        input: Val::Nat(token),
+        sender: ObjectId(1 << 48 | 1),
+        chain: ChainId(chain),
+    }
+}
+
+fn failed_replies(events: &[Event]) -> Vec<(SuspendToken, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Reply {
+                token,
+                result: Err(why),
+            } => Some((*token, why.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer_downs(events: &[Event]) -> Vec<(MachineId, CloseReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerDown { machine, reason } => Some((machine.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn hellos_bring_both_peers_up_once() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    let up = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::PeerUp { machine, prefix } => Some((machine.as_str().to_owned(), prefix)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(up(a.events()), vec![("beta".to_owned(), 2)]);
+    assert_eq!(up(b.events()), vec![("alpha".to_owned(), 1)]);
+    assert_eq!(a.active("beta"), Some(link.ca));
+    assert_eq!(b.active("alpha"), Some(link.cb));
+}
+
+#[test]
+fn a_call_and_its_answer_cross_and_the_chain_leaves_the_clock() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
+    assert_eq!(a.core.calls_in_flight(), 1);
+    assert_eq!(a.core.chains_waiting(), 1);
+    pump(&mut a, &mut b, &link, now);
+    let inbound = match b.events().pop() {
+        Some(Event::Inbound {
+            inbound,
+            sender_machine,
+            chain,
+            input,
+            ..
+        }) => {
+            assert_eq!(sender_machine.as_str(), "alpha");
+            assert_eq!(chain, Some(ChainId(1 << 48 | 9)));
+            assert_eq!(input, Val::Nat(7));
+            inbound
+        }
+        other => panic!("{other:?}"),
+    };
+    b.core.reply(inbound, Ok(Val::Nat(8)));
+    pump(&mut a, &mut b, &link, now);
+    match a.events().pop() {
+        Some(Event::Reply {
+            token,
+            result: Ok(v),
+        }) => assert_eq!((token, v), (SuspendToken(7), Val::Nat(8))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.core.calls_in_flight(), 0);
+    assert_eq!(a.core.chains_waiting(), 0);
+}
+
+/// Both nodes dial each other at once: each sees two connections, and
+/// both keep the one dialled by alpha (the lower machine_id).
+#[test]
+fn simultaneous_dials_keep_the_connection_dialled_by_the_lower_machine_id() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
+    a.core.handle_timeout(now);
+    b.core.handle_timeout(now);
+    assert_eq!((a.dials(), b.dials()), (vec![0], vec![0]));
+    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
+    let by_beta_rev = connect(&mut b, 0, &mut a, 40002, now);
+    let by_beta = Link {
+        ca: by_beta_rev.cb,
+        cb: by_beta_rev.ca,
+    };
+    // Both hellos cross on both connections before either side answers.
+    pump(&mut a, &mut b, &by_alpha, now);
+    pump(&mut a, &mut b, &by_beta, now);
+    assert_eq!(a.active("beta"), Some(by_alpha.ca));
+    assert_eq!(b.active("alpha"), Some(by_alpha.cb));
+    assert!(a.is_retired(by_beta.ca) && b.is_retired(by_beta.cb));
+    // One PeerUp each, no PeerDown.
+    for side in [&mut a, &mut b] {
+        let events = side.events();
+        let ups = events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerUp { .. }))
+            .count();
+        assert_eq!(ups, 1);
+        assert!(peer_downs(&events).is_empty());
+    }
+    // Calls go out on the survivor.
+    a.core.call(remote_call(1, "beta", 1), now);
+    assert!(!a.core.unsent(by_alpha.ca).is_empty());
+    assert!(a.core.unsent(by_beta.ca).is_empty());
+    // Idle and past its grace, the loser closes on both sides; the
+    // machine stays up.
+    pump(&mut a, &mut b, &by_alpha, now);
+    let later = now + RETIRE_GRACE + RETIRE_CHECK;
+    run(&mut a, &mut b, &[&by_alpha, &by_beta], now, later);
+    assert_eq!(a.closed(), vec![by_beta.ca]);
+    assert_eq!(b.closed(), vec![by_beta.cb]);
+    assert!(peer_downs(&a.events()).is_empty());
+    assert!(peer_downs(&b.events()).is_empty());
+    // beta's dial slot is covered by alpha's connection: no redial.
+    run(
+        &mut a,
+        &mut b,
+        &[&by_alpha],
+        later,
+        later + Duration::from_secs(10),
+    );
+    assert!(b.dials().is_empty());
+    assert!(a.core.is_open(by_alpha.ca) && b.core.is_open(by_alpha.cb));
+}
+
+/// A peer that chose the losing connection before the other's hellos
+/// reached it may still call on it a round trip later: the call is
+/// answered there, and the connection stays until it is.
+#[test]
+fn a_retired_connection_still_answers_for_its_grace() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
+    a.core.handle_timeout(now);
+    b.core.handle_timeout(now);
+    a.dials();
+    b.dials();
+    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
+    let rev = connect(&mut b, 0, &mut a, 40002, now);
+    let by_beta = Link {
+        ca: rev.cb,
+        cb: rev.ca,
+    };
+    pump(&mut a, &mut b, &by_alpha, now);
+    pump(&mut a, &mut b, &by_beta, now);
+    a.events();
+    // 500 ms later, a call arrives on the retired connection.
+    let t = now + ms(500);
+    let call = Message::Call(Call {
+        request_id: 5,
+        target: ObjectId(1 << 48 | 3),
+        input: Val::Nothing,
+        sender: ObjectId(0),
+        sender_machine: "beta".into(),
+        chain: None,
+    });
+    a.core.handle_message(by_beta.ca, call, t);
+    let Some(Event::Inbound { inbound, .. }) = a.events().pop() else {
+        panic!("the call reached the interpreter")
+    };
+    // Past the grace, but a call is still owed: it stays.
+    let graced = now + RETIRE_GRACE + RETIRE_CHECK;
+    run(&mut a, &mut b, &[&by_alpha, &by_beta], t, graced);
+    assert!(a.closed().is_empty());
+    a.core.reply(inbound, Ok(Val::Nat(1)));
+    assert!(
+        !a.core.unsent(by_beta.ca).is_empty(),
+        "answered on the retired connection"
+    );
+    run(
+        &mut a,
+        &mut b,
+        &[&by_alpha, &by_beta],
+        graced,
+        graced + RETIRE_CHECK,
+    );
+    assert_eq!(a.closed(), vec![by_beta.ca]);
+}
+
+/// When the survivor closes first, the retired connection takes over:
+/// the machine stays up, and the old retirement timer leaves it alone.
+#[test]
+fn a_retired_connection_is_promoted_when_the_survivor_closes() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
+    a.core.handle_timeout(now);
+    b.core.handle_timeout(now);
+    a.dials();
+    b.dials();
+    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
+    let rev = connect(&mut b, 0, &mut a, 40002, now);
+    let by_beta = Link {
+        ca: rev.cb,
+        cb: rev.ca,
+    };
+    pump(&mut a, &mut b, &by_alpha, now);
+    pump(&mut a, &mut b, &by_beta, now);
+    b.events();
+    b.core
+        .handle_closed(by_alpha.cb, CloseReason::PeerClosed, now + ms(10));
+    a.core
+        .handle_closed(by_alpha.ca, CloseReason::PeerClosed, now + ms(10));
+    assert_eq!(b.active("alpha"), Some(by_beta.cb));
+    assert!(!b.is_retired(by_beta.cb));
+    run(
+        &mut a,
+        &mut b,
+        &[&by_beta],
+        now + ms(10),
+        now + Duration::from_secs(5),
+    );
+    assert!(b.closed().iter().all(|c| *c != by_beta.cb));
+    assert!(b.core.is_open(by_beta.cb));
+    assert!(peer_downs(&b.events()).is_empty());
+}
+
+#[test]
+fn a_silent_peer_is_down_after_three_intervals_and_its_calls_fail() {
+    let now = Instant::now();
+    let (mut a, mut _b, link) = greeted_pair(now);
+    a.events();
+    a.core.call(remote_call(3, "beta", 1), now);
+    // Pinged once an interval; still up just before 3 intervals.
+    a.core.handle_timeout(now + ms(1000));
+    assert!(a.core.unsent(link.ca).len() > 0, "a ping is queued");
+    a.core.handle_timeout(now + ms(2990));
+    assert!(peer_downs(&a.events()).is_empty());
+    assert!(a.core.is_open(link.ca));
+    // A twentieth of an interval after the third, it is down.
+    a.core.handle_timeout(now + ms(3050));
+    let events = a.events();
+    let downs = peer_downs(&events);
+    assert_eq!(downs.len(), 1);
+    assert!(
+        downs[0].1.to_string().contains("3 keepalive intervals"),
+        "{:?}",
+        downs[0]
+    );
+    let failed = failed_replies(&events);
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].1.contains("lost"), "{failed:?}");
+    assert_eq!(a.core.calls_in_flight(), 0);
+}
+
+#[test]
+fn a_peer_that_keeps_talking_stays_up() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    for s in 1..=10 {
+        let t = now + ms(1000 * s);
+        a.core.handle_timeout(t);
+        b.core.handle_timeout(t);
+        pump(&mut a, &mut b, &link, t);
+        a.core.handle_heard(link.ca, t);
+        b.core.handle_heard(link.cb, t);
+    }
+    assert!(peer_downs(&a.events()).is_empty());
+    assert!(a.core.is_open(link.ca) && b.core.is_open(link.cb));
+}
+
+/// A paused connection (the interpreter is behind) is not silent: the
+/// silence is ours.
+#[test]
+fn a_paused_connection_is_not_declared_silent() {
+    let now = Instant::now();
+    let (mut a, _b, link) = greeted_pair(now);
+    a.core.set_paused(link.ca, true, now);
+    a.core.handle_timeout(now + Duration::from_secs(10));
+    assert!(a.core.is_open(link.ca));
+    a.core
+        .set_paused(link.ca, false, now + Duration::from_secs(10));
+    a.core.handle_timeout(now + Duration::from_secs(12));
+    assert!(
+        a.core.is_open(link.ca),
+        "resuming counts as hearing from it"
+    );
+}
+
+/// Redial delays grow from 100 ms towards 2 s while dialling fails, and
+/// start over once a connection has worked.
+#[test]
+fn backoff_grows_while_dials_fail_and_resets_after_a_working_connection() {
+    let t0 = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], t0);
+    let mut now = t0;
+    a.core.handle_timeout(now);
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        assert_eq!(a.dials(), vec![0]);
+        a.core.handle_dial_failed(0, "connection refused", now);
+        let next = a.next_redial();
+        // Nothing before the deadline...
+        a.core.handle_timeout(next - ms(1));
+        assert!(a.dials().is_empty());
+        delays.push(next - now);
+        now = next;
+        a.core.handle_timeout(now);
+    }
+    for pair in delays.windows(2).take(4) {
+        assert!(pair[1] > pair[0], "grows: {delays:?}");
+    }
+    assert!(
+        delays[0] <= ms(125) && *delays.last().unwrap() >= ms(1750),
+        "{delays:?}"
+    );
+    assert!(delays.iter().all(|d| *d <= ms(2250)), "capped: {delays:?}");
+
+    // A connection that works for a while resets the backoff.
+    let mut b = side("beta", 2, &[], now);
+    let link = connect(&mut a, 0, &mut b, 40001, now);
+    pump(&mut a, &mut b, &link, now);
+    let lost = now + Duration::from_secs(1);
+    a.core.handle_closed(link.ca, CloseReason::PeerClosed, lost);
+    assert!(a.next_redial() - lost <= ms(125), "starts over at 100 ms");
+}
+
+/// A peer that refuses us right after the hellos (our name is taken
+/// there) keeps the backoff growing instead of being redialled at once.
+#[test]
+fn a_refused_dial_keeps_backing_off() {
+    let now = Instant::now();
+    let mut a = side("twin", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &[], now);
+    // Someone else holds the name `twin` at beta.
+    let mut holder = side("twin", 7, &[], now);
+    let hold = Link {
+        ca: holder.core.handle_accepted(addr(1), now),
+        cb: b.core.handle_accepted(addr(40009), now),
+    };
+    pump(&mut holder, &mut b, &hold, now);
+    let mut last_delay = Duration::ZERO;
+    let mut t = now;
+    for attempt in 0..4 {
+        a.core.handle_timeout(t);
+        assert_eq!(a.dials(), vec![0], "attempt {attempt}");
+        let link = connect(&mut a, 0, &mut b, 40010 + attempt, t);
+        pump(&mut a, &mut b, &link, t);
+        assert!(!b.core.is_open(link.cb), "beta refuses the second `twin`");
+        a.core
+            .handle_closed(link.ca, CloseReason::PeerClosed, t + ms(1));
+        let next = a.next_redial();
+        let delay = next - (t + ms(1));
+        assert!(
+            delay > last_delay,
+            "attempt {attempt}: {delay:?} after {last_delay:?}"
+        );
+        last_delay = delay;
+        t = next;
+    }
+    assert!(holder.core.is_open(hold.ca), "the first `twin` stays");
+}
+
+#[test]
+fn bad_hellos_are_refused_and_close_the_connection() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let cases: Vec<(Message, &str)> = vec![
+        (
+            Message::Ping(codec::Ping { nonce: 1 }),
+            "first frame was `ping`",
+        ),
+        (hello_msg("", 5, 1), "empty machine_id"),
+        (hello_msg("beta", 5, 1), "our own machine_id"),
+        (hello_msg("gamma", 2, 1), "has our node_prefix"),
+        (hello_msg("gamma", 5, 2), "unsupported protocol version 2"),
+    ];
+    for (i, (msg, why)) in cases.into_iter().enumerate() {
+        let c = b.core.handle_accepted(addr(41000 + i as u16), now);
+        assert_eq!(b.core.handle_message(c, msg, now), Status::Closed, "{why}");
+        assert!(!b.core.is_open(c));
+        assert_eq!(b.closed(), vec![c]);
+    }
+    // Nothing reached the interpreter.
+    assert!(b.events().is_empty());
+}
+
+fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
+    Message::Hello(codec::Hello {
+        version,
+        machine_id: machine.to_owned().into(),
+        node_prefix: prefix,
+    })
+}
+
+/// Two nodes with one name: a second connection from the same side, or
+/// one with another prefix, is refused; the first stays.
+#[test]
+fn a_second_node_with_a_connected_name_is_refused() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let first = b.core.handle_accepted(addr(42001), now);
+    assert_eq!(
+        b.core.handle_message(first, hello_msg("twin", 5, 1), now),
+        Status::Greeted
+    );
+    let same_prefix = b.core.handle_accepted(addr(42002), now);
+    assert_eq!(
+        b.core
+            .handle_message(same_prefix, hello_msg("twin", 5, 1), now),
+        Status::Closed
+    );
+    let other_prefix = b.core.handle_accepted(addr(42003), now);
+    assert_eq!(
+        b.core
+            .handle_message(other_prefix, hello_msg("twin", 6, 1), now),
+        Status::Closed
+    );
+    let prefix_taken = b.core.handle_accepted(addr(42004), now);
+    assert_eq!(
+        b.core
+            .handle_message(prefix_taken, hello_msg("other", 5, 1), now),
+        Status::Closed
+    );
+    assert!(b.core.is_open(first));
+    assert_eq!(b.active("twin"), Some(first));
+}
+
+/// Before its hello a connection may send nothing else; after it, its
+/// notices reach the interpreter as *its* notices whatever they claim
+/// (what they may change is the directory's rule).
+#[test]
+fn notices_count_only_after_the_hello_and_carry_their_sender() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let early = b.core.handle_accepted(addr(43001), now);
+    let notify = |machine: &str| {
+        Message::CreateNotify(codec::CreateNotify {
+            object_id: ObjectId(5 << 48 | 1),
+            machine_id: machine.to_owned().into(),
+            behavior: None,
+        })
+    };
+    assert_eq!(
+        b.core.handle_message(early, notify("mallory"), now),
+        Status::Closed
+    );
+    assert!(b.events().is_empty());
+
+    let c = b.core.handle_accepted(addr(43002), now);
+    b.core.handle_message(c, hello_msg("mallory", 5, 1), now);
+    b.events();
+    assert_eq!(b.core.handle_message(c, notify("alpha"), now), Status::Open);
+    match b.events().pop() {
+        Some(Event::Notice {
+            from,
+            notice: Notice::Created { machine, .. },
+        }) => {
+            assert_eq!(
+                from.as_str(),
+                "mallory",
+                "the sender is the connection's peer"
+            );
+            assert_eq!(
+                machine.as_str(),
+                "alpha",
+                "the claim is passed on, for the directory to judge"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An unknown message type after the hello is ignored (a newer peer);
+/// before it, it closes the connection.
+#[test]
+fn unknown_types_are_ignored_only_after_the_hello() {
+    let now = Instant::now();
+    let (_a, mut b, link) = greeted_pair(now);
+    let unknown = crate::codec::decode(br#"{"type":"gossip"}"#).unwrap_err();
+    assert_eq!(
+        b.core
+            .handle_bad_input(link.cb, BadInput::Message(unknown), now),
+        Status::Open
+    );
+    let stranger = b.core.handle_accepted(addr(44001), now);
+    assert_eq!(
+        b.core
+            .handle_bad_input(stranger, BadInput::Message(unknown), now),
+        Status::Closed
+    );
+    let bad = crate::codec::decode(b"{\"type\":").unwrap_err();
+    assert_eq!(
+        b.core
+            .handle_bad_input(link.cb, BadInput::Message(bad), now),
+        Status::Closed
+    );
+}
+
+/// A call fails when its chain shows no progress for the call timeout,
+/// not when the call itself is old: a call back into this node on the
+/// same chain is progress.
+#[test]
+fn calls_time_out_by_chain_progress() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    let chain = 1 << 48 | 77;
+    a.core.call(remote_call(1, "beta", chain), now);
+    a.core.call(remote_call(2, "beta", 1 << 48 | 78), now);
+    pump(&mut a, &mut b, &link, now);
+    // At 20 s, beta calls back into alpha on the first chain.
+    let t = now + Duration::from_secs(20);
+    let back = Message::Call(Call {
+        request_id: 1,
+        target: ObjectId(1 << 48 | 1),
+        input: Val::Nothing,
+        sender: ObjectId(2 << 48 | 1),
+        sender_machine: "beta".into(),
+        chain: Some(ChainId(chain)),
+    });
+    a.core.handle_message(link.ca, back, t);
+    a.core.handle_heard(link.ca, t);
+    // At 30 s the other chain's call has timed out; the first has not.
+    let t30 = now + Duration::from_secs(30);
+    a.core.handle_heard(link.ca, t30);
+    a.core.handle_timeout(t30);
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, SuspendToken(2));
+    assert!(failed[0].1.contains("timed out"), "{failed:?}");
+    // At 50 s, 30 s after its last progress, the first times out too.
+    let t50 = now + Duration::from_secs(50);
+    a.core.handle_heard(link.ca, t50);
+    a.core.handle_timeout(t50);
+    let failed = failed_replies(&a.events());
+    assert_eq!(
+        failed.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![SuspendToken(1)]
+    );
+    assert_eq!((a.core.calls_in_flight(), a.core.chains_waiting()), (0, 0));
+    // The late answer is dropped quietly; the connection stays.
+    b.events();
+    assert!(a.core.is_open(link.ca));
+}
+
+#[test]
+fn a_call_to_an_unconnected_machine_fails_at_once() {
+    let now = Instant::now();
+    let (mut a, _b, _link) = greeted_pair(now);
+    a.core.call(remote_call(9, "gamma", 1), now);
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].1.contains("not connected"), "{failed:?}");
+}
+
+/// Shutting down closes every connection with its unsent bytes to
+/// linger, fails the calls in flight, and dials no more.
+#[test]
+fn shutdown_closes_everything_and_stops_dialling() {
+    let now = Instant::now();
+    let (mut a, _b, link) = greeted_pair(now);
+    a.events();
+    a.core.call(remote_call(4, "beta", 1), now);
+    a.core.shutdown(now);
+    let actions = a.actions();
+    assert!(
+        matches!(&actions[..], [Action::Close { conn, linger }] if *conn == link.ca && !linger.is_empty())
+    );
+    let events = a.events();
+    assert_eq!(failed_replies(&events).len(), 1);
+    assert_eq!(peer_downs(&events)[0].1, CloseReason::ShuttingDown);
+    a.core.handle_timeout(now + Duration::from_secs(60));
+    assert!(a.dials().is_empty());
+}
+
+/// A `--peer` that is this node itself is dialled once and abandoned.
+#[test]
+fn a_dial_that_reaches_this_node_is_abandoned() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9001"], now);
+    a.core.handle_timeout(now);
+    assert_eq!(a.dials(), vec![0]);
+    let out = a.core.handle_dialled(0, addr(a.port), addr(45001), now);
+    a.core.handle_connected(out);
+    let inn = a.core.handle_accepted(addr(45001), now);
+    let bytes = a.core.unsent(out).to_vec();
+    let mut dec = FrameDecoder::new(4096);
+    dec.fill(&bytes);
+    let hello = crate::codec::decode(dec.next_frame().unwrap().unwrap()).unwrap();
+    a.core.handle_message(out, hello, now);
+    assert!(!a.core.is_open(out));
+    a.core.handle_closed(inn, CloseReason::PeerClosed, now);
+    a.core.handle_timeout(now + Duration::from_secs(60));
+    assert!(a.dials().is_empty(), "never dialled again");
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_cut() {
+    let now = Instant::now();
+    let (mut a, _b, link) = greeted_pair(now);
+    a.events();
+    let big = Val::Str("x".repeat(600 << 10));
+    for token in 0..2 {
+        let mut call = remote_call(token, "beta", 1);
+        call.input = big.clone();
+        a.core.call(call, now);
+    }
+    a.core.check_backlog(link.ca, now);
+    assert!(!a.core.is_open(link.ca));
+    let downs = peer_downs(&a.events());
+    assert!(
+        matches!(downs[0].1, CloseReason::NotReading { .. }),
+        "{downs:?}"
+    );
+}

@@ -1,0 +1,125 @@
+//! Name resolution off the reactor thread.
+//!
+//! `to_socket_addrs` blocks for as long as the system resolver takes, and
+//! one slow lookup on the reactor thread would stall every socket. A peer
+//! given as an address (`127.0.0.1:9002`) needs no lookup; one given by
+//! name (`alpha:9001`) is resolved here, on a thread of its own, at every
+//! dial attempt, so a fixed `/etc/hosts` entry takes effect without a
+//! restart. The answer comes back through a mutex-guarded list and the
+//! reactor's waker; the reactor looks at the list only when the `ready`
+//! flag says something is there.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+
+use crate::node::handoff::Handoff;
+
+/// A lookup's answer, for the dial slot that asked.
+pub type Resolved = (usize, Result<SocketAddr, String>);
+
+#[derive(Debug)]
+pub struct Resolver {
+    requests: Option<Sender<(usize, Arc<str>)>>,
+    shared: Arc<Shared>,
+    handoff: Arc<Handoff>,
+    thread_name: String,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    answers: Mutex<Vec<Resolved>>,
+    ready: AtomicBool,
+}
+
+impl Resolver {
+    /// No thread is started until a name needs resolving.
+    pub fn new(handoff: Arc<Handoff>, thread_name: String) -> Resolver {
+        Resolver {
+            requests: None,
+            shared: Arc::default(),
+            handoff,
+            thread_name,
+        }
+    }
+
+    /// Asks for `spec` to be resolved for `slot`; the answer arrives in
+    /// [`Resolver::take`] after a wake of the reactor.
+    pub fn request(&mut self, slot: usize, spec: Arc<str>) -> Result<(), String> {
+        if self.requests.is_none() {
+            let (tx, rx) = channel::<(usize, Arc<str>)>();
+            let shared = Arc::clone(&self.shared);
+            let handoff = Arc::clone(&self.handoff);
+            std::thread::Builder::new()
+                .name(self.thread_name.clone())
+                .spawn(move || {
+                    // Ends when the reactor drops its sender.
+                    for (slot, spec) in rx {
+                        let answer = resolve(&spec);
+                        shared
+                            .answers
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((slot, answer));
+                        // ORDERING: Release pairs with the Acquire in `take`:
+                        // whoever sees the flag sees the answer (the lock
+                        // orders it too; the flag only spares the lock).
+                        shared.ready.store(true, Ordering::Release);
+                        handoff.wake_reactor();
+                    }
+                })
+                .map_err(|e| format!("cannot start the resolver thread: {e}"))?;
+            self.requests = Some(tx);
+        }
+        self.requests
+            .as_ref()
+            .expect("just set")
+            .send((slot, spec))
+            .map_err(|_| "the resolver thread has stopped".to_owned())
+    }
+
+    /// Moves the answers that arrived into `into`.
+    pub fn take(&self, into: &mut Vec<Resolved>) {
+        // ORDERING: see `request`.
+        if self.shared.ready.swap(false, Ordering::Acquire) {
+            into.append(
+                &mut self
+                    .shared
+                    .answers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+    }
+}
+
+/// `host:port` to an address, preferring IPv4 (what `alpha` in /etc/hosts
+/// usually means).
+pub fn resolve(spec: &str) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = spec
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{spec}`: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{spec}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_prefers_ipv4_and_reports_garbage() {
+        assert_eq!(
+            resolve("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(resolve("localhost:9").unwrap().port(), 9);
+        assert!(resolve("missing-port").is_err());
+    }
+}
