@@ -13,11 +13,13 @@
 //! - [`node`]: the interpreter thread and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors.
 //! - [`log`]: a small `RUST_LOG`-driven logger.
+//! - [`logger`]: the same line format as a `log::Log`, for the binary.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod demo;
 pub mod log;
+pub mod logger;
 pub mod node;
 pub mod reactor;
 pub mod vm;
