@@ -12,13 +12,14 @@
 //! - [`reactor`]: the mio event loop; the only module that touches sockets.
 //! - [`node`]: the interpreter thread and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors.
-//! - [`log`]: a small `RUST_LOG`-driven logger.
-//! - [`logger`]: the same line format as a `log::Log`, for the binary.
+//! - [`logger`]: the stderr logger `avm-node` installs. The library itself
+//!   logs only through the [`log`](https://docs.rs/log) facade, so an
+//!   application that embeds nodes routes or silences their lines with its
+//!   own logger.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod demo;
-pub mod log;
 pub mod logger;
 pub mod node;
 pub mod reactor;

@@ -17,8 +17,8 @@ use avm::node::{DemoRole, Node, NodeConfig, Outcome};
 use avm::vm::{BehaviorRegistry, PureRegistry};
 
 /// An avm node: hosts objects, serves calls from peers over TCP, and can
-/// run the distributed PingPong demo. Logging: RUST_LOG=error|warn|info|debug|trace
-/// (default info), on stderr.
+/// run the distributed PingPong demo. Logging on stderr: RUST_LOG=LEVEL (default info;
+/// error|warn|info|debug|trace|off), per module too, as in RUST_LOG=warn,avm::reactor=debug.
 #[derive(FromArgs, Debug)]
 struct Args {
     /// this node's machine_id, as peers will know it (required unless a subcommand is given)
@@ -106,6 +106,7 @@ struct DemoLocal {
 }
 
 fn main() -> ExitCode {
+    avm::logger::init();
     let args: Args = argh::from_env();
     let result = match args.command {
         Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),

@@ -24,7 +24,7 @@ use crate::reactor::PEER_CLOSED;
 use slab::Slab;
 
 use crate::vm::{MachineId, ObjectId, Output, StartCall, Val, Vm};
-use crate::{debug, info, warn};
+use log::{debug, info, warn};
 
 use super::demo::{DemoReport, DemoRole};
 use super::Outcome;

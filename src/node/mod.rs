@@ -102,7 +102,7 @@ impl Node {
     ) -> io::Result<Node> {
         let listener = TcpListener::bind((config.bind, config.port))?;
         let local_addr = listener.local_addr()?;
-        crate::info!("node {}: listening on {local_addr}", config.name);
+        log::info!("node {}: listening on {local_addr}", config.name);
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
         let machine = MachineId::new(&config.name);
 
@@ -270,7 +270,7 @@ fn node_stack_size() -> Option<usize> {
                 Some(THREAD_STACK)
             }
             Err(e) => {
-                crate::warn!(
+                log::warn!(
                     "no {} MiB thread stack here ({e}); node threads use the default, \
                      which a deeply nested value may overflow",
                     THREAD_STACK >> 20

@@ -186,7 +186,7 @@ impl Handoff {
         if let Err(e) = self.waker.wake() {
             // The reactor's poll is gone: it has stopped, and the
             // interpreter learns that from `Event::ReactorStopped`.
-            crate::debug!("waking the reactor failed: {e}");
+            log::debug!("waking the reactor failed: {e}");
         }
     }
 

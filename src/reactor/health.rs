@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::codec::{self, Message};
-use crate::{info, warn};
+use log::{info, warn};
 
 use super::conn::Phase;
 use super::handoff::Event;

@@ -54,7 +54,7 @@ use slab::Slab;
 use crate::codec::{self, Message};
 use crate::node::defaults;
 use crate::vm::{ChainId, MachineId, ObjectId, SuspendToken};
-use crate::{debug, error, info, warn};
+use log::{debug, error, info, warn};
 
 use conn::{Conn, Phase};
 use handoff::{Command, Event, Handoff, InboundId};

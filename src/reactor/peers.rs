@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{self, Message};
 use crate::vm::MachineId;
-use crate::{debug, info, warn};
+use log::{debug, info, warn};
 
 use super::conn::{Peer, Phase};
 use super::handoff::Event;
@@ -268,7 +268,7 @@ impl Reactor {
         let machine = MachineId::new(&hello.machine_id);
         if machine == self.config.machine {
             if let Some(slot) = self.dialled_self(key) {
-                crate::error!(
+                log::error!(
                     "peer {} is this node itself; not dialling it again",
                     self.dials[slot].spec
                 );
@@ -446,11 +446,11 @@ impl Reactor {
                 .dial_slot
                 .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_refusal, true));
             let say = if warned {
-                crate::log::Level::Debug
+                log::Level::Debug
             } else {
-                crate::log::Level::Warn
+                log::Level::Warn
             };
-            crate::log_at!(
+            log::log!(
                 say,
                 "connection to {label} closed right after the hellos ({reason}): the peer probably \
                  refused us (is our machine_id or node_prefix already in use there? see its log)"

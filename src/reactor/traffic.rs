@@ -5,7 +5,7 @@
 use mio::Token;
 
 use crate::codec;
-use crate::{info, warn};
+use log::{info, warn};
 
 use super::conn::{Conn, Phase, ReadOutcome};
 use super::{Reactor, FIRST_CONN, PEER_CLOSED};
