@@ -155,7 +155,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
         None => DemoRole::Serve,
     });
     let node = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
-        .map_err(|e| format!("cannot start node `{name}` on {}:{port}: {e}", args.bind))?;
+        .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
     report(node.wait())
 }
 

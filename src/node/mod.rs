@@ -100,7 +100,8 @@ impl Node {
         mut behaviors: BehaviorRegistry,
         pures: PureRegistry,
     ) -> io::Result<Node> {
-        let listener = TcpListener::bind((config.bind, config.port))?;
+        let listener = TcpListener::bind((config.bind, config.port))
+            .map_err(|e| listen_error(e, SocketAddr::from((config.bind, config.port))))?;
         let local_addr = listener.local_addr()?;
         log::info!("node {}: listening on {local_addr}", config.name);
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
@@ -279,4 +280,14 @@ fn node_stack_size() -> Option<usize> {
             }
         }
     })
+}
+
+/// A listener's bind error that names the address (`address
+/// 127.0.0.1:9001 in use`), keeping its `ErrorKind`.
+fn listen_error(e: io::Error, addr: SocketAddr) -> io::Error {
+    let msg = match e.kind() {
+        io::ErrorKind::AddrInUse => format!("address {addr} in use"),
+        _ => format!("cannot listen on {addr}: {e}"),
+    };
+    io::Error::new(e.kind(), msg)
 }
