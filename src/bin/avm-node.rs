@@ -33,7 +33,7 @@ struct Args {
     #[argh(option, default = "IpAddr::from([0, 0, 0, 0])")]
     bind: IpAddr,
 
-    /// a peer to connect to as HOST:PORT, redialled with backoff until it answers; repeatable
+    /// a peer to connect to as HOST:PORT (such as alpha:9001), redialled with backoff until it answers; repeatable
     #[argh(option)]
     peer: Vec<String>,
 
@@ -84,6 +84,10 @@ struct Args {
     #[argh(option, default = "avm::vm::DEFAULT_MAX_DEPTH")]
     max_call_depth: usize,
 
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+
     #[argh(subcommand)]
     command: Option<Command>,
 }
@@ -108,6 +112,10 @@ struct DemoLocal {
 fn main() -> ExitCode {
     avm::logger::init();
     let args: Args = argh::from_env();
+    if args.version {
+        println!("avm-node {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let result = match args.command {
         Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),
         None => run_node(&args),
@@ -135,6 +143,9 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     if args.rounds.is_some() && !args.demo {
         return Err("--rounds only makes sense with --demo".into());
     }
+    for peer in &args.peer {
+        check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;
+    }
     let mut config = NodeConfig::new(&name);
     config.bind = args.bind;
     config.port = port;
@@ -157,6 +168,31 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     let node = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
         .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
     report(node.wait())
+}
+
+/// Checks a `--peer` value's syntax: HOST:PORT with a port from 1 to
+/// 65535. No lookup: the reactor resolves the host at every dial.
+fn check_peer(spec: &str) -> Result<(), String> {
+    let expected = |host: &str| format!("expected HOST:PORT such as {host}:9001");
+    let split = spec.rsplit_once(':').filter(|_| !spec.ends_with(']'));
+    let Some((host, port)) = split.filter(|(_, port)| !port.is_empty()) else {
+        let host = spec.trim_end_matches(':');
+        let host = if host.is_empty() { "alpha" } else { host };
+        return Err(format!("no port; {}", expected(host)));
+    };
+    if host.is_empty() {
+        return Err(format!("no host; {}", expected("alpha")));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("an IPv6 address goes in brackets, as in [::1]:9001".into());
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!(
+            "port `{port}` is not a number from 1 to 65535; {}",
+            expected(host)
+        )),
+    }
 }
 
 fn demo_local(rounds: u64) -> Result<ExitCode, String> {
@@ -204,5 +240,51 @@ fn report(outcome: Outcome) -> Result<ExitCode, String> {
         }
         Outcome::DemoFailed(reason) => Err(format!("demo failed: {reason}")),
         Outcome::Stopped => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, argh::EarlyExit> {
+        Args::from_args(&["avm-node"], args)
+    }
+
+    #[test]
+    fn check_peer_accepts_host_port() {
+        for good in [
+            "alpha:9001",
+            "127.0.0.1:1",
+            "[::1]:9001",
+            "node.example:65535",
+        ] {
+            assert_eq!(check_peer(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn check_peer_says_what_is_missing() {
+        let no_port = "no port; expected HOST:PORT such as alpha:9001";
+        assert_eq!(check_peer("alpha").unwrap_err(), no_port);
+        assert_eq!(check_peer("alpha:").unwrap_err(), no_port);
+        assert_eq!(check_peer("").unwrap_err(), no_port);
+        assert!(check_peer("[::1]")
+            .unwrap_err()
+            .contains("such as [::1]:9001"));
+        assert!(check_peer(":9001").unwrap_err().starts_with("no host;"));
+        assert!(check_peer("::1").unwrap_err().contains("brackets"));
+        for port in ["x", "0", "65536", "-1", "9001 "] {
+            let err = check_peer(&format!("alpha:{port}")).unwrap_err();
+            assert_eq!(
+                err,
+                format!("port `{port}` is not a number from 1 to 65535; expected HOST:PORT such as alpha:9001")
+            );
+        }
+    }
+
+    #[test]
+    fn version_needs_no_other_flag() {
+        assert!(parse(&["--version"]).unwrap().version);
     }
 }
