@@ -12,9 +12,13 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use avm::codec::DEFAULT_MAX_FRAME;
-use avm::node::{DemoRole, Node, NodeConfig, Outcome};
+use avm::node::{defaults, DemoRole, Node, NodeConfig, Outcome};
 use avm::vm::{BehaviorRegistry, PureRegistry};
+
+// Every default below names its constant in `avm::node::defaults`; the
+// "(default ...)" in a flag's doc comment is checked against the same
+// constant by `help_states_the_defaults` (argh cannot put a constant into
+// help text).
 
 /// An avm node: hosts objects, serves calls from peers over TCP, and can
 /// run the distributed PingPong demo. Logging on stderr: RUST_LOG=LEVEL (default info;
@@ -30,7 +34,7 @@ struct Args {
     port: Option<u16>,
 
     /// address to listen on (default 0.0.0.0)
-    #[argh(option, default = "IpAddr::from([0, 0, 0, 0])")]
+    #[argh(option, default = "defaults::BIND")]
     bind: IpAddr,
 
     /// a peer to connect to as HOST:PORT (such as alpha:9001), redialled with backoff until it answers; repeatable
@@ -51,37 +55,42 @@ struct Args {
     #[argh(option)]
     node_prefix: Option<u16>,
 
-    /// largest frame accepted or sent, in bytes (default 16 MiB)
-    #[argh(option, default = "DEFAULT_MAX_FRAME")]
+    /// largest frame accepted or sent; bytes, or with KiB, MiB, GiB as in
+    /// 64KiB (default 16 MiB)
+    #[argh(option, default = "defaults::MAX_FRAME", from_str_fn(parse_size))]
     max_frame: usize,
 
     /// seconds the orchestrator waits for a `pong` to appear before giving up (default 60)
-    #[argh(option, default = "60")]
+    #[argh(option, default = "defaults::DEMO_WAIT.as_secs()")]
     demo_wait: u64,
 
     /// microseconds each thread keeps polling after activity before it sleeps;
     /// lower saves CPU, higher cuts latency (default 100)
-    #[argh(option, default = "100")]
+    #[argh(option, default = "defaults::SPIN.as_micros() as u64")]
     spin_us: u64,
 
     /// milliseconds between keepalive pings; a peer silent for 3 intervals is down (default 1000)
-    #[argh(option, default = "1000")]
+    #[argh(option, default = "defaults::KEEPALIVE.as_millis() as u64")]
     keepalive_ms: u64,
 
     /// milliseconds a remote call may wait while its call chain shows no progress
     /// before it fails with a timeout (default 30000)
-    #[argh(option, default = "30000")]
+    #[argh(option, default = "defaults::CALL_TIMEOUT.as_millis() as u64")]
     call_timeout_ms: u64,
 
-    /// bytes waiting to be sent to a peer before it counts as not reading and is
-    /// disconnected (default 67108864)
-    #[argh(option, default = "64 << 20")]
+    /// how much may wait to be sent to a peer before it counts as not reading
+    /// and is disconnected; bytes, or with KiB, MiB, GiB (default 64 MiB)
+    #[argh(
+        option,
+        default = "defaults::MAX_WRITE_BUFFER",
+        from_str_fn(parse_size)
+    )]
     max_write_buffer: usize,
 
     /// most local calls in progress on this node, all call chains together,
-    /// before the next one fails (bounds behaviors that recurse without end;
-    /// default 4194304)
-    #[argh(option, default = "avm::vm::DEFAULT_MAX_DEPTH")]
+    /// before the next one fails; bounds behaviors that recurse without end
+    /// (default 4194304)
+    #[argh(option, default = "defaults::MAX_CALL_DEPTH")]
     max_call_depth: usize,
 
     /// print the version and exit
@@ -195,6 +204,33 @@ fn check_peer(spec: &str) -> Result<(), String> {
     }
 }
 
+/// A size flag's value: plain bytes, or a number with a binary unit
+/// (`64KiB`, `16 MiB`, `1GiB`; units in any case).
+fn parse_size(text: &str) -> Result<usize, String> {
+    const EXPECTED: &str =
+        "expected bytes, or a number with KiB, MiB or GiB, such as 64KiB or 16MiB";
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(end);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" => 10,
+        "mib" => 20,
+        "gib" => 30,
+        _ => return Err(format!("`{text}` is not a size: {EXPECTED}")),
+    };
+    let too_large = || format!("`{text}` is too large for this machine");
+    let n: usize = digits
+        .parse()
+        .map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => too_large(),
+            _ => format!("`{text}` is not a size: {EXPECTED}"),
+        })?;
+    n.checked_mul(1 << shift).ok_or_else(too_large)
+}
+
 fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let mut beta = NodeConfig::new("beta");
@@ -246,9 +282,138 @@ fn report(outcome: Outcome) -> Result<ExitCode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn parse(args: &[&str]) -> Result<Args, argh::EarlyExit> {
         Args::from_args(&["avm-node"], args)
+    }
+
+    /// Each option in `--help` with the text of its "(default ...)", if any.
+    fn stated_defaults() -> HashMap<String, String> {
+        let help = match parse(&["--help"]) {
+            Err(exit) if exit.status.is_ok() => exit.output,
+            other => panic!("--help gave {other:?}"),
+        };
+        // An option starts at "  --flag"; its description continues on
+        // lines indented deeper; anything else ends it.
+        let mut options: Vec<(String, String)> = Vec::new();
+        let mut open = false;
+        for line in help.lines() {
+            if let Some(rest) = line.strip_prefix("  --") {
+                let (flag, desc) = rest.split_once(' ').unwrap_or((rest, ""));
+                options.push((format!("--{flag}"), desc.trim().to_owned()));
+                open = true;
+            } else if open && line.starts_with("    ") {
+                let desc = &mut options.last_mut().unwrap().1;
+                desc.push(' ');
+                desc.push_str(line.trim());
+            } else {
+                open = false;
+            }
+        }
+        assert!(options.len() > 10, "no options found in:\n{help}");
+        options
+            .into_iter()
+            .filter_map(|(flag, desc)| {
+                let (_, rest) = desc.split_once("(default ")?;
+                let (value, _) = rest.split_once(')')?;
+                Some((flag, value.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn help_states_the_defaults() {
+        let stated = stated_defaults();
+        let said = |flag: &str| {
+            stated
+                .get(flag)
+                .unwrap_or_else(|| panic!("{flag} states no default: {stated:?}"))
+                .as_str()
+        };
+        assert_eq!(said("--bind").parse(), Ok(defaults::BIND));
+        assert_eq!(parse_size(said("--max-frame")), Ok(defaults::MAX_FRAME));
+        assert_eq!(said("--max-frame"), "16 MiB");
+        assert_eq!(
+            parse_size(said("--max-write-buffer")),
+            Ok(defaults::MAX_WRITE_BUFFER)
+        );
+        let secs = defaults::DEMO_WAIT.as_secs().to_string();
+        assert_eq!(said("--demo-wait"), secs);
+        assert_eq!(said("--spin-us"), defaults::SPIN.as_micros().to_string());
+        let keepalive = defaults::KEEPALIVE.as_millis().to_string();
+        assert_eq!(said("--keepalive-ms"), keepalive);
+        let timeout = defaults::CALL_TIMEOUT.as_millis().to_string();
+        assert_eq!(said("--call-timeout-ms"), timeout);
+        let depth = defaults::MAX_CALL_DEPTH.to_string();
+        assert_eq!(said("--max-call-depth"), depth);
+        assert_eq!(
+            stated.len(),
+            8,
+            "a stated default this test does not check: {stated:?}"
+        );
+    }
+
+    #[test]
+    fn flags_default_to_the_constants() {
+        let args = parse(&[]).unwrap();
+        let config = NodeConfig::new("x");
+        assert_eq!(args.bind, config.bind);
+        assert_eq!(args.max_frame, config.max_frame);
+        assert_eq!(Duration::from_secs(args.demo_wait), defaults::DEMO_WAIT);
+        assert_eq!(Duration::from_micros(args.spin_us), config.spin);
+        assert_eq!(Duration::from_millis(args.keepalive_ms), config.keepalive);
+        assert_eq!(
+            Duration::from_millis(args.call_timeout_ms),
+            config.call_timeout
+        );
+        assert_eq!(args.max_write_buffer, config.max_write_buffer);
+        assert_eq!(args.max_call_depth, config.max_call_depth);
+    }
+
+    #[test]
+    fn parse_size_bytes_and_binary_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("16 MiB"), Ok(16 << 20));
+        assert_eq!(parse_size(" 16mib "), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    }
+
+    #[test]
+    fn parse_size_refuses_what_it_cannot_read() {
+        for bad in [
+            "", "MiB", "16MB", "16M", "1.5MiB", "-1", "+5", "16 MiB x", "0x10",
+        ] {
+            let err = parse_size(bad).expect_err(bad);
+            assert!(err.contains(&format!("`{}`", bad.trim())), "{err}");
+            assert!(err.contains("such as 64KiB or 16MiB"), "{err}");
+        }
+        let most = usize::MAX >> 10;
+        assert_eq!(parse_size(&format!("{most}KiB")), Ok(most << 10));
+        let err = parse_size(&format!("{}KiB", most + 1)).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        let err = parse_size(&format!("{}0", usize::MAX)).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn size_flags_take_units_and_name_a_bad_value() {
+        let args = parse(&["--max-frame", "1MiB", "--max-write-buffer", "512KiB"]).unwrap();
+        assert_eq!(
+            (args.max_frame, args.max_write_buffer),
+            (1 << 20, 512 << 10)
+        );
+        let err = parse(&["--max-frame", "16MB"]).unwrap_err();
+        assert!(err.output.contains("--max-frame"), "{}", err.output);
+        assert!(
+            err.output.contains("`16MB` is not a size"),
+            "{}",
+            err.output
+        );
     }
 
     #[test]
