@@ -356,6 +356,7 @@ fn round_trip(c: &mut Criterion) {
         // The nodes' connection chatter would bury the summary.
         std::env::set_var("RUST_LOG", "warn");
     }
+    avm::logger::init();
     let mut rec = Recorder::default();
     let mut floor = Floor::start();
     let mut local = Local::new();

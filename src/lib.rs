@@ -16,12 +16,15 @@
 //! - [`node`]: the interpreter thread, the handoff between the threads,
 //!   and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors, and the PingPong roles.
-//! - [`log`]: a small `RUST_LOG`-driven logger.
+//! - [`logger`]: the stderr logger `avm-node` installs. The library itself
+//!   logs only through the [`log`](https://docs.rs/log) facade, so an
+//!   application that embeds nodes routes or silences their lines with its
+//!   own logger.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod demo;
-pub mod log;
+pub mod logger;
 pub mod node;
 pub mod protocol;
 pub mod reactor;

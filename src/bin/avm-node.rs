@@ -12,14 +12,18 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use avm::codec::DEFAULT_MAX_FRAME;
 use avm::demo::{self, DemoReport};
-use avm::node::{Node, NodeConfig, Outcome};
+use avm::node::{defaults, Node, NodeConfig, Outcome};
 use avm::vm::{BehaviorRegistry, PureRegistry};
 
+// Every default below names its constant in `avm::node::defaults`; the
+// "(default ...)" in a flag's doc comment is checked against the same
+// constant by `help_states_the_defaults` (argh cannot put a constant into
+// help text).
+
 /// An avm node: hosts objects, serves calls from peers over TCP, and can
-/// run the distributed PingPong demo. Logging: RUST_LOG=error|warn|info|debug|trace
-/// (default info), on stderr.
+/// run the distributed PingPong demo. Logging on stderr: RUST_LOG=LEVEL (default info;
+/// error|warn|info|debug|trace|off), per module too, as in RUST_LOG=warn,avm::reactor=debug.
 #[derive(FromArgs, Debug)]
 struct Args {
     /// this node's machine_id, as peers will know it (required unless a subcommand is given)
@@ -31,10 +35,10 @@ struct Args {
     port: Option<u16>,
 
     /// address to listen on (default 0.0.0.0)
-    #[argh(option, default = "IpAddr::from([0, 0, 0, 0])")]
+    #[argh(option, default = "defaults::BIND")]
     bind: IpAddr,
 
-    /// a peer to connect to as HOST:PORT, redialled with backoff until it answers; repeatable
+    /// a peer to connect to as HOST:PORT (such as alpha:9001), redialled with backoff until it answers; repeatable
     #[argh(option)]
     peer: Vec<String>,
 
@@ -52,38 +56,47 @@ struct Args {
     #[argh(option)]
     node_prefix: Option<u16>,
 
-    /// largest frame accepted or sent, in bytes (default 16 MiB)
-    #[argh(option, default = "DEFAULT_MAX_FRAME")]
+    /// largest frame accepted or sent; bytes, or with KiB, MiB, GiB as in
+    /// 64KiB (default 16 MiB)
+    #[argh(option, default = "defaults::MAX_FRAME", from_str_fn(parse_size))]
     max_frame: usize,
 
     /// seconds the orchestrator waits for a `pong` to appear before giving up (default 60)
-    #[argh(option, default = "60")]
+    #[argh(option, default = "defaults::DEMO_WAIT.as_secs()")]
     demo_wait: u64,
 
     /// microseconds each thread keeps polling after activity before it sleeps;
     /// lower saves CPU, higher cuts latency (default 100)
-    #[argh(option, default = "100")]
+    #[argh(option, default = "defaults::SPIN.as_micros() as u64")]
     spin_us: u64,
 
     /// milliseconds between keepalive pings; a peer silent for 3 intervals is down (default 1000)
-    #[argh(option, default = "1000")]
+    #[argh(option, default = "defaults::KEEPALIVE.as_millis() as u64")]
     keepalive_ms: u64,
 
     /// milliseconds a remote call may wait while its call chain shows no progress
     /// before it fails with a timeout (default 30000)
-    #[argh(option, default = "30000")]
+    #[argh(option, default = "defaults::CALL_TIMEOUT.as_millis() as u64")]
     call_timeout_ms: u64,
 
-    /// bytes waiting to be sent to a peer before it counts as not reading and is
-    /// disconnected (default 67108864)
-    #[argh(option, default = "64 << 20")]
+    /// how much may wait to be sent to a peer before it counts as not reading
+    /// and is disconnected; bytes, or with KiB, MiB, GiB (default 64 MiB)
+    #[argh(
+        option,
+        default = "defaults::MAX_WRITE_BUFFER",
+        from_str_fn(parse_size)
+    )]
     max_write_buffer: usize,
 
     /// most local calls in progress on this node, all call chains together,
-    /// before the next one fails (bounds behaviors that recurse without end;
-    /// default 4194304)
-    #[argh(option, default = "avm::vm::DEFAULT_MAX_DEPTH")]
+    /// before the next one fails; bounds behaviors that recurse without end
+    /// (default 4194304)
+    #[argh(option, default = "defaults::MAX_CALL_DEPTH")]
     max_call_depth: usize,
+
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
 
     #[argh(subcommand)]
     command: Option<Command>,
@@ -107,7 +120,12 @@ struct DemoLocal {
 }
 
 fn main() -> ExitCode {
+    avm::logger::init();
     let args: Args = argh::from_env();
+    if args.version {
+        println!("avm-node {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let result = match args.command {
         Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),
         None => run_node(&args),
@@ -134,6 +152,9 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
         .ok_or("--port is required (0 picks a free port)")?;
     if args.rounds.is_some() && !args.demo {
         return Err("--rounds only makes sense with --demo".into());
+    }
+    for peer in &args.peer {
+        check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;
     }
     let mut config = NodeConfig::new(&name);
     config.bind = args.bind;
@@ -168,6 +189,58 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     }
 }
 
+/// Checks a `--peer` value's syntax: HOST:PORT with a port from 1 to
+/// 65535. No lookup: the reactor resolves the host at every dial.
+fn check_peer(spec: &str) -> Result<(), String> {
+    let expected = |host: &str| format!("expected HOST:PORT such as {host}:9001");
+    let split = spec.rsplit_once(':').filter(|_| !spec.ends_with(']'));
+    let Some((host, port)) = split.filter(|(_, port)| !port.is_empty()) else {
+        let host = spec.trim_end_matches(':');
+        let host = if host.is_empty() { "alpha" } else { host };
+        return Err(format!("no port; {}", expected(host)));
+    };
+    if host.is_empty() {
+        return Err(format!("no host; {}", expected("alpha")));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("an IPv6 address goes in brackets, as in [::1]:9001".into());
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!(
+            "port `{port}` is not a number from 1 to 65535; {}",
+            expected(host)
+        )),
+    }
+}
+
+/// A size flag's value: plain bytes, or a number with a binary unit
+/// (`64KiB`, `16 MiB`, `1GiB`; units in any case).
+fn parse_size(text: &str) -> Result<usize, String> {
+    const EXPECTED: &str =
+        "expected bytes, or a number with KiB, MiB or GiB, such as 64KiB or 16MiB";
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(end);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" => 10,
+        "mib" => 20,
+        "gib" => 30,
+        _ => return Err(format!("`{text}` is not a size: {EXPECTED}")),
+    };
+    let too_large = || format!("`{text}` is too large for this machine");
+    let n: usize = digits
+        .parse()
+        .map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => too_large(),
+            _ => format!("`{text}` is not a size: {EXPECTED}"),
+        })?;
+    n.checked_mul(1 << shift).ok_or_else(too_large)
+}
+
 fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let behaviors = || {
@@ -175,7 +248,6 @@ fn demo_local(rounds: u64) -> Result<ExitCode, String> {
         demo::pingpong::register(&mut behaviors);
         behaviors
     };
-
     let mut beta = NodeConfig::new("beta");
     beta.bind = loopback;
     beta.handle_signals = true;
@@ -205,6 +277,7 @@ fn finish(outcome: Outcome) -> Result<ExitCode, String> {
     }
 }
 
+/// Prints the demo's report; 0 only for the promised result.
 fn report(played: Result<DemoReport, String>) -> Result<ExitCode, String> {
     let report = played.map_err(|e| format!("demo failed: {e}"))?;
     println!("{report}");
@@ -220,4 +293,179 @@ fn report(played: Result<DemoReport, String>) -> Result<ExitCode, String> {
         report.result,
         report.expected()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(args: &[&str]) -> Result<Args, argh::EarlyExit> {
+        Args::from_args(&["avm-node"], args)
+    }
+
+    /// Each option in `--help` with the text of its "(default ...)", if any.
+    fn stated_defaults() -> HashMap<String, String> {
+        let help = match parse(&["--help"]) {
+            Err(exit) if exit.status.is_ok() => exit.output,
+            other => panic!("--help gave {other:?}"),
+        };
+        // An option starts at "  --flag"; its description continues on
+        // lines indented deeper; anything else ends it.
+        let mut options: Vec<(String, String)> = Vec::new();
+        let mut open = false;
+        for line in help.lines() {
+            if let Some(rest) = line.strip_prefix("  --") {
+                let (flag, desc) = rest.split_once(' ').unwrap_or((rest, ""));
+                options.push((format!("--{flag}"), desc.trim().to_owned()));
+                open = true;
+            } else if open && line.starts_with("    ") {
+                let desc = &mut options.last_mut().unwrap().1;
+                desc.push(' ');
+                desc.push_str(line.trim());
+            } else {
+                open = false;
+            }
+        }
+        assert!(options.len() > 10, "no options found in:\n{help}");
+        options
+            .into_iter()
+            .filter_map(|(flag, desc)| {
+                let (_, rest) = desc.split_once("(default ")?;
+                let (value, _) = rest.split_once(')')?;
+                Some((flag, value.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn help_states_the_defaults() {
+        let stated = stated_defaults();
+        let said = |flag: &str| {
+            stated
+                .get(flag)
+                .unwrap_or_else(|| panic!("{flag} states no default: {stated:?}"))
+                .as_str()
+        };
+        assert_eq!(said("--bind").parse(), Ok(defaults::BIND));
+        assert_eq!(parse_size(said("--max-frame")), Ok(defaults::MAX_FRAME));
+        assert_eq!(said("--max-frame"), "16 MiB");
+        assert_eq!(
+            parse_size(said("--max-write-buffer")),
+            Ok(defaults::MAX_WRITE_BUFFER)
+        );
+        let secs = defaults::DEMO_WAIT.as_secs().to_string();
+        assert_eq!(said("--demo-wait"), secs);
+        assert_eq!(said("--spin-us"), defaults::SPIN.as_micros().to_string());
+        let keepalive = defaults::KEEPALIVE.as_millis().to_string();
+        assert_eq!(said("--keepalive-ms"), keepalive);
+        let timeout = defaults::CALL_TIMEOUT.as_millis().to_string();
+        assert_eq!(said("--call-timeout-ms"), timeout);
+        let depth = defaults::MAX_CALL_DEPTH.to_string();
+        assert_eq!(said("--max-call-depth"), depth);
+        assert_eq!(
+            stated.len(),
+            8,
+            "a stated default this test does not check: {stated:?}"
+        );
+    }
+
+    #[test]
+    fn flags_default_to_the_constants() {
+        let args = parse(&[]).unwrap();
+        let config = NodeConfig::new("x");
+        assert_eq!(args.bind, config.bind);
+        assert_eq!(args.max_frame, config.max_frame);
+        assert_eq!(Duration::from_secs(args.demo_wait), defaults::DEMO_WAIT);
+        assert_eq!(Duration::from_micros(args.spin_us), config.spin);
+        assert_eq!(Duration::from_millis(args.keepalive_ms), config.keepalive);
+        assert_eq!(
+            Duration::from_millis(args.call_timeout_ms),
+            config.call_timeout
+        );
+        assert_eq!(args.max_write_buffer, config.max_write_buffer);
+        assert_eq!(args.max_call_depth, config.max_call_depth);
+    }
+
+    #[test]
+    fn parse_size_bytes_and_binary_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("16 MiB"), Ok(16 << 20));
+        assert_eq!(parse_size(" 16mib "), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    }
+
+    #[test]
+    fn parse_size_refuses_what_it_cannot_read() {
+        for bad in [
+            "", "MiB", "16MB", "16M", "1.5MiB", "-1", "+5", "16 MiB x", "0x10",
+        ] {
+            let err = parse_size(bad).expect_err(bad);
+            assert!(err.contains(&format!("`{}`", bad.trim())), "{err}");
+            assert!(err.contains("such as 64KiB or 16MiB"), "{err}");
+        }
+        let most = usize::MAX >> 10;
+        assert_eq!(parse_size(&format!("{most}KiB")), Ok(most << 10));
+        let err = parse_size(&format!("{}KiB", most + 1)).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        let err = parse_size(&format!("{}0", usize::MAX)).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn size_flags_take_units_and_name_a_bad_value() {
+        let args = parse(&["--max-frame", "1MiB", "--max-write-buffer", "512KiB"]).unwrap();
+        assert_eq!(
+            (args.max_frame, args.max_write_buffer),
+            (1 << 20, 512 << 10)
+        );
+        let err = parse(&["--max-frame", "16MB"]).unwrap_err();
+        assert!(err.output.contains("--max-frame"), "{}", err.output);
+        assert!(
+            err.output.contains("`16MB` is not a size"),
+            "{}",
+            err.output
+        );
+    }
+
+    #[test]
+    fn check_peer_accepts_host_port() {
+        for good in [
+            "alpha:9001",
+            "127.0.0.1:1",
+            "[::1]:9001",
+            "node.example:65535",
+        ] {
+            assert_eq!(check_peer(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn check_peer_says_what_is_missing() {
+        let no_port = "no port; expected HOST:PORT such as alpha:9001";
+        assert_eq!(check_peer("alpha").unwrap_err(), no_port);
+        assert_eq!(check_peer("alpha:").unwrap_err(), no_port);
+        assert_eq!(check_peer("").unwrap_err(), no_port);
+        assert!(check_peer("[::1]")
+            .unwrap_err()
+            .contains("such as [::1]:9001"));
+        assert!(check_peer(":9001").unwrap_err().starts_with("no host;"));
+        assert!(check_peer("::1").unwrap_err().contains("brackets"));
+        for port in ["x", "0", "65536", "-1", "9001 "] {
+            let err = check_peer(&format!("alpha:{port}")).unwrap_err();
+            assert_eq!(
+                err,
+                format!("port `{port}` is not a number from 1 to 65535; expected HOST:PORT such as alpha:9001")
+            );
+        }
+    }
+
+    #[test]
+    fn version_needs_no_other_flag() {
+        assert!(parse(&["--version"]).unwrap().version);
+    }
 }

@@ -139,3 +139,16 @@ fn a_deeply_nested_answer_does_not_overflow_a_stack() {
         Val::just(Val::just(Val::just(Val::Nat(0))))
     );
 }
+
+#[test]
+fn start_on_a_port_in_use_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut config = NodeConfig::new("alpha");
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    config.port = port;
+    let err = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
+        .expect_err("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(err.to_string(), format!("address 127.0.0.1:{port} in use"));
+}
