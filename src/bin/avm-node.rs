@@ -23,7 +23,7 @@ use avm::vm::{BehaviorRegistry, PureRegistry};
 
 /// An avm node: hosts objects, serves calls from peers over TCP, and can
 /// run the distributed PingPong demo. Logging on stderr: RUST_LOG=LEVEL (default info;
-/// error|warn|info|debug|trace|off), per module too, as in RUST_LOG=warn,avm::reactor=debug.
+/// error|warn|info|debug|trace|off), per module too, as in RUST_LOG=warn,avm::protocol=debug.
 #[derive(FromArgs, Debug)]
 struct Args {
     /// this node's machine_id, as peers will know it (required unless a subcommand is given)

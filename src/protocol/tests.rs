@@ -416,7 +416,7 @@ fn a_silent_peer_is_down_after_three_intervals_and_its_calls_fail() {
     a.core.call(remote_call(3, "beta", 1), now);
     // Pinged once an interval; still up just before 3 intervals.
     a.core.handle_timeout(now + ms(1000));
-    assert!(a.core.unsent(link.ca).len() > 0, "a ping is queued");
+    assert!(!a.core.unsent(link.ca).is_empty(), "a ping is queued");
     a.core.handle_timeout(now + ms(2990));
     assert!(peer_downs(&a.events()).is_empty());
     assert!(a.core.is_open(link.ca));

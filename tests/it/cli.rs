@@ -46,9 +46,9 @@ fn second_node_on_a_port_in_use_names_the_address() {
 
 #[test]
 fn rust_log_sets_a_level_per_module() {
-    // Nothing listens on `peer`: the reactor's dial fails and it says so
-    // at debug level, while the node's `listening on` (info, avm::node,
-    // logged before the reactor starts) must not show.
+    // Nothing listens on `peer`: the dial fails again and again, and the
+    // protocol core (on the reactor thread) says so at debug level, while
+    // the node's `listening on` (info, avm::node) must not show.
     let peer = format!("127.0.0.1:{}", free_port());
     let stderr = stderr_until(
         &[
@@ -61,7 +61,7 @@ fn rust_log_sets_a_level_per_module() {
             "--peer",
             &peer,
         ],
-        "warn,avm::reactor=debug",
+        "warn,avm::protocol=debug",
         |line| line.contains(" DEBUG ") && line.contains("/reactor: ") && line.contains(&peer),
     );
     assert!(!stderr.contains("listening on"), "{stderr}");

@@ -121,7 +121,8 @@ fn late_joiner_learns_pong_and_calls_it() {
     );
     assert_done(&gamma, 5);
     assert!(
-        gamma.stderr().contains("(pong) is on beta"),
+        gamma.stderr().contains("found pong")
+            && gamma.stderr().contains(" on beta; running 5 rounds"),
         "{}",
         gamma.stderr()
     );
