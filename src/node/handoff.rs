@@ -47,7 +47,7 @@ use std::thread::Thread;
 use mio::Waker;
 
 use crate::protocol::{self, InboundId};
-use crate::vm::{MachineId, ObjectId, Program, RemoteCall, Val, Vm};
+use crate::vm::{Cycle, MachineId, ObjectId, Probe, Program, RemoteCall, Val, Vm};
 
 /// Interpreter -> reactor.
 #[derive(Debug)]
@@ -68,6 +68,13 @@ pub enum Command {
     Snapshot {
         machine: MachineId,
         objects: Vec<(ObjectId, Arc<str>)>,
+    },
+    /// Deadlock detection: send a `probe` to `machine`.
+    Probe { machine: MachineId, probe: Probe },
+    /// Deadlock detection: tell `machine` its waiting chain is the victim.
+    Victim {
+        machine: MachineId,
+        cycle: Box<Cycle>,
     },
     /// Close everything and end the reactor thread.
     Shutdown,

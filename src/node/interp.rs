@@ -265,6 +265,13 @@ impl Interpreter {
                     debug!("destroyed object {id}");
                     self.commands.push(Command::Destroyed { id })
                 }
+                Output::DeadlockBroken(cycle) => debug!("deadlock broken: {cycle}"),
+                Output::Probe { machine, probe } => {
+                    self.commands.push(Command::Probe { machine, probe })
+                }
+                Output::Victim { machine, cycle } => {
+                    self.commands.push(Command::Victim { machine, cycle })
+                }
             }
         }
     }

@@ -662,6 +662,17 @@ impl Core {
         self.mark_dirty(conn);
     }
 
+    /// Sends a deadlock `probe` to `machine` (dropped if it is not
+    /// connected: that peer cannot be part of a live cycle then).
+    pub fn send_probe(&mut self, machine: &MachineId, probe: &crate::vm::Probe) {
+        let _ = (machine, probe); // TODO(codec): the probe message
+    }
+
+    /// Tells `machine` that its waiting chain is a deadlock's victim.
+    pub fn send_victim(&mut self, machine: &MachineId, cycle: &crate::vm::Cycle) {
+        let _ = (machine, cycle); // TODO(codec): the deadlock message
+    }
+
     /// Closes every connection (their unsent bytes linger for one last
     /// write) and stops dialling.
     pub fn shutdown(&mut self, now: Instant) {

@@ -273,6 +273,8 @@ impl Reactor {
                 Command::Snapshot { machine, objects } => {
                     self.core.send_snapshot(&machine, &objects)
                 }
+                Command::Probe { machine, probe } => self.core.send_probe(&machine, &probe),
+                Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
                 Command::Shutdown => self.stopping = true,
             }
         }

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::ids::{CounterExhausted, ObjectId, SuspendToken, TxId};
+use super::ids::{ChainId, CounterExhausted, MachineId, ObjectId, SuspendToken, TxId};
 
 /// Every way a vm operation can fail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +46,46 @@ pub enum VmError {
     UnknownToken(SuspendToken),
     /// A call past the frame limit of all chains (`VmConfig::max_depth`).
     TooDeep(usize),
+    /// The object's queue of calls waiting for its turn is full
+    /// (`VmConfig::max_waiting`): the call is refused at once.
+    Busy(ObjectId),
+    /// The call waited for a turn in a cycle of chains each waiting for
+    /// another (a deadlock), and its chain was chosen to break it.
+    Deadlock(Box<Cycle>),
+    /// A call returned with the transaction it opened still open: the
+    /// transaction is aborted and the call fails.
+    TxLeftOpen(TxId),
+}
+
+/// One wait in a cycle: `chain` waits for `object`'s turn on `machine`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitEdge {
+    pub chain: ChainId,
+    pub object: ObjectId,
+    pub machine: MachineId,
+}
+
+/// A deadlock: each chain waits for an object whose turn the next chain
+/// holds, and the last's is held by the first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cycle {
+    pub edges: Vec<WaitEdge>,
+    /// The chain chosen to break it (its waiting call fails).
+    pub victim: ChainId,
+}
+
+impl fmt::Display for Cycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.edges.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(
+                f,
+                "{sep}{} waits for object {} on {}",
+                e.chain, e.object, e.machine
+            )?;
+        }
+        write!(f, "; victim: {}", self.victim)
+    }
 }
 
 /// Details of a failed remote call.
@@ -75,6 +115,15 @@ impl fmt::Display for VmError {
                 write!(f, "remote call to {} failed: {}", r.target, r.reason)
             }
             VmError::UnknownToken(t) => write!(f, "no suspended call has token {}", t.0),
+            VmError::Busy(id) => write!(
+                f,
+                "busy: object {id} has too many calls waiting for its turn"
+            ),
+            VmError::Deadlock(cycle) => write!(f, "deadlock: {cycle}"),
+            VmError::TxLeftOpen(tx) => write!(
+                f,
+                "{tx} left open when the call that began it returned; aborted"
+            ),
             VmError::TooDeep(max) => {
                 write!(
                     f,

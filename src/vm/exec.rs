@@ -12,7 +12,12 @@
 //! - `inputs.len()` is the number of frames with `input_kept`, and the top
 //!   frame's kept input, if any, is `inputs.last()`;
 //! - a chain with `token: Some(_)` is suspended and has `next: None`;
-//!   a runnable chain has `next: Some(_)` and `token: None`;
+//!   a runnable chain has `next: Some(_)` and `token: None`; a chain
+//!   waiting for a turn has `next: Some(Next::Enter { granted: true, .. })`
+//!   and is in neither the runnable queue nor suspended on a token;
+//! - every frame of an object holds one hold of that object's turn
+//!   (`World::turns`), taken before the frame is pushed and given back when
+//!   it is popped;
 //! - behavior and continuation code runs inside `catch_unwind`: a panic
 //!   fails that call only, and the vm's own data is never borrowed by
 //!   user code, so it stays consistent.
@@ -21,11 +26,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
-use super::ids::{ChainId, ObjectId, SuspendToken, TxId};
+use super::ids::{ChainId, ControllerId, ObjectId, SuspendToken, TxId};
 use super::output::{Output, RemoteCall};
 use super::program::{Cont, ContFn, Instr, Program};
 use super::registry::Ctx;
 use super::trace::{Event, EventKind};
+use super::turns::Take;
 use super::tx::Tx;
 use super::value::Val;
 use super::world::{Obj, World};
@@ -71,12 +77,19 @@ pub(crate) enum Next {
     Answer(Val),
     /// Fail the current frame.
     Fail(VmError),
-    /// The root call of a chain started by `Vm::start_call`.
+    /// Call local object `target`: the root call of a chain started by
+    /// `Vm::start_call` (`granted: false`, the turn is asked for first),
+    /// or a call whose turn came after waiting (`granted: true`).
     Enter {
         target: ObjectId,
         input: Val,
         sender: ObjectId,
+        granted: bool,
     },
+    /// A call that never entered failed (busy, deadlock victim, object
+    /// destroyed while it waited): its caller gets `Nothing`; a root call
+    /// fails its chain.
+    CallFailed(VmError),
 }
 
 pub(crate) struct Chain {
@@ -91,10 +104,15 @@ pub(crate) struct Chain {
     /// Target of the remote call this chain waits on (for error messages).
     pub(crate) remote_target: ObjectId,
     pub(crate) tx: Option<Tx>,
+    /// Order of creation among the vm's chains: of several chains with one
+    /// id (a chain re-entering this node), the latest is the innermost.
+    pub(crate) seq: u64,
 }
 
 pub(crate) enum Status {
     Suspended,
+    /// Waiting for an object's turn; `c.next` holds the call.
+    Waiting,
     Finished(Result<Val, VmError>),
     /// The step budget ran out; `c.next` holds where to go on.
     Paused,
@@ -103,6 +121,7 @@ pub(crate) enum Status {
 enum Flow {
     Go(Next),
     Suspend,
+    Wait(Next),
     Finish(Result<Val, VmError>),
 }
 
@@ -150,21 +169,29 @@ pub(crate) fn drive(
                 exec(w, c, key, instr, out)
             }
             Next::Fail(e) => fail(w, c, e),
+            Next::CallFailed(e) => call_failed(w, c, e),
             Next::Enter {
                 target,
                 input,
                 sender,
-            } => match resolve(w, None, target) {
-                Ok(b) => enter(w, c, target, b, input, sender),
+                granted,
+            } => match resolve(w, c.tx.as_ref(), target) {
+                Ok(b) => call_local(w, c, key, target, b, input, sender, granted),
                 Err(e) => {
-                    w.trace.error(&e);
-                    Flow::Finish(Err(e))
+                    if granted {
+                        release_turn(w, target);
+                    }
+                    call_failed(w, c, e)
                 }
             },
         };
         match flow {
             Flow::Go(n) => c.next = Some(n),
             Flow::Suspend => return Status::Suspended,
+            Flow::Wait(n) => {
+                c.next = Some(n);
+                return Status::Waiting;
+            }
             Flow::Finish(r) => return Status::Finished(r),
         }
     }
@@ -192,6 +219,14 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
             )))),
         };
     }
+    if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
+        // The call that began the transaction returns with it open.
+        let tx = c.tx.take().expect("checked above").id;
+        w.trace.record(EventKind::TransactionAborted, || {
+            Event::TransactionAborted { tx }
+        });
+        return Flow::Go(Next::Fail(VmError::TxLeftOpen(tx)));
+    }
     let frame = pop_frame(&mut w.frames_total, c).expect("checked above");
     let input = if frame.input_kept {
         c.inputs.pop()
@@ -199,6 +234,7 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
         None
     };
     if frame.self_id != NONE {
+        release_turn(w, frame.self_id);
         w.trace
             .record(EventKind::ObjectCalled, || Event::ObjectCalled {
                 id: frame.self_id,
@@ -215,16 +251,84 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
 
 fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     w.trace.error(&e);
+    if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
+        // The call that began the transaction fails: so does the transaction.
+        let tx = c.tx.take().expect("checked above").id;
+        w.trace.record(EventKind::TransactionAborted, || {
+            Event::TransactionAborted { tx }
+        });
+    }
     if let Some(frame) = pop_frame(&mut w.frames_total, c) {
         c.conts.truncate(frame.cont_base as usize);
         if frame.input_kept {
             c.inputs.pop();
+        }
+        if frame.self_id != NONE {
+            release_turn(w, frame.self_id);
         }
     }
     if c.frames.is_empty() {
         Flow::Finish(Err(e))
     } else {
         Flow::Go(Next::Answer(Val::Nothing))
+    }
+}
+
+/// A call that never entered its object failed: the caller's `call`
+/// answers `Nothing`, or, for a chain's root call, the chain fails.
+fn call_failed(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
+    w.trace.error(&e);
+    if c.frames.is_empty() {
+        Flow::Finish(Err(e))
+    } else {
+        Flow::Go(Next::Answer(Val::Nothing))
+    }
+}
+
+/// Gives back one hold of `object`'s turn; the next waiter, if the turn
+/// passes to it, becomes runnable.
+fn release_turn(w: &mut World, object: ObjectId) {
+    if let Some(next) = w.turns.release(object) {
+        w.woken.push(next.key);
+    }
+}
+
+/// A call to local object `target` (behavior `b`): takes its turn (or
+/// re-enters it), waits for it, or is refused, then enters.
+#[allow(clippy::too_many_arguments)]
+fn call_local(
+    w: &mut World,
+    c: &mut Chain,
+    key: usize,
+    target: ObjectId,
+    b: u32,
+    input: Val,
+    sender: ObjectId,
+    granted: bool,
+) -> Flow {
+    if !granted {
+        match w.turns.take(target, c.id, key) {
+            Take::Granted => {}
+            Take::Queued => {
+                w.new_waits.push((key, c.id, target));
+                return Flow::Wait(Next::Enter {
+                    target,
+                    input,
+                    sender,
+                    granted: true,
+                });
+            }
+            Take::Busy => return Flow::Go(Next::CallFailed(VmError::Busy(target))),
+        }
+    }
+    enter(w, c, target, b, input, sender)
+}
+
+/// Remembers, in an open transaction, that it depends on `id` as it is now.
+fn observe(w: &World, c: &mut Chain, id: ObjectId) {
+    if let Some(tx) = &mut c.tx {
+        let version = w.objects.get(&id).map_or(0, |o| o.version);
+        tx.observe(id, version);
     }
 }
 
@@ -247,7 +351,8 @@ fn resolve(w: &World, tx: Option<&Tx>, id: ObjectId) -> Result<u32, VmError> {
     }
 }
 
-/// Push a frame for a call to local object `target` and run its behavior.
+/// Push a frame for a call to local object `target`, whose turn this call
+/// holds, and run its behavior.
 fn enter(
     w: &mut World,
     c: &mut Chain,
@@ -259,6 +364,7 @@ fn enter(
     if w.frames_total >= w.max_depth {
         let e = VmError::TooDeep(w.max_depth);
         w.trace.error(&e);
+        release_turn(w, target);
         // A nested call fails like any other: its caller gets `Nothing`.
         // A chain's root call (`Next::Enter`) has no caller frame to answer:
         // the chain fails, as when its target is unknown.
@@ -302,10 +408,8 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
     let sender = c.frames.last().map_or(NONE, |f| f.self_id);
     match resolve(w, c.tx.as_ref(), target) {
         Ok(b) => {
-            if let Some(tx) = &mut c.tx {
-                tx.observe(target);
-            }
-            enter(w, c, target, b, input, sender)
+            observe(w, c, target);
+            call_local(w, c, key, target, b, input, sender, false)
         }
         Err(VmError::UnknownObject(_)) if w.directory.machine_of(target).is_some() => {
             let machine = w.directory.machine_of(target).expect("checked").clone();
@@ -384,23 +488,18 @@ fn exec_local(
         Instr::GetState => {
             let id = self_of(c, "get_state outside an object")?;
             resolve(w, c.tx.as_ref(), id)?;
-            let overlay = match &mut c.tx {
-                Some(tx) => {
-                    tx.observe(id);
-                    tx.state_of(id).map(<[Val]>::to_vec)
-                }
-                None => None,
-            };
+            observe(w, c, id);
+            let overlay =
+                c.tx.as_ref()
+                    .and_then(|tx| tx.state_of(id).map(<[Val]>::to_vec));
             Val::List(overlay.unwrap_or_else(|| w.objects[&id].state.clone()))
         }
         Instr::SetState(state) => {
             let id = self_of(c, "set_state outside an object")?;
             resolve(w, c.tx.as_ref(), id)?;
+            observe(w, c, id);
             match &mut c.tx {
-                Some(tx) => {
-                    tx.observe(id);
-                    tx.set_state(id, state);
-                }
+                Some(tx) => tx.set_state(id, state),
                 None => set_state(w, id, state),
             }
             Val::Bool(true)
@@ -415,11 +514,7 @@ fn exec_local(
                 .ok_or_else(|| VmError::UnknownBehavior(Arc::from(&*behavior)))?;
             let id = w.ids.next_object()?;
             let controller = controller.or(c.tx.as_ref().and_then(|tx| tx.controller));
-            let obj = Obj {
-                behavior: b,
-                state: Vec::new(),
-                controller,
-            };
+            let obj = Obj::new(b, controller);
             match &mut c.tx {
                 Some(tx) => tx.creates.push((id, obj)),
                 None => insert_object(w, id, obj, out),
@@ -435,12 +530,10 @@ fn exec_local(
                 w.trace.error(&e);
                 return Ok(Val::Bool(false));
             }
+            observe(w, c, id);
             match &mut c.tx {
-                Some(tx) => {
-                    tx.observe(id);
-                    tx.transfers.push((id, to));
-                }
-                None => w.objects.get_mut(&id).expect("resolved").controller = Some(to),
+                Some(tx) => tx.transfers.push((id, to)),
+                None => transfer(w, id, to),
             }
             Val::Bool(true)
         }
@@ -450,7 +543,7 @@ fn exec_local(
             }
             w.next_tx += 1;
             let id = TxId(w.next_tx);
-            c.tx = Some(Tx::new(id, controller));
+            c.tx = Some(Tx::new(id, controller, c.frames.len()));
             w.trace.record(EventKind::TransactionStarted, || {
                 Event::TransactionStarted { tx: id }
             });
@@ -505,6 +598,7 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
     let obj = w.objects.get_mut(&id).expect("resolved");
     let copy = if full { state.clone() } else { Vec::new() };
     obj.state = state;
+    obj.version += 1;
     w.trace
         .record(EventKind::StateUpdated, || Event::StateUpdated {
             id,
@@ -512,11 +606,22 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
         });
 }
 
+fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
+    if let Some(o) = w.objects.get_mut(&id) {
+        o.controller = Some(to);
+        o.version += 1;
+    }
+}
+
+/// Destroys a local object; the calls waiting for its turn fail.
 fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
         w.trace
             .record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed { id });
         out.push(Output::Destroyed { id });
+        for waiter in w.turns.drain_queue(id) {
+            w.to_fail.push((waiter.key, VmError::DestroyedObject(id)));
+        }
     }
 }
 
@@ -534,11 +639,9 @@ fn destroy(
         w.trace.error(&e);
         return Ok(false);
     }
+    observe(w, c, id);
     match &mut c.tx {
-        Some(tx) => {
-            tx.observe(id);
-            tx.destroys.push(id);
-        }
+        Some(tx) => tx.destroys.push(id),
         None => remove_object(w, id, out),
     }
     Ok(true)
@@ -547,7 +650,9 @@ fn destroy(
 /// Validate the read set, then apply creates, transfers, states, destroys.
 fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
-    if tx.reads.iter().any(|o| !w.objects.contains_key(o)) {
+    let changed =
+        |(o, version): &(ObjectId, u64)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
+    if tx.reads.iter().any(changed) {
         w.trace.record(EventKind::TransactionAborted, || {
             Event::TransactionAborted { tx: id }
         });
@@ -557,9 +662,7 @@ fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
         insert_object(w, oid, obj, out);
     }
     for (oid, to) in tx.transfers {
-        if let Some(o) = w.objects.get_mut(&oid) {
-            o.controller = Some(to);
-        }
+        transfer(w, oid, to);
     }
     for (oid, state) in tx.states {
         if w.objects.contains_key(&oid) {

@@ -8,6 +8,7 @@
 //! in another node's range.
 
 use std::fmt;
+use std::hash::Hasher;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -199,6 +200,24 @@ impl FreshIdGen {
 
     pub fn next_chain(&mut self) -> Result<ChainId, CounterExhausted> {
         self.next_raw().map(ChainId)
+    }
+}
+
+/// A hasher for ids: they are already unique integers, SipHash buys nothing.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

@@ -83,14 +83,16 @@ use std::sync::Arc;
 
 use slab::Slab;
 
+use super::deadlock;
 use super::directory::Directory;
-use super::error::VmError;
+use super::error::{Cycle, VmError};
 use super::exec::{self, Chain, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
-use super::output::{Output, StartCall};
+use super::output::{Output, Probe, StartCall};
 use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
+use super::turns::Turns;
 use super::value::Val;
 use super::world::{IdMap, Obj, World};
 
@@ -111,7 +113,13 @@ pub struct VmConfig {
     /// peers that point PingPong at itself, cost bounded memory however
     /// many such chains run side by side.
     pub max_depth: usize,
+    /// Most calls that may wait for one object's turn; one more fails at
+    /// once with [`VmError::Busy`] naming the object.
+    pub max_waiting: usize,
 }
+
+/// [`VmConfig::max_waiting`]'s default.
+pub const DEFAULT_MAX_WAITING: usize = 1024;
 
 /// [`VmConfig::max_depth`]'s default: 4M frames, about 200 MB of chain
 /// for PingPong, four times the deepest game the tests play.
@@ -126,6 +134,7 @@ impl VmConfig {
             first_counter: 1,
             trace: TraceMode::Counting,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_waiting: DEFAULT_MAX_WAITING,
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct Vm {
     /// Outputs of host-side actions, emitted by the next `run`.
     pending: Vec<Output>,
     spare: Vec<Spare>,
+    /// Chains created so far (`Chain::seq`).
+    next_seq: u64,
 }
 
 impl fmt::Debug for Vm {
@@ -172,6 +183,10 @@ impl Vm {
                 max_depth: config.max_depth.max(1),
                 frames_total: 0,
                 directory: Directory::new(),
+                turns: Turns::new(config.max_waiting.max(1)),
+                woken: Vec::new(),
+                to_fail: Vec::new(),
+                new_waits: Vec::new(),
                 behaviors,
                 pures,
                 trace: Trace::new(config.trace),
@@ -181,6 +196,7 @@ impl Vm {
             runnable: VecDeque::new(),
             pending: Vec::new(),
             spare: Vec::new(),
+            next_seq: 0,
         }
     }
 
@@ -196,11 +212,7 @@ impl Vm {
             .index_of(behavior)
             .ok_or_else(|| VmError::UnknownBehavior(Arc::from(behavior)))?;
         let id = self.world.ids.next_object()?;
-        let obj = Obj {
-            behavior: b,
-            state: Vec::new(),
-            controller: None,
-        };
+        let obj = Obj::new(b, None);
         exec::insert_object(&mut self.world, id, obj, &mut self.pending);
         Ok(id)
     }
@@ -210,6 +222,7 @@ impl Vm {
         match self.world.objects.get_mut(&id) {
             Some(o) => {
                 o.state = state;
+                o.version += 1;
                 Ok(())
             }
             None => Err(VmError::UnknownObject(id)),
@@ -259,7 +272,9 @@ impl Vm {
             token: None,
             remote_target: ObjectId(0),
             tx: None,
+            seq: self.next_seq,
         });
+        self.next_seq += 1;
         self.runnable.push_back(key);
         key
     }
@@ -280,6 +295,7 @@ impl Vm {
                     target: call.target,
                     input: call.input,
                     sender: call.sender.unwrap_or(ObjectId(0)),
+                    granted: false,
                 },
             ),
             Err(e) => (ChainId(0), Next::Fail(e.into())),
@@ -357,9 +373,13 @@ impl Vm {
             let mut budget = steps;
             let status = exec::drive(&mut self.world, chain, key, out, &mut budget);
             spent = spent.saturating_add(steps - budget);
+            if self.world.has_effects() {
+                self.apply_effects();
+                out.append(&mut self.pending);
+            }
             let result = match status {
                 Status::Finished(result) => result,
-                Status::Suspended => continue,
+                Status::Suspended | Status::Waiting => continue,
                 Status::Paused => {
                     self.runnable.push_back(key);
                     continue;
@@ -382,6 +402,55 @@ impl Vm {
             self.recycle(chain);
         }
         !self.runnable.is_empty()
+    }
+
+    /// A deadlock probe from another node (the `probe` message).
+    pub fn handle_probe(&mut self, probe: Probe) {
+        deadlock::on_probe(&mut self.world, &self.chains, probe, &mut self.pending);
+        self.apply_effects();
+    }
+
+    /// Another node found a deadlock whose victim may wait here (the
+    /// `deadlock` message): its waiting call fails if it still waits.
+    pub fn handle_victim(&mut self, cycle: Cycle) {
+        deadlock::on_victim(&mut self.world, cycle, &mut self.pending);
+        self.apply_effects();
+    }
+
+    /// Acts on what the engine left in the world: calls that started
+    /// waiting (checked for deadlocks), calls given their turn (runnable
+    /// again), waiting calls that must fail.
+    fn apply_effects(&mut self) {
+        loop {
+            let waits = std::mem::take(&mut self.world.new_waits);
+            for (_, chain, object) in &waits {
+                deadlock::on_wait(
+                    &mut self.world,
+                    &self.chains,
+                    *chain,
+                    *object,
+                    &mut self.pending,
+                );
+            }
+            let mut waits = waits;
+            waits.clear();
+            self.world.new_waits = waits;
+            for (key, e) in self.world.to_fail.drain(..) {
+                if let Some(c) = self.chains.get_mut(key) {
+                    c.next = Some(Next::CallFailed(e));
+                    self.runnable.push_back(key);
+                }
+            }
+            self.runnable.extend(self.world.woken.drain(..));
+            if !self.world.has_effects() {
+                return;
+            }
+        }
+    }
+
+    /// Calls waiting for an object's turn, all objects together.
+    pub fn waiting_count(&self) -> usize {
+        self.world.turns.waiting()
     }
 
     fn recycle(&mut self, chain: Chain) {

@@ -6,6 +6,7 @@
 //!   (`trigger`, `bind`, [`prog!`](crate::prog)) behaviors are written in.
 //! - [`registry`]: behaviors and pure functions by name.
 //! - `directory` ([`Directory`]): where objects on other machines live.
+//! - `turns`: an object runs one call at a time; others wait in a queue.
 //! - `world`: everything a vm holds but its chains (objects, id counters,
 //!   registries, directory, trace).
 //! - `tx`: transaction overlays.
@@ -13,6 +14,8 @@
 //!   ([`Output`], [`RemoteCall`]).
 //! - `exec` and `interp` ([`Vm`]): the interpreter. Call depth lives in
 //!   heap frames; a remote call suspends its chain as data.
+//! - `deadlock`: waits for turns that form a cycle, found here or by
+//!   probes that follow them across nodes.
 //!
 //! Nothing here knows about sockets or threads: the driver hands work in
 //! and acts on [`Output`]s.
@@ -25,14 +28,14 @@
 //!
 //! ```text
 //! ids → value → error → trace → program → registry → directory
-//!     → world → tx → output → exec → interp
+//!     → turns → world → tx → output → exec → deadlock → interp
 //! ```
 //!
 //! Who imports whom: an `x` means the row's module imports the column's;
 //! every `x` lies left of the diagonal (`\`).
 //!
 //! ```text
-//!            ids val err trc prg reg dir wld tx  out exe
+//!            ids val err trc prg reg dir trn wld tx  out exe ddl
 //! ids        \
 //! value      x   \
 //! error      x       \
@@ -40,16 +43,19 @@
 //! program    x   x           \
 //! registry   x   x           x   \
 //! directory  x                       \
-//! world      x   x       x       x   x   \
-//! tx         x   x                       x   \
-//! output     x   x   x                           \
-//! exec       x   x   x   x   x   x       x   x   x   \
-//! interp     x   x   x   x   x   x   x   x       x   x
+//! turns      x                           \
+//! world      x   x   x   x       x   x   x   \
+//! tx         x   x                           x   \
+//! output     x   x   x                               \
+//! exec       x   x   x   x   x   x       x   x   x   x   \
+//! deadlock   x       x                       x       x   x   \
+//! interp     x   x   x   x   x   x   x   x   x       x   x   x
 //! ```
 //!
 //! Items are imported from the module that defines them, never through the
 //! re-exports below. `tests::layers` checks all of this, this picture
 //! included, against the sources.
+mod deadlock;
 mod directory;
 mod error;
 mod exec;
@@ -59,6 +65,7 @@ mod output;
 pub mod program;
 pub mod registry;
 pub mod trace;
+mod turns;
 mod tx;
 pub mod value;
 mod world;
@@ -67,12 +74,13 @@ mod world;
 mod tests;
 
 pub use directory::{Directory, Notice, Refused, LEARNED_PER_PEER};
-pub use error::{RemoteFailure, VmError};
+pub use error::{Cycle, RemoteFailure, VmError, WaitEdge};
+pub(crate) use ids::IdHasher;
 pub use ids::{
     ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, SuspendToken, TxId,
 };
-pub use interp::{Vm, VmConfig, DEFAULT_MAX_DEPTH};
-pub use output::{Output, RemoteCall, StartCall};
+pub use interp::{Vm, VmConfig, DEFAULT_MAX_DEPTH, DEFAULT_MAX_WAITING};
+pub use output::{Output, Probe, RemoteCall, StartCall, MAX_PROBE_HOPS};
 pub use program::{
     abort_tx, begin_tx, call, call_pure, commit_tx, create_obj, create_obj_for, destroy_obj, done,
     get_current_machine, get_input, get_machine, get_self, get_sender, get_state, set_state,
@@ -81,4 +89,3 @@ pub use program::{
 pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
 pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode};
 pub use value::Val;
-pub(crate) use world::IdHasher;

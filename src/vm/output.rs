@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use super::error::VmError;
+use super::error::{Cycle, VmError, WaitEdge};
 use super::ids::{ChainId, MachineId, ObjectId, SuspendToken};
 use super::value::Val;
 
@@ -41,7 +41,38 @@ pub enum Output {
     Created { id: ObjectId, behavior: Arc<str> },
     /// An object here was destroyed (in a transaction: only on commit).
     Destroyed { id: ObjectId },
+    /// Deadlock detection: send this probe to `machine` (a `probe`
+    /// message); hand what comes back to `Vm::handle_probe` there.
+    Probe { machine: MachineId, probe: Probe },
+    /// A deadlock was found whose victim waits on `machine`: tell it (a
+    /// `deadlock` message; `Vm::handle_victim` there).
+    Victim {
+        machine: MachineId,
+        cycle: Box<Cycle>,
+    },
+    /// A deadlock was broken here: the victim's waiting call failed (for
+    /// logs and metrics).
+    DeadlockBroken(Box<Cycle>),
 }
+
+/// A deadlock probe, chasing waits from node to node (edge chasing): the
+/// receiver looks at what chain `blocked` waits for there, extends `path`,
+/// and either finds `initiator` holding the turn awaited last (a cycle),
+/// or passes the probe on to where the chain it follows waits next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub initiator: ChainId,
+    pub blocked: ChainId,
+    /// The waits so far, first the initiator's.
+    pub path: Vec<WaitEdge>,
+    /// Times the probe was passed on; it is dropped past
+    /// [`MAX_PROBE_HOPS`], so no probe circulates for ever.
+    pub hops: u32,
+}
+
+/// The most waits a cycle is followed through, and the most times a probe
+/// is passed on.
+pub const MAX_PROBE_HOPS: u32 = 64;
 
 /// A call the vm cannot answer locally.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,16 +3,21 @@
 //! Inside a transaction, creates, transfers, state writes and destroys go to
 //! the overlay; the chain's own reads see the overlay first. Commit applies
 //! them atomically in a fixed order (creates, transfers, states, destroys),
-//! after checking the read set: if any object the transaction observed was
-//! destroyed outside it, commit answers false and applies nothing. Abort
-//! (or the chain ending with the transaction open) discards the overlay.
+//! after checking the read set: each object the transaction observed
+//! (called, read, written, transferred or destroyed) is remembered with its
+//! version when first observed, and if any of them changed since (another
+//! chain committed a state or controller change, or destroyed it), commit
+//! answers false and applies nothing. So committed transactions are
+//! serializable for this node's objects. Abort discards the overlay.
 //!
 //! Remote objects are outside any transaction: a call to one happens when
 //! it is made and is not undone by abort; a transaction's read set holds
 //! local objects only.
 //!
 //! Invariants: at most one transaction per chain; `reads` never holds an
-//! object created inside the transaction (it cannot be destroyed outside).
+//! object created inside the transaction (it cannot change outside);
+//! `depth` is the number of frames the chain had when `begin_tx` ran, so
+//! the frame that began it is `frames[depth - 1]`.
 
 use super::ids::{ControllerId, ObjectId, TxId};
 use super::value::Val;
@@ -26,11 +31,14 @@ pub(crate) struct Tx {
     pub(crate) transfers: Vec<(ObjectId, ControllerId)>,
     pub(crate) states: Vec<(ObjectId, Vec<Val>)>,
     pub(crate) destroys: Vec<ObjectId>,
-    pub(crate) reads: Vec<ObjectId>,
+    /// Each observed object and its version when first observed.
+    pub(crate) reads: Vec<(ObjectId, u64)>,
+    /// Frames the chain held at `begin_tx`.
+    pub(crate) depth: usize,
 }
 
 impl Tx {
-    pub(crate) fn new(id: TxId, controller: Option<ControllerId>) -> Tx {
+    pub(crate) fn new(id: TxId, controller: Option<ControllerId>, depth: usize) -> Tx {
         Tx {
             id,
             controller,
@@ -39,6 +47,7 @@ impl Tx {
             states: Vec::new(),
             destroys: Vec::new(),
             reads: Vec::new(),
+            depth,
         }
     }
 
@@ -50,10 +59,11 @@ impl Tx {
         self.destroys.contains(&id)
     }
 
-    /// Remember that the transaction depends on `id` still existing.
-    pub(crate) fn observe(&mut self, id: ObjectId) {
-        if self.created(id).is_none() && !self.reads.contains(&id) {
-            self.reads.push(id);
+    /// Remembers that the transaction depends on `id` as it is now, at
+    /// `version` (the first observation counts).
+    pub(crate) fn observe(&mut self, id: ObjectId, version: u64) {
+        if self.created(id).is_none() && !self.reads.iter().any(|(o, _)| *o == id) {
+            self.reads.push((id, version));
         }
     }
 

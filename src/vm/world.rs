@@ -14,15 +14,20 @@
 //! - `directory` names objects on other machines only, never a local one.
 //! - `frames_total` equals the frames all chains hold: frames come and go
 //!   only through `exec::push_frame` and `exec::pop_frame`.
+//! - `turns` holds an object's turn exactly while a call is inside it
+//!   (see `turns`); `woken`, `to_fail` and `new_waits` are empty between
+//!   two steps of the vm (the engine fills them, the vm drains them).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use super::directory::Directory;
-use super::ids::{ControllerId, FreshIdGen, MachineId, ObjectId};
+use super::error::VmError;
+use super::ids::{ChainId, ControllerId, FreshIdGen, IdHasher, MachineId, ObjectId};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::Trace;
+use super::turns::Turns;
 use super::value::Val;
 
 /// A local object.
@@ -31,23 +36,26 @@ pub(crate) struct Obj {
     pub(crate) behavior: u32,
     pub(crate) state: Vec<Val>,
     pub(crate) controller: Option<ControllerId>,
+    /// Bumped by every committed change of state or controller: a
+    /// transaction that saw another version cannot commit.
+    pub(crate) version: u64,
 }
 
-/// A hasher for ids: they are already unique integers, SipHash buys nothing.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+impl Obj {
+    pub(crate) fn new(behavior: u32, controller: Option<ControllerId>) -> Obj {
+        Obj {
+            behavior,
+            state: Vec::new(),
+            controller,
+            version: 0,
         }
     }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+}
+
+impl World {
+    /// Whether the engine left work for the vm (see the fields).
+    pub(crate) fn has_effects(&self) -> bool {
+        !(self.woken.is_empty() && self.to_fail.is_empty() && self.new_waits.is_empty())
     }
 }
 
@@ -69,6 +77,15 @@ pub(crate) struct World {
     /// Frames held by all chains (checked against `max_depth`).
     pub(crate) frames_total: usize,
     pub(crate) directory: Directory,
+    pub(crate) turns: Turns,
+    /// Chains whose call was just given a turn (the vm makes them runnable).
+    pub(crate) woken: Vec<usize>,
+    /// Chains whose waiting call must fail (its object was destroyed, or
+    /// it was chosen to break a deadlock).
+    pub(crate) to_fail: Vec<(usize, VmError)>,
+    /// Calls that just started waiting for a turn: (chain key, chain,
+    /// object), for the vm's deadlock check.
+    pub(crate) new_waits: Vec<(usize, ChainId, ObjectId)>,
     pub(crate) behaviors: BehaviorRegistry,
     pub(crate) pures: PureRegistry,
     pub(crate) trace: Trace,

@@ -13,10 +13,12 @@ const LINE: &[(&str, &str)] = &[
     ("program", include_str!("../program.rs")),
     ("registry", include_str!("../registry.rs")),
     ("directory", include_str!("../directory.rs")),
+    ("turns", include_str!("../turns.rs")),
     ("world", include_str!("../world.rs")),
     ("tx", include_str!("../tx.rs")),
     ("output", include_str!("../output.rs")),
     ("exec", include_str!("../exec.rs")),
+    ("deadlock", include_str!("../deadlock.rs")),
     ("interp", include_str!("../interp.rs")),
 ];
 

@@ -3,6 +3,7 @@ mod errors;
 mod layers;
 mod pingpong;
 mod reentrance;
+mod turns;
 mod tx;
 
 use crate::demo;
@@ -58,6 +59,42 @@ pub(super) fn registry() -> BehaviorRegistry {
             done(Val::List(vec![input, sender, me, here]))
         }
     });
+    // "lock": Nat n answers n; ObjectRef o calls o (holding this object's
+    // turn while it waits) and answers ["after", o's answer].
+    // [ObjectRef a, ObjectRef b] calls a, then b, answering ["after", b's answer].
+    reg.register("lock", |input: Val| match input {
+        Val::ObjectRef(o) => call(o, Val::Nat(1)).bind(|a| done(Val::pair(Val::str("after"), a))),
+        Val::List(items) => match &items[..] {
+            [Val::ObjectRef(a), Val::ObjectRef(b)] => {
+                let b = *b;
+                call(*a, Val::Nat(1))
+                    .then(call(b, Val::Nat(1)).bind(|a| done(Val::pair(Val::str("after"), a))))
+            }
+            _ => done(Val::Nothing),
+        },
+        other => done(other),
+    });
+    // "hop": [Nat n, List targets] calls targets[n % len] with n - 1 until
+    // 0, answering n: n nested calls in one chain.
+    reg.register("hop", |input: Val| {
+        let Some([Val::Nat(n), Val::List(targets)]) = input.as_list() else {
+            return done(Val::Nothing);
+        };
+        if *n == 0 {
+            return done(Val::Nat(0));
+        }
+        let n = *n;
+        let Some(Val::ObjectRef(next)) = targets.get(n as usize % targets.len()).cloned() else {
+            return done(Val::Nothing);
+        };
+        let rest = Val::List(vec![Val::Nat(n - 1), Val::List(targets.clone())]);
+        call(next, rest).bind(move |a| match a {
+            Val::Just(inner) if matches!(*inner, Val::Nat(_)) => done(Val::Nat(n)),
+            other => done(other),
+        })
+    });
+    // "opener": begins a transaction and returns with it open.
+    reg.register("opener", |_| begin_tx(None));
     reg.register("boom", |_| panic!("boom behaves badly"));
     reg.register("boom_later", |_| {
         get_self().bind(|_| panic!("continuation panics"))

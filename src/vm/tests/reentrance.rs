@@ -3,8 +3,8 @@
 use super::*;
 use crate::demo::pingpong::{done_msg, orchestrator};
 
-/// A message in flight between the two vms.
-enum Wire {
+/// A message in flight between the vms.
+pub(super) enum Wire {
     Call {
         to: usize,
         from: usize,
@@ -15,34 +15,81 @@ enum Wire {
         token: SuspendToken,
         result: Result<Val, String>,
     },
+    Probe {
+        to: usize,
+        probe: Probe,
+    },
+    Victim {
+        to: usize,
+        cycle: Box<Cycle>,
+    },
 }
 
-/// Two vms and a shuffled network between them.
-struct Net {
-    vms: [Vm; 2],
-    wire: Vec<Wire>,
+/// Vms and a shuffled network between them: the two-vm harness, for any
+/// number of vms. Creations are announced to every other vm at once.
+pub(super) struct Net {
+    pub(super) vms: Vec<Vm>,
+    pub(super) wire: Vec<Wire>,
     /// Inbound chains by origin: who to answer.
     inbound: Vec<(usize, SuspendToken)>,
-    finished: Vec<(u64, Result<Val, VmError>)>,
+    pub(super) finished: Vec<(u64, Result<Val, VmError>)>,
+    /// Deadlocks broken, by vm.
+    pub(super) broken: Vec<(usize, Cycle)>,
     rng: u64,
     out: Vec<Output>,
 }
 
 impl Net {
     fn new() -> Net {
-        let mut a = vm("alpha", 1, TraceMode::Counting);
-        let mut b = vm("beta", 2, TraceMode::Counting);
-        let pong = b.create_object("pong").unwrap();
-        a.directory_mut()
-            .insert(pong, b.machine().clone(), Some("pong"));
+        let mut net = Net::of(&["alpha", "beta"], TraceMode::Counting);
+        net.vms[1].create_object("pong").unwrap();
+        net.run(1);
+        net
+    }
+
+    /// One vm per name, prefixes 1, 2, ...
+    pub(super) fn of(names: &[&str], mode: TraceMode) -> Net {
+        let vms = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| vm(name, i as u16 + 1, mode))
+            .collect();
         Net {
-            vms: [a, b],
+            vms,
             wire: Vec::new(),
             inbound: Vec::new(),
             finished: Vec::new(),
+            broken: Vec::new(),
             rng: 0x2545_f491_4f6c_dd1d,
             out: Vec::new(),
         }
+    }
+
+    /// Creates an object on vm `i`, announced to the others.
+    pub(super) fn create(&mut self, i: usize, behavior: &str) -> ObjectId {
+        let id = self.vms[i].create_object(behavior).unwrap();
+        self.run(i);
+        id
+    }
+
+    /// Runs `program` on vm `i` as a chain whose result is `finished` under `origin`.
+    pub(super) fn start(&mut self, i: usize, program: Program, origin: u64) -> ChainId {
+        self.vms[i].start_program(program, origin).unwrap()
+    }
+
+    /// Delivers messages in a pseudo-random order until none is left.
+    pub(super) fn settle(&mut self) {
+        for i in 0..self.vms.len() {
+            self.run(i);
+        }
+        while !self.wire.is_empty() {
+            self.deliver_one();
+        }
+    }
+
+    /// The result of the chain started under `origin`, if it finished.
+    pub(super) fn result(&self, origin: u64) -> Option<&Result<Val, VmError>> {
+        self.finished.iter().find(|f| f.0 == origin).map(|f| &f.1)
     }
 
     fn index_of(&self, m: &MachineId) -> usize {
@@ -50,7 +97,7 @@ impl Net {
     }
 
     /// Run vm `i` and put its outputs on the wire.
-    fn run(&mut self, i: usize) {
+    pub(super) fn run(&mut self, i: usize) {
         let mut out = std::mem::take(&mut self.out);
         self.vms[i].run(&mut out);
         for o in out.drain(..) {
@@ -66,20 +113,31 @@ impl Net {
                 }
                 Output::Finished { origin, result, .. } => self.finished.push((origin, result)),
                 Output::Created { id, behavior } => {
-                    // create_notify: the other vm learns where it lives.
+                    // create_notify: the other vms learn where it lives.
                     let m = self.vms[i].machine().clone();
-                    self.vms[1 - i]
-                        .directory_mut()
-                        .insert(id, m, Some(&behavior));
+                    for (j, other) in self.vms.iter_mut().enumerate() {
+                        if j != i {
+                            other.directory_mut().insert(id, m.clone(), Some(&behavior));
+                        }
+                    }
                 }
                 Output::Destroyed { .. } => {}
+                Output::Probe { machine, probe } => {
+                    let to = self.index_of(&machine);
+                    self.wire.push(Wire::Probe { to, probe });
+                }
+                Output::Victim { machine, cycle } => {
+                    let to = self.index_of(&machine);
+                    self.wire.push(Wire::Victim { to, cycle });
+                }
+                Output::DeadlockBroken(cycle) => self.broken.push((i, *cycle)),
             }
         }
         self.out = out;
     }
 
     /// Deliver one message, chosen pseudo-randomly (out of order).
-    fn deliver_one(&mut self) {
+    pub(super) fn deliver_one(&mut self) {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
@@ -99,6 +157,14 @@ impl Net {
             }
             Wire::Reply { to, token, result } => {
                 self.vms[to].resume(token, result).unwrap();
+                self.run(to);
+            }
+            Wire::Probe { to, probe } => {
+                self.vms[to].handle_probe(probe);
+                self.run(to);
+            }
+            Wire::Victim { to, cycle } => {
+                self.vms[to].handle_victim(*cycle);
                 self.run(to);
             }
         }
@@ -133,31 +199,30 @@ fn concurrent_pingpong_games_across_two_vms_out_of_order() {
     );
 }
 
+/// Two chains call objects that each suspend on a remote call; the
+/// answers come back in the opposite order, one of them an error.
 #[test]
-fn inbound_call_into_a_suspended_object_and_out_of_order_answers() {
+fn out_of_order_answers_resume_the_right_chains() {
     let mut alpha = vm("alpha", 1, TraceMode::Full);
     let remote = ObjectId(2 << 48 | 1);
     alpha
         .directory_mut()
         .insert(remote, MachineId::new("beta"), None);
-    let relay = alpha.create_object("relay").unwrap();
+    let relays = [
+        alpha.create_object("relay").unwrap(),
+        alpha.create_object("relay").unwrap(),
+    ];
     let mut out = Vec::new();
-    let start = |vm: &mut Vm, n: u64, origin: u64| {
-        let input = Val::List(vec![Val::ObjectRef(remote), Val::Nat(n)]);
-        vm.start_call(
-            StartCall {
-                target: relay,
-                input,
-                sender: None,
-                chain: None,
-            },
-            origin,
-        );
-    };
-    start(&mut alpha, 1, 10);
-    alpha.run(&mut out);
-    // relay's first chain is suspended; a second call enters relay anyway.
-    start(&mut alpha, 2, 20);
+    for (i, relay) in relays.iter().enumerate() {
+        let input = Val::List(vec![Val::ObjectRef(remote), Val::Nat(i as u64 + 1)]);
+        let call = StartCall {
+            target: *relay,
+            input,
+            sender: None,
+            chain: None,
+        };
+        alpha.start_call(call, 10 * (i as u64 + 1));
+    }
     alpha.run(&mut out);
     assert_eq!(alpha.suspended_count(), 2);
     let calls: Vec<RemoteCall> = out
@@ -169,7 +234,7 @@ fn inbound_call_into_a_suspended_object_and_out_of_order_answers() {
         .collect();
     assert_eq!(calls.len(), 2);
     assert_ne!(calls[0].chain, calls[1].chain);
-    assert_eq!(calls[0].sender, relay);
+    assert_eq!(calls[0].sender, relays[0]);
     // Answer the second first, the first with an error.
     alpha.resume(calls[1].token, Ok(Val::Nat(200))).unwrap();
     alpha.run(&mut out);

@@ -213,7 +213,8 @@ fn tx_belongs_to_its_chain() {
     let Some(Output::RemoteCall(rc)) = out.pop() else {
         panic!()
     };
-    let other = run_program(&mut vm, begin_tx(None));
+    let own = begin_tx(None).bind(|tx| abort_tx(tx_of(tx.clone())).then(done(tx)));
+    let other = run_program(&mut vm, own);
     assert_eq!(other, Ok(Val::TxRef(TxId(2))));
     vm.resume(rc.token, Ok(Val::Nothing)).unwrap();
     vm.run(&mut out);

@@ -1,0 +1,340 @@
+//! Objects take turns: one call at a time, re-entrance by chain, FIFO
+//! waiting, the queue bound, destroy with waiters, deadlocks found here
+//! and across vms with one victim, and transactions that isolate.
+use super::reentrance::Net;
+use super::*;
+
+fn list(items: Vec<Val>) -> Val {
+    Val::List(items)
+}
+
+/// A chain holding an object while it waits on another vm keeps it: a
+/// second chain calling the object waits, and runs after the first.
+#[test]
+fn a_second_chain_waits_for_a_busy_object_and_runs_after_it() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    alpha
+        .directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let relay = alpha.create_object("relay").unwrap();
+    let mut out = Vec::new();
+    let input = |n| list(vec![Val::ObjectRef(remote), Val::Nat(n)]);
+    start_call(&mut alpha, relay, input(1), ChainId(10));
+    start_call(&mut alpha, relay, input(2), ChainId(20));
+    alpha.run(&mut out);
+    let calls: Vec<RemoteCall> = out
+        .drain(..)
+        .filter_map(|o| match o {
+            Output::RemoteCall(rc) => Some(rc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls.len(), 1, "the second call waits for relay's turn");
+    assert_eq!(calls[0].chain, ChainId(10));
+    assert_eq!(alpha.waiting_count(), 1);
+    alpha.resume(calls[0].token, Ok(Val::Nat(100))).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(
+        finished(&mut out, ChainId(10)),
+        Ok(Val::just(Val::Nat(100)))
+    );
+    // Now the second enters, and sends its own call.
+    let Some(Output::RemoteCall(second)) = out.pop() else {
+        panic!("the second chain runs after the first: {out:?}")
+    };
+    assert_eq!(
+        (second.chain, second.input.clone()),
+        (ChainId(20), Val::Nat(2))
+    );
+    alpha.resume(second.token, Ok(Val::Nat(200))).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(
+        finished(&mut out, ChainId(20)),
+        Ok(Val::just(Val::Nat(200)))
+    );
+    assert_eq!(alpha.waiting_count(), 0);
+}
+
+/// PingPong 1000 rounds deep: pong calls ping back inside the chain ping
+/// is serving, and each re-enters its object at once, 500 times each.
+#[test]
+fn the_same_chain_re_enters_at_depth_1000() {
+    let mut net = Net::of(&["alpha", "beta"], TraceMode::Counting);
+    let pong = net.create(1, "pong");
+    net.start(0, demo::pingpong::orchestrator(1000, pong), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(demo::pingpong::done_msg(1000))));
+    assert!(net.broken.is_empty());
+}
+
+/// A -> B -> C -> A -> ... across three vms, in one chain, 30 calls deep.
+#[test]
+fn a_chain_through_three_vms_and_back_completes() {
+    let mut net = Net::of(&["a", "b", "c"], TraceMode::Counting);
+    let targets: Vec<Val> = (0..3)
+        .map(|i| Val::ObjectRef(net.create(i, "hop")))
+        .collect();
+    let first = targets[0].as_object().unwrap();
+    let input = list(vec![Val::Nat(30), Val::List(targets)]);
+    net.start(0, call(first, input), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::just(Val::Nat(30)))));
+}
+
+/// Two chains each hold an object the other waits for, across two vms:
+/// one victim fails, the other completes; the victim's call answers
+/// Nothing and its chain goes on.
+#[test]
+fn a_two_chain_cycle_across_vms_has_one_victim() {
+    let mut net = Net::of(&["alpha", "beta"], TraceMode::Full);
+    let x = net.create(0, "lock");
+    let y = net.create(1, "lock");
+    let c1 = net.start(0, call(x, Val::ObjectRef(y)), 1);
+    let c2 = net.start(1, call(y, Val::ObjectRef(x)), 2);
+    net.settle();
+    assert_eq!(net.broken.len(), 1, "one victim: {:?}", net.broken);
+    let (_, cycle) = &net.broken[0];
+    let chains: Vec<ChainId> = cycle.edges.iter().map(|e| e.chain).collect();
+    assert!(chains.contains(&c1) && chains.contains(&c2), "{cycle}");
+    let objects: Vec<ObjectId> = cycle.edges.iter().map(|e| e.object).collect();
+    assert!(objects.contains(&x) && objects.contains(&y), "{cycle}");
+    let victim = cycle.victim;
+    assert_eq!(victim, c1.max(c2), "the youngest chain");
+    let failed = Val::just(Val::pair(Val::str("after"), Val::Nothing));
+    let passed = Val::just(Val::pair(Val::str("after"), Val::just(Val::Nat(1))));
+    let (v, o) = if victim == c1 { (1, 2) } else { (2, 1) };
+    assert_eq!(net.result(v), Some(&Ok(failed)));
+    assert_eq!(net.result(o), Some(&Ok(passed)));
+    let deadlocks = net
+        .vms
+        .iter()
+        .flat_map(errors)
+        .filter(|e| matches!(e, VmError::Deadlock(_)))
+        .count();
+    assert_eq!(deadlocks, 1, "the victim's error is in the trace");
+}
+
+/// The same cycle on one vm is found the moment the second call waits.
+#[test]
+fn a_local_cycle_is_found_when_the_call_starts_waiting() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    alpha
+        .directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let x = alpha.create_object("lock").unwrap();
+    let y = alpha.create_object("lock").unwrap();
+    let mut out = Vec::new();
+    // c1 holds x, c2 holds y, both wait on beta; then c1 calls y and c2 x.
+    let both = |a: ObjectId| list(vec![Val::ObjectRef(remote), Val::ObjectRef(a)]);
+    start_call(&mut alpha, x, both(y), ChainId(1));
+    start_call(&mut alpha, y, both(x), ChainId(2));
+    alpha.run(&mut out);
+    let calls: Vec<SuspendToken> = out
+        .drain(..)
+        .filter_map(|o| match o {
+            Output::RemoteCall(rc) => Some(rc.token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls.len(), 2);
+    alpha.resume(calls[0], Ok(Val::Nothing)).unwrap();
+    alpha.run(&mut out);
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::DeadlockBroken(_))),
+        "not yet a cycle"
+    );
+    alpha.resume(calls[1], Ok(Val::Nothing)).unwrap();
+    alpha.run(&mut out);
+    let broken: Vec<&Cycle> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::DeadlockBroken(c) => Some(&**c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(broken.len(), 1, "{out:?}");
+    assert_eq!(broken[0].victim, ChainId(2));
+    assert!(broken[0]
+        .edges
+        .iter()
+        .all(|e| e.machine.as_str() == "alpha"));
+    assert_eq!(
+        finished(&mut out, ChainId(1)),
+        Ok(Val::pair(Val::str("after"), Val::just(Val::Nat(1))))
+    );
+    assert_eq!(
+        finished(&mut out, ChainId(2)),
+        Ok(Val::pair(Val::str("after"), Val::Nothing))
+    );
+    assert!(
+        matches!(&errors(&alpha)[..], [VmError::Deadlock(c)] if c.victim == ChainId(2)),
+        "{:?}",
+        errors(&alpha)
+    );
+}
+
+/// Three chains, three objects on three vms: x -> y -> z -> x.
+#[test]
+fn a_three_object_cycle_across_three_vms_has_one_victim() {
+    let mut net = Net::of(&["a", "b", "c"], TraceMode::Counting);
+    let x = net.create(0, "lock");
+    let y = net.create(1, "lock");
+    let z = net.create(2, "lock");
+    net.start(0, call(x, Val::ObjectRef(y)), 1);
+    net.start(1, call(y, Val::ObjectRef(z)), 2);
+    net.start(2, call(z, Val::ObjectRef(x)), 3);
+    net.settle();
+    assert_eq!(net.broken.len(), 1, "{:?}", net.broken);
+    assert_eq!(net.broken[0].1.edges.len(), 3, "{}", net.broken[0].1);
+    let failed = Val::just(Val::pair(Val::str("after"), Val::Nothing));
+    let results: Vec<&Val> = (1..=3)
+        .map(|o| net.result(o).unwrap().as_ref().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| ***r == failed).count(),
+        1,
+        "{results:?}"
+    );
+}
+
+/// Many chains crossing the same objects in every order, but never in a
+/// cycle (each takes its objects in id order): no deadlock is reported.
+#[test]
+fn heavy_traffic_without_a_cycle_reports_no_deadlock() {
+    let mut net = Net::of(&["a", "b", "c"], TraceMode::Counting);
+    let mut objects: Vec<ObjectId> = (0..6).map(|i| net.create(i % 3, "hop")).collect();
+    objects.sort();
+    for origin in 0..60u64 {
+        // A chain hopping through a rising run of objects: n calls, each
+        // to targets[n % len], so the order is fixed by the list.
+        let start = (origin % 3) as usize;
+        let run: Vec<Val> = objects[start..start + 3]
+            .iter()
+            .map(|o| Val::ObjectRef(*o))
+            .collect();
+        let input = list(vec![Val::Nat(2), Val::List(run.clone())]);
+        let first = run[2].as_object().unwrap();
+        net.start((origin % 3) as usize, call(first, input), origin + 1);
+    }
+    net.settle();
+    assert!(net.broken.is_empty(), "{:?}", net.broken);
+    assert_eq!(net.finished.len(), 60);
+    assert!(
+        net.finished
+            .iter()
+            .all(|(_, r)| *r == Ok(Val::just(Val::Nat(2)))),
+        "{:?}",
+        net.finished
+    );
+}
+
+fn relay_holder(alpha: &mut Vm) -> (ObjectId, Vec<Output>) {
+    let remote = ObjectId(2 << 48 | 1);
+    alpha
+        .directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let relay = alpha.create_object("relay").unwrap();
+    let mut out = Vec::new();
+    start_call(alpha, relay, Val::ObjectRef(remote), ChainId(1));
+    alpha.run(&mut out);
+    (relay, out)
+}
+
+/// Past the queue bound a call fails at once with `busy` naming the object.
+#[test]
+fn a_full_queue_refuses_with_busy() {
+    let mut cfg = VmConfig::new(MachineId::new("alpha"), 1);
+    cfg.max_waiting = 2;
+    cfg.trace = TraceMode::Full;
+    let mut alpha = Vm::new(cfg, registry(), pures());
+    let (relay, mut out) = relay_holder(&mut alpha);
+    for chain in 2..=4 {
+        start_call(&mut alpha, relay, Val::Nat(1), ChainId(chain));
+    }
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 2);
+    assert_eq!(finished(&mut out, ChainId(4)), Err(VmError::Busy(relay)));
+    assert!(VmError::Busy(relay)
+        .to_string()
+        .contains(&relay.to_string()));
+}
+
+/// Destroying an object fails the calls waiting for its turn.
+#[test]
+fn destroy_fails_the_waiting_calls() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let (relay, mut out) = relay_holder(&mut alpha);
+    start_call(&mut alpha, relay, Val::Nat(1), ChainId(2));
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 1);
+    let cell = alpha.create_object("cell").unwrap();
+    let destroy = list(vec![s("destroy"), Val::ObjectRef(relay)]);
+    start_call(&mut alpha, cell, destroy, ChainId(3));
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, ChainId(3)), Ok(Val::Bool(true)));
+    assert_eq!(
+        finished(&mut out, ChainId(2)),
+        Err(VmError::DestroyedObject(relay))
+    );
+    assert_eq!(alpha.waiting_count(), 0);
+}
+
+/// A transaction that observed an object another chain changed before
+/// its commit answers false and applies nothing; without the change it
+/// commits.
+#[test]
+fn commit_fails_on_a_version_conflict_and_succeeds_without_one() {
+    for interfere in [true, false] {
+        let mut alpha = vm("alpha", 1, TraceMode::Full);
+        let remote = ObjectId(2 << 48 | 1);
+        alpha
+            .directory_mut()
+            .insert(remote, MachineId::new("beta"), None);
+        let cell = alpha.create_object("cell").unwrap();
+        let other = alpha.create_object("cell").unwrap();
+        let txn = prog! {
+            let tx <- begin_tx(None);
+            call(cell, list(vec![s("get")]));
+            call(other, list(vec![s("set"), Val::Nat(5)]));
+            // Suspends: other chains run meanwhile.
+            call(remote, Val::Nothing);
+            commit_tx(tx.as_tx().unwrap())
+        };
+        let chain = alpha.start_program(txn, 1).unwrap();
+        let mut out = Vec::new();
+        alpha.run(&mut out);
+        let Some(Output::RemoteCall(rc)) = out.pop() else {
+            panic!("{out:?}")
+        };
+        if interfere {
+            let set = list(vec![s("set"), Val::Nat(9)]);
+            assert_eq!(run_call(&mut alpha, cell, set), Ok(Val::Bool(true)));
+        }
+        alpha.resume(rc.token, Ok(Val::Nothing)).unwrap();
+        alpha.run(&mut out);
+        assert_eq!(finished(&mut out, chain), Ok(Val::Bool(!interfere)));
+        let want: &[Val] = if interfere { &[] } else { &[Val::Nat(5)] };
+        assert_eq!(alpha.state(other).unwrap(), want);
+    }
+}
+
+/// A callee that returns with its transaction open fails its call (the
+/// caller gets Nothing) and the transaction is aborted.
+#[test]
+fn a_transaction_left_open_by_a_callee_fails_its_call() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let opener = alpha.create_object("opener").unwrap();
+    let p = call(opener, Val::Nothing)
+        .bind(|a| begin_tx(None).bind(move |tx| abort_tx(tx.as_tx().unwrap()).then(done(a))));
+    assert_eq!(run_program(&mut alpha, p), Ok(Val::Nothing));
+    assert!(
+        errors(&alpha)
+            .iter()
+            .any(|e| matches!(e, VmError::TxLeftOpen(_))),
+        "{:?}",
+        errors(&alpha)
+    );
+    assert_eq!(alpha.trace().count(EventKind::TransactionAborted), 2);
+}
