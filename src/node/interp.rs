@@ -76,6 +76,8 @@ pub struct Interpreter {
     commands: Vec<Command>,
     /// Where the results of submitted programs go, keyed by origin.
     submitted: Slab<Sender<Result<Val, String>>>,
+    /// Results of submitted programs, sent once this round's commands are.
+    results: Vec<(Sender<Result<Val, String>>, Result<Val, String>)>,
     /// How long to yield-spin for events after activity before parking.
     spin: Duration,
 }
@@ -102,6 +104,7 @@ impl Interpreter {
             outputs: Vec::with_capacity(64),
             commands: Vec::with_capacity(64),
             submitted: Slab::new(),
+            results: Vec::new(),
             spin,
         }
     }
@@ -123,6 +126,12 @@ impl Interpreter {
             let more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
             self.route_outputs();
             self.handoff.send_commands(&mut self.commands);
+            // After the commands: a program's effects (its objects'
+            // create_notify, say) are on their way before its result is.
+            for (reply, result) in self.results.drain(..) {
+                // The submitter may have given up waiting: fine.
+                let _ = reply.send(result);
+            }
             if let Some(outcome) = self.outcome.take() {
                 return outcome;
             }
@@ -247,8 +256,8 @@ impl Interpreter {
                 Output::Finished { origin, result, .. } if origin & LOCAL_ORIGIN != 0 => {
                     let key = (origin & !LOCAL_ORIGIN) as usize;
                     if let Some(reply) = self.submitted.try_remove(key) {
-                        // The submitter may have given up waiting: fine.
-                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                        self.results
+                            .push((reply, result.map_err(|e| e.to_string())));
                     }
                 }
                 Output::Finished { origin, result, .. } => {

@@ -1,6 +1,9 @@
 //! Three embedded nodes, many chains at once, calls hopping between all
-//! three: nested remote calls in every direction, re-entrance into objects
-//! whose chains are suspended, and every answer accounted for.
+//! three: nested remote calls in every direction, each chain re-entering
+//! its objects (on every node) while its outer calls are suspended there,
+//! and every answer accounted for. Each chain has objects of its own:
+//! objects take turns, so chains crossing shared objects in different
+//! orders would deadlock (tests/it/bank.rs covers that).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -60,44 +63,45 @@ fn many_chains_hop_across_three_nodes() {
         vec![b.local_addr().to_string(), c.local_addr().to_string()],
     );
     let nodes = [&a, &b, &c];
-    let targets: Vec<Val> = nodes
-        .iter()
-        .map(|node| match run(node, create_obj("hop")) {
-            Val::ObjectRef(id) => Val::ObjectRef(id),
-            other => panic!("create_obj answered {other}"),
+    const CHAINS: usize = 120;
+    // Each chain's three hop objects, one on each node.
+    let targets: Vec<Vec<Val>> = (0..CHAINS)
+        .map(|_| {
+            nodes
+                .iter()
+                .map(|node| match run(node, create_obj("hop")) {
+                    Val::ObjectRef(id) => Val::ObjectRef(id),
+                    other => panic!("create_obj answered {other}"),
+                })
+                .collect()
         })
         .collect();
 
-    // Wait until every node can reach every object (create_notify).
+    // Wait until every node knows where every other node's objects are
+    // (create_notify): 2 * CHAINS remote objects each.
     let deadline = Instant::now() + Duration::from_secs(20);
     for node in nodes {
-        for t in &targets {
-            let Val::ObjectRef(id) = t else {
-                unreachable!()
-            };
-            let probe = || call(*id, hop_input(0, targets.clone()));
-            while run(node, probe()) != Val::just(Val::Nat(0)) {
-                assert!(
-                    Instant::now() < deadline,
-                    "object {id} never became reachable"
-                );
-                std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let known = node
+                .query(|vm| vm.directory().len())
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap();
+            if known >= 2 * CHAINS {
+                break;
             }
+            assert!(Instant::now() < deadline, "only {known} objects known");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     // 40 chains per node at once, each 30..70 calls deep across all three.
     let mut pending = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        for k in 0..40u64 {
-            let n = 30 + (k * 7 + i as u64) % 40;
-            let start: ObjectId = match &targets[i] {
-                Val::ObjectRef(id) => *id,
-                _ => unreachable!(),
-            };
-            let rx = node.submit(call(start, hop_input(n, targets.clone())));
-            pending.push((n, rx));
-        }
+    for (k, chain_targets) in targets.iter().enumerate() {
+        let i = k % 3;
+        let n = 30 + (k as u64 * 7 + i as u64) % 40;
+        let start = chain_targets[i].as_object().unwrap();
+        let rx = nodes[i].submit(call(start, hop_input(n, chain_targets.clone())));
+        pending.push((n, rx));
     }
     for (n, rx) in pending {
         let answer = rx

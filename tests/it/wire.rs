@@ -103,11 +103,12 @@ fn protocol_client_plays_alpha_against_demo_beta() {
     assert_eq!(back["sender_machine"], "beta");
     assert_eq!(back["chain"], (PREFIX << 48) | 1, "the chain id is carried");
     assert_eq!(back["input"], msg("Ping", 2));
-    // As ping: count 2 < 3, so call pong with count 3...
+    // As ping: count 2 < 3, so call pong with count 3, in the same chain
+    // (pong's turn belongs to it: a call of another chain would wait)...
     send(
         &mut s,
         &json!({"type":"call","request_id":2,"target":pong,"input":msg("Pong",3),
-                "sender":OUR_OBJECT,"sender_machine":"client"}),
+                "sender":OUR_OBJECT,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
     );
     let done = json!({"List":[{"Str":"done"},{"Nat":3}]});
     let inner = recv(&mut s);
