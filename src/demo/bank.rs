@@ -35,8 +35,13 @@
 //! local read-modify-write runs without another call interleaved.
 //!
 //! [`open_accounts`] is the top-level program a node runs to create
-//! accounts with an opening balance; `avm-node --bank-accounts N` uses it.
+//! accounts with an opening balance; [`open`] runs it on a running node
+//! (`avm-node --bank-accounts N` uses it). Accounts are announced to peers
+//! by the usual `create_notify`, behavior `"account"`.
 
+use std::time::Duration;
+
+use crate::node::Node;
 use crate::prog;
 use crate::vm::{
     abort_tx, begin_tx, call, commit_tx, create_obj, done, get_state, set_state, BehaviorRegistry,
@@ -45,6 +50,10 @@ use crate::vm::{
 
 /// The behavior's name.
 pub const ACCOUNT: &str = "account";
+
+/// The opening balance `avm-node --bank-accounts` gives each account
+/// unless `--bank-balance` says otherwise.
+pub const DEFAULT_BALANCE: u64 = 1000;
 
 /// Registers `"account"`.
 pub fn register(reg: &mut BehaviorRegistry) {
@@ -199,6 +208,27 @@ fn open_more(left: u64, opening: u64, made: Vec<Val>) -> Program {
             return done(Val::str(format!("bank: opening deposit answered {answer}")));
         };
         open_more(left - 1, opening, pushed(made, Val::ObjectRef(id)))
+    }
+}
+
+/// Runs [`open_accounts`] on `node` (which must have the bank behaviors
+/// registered, [`register`]) and answers the new accounts' ids.
+pub fn open(node: &Node, n: u64, opening: u64) -> Result<Vec<ObjectId>, String> {
+    let answer = node
+        .submit(open_accounts(n, opening))
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| "opening the bank accounts: no answer from the node".to_owned())?
+        .map_err(|e| format!("opening the bank accounts: {e}"))?;
+    match answer {
+        Val::List(ids) => ids
+            .iter()
+            .map(|id| {
+                id.as_object()
+                    .ok_or_else(|| format!("opening the bank accounts answered {id}"))
+            })
+            .collect(),
+        Val::Str(why) => Err(why),
+        other => Err(format!("opening the bank accounts answered {other}")),
     }
 }
 
