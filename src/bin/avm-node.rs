@@ -4,6 +4,7 @@
 //! cargo run -p avm-node -- demo-local --rounds 3
 //! avm-node --name beta  --port 9002 --peer alpha:9001 --demo
 //! avm-node --name alpha --port 9001 --peer beta:9002 --demo --rounds 3
+//! avm-node --name bank1 --port 9003 --bank-accounts 4   # four `account`s of 1000
 //! ```
 
 use std::net::IpAddr;
@@ -94,6 +95,16 @@ struct Args {
     #[argh(option, default = "defaults::MAX_CALL_DEPTH")]
     max_call_depth: usize,
 
+    /// create this many bank `account` objects at start (see avm::demo::bank); giving
+    /// the flag, even as 0, registers the `account` behavior so peers' accounts can
+    /// run here too
+    #[argh(option)]
+    bank_accounts: Option<u64>,
+
+    /// opening balance of each account made by --bank-accounts (default 1000)
+    #[argh(option, default = "demo::bank::DEFAULT_BALANCE")]
+    bank_balance: u64,
+
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -172,8 +183,15 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     if args.demo {
         demo::pingpong::register(&mut behaviors);
     }
+    if args.bank_accounts.is_some() {
+        demo::bank::register(&mut behaviors);
+    }
     let node = Node::start(config, behaviors, PureRegistry::new())
         .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
+    if let Some(n) = args.bank_accounts.filter(|&n| n > 0) {
+        demo::bank::open(&node, n, args.bank_balance)?;
+        log::info!("bank: created {n} accounts; {} each", args.bank_balance);
+    }
     match (args.demo, args.rounds) {
         (false, _) => finish(node.wait()),
         (true, None) => {
@@ -363,9 +381,11 @@ mod tests {
         assert_eq!(said("--call-timeout-ms"), timeout);
         let depth = defaults::MAX_CALL_DEPTH.to_string();
         assert_eq!(said("--max-call-depth"), depth);
+        let balance = demo::bank::DEFAULT_BALANCE.to_string();
+        assert_eq!(said("--bank-balance"), balance);
         assert_eq!(
             stated.len(),
-            8,
+            9,
             "a stated default this test does not check: {stated:?}"
         );
     }
@@ -385,6 +405,8 @@ mod tests {
         );
         assert_eq!(args.max_write_buffer, config.max_write_buffer);
         assert_eq!(args.max_call_depth, config.max_call_depth);
+        assert_eq!(args.bank_accounts, None);
+        assert_eq!(args.bank_balance, demo::bank::DEFAULT_BALANCE);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! page alone. Nothing here sends traffic anywhere but 127.0.0.1.
 
 mod badinput;
+mod bank;
 mod cli;
 mod cluster;
 mod demo;
