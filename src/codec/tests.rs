@@ -788,7 +788,7 @@ fn write_seed_corpus() {
     ] {
         write("frame_decoder", name, &[&[mode, 3][..], &all].concat());
     }
-    let bad: [(&str, Vec<u8>); 7] = [
+    let bad: [(&str, Vec<u8>); 9] = [
         ("empty_frame", vec![0, 0, 0, 0]),
         ("too_large", vec![0xff, 0xff, 0xff, 0xff]),
         ("truncated", frame_of(GOLDEN[5].as_bytes())[..10].to_vec()),
@@ -798,6 +798,14 @@ fn write_seed_corpus() {
         (
             "deep_unknown",
             frame_of(format!(r#"{{"type":"ping","x":{}}}"#, "[".repeat(300)).as_bytes()),
+        ),
+        (
+            "wait_path_65",
+            frame_of(&wait_payload(false, MAX_WAIT_PATH + 1, EDGE, false)),
+        ),
+        (
+            "wait_edge_missing_machine",
+            frame_of(&wait_payload(true, 2, r#"{"chain":1,"object":2}"#, false)),
         ),
     ];
     for (name, frame) in bad {
@@ -813,7 +821,7 @@ fn write_seed_corpus() {
         "max_256_chunks_17",
         &[&[2u8 | 5 << 2, 9][..], &all].concat(),
     );
-    for t in 0..7u8 {
+    for t in 0..9u8 {
         write(
             "message_roundtrip",
             &format!("type_{t}"),
@@ -821,4 +829,8 @@ fn write_seed_corpus() {
         );
     }
     write("message_roundtrip", "deep_val", &[1, 0, 0, 9, 9, 5, 9, 3]);
+    // type, initiator/victim, blocked/object, then the long-list branch
+    // with 62 + 2 and 62 + 3 edges.
+    write("message_roundtrip", "wait_path_64", &[7, 0, 1, 0, 2, 0, 2]);
+    write("message_roundtrip", "wait_cycle_65", &[8, 0, 1, 0, 2, 0, 3]);
 }
