@@ -62,6 +62,10 @@ pub enum DecodeError {
     /// an ignored unknown field nests deeper than
     /// [`MAX_IGNORED_DEPTH`](super::MAX_IGNORED_DEPTH) JSON levels.
     TooDeep { field: &'static str },
+    /// A list holds more entries than the protocol allows: a `path` or
+    /// `cycle` over [`MAX_WAIT_PATH`](super::MAX_WAIT_PATH) edges. Found at
+    /// the first entry too many, before it is parsed.
+    TooLong { field: &'static str },
 }
 
 impl DecodeError {
@@ -88,6 +92,7 @@ impl fmt::Display for DecodeError {
             DecodeError::WrongType { field } => write!(f, "field `{field}` has the wrong type"),
             DecodeError::DuplicateField { field } => write!(f, "duplicate field `{field}`"),
             DecodeError::TooDeep { field } => write!(f, "field `{field}` nests too deep"),
+            DecodeError::TooLong { field } => write!(f, "field `{field}` has too many entries"),
         }
     }
 }
@@ -107,6 +112,10 @@ pub enum EncodeError {
     /// A Val nests deeper than [`MAX_VAL_DEPTH`](super::MAX_VAL_DEPTH): the
     /// peer would refuse it, so it is never sent.
     TooDeep,
+    /// A `path` or `cycle` holds more than
+    /// [`MAX_WAIT_PATH`](super::MAX_WAIT_PATH) edges: the peer would refuse
+    /// it, so it is never sent.
+    TooLong,
     /// The serializer given to [`encode_with`](super::encode_with) failed.
     Serialize,
 }
@@ -119,6 +128,7 @@ impl fmt::Display for EncodeError {
             }
             EncodeError::Empty => f.write_str("empty payload"),
             EncodeError::TooDeep => f.write_str("Val nests too deep to send"),
+            EncodeError::TooLong => f.write_str("wait path too long to send"),
             EncodeError::Serialize => f.write_str("serialization failed"),
         }
     }

@@ -15,9 +15,11 @@ use std::borrow::Cow;
 
 use super::{
     decode, encode, encode_limited, EncodeError, FrameDecoder, FrameError, Message,
-    DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH,
+    DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
-use super::{Call, CallResponse, CreateNotify, DestroyNotify, Hello, Ping, Pong};
+use super::{
+    Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe, WaitEdge,
+};
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
 /// A tiny xorshift64 generator: deterministic, no `rand` crate.
@@ -145,19 +147,27 @@ pub fn message_roundtrip(data: &[u8]) {
 }
 
 /// `encode` then the frame decoder (split at `split`) then `decode` gives
-/// back `msg`; a Val over [`MAX_VAL_DEPTH`] is refused instead, leaving
-/// the output untouched.
+/// back `msg`; a Val over [`MAX_VAL_DEPTH`] or a wait list over
+/// [`MAX_WAIT_PATH`] is refused instead, leaving the output untouched.
 pub fn roundtrip(msg: &Message<'_>, split: usize) {
     let prefix = b"earlier frames";
     let mut out = prefix.to_vec();
     let too_deep = vals(msg).iter().any(|v| v.depth() > MAX_VAL_DEPTH);
+    let too_long = msg.wait_edges().is_some_and(|e| e.len() > MAX_WAIT_PATH);
     match encode(&mut out, msg) {
         Err(EncodeError::TooDeep) if too_deep => {
             assert_eq!(out, prefix, "encode error left bytes behind");
             return;
         }
+        Err(EncodeError::TooLong) if too_long => {
+            assert_eq!(out, prefix, "encode error left bytes behind");
+            return;
+        }
         Err(e) => panic!("encode failed: {e} ({msg:?})"),
-        Ok(()) => assert!(!too_deep, "encoded a Val past MAX_VAL_DEPTH"),
+        Ok(()) => {
+            assert!(!too_deep, "encoded a Val past MAX_VAL_DEPTH");
+            assert!(!too_long, "encoded a wait list past MAX_WAIT_PATH");
+        }
     }
     let frame = &out[prefix.len()..];
     let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
@@ -228,6 +238,22 @@ impl Gen<'_> {
             .into()
     }
 
+    /// Mostly short lists (empty included), sometimes 62..=67 edges: both
+    /// sides of [`MAX_WAIT_PATH`].
+    fn edges(&mut self) -> Vec<WaitEdge<'static>> {
+        let n = match self.u8() % 4 {
+            0 => MAX_WAIT_PATH - 2 + (self.u8() % 6) as usize,
+            _ => (self.u8() % 5) as usize,
+        };
+        (0..n)
+            .map(|_| WaitEdge {
+                chain: ChainId(self.u64()),
+                object: ObjectId(self.u64()),
+                machine: self.string(),
+            })
+            .collect()
+    }
+
     fn val(&mut self, depth: usize) -> Val {
         if self.budget == 0 || depth > MAX_VAL_DEPTH + 2 {
             return Val::Nothing;
@@ -258,10 +284,12 @@ impl Gen<'_> {
 }
 
 /// A structured message built from arbitrary bytes: every type, every
-/// optional field both ways, Vals of every shape (some past the limit).
+/// optional field both ways, Vals of every shape and wait lists of every
+/// length (some past the limits). The first byte picks the type, in
+/// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 7 {
+    match g.u8() % 9 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -292,6 +320,16 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             object_id: ObjectId(g.u64()),
         }),
         5 => Message::Ping(Ping { nonce: g.u64() }),
-        _ => Message::Pong(Pong { nonce: g.u64() }),
+        6 => Message::Pong(Pong { nonce: g.u64() }),
+        7 => Message::Probe(Probe {
+            initiator: ChainId(g.u64()),
+            blocked: ChainId(g.u64()),
+            path: g.edges(),
+        }),
+        _ => Message::Deadlock(Deadlock {
+            victim: ChainId(g.u64()),
+            object: ObjectId(g.u64()),
+            cycle: g.edges(),
+        }),
     }
 }

@@ -19,6 +19,24 @@
 //! [`DecodeError::UnknownType`] and the rest of the object is not examined.
 //! Semantic checks (`version == 1`, a non-empty `machine_id`) belong to the
 //! connection lifecycle, not here.
+//!
+//! The protocol table's seven types come first, then two for deadlock
+//! detection by edge chasing, each carrying a list of wait edges:
+//!
+//! ```text
+//!  {"type":"probe","initiator":1,"blocked":2,"path":[Edge, ...]}
+//!  {"type":"deadlock","victim":2,"object":9,"cycle":[Edge, ...]}
+//!  Edge: {"chain":1,"object":9,"machine":"beta"}  chain waits for object's
+//!                                                 turn on machine
+//!  path/cycle: 0..=MAX_WAIT_PATH edges, counted while reading (edge 65
+//!  is refused before it is parsed, so no list grows past the bound)
+//! ```
+//!
+//! A `probe` asks the receiver what chain `blocked` waits for there;
+//! `path` is the chain of waits so far. A `deadlock` tells the receiver
+//! that chain `victim`, waiting there for `object`'s turn, was chosen to
+//! break the cycle `cycle`. What to do with either is the protocol core's
+//! business; the codec only checks their shape.
 
 use std::borrow::Cow;
 
@@ -39,6 +57,8 @@ pub enum Message<'a> {
     DestroyNotify(DestroyNotify),
     Ping(Ping),
     Pong(Pong),
+    Probe(Probe<'a>),
+    Deadlock(Deadlock<'a>),
 }
 
 /// First frame on a connection, both ways.
@@ -93,7 +113,42 @@ pub struct Pong {
     pub nonce: u64,
 }
 
-/// The message types, in the protocol table's order.
+/// Most edges a `probe`'s `path` or a `deadlock`'s `cycle` may hold: a
+/// longer list is [`DecodeError::TooLong`](super::DecodeError::TooLong)
+/// on the way in and [`EncodeError::TooLong`] on the way out.
+pub const MAX_WAIT_PATH: usize = 64;
+
+/// One edge of the wait-for graph: `chain` waits for `object`'s turn on
+/// `machine`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitEdge<'a> {
+    pub chain: ChainId,
+    pub object: ObjectId,
+    pub machine: Cow<'a, str>,
+}
+
+/// Edge chasing: what does chain `blocked` wait for on the receiver?
+/// `path` is the chain of waits so far, starting at `initiator`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe<'a> {
+    pub initiator: ChainId,
+    pub blocked: ChainId,
+    /// At most [`MAX_WAIT_PATH`] edges; may be empty.
+    pub path: Vec<WaitEdge<'a>>,
+}
+
+/// Chain `victim`, waiting on the receiver for `object`'s turn, was chosen
+/// to break the cycle `cycle`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadlock<'a> {
+    pub victim: ChainId,
+    pub object: ObjectId,
+    /// At most [`MAX_WAIT_PATH`] edges; may be empty.
+    pub cycle: Vec<WaitEdge<'a>>,
+}
+
+/// The message types, in the protocol table's order, then the deadlock
+/// detection types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Hello,
@@ -103,9 +158,11 @@ pub(crate) enum Kind {
     DestroyNotify,
     Ping,
     Pong,
+    Probe,
+    Deadlock,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 7] = [
+pub(crate) const TYPE_NAMES: [&str; 9] = [
     "hello",
     "call",
     "call_response",
@@ -113,8 +170,10 @@ pub(crate) const TYPE_NAMES: [&str; 7] = [
     "destroy_notify",
     "ping",
     "pong",
+    "probe",
+    "deadlock",
 ];
-pub(crate) const KINDS: [Kind; 7] = [
+pub(crate) const KINDS: [Kind; 9] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -122,6 +181,8 @@ pub(crate) const KINDS: [Kind; 7] = [
     Kind::DestroyNotify,
     Kind::Ping,
     Kind::Pong,
+    Kind::Probe,
+    Kind::Deadlock,
 ];
 
 impl<'a> Message<'a> {
@@ -139,6 +200,8 @@ impl<'a> Message<'a> {
             Message::DestroyNotify(_) => Kind::DestroyNotify,
             Message::Ping(_) => Kind::Ping,
             Message::Pong(_) => Kind::Pong,
+            Message::Probe(_) => Kind::Probe,
+            Message::Deadlock(_) => Kind::Deadlock,
         }
     }
 
@@ -147,6 +210,16 @@ impl<'a> Message<'a> {
     pub fn into_owned(self) -> Message<'static> {
         fn own(s: Cow<'_, str>) -> Cow<'static, str> {
             Cow::Owned(s.into_owned())
+        }
+        fn own_edges(edges: Vec<WaitEdge<'_>>) -> Vec<WaitEdge<'static>> {
+            edges
+                .into_iter()
+                .map(|e| WaitEdge {
+                    chain: e.chain,
+                    object: e.object,
+                    machine: own(e.machine),
+                })
+                .collect()
         }
         match self {
             Message::Hello(h) => Message::Hello(Hello {
@@ -174,6 +247,25 @@ impl<'a> Message<'a> {
             Message::DestroyNotify(d) => Message::DestroyNotify(d),
             Message::Ping(p) => Message::Ping(p),
             Message::Pong(p) => Message::Pong(p),
+            Message::Probe(p) => Message::Probe(Probe {
+                initiator: p.initiator,
+                blocked: p.blocked,
+                path: own_edges(p.path),
+            }),
+            Message::Deadlock(d) => Message::Deadlock(Deadlock {
+                victim: d.victim,
+                object: d.object,
+                cycle: own_edges(d.cycle),
+            }),
+        }
+    }
+
+    /// The `path` of a probe or the `cycle` of a deadlock.
+    pub(crate) fn wait_edges(&self) -> Option<&[WaitEdge<'a>]> {
+        match self {
+            Message::Probe(p) => Some(&p.path),
+            Message::Deadlock(d) => Some(&d.cycle),
+            _ => None,
         }
     }
 }
@@ -190,6 +282,10 @@ pub fn encode_limited(
     msg: &Message<'_>,
     max_frame: usize,
 ) -> Result<(), EncodeError> {
+    // The peer would refuse it: checked before a byte is written.
+    if msg.wait_edges().is_some_and(|e| e.len() > MAX_WAIT_PATH) {
+        return Err(EncodeError::TooLong);
+    }
     // Writing to a Vec cannot fail, and our Serialize impls fail only on
     // a Val past MAX_VAL_DEPTH.
     frame_with(out, max_frame, |w| {
@@ -198,7 +294,8 @@ pub fn encode_limited(
 }
 
 /// The wire form: `"type"` first, then the fields in the protocol table's
-/// order; `chain` and `behavior` omitted when `None`.
+/// order (for `probe` and `deadlock`, the order of the module docs);
+/// `chain` and `behavior` omitted when `None`.
 impl Serialize for Message<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let val = |val| BoundedVal { val, depth: 1 };
@@ -234,7 +331,28 @@ impl Serialize for Message<'_> {
             Message::DestroyNotify(d) => m.serialize_field("object_id", &d.object_id)?,
             Message::Ping(p) => m.serialize_field("nonce", &p.nonce)?,
             Message::Pong(p) => m.serialize_field("nonce", &p.nonce)?,
+            Message::Probe(p) => {
+                m.serialize_field("initiator", &p.initiator)?;
+                m.serialize_field("blocked", &p.blocked)?;
+                m.serialize_field("path", &p.path)?;
+            }
+            Message::Deadlock(d) => {
+                m.serialize_field("victim", &d.victim)?;
+                m.serialize_field("object", &d.object)?;
+                m.serialize_field("cycle", &d.cycle)?;
+            }
         }
+        m.end()
+    }
+}
+
+/// `{"chain":..,"object":..,"machine":".."}`, in that order.
+impl Serialize for WaitEdge<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("WaitEdge", 3)?;
+        m.serialize_field("chain", &self.chain)?;
+        m.serialize_field("object", &self.object)?;
+        m.serialize_field("machine", &self.machine)?;
         m.end()
     }
 }

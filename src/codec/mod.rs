@@ -18,8 +18,11 @@
 //!   than [`MAX_IGNORED_DEPTH`] are errors found *before* descending, so
 //!   no input overflows a stack (serde_json's own limit is turned off
 //!   because it counts JSON levels, not Val levels);
+//! - lists: a `probe`'s `path` and a `deadlock`'s `cycle` hold at most
+//!   [`MAX_WAIT_PATH`] edges, counted while reading;
 //! - round trip: `decode(encode(m)) == m` for every message whose Vals are
-//!   at most [`MAX_VAL_DEPTH`] deep; deeper ones are refused by `encode`.
+//!   at most [`MAX_VAL_DEPTH`] deep and whose wait lists are at most
+//!   [`MAX_WAIT_PATH`] long; others are refused by `encode`.
 //!
 //! Errors are small `Copy` enums: [`FrameError`] (close the connection),
 //! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
@@ -32,12 +35,13 @@ pub mod fuzzing;
 mod message;
 mod parse;
 mod val;
+mod wait;
 
 pub use error::{DecodeError, EncodeError, FrameError};
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
-    encode, encode_limited, Call, CallResponse, CreateNotify, DestroyNotify, Hello, Message, Ping,
-    Pong,
+    encode, encode_limited, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello,
+    Message, Ping, Pong, Probe, WaitEdge, MAX_WAIT_PATH,
 };
 pub use parse::decode;
 pub use val::{MAX_IGNORED_DEPTH, MAX_VAL_DEPTH};

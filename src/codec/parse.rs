@@ -12,6 +12,9 @@
 //! Body parsers keep one `Option` per field: a second occurrence is
 //! `DuplicateField`, a `None` at the end is `MissingField`, a failing value
 //! is `WrongType` (unless something deeper already said why).
+//!
+//! The edges of a `probe`'s `path` and a `deadlock`'s `cycle` follow the
+//! same rules, in `wait.rs`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -21,10 +24,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::error::DecodeError;
 use super::message::{
-    Call, CallResponse, CreateNotify, DestroyNotify, Hello, Kind, Message, Ping, Pong, KINDS,
-    TYPE_NAMES,
+    Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping, Pong,
+    Probe, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
+use super::wait::{EdgesSeed, CYCLE, PATH};
 use crate::vm::{ChainId, ObjectId, Val};
 
 /// Parse one frame payload (no header).
@@ -83,7 +87,7 @@ fn map_err(ctx: &Ctx, e: serde_json::Error) -> DecodeError {
 }
 
 /// A key of the message object.
-enum Key {
+pub(super) enum Key {
     Type,
     /// Index into the body's field list.
     Field(usize),
@@ -92,7 +96,7 @@ enum Key {
 
 /// Reads a key without allocating, even when it has escapes.
 #[derive(Clone, Copy)]
-struct KeySeed(&'static [&'static str]);
+pub(super) struct KeySeed(pub(super) &'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Key;
@@ -167,6 +171,43 @@ fn skip<'de, A: MapAccess<'de>>(
     })
 }
 
+/// Reads the value of `field` into `slot`, attributing failures: a second
+/// occurrence is `DuplicateField`, a failing value `WrongType` unless
+/// something deeper already said why.
+pub(super) fn read_field<'de, A, T, S>(
+    ctx: &Ctx,
+    map: &mut A,
+    field: &'static str,
+    slot: &mut Option<T>,
+    seed: S,
+) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    S: DeserializeSeed<'de, Value = T>,
+{
+    if slot.is_some() {
+        return Err(ctx.fail(DecodeError::DuplicateField { field }));
+    }
+    match map.next_value_seed(seed) {
+        Ok(v) => {
+            *slot = Some(v);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.note(DecodeError::WrongType { field });
+            Err(e)
+        }
+    }
+}
+
+pub(super) fn need<T, E: de::Error>(
+    ctx: &Ctx,
+    field: &'static str,
+    slot: Option<T>,
+) -> Result<T, E> {
+    slot.ok_or_else(|| ctx.fail(DecodeError::MissingField { field }))
+}
+
 /// Pass 1 (`known: None`) or pass 3 (`known: Some`).
 struct MessageSeed<'c> {
     ctx: &'c Ctx,
@@ -214,6 +255,8 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::DestroyNotify => body.destroy_notify().map(Message::DestroyNotify),
             Kind::Ping => body.nonce().map(|nonce| Message::Ping(Ping { nonce })),
             Kind::Pong => body.nonce().map(|nonce| Message::Pong(Pong { nonce })),
+            Kind::Probe => body.probe().map(Message::Probe),
+            Kind::Deadlock => body.deadlock().map(Message::Deadlock),
         }
     }
 }
@@ -261,7 +304,7 @@ struct Body<'c, A> {
 }
 
 /// A `&str` when the JSON string has no escapes, else an owned copy.
-struct CowStr;
+pub(super) struct CowStr;
 
 impl<'de> DeserializeSeed<'de> for CowStr {
     type Value = Cow<'de, str>;
@@ -415,19 +458,7 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     where
         S: DeserializeSeed<'de, Value = T>,
     {
-        if slot.is_some() {
-            return Err(self.ctx.fail(DecodeError::DuplicateField { field }));
-        }
-        match self.map.next_value_seed(seed) {
-            Ok(v) => {
-                *slot = Some(v);
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx.note(DecodeError::WrongType { field });
-                Err(e)
-            }
-        }
+        read_field(self.ctx, &mut self.map, field, slot, seed)
     }
 
     fn val(&mut self, field: &'static str, slot: &mut Option<Val>) -> Result<(), A::Error> {
@@ -456,7 +487,7 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn need<T>(&self, field: &'static str, slot: Option<T>) -> Result<T, A::Error> {
-        slot.ok_or_else(|| self.ctx.fail(DecodeError::MissingField { field }))
+        need(self.ctx, field, slot)
     }
 
     fn hello(&mut self) -> Result<Hello<'de>, A::Error> {
@@ -562,5 +593,45 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             self.u64(F[0], &mut nonce)?;
         }
         self.need(F[0], nonce)
+    }
+
+    fn probe(&mut self) -> Result<Probe<'de>, A::Error> {
+        const F: &[&str] = &["initiator", "blocked", "path"];
+        let (mut initiator, mut blocked, mut path) = (None, None, None);
+        while let Some(i) = self.key(F)? {
+            match i {
+                0 => self.value(F[0], &mut initiator, PhantomData)?,
+                1 => self.value(F[1], &mut blocked, PhantomData)?,
+                _ => {
+                    let seed = EdgesSeed(self.ctx, &PATH);
+                    self.value(F[2], &mut path, seed)?
+                }
+            }
+        }
+        Ok(Probe {
+            initiator: self.need(F[0], initiator)?,
+            blocked: self.need(F[1], blocked)?,
+            path: self.need(F[2], path)?,
+        })
+    }
+
+    fn deadlock(&mut self) -> Result<Deadlock<'de>, A::Error> {
+        const F: &[&str] = &["victim", "object", "cycle"];
+        let (mut victim, mut object, mut cycle) = (None, None, None);
+        while let Some(i) = self.key(F)? {
+            match i {
+                0 => self.value(F[0], &mut victim, PhantomData)?,
+                1 => self.id(F[1], &mut object)?,
+                _ => {
+                    let seed = EdgesSeed(self.ctx, &CYCLE);
+                    self.value(F[2], &mut cycle, seed)?
+                }
+            }
+        }
+        Ok(Deadlock {
+            victim: self.need(F[0], victim)?,
+            object: self.need(F[1], object)?,
+            cycle: self.need(F[2], cycle)?,
+        })
     }
 }

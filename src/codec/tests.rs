@@ -8,15 +8,27 @@ use super::fuzzing::{self, XorShift};
 use super::*;
 use crate::vm::{ChainId, ObjectId, Val};
 
-/// Every example line of PROTOCOL.md, in order.
-const GOLDEN: [&str; 6] = [
+/// Every example line of PROTOCOL.md, in order, then a `probe` and a
+/// `deadlock` (alpha, beta, gamma are prefixes 9001, 9002, 9003): the
+/// deadlock-detection types are not in PROTOCOL.md's examples yet.
+const GOLDEN: [&str; 8] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
     r#"{"type":"call_response","request_id":7,"result":{"Ok":{"List":[{"Str":"done"},{"Nat":3}]}}}"#,
     r#"{"type":"call_response","request_id":8,"result":{"Err":"object not found: 12345"}}"#,
     r#"{"type":"ping","nonce":1}"#,
+    r#"{"type":"probe","initiator":2533556265372614657,"blocked":2534119215326035969,"path":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2534119215326035968,"machine":"gamma"}]}"#,
+    r#"{"type":"deadlock","victim":2533556265372614657,"object":2533837740349325312,"cycle":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2533556265372614656,"machine":"alpha"}]}"#,
 ];
+
+fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
+    WaitEdge {
+        chain: ChainId(chain),
+        object: ObjectId(object),
+        machine: machine.into(),
+    }
+}
 
 fn golden_messages() -> Vec<Message<'static>> {
     let pong = ObjectId(2533837740349325312);
@@ -53,6 +65,25 @@ fn golden_messages() -> Vec<Message<'static>> {
             result: Err("object not found: 12345".into()),
         }),
         Message::Ping(Ping { nonce: 1 }),
+        // alpha's chain 1 waits for pong on beta, whose turn beta's chain
+        // 1 holds; that one waits on gamma, whose chain 1 holds the turn.
+        Message::Probe(Probe {
+            initiator: ChainId(2533556265372614657),
+            blocked: ChainId(2534119215326035969),
+            path: vec![
+                edge(2533556265372614657, pong.0, "beta"),
+                edge(2533837740349325313, 2534119215326035968, "gamma"),
+            ],
+        }),
+        // alpha's chain 1, waiting on beta for pong, breaks the cycle.
+        Message::Deadlock(Deadlock {
+            victim: ChainId(2533556265372614657),
+            object: pong,
+            cycle: vec![
+                edge(2533556265372614657, pong.0, "beta"),
+                edge(2533837740349325313, 2533556265372614656, "alpha"),
+            ],
+        }),
     ]
 }
 
@@ -140,6 +171,30 @@ fn roundtrip_every_message_type_and_optional_field() {
         object_id: ObjectId(5),
     }));
     msgs.push(Message::Pong(Pong { nonce: u64::MAX }));
+    msgs.push(Message::Probe(Probe {
+        initiator: ChainId(0),
+        blocked: ChainId(u64::MAX),
+        path: vec![],
+    }));
+    msgs.push(Message::Deadlock(Deadlock {
+        victim: ChainId(u64::MAX),
+        object: ObjectId(0),
+        cycle: vec![],
+    }));
+    let escaped = WaitEdge {
+        machine: "a\"b\\c\n\u{1}😀".into(),
+        ..edge(u64::MAX, u64::MAX, "")
+    };
+    msgs.push(Message::Probe(Probe {
+        initiator: ChainId(1),
+        blocked: ChainId(2),
+        path: vec![escaped.clone(), edge(0, 0, "")],
+    }));
+    msgs.push(Message::Deadlock(Deadlock {
+        victim: ChainId(1),
+        object: ObjectId(2),
+        cycle: vec![escaped],
+    }));
     for (i, msg) in msgs.iter().enumerate() {
         fuzzing::roundtrip(msg, i * 7);
     }
@@ -418,6 +473,210 @@ fn million_deep_val_is_an_error_on_small_stack() {
     });
 }
 
+/// A `probe` (or, with `deadlock`, a `deadlock`) payload whose list holds
+/// `n` copies of `edge`; with `type_last`, `"type"` comes last (two passes).
+fn wait_payload(deadlock: bool, n: usize, edge: &str, type_last: bool) -> Vec<u8> {
+    let (ty, head, list) = if deadlock {
+        ("deadlock", r#""victim":1,"object":2"#, "cycle")
+    } else {
+        ("probe", r#""initiator":1,"blocked":2"#, "path")
+    };
+    let edges = vec![edge; n].join(",");
+    let body = format!(r#"{head},"{list}":[{edges}]"#);
+    let s = if type_last {
+        format!(r#"{{{body},"type":"{ty}"}}"#)
+    } else {
+        format!(r#"{{"type":"{ty}",{body}}}"#)
+    };
+    s.into_bytes()
+}
+
+const EDGE: &str = r#"{"chain":3,"object":4,"machine":"m"}"#;
+
+#[test]
+fn wait_path_64_accepted_65_too_long() {
+    for deadlock in [false, true] {
+        for type_last in [false, true] {
+            let case = format!("deadlock {deadlock}, type last {type_last}");
+            for n in [0, 1, MAX_WAIT_PATH] {
+                let payload = wait_payload(deadlock, n, EDGE, type_last);
+                let edges = match decode(&payload) {
+                    Ok(Message::Probe(p)) if !deadlock => p.path,
+                    Ok(Message::Deadlock(d)) if deadlock => d.cycle,
+                    other => panic!("{case}, {n} edges: {other:?}"),
+                };
+                assert_eq!(edges, vec![edge(3, 4, "m"); n], "{case}");
+            }
+            let field = if deadlock { "cycle" } else { "path" };
+            let long = wait_payload(deadlock, MAX_WAIT_PATH + 1, EDGE, type_last);
+            assert_eq!(decode(&long), Err(DecodeError::TooLong { field }), "{case}");
+            // Refused at the 65th edge's first byte: a broken 65th edge, or
+            // a thousand more, say the same.
+            let mut bad = wait_payload(deadlock, MAX_WAIT_PATH, EDGE, type_last);
+            let at = bad
+                .windows(2)
+                .position(|w| w == b"]}" || w == b"],")
+                .unwrap();
+            bad.splice(at..at, br#",{"chain":"x"}"#.iter().copied());
+            assert_eq!(decode(&bad), Err(DecodeError::TooLong { field }), "{case}");
+            let many = wait_payload(deadlock, 1000, EDGE, type_last);
+            assert_eq!(decode(&many), Err(DecodeError::TooLong { field }), "{case}");
+        }
+    }
+}
+
+#[test]
+fn encode_refuses_wait_path_past_max() {
+    let edges = vec![edge(1, 2, "m"); MAX_WAIT_PATH + 1];
+    let long = [
+        Message::Probe(Probe {
+            initiator: ChainId(1),
+            blocked: ChainId(2),
+            path: edges.clone(),
+        }),
+        Message::Deadlock(Deadlock {
+            victim: ChainId(1),
+            object: ObjectId(2),
+            cycle: edges,
+        }),
+    ];
+    for mut msg in long {
+        let mut out = b"keep".to_vec();
+        assert_eq!(encode(&mut out, &msg), Err(EncodeError::TooLong));
+        assert_eq!(out, b"keep");
+        match &mut msg {
+            Message::Probe(p) => p.path.pop(),
+            Message::Deadlock(d) => d.cycle.pop(),
+            _ => unreachable!(),
+        };
+        fuzzing::roundtrip(&msg, 100);
+    }
+}
+
+#[test]
+fn decode_wait_edge_skips_unknown_fields() {
+    let odd =
+        r#"{"machine":"m","type":"x","note":{"a":[1,{"b":null}]},"object":4,"chain":3,"z":[]}"#;
+    for deadlock in [false, true] {
+        for type_last in [false, true] {
+            let payload = wait_payload(deadlock, 2, odd, type_last);
+            let msg = decode(&payload).unwrap();
+            assert_eq!(
+                msg.wait_edges(),
+                Some(&[edge(3, 4, "m"), edge(3, 4, "m")][..])
+            );
+        }
+    }
+    // An unknown value `n` levels deep: its top sits at depth 3 (list,
+    // edge, value), so at most MAX_IGNORED_DEPTH - 2, in either pass.
+    let deep = |n: usize| {
+        format!(
+            r#"{{"x":{}1{},"chain":3,"object":4,"machine":"m"}}"#,
+            "[".repeat(n - 1),
+            "]".repeat(n - 1)
+        )
+    };
+    for type_last in [false, true] {
+        let ok = wait_payload(false, 1, &deep(MAX_IGNORED_DEPTH - 2), type_last);
+        assert!(decode(&ok).is_ok(), "type last {type_last}");
+        let too_deep = wait_payload(true, 1, &deep(MAX_IGNORED_DEPTH - 1), type_last);
+        // The type-last scan skips the whole list as one unknown field.
+        let field = if type_last {
+            "(unknown)"
+        } else {
+            "cycle[].(unknown)"
+        };
+        assert_eq!(decode(&too_deep), Err(DecodeError::TooDeep { field }));
+    }
+}
+
+#[test]
+fn decode_wait_edge_borrows_unescaped_machine() {
+    let edge = r#"{"chain":3,"object":4,"machine":"beta"}"#;
+    let escaped = r#"{"chain":3,"object":4,"machine":"b\"e\u00e9ta\\"}"#;
+    let payload = wait_payload(false, 2, &[edge, escaped].join(","), false);
+    let Ok(Message::Probe(p)) = decode(&payload) else {
+        panic!()
+    };
+    assert_eq!(p.path.len(), 4);
+    assert!(matches!(p.path[0].machine, Cow::Borrowed("beta")));
+    assert!(matches!(p.path[1].machine, Cow::Owned(ref s) if s == "b\"e\u{e9}ta\\"));
+    let owned = Message::Probe(p.clone()).into_owned();
+    assert_eq!(owned, Message::Probe(p));
+}
+
+#[test]
+fn decode_wait_error_grid() {
+    use DecodeError::*;
+    // `{"type":T,BODY}`
+    #[rustfmt::skip]
+    let bodies: &[(&str, &str, DecodeError)] = &[
+        ("probe", r#""initiator":1,"blocked":2"#, MissingField { field: "path" }),
+        ("probe", r#""blocked":2,"path":[]"#, MissingField { field: "initiator" }),
+        ("deadlock", r#""victim":1,"cycle":[]"#, MissingField { field: "object" }),
+        ("deadlock", r#""object":1,"cycle":[]"#, MissingField { field: "victim" }),
+        ("probe", r#""initiator":"1","blocked":2,"path":[]"#, WrongType { field: "initiator" }),
+        ("deadlock", r#""victim":1,"object":1.5,"cycle":[]"#, WrongType { field: "object" }),
+        ("probe", r#""initiator":1,"blocked":2,"path":{}"#, WrongType { field: "path" }),
+        ("probe", r#""initiator":1,"blocked":2,"path":null"#, WrongType { field: "path" }),
+        ("deadlock", r#""victim":1,"object":2,"cycle":[],"cycle":[]"#, DuplicateField { field: "cycle" }),
+    ];
+    // `path` in `{"type":"probe","initiator":1,"blocked":2,"path":[ENTRIES]}`,
+    // `cycle` in `{"type":"deadlock","victim":1,"object":2,"cycle":[ENTRIES]}`
+    #[rustfmt::skip]
+    let entries: &[(&str, &str, DecodeError)] = &[
+        ("path", r#"{"chain":1,"object":2}"#, MissingField { field: "path[].machine" }),
+        ("path", r#"{"object":2,"machine":"m"}"#, MissingField { field: "path[].chain" }),
+        ("cycle", r#"{"chain":1,"machine":"m"}"#, MissingField { field: "cycle[].object" }),
+        ("cycle", r#"{"chain":1,"object":2,"machine":"m"},{}"#, MissingField { field: "cycle[].chain" }),
+        ("path", r#"{"chain":"1","object":2,"machine":"m"}"#, WrongType { field: "path[].chain" }),
+        ("cycle", r#"{"chain":1,"object":-2,"machine":"m"}"#, WrongType { field: "cycle[].object" }),
+        ("path", r#"{"chain":1,"object":2,"machine":7}"#, WrongType { field: "path[].machine" }),
+        ("cycle", r#"{"chain":1,"object":2,"machine":null}"#, WrongType { field: "cycle[].machine" }),
+        ("path", "1", WrongType { field: "path[]" }),
+        ("path", r#"["m"]"#, WrongType { field: "path[]" }),
+        ("cycle", r#"{"chain":1,"object":2,"machine":"m"},null"#, WrongType { field: "cycle[]" }),
+        ("path", r#"{"chain":1,"chain":1}"#, DuplicateField { field: "path[].chain" }),
+        ("cycle", r#"{"machine":"m","machine":"m"}"#, DuplicateField { field: "cycle[].machine" }),
+        ("path", r#"{"chain":1,"object":2,"machine":"m",}"#, InvalidJson { line: 1, column: 87 }),
+    ];
+    let bodies = bodies
+        .iter()
+        .map(|(ty, body, e)| (format!(r#"{{"type":"{ty}",{body}}}"#), *e));
+    let entries = entries.iter().map(|(list, entries, e)| {
+        let head = match *list {
+            "path" => r#""type":"probe","initiator":1,"blocked":2"#,
+            _ => r#""type":"deadlock","victim":1,"object":2"#,
+        };
+        (format!(r#"{{{head},"{list}":[{entries}]}}"#), *e)
+    });
+    for (payload, want) in bodies.chain(entries) {
+        assert_eq!(decode(payload.as_bytes()), Err(want), "{payload}");
+    }
+}
+
+#[test]
+fn million_deep_unknown_field_in_edge_is_too_deep_on_small_stack() {
+    on_small_stack(|| {
+        const N: usize = 1_000_000;
+        let edge = format!(
+            r#"{{"chain":1,"x":{}1{},"object":2,"machine":"m"}}"#,
+            r#"{"a":"#.repeat(N),
+            "}".repeat(N)
+        );
+        for type_last in [false, true] {
+            let payload = wait_payload(false, 1, &edge, type_last);
+            // The two-pass scan skips the whole path as one unknown field.
+            let field = if type_last {
+                "(unknown)"
+            } else {
+                "path[].(unknown)"
+            };
+            assert_eq!(decode(&payload), Err(DecodeError::TooDeep { field }));
+        }
+    });
+}
+
 #[test]
 fn error_types_are_small_and_display() {
     assert!(std::mem::size_of::<DecodeError>() <= 24);
@@ -425,6 +684,8 @@ fn error_types_are_small_and_display() {
     assert!(std::mem::size_of::<EncodeError>() <= 24);
     let e = DecodeError::InvalidJson { line: 1, column: 2 };
     assert_eq!(e.to_string(), "invalid JSON at line 1 column 2");
+    let e = DecodeError::TooLong { field: "path" };
+    assert_eq!(e.to_string(), "field `path` has too many entries");
     assert_eq!(
         FrameError::TooLarge { len: 9, max: 8 }.to_string(),
         "frame length 9 over the maximum 8"
@@ -527,7 +788,7 @@ fn write_seed_corpus() {
     ] {
         write("frame_decoder", name, &[&[mode, 3][..], &all].concat());
     }
-    let bad: [(&str, Vec<u8>); 7] = [
+    let bad: [(&str, Vec<u8>); 9] = [
         ("empty_frame", vec![0, 0, 0, 0]),
         ("too_large", vec![0xff, 0xff, 0xff, 0xff]),
         ("truncated", frame_of(GOLDEN[5].as_bytes())[..10].to_vec()),
@@ -537,6 +798,14 @@ fn write_seed_corpus() {
         (
             "deep_unknown",
             frame_of(format!(r#"{{"type":"ping","x":{}}}"#, "[".repeat(300)).as_bytes()),
+        ),
+        (
+            "wait_path_65",
+            frame_of(&wait_payload(false, MAX_WAIT_PATH + 1, EDGE, false)),
+        ),
+        (
+            "wait_edge_missing_machine",
+            frame_of(&wait_payload(true, 2, r#"{"chain":1,"object":2}"#, false)),
         ),
     ];
     for (name, frame) in bad {
@@ -552,7 +821,7 @@ fn write_seed_corpus() {
         "max_256_chunks_17",
         &[&[2u8 | 5 << 2, 9][..], &all].concat(),
     );
-    for t in 0..7u8 {
+    for t in 0..9u8 {
         write(
             "message_roundtrip",
             &format!("type_{t}"),
@@ -560,4 +829,8 @@ fn write_seed_corpus() {
         );
     }
     write("message_roundtrip", "deep_val", &[1, 0, 0, 9, 9, 5, 9, 3]);
+    // type, initiator/victim, blocked/object, then the long-list branch
+    // with 62 + 2 and 62 + 3 edges.
+    write("message_roundtrip", "wait_path_64", &[7, 0, 1, 0, 2, 0, 2]);
+    write("message_roundtrip", "wait_cycle_65", &[8, 0, 1, 0, 2, 0, 3]);
 }

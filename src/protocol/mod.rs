@@ -530,6 +530,15 @@ impl Core {
                 self.queue(conn, &Message::Pong(codec::Pong { nonce: ping.nonce }));
             }
             Message::Pong(_) => {}
+            // Not handled yet: ignored as they were while the codec called
+            // them an unknown type.
+            other @ (Message::Probe(_) | Message::Deadlock(_)) => {
+                warn!(
+                    "{}: ignoring a `{}` message",
+                    peer.machine,
+                    other.type_name()
+                );
+            }
         }
         Status::Open
     }
