@@ -105,6 +105,11 @@ struct Args {
     #[argh(option, default = "demo::bank::DEFAULT_BALANCE")]
     bank_balance: u64,
 
+    /// most calls that may wait for one object's turn (an object runs one call at a
+    /// time); one more is refused at once as busy (default 1024)
+    #[argh(option, default = "defaults::MAX_WAITING")]
+    max_waiting: usize,
+
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -175,6 +180,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.max_frame = args.max_frame;
     config.spin = Duration::from_micros(args.spin_us);
     config.max_call_depth = args.max_call_depth;
+    config.max_waiting = args.max_waiting.max(1);
     config.keepalive = Duration::from_millis(args.keepalive_ms.max(1));
     config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     config.max_write_buffer = args.max_write_buffer;
@@ -383,9 +389,11 @@ mod tests {
         assert_eq!(said("--max-call-depth"), depth);
         let balance = demo::bank::DEFAULT_BALANCE.to_string();
         assert_eq!(said("--bank-balance"), balance);
+        let waiting = defaults::MAX_WAITING.to_string();
+        assert_eq!(said("--max-waiting"), waiting);
         assert_eq!(
             stated.len(),
-            9,
+            10,
             "a stated default this test does not check: {stated:?}"
         );
     }
@@ -407,6 +415,7 @@ mod tests {
         assert_eq!(args.max_call_depth, config.max_call_depth);
         assert_eq!(args.bank_accounts, None);
         assert_eq!(args.bank_balance, demo::bank::DEFAULT_BALANCE);
+        assert_eq!(args.max_waiting, config.max_waiting);
     }
 
     #[test]

@@ -325,6 +325,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             initiator: ChainId(g.u64()),
             blocked: ChainId(g.u64()),
             path: g.edges(),
+            hops: (g.u64() % 3) as u32,
         }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),

@@ -24,7 +24,7 @@
 //! detection by edge chasing, each carrying a list of wait edges:
 //!
 //! ```text
-//!  {"type":"probe","initiator":1,"blocked":2,"path":[Edge, ...]}
+//!  {"type":"probe","initiator":1,"blocked":2,"path":[Edge, ...],"hops":1}
 //!  {"type":"deadlock","victim":2,"object":9,"cycle":[Edge, ...]}
 //!  Edge: {"chain":1,"object":9,"machine":"beta"}  chain waits for object's
 //!                                                 turn on machine
@@ -135,6 +135,9 @@ pub struct Probe<'a> {
     pub blocked: ChainId,
     /// At most [`MAX_WAIT_PATH`] edges; may be empty.
     pub path: Vec<WaitEdge<'a>>,
+    /// Times the probe was passed on without a new edge. Omitted on the
+    /// wire when 0, and 0 when absent.
+    pub hops: u32,
 }
 
 /// Chain `victim`, waiting on the receiver for `object`'s turn, was chosen
@@ -251,6 +254,7 @@ impl<'a> Message<'a> {
                 initiator: p.initiator,
                 blocked: p.blocked,
                 path: own_edges(p.path),
+                hops: p.hops,
             }),
             Message::Deadlock(d) => Message::Deadlock(Deadlock {
                 victim: d.victim,
@@ -335,6 +339,9 @@ impl Serialize for Message<'_> {
                 m.serialize_field("initiator", &p.initiator)?;
                 m.serialize_field("blocked", &p.blocked)?;
                 m.serialize_field("path", &p.path)?;
+                if p.hops != 0 {
+                    m.serialize_field("hops", &p.hops)?;
+                }
             }
             Message::Deadlock(d) => {
                 m.serialize_field("victim", &d.victim)?;

@@ -596,22 +596,24 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn probe(&mut self) -> Result<Probe<'de>, A::Error> {
-        const F: &[&str] = &["initiator", "blocked", "path"];
-        let (mut initiator, mut blocked, mut path) = (None, None, None);
+        const F: &[&str] = &["initiator", "blocked", "path", "hops"];
+        let (mut initiator, mut blocked, mut path, mut hops) = (None, None, None, None);
         while let Some(i) = self.key(F)? {
             match i {
                 0 => self.value(F[0], &mut initiator, PhantomData)?,
                 1 => self.value(F[1], &mut blocked, PhantomData)?,
-                _ => {
+                2 => {
                     let seed = EdgesSeed(self.ctx, &PATH);
                     self.value(F[2], &mut path, seed)?
                 }
+                _ => self.value(F[3], &mut hops, PhantomData)?,
             }
         }
         Ok(Probe {
             initiator: self.need(F[0], initiator)?,
             blocked: self.need(F[1], blocked)?,
             path: self.need(F[2], path)?,
+            hops: hops.unwrap_or(0),
         })
     }
 

@@ -74,6 +74,7 @@ fn golden_messages() -> Vec<Message<'static>> {
                 edge(2533556265372614657, pong.0, "beta"),
                 edge(2533837740349325313, 2534119215326035968, "gamma"),
             ],
+            hops: 0,
         }),
         // alpha's chain 1, waiting on beta for pong, breaks the cycle.
         Message::Deadlock(Deadlock {
@@ -175,6 +176,7 @@ fn roundtrip_every_message_type_and_optional_field() {
         initiator: ChainId(0),
         blocked: ChainId(u64::MAX),
         path: vec![],
+        hops: 0,
     }));
     msgs.push(Message::Deadlock(Deadlock {
         victim: ChainId(u64::MAX),
@@ -189,6 +191,7 @@ fn roundtrip_every_message_type_and_optional_field() {
         initiator: ChainId(1),
         blocked: ChainId(2),
         path: vec![escaped.clone(), edge(0, 0, "")],
+        hops: 0,
     }));
     msgs.push(Message::Deadlock(Deadlock {
         victim: ChainId(1),
@@ -533,6 +536,7 @@ fn encode_refuses_wait_path_past_max() {
             initiator: ChainId(1),
             blocked: ChainId(2),
             path: edges.clone(),
+            hops: 0,
         }),
         Message::Deadlock(Deadlock {
             victim: ChainId(1),
@@ -833,4 +837,23 @@ fn write_seed_corpus() {
     // with 62 + 2 and 62 + 3 edges.
     write("message_roundtrip", "wait_path_64", &[7, 0, 1, 0, 2, 0, 2]);
     write("message_roundtrip", "wait_cycle_65", &[8, 0, 1, 0, 2, 0, 3]);
+}
+
+#[test]
+fn probe_hops_round_trip_and_default_to_zero() {
+    let probe = Message::Probe(Probe {
+        initiator: ChainId(1),
+        blocked: ChainId(2),
+        path: vec![],
+        hops: 3,
+    });
+    let mut out = Vec::new();
+    encode(&mut out, &probe).unwrap();
+    assert!(std::str::from_utf8(&out[HEADER_LEN..]).unwrap().contains("\"hops\":3"));
+    assert_eq!(decode(&out[HEADER_LEN..]).unwrap(), probe);
+    let bare = br#"{"type":"probe","initiator":1,"blocked":2,"path":[]}"#;
+    match decode(bare).unwrap() {
+        Message::Probe(p) => assert_eq!(p.hops, 0),
+        other => panic!("{other:?}"),
+    }
 }

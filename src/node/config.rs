@@ -35,6 +35,8 @@ pub mod defaults {
     pub const MAX_BACKLOG: usize = 8192;
     /// Most local calls in progress, all chains together.
     pub const MAX_CALL_DEPTH: usize = crate::vm::DEFAULT_MAX_DEPTH;
+    /// Most calls that may wait for one object's turn.
+    pub const MAX_WAITING: usize = crate::vm::DEFAULT_MAX_WAITING;
     /// How long the demo orchestrator waits for a `pong` to appear.
     pub const DEMO_WAIT: Duration = Duration::from_secs(60);
 }
@@ -71,6 +73,8 @@ pub struct NodeConfig {
     pub spin: Duration,
     /// Most local calls in progress, all chains together (`VmConfig::max_depth`).
     pub max_call_depth: usize,
+    /// Most calls that may wait for one object's turn (`VmConfig::max_waiting`).
+    pub max_waiting: usize,
 }
 
 impl NodeConfig {
@@ -92,6 +96,7 @@ impl NodeConfig {
             max_backlog: defaults::MAX_BACKLOG,
             handle_signals: false,
             max_call_depth: defaults::MAX_CALL_DEPTH,
+            max_waiting: defaults::MAX_WAITING,
         }
     }
 }

@@ -237,6 +237,8 @@ impl Interpreter {
                     .collect();
                 self.commands.push(Command::Snapshot { machine, objects });
             }
+            protocol::Event::Probe(probe) => self.vm.handle_probe(probe),
+            protocol::Event::Victim(cycle) => self.vm.handle_victim(*cycle),
             protocol::Event::PeerDown { machine, reason } => match reason {
                 CloseReason::PeerClosed | CloseReason::ShuttingDown => {
                     info!("peer {machine} left: {reason}")

@@ -127,6 +127,7 @@ impl Node {
         vm_config.trace = config.trace;
         vm_config.first_counter = boot_epoch_counter();
         vm_config.max_depth = config.max_call_depth;
+        vm_config.max_waiting = config.max_waiting;
         let vm = Vm::new(vm_config, behaviors, pures);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());

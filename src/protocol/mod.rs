@@ -49,7 +49,7 @@ use log::{debug, info, warn};
 use slab::Slab;
 
 use crate::codec::{self, DecodeError, FrameError, Message};
-use crate::vm::{ChainId, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
+use crate::vm::{self, ChainId, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
 
 pub use crate::vm::Notice;
 
@@ -211,6 +211,10 @@ pub enum Event {
         machine: MachineId,
         reason: CloseReason,
     },
+    /// A deadlock probe (for `vm::Vm::handle_probe`).
+    Probe(vm::Probe),
+    /// A deadlock whose victim may wait here (for `vm::Vm::handle_victim`).
+    Victim(Box<vm::Cycle>),
 }
 
 /// What became of a connection after the core handled its input.
@@ -529,16 +533,17 @@ impl Core {
             Message::Ping(ping) => {
                 self.queue(conn, &Message::Pong(codec::Pong { nonce: ping.nonce }));
             }
+            Message::Probe(probe) => self.events.push(Event::Probe(vm::Probe {
+                initiator: probe.initiator,
+                blocked: probe.blocked,
+                path: vm_edges(probe.path),
+                hops: probe.hops,
+            })),
+            Message::Deadlock(d) => self.events.push(Event::Victim(Box::new(vm::Cycle {
+                edges: vm_edges(d.cycle),
+                victim: d.victim,
+            }))),
             Message::Pong(_) => {}
-            // Not handled yet: ignored as they were while the codec called
-            // them an unknown type.
-            other @ (Message::Probe(_) | Message::Deadlock(_)) => {
-                warn!(
-                    "{}: ignoring a `{}` message",
-                    peer.machine,
-                    other.type_name()
-                );
-            }
         }
         Status::Open
     }
@@ -672,14 +677,34 @@ impl Core {
     }
 
     /// Sends a deadlock `probe` to `machine` (dropped if it is not
-    /// connected: that peer cannot be part of a live cycle then).
-    pub fn send_probe(&mut self, machine: &MachineId, probe: &crate::vm::Probe) {
-        let _ = (machine, probe); // TODO(codec): the probe message
+    /// connected: the call it follows has failed then, or soon will).
+    pub fn send_probe(&mut self, machine: &MachineId, probe: &vm::Probe) {
+        let Some(&conn) = self.active.get(machine) else {
+            return;
+        };
+        let msg = Message::Probe(codec::Probe {
+            initiator: probe.initiator,
+            blocked: probe.blocked,
+            path: wire_edges(&probe.path),
+            hops: probe.hops,
+        });
+        self.queue(conn, &msg);
     }
 
     /// Tells `machine` that its waiting chain is a deadlock's victim.
-    pub fn send_victim(&mut self, machine: &MachineId, cycle: &crate::vm::Cycle) {
-        let _ = (machine, cycle); // TODO(codec): the deadlock message
+    pub fn send_victim(&mut self, machine: &MachineId, cycle: &vm::Cycle) {
+        let Some(&conn) = self.active.get(machine) else {
+            return;
+        };
+        let Some(edge) = cycle.edges.iter().find(|e| e.chain == cycle.victim) else {
+            return;
+        };
+        let msg = Message::Deadlock(codec::Deadlock {
+            victim: cycle.victim,
+            object: edge.object,
+            cycle: wire_edges(&cycle.edges),
+        });
+        self.queue(conn, &msg);
     }
 
     /// Closes every connection (their unsent bytes linger for one last
@@ -1217,6 +1242,30 @@ impl Core {
 pub enum BadInput {
     Frame(FrameError),
     Message(DecodeError),
+}
+
+/// A wait path as the wire carries it.
+fn wire_edges(edges: &[vm::WaitEdge]) -> Vec<codec::WaitEdge<'_>> {
+    edges
+        .iter()
+        .map(|e| codec::WaitEdge {
+            chain: e.chain,
+            object: e.object,
+            machine: e.machine.as_str().into(),
+        })
+        .collect()
+}
+
+/// A wait path from the wire.
+fn vm_edges(edges: Vec<codec::WaitEdge<'_>>) -> Vec<vm::WaitEdge> {
+    edges
+        .into_iter()
+        .map(|e| vm::WaitEdge {
+            chain: e.chain,
+            object: e.object,
+            machine: MachineId::new(&e.machine),
+        })
+        .collect()
 }
 
 fn keepalive_tick(interval: Duration) -> Duration {

@@ -215,10 +215,29 @@ pub fn done(v: Val) -> Program {
     Program::Done(v)
 }
 
+/// Calls object `target` with `input`, wherever it lives. Answers
+/// `Just(answer)`, or `Nothing` when the call failed (unknown or destroyed
+/// object, unreachable machine, timeout, the callee's error, a full queue
+/// (`busy`), or this call was a deadlock's victim); the reason goes to the
+/// trace.
+///
+/// Turns: the call waits until `target` is free of other chains' calls
+/// (an object runs one call at a time, in arrival order), then holds
+/// `target`'s turn until it answers, also while it waits on calls it
+/// makes. A call of the chain that already holds the turn enters at once
+/// (`pong` calling `ping` back inside the chain `ping` serves).
+///
+/// Inside a transaction, a call to a local object is observed (the
+/// commit checks its version); a call to a remote object happens at once
+/// and is not undone by `abort_tx` or a failed commit.
 pub fn call(target: ObjectId, input: Val) -> Program {
     trigger(Instr::Call { target, input })
 }
 
+/// Creates a local object running `behavior` (registered on this node),
+/// with an empty state; answers its `ObjectRef`. Inside a transaction the
+/// object exists for this chain at once and for everyone at commit (it
+/// gets the transaction's controller, if it has one).
 pub fn create_obj(behavior: impl Into<Cow<'static, str>>) -> Program {
     trigger(Instr::CreateObj {
         behavior: behavior.into(),
@@ -226,6 +245,7 @@ pub fn create_obj(behavior: impl Into<Cow<'static, str>>) -> Program {
     })
 }
 
+/// [`create_obj`], with `controller` as the new object's controller.
 pub fn create_obj_for(behavior: impl Into<Cow<'static, str>>, controller: ControllerId) -> Program {
     trigger(Instr::CreateObj {
         behavior: behavior.into(),
@@ -233,50 +253,84 @@ pub fn create_obj_for(behavior: impl Into<Cow<'static, str>>, controller: Contro
     })
 }
 
+/// Destroys local object `id`: answers `Bool(true)`, or `Bool(false)` if it
+/// was already gone. Calls waiting for its turn fail (`object destroyed`).
+/// Inside a transaction it happens at commit. A remote object: an error
+/// (unsupported across nodes for now).
 pub fn destroy_obj(id: ObjectId) -> Program {
     trigger(Instr::DestroyObj(id))
 }
 
+/// Gives local object `id` to `controller`: answers `Bool(true)`, or
+/// `Bool(false)` if it is gone. Inside a transaction it happens at commit.
 pub fn transfer_obj(id: ObjectId, controller: ControllerId) -> Program {
     trigger(Instr::TransferObj(id, controller))
 }
 
+/// Answers the current object's `ObjectRef` (`Nothing` in a top-level program).
 pub fn get_self() -> Program {
     trigger(Instr::GetSelf)
 }
 
+/// Answers the input of the current call (an error in a behavior
+/// registered to consume its input).
 pub fn get_input() -> Program {
     trigger(Instr::GetInput)
 }
 
+/// Answers `Just(ObjectRef)` of the calling object, or `Nothing` when the
+/// caller was a top-level program.
 pub fn get_sender() -> Program {
     trigger(Instr::GetSender)
 }
 
+/// Answers the current object's state as a `List`, as this chain's
+/// transaction sees it (its own writes first). Safe to read, call out and
+/// write back: the object's turn is held meanwhile, so no other chain's
+/// call runs inside it in between.
 pub fn get_state() -> Program {
     trigger(Instr::GetState)
 }
 
+/// Replaces the current object's state; answers `Bool(true)`. Inside a
+/// transaction it happens at commit.
 pub fn set_state(state: Vec<Val>) -> Program {
     trigger(Instr::SetState(state))
 }
 
+/// Answers the name (`Str`) of the machine this chain runs on now.
 pub fn get_current_machine() -> Program {
     trigger(Instr::GetCurrentMachine)
 }
 
+/// Begins a transaction for this chain and answers its `TxRef`. Until
+/// `commit_tx`, this chain's creates, state writes, transfers and
+/// destroys of local objects are kept apart; the objects it reads or
+/// calls are observed with their versions. Calls to remote objects are
+/// *not* part of it: they happen at once, and abort does not undo them.
+/// The call that begins a transaction must end it: returning with it open
+/// fails that call (`TxLeftOpen`) and aborts it. One transaction per
+/// chain at a time.
 pub fn begin_tx(controller: Option<ControllerId>) -> Program {
     trigger(Instr::BeginTx(controller))
 }
 
+/// Commits transaction `tx`: answers `Bool(true)` and applies everything
+/// at once if no object it observed changed since (another chain's
+/// committed write, transfer or destroy); otherwise `Bool(false)`, and
+/// nothing is applied. Remote calls made inside it stay made either way.
 pub fn commit_tx(tx: TxId) -> Program {
     trigger(Instr::CommitTx(tx))
 }
 
+/// Discards transaction `tx`; answers `Bool(true)`. Remote calls made
+/// inside it are not undone.
 pub fn abort_tx(tx: TxId) -> Program {
     trigger(Instr::AbortTx(tx))
 }
 
+/// Calls the pure function `name` (registered on this node): answers
+/// `Just(result)`, or `Nothing` when it is unknown or declined the args.
 pub fn call_pure(name: impl Into<Cow<'static, str>>, args: Vec<Val>) -> Program {
     trigger(Instr::CallPure {
         name: name.into(),
@@ -284,6 +338,8 @@ pub fn call_pure(name: impl Into<Cow<'static, str>>, args: Vec<Val>) -> Program 
     })
 }
 
+/// Answers `Just(Str(machine))` where object `id` lives, or `Nothing`
+/// when it is unknown here.
 pub fn get_machine(id: ObjectId) -> Program {
     trigger(Instr::GetMachine(id))
 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use avm::node::{Node, NodeConfig};
-use avm::vm::{call, create_obj, done, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
+use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
 
 /// `[Nat n, List targets]`: at 0 answers 0; otherwise calls target
 /// `n % len` with `[n - 1, targets]` and answers its reply plus one. So
