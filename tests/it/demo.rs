@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{free_port, with_picked_ports, NodeProc};
+use crate::util::{with_picked_ports, NodeProc};
 
 const EXIT: Duration = Duration::from_secs(120);
 const STARTUP: Duration = Duration::from_secs(30);
@@ -163,29 +163,50 @@ fn orchestrator_with_an_endless_wait_keeps_waiting() {
     assert!(!alpha.stderr().contains("panicked"), "{}", alpha.stderr());
 }
 
-/// Both nodes dial each other at once: each side may see two connections,
+/// Rounds for the simultaneous-dial test: enough that the game is still
+/// running when beta's redial reaches alpha (its backoff then is at most a
+/// few hundred ms), so the tie is decided under live traffic.
+const TIE_ROUNDS: u64 = 2000;
+
+/// Both nodes dial each other, so each sees two connections to the other,
 /// and both must keep the same one (the one dialled by `alpha`, the lower
 /// machine_id), without failing any call.
+///
+/// Two connections really form: beta starts first, naming alpha while
+/// alpha is down, so it is in redial backoff; alpha then starts naming
+/// beta and dials it at once, and beta's next redial reaches alpha, so
+/// both connections finish their hellos.
 #[test]
 fn simultaneous_dials_agree_on_one_connection() {
-    let (pa, pb) = (free_port(), free_port());
-    let peer_a = format!("127.0.0.1:{pa}");
-    let peer_b = format!("127.0.0.1:{pb}");
-    let beta = NodeProc::start("beta", pb, &["--peer", &peer_a, "--demo"]);
-    let mut alpha = NodeProc::start(
-        "alpha",
-        pa,
-        &["--peer", &peer_b, "--demo", "--rounds", "2000"],
-    );
+    let rounds = TIE_ROUNDS.to_string();
+    let (mut alpha, beta) = with_picked_ports(1, |ports| {
+        let peer_a = format!("127.0.0.1:{}", ports[0]);
+        let beta = NodeProc::start("beta", 0, &["--peer", &peer_a, "--demo"]);
+        beta.wait_for_log("created pong", STARTUP);
+        beta.wait_for_log("not reachable yet", STARTUP);
+        let alpha = NodeProc::try_start_on(
+            "alpha",
+            ports[0],
+            &["--peer", &beta.addr(), "--demo", "--rounds", &rounds],
+        )?;
+        Some((alpha, beta))
+    });
     let status = alpha.wait_exit(EXIT);
     assert!(status.success(), "{}\n{}", alpha.stderr(), beta.stderr());
-    assert_done(&alpha, 2000);
-    for log in [alpha.stderr(), beta.stderr()] {
-        for line in log
-            .lines()
-            .filter(|l| l.contains("keeping the one dialled by"))
-        {
-            assert!(line.contains("dialled by alpha"), "{line}");
-        }
+    assert_done(&alpha, TIE_ROUNDS);
+    let logs = [alpha.stderr(), beta.stderr()];
+    let ties: Vec<&str> = logs
+        .iter()
+        .flat_map(|log| log.lines())
+        .filter(|l| l.contains("two connections to"))
+        .collect();
+    assert!(
+        !ties.is_empty(),
+        "no node saw two connections:\nalpha log:\n{}\nbeta log:\n{}",
+        logs[0],
+        logs[1]
+    );
+    for line in ties {
+        assert!(line.contains("keeping the one dialled by alpha"), "{line}");
     }
 }
