@@ -81,6 +81,7 @@ fn many_chains_hop_across_three_nodes() {
                     Instant::now() < deadline,
                     "object {id} never became reachable"
                 );
+                // Polling, with the deadline above.
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -43,16 +43,6 @@ pub fn with_picked_ports<T>(n: usize, mut start: impl FnMut(&[u16]) -> Option<T>
     panic!("{PORT_TRIES} sets of picked ports were all taken before the nodes could bind them");
 }
 
-/// A port that was free a moment ago (the kernel does not hand it out
-/// again right away).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A position in a node's log: the lines written after it are those
 /// caused by whatever the test did after taking it.
 #[derive(Clone, Copy, Debug)]
