@@ -43,6 +43,18 @@ pub fn with_picked_ports<T>(n: usize, mut start: impl FnMut(&[u16]) -> Option<T>
     panic!("{PORT_TRIES} sets of picked ports were all taken before the nodes could bind them");
 }
 
+/// A port that was free a moment ago. Another process may take it before
+/// the node binds it: prefer port 0 and [`NodeProc::port`], or
+/// [`with_picked_ports`], which starts over when that happens.
+#[allow(dead_code)] // kept for tests/it/cli.rs, on another branch
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A position in a node's log: the lines written after it are those
 /// caused by whatever the test did after taking it.
 #[derive(Clone, Copy, Debug)]
