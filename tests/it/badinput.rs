@@ -11,7 +11,7 @@ use avm::node::{Node, NodeConfig};
 use avm::vm::{create_obj, BehaviorRegistry, Program, PureRegistry, Val};
 use serde_json::{json, Value};
 
-use crate::util::{free_port, NodeProc};
+use crate::util::{with_picked_ports, NodeProc};
 use crate::wire::{recv, send};
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -65,16 +65,16 @@ enum Expect {
 
 #[test]
 fn each_bad_input_is_logged_and_closes_only_its_connection() {
-    let port = free_port();
     // Over the 4 KiB a stranger may send before its `hello`, so that the
     // two limits are told apart.
     let max_frame = 8192u32;
     let beta = NodeProc::start(
         "beta",
-        port,
+        0,
         &["--demo", "--max-frame", &max_frame.to_string()],
     );
     beta.wait_for_log("created pong", Duration::from_secs(30));
+    let port = beta.port();
 
     let mut deep = json!({"Nat": 1});
     for _ in 0..200 {
@@ -105,51 +105,61 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
         ("create_notify placing an object elsewhere", [hello("c17", 317), json_frame(&json!({"type":"create_notify","object_id":(317u64 << 48) | 1,"machine_id":"ghost"}))].concat(), Expect::Open("not on the sender; ignored")),
         ("a frame up to --max-frame after hello", [hello("c18", 318), json_frame(&json!({"type":"gossip","pad":"x".repeat(6000)}))].concat(), Expect::Open("hello from c18")),
     ];
+    // Each case looks for its line only among those written after it
+    // connected, and a closing line must name its connection.
+    let wait = Duration::from_secs(10);
     for (case, bytes, expect) in cases {
+        let mark = beta.log_mark();
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let me = s.local_addr().unwrap().to_string();
         s.write_all(&bytes).unwrap();
         match expect {
             Expect::Closed(log) => {
                 expect_closed(&mut s, case);
-                beta.wait_for_log(log, Duration::from_secs(10));
+                let line = beta.wait_for_log_after(mark, log, wait);
+                assert!(line.contains(&me), "{case}: `{line}` does not name {me}");
             }
             Expect::Open(log) => {
                 expect_open(&mut s, case);
-                beta.wait_for_log(log, Duration::from_secs(10));
+                beta.wait_for_log_after(mark, log, wait);
             }
         }
     }
 
     // EOF in the middle of a frame.
+    let mark = beta.log_mark();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(&[hello("c16", 316), truncated].concat())
         .unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     expect_closed(&mut s, "EOF mid-frame");
-    beta.wait_for_log("in the middle of a frame", Duration::from_secs(10));
+    beta.wait_for_log_after(mark, "in the middle of a frame", wait);
 
     // Two connections claiming one machine_id, and one reusing a connected
     // peer's node_prefix: the newcomer is refused, the first stays.
     let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
     first.write_all(&hello("twin", 401)).unwrap();
     expect_open(&mut first, "first twin");
+    let mark = beta.log_mark();
     let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let me = second.local_addr().unwrap().to_string();
     second.write_all(&hello("twin", 402)).unwrap();
     expect_closed(&mut second, "second twin");
-    beta.wait_for_log("collides with connected peer", Duration::from_secs(10));
+    let line = beta.wait_for_log_after(mark, "collides with connected peer", wait);
+    assert!(line.contains(&me), "`{line}` does not name {me}");
+    let mark = beta.log_mark();
     let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let me = third.local_addr().unwrap().to_string();
     third.write_all(&hello("other", 401)).unwrap();
     expect_closed(&mut third, "prefix reuse");
-    beta.wait_for_log(
-        "already used by connected peer `twin`",
-        Duration::from_secs(10),
-    );
+    let line = beta.wait_for_log_after(mark, "already used by connected peer `twin`", wait);
+    assert!(line.contains(&me), "`{line}` does not name {me}");
     expect_open(&mut first, "first twin after the refusals");
 
     // After all that, beta serves a normal demo.
     let mut alpha = NodeProc::start(
         "alpha",
-        free_port(),
+        0,
         &[
             "--peer",
             &format!("127.0.0.1:{port}"),
@@ -210,12 +220,16 @@ fn panicking_behavior_answers_err_naming_it() {
 /// dropped, instead of being redialled forever.
 #[test]
 fn peer_that_is_the_node_itself_is_dropped_not_redialled() {
-    let port = free_port();
-    let node = NodeProc::start("solo", port, &["--peer", &format!("127.0.0.1:{port}")]);
+    let node = with_picked_ports(1, |ports| {
+        let me = format!("127.0.0.1:{}", ports[0]);
+        NodeProc::try_start_on("solo", ports[0], &["--peer", &me])
+    });
     node.wait_for_log(
         "is this node itself; not dialling it again",
         Duration::from_secs(10),
     );
+    // The sleep is the thing under test: over a second and a half (a
+    // dozen first backoffs), the node must not dial itself again.
     std::thread::sleep(Duration::from_millis(1500));
     let dials = node.stderr().matches("connected to 127.0.0.1").count();
     assert_eq!(dials, 1, "redialled itself:\n{}", node.stderr());

@@ -90,6 +90,7 @@ fn many_chains_hop_across_three_nodes() {
                 break;
             }
             assert!(Instant::now() < deadline, "only {known} objects known");
+            // Polling, with the deadline above.
             std::thread::sleep(Duration::from_millis(20));
         }
     }

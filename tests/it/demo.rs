@@ -2,36 +2,41 @@
 
 use std::time::Duration;
 
-use crate::util::{free_port, NodeProc};
+use crate::util::{with_picked_ports, NodeProc};
 
 const EXIT: Duration = Duration::from_secs(120);
+const STARTUP: Duration = Duration::from_secs(30);
 
 /// Starts beta (pong) and alpha (ping, orchestrator) in the given order,
-/// each naming the other as `--peer`, and returns alpha after it exited.
+/// each naming the other as `--peer`, and returns both after alpha exited.
+/// The first binds port 0 and the second is told where it is; the second's
+/// port is picked beforehand, since the first must name it.
 fn run_demo(rounds: u64, alpha_first: bool) -> (NodeProc, NodeProc) {
-    let (pa, pb) = (free_port(), free_port());
-    let peer_a = format!("127.0.0.1:{pa}");
-    let peer_b = format!("127.0.0.1:{pb}");
     let rounds_s = rounds.to_string();
-    let start_beta = || NodeProc::start("beta", pb, &["--peer", &peer_a, "--demo"]);
-    let start_alpha = || {
-        NodeProc::start(
-            "alpha",
-            pa,
-            &["--peer", &peer_b, "--demo", "--rounds", &rounds_s],
-        )
-    };
-    let (mut alpha, beta) = if alpha_first {
-        let alpha = start_alpha();
-        alpha.wait_for_log("listening on", Duration::from_secs(30));
-        // Let alpha fail to reach beta at least once: the redial path.
-        std::thread::sleep(Duration::from_millis(300));
-        (alpha, start_beta())
-    } else {
-        let beta = start_beta();
-        beta.wait_for_log("created pong", Duration::from_secs(30));
-        (start_alpha(), beta)
-    };
+    let (mut alpha, beta) = with_picked_ports(1, |ports| {
+        let second = format!("127.0.0.1:{}", ports[0]);
+        if alpha_first {
+            let alpha = NodeProc::start(
+                "alpha",
+                0,
+                &["--peer", &second, "--demo", "--rounds", &rounds_s],
+            );
+            // Let alpha fail to reach beta at least once: the redial path.
+            alpha.wait_for_log("not reachable yet", STARTUP);
+            let beta =
+                NodeProc::try_start_on("beta", ports[0], &["--peer", &alpha.addr(), "--demo"])?;
+            Some((alpha, beta))
+        } else {
+            let beta = NodeProc::start("beta", 0, &["--peer", &second, "--demo"]);
+            beta.wait_for_log("created pong", STARTUP);
+            let alpha = NodeProc::try_start_on(
+                "alpha",
+                ports[0],
+                &["--peer", &beta.addr(), "--demo", "--rounds", &rounds_s],
+            )?;
+            Some((alpha, beta))
+        }
+    });
     let status = alpha.wait_exit(EXIT);
     assert!(
         status.success(),
@@ -100,17 +105,10 @@ fn demo_hundred_thousand_rounds_deep_reentrant_chain() {
 #[test]
 fn late_joiner_learns_pong_and_calls_it() {
     let (_alpha, beta) = run_demo(3, false);
-    let beta_port = beta_port(&beta);
     let mut gamma = NodeProc::start(
         "gamma",
-        free_port(),
-        &[
-            "--peer",
-            &format!("127.0.0.1:{beta_port}"),
-            "--demo",
-            "--rounds",
-            "5",
-        ],
+        0,
+        &["--peer", &beta.addr(), "--demo", "--rounds", "5"],
     );
     let status = gamma.wait_exit(EXIT);
     assert!(
@@ -130,11 +128,7 @@ fn late_joiner_learns_pong_and_calls_it() {
 
 #[test]
 fn orchestrator_without_pong_gives_up_with_a_clear_error() {
-    let mut alpha = NodeProc::start(
-        "alpha",
-        free_port(),
-        &["--demo", "--rounds", "3", "--demo-wait", "1"],
-    );
+    let mut alpha = NodeProc::start("alpha", 0, &["--demo", "--rounds", "3", "--demo-wait", "1"]);
     let status = alpha.wait_exit(Duration::from_secs(30));
     assert!(!status.success());
     assert!(
@@ -150,7 +144,7 @@ fn orchestrator_without_pong_gives_up_with_a_clear_error() {
 fn orchestrator_with_an_endless_wait_keeps_waiting() {
     let mut alpha = NodeProc::start(
         "alpha",
-        free_port(),
+        0,
         &[
             "--demo",
             "--rounds",
@@ -159,7 +153,10 @@ fn orchestrator_with_an_endless_wait_keeps_waiting() {
             &u64::MAX.to_string(),
         ],
     );
-    alpha.wait_for_log("waiting for a `pong`", Duration::from_secs(30));
+    alpha.wait_for_log("waiting for a `pong`", STARTUP);
+    // The sleep is the thing under test: a while after it began to wait,
+    // through the idle wake-ups that compute its (endless) deadline, the
+    // node is still waiting, neither gone nor given up.
     std::thread::sleep(Duration::from_millis(200));
     assert!(!alpha.exited(), "{}", alpha.stderr());
     alpha.signal("TERM");
@@ -167,38 +164,50 @@ fn orchestrator_with_an_endless_wait_keeps_waiting() {
     assert!(!alpha.stderr().contains("panicked"), "{}", alpha.stderr());
 }
 
-fn beta_port(beta: &NodeProc) -> u16 {
-    let log = beta.stderr();
-    let line = log
-        .lines()
-        .find(|l| l.contains("listening on"))
-        .expect("beta logs its address");
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
-}
+/// Rounds for the simultaneous-dial test: enough that the game is still
+/// running when beta's redial reaches alpha (its backoff then is at most a
+/// few hundred ms), so the tie is decided under live traffic.
+const TIE_ROUNDS: u64 = 2000;
 
-/// Both nodes dial each other at once: each side may see two connections,
+/// Both nodes dial each other, so each sees two connections to the other,
 /// and both must keep the same one (the one dialled by `alpha`, the lower
 /// machine_id), without failing any call.
+///
+/// Two connections really form: beta starts first, naming alpha while
+/// alpha is down, so it is in redial backoff; alpha then starts naming
+/// beta and dials it at once, and beta's next redial reaches alpha, so
+/// both connections finish their hellos.
 #[test]
 fn simultaneous_dials_agree_on_one_connection() {
-    let (pa, pb) = (free_port(), free_port());
-    let peer_a = format!("127.0.0.1:{pa}");
-    let peer_b = format!("127.0.0.1:{pb}");
-    let beta = NodeProc::start("beta", pb, &["--peer", &peer_a, "--demo"]);
-    let mut alpha = NodeProc::start(
-        "alpha",
-        pa,
-        &["--peer", &peer_b, "--demo", "--rounds", "2000"],
-    );
+    let rounds = TIE_ROUNDS.to_string();
+    let (mut alpha, beta) = with_picked_ports(1, |ports| {
+        let peer_a = format!("127.0.0.1:{}", ports[0]);
+        let beta = NodeProc::start("beta", 0, &["--peer", &peer_a, "--demo"]);
+        beta.wait_for_log("created pong", STARTUP);
+        beta.wait_for_log("not reachable yet", STARTUP);
+        let alpha = NodeProc::try_start_on(
+            "alpha",
+            ports[0],
+            &["--peer", &beta.addr(), "--demo", "--rounds", &rounds],
+        )?;
+        Some((alpha, beta))
+    });
     let status = alpha.wait_exit(EXIT);
     assert!(status.success(), "{}\n{}", alpha.stderr(), beta.stderr());
-    assert_done(&alpha, 2000);
-    for log in [alpha.stderr(), beta.stderr()] {
-        for line in log
-            .lines()
-            .filter(|l| l.contains("keeping the one dialled by"))
-        {
-            assert!(line.contains("dialled by alpha"), "{line}");
-        }
+    assert_done(&alpha, TIE_ROUNDS);
+    let logs = [alpha.stderr(), beta.stderr()];
+    let ties: Vec<&str> = logs
+        .iter()
+        .flat_map(|log| log.lines())
+        .filter(|l| l.contains("two connections to"))
+        .collect();
+    assert!(
+        !ties.is_empty(),
+        "no node saw two connections:\nalpha log:\n{}\nbeta log:\n{}",
+        logs[0],
+        logs[1]
+    );
+    for line in ties {
+        assert!(line.contains("keeping the one dialled by alpha"), "{line}");
     }
 }

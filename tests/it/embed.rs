@@ -46,6 +46,7 @@ fn custom_behavior_is_called_across_nodes() {
         if answer != Val::Nothing || Instant::now() > deadline {
             break answer;
         }
+        // Polling, with the deadline above.
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(answer, Val::just(Val::pair(Val::Nat(7), Val::Nat(7))));
@@ -68,6 +69,8 @@ fn submit_to_a_stopped_node_is_refused() {
         let node = start("solo", vec![], BehaviorRegistry::new());
         assert_eq!(run(&node, done(Val::Nat(7))), Ok(Val::Nat(7)));
         node.shutdown();
+        // The sleep is the thing under test: the submit comes that long
+        // after the shutdown (0: racing the interpreter's exit).
         std::thread::sleep(settle);
         let answer = node
             .submit(done(Val::Nat(8)))

@@ -5,10 +5,10 @@ use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use avm::node::{Node, NodeConfig};
-use avm::vm::{call, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
+use avm::vm::{call, get_machine, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
 use serde_json::json;
 
-use crate::util::{free_port, NodeProc};
+use crate::util::NodeProc;
 use crate::wire::{hello_beta, recv, send};
 
 const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
@@ -43,9 +43,15 @@ fn done_1() -> Val {
     Val::just(Val::List(vec![Val::str("done"), Val::Nat(1)]))
 }
 
-/// A `--demo` beta on `port`, and its pong's id.
+/// A `--demo` beta on `port` (0: any), and its pong's id.
 fn demo_beta(port: u16) -> (NodeProc, u64) {
-    let beta = NodeProc::start("beta", port, &["--demo"]);
+    let beta = if port == 0 {
+        NodeProc::start("beta", 0, &["--demo"])
+    } else {
+        NodeProc::try_start_on("beta", port, &["--demo"]).unwrap_or_else(|| {
+            panic!("port {port} was taken while beta was down: cannot restart it there")
+        })
+    };
     let pong = beta
         .log_value("created pong", Duration::from_secs(30))
         .parse()
@@ -64,6 +70,11 @@ fn alpha_reaching(port: u16, pong: u64) -> Node {
     alpha
 }
 
+/// `Just(machine)`, as `get_machine` answers for an object on `machine`.
+fn on(machine: &str) -> Val {
+    Val::just(Val::str(machine))
+}
+
 /// Retries `program` until it answers `want` or `within` passes.
 fn eventually(node: &Node, make: impl Fn() -> Program, want: &Val, within: Duration) -> Val {
     let deadline = Instant::now() + within;
@@ -72,26 +83,37 @@ fn eventually(node: &Node, make: impl Fn() -> Program, want: &Val, within: Durat
         if &got == want || Instant::now() > deadline {
             return got;
         }
+        // Polling, with the deadline above.
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// Calls beta must have served before it is interrupted: the game is well
+/// under way, a chain some thousand calls deep waiting across both nodes.
+const CALLS_BEFORE_INTERRUPT: usize = 500;
 
 /// Starts beta, then an alpha running a game far too long to finish, both
 /// with `extra` flags; once it runs, sends `signal` to beta and returns
 /// alpha's log and how long alpha took to give up.
 fn interrupt_long_demo(signal: &str, extra: &[&str]) -> (String, Duration) {
-    let (pa, pb) = (free_port(), free_port());
-    let beta = NodeProc::start("beta", pb, &[&["--demo"], extra].concat());
+    // Beta logs each call it takes at `debug`: that is how the test sees
+    // the game under way.
+    let beta = NodeProc::start_logging("beta", 0, &[&["--demo"], extra].concat(), "debug");
     beta.wait_for_log("created pong", Duration::from_secs(30));
-    let peer_b = format!("127.0.0.1:{pb}");
+    let peer_b = beta.addr();
     let alpha_args = [
         &["--peer", &peer_b, "--demo", "--rounds", "1000000000"],
         extra,
     ]
     .concat();
-    let mut alpha = NodeProc::start("alpha", pa, &alpha_args);
-    alpha.wait_for_log("rounds", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
+    let mark = beta.log_mark();
+    let mut alpha = NodeProc::start("alpha", 0, &alpha_args);
+    beta.wait_for_count_after(
+        mark,
+        "<- alpha for object",
+        CALLS_BEFORE_INTERRUPT,
+        Duration::from_secs(30),
+    );
     let sent = Instant::now();
     beta.signal(signal);
     let status = alpha.wait_exit(Duration::from_secs(30));
@@ -120,8 +142,8 @@ fn killed_peer_fails_a_running_demo_within_3s() {
 /// life are never reused.
 #[test]
 fn restarted_peer_is_reached_again_without_restarting_anyone() {
-    let pb = free_port();
-    let (beta, pong1) = demo_beta(pb);
+    let (beta, pong1) = demo_beta(0);
+    let pb = beta.port();
     let alpha = alpha_reaching(pb, pong1);
     let within = Duration::from_secs(20);
 
@@ -182,9 +204,17 @@ fn unanswered_call_times_out_and_late_answer_is_dropped() {
         &mut s,
         &json!({"type":"create_notify","object_id":mute,"machine_id":"silent","behavior":"mute"}),
     );
-    // The pong proves alpha's reactor has taken the create_notify in.
-    ping_pong(&mut s, 1);
-    std::thread::sleep(Duration::from_millis(50));
+    // Alpha's interpreter knows where `mute` is before the call is made.
+    let within = Duration::from_secs(20);
+    assert_eq!(
+        eventually(
+            &alpha,
+            || get_machine(ObjectId(mute)),
+            &on("silent"),
+            within
+        ),
+        on("silent")
+    );
 
     let asked = Instant::now();
     let rx = alpha.submit(call(ObjectId(mute), Val::Nat(1)));
@@ -231,9 +261,8 @@ fn ping_pong(s: &mut TcpStream, nonce: u64) {
 /// `destroy_notify` for beta's pong leaves alpha's directory as it was.
 #[test]
 fn a_peer_cannot_retire_another_machines_object() {
-    let pb = free_port();
-    let (_beta, pong) = demo_beta(pb);
-    let alpha = alpha_reaching(pb, pong);
+    let (beta, pong) = demo_beta(0);
+    let alpha = alpha_reaching(beta.port(), pong);
 
     let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -243,11 +272,24 @@ fn a_peer_cannot_retire_another_machines_object() {
     );
     assert_eq!(recv(&mut s)["type"], "hello");
     send(&mut s, &json!({"type":"destroy_notify","object_id":pong}));
-    // The reactor hands a loop iteration's events to the interpreter after
-    // writing that iteration's frames: the second pong proves the notice
-    // reached the interpreter's queue, ahead of the program submitted next.
-    ping_pong(&mut s, 1);
-    ping_pong(&mut s, 2);
+    // Then one of mallory's own objects: alpha takes one connection's
+    // messages in order, so once it knows this one it has had the notice.
+    let own = (66u64 << 48) | 1;
+    send(
+        &mut s,
+        &json!({"type":"create_notify","object_id":own,"machine_id":"mallory","behavior":"mute"}),
+    );
+    let within = Duration::from_secs(20);
+    assert_eq!(
+        eventually(
+            &alpha,
+            || get_machine(ObjectId(own)),
+            &on("mallory"),
+            within
+        ),
+        on("mallory")
+    );
+    assert_eq!(run(&alpha, get_machine(ObjectId(pong))), on("beta"));
     assert_eq!(
         run(&alpha, one_shot(pong)),
         done_1(),
@@ -260,16 +302,22 @@ fn a_peer_cannot_retire_another_machines_object() {
 /// growing backoff, as an unreachable one is, not every 100 ms.
 #[test]
 fn refused_node_backs_off() {
-    let pb = free_port();
-    let beta = NodeProc::start("beta", pb, &["--demo", "--keepalive-ms", "10000"]);
+    let beta = NodeProc::start("beta", 0, &["--demo", "--keepalive-ms", "10000"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
     // A raw client holds the name `twin` at beta.
-    let (_holder, _) = hello_beta(pb, "twin", 401);
-    let twin = NodeProc::start("twin", free_port(), &["--peer", &format!("127.0.0.1:{pb}")]);
-    beta.wait_for_log("collides with connected peer", Duration::from_secs(30));
+    let (_holder, _) = hello_beta(beta.port(), "twin", 401);
+    let mark = beta.log_mark();
+    let twin = NodeProc::start("twin", 0, &["--peer", &beta.addr()]);
+    beta.wait_for_log_after(
+        mark,
+        "collides with connected peer",
+        Duration::from_secs(30),
+    );
+    // The sleep is the thing under test: the redials counted are those
+    // of the 3 s after the first refusal.
     std::thread::sleep(Duration::from_secs(3));
     let refusals = beta
-        .stderr()
+        .log_after(mark)
         .matches("collides with connected peer")
         .count();
     // 100 ms doubling to 2 s: at most 6 attempts in 3 s; 30 without backoff.
@@ -289,10 +337,9 @@ fn refused_node_backs_off() {
 /// call-depth limit with an answer, instead of running until memory ends.
 #[test]
 fn endless_local_recursion_from_a_peer_is_bounded_and_does_not_starve_others() {
-    let pb = free_port();
-    let beta = NodeProc::start("beta", pb, &["--demo", "--max-call-depth", "200000"]);
+    let beta = NodeProc::start("beta", 0, &["--demo", "--max-call-depth", "200000"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
-    let (mut s, pong) = hello_beta(pb, "mallory", 92);
+    let (mut s, pong) = hello_beta(beta.port(), "mallory", 92);
     let game = |count: u64, max: u64| json!({"List":[{"Str":"Ping"},{"Nat":count},{"Nat":max},{"ObjectRef":pong}]});
     send(
         &mut s,
@@ -330,14 +377,19 @@ fn endless_local_recursion_from_a_peer_is_bounded_and_does_not_starve_others() {
 #[test]
 fn sigterm_and_sigint_exit_zero_promptly() {
     for signal in ["TERM", "INT"] {
-        let mut beta = NodeProc::start("beta", free_port(), &["--demo"]);
+        let mut beta = NodeProc::start("beta", 0, &["--demo"]);
         beta.wait_for_log("created pong", Duration::from_secs(30));
+        let mark = beta.log_mark();
         let sent = Instant::now();
         beta.signal(signal);
         let status = beta.wait_exit(Duration::from_secs(10));
         let took = sent.elapsed();
         assert!(status.success(), "SIG{signal}: {status}\n{}", beta.stderr());
-        beta.wait_for_log(&format!("received SIG{signal}"), Duration::from_secs(5));
+        beta.wait_for_log_after(
+            mark,
+            &format!("received SIG{signal}"),
+            Duration::from_secs(5),
+        );
         // The target is 1 s; the bound leaves room for a loaded CI machine.
         assert!(
             took < Duration::from_secs(2),
@@ -352,9 +404,10 @@ fn sigterm_and_sigint_exit_zero_promptly() {
 /// and it goes on serving.
 #[test]
 fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
-    let port = free_port();
-    let beta = NodeProc::start("beta", port, &["--demo", "--max-write-buffer", "1048576"]);
+    let beta = NodeProc::start("beta", 0, &["--demo", "--max-write-buffer", "1048576"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
+    let port = beta.port();
+    let mark = beta.log_mark();
     let (mut s, pong) = hello_beta(port, "flood", 71);
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut batch = Vec::new();
@@ -376,7 +429,7 @@ fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
             peak_rss = peak_rss.max(beta.rss_kib());
         }
     }
-    beta.wait_for_log("peer is not reading", Duration::from_secs(30));
+    beta.wait_for_log_after(mark, "peer is not reading", Duration::from_secs(30));
     let mut beta = beta;
     assert!(!beta.exited(), "beta survived the flood");
     peak_rss = peak_rss.max(beta.rss_kib());

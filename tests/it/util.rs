@@ -1,4 +1,13 @@
 //! Spawning nodes and watching their output.
+//!
+//! Nodes bind port 0 wherever their port need not be known before they
+//! start, and [`NodeProc::port`] reads the real one back from the log.
+//! Where it must be known first (two nodes naming each other with
+//! `--peer`, a node naming itself), [`with_picked_ports`] picks ports and
+//! starts over on other ones if a node finds its port taken.
+//!
+//! Log assertions go through a [`LogMark`]: take one before sending the
+//! input, then look only at the lines written after it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -6,8 +15,38 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (the kernel does not hand it out
-/// again right away).
+/// How many sets of picked ports [`with_picked_ports`] tries.
+const PORT_TRIES: usize = 5;
+
+/// How long a node may take to bind its port and say so.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// Runs `start` with `n` distinct ports that were free a moment ago, until
+/// it returns `Some`: `start` returns `None` when one of its nodes found
+/// its port taken meanwhile ([`NodeProc::try_start_on`]), and everything
+/// it started is dropped (killed) before the next try.
+pub fn with_picked_ports<T>(n: usize, mut start: impl FnMut(&[u16]) -> Option<T>) -> T {
+    for _ in 0..PORT_TRIES {
+        // Held together, so that the ports differ.
+        let listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(listeners);
+        if let Some(started) = start(&ports) {
+            return started;
+        }
+    }
+    panic!("{PORT_TRIES} sets of picked ports were all taken before the nodes could bind them");
+}
+
+/// A port that was free a moment ago. Another process may take it before
+/// the node binds it: prefer port 0 and [`NodeProc::port`], or
+/// [`with_picked_ports`], which starts over when that happens.
+#[allow(dead_code)] // kept for tests/it/cli.rs, on another branch
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -16,10 +55,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A position in a node's log: the lines written after it are those
+/// caused by whatever the test did after taking it.
+#[derive(Clone, Copy, Debug)]
+pub struct LogMark(usize);
+
+#[derive(Default)]
+struct Text {
+    text: String,
+    /// The stream reached EOF: the process exited, nothing more will come.
+    closed: bool,
+}
+
 #[derive(Default)]
 struct Captured {
-    text: Mutex<String>,
-    grew: Condvar,
+    state: Mutex<Text>,
+    changed: Condvar,
 }
 
 /// A running `avm-node` whose stdout and stderr are captured. Killed on drop.
@@ -31,8 +82,16 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// Starts `avm-node --name NAME --bind 127.0.0.1 --port PORT ARGS...`.
+    /// Starts `avm-node --name NAME --bind 127.0.0.1 --port PORT ARGS...`,
+    /// logging at `AVM_TEST_LOG` (default `info`). Port 0 lets the node
+    /// pick one; [`NodeProc::port`] tells which.
     pub fn start(name: &str, port: u16, args: &[&str]) -> NodeProc {
+        let level = std::env::var("AVM_TEST_LOG").unwrap_or_else(|_| "info".into());
+        NodeProc::start_logging(name, port, args, &level)
+    }
+
+    /// [`NodeProc::start`] with `RUST_LOG` set to `level`.
+    pub fn start_logging(name: &str, port: u16, args: &[&str], level: &str) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_avm-node"));
         cmd.args([
             "--name",
@@ -43,10 +102,7 @@ impl NodeProc {
             &port.to_string(),
         ])
         .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("AVM_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -61,38 +117,138 @@ impl NodeProc {
         }
     }
 
+    /// Starts a node on `port`, picked beforehand, and waits until it
+    /// listens. `None` if the port was taken meanwhile (the node exited
+    /// with `in use` in its log); panics if it failed otherwise.
+    pub fn try_start_on(name: &str, port: u16, args: &[&str]) -> Option<NodeProc> {
+        let mut node = NodeProc::start(name, port, args);
+        let listening = node.find_after(LogMark(0), "listening on ", STARTUP);
+        if listening.is_some() {
+            return Some(node);
+        }
+        node.wait_exit(STARTUP);
+        let log = node.stderr();
+        assert!(
+            log.contains("in use"),
+            "{name} did not start on port {port}:\n{log}"
+        );
+        None
+    }
+
+    /// The port the node listens on, from its `listening on` line
+    /// (waiting for it).
+    pub fn port(&self) -> u16 {
+        let line = self.wait_for_log_after(LogMark(0), "listening on ", STARTUP);
+        line.rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: no port in `{line}`", self.name))
+    }
+
+    /// `127.0.0.1:PORT`, for another node's `--peer`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    /// The end of the log as it is now.
+    pub fn log_mark(&self) -> LogMark {
+        LogMark(self.stderr.state.lock().unwrap().text.len())
+    }
+
+    /// The log written after `mark`.
+    pub fn log_after(&self, mark: LogMark) -> String {
+        self.stderr.state.lock().unwrap().text[mark.0..].to_owned()
+    }
+
     /// The value after `needle` on the first log line containing it, up to
     /// the next `;` or end of line (e.g. the id in "created pong 42; ...").
     pub fn log_value(&self, needle: &str, timeout: Duration) -> String {
-        self.wait_for_log(needle, timeout);
-        let log = self.stderr();
-        let line = log.lines().find(|l| l.contains(needle)).unwrap();
+        let line = self.wait_for_log_after(LogMark(0), needle, timeout);
         let rest = &line[line.find(needle).unwrap() + needle.len()..];
         rest.split(';').next().unwrap().trim().to_owned()
     }
 
-    /// Waits until stderr contains `needle`; panics with the log otherwise.
+    /// Waits until the log contains `needle` anywhere (for what a node
+    /// logs on its own, such as at startup); panics with the log otherwise.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for_log_after(LogMark(0), needle, timeout);
+    }
+
+    /// Waits until a line written after `mark` contains `needle`, and
+    /// returns that line (the first such); panics with the log if none
+    /// comes within `timeout` or the process exits first.
+    pub fn wait_for_log_after(&self, mark: LogMark, needle: &str, timeout: Duration) -> String {
+        self.find_after(mark, needle, timeout).unwrap_or_else(|| {
+            panic!(
+                "{}: no `{needle}` in the log after byte {} within {timeout:?}; log:\n{}",
+                self.name,
+                mark.0,
+                self.stderr()
+            )
+        })
+    }
+
+    /// Waits until `count` lines written after `mark` contain `needle`;
+    /// panics with the log if they do not within `timeout`.
+    pub fn wait_for_count_after(
+        &self,
+        mark: LogMark,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) {
         let deadline = Instant::now() + timeout;
-        let mut text = self.stderr.text.lock().unwrap();
-        while !text.contains(needle) {
+        let mut state = self.stderr.state.lock().unwrap();
+        // The text grows by whole lines, so counting from where the last
+        // count stopped neither misses nor repeats a line.
+        let (mut seen, mut scanned) = (0, mark.0);
+        loop {
+            seen += state.text[scanned..].matches(needle).count();
+            scanned = state.text.len();
+            if seen >= count {
+                return;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
-                !left.is_zero(),
-                "{}: no `{needle}` in the log within {timeout:?}; log:\n{text}",
-                self.name
+                !state.closed && !left.is_zero(),
+                "{}: {seen} of {count} `{needle}` in the log after byte {} within {timeout:?}; log:\n{}",
+                self.name,
+                mark.0,
+                state.text
             );
-            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
+            state = self.stderr.changed.wait_timeout(state, left).unwrap().0;
         }
     }
 
-    /// Waits for the process to exit; kills it and panics after `timeout`.
+    /// The first line after `mark` containing `needle`, once there is one;
+    /// `None` after `timeout`, or once the log ends without it.
+    fn find_after(&self, mark: LogMark, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.stderr.state.lock().unwrap();
+        loop {
+            let after = &state.text[mark.0..];
+            if let Some(at) = after.find(needle) {
+                let start = after[..at].rfind('\n').map_or(0, |i| i + 1);
+                let end = after[at..].find('\n').map_or(after.len(), |i| at + i);
+                return Some(after[start..end].to_owned());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.closed || left.is_zero() {
+                return None;
+            }
+            state = self.stderr.changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the process to exit and for its output to be read to the
+    /// end; kills it and panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the capture threads see EOF.
-                std::thread::sleep(Duration::from_millis(50));
+                for stream in [&self.stdout, &self.stderr] {
+                    stream.wait_closed(deadline, &self.name);
+                }
                 return status;
             }
             if Instant::now() >= deadline {
@@ -104,6 +260,7 @@ impl NodeProc {
                     self.stderr()
                 );
             }
+            // Polling, with the deadline above.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -133,11 +290,11 @@ impl NodeProc {
     }
 
     pub fn stdout(&self) -> String {
-        self.stdout.text.lock().unwrap().clone()
+        self.stdout.state.lock().unwrap().text.clone()
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.text.lock().unwrap().clone()
+        self.stderr.state.lock().unwrap().text.clone()
     }
 }
 
@@ -148,6 +305,18 @@ impl Drop for NodeProc {
     }
 }
 
+impl Captured {
+    /// Waits until the stream has reached EOF; panics at `deadline`.
+    fn wait_closed(&self, deadline: Instant, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        while !state.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{name} exited but its output stayed open");
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+}
+
 fn capture(stream: impl Read + Send + 'static) -> Arc<Captured> {
     let captured = Arc::new(Captured::default());
     let sink = Arc::clone(&captured);
@@ -155,10 +324,12 @@ fn capture(stream: impl Read + Send + 'static) -> Arc<Captured> {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            sink.text.lock().unwrap().push_str(&line);
-            sink.grew.notify_all();
+            sink.state.lock().unwrap().text.push_str(&line);
+            sink.changed.notify_all();
             line.clear();
         }
+        sink.state.lock().unwrap().closed = true;
+        sink.changed.notify_all();
     });
     captured
 }

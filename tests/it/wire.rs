@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{free_port, NodeProc};
+use crate::util::NodeProc;
 
 const PREFIX: u64 = 77;
 const OUR_OBJECT: u64 = (PREFIX << 48) | 1;
@@ -30,10 +30,9 @@ pub fn recv(s: &mut TcpStream) -> Value {
 /// Connects to a `--demo` beta, exchanges hellos, and returns the stream
 /// and pong's id from beta's directory snapshot.
 fn connect_to_beta() -> (NodeProc, TcpStream, u64) {
-    let port = free_port();
-    let beta = NodeProc::start("beta", port, &["--demo"]);
+    let beta = NodeProc::start("beta", 0, &["--demo"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
-    let (s, pong) = hello_beta(port, "client", PREFIX);
+    let (s, pong) = hello_beta(beta.port(), "client", PREFIX);
     (beta, s, pong)
 }
 
@@ -135,15 +134,15 @@ fn protocol_client_plays_alpha_against_demo_beta() {
 fn two_connections_to_beta(extra: &[&str]) -> (NodeProc, u64, TcpStream, TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let our_port = listener.local_addr().unwrap().port();
-    let pb = free_port();
     let peer = format!("127.0.0.1:{our_port}");
     let args: Vec<&str> = ["--demo", "--peer", &peer]
         .into_iter()
         .chain(extra.iter().copied())
         .collect();
-    let beta = NodeProc::start("beta", pb, &args);
+    let beta = NodeProc::start("beta", 0, &args);
     beta.wait_for_log("created pong", Duration::from_secs(30));
-    let (kept, pong) = hello_beta(pb, "aaa", PREFIX);
+    let mark = beta.log_mark();
+    let (kept, pong) = hello_beta(beta.port(), "aaa", PREFIX);
     let (mut spare, _) = listener.accept().unwrap();
     spare
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -153,7 +152,11 @@ fn two_connections_to_beta(extra: &[&str]) -> (NodeProc, u64, TcpStream, TcpStre
         &mut spare,
         &json!({"type":"hello","version":1,"machine_id":"aaa","node_prefix":PREFIX}),
     );
-    beta.wait_for_log("keeping the one dialled by aaa", Duration::from_secs(10));
+    beta.wait_for_log_after(
+        mark,
+        "keeping the one dialled by aaa",
+        Duration::from_secs(10),
+    );
     (beta, pong, kept, spare)
 }
 
@@ -183,7 +186,8 @@ fn one_shot_on(s: &mut TcpStream, pong: u64, request_id: u64) {
 #[test]
 fn call_on_the_retired_connection_from_a_slow_peer_is_answered() {
     let (_beta, pong, _kept, mut spare) = two_connections_to_beta(&[]);
-    // Half a second later, as from across a slow link.
+    // The sleep is the thing under test: the call comes half a second
+    // after the retirement, as from across a slow link.
     std::thread::sleep(Duration::from_millis(500));
     one_shot_on(&mut spare, pong, 1);
 }
@@ -193,14 +197,15 @@ fn call_on_the_retired_connection_from_a_slow_peer_is_answered() {
 #[test]
 fn retired_connection_promoted_after_the_survivor_closes_stays() {
     let (beta, pong, kept, mut spare) = two_connections_to_beta(&["--keepalive-ms", "10000"]);
+    let mark = beta.log_mark();
     drop(kept);
-    beta.wait_for_log("peer closed the connection", Duration::from_secs(10));
-    // Past the retirement grace and its next check.
+    beta.wait_for_log_after(mark, "peer closed the connection", Duration::from_secs(10));
+    // The sleep is the thing under test: the promoted connection must
+    // outlive the retirement grace and the check after it, which close a
+    // connection still retired.
     std::thread::sleep(Duration::from_millis(2600));
     one_shot_on(&mut spare, pong, 1);
-    assert!(
-        !beta.stderr().contains("peer aaa left"),
-        "{}",
-        beta.stderr()
-    );
+    // Over the whole log: aaa was never lost.
+    let log = beta.stderr();
+    assert!(!log.contains("peer aaa left"), "{log}");
 }
