@@ -849,7 +849,9 @@ fn probe_hops_round_trip_and_default_to_zero() {
     });
     let mut out = Vec::new();
     encode(&mut out, &probe).unwrap();
-    assert!(std::str::from_utf8(&out[HEADER_LEN..]).unwrap().contains("\"hops\":3"));
+    assert!(std::str::from_utf8(&out[HEADER_LEN..])
+        .unwrap()
+        .contains("\"hops\":3"));
     assert_eq!(decode(&out[HEADER_LEN..]).unwrap(), probe);
     let bare = br#"{"type":"probe","initiator":1,"blocked":2,"path":[]}"#;
     match decode(bare).unwrap() {

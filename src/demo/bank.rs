@@ -373,7 +373,6 @@ mod tests {
     /// both count: 1000 - 100 + 50. Without turns the deposit runs at once
     /// and the transfer then writes back `1000 - 100` over it.
     #[test]
-    #[ignore = "needs objects to take turns (a call holds its object while it waits)"]
     fn deposit_during_a_transfer_is_not_lost() {
         let mut vm = vm();
         let a = open(&mut vm, 1, 1000)[0];

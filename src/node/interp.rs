@@ -56,6 +56,9 @@ const LOCAL_ORIGIN: u64 = 1 << 63;
 /// (a lost peer fails every nested call of a deep chain at once).
 const LOUD_FAILURES: u64 = 5;
 
+/// Where a submitted program's result goes.
+type ResultSender = Sender<Result<Val, String>>;
+
 /// How the interpreter ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -75,9 +78,9 @@ pub struct Interpreter {
     outputs: Vec<Output>,
     commands: Vec<Command>,
     /// Where the results of submitted programs go, keyed by origin.
-    submitted: Slab<Sender<Result<Val, String>>>,
+    submitted: Slab<ResultSender>,
     /// Results of submitted programs, sent once this round's commands are.
-    results: Vec<(Sender<Result<Val, String>>, Result<Val, String>)>,
+    results: Vec<(ResultSender, Result<Val, String>)>,
     /// How long to yield-spin for events after activity before parking.
     spin: Duration,
 }
