@@ -622,6 +622,7 @@ fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
         for waiter in w.turns.drain_queue(id) {
             w.to_fail.push((waiter.key, VmError::DestroyedObject(id)));
         }
+        w.turns.forget(id);
     }
 }
 

@@ -13,12 +13,16 @@
 //!   release: holds -= 1; at 0 the first waiter becomes the owner (holds 1)
 //! ```
 //!
-//! Invariants: an object is in `held` exactly while some call of its owner
-//! chain is inside it; a waiter is in exactly one queue, and `waits` maps
-//! its chain to that object; granting a turn hands it straight to the
-//! first waiter (no chain can overtake the queue). Free objects cost
-//! nothing here: the table holds only taken turns, and an object's first
-//! call inserts an entry without allocating (an empty queue).
+//! Invariants: an object's turn is taken (`holds > 0`) exactly while some
+//! call of its owner chain is inside it; a waiter is in exactly one queue,
+//! and `waits` maps its chain to that object; granting a turn hands it
+//! straight to the first waiter (no chain can overtake the queue).
+//!
+//! Cost: an object's entry is made by its first call and kept while the
+//! object lives (`forget` drops it when the object is destroyed), so
+//! taking and giving back a free turn is one lookup each, with no insert,
+//! no removal and no allocation; the queue is allocated only when a call
+//! first has to wait. An entry is 24 bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -34,9 +38,17 @@ pub(crate) struct Waiter {
 
 #[derive(Debug)]
 struct Turn {
+    /// Meaningful while `holds > 0`.
     owner: ChainId,
     holds: u32,
-    queue: VecDeque<Waiter>,
+    /// The object was destroyed while its turn was taken: drop the entry
+    /// when the turn comes free.
+    forget_when_free: bool,
+    /// Boxed on purpose: an empty `VecDeque` is 32 bytes inline, and most
+    /// objects never have a call wait for them; the box keeps every entry
+    /// at 24 bytes and allocates only for the first waiter.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Waiter>>>,
 }
 
 /// What asking for a turn gave.
@@ -78,19 +90,22 @@ impl Turns {
                 Turn {
                     owner: chain,
                     holds: 1,
-                    queue: VecDeque::new(),
+                    forget_when_free: false,
+                    queue: None,
                 },
             );
             return Take::Granted;
         };
-        if turn.owner == chain {
+        if turn.holds == 0 || turn.owner == chain {
+            turn.owner = chain;
             turn.holds += 1;
             return Take::Granted;
         }
-        if turn.queue.len() >= self.bound {
+        let queue = turn.queue.get_or_insert_with(Box::default);
+        if queue.len() >= self.bound {
             return Take::Busy;
         }
-        turn.queue.push_back(Waiter { key, chain });
+        queue.push_back(Waiter { key, chain });
         self.waits.insert(chain, object);
         Take::Queued
     }
@@ -100,11 +115,11 @@ impl Turns {
     /// call may now enter; it already owns the turn).
     pub(crate) fn release(&mut self, object: ObjectId) -> Option<Waiter> {
         let turn = self.held.get_mut(&object)?;
-        turn.holds -= 1;
+        turn.holds = turn.holds.saturating_sub(1);
         if turn.holds > 0 {
             return None;
         }
-        match turn.queue.pop_front() {
+        match turn.queue.as_mut().and_then(|q| q.pop_front()) {
             Some(next) => {
                 turn.owner = next.chain;
                 turn.holds = 1;
@@ -112,15 +127,38 @@ impl Turns {
                 Some(next)
             }
             None => {
-                self.held.remove(&object);
+                if turn.forget_when_free {
+                    self.held.remove(&object);
+                }
                 None
             }
         }
     }
 
+    /// `object` was destroyed: its entry goes (at once, or when its turn
+    /// comes free). Its waiters must have been drained first.
+    pub(crate) fn forget(&mut self, object: ObjectId) {
+        match self.held.get_mut(&object) {
+            Some(turn) if turn.holds > 0 => turn.forget_when_free = true,
+            Some(_) => {
+                self.held.remove(&object);
+            }
+            None => {}
+        }
+    }
+
+    /// Objects with an entry (for tests of `forget`).
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> usize {
+        self.held.len()
+    }
+
     /// The chain holding `object`'s turn.
     pub(crate) fn owner(&self, object: ObjectId) -> Option<ChainId> {
-        self.held.get(&object).map(|t| t.owner)
+        self.held
+            .get(&object)
+            .filter(|t| t.holds > 0)
+            .map(|t| t.owner)
     }
 
     /// The object `chain` waits for, if it waits here.
@@ -131,19 +169,19 @@ impl Turns {
     /// Takes `chain`'s call out of `object`'s queue (it fails instead);
     /// its waiter, if it was there.
     pub(crate) fn withdraw(&mut self, object: ObjectId, chain: ChainId) -> Option<Waiter> {
-        let turn = self.held.get_mut(&object)?;
-        let i = turn.queue.iter().position(|w| w.chain == chain)?;
-        let waiter = turn.queue.remove(i)?;
+        let queue = self.held.get_mut(&object)?.queue.as_mut()?;
+        let i = queue.iter().position(|w| w.chain == chain)?;
+        let waiter = queue.remove(i)?;
         self.waits.remove(&chain);
         Some(waiter)
     }
 
     /// Every call waiting for `object` (destroyed: they fail).
     pub(crate) fn drain_queue(&mut self, object: ObjectId) -> Vec<Waiter> {
-        let Some(turn) = self.held.get_mut(&object) else {
+        let Some(queue) = self.held.get_mut(&object).and_then(|t| t.queue.as_mut()) else {
             return Vec::new();
         };
-        let waiters: Vec<Waiter> = turn.queue.drain(..).collect();
+        let waiters: Vec<Waiter> = queue.drain(..).collect();
         for w in &waiters {
             self.waits.remove(&w.chain);
         }
@@ -185,6 +223,30 @@ mod tests {
         assert_eq!(t.release(A), None);
         assert_eq!(t.owner(A), None);
         assert_eq!(t.waiting(), 0);
+        // A free turn is taken again without a new entry.
+        assert_eq!(t.take(A, ChainId(9), 0), Take::Granted);
+        assert_eq!(t.owner(A), Some(ChainId(9)));
+        assert_eq!(t.entries(), 1);
+    }
+
+    #[test]
+    fn a_destroyed_objects_entry_goes_now_or_when_its_turn_is_free() {
+        let mut t = Turns::new(8);
+        let b = ObjectId(2);
+        t.take(A, ChainId(1), 0);
+        t.release(A);
+        t.take(b, ChainId(1), 0);
+        t.forget(A);
+        assert_eq!(t.entries(), 1, "A was free: gone at once");
+        t.forget(b);
+        assert_eq!(t.entries(), 1, "b is taken: it stays until released");
+        t.release(b);
+        assert_eq!(t.entries(), 0);
+    }
+
+    #[test]
+    fn a_turn_entry_is_small() {
+        assert_eq!(std::mem::size_of::<Turn>(), 24);
     }
 
     #[test]
