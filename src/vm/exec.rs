@@ -424,6 +424,7 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
                     token,
                     machine: machine.clone(),
                     target,
+                    in_tx: c.tx.as_ref().map(|tx| tx.id),
                 });
             out.push(Output::RemoteCall(RemoteCall {
                 token,

@@ -72,10 +72,14 @@ pub enum Event {
     TransactionAborted {
         tx: TxId,
     },
+    /// A call to an object on `machine` left this node. `in_tx`: it was
+    /// made inside that transaction, and runs now: neither `abort_tx` nor
+    /// a failed commit undoes it.
     CallSuspended {
         token: SuspendToken,
         machine: MachineId,
         target: ObjectId,
+        in_tx: Option<TxId>,
     },
     CallResumed {
         token: SuspendToken,

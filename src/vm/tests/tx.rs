@@ -220,3 +220,33 @@ fn tx_belongs_to_its_chain() {
     vm.run(&mut out);
     assert_eq!(finished(&mut out, first), Ok(Val::Bool(true)));
 }
+
+#[test]
+fn a_remote_call_inside_a_transaction_is_marked_in_the_trace() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let p = prog! {
+        let tx <- begin_tx(None);
+        call(remote, Val::Nothing);
+        abort_tx(tx_of(tx))
+    };
+    vm.start_program(p, 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let suspended: Vec<Option<TxId>> = vm
+        .trace()
+        .events()
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::CallSuspended { in_tx, .. } => Some(*in_tx),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        suspended,
+        vec![Some(TxId(1))],
+        "runs now, not undone by abort"
+    );
+}
