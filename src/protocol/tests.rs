@@ -153,6 +153,27 @@ fn run(a: &mut Side, b: &mut Side, links: &[&Link], from: Instant, to: Instant) 
     }
 }
 
+/// alpha and beta each dial the other at once; both connections finish
+/// their hellos (both hellos cross on both before either side answers).
+/// Returns the two sides, the link alpha dialled, and the one beta dialled
+/// (as seen from alpha: `ca` is alpha's end).
+fn cross_dialled(now: Instant) -> (Side, Side, Link, Link) {
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
+    a.core.handle_timeout(now);
+    b.core.handle_timeout(now);
+    assert_eq!((a.dials(), b.dials()), (vec![0], vec![0]));
+    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
+    let rev = connect(&mut b, 0, &mut a, 40002, now);
+    let by_beta = Link {
+        ca: rev.cb,
+        cb: rev.ca,
+    };
+    pump(&mut a, &mut b, &by_alpha, now);
+    pump(&mut a, &mut b, &by_beta, now);
+    (a, b, by_alpha, by_beta)
+}
+
 /// alpha (prefix 1) dials beta (prefix 2); both finish their hellos.
 fn greeted_pair(now: Instant) -> (Side, Side, Link) {
     let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
@@ -264,20 +285,7 @@ fn a_call_and_its_answer_cross_and_the_chain_leaves_the_clock() {
 #[test]
 fn simultaneous_dials_keep_the_connection_dialled_by_the_lower_machine_id() {
     let now = Instant::now();
-    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
-    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
-    a.core.handle_timeout(now);
-    b.core.handle_timeout(now);
-    assert_eq!((a.dials(), b.dials()), (vec![0], vec![0]));
-    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
-    let by_beta_rev = connect(&mut b, 0, &mut a, 40002, now);
-    let by_beta = Link {
-        ca: by_beta_rev.cb,
-        cb: by_beta_rev.ca,
-    };
-    // Both hellos cross on both connections before either side answers.
-    pump(&mut a, &mut b, &by_alpha, now);
-    pump(&mut a, &mut b, &by_beta, now);
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
     assert_eq!(a.active("beta"), Some(by_alpha.ca));
     assert_eq!(b.active("alpha"), Some(by_alpha.cb));
     assert!(a.is_retired(by_beta.ca) && b.is_retired(by_beta.cb));
@@ -322,20 +330,7 @@ fn simultaneous_dials_keep_the_connection_dialled_by_the_lower_machine_id() {
 #[test]
 fn a_retired_connection_still_answers_for_its_grace() {
     let now = Instant::now();
-    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
-    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
-    a.core.handle_timeout(now);
-    b.core.handle_timeout(now);
-    a.dials();
-    b.dials();
-    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
-    let rev = connect(&mut b, 0, &mut a, 40002, now);
-    let by_beta = Link {
-        ca: rev.cb,
-        cb: rev.ca,
-    };
-    pump(&mut a, &mut b, &by_alpha, now);
-    pump(&mut a, &mut b, &by_beta, now);
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
     a.events();
     // 500 ms later, a call arrives on the retired connection.
     let t = now + ms(500);
@@ -375,20 +370,7 @@ fn a_retired_connection_still_answers_for_its_grace() {
 #[test]
 fn a_retired_connection_is_promoted_when_the_survivor_closes() {
     let now = Instant::now();
-    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
-    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
-    a.core.handle_timeout(now);
-    b.core.handle_timeout(now);
-    a.dials();
-    b.dials();
-    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
-    let rev = connect(&mut b, 0, &mut a, 40002, now);
-    let by_beta = Link {
-        ca: rev.cb,
-        cb: rev.ca,
-    };
-    pump(&mut a, &mut b, &by_alpha, now);
-    pump(&mut a, &mut b, &by_beta, now);
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
     b.events();
     b.core
         .handle_closed(by_alpha.cb, CloseReason::PeerClosed, now + ms(10));

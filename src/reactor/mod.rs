@@ -365,13 +365,10 @@ impl Reactor {
     /// The core forgot `conn`: one last try at its unsent bytes, then the
     /// socket goes.
     fn drop_socket(&mut self, conn: ConnId, linger: &[u8]) {
-        let Some(slot) = self.sockets.get_mut(conn.key()) else {
-            return;
-        };
-        if !slot.as_ref().is_some_and(|s| s.conn == conn) {
+        if socket_of(&mut self.sockets, conn).is_none() {
             return;
         }
-        let mut socket = slot.take().expect("checked above");
+        let mut socket = self.sockets[conn.key()].take().expect("checked above");
         if !linger.is_empty() && !socket.connecting {
             let _ = socket.write_some(linger);
         }
@@ -410,12 +407,7 @@ impl Reactor {
             if self.backlog_full() && self.pause(conn, now) {
                 return;
             }
-            let Some(socket) = self
-                .sockets
-                .get_mut(conn.key())
-                .and_then(Option::as_mut)
-                .filter(|s| s.conn == conn)
-            else {
+            let Some(socket) = socket_of(&mut self.sockets, conn) else {
                 return;
             };
             let done = socket.read_some();
@@ -451,12 +443,7 @@ impl Reactor {
     /// Writes what the core queued on `conn`, then keeps the write
     /// interest in step with what is left.
     fn flush(&mut self, conn: ConnId, now: Instant) {
-        let Some(socket) = self
-            .sockets
-            .get_mut(conn.key())
-            .and_then(Option::as_mut)
-            .filter(|s| s.conn == conn)
-        else {
+        let Some(socket) = socket_of(&mut self.sockets, conn) else {
             return;
         };
         if socket.connecting {
@@ -557,4 +544,13 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut self.listener);
         self.stopping = true;
     }
+}
+
+/// `conn`'s socket, if the slot still holds that connection's. A free
+/// function rather than a method, so the core can be borrowed meanwhile.
+fn socket_of(sockets: &mut [Option<Socket>], conn: ConnId) -> Option<&mut Socket> {
+    sockets
+        .get_mut(conn.key())
+        .and_then(Option::as_mut)
+        .filter(|s| s.conn == conn)
 }

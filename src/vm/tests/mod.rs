@@ -159,6 +159,19 @@ pub(super) fn finished(out: &mut Vec<Output>, id: ChainId) -> Result<Val, VmErro
     }
 }
 
+/// Takes the remote calls out of `out`.
+pub(super) fn remote_calls(out: &mut Vec<Output>) -> Vec<RemoteCall> {
+    let mut calls = Vec::new();
+    out.retain(|o| match o {
+        Output::RemoteCall(rc) => {
+            calls.push(rc.clone());
+            false
+        }
+        _ => true,
+    });
+    calls
+}
+
 pub(super) fn errors(vm: &Vm) -> Vec<VmError> {
     vm.trace()
         .events()

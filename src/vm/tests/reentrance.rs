@@ -225,13 +225,8 @@ fn out_of_order_answers_resume_the_right_chains() {
     }
     alpha.run(&mut out);
     assert_eq!(alpha.suspended_count(), 2);
-    let calls: Vec<RemoteCall> = out
-        .drain(..)
-        .filter_map(|o| match o {
-            Output::RemoteCall(rc) => Some(rc),
-            _ => None,
-        })
-        .collect();
+    let calls = remote_calls(&mut out);
+    out.clear(); // the two objects' Created
     assert_eq!(calls.len(), 2);
     assert_ne!(calls[0].chain, calls[1].chain);
     assert_eq!(calls[0].sender, relays[0]);

@@ -23,13 +23,7 @@ fn a_second_chain_waits_for_a_busy_object_and_runs_after_it() {
     start_call(&mut alpha, relay, input(1), ChainId(10));
     start_call(&mut alpha, relay, input(2), ChainId(20));
     alpha.run(&mut out);
-    let calls: Vec<RemoteCall> = out
-        .drain(..)
-        .filter_map(|o| match o {
-            Output::RemoteCall(rc) => Some(rc),
-            _ => None,
-        })
-        .collect();
+    let calls = remote_calls(&mut out);
     assert_eq!(calls.len(), 1, "the second call waits for relay's turn");
     assert_eq!(calls[0].chain, ChainId(10));
     assert_eq!(alpha.waiting_count(), 1);
@@ -131,13 +125,7 @@ fn a_local_cycle_is_found_when_the_call_starts_waiting() {
     start_call(&mut alpha, x, both(y), ChainId(1));
     start_call(&mut alpha, y, both(x), ChainId(2));
     alpha.run(&mut out);
-    let calls: Vec<SuspendToken> = out
-        .drain(..)
-        .filter_map(|o| match o {
-            Output::RemoteCall(rc) => Some(rc.token),
-            _ => None,
-        })
-        .collect();
+    let calls: Vec<SuspendToken> = remote_calls(&mut out).iter().map(|rc| rc.token).collect();
     assert_eq!(calls.len(), 2);
     alpha.resume(calls[0], Ok(Val::Nothing)).unwrap();
     alpha.run(&mut out);
