@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::codec::{Call, FrameDecoder};
 use crate::protocol::timer::Timer;
+use crate::vm::RemoteCall;
 
 /// One node's core, with what it has produced so far.
 struct Side {

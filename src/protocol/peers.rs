@@ -1,0 +1,445 @@
+//! Connections: the hello exchange and the tie rule, dialling and its
+//! backoff, keepalive and down detection, retiring and closing.
+//!
+//! Every close goes through `Core::close`, which fails the calls in flight
+//! on the connection (so no chain waits for ever), hands the machine's
+//! calls to its next greeted connection (a retired spare is promoted),
+//! reports the machine down when none is left, and re-arms dialling.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::codec::{self, Message};
+use crate::vm::MachineId;
+
+use super::conn::{Conn, Phase};
+use super::dial::{self, DialState, BACKOFF_CAP, REFUSAL_WINDOW};
+use super::hello::{self, Refusal};
+use super::timer::Timer;
+use super::{
+    Action, BadInput, CloseReason, ConnId, Core, Event, Status, RETIRE_CHECK, RETIRE_GRACE,
+};
+
+/// Silence checks per keepalive interval: a silent peer is found at most
+/// a twentieth of an interval late.
+const KEEPALIVE_TICKS: u32 = 20;
+
+impl Core {
+    /// The reactor accepted a connection from `remote`.
+    pub fn handle_accepted(&mut self, remote: SocketAddr, now: Instant) -> ConnId {
+        info!("accepted a connection from {remote}");
+        self.add_conn(remote, None, now)
+    }
+
+    /// The reactor started a TCP connect for dial slot `slot` (after
+    /// [`Action::Dial`]); `local` is our end of it.
+    pub fn handle_dialled(
+        &mut self,
+        slot: usize,
+        remote: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+    ) -> ConnId {
+        let id = self.add_conn(remote, Some(slot), now);
+        self.conns[id.key()].local = Some(local);
+        if let Some(dial) = self.dials.get_mut(slot) {
+            dial.state = DialState::Connected(id);
+        }
+        id
+    }
+
+    /// Resolving or connecting for `slot` failed before a connection existed.
+    pub fn handle_dial_failed(&mut self, slot: usize, why: &str, now: Instant) {
+        if slot < self.dials.len() {
+            self.schedule_redial(slot, now, why);
+        }
+    }
+
+    /// A dialled connection's TCP handshake finished.
+    pub fn handle_connected(&mut self, conn: ConnId) {
+        if let Some(c) = self.conn_mut(conn) {
+            if c.phase == Phase::Connecting {
+                c.phase = Phase::AwaitHello;
+                info!("connected to {}", c.remote);
+                self.mark_dirty(conn);
+            }
+        }
+    }
+
+    /// Bytes arrived on `conn`.
+    pub fn handle_heard(&mut self, conn: ConnId, now: Instant) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.last_heard = now;
+        }
+    }
+
+    /// The reactor stopped (or resumed) reading `conn` because the
+    /// interpreter is behind; a paused connection is not declared silent.
+    pub fn set_paused(&mut self, conn: ConnId, paused: bool, now: Instant) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.paused = paused;
+            if !paused {
+                // Bytes may have waited a while: that was us, not the peer.
+                c.last_heard = now;
+            }
+        }
+    }
+
+    /// The socket ended (EOF or an error); the reactor drops it.
+    pub fn handle_closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        self.close(conn, reason, true, now);
+    }
+
+    /// A frame or message that could not be decoded. An unknown message
+    /// type after the hellos is ignored (a newer peer may send types we do
+    /// not know); anything else closes the connection.
+    pub fn handle_bad_input(&mut self, conn: ConnId, bad: BadInput, now: Instant) -> Status {
+        let Some(c) = self.conn(conn) else {
+            return Status::Closed;
+        };
+        let greeted = c.peer.is_some();
+        let why = match bad {
+            BadInput::Message(e) if e.is_unknown_type() && greeted => {
+                warn!("{}: ignoring a message: {e}", c.label());
+                return Status::Open;
+            }
+            // Lifecycle rule 1: the first frame must be `hello`, even where
+            // an unknown type would later be ignored.
+            BadInput::Message(e) if e.is_unknown_type() => {
+                format!("first frame was not `hello`: {e}")
+            }
+            BadInput::Message(e) => format!("bad message: {e}"),
+            BadInput::Frame(e) if greeted => format!("bad frame: {e}"),
+            BadInput::Frame(e) => format!("bad frame before `hello`: {e}"),
+        };
+        self.protocol_error(conn, why, now);
+        Status::Closed
+    }
+
+    /// Closes every connection (their unsent bytes linger for one last
+    /// write) and stops dialling.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.stopping = true;
+        let all: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+        for conn in all {
+            self.close(conn, CloseReason::ShuttingDown, true, now);
+        }
+    }
+
+    pub(super) fn protocol_error(&mut self, conn: ConnId, why: String, now: Instant) {
+        if let Some(c) = self.conn(conn) {
+            warn!(
+                "protocol error from {}: {why}; closing this connection",
+                c.label()
+            );
+        }
+        self.close(conn, CloseReason::Protocol(why), false, now);
+    }
+
+    pub(super) fn handle_hello(
+        &mut self,
+        conn: ConnId,
+        hello: codec::Hello<'_>,
+        now: Instant,
+    ) -> Result<(), String> {
+        let connected = self
+            .active
+            .values()
+            .filter_map(|a| self.conns[a.key()].peer.clone());
+        let peer = match hello::check(&hello, &self.us, connected) {
+            Ok(peer) => peer,
+            Err(refusal) => {
+                if matches!(refusal, Refusal::OurMachineId(_)) {
+                    self.abandon_if_self(conn);
+                }
+                return Err(refusal.to_string());
+            }
+        };
+        let machine = peer.machine.clone();
+        let c = &mut self.conns[conn.key()];
+        let dialled_by_us = c.dial_slot.is_some();
+        c.peer = Some(peer.clone());
+        c.phase = Phase::Ready;
+        c.hello_at = Some(now);
+        info!("hello from {} (node_prefix {})", c.label(), peer.prefix);
+        let Some(&other) = self.active.get(&machine) else {
+            self.active.insert(machine.clone(), conn);
+            self.events.push(Event::PeerUp {
+                machine,
+                prefix: peer.prefix,
+            });
+            return Ok(());
+        };
+        let other_dialled_by_us = self.conns[other.key()].dial_slot.is_some();
+        let same_prefix =
+            self.conns[other.key()].peer.as_ref().map(|p| p.prefix) == Some(peer.prefix);
+        let tie = match same_prefix {
+            // The tie rule is for two connections between the same two
+            // nodes; another prefix under a connected name is another node.
+            true => hello::tie(
+                &self.us.machine,
+                &machine,
+                dialled_by_us,
+                other_dialled_by_us,
+            ),
+            false => hello::Tie::Collision,
+        };
+        let (winner, loser) = match tie {
+            hello::Tie::Collision => {
+                self.conns[conn.key()].peer = None;
+                return Err(Refusal::Collision {
+                    machine,
+                    label: self.conns[other.key()].label(),
+                }
+                .to_string());
+            }
+            hello::Tie::KeepNew => (conn, other),
+            hello::Tie::KeepOld => (other, conn),
+        };
+        let lower = std::cmp::min(&self.us.machine, &machine);
+        info!(
+            "two connections to {machine}: keeping the one dialled by {lower}, retiring {}",
+            self.conns[loser.key()].remote
+        );
+        self.active.insert(machine, winner);
+        let l = &mut self.conns[loser.key()];
+        l.retired = true;
+        l.retired_at = Some(now);
+        self.timers
+            .schedule(now + RETIRE_CHECK, Timer::Retire { conn: loser });
+        Ok(())
+    }
+
+    /// A connection that says it is us: if we dialled it and it reached
+    /// our own listener from our own address, the `--peer` is this node,
+    /// and is never dialled again (as opposed to another node with our name).
+    fn abandon_if_self(&mut self, conn: ConnId) {
+        let c = &self.conns[conn.key()];
+        let (Some(slot), Some(local)) = (c.dial_slot, c.local) else {
+            return;
+        };
+        if c.remote.port() == self.config.listen_port && c.remote.ip() == local.ip() {
+            log::error!(
+                "peer {} is this node itself; not dialling it again",
+                self.dials[slot].spec
+            );
+            self.dials[slot].state = DialState::Abandoned;
+        }
+    }
+
+    pub(super) fn check_retired(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conn(conn) else { return };
+        // Promoted back (the winner closed first): it is the connection now.
+        if !c.retired {
+            return;
+        }
+        let graced = c
+            .retired_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_GRACE);
+        if graced && c.outbound.is_empty() && c.calls_in == 0 && c.unsent().is_empty() {
+            self.close(conn, CloseReason::Retired, true, now);
+        } else {
+            self.timers
+                .schedule(now + RETIRE_CHECK, Timer::Retire { conn });
+        }
+    }
+
+    pub(super) fn redial(&mut self, slot: usize, attempt: u64) {
+        let dial = &mut self.dials[slot];
+        if dial.attempt != attempt || dial.state != DialState::Waiting || self.stopping {
+            return; // a stale timer
+        }
+        dial.state = DialState::Dialling;
+        self.actions.push_back(Action::Dial {
+            slot,
+            spec: Arc::clone(&dial.spec),
+        });
+    }
+
+    pub(super) fn schedule_redial(&mut self, slot: usize, now: Instant, why: &str) {
+        let dial = &mut self.dials[slot];
+        if self.stopping || dial.state == DialState::Abandoned {
+            return;
+        }
+        dial.failures += 1;
+        dial.attempt += 1;
+        dial.state = DialState::Waiting;
+        let delay = dial::backoff(dial.failures, &mut self.rng);
+        if dial.failures == 1 {
+            info!(
+                "peer {} not reachable yet ({why}); retrying with backoff up to {:?}",
+                dial.spec, BACKOFF_CAP
+            );
+        } else {
+            debug!(
+                "peer {} still not reachable ({why}); next try in {delay:?}",
+                dial.spec
+            );
+        }
+        let attempt = dial.attempt;
+        self.timers
+            .schedule(now + delay, Timer::Redial { slot, attempt });
+    }
+
+    /// Re-arms every slot that was covered by `machine`'s connection.
+    fn rearm_covered(&mut self, machine: &MachineId, now: Instant) {
+        for (slot, dial) in self.dials.iter_mut().enumerate() {
+            if matches!(&dial.state, DialState::Covered(m) if m == machine) {
+                dial.failures = 0;
+                dial.attempt += 1;
+                dial.state = DialState::Waiting;
+                let attempt = dial.attempt;
+                self.timers.schedule(now, Timer::Redial { slot, attempt });
+            }
+        }
+    }
+
+    /// Pings every peer once an interval; closes the ones silent for 3.
+    pub(super) fn keepalive(&mut self, now: Instant) {
+        let limit = self.config.keepalive * 3;
+        let ping_due = now.saturating_duration_since(self.last_ping) >= self.config.keepalive;
+        if ping_due {
+            self.last_ping = now;
+        }
+        let mut dead = Vec::new();
+        let mut alive = Vec::new();
+        for (_, c) in &self.conns {
+            let (since, what) = match c.phase {
+                Phase::Ready => (c.last_heard, "no data or keepalive answer"),
+                Phase::AwaitHello => (c.opened, "no hello"),
+                Phase::Connecting => (c.opened, "TCP connect not finished"),
+            };
+            if now.saturating_duration_since(since) > limit && !c.paused {
+                dead.push((c.id, CloseReason::Silent { what, limit }));
+            } else if c.is_ready() && ping_due {
+                alive.push(c.id);
+            }
+        }
+        for conn in alive {
+            let ping = Message::Ping(codec::Ping {
+                nonce: self.next_nonce,
+            });
+            self.next_nonce += 1;
+            self.queue(conn, &ping);
+        }
+        for (conn, reason) in dead {
+            warn!(
+                "{}: {reason}; declaring it down",
+                self.conns[conn.key()].label()
+            );
+            self.close(conn, reason, false, now);
+        }
+        self.timers.schedule(
+            now + keepalive_tick(self.config.keepalive),
+            Timer::Keepalive,
+        );
+    }
+
+    /// Closes one connection: fails its calls in flight, updates the
+    /// machine's reachability, and re-arms dialling where needed. `log`:
+    /// say why at the level the reason deserves (false: the caller did).
+    pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason, log: bool, now: Instant) {
+        let Some(mut c) = self.conns.try_remove(conn.key()).filter(|c| c.id == conn) else {
+            return;
+        };
+        let label = c.label();
+        // A connection that outlived the refusal window was a working one:
+        // its loss restarts the backoff. One closed sooner keeps growing it.
+        let lasted = c
+            .hello_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= REFUSAL_WINDOW);
+        if let (true, Some(slot)) = (lasted, c.dial_slot) {
+            self.dials[slot].failures = 0;
+            self.dials[slot].warned_refusal = false;
+        }
+        if log {
+            self.log_close(&c, &label, &reason, now);
+        }
+        let lost = format!("connection to {label} lost: {reason}");
+        let events = &mut self.events;
+        let chains = &mut self.chains;
+        let mut failed = 0;
+        c.outbound.drain(|p| {
+            failed += 1;
+            chains.forget_conn(p.chain, conn);
+            events.push(Event::Reply {
+                token: p.token,
+                result: Err(lost.clone()),
+            });
+        });
+        self.outbound_total -= failed;
+        self.actions.push_back(Action::Close {
+            conn,
+            linger: c.take_unsent(),
+        });
+
+        if let Some(peer) = &c.peer {
+            if self.active.get(&peer.machine) == Some(&conn) {
+                self.active.remove(&peer.machine);
+                let spare = self
+                    .conns
+                    .iter_mut()
+                    .find(|(_, o)| o.is_ready() && o.machine() == Some(&peer.machine));
+                if let Some((_, spare)) = spare {
+                    spare.retired = false;
+                    self.active.insert(peer.machine.clone(), spare.id);
+                } else {
+                    self.events.push(Event::PeerDown {
+                        machine: peer.machine.clone(),
+                        reason: reason.clone(),
+                    });
+                    self.rearm_covered(&peer.machine, now);
+                }
+            }
+        }
+        if let Some(slot) = c.dial_slot {
+            match c.peer {
+                Some(peer) if self.active.contains_key(&peer.machine) => {
+                    self.dials[slot].state = DialState::Covered(peer.machine)
+                }
+                _ => self.schedule_redial(slot, now, &reason.to_string()),
+            }
+        }
+    }
+
+    fn log_close(&mut self, c: &Conn, label: &str, reason: &CloseReason, now: Instant) {
+        let soon_after_hello = c
+            .hello_at
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_WINDOW);
+        if c.retired || *reason == CloseReason::ShuttingDown {
+            debug!("closed {label}: {reason}");
+        } else if c.is_ready()
+            && *reason == CloseReason::PeerClosed
+            && c.retired_at.is_none()
+            && soon_after_hello
+            && c.calls_in == 0
+            && c.outbound.is_empty()
+        {
+            let Some(slot) = c.dial_slot else {
+                return info!("connection to {label} closed: {reason}");
+            };
+            let warned = std::mem::replace(&mut self.dials[slot].warned_refusal, true);
+            let level = if warned {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "connection to {label} closed right after the hellos ({reason}): the peer probably \
+                 refused us (is our machine_id or node_prefix already in use there? see its log)"
+            );
+        } else if c.is_ready() {
+            info!("connection to {label} closed: {reason}");
+        } else {
+            debug!("connection to {label} closed before hello: {reason}");
+        }
+    }
+}
+
+pub(super) fn keepalive_tick(interval: Duration) -> Duration {
+    (interval / KEEPALIVE_TICKS).max(Duration::from_millis(1))
+}

@@ -1,0 +1,415 @@
+//! What crosses a greeted connection: calls and their answers, directory
+//! notices and snapshots, deadlock probes; and call timeouts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use crate::codec::{self, Message};
+use crate::vm::{self, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
+
+use super::calls::{CallRef, Outbound};
+use super::hello::Peer;
+use super::timer::Timer;
+use super::{ConnId, Core, Event, Inbound, InboundId, Notice, Status};
+
+impl Core {
+    /// One decoded message from `conn`.
+    pub fn handle_message(&mut self, conn: ConnId, msg: Message<'_>, now: Instant) -> Status {
+        let Some(c) = self.conn(conn) else {
+            return Status::Closed;
+        };
+        let Some(peer) = c.peer.clone() else {
+            let result = match msg {
+                Message::Hello(hello) => self.handle_hello(conn, hello, now),
+                other => Err(format!(
+                    "first frame was `{}`, not `hello`",
+                    other.type_name()
+                )),
+            };
+            return match result {
+                Ok(()) if self.is_open(conn) => Status::Greeted,
+                Ok(()) => Status::Closed,
+                Err(why) => {
+                    self.protocol_error(conn, why, now);
+                    Status::Closed
+                }
+            };
+        };
+        match msg {
+            Message::Hello(_) => {
+                self.protocol_error(conn, "a second `hello`".into(), now);
+                return Status::Closed;
+            }
+            Message::Call(call) => self.handle_call(conn, &peer, call, now),
+            Message::CallResponse(resp) => self.handle_response(conn, &peer, resp, now),
+            Message::CreateNotify(notify) => {
+                let machine = if *notify.machine_id == *peer.machine.as_str() {
+                    peer.machine.clone()
+                } else {
+                    MachineId::new(&notify.machine_id)
+                };
+                self.events.push(Event::Notice {
+                    from: peer.machine,
+                    notice: Notice::Created {
+                        id: notify.object_id,
+                        machine,
+                        behavior: notify.behavior.map(|b| Arc::from(&*b)),
+                    },
+                });
+            }
+            Message::DestroyNotify(notify) => self.events.push(Event::Notice {
+                from: peer.machine,
+                notice: Notice::Destroyed {
+                    id: notify.object_id,
+                },
+            }),
+            Message::Ping(ping) => {
+                self.queue(conn, &Message::Pong(codec::Pong { nonce: ping.nonce }));
+            }
+            Message::Probe(probe) => self.events.push(Event::Probe(vm::Probe {
+                initiator: probe.initiator,
+                blocked: probe.blocked,
+                path: vm_edges(probe.path),
+                hops: probe.hops,
+            })),
+            Message::Deadlock(d) => self.events.push(Event::Victim(Box::new(vm::Cycle {
+                edges: vm_edges(d.cycle),
+                victim: d.victim,
+            }))),
+            Message::Pong(_) => {}
+        }
+        Status::Open
+    }
+
+    /// Sends `call` to the machine the vm named; the answer comes back as
+    /// [`Event::Reply`] (at once, as an error, if it cannot be sent).
+    pub fn call(&mut self, call: RemoteCall, now: Instant) {
+        let conn = match self.active.get(&call.machine) {
+            Some(&conn) => conn,
+            None => {
+                return self.fail_call(
+                    call.token,
+                    format!(
+                        "machine {} is not connected (call to object {})",
+                        call.machine, call.target
+                    ),
+                )
+            }
+        };
+        if self.outbound_total >= self.config.max_pending {
+            return self.fail_call(
+                call.token,
+                format!(
+                    "too many calls in flight ({}); call to object {} refused",
+                    self.config.max_pending, call.target
+                ),
+            );
+        }
+        let c = &mut self.conns[conn.key()];
+        let Some(request_id) = c.outbound.insert(Outbound {
+            token: call.token,
+            target: call.target,
+            chain: call.chain,
+        }) else {
+            return self.fail_call(call.token, "too many calls in flight".into());
+        };
+        debug!(
+            "call #{request_id:#x} -> {} object {} chain {}",
+            call.machine, call.target, call.chain
+        );
+        let msg = Message::Call(codec::Call {
+            request_id,
+            target: call.target,
+            input: call.input,
+            sender: call.sender,
+            sender_machine: self.us.machine.as_str().into(),
+            chain: Some(call.chain),
+        });
+        if let Err(e) = c.queue(&msg) {
+            c.outbound.remove(request_id);
+            return self.fail_call(
+                call.token,
+                format!("call to object {} not sent: {e}", call.target),
+            );
+        }
+        self.outbound_total += 1;
+        self.chains
+            .add(call.chain, CallRef { conn, request_id }, now);
+        self.arm_call_timeouts(now);
+        self.mark_dirty(conn);
+    }
+
+    /// The interpreter's answer to an inbound call.
+    pub fn reply(&mut self, inbound: InboundId, result: Result<Val, String>) {
+        let Some(entry) = self.inbound.remove(inbound.0) else {
+            debug!("reply to unknown inbound call {:#x} dropped", inbound.0);
+            return;
+        };
+        let Some(c) = self.conn_mut(entry.conn) else {
+            debug!(
+                "reply to call #{:#x} dropped: its connection closed",
+                entry.request_id
+            );
+            return;
+        };
+        c.calls_in = c.calls_in.saturating_sub(1);
+        let msg = Message::CallResponse(codec::CallResponse {
+            request_id: entry.request_id,
+            result: result.map_err(Into::into),
+        });
+        if let Err(e) = c.queue(&msg) {
+            // The answer is too large for a frame: tell the caller so
+            // rather than leave it waiting.
+            let msg = Message::CallResponse(codec::CallResponse {
+                request_id: entry.request_id,
+                result: Err(format!("reply not sent: {e}").into()),
+            });
+            let _ = c.queue(&msg);
+        }
+        self.mark_dirty(entry.conn);
+    }
+
+    /// A local object was created: `create_notify` to every greeted peer.
+    pub fn broadcast_created(&mut self, id: ObjectId, behavior: &str) {
+        let us = self.us.machine.clone();
+        let notify = Message::CreateNotify(codec::CreateNotify {
+            object_id: id,
+            machine_id: us.as_str().into(),
+            behavior: Some(behavior.into()),
+        });
+        self.broadcast(&notify);
+    }
+
+    /// A local object was destroyed: `destroy_notify` to every greeted peer.
+    pub fn broadcast_destroyed(&mut self, id: ObjectId) {
+        self.broadcast(&Message::DestroyNotify(codec::DestroyNotify {
+            object_id: id,
+        }));
+    }
+
+    /// Our directory snapshot for `machine` (owed after its
+    /// [`Event::PeerUp`]): one `create_notify` per local object.
+    pub fn send_snapshot(&mut self, machine: &MachineId, objects: &[(ObjectId, Arc<str>)]) {
+        let Some(&conn) = self.active.get(machine) else {
+            return; // gone again: its next PeerUp asks anew
+        };
+        let c = &mut self.conns[conn.key()];
+        for (id, behavior) in objects {
+            let notify = Message::CreateNotify(codec::CreateNotify {
+                object_id: *id,
+                machine_id: self.us.machine.as_str().into(),
+                behavior: Some(behavior.as_ref().into()),
+            });
+            if let Err(e) = c.queue(&notify) {
+                warn!("create_notify for {id} not sent: {e}");
+            }
+        }
+        self.mark_dirty(conn);
+    }
+
+    /// Sends a deadlock `probe` to `machine` (dropped if it is not
+    /// connected: the call it follows has failed then, or soon will).
+    pub fn send_probe(&mut self, machine: &MachineId, probe: &vm::Probe) {
+        let Some(&conn) = self.active.get(machine) else {
+            return;
+        };
+        let msg = Message::Probe(codec::Probe {
+            initiator: probe.initiator,
+            blocked: probe.blocked,
+            path: wire_edges(&probe.path),
+            hops: probe.hops,
+        });
+        self.queue(conn, &msg);
+    }
+
+    /// Tells `machine` that its waiting chain is a deadlock's victim.
+    pub fn send_victim(&mut self, machine: &MachineId, cycle: &vm::Cycle) {
+        let Some(&conn) = self.active.get(machine) else {
+            return;
+        };
+        let Some(edge) = cycle.edges.iter().find(|e| e.chain == cycle.victim) else {
+            return;
+        };
+        let msg = Message::Deadlock(codec::Deadlock {
+            victim: cycle.victim,
+            object: edge.object,
+            cycle: wire_edges(&cycle.edges),
+        });
+        self.queue(conn, &msg);
+    }
+
+    /// Queues `msg` on every connection past its hellos, retired ones
+    /// included: a retired connection is promoted back if the winner
+    /// closes first, and must not have missed a notice meanwhile. The peer
+    /// then sees a notice twice, which is harmless: notices are idempotent.
+    pub(super) fn broadcast(&mut self, msg: &Message<'_>) {
+        let mut sent = smallvec::SmallVec::<[ConnId; 8]>::new();
+        for (_, c) in self.conns.iter_mut().filter(|(_, c)| c.is_ready()) {
+            match c.queue(msg) {
+                Ok(()) => sent.push(c.id),
+                Err(e) => warn!("broadcast of {} failed: {e}", msg.type_name()),
+            }
+        }
+        for conn in sent {
+            self.mark_dirty(conn);
+        }
+    }
+
+    pub(super) fn fail_call(&mut self, token: SuspendToken, reason: String) {
+        self.events.push(Event::Reply {
+            token,
+            result: Err(reason),
+        });
+    }
+
+    pub(super) fn handle_call(
+        &mut self,
+        conn: ConnId,
+        peer: &Peer,
+        call: codec::Call<'_>,
+        now: Instant,
+    ) {
+        let Some(id) = self.inbound.insert(Inbound {
+            conn,
+            request_id: call.request_id,
+        }) else {
+            let answer = Message::CallResponse(codec::CallResponse {
+                request_id: call.request_id,
+                result: Err("node overloaded: too many calls in flight".into()),
+            });
+            return self.queue(conn, &answer);
+        };
+        self.conns[conn.key()].calls_in += 1;
+        if let Some(chain) = call.chain {
+            self.chains.touch(chain, now);
+        }
+        debug!(
+            "call #{:#x} <- {} for object {}",
+            call.request_id, peer.machine, call.target
+        );
+        if *call.sender_machine != *peer.machine.as_str() {
+            // The requester hosts the sender, and only this connection
+            // reaches it: a call naming another machine would place its
+            // sender where we may never connect.
+            debug!(
+                "{}: call #{:#x} names sender_machine `{}`; placing its sender on {} instead",
+                peer.machine, call.request_id, call.sender_machine, peer.machine
+            );
+        }
+        self.events.push(Event::Inbound {
+            inbound: InboundId(id),
+            target: call.target,
+            input: call.input,
+            sender: (call.sender != ObjectId(0)).then_some(call.sender),
+            sender_machine: peer.machine.clone(),
+            chain: call.chain,
+        });
+    }
+
+    pub(super) fn handle_response(
+        &mut self,
+        conn: ConnId,
+        peer: &Peer,
+        resp: codec::CallResponse<'_>,
+        now: Instant,
+    ) {
+        let c = &mut self.conns[conn.key()];
+        match c.outbound.remove(resp.request_id) {
+            Some(p) => {
+                self.outbound_total -= 1;
+                self.chains.remove(
+                    p.chain,
+                    CallRef {
+                        conn,
+                        request_id: resp.request_id,
+                    },
+                );
+                self.chains.touch(p.chain, now);
+                self.events.push(Event::Reply {
+                    token: p.token,
+                    result: resp.result.map_err(|e| e.into_owned()),
+                });
+            }
+            None if c.outbound.was_issued(resp.request_id) => debug!(
+                "{}: late call_response for request_id {:#x} dropped (timed out or failed already)",
+                peer.machine, resp.request_id
+            ),
+            None => warn!(
+                "{}: call_response for unknown request_id {} dropped",
+                peer.machine, resp.request_id
+            ),
+        }
+    }
+
+    /// Makes sure a `CallTimeouts` timer is in the heap while calls are in
+    /// flight. One is enough: the oldest chain's deadline is the earliest.
+    pub(super) fn arm_call_timeouts(&mut self, now: Instant) {
+        if self.timeouts_armed.is_none() {
+            let at = now + self.config.call_timeout;
+            self.timeouts_armed = Some(at);
+            self.timers.schedule(at, Timer::CallTimeouts);
+        }
+    }
+
+    /// Fails every call whose chain has shown no progress for the call
+    /// timeout. A late answer then finds no entry and is dropped.
+    pub(super) fn expire_calls(&mut self, now: Instant) {
+        self.timeouts_armed = None;
+        let timeout = self.config.call_timeout;
+        while let Some((chain, last)) = self.chains.oldest() {
+            let due = last + timeout;
+            if due > now {
+                self.timeouts_armed = Some(due);
+                self.timers.schedule(due, Timer::CallTimeouts);
+                return;
+            }
+            for call in self.chains.take(chain) {
+                let Some(c) = self
+                    .conns
+                    .get_mut(call.conn.key())
+                    .filter(|c| c.id == call.conn)
+                else {
+                    continue;
+                };
+                let Some(p) = c.outbound.remove(call.request_id) else {
+                    continue;
+                };
+                self.outbound_total -= 1;
+                let label = c.label();
+                self.events.push(Event::Reply {
+                    token: p.token,
+                    result: Err(format!(
+                        "call to object {} on {label} timed out: its chain showed no progress for {timeout:?}",
+                        p.target
+                    )),
+                });
+            }
+        }
+    }
+}
+
+/// A wait path as the wire carries it.
+fn wire_edges(edges: &[vm::WaitEdge]) -> Vec<codec::WaitEdge<'_>> {
+    edges
+        .iter()
+        .map(|e| codec::WaitEdge {
+            chain: e.chain,
+            object: e.object,
+            machine: e.machine.as_str().into(),
+        })
+        .collect()
+}
+
+/// A wait path from the wire.
+fn vm_edges(edges: Vec<codec::WaitEdge<'_>>) -> Vec<vm::WaitEdge> {
+    edges
+        .into_iter()
+        .map(|e| vm::WaitEdge {
+            chain: e.chain,
+            object: e.object,
+            machine: MachineId::new(&e.machine),
+        })
+        .collect()
+}
