@@ -35,7 +35,8 @@ struct Args {
     #[argh(option)]
     port: Option<u16>,
 
-    /// address to listen on (default 0.0.0.0)
+    /// address to listen on; other machines can reach the node only if this is not
+    /// loopback, e.g. --bind 0.0.0.0 (default 127.0.0.1)
     #[argh(option, default = "defaults::BIND")]
     bind: IpAddr,
 

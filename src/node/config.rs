@@ -15,8 +15,9 @@ pub mod defaults {
     use std::net::IpAddr;
     use std::time::Duration;
 
-    /// Where the listener binds.
-    pub const BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    /// Where the listener binds: loopback, so a node is reachable only
+    /// from its own machine unless told otherwise (`--bind 0.0.0.0`).
+    pub const BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     /// The largest frame accepted or sent, in bytes (16 MiB).
     pub const MAX_FRAME: usize = crate::codec::DEFAULT_MAX_FRAME;
     /// Most calls in flight to other nodes at once (and most inbound calls
