@@ -111,6 +111,12 @@ struct Args {
     #[argh(option, default = "defaults::MAX_WAITING")]
     max_waiting: usize,
 
+    /// file holding the cluster key every node of the cluster shares; peers must
+    /// prove they know it (mode 0600). Without it: $HOME/.avm/cluster-key, created on
+    /// first use
+    #[argh(option)]
+    cluster_key_file: Option<std::path::PathBuf>,
+
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -182,6 +188,9 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.spin = Duration::from_micros(args.spin_us);
     config.max_call_depth = args.max_call_depth;
     config.max_waiting = args.max_waiting.max(1);
+    if let Some(path) = &args.cluster_key_file {
+        config.cluster_key = Some(avm::node::key::load(path)?);
+    }
     config.keepalive = Duration::from_millis(args.keepalive_ms.max(1));
     config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     config.max_write_buffer = args.max_write_buffer;

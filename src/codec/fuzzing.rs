@@ -18,7 +18,7 @@ use super::{
     DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
-    Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe, WaitEdge,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -289,11 +289,12 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 9 {
+    match g.u8() % 10 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
             node_prefix: g.u64() as u16,
+            nonce: (g.u8() % 2 == 0).then(|| g.string()),
         }),
         1 => Message::Call(Call {
             request_id: g.u64(),
@@ -327,6 +328,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             path: g.edges(),
             hops: (g.u64() % 3) as u32,
         }),
+        9 => Message::Auth(Auth { proof: g.string() }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),
             object: ObjectId(g.u64()),

@@ -59,6 +59,7 @@ pub enum Message<'a> {
     Pong(Pong),
     Probe(Probe<'a>),
     Deadlock(Deadlock<'a>),
+    Auth(Auth<'a>),
 }
 
 /// First frame on a connection, both ways.
@@ -67,6 +68,9 @@ pub struct Hello<'a> {
     pub version: u32,
     pub machine_id: Cow<'a, str>,
     pub node_prefix: u16,
+    /// Version 2: 32 fresh random bytes as 64 hex characters, the sender's
+    /// challenge. Omitted on the wire when `None` (version 1).
+    pub nonce: Option<Cow<'a, str>>,
 }
 
 /// A call to an object hosted by the receiver.
@@ -150,8 +154,15 @@ pub struct Deadlock<'a> {
     pub cycle: Vec<WaitEdge<'a>>,
 }
 
+/// Version 2: the sender's proof that it knows the cluster key, for this
+/// connection's two hellos (`protocol::auth`): 32 bytes as 64 hex characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth<'a> {
+    pub proof: Cow<'a, str>,
+}
+
 /// The message types, in the protocol table's order, then the deadlock
-/// detection types.
+/// detection types, then the handshake's proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Hello,
@@ -163,9 +174,10 @@ pub(crate) enum Kind {
     Pong,
     Probe,
     Deadlock,
+    Auth,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 9] = [
+pub(crate) const TYPE_NAMES: [&str; 10] = [
     "hello",
     "call",
     "call_response",
@@ -175,8 +187,9 @@ pub(crate) const TYPE_NAMES: [&str; 9] = [
     "pong",
     "probe",
     "deadlock",
+    "auth",
 ];
-pub(crate) const KINDS: [Kind; 9] = [
+pub(crate) const KINDS: [Kind; 10] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -186,6 +199,7 @@ pub(crate) const KINDS: [Kind; 9] = [
     Kind::Pong,
     Kind::Probe,
     Kind::Deadlock,
+    Kind::Auth,
 ];
 
 impl<'a> Message<'a> {
@@ -205,6 +219,7 @@ impl<'a> Message<'a> {
             Message::Pong(_) => Kind::Pong,
             Message::Probe(_) => Kind::Probe,
             Message::Deadlock(_) => Kind::Deadlock,
+            Message::Auth(_) => Kind::Auth,
         }
     }
 
@@ -229,6 +244,7 @@ impl<'a> Message<'a> {
                 machine_id: own(h.machine_id),
                 version: h.version,
                 node_prefix: h.node_prefix,
+                nonce: h.nonce.map(own),
             }),
             Message::Call(c) => Message::Call(Call {
                 sender_machine: own(c.sender_machine),
@@ -260,6 +276,9 @@ impl<'a> Message<'a> {
                 victim: d.victim,
                 object: d.object,
                 cycle: own_edges(d.cycle),
+            }),
+            Message::Auth(a) => Message::Auth(Auth {
+                proof: own(a.proof),
             }),
         }
     }
@@ -310,6 +329,9 @@ impl Serialize for Message<'_> {
                 m.serialize_field("version", &h.version)?;
                 m.serialize_field("machine_id", &h.machine_id)?;
                 m.serialize_field("node_prefix", &h.node_prefix)?;
+                if let Some(nonce) = &h.nonce {
+                    m.serialize_field("nonce", nonce)?;
+                }
             }
             Message::Call(c) => {
                 m.serialize_field("request_id", &c.request_id)?;
@@ -348,6 +370,7 @@ impl Serialize for Message<'_> {
                 m.serialize_field("object", &d.object)?;
                 m.serialize_field("cycle", &d.cycle)?;
             }
+            Message::Auth(a) => m.serialize_field("proof", &a.proof)?,
         }
         m.end()
     }

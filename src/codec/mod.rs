@@ -40,7 +40,7 @@ mod wait;
 pub use error::{DecodeError, EncodeError, FrameError};
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
-    encode, encode_limited, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello,
+    encode, encode_limited, Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello,
     Message, Ping, Pong, Probe, WaitEdge, MAX_WAIT_PATH,
 };
 pub use parse::decode;

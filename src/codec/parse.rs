@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::error::DecodeError;
 use super::message::{
-    Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping, Pong,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping, Pong,
     Probe, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
@@ -257,6 +257,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::Pong => body.nonce().map(|nonce| Message::Pong(Pong { nonce })),
             Kind::Probe => body.probe().map(Message::Probe),
             Kind::Deadlock => body.deadlock().map(Message::Deadlock),
+            Kind::Auth => body.auth().map(Message::Auth),
         }
     }
 }
@@ -491,19 +492,21 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn hello(&mut self) -> Result<Hello<'de>, A::Error> {
-        const F: &[&str] = &["version", "machine_id", "node_prefix"];
-        let (mut version, mut machine_id, mut node_prefix) = (None, None, None);
+        const F: &[&str] = &["version", "machine_id", "node_prefix", "nonce"];
+        let (mut version, mut machine_id, mut node_prefix, mut nonce) = (None, None, None, None);
         while let Some(i) = self.key(F)? {
             match i {
                 0 => self.value(F[0], &mut version, PhantomData)?,
                 1 => self.str(F[1], &mut machine_id)?,
-                _ => self.value(F[2], &mut node_prefix, PhantomData)?,
+                2 => self.value(F[2], &mut node_prefix, PhantomData)?,
+                _ => self.str(F[3], &mut nonce)?,
             }
         }
         Ok(Hello {
             version: self.need(F[0], version)?,
             machine_id: self.need(F[1], machine_id)?,
             node_prefix: self.need(F[2], node_prefix)?,
+            nonce,
         })
     }
 
@@ -614,6 +617,17 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             blocked: self.need(F[1], blocked)?,
             path: self.need(F[2], path)?,
             hops: hops.unwrap_or(0),
+        })
+    }
+
+    fn auth(&mut self) -> Result<Auth<'de>, A::Error> {
+        const F: &[&str] = &["proof"];
+        let mut proof = None;
+        while self.key(F)?.is_some() {
+            self.str(F[0], &mut proof)?;
+        }
+        Ok(Auth {
+            proof: self.need(F[0], proof)?,
         })
     }
 

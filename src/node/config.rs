@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::node::key::ClusterKey;
 use crate::vm::TraceMode;
 
 /// Every default setting of a node.
@@ -76,6 +77,9 @@ pub struct NodeConfig {
     pub max_call_depth: usize,
     /// Most calls that may wait for one object's turn (`VmConfig::max_waiting`).
     pub max_waiting: usize,
+    /// The cluster key peers must prove they know. `None`: the key in
+    /// `$HOME/.avm/cluster-key`, created on first use (`node::key`).
+    pub cluster_key: Option<ClusterKey>,
 }
 
 impl NodeConfig {
@@ -98,6 +102,7 @@ impl NodeConfig {
             handle_signals: false,
             max_call_depth: defaults::MAX_CALL_DEPTH,
             max_waiting: defaults::MAX_WAITING,
+            cluster_key: None,
         }
     }
 }

@@ -103,6 +103,17 @@ impl Node {
         let prefix = config.node_prefix.unwrap_or(local_addr.port());
         let machine = MachineId::new(&config.name);
 
+        let key = match &config.cluster_key {
+            Some(key) => key.clone(),
+            None => {
+                let (key, path, created) = key::load_or_create_default()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                if created {
+                    log::info!("created the cluster key {}", path.display());
+                }
+                key
+            }
+        };
         let setup = ReactorSetup::new(listener, config.handle_signals)?;
         let handoff = Arc::clone(setup.handoff());
         let now = Instant::now();
@@ -118,6 +129,7 @@ impl Node {
                 call_timeout: config.call_timeout,
                 max_write_buffer: config.max_write_buffer,
                 seed: boot_epoch_counter() ^ u64::from(local_addr.port()),
+                key,
             },
             now,
         );

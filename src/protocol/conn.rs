@@ -2,9 +2,9 @@
 //! on the other end, the calls in flight on it, and its write buffer.
 //!
 //! ```text
-//!  dialled:  Connecting ──connected──▶ AwaitHello ──peer hello──▶ Ready
-//!  accepted:                           AwaitHello ──peer hello──▶ Ready
-//!                                                    Ready ──tie rule lost──▶ retired
+//!  dialled:  Connecting ──connected──▶ AwaitHello ──peer hello──▶ AwaitProof ──good proof──▶ Ready
+//!  accepted:                           AwaitHello ──peer hello──▶ AwaitProof ──good proof──▶ Ready
+//!                                                                  Ready ──tie rule lost──▶ retired
 //! ```
 //!
 //! Our `hello` is queued the moment the connection exists, so it is always
@@ -19,6 +19,7 @@ use std::time::Instant;
 use crate::codec::{self, Message};
 use crate::vm::MachineId;
 
+use super::auth::NONCE_LEN;
 use super::calls::Outbound;
 use super::hello::Peer;
 use super::table::IdTable;
@@ -35,6 +36,9 @@ pub enum Phase {
     Connecting,
     /// Waiting for the peer's `hello`.
     AwaitHello,
+    /// Hellos exchanged, our proof sent; waiting for the peer's proof.
+    /// Nothing but `auth` is accepted.
+    AwaitProof,
     /// Hellos exchanged; calls may flow.
     Ready,
 }
@@ -49,7 +53,14 @@ pub struct Conn {
     pub phase: Phase,
     /// The dial slot that made this connection, or `None` if accepted.
     pub dial_slot: Option<usize>,
+    /// Set only once the peer proved it knows the cluster key.
     pub peer: Option<Peer>,
+    /// Who the peer's `hello` says it is, until its proof arrives.
+    pub claimed: Option<Peer>,
+    /// Our challenge on this connection (sent in our `hello`).
+    pub nonce: [u8; NONCE_LEN],
+    /// The peer's challenge, from its `hello`.
+    pub their_nonce: [u8; NONCE_LEN],
     /// Lost the duplicate-connection tie: no new calls go out on it; it
     /// closes once nothing is in flight either way.
     pub retired: bool,
@@ -80,6 +91,7 @@ impl Conn {
         dial_slot: Option<usize>,
         max_frame: usize,
         max_pending: usize,
+        nonce: [u8; NONCE_LEN],
         now: Instant,
     ) -> Conn {
         Conn {
@@ -93,6 +105,9 @@ impl Conn {
             },
             dial_slot,
             peer: None,
+            claimed: None,
+            nonce,
+            their_nonce: [0; NONCE_LEN],
             retired: false,
             retired_at: None,
             outbound: IdTable::new(max_pending),

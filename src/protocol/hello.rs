@@ -12,10 +12,13 @@
 use std::fmt;
 
 use crate::codec::Hello;
+
+use super::auth::{from_hex, NONCE_LEN};
 use crate::vm::MachineId;
 
-/// The protocol version this node speaks.
-pub const VERSION: u32 = 1;
+/// The protocol version this node speaks: 2, version 1's messages with a
+/// mutual proof of the cluster key after the hellos (`auth`).
+pub const VERSION: u32 = 2;
 
 /// What a peer told us in its `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub struct Peer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
     Version(u32),
+    /// Version 1: no authentication, so not accepted.
+    Unauthenticated,
+    /// A version 2 hello without a 32-byte nonce in hex.
+    BadNonce,
     EmptyMachineId,
     OurMachineId(MachineId),
     OurPrefix {
@@ -51,6 +58,11 @@ impl fmt::Display for Refusal {
         const HINT: &str = "the prefix defaults to the port: give one node another --node-prefix";
         match self {
             Refusal::Version(v) => write!(f, "unsupported protocol version {v}"),
+            Refusal::Unauthenticated => f.write_str(
+                "peer speaks protocol version 1, without authentication; this node speaks \
+                 version 2 and requires a proof of the cluster key (see docs/protocol.md)",
+            ),
+            Refusal::BadNonce => f.write_str("`hello` without a nonce of 64 hex characters"),
             Refusal::EmptyMachineId => f.write_str("`hello` with an empty machine_id"),
             Refusal::OurMachineId(m) => write!(
                 f,
@@ -76,16 +88,26 @@ impl fmt::Display for Refusal {
 }
 
 /// Checks `hello` against our identity and the peers connected now
-/// (`(machine, prefix)` of each). A peer already connected under the same
-/// machine_id is not refused here: that is the tie rule's business.
+/// (`(machine, prefix)` of each), and answers who it claims to be and its
+/// challenge. A peer already connected under the same machine_id is not
+/// refused here: that is the tie rule's business, once the peer's proof
+/// has shown the claim is worth considering.
 pub fn check(
     hello: &Hello<'_>,
     us: &Peer,
     connected: impl Iterator<Item = Peer>,
-) -> Result<Peer, Refusal> {
-    if hello.version != VERSION {
-        return Err(Refusal::Version(hello.version));
+) -> Result<(Peer, [u8; NONCE_LEN]), Refusal> {
+    match hello.version {
+        VERSION => {}
+        1 => return Err(Refusal::Unauthenticated),
+        v => return Err(Refusal::Version(v)),
     }
+    let nonce = hello
+        .nonce
+        .as_deref()
+        .and_then(from_hex)
+        .and_then(|bytes| <[u8; NONCE_LEN]>::try_from(bytes).ok())
+        .ok_or(Refusal::BadNonce)?;
     if hello.machine_id.is_empty() {
         return Err(Refusal::EmptyMachineId);
     }
@@ -108,10 +130,13 @@ pub fn check(
             });
         }
     }
-    Ok(Peer {
-        machine,
-        prefix: hello.node_prefix,
-    })
+    Ok((
+        Peer {
+            machine,
+            prefix: hello.node_prefix,
+        },
+        nonce,
+    ))
 }
 
 /// Which of two greeted connections to one machine survives.
@@ -147,11 +172,14 @@ pub fn tie(
 mod tests {
     use super::*;
 
+    const NONCE: [u8; NONCE_LEN] = [7; NONCE_LEN];
+
     fn hello(machine: &str, prefix: u16) -> Hello<'static> {
         Hello {
             version: VERSION,
             machine_id: machine.to_owned().into(),
             node_prefix: prefix,
+            nonce: Some(crate::protocol::auth::to_hex(&NONCE).into()),
         }
     }
 
@@ -165,16 +193,25 @@ mod tests {
     #[test]
     fn a_good_hello_names_the_peer() {
         let got = check(&hello("beta", 2), &peer("alpha", 1), std::iter::empty());
-        assert_eq!(got, Ok(peer("beta", 2)));
+        assert_eq!(got, Ok((peer("beta", 2), NONCE)));
     }
 
     #[test]
     fn each_bad_hello_is_refused_with_its_reason() {
         let us = peer("alpha", 1);
         let up = || [peer("gamma", 3)].into_iter();
-        let mut v2 = hello("beta", 2);
-        v2.version = 2;
-        assert_eq!(check(&v2, &us, up()), Err(Refusal::Version(2)));
+        let mut v3 = hello("beta", 2);
+        v3.version = 3;
+        assert_eq!(check(&v3, &us, up()), Err(Refusal::Version(3)));
+        let mut v1 = hello("beta", 2);
+        v1.version = 1;
+        assert_eq!(check(&v1, &us, up()), Err(Refusal::Unauthenticated));
+        assert!(Refusal::Unauthenticated.to_string().contains("protocol version 1"));
+        for nonce in [None, Some("zz".repeat(32)), Some("ab".repeat(31))] {
+            let mut bad = hello("beta", 2);
+            bad.nonce = nonce.map(Into::into);
+            assert_eq!(check(&bad, &us, up()), Err(Refusal::BadNonce));
+        }
         assert_eq!(
             check(&hello("", 2), &us, up()),
             Err(Refusal::EmptyMachineId)
@@ -195,7 +232,7 @@ mod tests {
             "{taken}"
         );
         // gamma reconnecting with its own prefix is the tie rule's case, not a refusal.
-        assert_eq!(check(&hello("gamma", 3), &us, up()), Ok(peer("gamma", 3)));
+        assert_eq!(check(&hello("gamma", 3), &us, up()), Ok((peer("gamma", 3), NONCE)));
     }
 
     #[test]

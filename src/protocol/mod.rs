@@ -35,6 +35,7 @@
 //! its calls fails with an [`Event::Reply`] error at once, so no chain
 //! waits forever; `active` maps a machine to a greeted, open connection.
 
+pub mod auth;
 mod calls;
 mod conn;
 mod dial;
@@ -71,6 +72,10 @@ pub use conn::HELLO_MAX_FRAME;
 pub use dial::{BACKOFF_CAP, BACKOFF_FIRST, REFUSAL_WINDOW};
 pub use hello::{Peer, Refusal, VERSION};
 
+/// A connection must finish its hellos and proofs this soon after it
+/// opens, or it is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Retire timers re-check at this interval.
 pub const RETIRE_CHECK: Duration = Duration::from_millis(200);
 /// A retired connection stays at least this long: the peer may have
@@ -100,6 +105,8 @@ pub struct Config {
     pub max_write_buffer: usize,
     /// Seeds the backoff jitter.
     pub seed: u64,
+    /// The cluster's shared secret: a peer must prove it knows it.
+    pub key: auth::ClusterKey,
 }
 
 /// A connection, as the core and the reactor both name it: `key` is its
@@ -149,6 +156,8 @@ pub enum CloseReason {
         what: &'static str,
         limit: Duration,
     },
+    /// The handshake did not finish in time (`what` never came).
+    Handshake { what: &'static str },
     ReadFailed(String),
     WriteFailed(String),
     ConnectFailed(String),
@@ -168,6 +177,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol(why) => write!(f, "protocol error: {why}"),
             CloseReason::Silent { what, limit } => {
                 write!(f, "{what} for {limit:?} (3 keepalive intervals)")
+            }
+            CloseReason::Handshake { what } => {
+                write!(f, "no {what} within {} s", HANDSHAKE_TIMEOUT.as_secs())
             }
             CloseReason::ReadFailed(e) => write!(f, "read failed: {e}"),
             CloseReason::WriteFailed(e) => write!(f, "write failed: {e}"),
@@ -425,22 +437,30 @@ impl Core {
             serial: self.next_serial,
         };
         self.next_serial = self.next_serial.wrapping_add(1).max(1);
+        let nonce = auth::fresh_nonce();
         let mut conn = Conn::new(
             id,
             remote,
             dial_slot,
             self.config.max_frame,
             self.config.max_pending,
+            *nonce.as_ref().unwrap_or(&[0; auth::NONCE_LEN]),
             now,
         );
         let hello = Message::Hello(codec::Hello {
             version: VERSION,
             machine_id: self.us.machine.as_str().into(),
             node_prefix: self.us.prefix,
+            nonce: Some(auth::to_hex(&conn.nonce).into()),
         });
         conn.queue(&hello).expect("a hello always fits in a frame");
         entry.insert(conn);
         self.mark_dirty(id);
+        if let Err(e) = nonce {
+            // Never challenge with a guessable nonce: no connection at all.
+            log::error!("no random bytes for a connection's challenge: {e}");
+            self.close(id, CloseReason::ConnectFailed(e), false, now);
+        }
         id
     }
 

@@ -17,10 +17,12 @@ use crate::vm::MachineId;
 
 use super::conn::{Conn, Phase};
 use super::dial::{self, DialState, BACKOFF_CAP, REFUSAL_WINDOW};
-use super::hello::{self, Refusal};
+use super::auth;
+use super::hello::{self, Peer, Refusal};
 use super::timer::Timer;
 use super::{
-    Action, BadInput, CloseReason, ConnId, Core, Event, Status, RETIRE_CHECK, RETIRE_GRACE,
+    Action, BadInput, CloseReason, ConnId, Core, Event, Status, HANDSHAKE_TIMEOUT, RETIRE_CHECK,
+    RETIRE_GRACE,
 };
 
 /// Silence checks per keepalive interval: a silent peer is found at most
@@ -139,18 +141,15 @@ impl Core {
         self.close(conn, CloseReason::Protocol(why), false, now);
     }
 
-    pub(super) fn handle_hello(
-        &mut self,
-        conn: ConnId,
-        hello: codec::Hello<'_>,
-        now: Instant,
-    ) -> Result<(), String> {
+    /// The peer's `hello`: checked, its claim and challenge kept (not yet
+    /// trusted), and our proof sent.
+    pub(super) fn handle_hello(&mut self, conn: ConnId, hello: codec::Hello<'_>) -> Result<(), String> {
         let connected = self
             .active
             .values()
             .filter_map(|a| self.conns[a.key()].peer.clone());
-        let peer = match hello::check(&hello, &self.us, connected) {
-            Ok(peer) => peer,
+        let (peer, their_nonce) = match hello::check(&hello, &self.us, connected) {
+            Ok(claim) => claim,
             Err(refusal) => {
                 if matches!(refusal, Refusal::OurMachineId(_)) {
                     self.abandon_if_self(conn);
@@ -158,8 +157,38 @@ impl Core {
                 return Err(refusal.to_string());
             }
         };
-        let machine = peer.machine.clone();
         let c = &mut self.conns[conn.key()];
+        c.their_nonce = their_nonce;
+        c.phase = Phase::AwaitProof;
+        let (prover, dialler, acceptor) = roles(c, &self.us, &peer, true);
+        let proof = auth::proof(&self.config.key, prover, &dialler, &acceptor);
+        c.claimed = Some(peer);
+        let msg = Message::Auth(codec::Auth {
+            proof: auth::to_hex(&proof).into(),
+        });
+        self.queue(conn, &msg);
+        Ok(())
+    }
+
+    /// The peer's proof: if it shows the cluster key, for this
+    /// connection's two hellos, the peer is who its hello says and the
+    /// connection is ready (after the tie rule, if the machine is already
+    /// connected); otherwise the connection closes.
+    pub(super) fn handle_auth(
+        &mut self,
+        conn: ConnId,
+        proof: &str,
+        now: Instant,
+    ) -> Result<(), String> {
+        let c = &mut self.conns[conn.key()];
+        let peer = c.claimed.take().expect("AwaitProof has a claim");
+        let (prover, dialler, acceptor) = roles(c, &self.us, &peer, false);
+        let good = auth::from_hex(proof)
+            .is_some_and(|p| auth::verify(&self.config.key, prover, &dialler, &acceptor, &p));
+        if !good {
+            return Err("bad proof (is the peer using another cluster key?)".into());
+        }
+        let machine = peer.machine.clone();
         let dialled_by_us = c.dial_slot.is_some();
         c.peer = Some(peer.clone());
         c.phase = Phase::Ready;
@@ -307,10 +336,20 @@ impl Core {
         let mut dead = Vec::new();
         let mut alive = Vec::new();
         for (_, c) in &self.conns {
+            let handshake = match c.phase {
+                Phase::AwaitHello => Some("hello"),
+                Phase::AwaitProof => Some("proof"),
+                Phase::Ready | Phase::Connecting => None,
+            };
+            if let Some(what) = handshake {
+                if now.saturating_duration_since(c.opened) > HANDSHAKE_TIMEOUT {
+                    dead.push((c.id, CloseReason::Handshake { what }));
+                }
+                continue;
+            }
             let (since, what) = match c.phase {
-                Phase::Ready => (c.last_heard, "no data or keepalive answer"),
-                Phase::AwaitHello => (c.opened, "no hello"),
                 Phase::Connecting => (c.opened, "TCP connect not finished"),
+                _ => (c.last_heard, "no data or keepalive answer"),
             };
             if now.saturating_duration_since(since) > limit && !c.paused {
                 dead.push((c.id, CloseReason::Silent { what, limit }));
@@ -326,10 +365,13 @@ impl Core {
             self.queue(conn, &ping);
         }
         for (conn, reason) in dead {
-            warn!(
-                "{}: {reason}; declaring it down",
-                self.conns[conn.key()].label()
-            );
+            let label = self.conns[conn.key()].label();
+            match reason {
+                CloseReason::Handshake { .. } => {
+                    warn!("protocol error from {label}: {reason}; closing this connection")
+                }
+                _ => warn!("{label}: {reason}; declaring it down"),
+            }
             self.close(conn, reason, false, now);
         }
         self.timers.schedule(
@@ -442,4 +484,34 @@ impl Core {
 
 pub(super) fn keepalive_tick(interval: Duration) -> Duration {
     (interval / KEEPALIVE_TICKS).max(Duration::from_millis(1))
+}
+
+/// The two sides of `c`'s handshake, and whose proof is meant: ours
+/// (`ours` true) or the peer's.
+fn roles<'a>(
+    c: &'a Conn,
+    us: &'a Peer,
+    them: &'a Peer,
+    ours: bool,
+) -> (auth::Role, auth::Side<'a>, auth::Side<'a>) {
+    let me = auth::Side {
+        machine: us.machine.as_str(),
+        prefix: us.prefix,
+        nonce: &c.nonce,
+    };
+    let peer = auth::Side {
+        machine: them.machine.as_str(),
+        prefix: them.prefix,
+        nonce: &c.their_nonce,
+    };
+    let we_dialled = c.dial_slot.is_some();
+    let prover = match (we_dialled, ours) {
+        (true, true) | (false, false) => auth::Role::Dialler,
+        (true, false) | (false, true) => auth::Role::Acceptor,
+    };
+    if we_dialled {
+        (prover, me, peer)
+    } else {
+        (prover, peer, me)
+    }
 }

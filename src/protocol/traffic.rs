@@ -10,6 +10,7 @@ use crate::codec::{self, Message};
 use crate::vm::{self, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
 
 use super::calls::{CallRef, Outbound};
+use super::conn::Phase;
 use super::hello::Peer;
 use super::timer::Timer;
 use super::{ConnId, Core, Event, Inbound, InboundId, Notice, Status};
@@ -20,17 +21,24 @@ impl Core {
         let Some(c) = self.conn(conn) else {
             return Status::Closed;
         };
+        let awaiting_proof = c.phase == Phase::AwaitProof;
         let Some(peer) = c.peer.clone() else {
-            let result = match msg {
-                Message::Hello(hello) => self.handle_hello(conn, hello, now),
-                other => Err(format!(
+            // The handshake: a hello, then (after ours) a proof; nothing
+            // else until the proof checks out.
+            let result = match (awaiting_proof, msg) {
+                (true, Message::Auth(a)) => self.handle_auth(conn, &a.proof, now).map(|()| true),
+                (true, Message::Hello(_)) => Err("a second `hello`".into()),
+                (true, other) => Err(format!("`{}` before the proof", other.type_name())),
+                (false, Message::Hello(hello)) => self.handle_hello(conn, hello).map(|()| false),
+                (false, other) => Err(format!(
                     "first frame was `{}`, not `hello`",
                     other.type_name()
                 )),
             };
             return match result {
-                Ok(()) if self.is_open(conn) => Status::Greeted,
-                Ok(()) => Status::Closed,
+                Ok(true) if self.is_open(conn) => Status::Greeted,
+                Ok(false) if self.is_open(conn) => Status::Open,
+                Ok(_) => Status::Closed,
                 Err(why) => {
                     self.protocol_error(conn, why, now);
                     Status::Closed
@@ -38,8 +46,9 @@ impl Core {
             };
         };
         match msg {
-            Message::Hello(_) => {
-                self.protocol_error(conn, "a second `hello`".into(), now);
+            Message::Hello(_) | Message::Auth(_) => {
+                let why = format!("a second `{}`", msg.type_name());
+                self.protocol_error(conn, why, now);
                 return Status::Closed;
             }
             Message::Call(call) => self.handle_call(conn, &peer, call, now),
