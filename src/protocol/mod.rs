@@ -35,6 +35,7 @@
 //! its calls fails with an [`Event::Reply`] error at once, so no chain
 //! waits forever; `active` maps a machine to a greeted, open connection.
 
+pub mod auth;
 mod calls;
 mod conn;
 mod dial;
