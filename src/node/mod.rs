@@ -55,6 +55,7 @@
 pub mod config;
 pub mod handoff;
 mod interp;
+pub mod key;
 mod stats;
 
 use std::io;
