@@ -18,7 +18,8 @@ use super::{
     DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe, WaitEdge,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe,
+    WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 

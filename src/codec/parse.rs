@@ -24,8 +24,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::error::DecodeError;
 use super::message::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping, Pong,
-    Probe, KINDS, TYPE_NAMES,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping,
+    Pong, Probe, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
 use super::wait::{EdgesSeed, CYCLE, PATH};

@@ -10,8 +10,9 @@ use crate::vm::{ChainId, ObjectId, Val};
 
 /// Every example line of PROTOCOL.md, in order, then a `probe` and a
 /// `deadlock` (alpha, beta, gamma are prefixes 9001, 9002, 9003): the
-/// deadlock-detection types are not in PROTOCOL.md's examples yet.
-const GOLDEN: [&str; 8] = [
+/// deadlock-detection types are not in PROTOCOL.md's examples yet; then
+/// version 2's `hello` and `auth` (docs/protocol.md's worked example).
+const GOLDEN: [&str; 10] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
@@ -20,6 +21,8 @@ const GOLDEN: [&str; 8] = [
     r#"{"type":"ping","nonce":1}"#,
     r#"{"type":"probe","initiator":2533556265372614657,"blocked":2534119215326035969,"path":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2534119215326035968,"machine":"gamma"}]}"#,
     r#"{"type":"deadlock","victim":2533556265372614657,"object":2533837740349325312,"cycle":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2533556265372614656,"machine":"alpha"}]}"#,
+    r#"{"type":"hello","version":2,"machine_id":"beta","node_prefix":9002,"nonce":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"}"#,
+    r#"{"type":"auth","proof":"43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02"}"#,
 ];
 
 fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
@@ -37,6 +40,7 @@ fn golden_messages() -> Vec<Message<'static>> {
             version: 1,
             machine_id: "beta".into(),
             node_prefix: 9002,
+            nonce: None,
         }),
         Message::CreateNotify(CreateNotify {
             object_id: pong,
@@ -84,6 +88,15 @@ fn golden_messages() -> Vec<Message<'static>> {
                 edge(2533556265372614657, pong.0, "beta"),
                 edge(2533837740349325313, 2533556265372614656, "alpha"),
             ],
+        }),
+        Message::Hello(Hello {
+            version: 2,
+            machine_id: "beta".into(),
+            node_prefix: 9002,
+            nonce: Some("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f".into()),
+        }),
+        Message::Auth(Auth {
+            proof: "43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02".into(),
         }),
     ]
 }

@@ -206,7 +206,9 @@ mod tests {
         let mut v1 = hello("beta", 2);
         v1.version = 1;
         assert_eq!(check(&v1, &us, up()), Err(Refusal::Unauthenticated));
-        assert!(Refusal::Unauthenticated.to_string().contains("protocol version 1"));
+        assert!(Refusal::Unauthenticated
+            .to_string()
+            .contains("protocol version 1"));
         for nonce in [None, Some("zz".repeat(32)), Some("ab".repeat(31))] {
             let mut bad = hello("beta", 2);
             bad.nonce = nonce.map(Into::into);
@@ -232,7 +234,10 @@ mod tests {
             "{taken}"
         );
         // gamma reconnecting with its own prefix is the tie rule's case, not a refusal.
-        assert_eq!(check(&hello("gamma", 3), &us, up()), Ok((peer("gamma", 3), NONCE)));
+        assert_eq!(
+            check(&hello("gamma", 3), &us, up()),
+            Ok((peer("gamma", 3), NONCE))
+        );
     }
 
     #[test]

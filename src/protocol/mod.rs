@@ -157,7 +157,9 @@ pub enum CloseReason {
         limit: Duration,
     },
     /// The handshake did not finish in time (`what` never came).
-    Handshake { what: &'static str },
+    Handshake {
+        what: &'static str,
+    },
     ReadFailed(String),
     WriteFailed(String),
     ConnectFailed(String),

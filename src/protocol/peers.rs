@@ -15,9 +15,9 @@ use log::{debug, info, warn};
 use crate::codec::{self, Message};
 use crate::vm::MachineId;
 
+use super::auth;
 use super::conn::{Conn, Phase};
 use super::dial::{self, DialState, BACKOFF_CAP, REFUSAL_WINDOW};
-use super::auth;
 use super::hello::{self, Peer, Refusal};
 use super::timer::Timer;
 use super::{
@@ -142,8 +142,14 @@ impl Core {
     }
 
     /// The peer's `hello`: checked, its claim and challenge kept (not yet
-    /// trusted), and our proof sent.
-    pub(super) fn handle_hello(&mut self, conn: ConnId, hello: codec::Hello<'_>) -> Result<(), String> {
+    /// trusted), and, if we dialled, our proof sent. An acceptor proves
+    /// only after the dialler has: a stranger who dials in learns nothing
+    /// it could test key guesses against.
+    pub(super) fn handle_hello(
+        &mut self,
+        conn: ConnId,
+        hello: codec::Hello<'_>,
+    ) -> Result<(), String> {
         let connected = self
             .active
             .values()
@@ -160,14 +166,23 @@ impl Core {
         let c = &mut self.conns[conn.key()];
         c.their_nonce = their_nonce;
         c.phase = Phase::AwaitProof;
-        let (prover, dialler, acceptor) = roles(c, &self.us, &peer, true);
+        let we_dialled = c.dial_slot.is_some();
+        if we_dialled {
+            self.send_proof(conn, &peer);
+        }
+        self.conns[conn.key()].claimed = Some(peer);
+        Ok(())
+    }
+
+    /// Queues our proof for the handshake on `conn` with `peer`.
+    fn send_proof(&mut self, conn: ConnId, peer: &Peer) {
+        let c = &self.conns[conn.key()];
+        let (prover, dialler, acceptor) = roles(c, &self.us, peer, true);
         let proof = auth::proof(&self.config.key, prover, &dialler, &acceptor);
-        c.claimed = Some(peer);
         let msg = Message::Auth(codec::Auth {
             proof: auth::to_hex(&proof).into(),
         });
         self.queue(conn, &msg);
-        Ok(())
     }
 
     /// The peer's proof: if it shows the cluster key, for this
@@ -188,6 +203,11 @@ impl Core {
         if !good {
             return Err("bad proof (is the peer using another cluster key?)".into());
         }
+        if c.dial_slot.is_none() {
+            // We accepted: the dialler has proved itself, now we do.
+            self.send_proof(conn, &peer);
+        }
+        let c = &mut self.conns[conn.key()];
         let machine = peer.machine.clone();
         let dialled_by_us = c.dial_slot.is_some();
         c.peer = Some(peer.clone());

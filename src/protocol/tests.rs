@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::codec::{Call, FrameDecoder};
+use crate::protocol::hello::VERSION;
 use crate::protocol::timer::Timer;
 use crate::vm::RemoteCall;
 
@@ -30,11 +31,19 @@ fn side(name: &str, prefix: u16, peers: &[&str], now: Instant) -> Side {
             call_timeout: Duration::from_secs(30),
             max_write_buffer: 1 << 20,
             seed: u64::from(prefix),
+            key: test_key(),
         },
         now,
     );
     Side { core, port }
 }
+
+fn test_key() -> auth::ClusterKey {
+    auth::ClusterKey::from_bytes(b"the cluster's test key").unwrap()
+}
+
+/// The nonce a raw test client says hello with.
+const CLIENT_NONCE: [u8; auth::NONCE_LEN] = [9; auth::NONCE_LEN];
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -499,12 +508,12 @@ fn a_refused_dial_keeps_backing_off() {
     let mut a = side("twin", 1, &["127.0.0.1:9002"], now);
     let mut b = side("beta", 2, &[], now);
     // Someone else holds the name `twin` at beta.
-    let mut holder = side("twin", 7, &[], now);
-    let hold = Link {
-        ca: holder.core.handle_accepted(addr(1), now),
-        cb: b.core.handle_accepted(addr(40009), now),
-    };
+    let mut holder = side("twin", 7, &["127.0.0.1:9002"], now);
+    holder.core.handle_timeout(now);
+    assert_eq!(holder.dials(), vec![0]);
+    let hold = connect(&mut holder, 0, &mut b, 40009, now);
     pump(&mut holder, &mut b, &hold, now);
+    assert_eq!(b.active("twin"), Some(hold.cb));
     let mut last_delay = Duration::ZERO;
     let mut t = now;
     for attempt in 0..4 {
@@ -536,10 +545,11 @@ fn bad_hellos_are_refused_and_close_the_connection() {
             Message::Ping(codec::Ping { nonce: 1 }),
             "first frame was `ping`",
         ),
-        (hello_msg("", 5, 1), "empty machine_id"),
-        (hello_msg("beta", 5, 1), "our own machine_id"),
-        (hello_msg("gamma", 2, 1), "has our node_prefix"),
-        (hello_msg("gamma", 5, 2), "unsupported protocol version 2"),
+        (hello_msg("", 5, 2), "empty machine_id"),
+        (hello_msg("beta", 5, 2), "our own machine_id"),
+        (hello_msg("gamma", 2, 2), "has our node_prefix"),
+        (hello_msg("gamma", 5, 3), "unsupported protocol version 3"),
+        (hello_msg("gamma", 5, 1), "protocol version 1"),
     ];
     for (i, (msg, why)) in cases.into_iter().enumerate() {
         let c = b.core.handle_accepted(addr(41000 + i as u16), now);
@@ -556,7 +566,48 @@ fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
         version,
         machine_id: machine.to_owned().into(),
         node_prefix: prefix,
+        nonce: Some(auth::to_hex(&CLIENT_NONCE).into()),
     })
+}
+
+/// A client that dialled `conn` on `side`'s core proves the cluster key
+/// `key` as `machine` (after its hello): the proof's message.
+fn proof_msg(
+    side: &Side,
+    conn: ConnId,
+    machine: &str,
+    prefix: u16,
+    key: &auth::ClusterKey,
+) -> Message<'static> {
+    let us = side.core.config.machine.as_str();
+    let node_nonce = side.core.conn(conn).expect("open").nonce;
+    let dialler = auth::Side {
+        machine,
+        prefix,
+        nonce: &CLIENT_NONCE,
+    };
+    let acceptor = auth::Side {
+        machine: us,
+        prefix: side.core.config.node_prefix,
+        nonce: &node_nonce,
+    };
+    let proof = auth::proof(key, auth::Role::Dialler, &dialler, &acceptor);
+    Message::Auth(codec::Auth {
+        proof: auth::to_hex(&proof).into(),
+    })
+}
+
+/// A client dials `side` as `machine`: its hello, then its proof.
+fn greet(side: &mut Side, conn: ConnId, machine: &str, prefix: u16, now: Instant) -> Status {
+    match side
+        .core
+        .handle_message(conn, hello_msg(machine, prefix, VERSION), now)
+    {
+        Status::Open => {}
+        other => return other,
+    }
+    let proof = proof_msg(side, conn, machine, prefix, &test_key());
+    side.core.handle_message(conn, proof, now)
 }
 
 /// Two nodes with one name: a second connection from the same side, or
@@ -566,28 +617,13 @@ fn a_second_node_with_a_connected_name_is_refused() {
     let now = Instant::now();
     let mut b = side("beta", 2, &[], now);
     let first = b.core.handle_accepted(addr(42001), now);
-    assert_eq!(
-        b.core.handle_message(first, hello_msg("twin", 5, 1), now),
-        Status::Greeted
-    );
+    assert_eq!(greet(&mut b, first, "twin", 5, now), Status::Greeted);
     let same_prefix = b.core.handle_accepted(addr(42002), now);
-    assert_eq!(
-        b.core
-            .handle_message(same_prefix, hello_msg("twin", 5, 1), now),
-        Status::Closed
-    );
+    assert_eq!(greet(&mut b, same_prefix, "twin", 5, now), Status::Closed);
     let other_prefix = b.core.handle_accepted(addr(42003), now);
-    assert_eq!(
-        b.core
-            .handle_message(other_prefix, hello_msg("twin", 6, 1), now),
-        Status::Closed
-    );
+    assert_eq!(greet(&mut b, other_prefix, "twin", 6, now), Status::Closed);
     let prefix_taken = b.core.handle_accepted(addr(42004), now);
-    assert_eq!(
-        b.core
-            .handle_message(prefix_taken, hello_msg("other", 5, 1), now),
-        Status::Closed
-    );
+    assert_eq!(greet(&mut b, prefix_taken, "other", 5, now), Status::Closed);
     assert!(b.core.is_open(first));
     assert_eq!(b.active("twin"), Some(first));
 }
@@ -614,7 +650,7 @@ fn notices_count_only_after_the_hello_and_carry_their_sender() {
     assert!(b.events().is_empty());
 
     let c = b.core.handle_accepted(addr(43002), now);
-    b.core.handle_message(c, hello_msg("mallory", 5, 1), now);
+    assert_eq!(greet(&mut b, c, "mallory", 5, now), Status::Greeted);
     b.events();
     assert_eq!(b.core.handle_message(c, notify("alpha"), now), Status::Open);
     match b.events().pop() {
@@ -780,4 +816,117 @@ fn a_peer_that_stops_reading_is_cut() {
         matches!(downs[0].1, CloseReason::NotReading { .. }),
         "{downs:?}"
     );
+}
+
+/// The frames `side` queued on `conn`, decoded (and taken).
+fn sent(side: &mut Side, conn: ConnId) -> Vec<String> {
+    let bytes = side.core.unsent(conn).to_vec();
+    side.core.advance(conn, bytes.len());
+    let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
+    decoder.fill(&bytes);
+    let mut types = Vec::new();
+    while let Some(payload) = decoder.next_frame().unwrap() {
+        types.push(
+            crate::codec::decode(payload)
+                .unwrap()
+                .type_name()
+                .to_owned(),
+        );
+    }
+    types
+}
+
+#[test]
+fn a_proof_made_with_another_key_is_refused() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let c = b.core.handle_accepted(addr(46001), now);
+    assert_eq!(
+        b.core
+            .handle_message(c, hello_msg("mallory", 5, VERSION), now),
+        Status::Open
+    );
+    let other = auth::ClusterKey::from_bytes(b"not the cluster's key").unwrap();
+    let bad = proof_msg(&b, c, "mallory", 5, &other);
+    assert_eq!(b.core.handle_message(c, bad, now), Status::Closed);
+    assert!(
+        b.events().is_empty(),
+        "no PeerUp, nothing for the interpreter"
+    );
+}
+
+#[test]
+fn a_proof_recorded_on_one_connection_fails_on_another() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let first = b.core.handle_accepted(addr(46002), now);
+    b.core
+        .handle_message(first, hello_msg("alpha", 1, VERSION), now);
+    let recorded = proof_msg(&b, first, "alpha", 1, &test_key());
+    assert_eq!(
+        b.core.handle_message(first, recorded.clone(), now),
+        Status::Greeted
+    );
+    let second = b.core.handle_accepted(addr(46003), now);
+    b.core
+        .handle_message(second, hello_msg("alpha", 1, VERSION), now);
+    assert_eq!(
+        b.core.handle_message(second, recorded, now),
+        Status::Closed,
+        "the node's nonce differs"
+    );
+    assert!(b.core.is_open(first));
+}
+
+#[test]
+fn nothing_but_the_proof_counts_before_it() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let c = b.core.handle_accepted(addr(46004), now);
+    b.core
+        .handle_message(c, hello_msg("mallory", 5, VERSION), now);
+    let call = Message::Call(Call {
+        request_id: 1,
+        target: ObjectId(2 << 48 | 1),
+        input: Val::Nothing,
+        sender: ObjectId(0),
+        sender_machine: "mallory".into(),
+        chain: None,
+    });
+    assert_eq!(b.core.handle_message(c, call, now), Status::Closed);
+    assert!(
+        b.events().is_empty(),
+        "the call never reached the interpreter"
+    );
+}
+
+/// The acceptor proves itself only once the dialler has: a stranger that
+/// dials in gets no proof to test key guesses against.
+#[test]
+fn the_acceptor_proves_only_after_the_dialler() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let c = b.core.handle_accepted(addr(46005), now);
+    b.core
+        .handle_message(c, hello_msg("alpha", 1, VERSION), now);
+    assert_eq!(sent(&mut b, c), vec!["hello"]);
+    let good = proof_msg(&b, c, "alpha", 1, &test_key());
+    assert_eq!(b.core.handle_message(c, good, now), Status::Greeted);
+    assert_eq!(sent(&mut b, c), vec!["auth"]);
+}
+
+#[test]
+fn a_handshake_that_stalls_is_closed_after_3_s() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let quiet = b.core.handle_accepted(addr(46006), now);
+    let half = b.core.handle_accepted(addr(46007), now);
+    b.core
+        .handle_message(half, hello_msg("alpha", 1, VERSION), now);
+    b.core.handle_timeout(now + HANDSHAKE_TIMEOUT - ms(100));
+    assert!(b.core.is_open(quiet) && b.core.is_open(half));
+    b.core.handle_timeout(now + HANDSHAKE_TIMEOUT + ms(100));
+    assert!(!b.core.is_open(quiet) && !b.core.is_open(half));
+    let reason = CloseReason::Handshake { what: "proof" }.to_string();
+    assert_eq!(reason, "no proof within 3 s");
 }
