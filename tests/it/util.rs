@@ -212,6 +212,19 @@ impl NodeProc {
         NodeProc::spawn(name, port, &with_test_key(args), level, &[])
     }
 
+    /// [`NodeProc::start`] without the automatic `--cluster-key-file`, and
+    /// with the environment variables `env` set (such as a `HOME` of the
+    /// test's own, for a node that then keeps its key there).
+    pub fn start_without_key(
+        name: &str,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> NodeProc {
+        let level = std::env::var("AVM_TEST_LOG").unwrap_or_else(|_| "info".into());
+        NodeProc::spawn(name, port, args, &level, env)
+    }
+
     fn spawn(
         name: &str,
         port: u16,
@@ -250,6 +263,16 @@ impl NodeProc {
     /// with `in use` in its log); panics if it failed otherwise.
     pub fn try_start_on(name: &str, port: u16, args: &[&str]) -> Option<NodeProc> {
         NodeProc::started_on(NodeProc::start(name, port, args), port)
+    }
+
+    /// [`NodeProc::try_start_on`] as [`NodeProc::start_without_key`] starts.
+    pub fn try_start_without_key_on(
+        name: &str,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Option<NodeProc> {
+        NodeProc::started_on(NodeProc::start_without_key(name, port, args, env), port)
     }
 
     /// `node`, started on `port`, once it listens; `None` if it exited
