@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::NodeProc;
-use crate::wire::send;
+use crate::wire::{handshake, send};
 
 const ACCOUNTS_PER_NODE: usize = 4;
 const OPENING: u64 = 1000;
@@ -149,20 +149,20 @@ struct Client {
 }
 
 impl Client {
-    /// Says hello as `machine` with `prefix` and collects the node's
-    /// accounts from its directory snapshot.
+    /// Does the handshake as `machine` with `prefix` and collects the
+    /// node's accounts from its directory snapshot.
     fn connect(node: &str, port: u16, machine: &str, prefix: u64) -> (Client, Vec<u64>) {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connecting to {node} on port {port}: {e}"));
         stream.set_nodelay(true).unwrap();
+        // The handshake reads whole frames, nothing past the node's proof.
+        stream.set_read_timeout(Some(SETUP_LIMIT)).unwrap();
+        let hello = handshake(&mut stream, machine, prefix);
+        assert_eq!(hello["machine_id"], node, "{hello}");
         // Short reads, so that a deadline is checked while nothing comes.
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        send(
-            &mut stream,
-            &json!({"type":"hello","version":1,"machine_id":machine,"node_prefix":prefix}),
-        );
         let mut client = Client {
             node: node.to_owned(),
             machine: machine.to_owned(),
@@ -173,11 +173,6 @@ impl Client {
             next_chain: 1,
         };
         let deadline = Instant::now() + SETUP_LIMIT;
-        let Some(hello) = client.next(deadline) else {
-            panic!("{node}: no hello within {SETUP_LIMIT:?}");
-        };
-        assert_eq!(hello["type"], "hello", "{hello}");
-        assert_eq!(hello["machine_id"], node, "{hello}");
         let mut accounts = Vec::new();
         while accounts.len() < ACCOUNTS_PER_NODE {
             let Some(msg) = client.next(deadline) else {

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::util::{free_port, NodeProc};
+use crate::util::{free_port, with_test_key, NodeProc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_avm-node");
 
@@ -73,7 +73,7 @@ fn rust_log_sets_a_level_per_module() {
 /// far. Panics with the log after 20 s.
 fn stderr_until(args: &[&str], rust_log: &str, want: impl Fn(&str) -> bool) -> String {
     let mut child = Command::new(BIN)
-        .args(args)
+        .args(with_test_key(args))
         .env("RUST_LOG", rust_log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use avm::node::{Node, NodeConfig};
 use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
 
+use crate::util::keyed;
+
 /// `[Nat n, List targets]`: at 0 answers 0; otherwise calls target
 /// `n % len` with `[n - 1, targets]` and answers its reply plus one. So
 /// the answer is `n`, after `n` nested calls spread over every node.
@@ -44,6 +46,7 @@ fn start(name: &str, peers: Vec<String>) -> Node {
     let mut config = NodeConfig::new(name);
     config.bind = IpAddr::from([127, 0, 0, 1]);
     config.peers = peers;
+    keyed(&mut config);
     Node::start(config, behaviors, PureRegistry::new()).unwrap()
 }
 

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use avm::node::{Node, NodeConfig};
 use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
 
+use crate::util::keyed;
+
 fn echo_twice(input: Val) -> Program {
     done(Val::pair(input.clone(), input))
 }
@@ -14,6 +16,7 @@ fn start(name: &str, peers: Vec<String>, behaviors: BehaviorRegistry) -> Node {
     let mut config = NodeConfig::new(name);
     config.bind = IpAddr::from([127, 0, 0, 1]);
     config.peers = peers;
+    keyed(&mut config);
     Node::start(config, behaviors, PureRegistry::new()).expect("start node")
 }
 
@@ -119,10 +122,7 @@ fn a_deeply_nested_answer_does_not_overflow_a_stack() {
     // Remotely: the reply cannot be encoded; the caller gets an Err.
     let mut s = std::net::TcpStream::connect(beta.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    crate::wire::send(
-        &mut s,
-        &serde_json::json!({"type":"hello","version":1,"machine_id":"far","node_prefix":93}),
-    );
+    crate::wire::handshake(&mut s, "far", 93);
     crate::wire::send(
         &mut s,
         &serde_json::json!({"type":"call","request_id":1,"target":counter,"input":{"Nat":200_000},
@@ -150,6 +150,7 @@ fn start_on_a_port_in_use_names_the_address() {
     let mut config = NodeConfig::new("alpha");
     config.bind = IpAddr::from([127, 0, 0, 1]);
     config.port = port;
+    keyed(&mut config);
     let err = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
         .expect_err("the port is taken");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);

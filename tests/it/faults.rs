@@ -8,8 +8,8 @@ use avm::node::{Node, NodeConfig};
 use avm::vm::{call, get_machine, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
 use serde_json::json;
 
-use crate::util::NodeProc;
-use crate::wire::{hello_beta, recv, send};
+use crate::util::{keyed, NodeProc};
+use crate::wire::{handshake, hello_beta, recv, send};
 
 const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 
@@ -17,6 +17,7 @@ fn embedded(name: &str, peers: Vec<String>, tweak: impl FnOnce(&mut NodeConfig))
     let mut config = NodeConfig::new(name);
     config.bind = IpAddr::from(LOOPBACK);
     config.peers = peers;
+    keyed(&mut config);
     tweak(&mut config);
     Node::start(config, BehaviorRegistry::new(), PureRegistry::new()).unwrap()
 }
@@ -195,11 +196,7 @@ fn unanswered_call_times_out_and_late_answer_is_dropped() {
     let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mute = (55u64 << 48) | 1;
-    send(
-        &mut s,
-        &json!({"type":"hello","version":1,"machine_id":"silent","node_prefix":55}),
-    );
-    assert_eq!(recv(&mut s)["type"], "hello");
+    handshake(&mut s, "silent", 55);
     send(
         &mut s,
         &json!({"type":"create_notify","object_id":mute,"machine_id":"silent","behavior":"mute"}),
@@ -266,11 +263,7 @@ fn a_peer_cannot_retire_another_machines_object() {
 
     let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    send(
-        &mut s,
-        &json!({"type":"hello","version":1,"machine_id":"mallory","node_prefix":66}),
-    );
-    assert_eq!(recv(&mut s)["type"], "hello");
+    handshake(&mut s, "mallory", 66);
     send(&mut s, &json!({"type":"destroy_notify","object_id":pong}));
     // Then one of mallory's own objects: alpha takes one connection's
     // messages in order, so once it knows this one it has had the notice.
@@ -354,10 +347,7 @@ fn endless_local_recursion_from_a_peer_is_bounded_and_does_not_starve_others() {
     beta.wait_for_log("bank: created 1 accounts", Duration::from_secs(30));
     let mut s = TcpStream::connect(("127.0.0.1", beta.port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    send(
-        &mut s,
-        &json!({"type":"hello","version":1,"machine_id":"mallory","node_prefix":92}),
-    );
+    handshake(&mut s, "mallory", 92);
     let (mut pong, mut account) = (None, None);
     while pong.is_none() || account.is_none() {
         let msg = recv(&mut s);

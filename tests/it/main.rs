@@ -2,6 +2,7 @@
 //! free at run time, and a raw protocol client written from the protocol
 //! page alone. Nothing here sends traffic anywhere but 127.0.0.1.
 
+mod auth;
 mod badinput;
 mod bank;
 mod cli;

@@ -8,12 +8,24 @@
 //!
 //! Log assertions go through a [`LogMark`]: take one before sending the
 //! input, then look only at the lines written after it.
+//!
+//! Every node of the test process, spawned or embedded, shares one cluster
+//! key, [`test_key`], kept in [`test_key_file`]: [`NodeProc`] passes it as
+//! `--cluster-key-file` (unless the test gives its own) and [`keyed`] sets
+//! it in a `NodeConfig`. No test reads or writes the real `$HOME/.avm`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use avm::node::NodeConfig;
+use sha2::{Digest, Sha256};
 
 /// How many sets of picked ports [`with_picked_ports`] tries.
 const PORT_TRIES: usize = 5;
@@ -55,6 +67,109 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The flag naming a node's cluster key file.
+pub const KEY_FLAG: &str = "--cluster-key-file";
+
+/// 32 bytes that differ at every call in this process and between
+/// processes (the clock, the pid and a counter, hashed): nonces and keys
+/// for tests, not a CSPRNG.
+pub fn unique_bytes() -> [u8; 32] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut hash = Sha256::new();
+    hash.update(b"avm-it");
+    hash.update(nanos.to_be_bytes());
+    hash.update(std::process::id().to_be_bytes());
+    hash.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    hash.finalize().into()
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of the hex string `text`; `None` unless it is all hex digits
+/// in pairs.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    // from_str_radix alone would take a sign.
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A fresh, empty directory under the system's temp dir, named after
+/// `tag`, this process and the clock. Left behind when the tests end
+/// (a few bytes each).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// Writes a fresh cluster key (64 lowercase hex chars and a newline) to
+/// `dir/cluster-key`, mode 0600, and returns the file's path and the key
+/// as a node reads it (the 64 chars).
+pub fn write_key_file(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let path = dir.join("cluster-key");
+    let key = hex(&unique_bytes());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    file.write_all(format!("{key}\n").as_bytes()).unwrap();
+    // The umask cannot add bits, but say it outright.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (path, key.into_bytes())
+}
+
+/// The test process's cluster key file, written on first use in a fresh
+/// temp dir (`avm-it-key-<pid>-<nanos>/cluster-key`, mode 0600).
+pub fn test_key_file() -> PathBuf {
+    shared_key().0.clone()
+}
+
+/// The test process's cluster key, as the nodes read it from
+/// [`test_key_file`]: its 64 ASCII hex chars, the newline trimmed.
+pub fn test_key() -> Vec<u8> {
+    shared_key().1.clone()
+}
+
+fn shared_key() -> &'static (PathBuf, Vec<u8>) {
+    static KEY: OnceLock<(PathBuf, Vec<u8>)> = OnceLock::new();
+    KEY.get_or_init(|| write_key_file(&temp_dir("avm-it-key")))
+}
+
+/// Gives an embedded node's config the test key, as [`NodeProc`] gives it
+/// to a spawned node.
+pub fn keyed(config: &mut NodeConfig) {
+    config.cluster_key = Some(avm::node::key::ClusterKey::from_bytes(&test_key()).unwrap());
+}
+
+/// `args` with `--cluster-key-file` naming the test key added, unless they
+/// name a key file already.
+pub fn with_test_key(args: &[&str]) -> Vec<OsString> {
+    let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+    if !args.contains(&KEY_FLAG) {
+        all.push(KEY_FLAG.into());
+        all.push(test_key_file().into());
+    }
+    all
+}
+
 /// A position in a node's log: the lines written after it are those
 /// caused by whatever the test did after taking it.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +207,29 @@ impl NodeProc {
 
     /// [`NodeProc::start`] with `RUST_LOG` set to `level`.
     pub fn start_logging(name: &str, port: u16, args: &[&str], level: &str) -> NodeProc {
+        NodeProc::spawn(name, port, &with_test_key(args), level, &[])
+    }
+
+    /// [`NodeProc::start`] without the automatic `--cluster-key-file`, and
+    /// with the environment variables `env` set (such as a `HOME` of the
+    /// test's own, for a node that then keeps its key there).
+    pub fn start_without_key(
+        name: &str,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> NodeProc {
+        let level = std::env::var("AVM_TEST_LOG").unwrap_or_else(|_| "info".into());
+        NodeProc::spawn(name, port, args, &level, env)
+    }
+
+    fn spawn(
+        name: &str,
+        port: u16,
+        args: &[impl AsRef<OsStr>],
+        level: &str,
+        env: &[(&str, &Path)],
+    ) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_avm-node"));
         cmd.args([
             "--name",
@@ -102,6 +240,7 @@ impl NodeProc {
             &port.to_string(),
         ])
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -121,7 +260,23 @@ impl NodeProc {
     /// listens. `None` if the port was taken meanwhile (the node exited
     /// with `in use` in its log); panics if it failed otherwise.
     pub fn try_start_on(name: &str, port: u16, args: &[&str]) -> Option<NodeProc> {
-        let mut node = NodeProc::start(name, port, args);
+        NodeProc::started_on(NodeProc::start(name, port, args), port)
+    }
+
+    /// [`NodeProc::try_start_on`] as [`NodeProc::start_without_key`] starts.
+    pub fn try_start_without_key_on(
+        name: &str,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Option<NodeProc> {
+        NodeProc::started_on(NodeProc::start_without_key(name, port, args, env), port)
+    }
+
+    /// `node`, started on `port`, once it listens; `None` if it exited
+    /// finding the port in use.
+    fn started_on(mut node: NodeProc, port: u16) -> Option<NodeProc> {
+        let name = node.name.clone();
         let listening = node.find_after(LogMark(0), "listening on ", STARTUP);
         if listening.is_some() {
             return Some(node);

@@ -5,9 +5,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use sha2::Sha256;
 
-use crate::util::NodeProc;
+use crate::util::{hex, test_key, unhex, unique_bytes, NodeProc};
 
 const PREFIX: u64 = 77;
 const OUR_OBJECT: u64 = (PREFIX << 48) | 1;
@@ -27,7 +29,180 @@ pub fn recv(s: &mut TcpStream) -> Value {
     serde_json::from_slice(&body).unwrap()
 }
 
-/// Connects to a `--demo` beta, exchanges hellos, and returns the stream
+/// What the proof transcript starts with (protocol version 2).
+const PROOF_LABEL: &[u8] = b"avm cluster proof v2";
+
+/// One end of a connection as its `hello` describes it: what a proof
+/// covers.
+#[derive(Clone, Debug)]
+pub struct Side {
+    pub machine: String,
+    pub prefix: u16,
+    pub nonce: [u8; 32],
+}
+
+impl Side {
+    /// As [`proof`] takes it.
+    pub fn parts(&self) -> (&str, u16, &[u8; 32]) {
+        (&self.machine, self.prefix, &self.nonce)
+    }
+
+    /// Our `hello` (version 2) for this side.
+    pub fn hello(&self) -> Value {
+        json!({"type":"hello","version":2,"machine_id":self.machine,
+               "node_prefix":self.prefix,"nonce":hex(&self.nonce)})
+    }
+
+    /// The side a node's `hello` describes; panics, naming it, if it is not
+    /// a well-formed version 2 `hello`.
+    pub fn of_hello(hello: &Value) -> Side {
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["version"], 2, "{hello}");
+        let machine = hello["machine_id"].as_str().expect("a machine_id");
+        let prefix = hello["node_prefix"].as_u64().expect("a node_prefix");
+        let nonce = hello["nonce"].as_str().expect("a nonce");
+        assert!(
+            nonce.len() == 64
+                && nonce
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "the nonce is not 64 lowercase hex chars: {hello}"
+        );
+        Side {
+            machine: machine.to_owned(),
+            prefix: u16::try_from(prefix).expect("a u16 node_prefix"),
+            nonce: unhex(nonce).unwrap().try_into().unwrap(),
+        }
+    }
+
+    /// A side with a fresh nonce.
+    pub fn fresh(machine: &str, prefix: u64) -> Side {
+        Side {
+            machine: machine.to_owned(),
+            prefix: u16::try_from(prefix).expect("node_prefix fits in 16 bits"),
+            nonce: unique_bytes(),
+        }
+    }
+}
+
+/// The proof (protocol version 2) of whichever end `prover_is_dialler`
+/// says, on the connection `dialler` opened to `acceptor`: HMAC-SHA256
+/// under `key` of the label, the prover's role byte (`D` or `A`), then
+/// for the dialler and the acceptor in turn: u16 BE length of the
+/// machine_id, the machine_id, u16 BE node_prefix, the 32 nonce bytes.
+pub fn proof(
+    key: &[u8],
+    prover_is_dialler: bool,
+    dialler: (&str, u16, &[u8; 32]),
+    acceptor: (&str, u16, &[u8; 32]),
+) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(PROOF_LABEL);
+    mac.update(if prover_is_dialler { b"D" } else { b"A" });
+    for (machine, prefix, nonce) in [dialler, acceptor] {
+        let len = u16::try_from(machine.len()).expect("a machine_id under 64 KiB");
+        mac.update(&len.to_be_bytes());
+        mac.update(machine.as_bytes());
+        mac.update(&prefix.to_be_bytes());
+        mac.update(nonce);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The `auth` frame carrying `proof`.
+pub fn auth(proof: &[u8; 32]) -> Value {
+    json!({"type":"auth","proof":hex(proof)})
+}
+
+/// The proof an `auth` frame carries; panics, naming it, if it is not an
+/// `auth` with 64 hex chars.
+pub fn proof_of(msg: &Value) -> [u8; 32] {
+    assert_eq!(msg["type"], "auth", "{msg}");
+    msg["proof"]
+        .as_str()
+        .and_then(unhex)
+        .and_then(|p| p.try_into().ok())
+        .unwrap_or_else(|| panic!("not a 32-byte hex proof: {msg}"))
+}
+
+/// The hellos of one connection we dialled: ours sent, the node's read.
+#[derive(Clone, Debug)]
+pub struct Greeted {
+    /// Us.
+    pub dialler: Side,
+    /// The node.
+    pub acceptor: Side,
+    /// The node's `hello` as it came.
+    pub hello: Value,
+}
+
+impl Greeted {
+    /// Our proof, as dialler, under `key`.
+    pub fn our_proof(&self, key: &[u8]) -> [u8; 32] {
+        proof(key, true, self.dialler.parts(), self.acceptor.parts())
+    }
+
+    /// The node's proof, as acceptor, under `key`.
+    pub fn their_proof(&self, key: &[u8]) -> [u8; 32] {
+        proof(key, false, self.dialler.parts(), self.acceptor.parts())
+    }
+}
+
+/// The first half of a handshake on a connection we dialled: sends our
+/// `hello` (version 2, a fresh nonce) as `machine` with `prefix`, reads
+/// the node's. Nothing is proven yet.
+pub fn greet(s: &mut TcpStream, machine: &str, prefix: u64) -> Greeted {
+    let dialler = Side::fresh(machine, prefix);
+    send(s, &dialler.hello());
+    let hello = recv(s);
+    Greeted {
+        dialler,
+        acceptor: Side::of_hello(&hello),
+        hello,
+    }
+}
+
+/// The whole handshake (protocol version 2) on a connection we dialled,
+/// with the test key: hellos, then our proof, then the node's, which must
+/// be right. Returns the node's `hello`; what follows is its directory
+/// snapshot.
+pub fn handshake(s: &mut TcpStream, machine: &str, prefix: u64) -> Value {
+    let key = test_key();
+    let greeted = greet(s, machine, prefix);
+    send(s, &auth(&greeted.our_proof(&key)));
+    let theirs = proof_of(&recv(s));
+    assert!(
+        theirs == greeted.their_proof(&key),
+        "{}'s proof is not the acceptor's proof under the test key",
+        greeted.acceptor.machine
+    );
+    greeted.hello
+}
+
+/// The handshake on a connection the node dialled to us: reads its
+/// `hello`, sends ours as `machine` with `prefix`, sends our proof (as
+/// acceptor), reads the node's (as dialler), which must be right. Returns
+/// the node's `hello`.
+pub fn handshake_as_acceptor(s: &mut TcpStream, machine: &str, prefix: u64) -> Value {
+    let key = test_key();
+    let hello = recv(s);
+    let dialler = Side::of_hello(&hello);
+    let acceptor = Side::fresh(machine, prefix);
+    send(s, &acceptor.hello());
+    send(
+        s,
+        &auth(&proof(&key, false, dialler.parts(), acceptor.parts())),
+    );
+    let theirs = proof_of(&recv(s));
+    assert!(
+        theirs == proof(&key, true, dialler.parts(), acceptor.parts()),
+        "{}'s proof is not the dialler's proof under the test key",
+        dialler.machine
+    );
+    hello
+}
+
+/// Connects to a `--demo` beta, does the handshake, and returns the stream
 /// and pong's id from beta's directory snapshot.
 fn connect_to_beta() -> (NodeProc, TcpStream, u64) {
     let beta = NodeProc::start("beta", 0, &["--demo"]);
@@ -36,19 +211,13 @@ fn connect_to_beta() -> (NodeProc, TcpStream, u64) {
     (beta, s, pong)
 }
 
-/// Says hello to the `--demo` beta on `port` as `machine`; returns the
-/// stream and pong's id from beta's snapshot.
+/// Does the handshake with the `--demo` beta on `port` as `machine`;
+/// returns the stream and pong's id from beta's snapshot.
 pub fn hello_beta(port: u16, machine: &str, prefix: u64) -> (TcpStream, u64) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    send(
-        &mut s,
-        &json!({"type":"hello","version":1,"machine_id":machine,"node_prefix":prefix}),
-    );
-    let hello = recv(&mut s);
-    assert_eq!(hello["type"], "hello");
+    let hello = handshake(&mut s, machine, prefix);
     assert_eq!(hello["machine_id"], "beta");
-    assert_eq!(hello["version"], 1);
     let notify = recv(&mut s);
     assert_eq!(notify["type"], "create_notify", "{notify}");
     assert_eq!(notify["behavior"], "pong");
@@ -127,7 +296,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
     );
 }
 
-/// Says hello to a `--demo` beta on two connections as `aaa` (which sorts
+/// Does the handshake with a `--demo` beta on two connections as `aaa` (which sorts
 /// before `beta`): the one we dial survives the tie rule, the one beta
 /// dials to us (through `--peer`) is retired. Returns beta, pong's id, the
 /// kept connection and the retired one.
@@ -147,11 +316,8 @@ fn two_connections_to_beta(extra: &[&str]) -> (NodeProc, u64, TcpStream, TcpStre
     spare
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    assert_eq!(recv(&mut spare)["type"], "hello");
-    send(
-        &mut spare,
-        &json!({"type":"hello","version":1,"machine_id":"aaa","node_prefix":PREFIX}),
-    );
+    let hello = handshake_as_acceptor(&mut spare, "aaa", PREFIX);
+    assert_eq!(hello["machine_id"], "beta");
     beta.wait_for_log_after(
         mark,
         "keeping the one dialled by aaa",
@@ -208,4 +374,28 @@ fn retired_connection_promoted_after_the_survivor_closes_stays() {
     // Over the whole log: aaa was never lost.
     let log = beta.stderr();
     assert!(!log.contains("peer aaa left"), "{log}");
+}
+
+/// [`proof`] against a vector computed apart from it (Python's `hmac`
+/// over the transcript as the protocol page lays it out), so that a
+/// handshake failing in these tests is not this client's fault.
+#[test]
+fn proof_matches_an_independent_computation() {
+    let key = "0123456789abcdef".repeat(4).into_bytes();
+    let dn: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let an: [u8; 32] = std::array::from_fn(|i| 32 + i as u8);
+    let dialler = ("alpha", 9001, &dn);
+    let acceptor = ("beta", 9002, &an);
+    assert_eq!(
+        hex(&proof(&key, true, dialler, acceptor)),
+        "6806d26efe3ff783d713674dd976b0d56d996f3d43ed0ef639052c24462b1e25"
+    );
+    assert_eq!(
+        hex(&proof(&key, false, dialler, acceptor)),
+        "2a3c930dbe943644f62b5d4e6f2dc919ca23ccab49f574b209e428d387210217"
+    );
+    assert_eq!(unhex(&hex(&dn)).as_deref(), Some(&dn[..]));
+    assert_eq!(unhex("0g"), None);
+    assert_eq!(unhex("+1"), None);
+    assert_ne!(unique_bytes(), unique_bytes());
 }
