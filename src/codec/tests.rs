@@ -838,7 +838,7 @@ fn write_seed_corpus() {
         "max_256_chunks_17",
         &[&[2u8 | 5 << 2, 9][..], &all].concat(),
     );
-    for t in 0..9u8 {
+    for t in 0..super::message::KINDS.len() as u8 {
         write(
             "message_roundtrip",
             &format!("type_{t}"),
