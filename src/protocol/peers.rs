@@ -404,9 +404,11 @@ impl Core {
     /// machine's reachability, and re-arms dialling where needed. `log`:
     /// say why at the level the reason deserves (false: the caller did).
     pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason, log: bool, now: Instant) {
-        let Some(mut c) = self.conns.try_remove(conn.key()).filter(|c| c.id == conn) else {
+        // A stale id must not close the connection now in its slot.
+        if self.conn(conn).is_none() {
             return;
-        };
+        }
+        let mut c = self.conns.remove(conn.key());
         let label = c.label();
         // A connection that outlived the refusal window was a working one:
         // its loss restarts the backoff. One closed sooner keeps growing it.

@@ -930,3 +930,22 @@ fn a_handshake_that_stalls_is_closed_after_3_s() {
     let reason = CloseReason::Handshake { what: "proof" }.to_string();
     assert_eq!(reason, "no proof within 3 s");
 }
+
+/// A stale id must not close the connection that reuses its slot.
+#[test]
+fn a_stale_close_leaves_the_slots_new_connection_alone() {
+    let now = Instant::now();
+    let (mut a, _b, link) = greeted_pair(now);
+    a.core.handle_closed(link.ca, CloseReason::PeerClosed, now);
+    a.events();
+    a.actions();
+    let reused = a.core.handle_accepted(addr(40009), now);
+    assert_eq!(reused.key(), link.ca.key(), "slot reused");
+    // The reactor reports the old socket's end once more (a stale id).
+    a.core
+        .handle_closed(link.ca, CloseReason::ReadFailed("late".into()), now);
+    assert!(
+        a.core.is_open(reused),
+        "the new connection in the slot was dropped"
+    );
+}

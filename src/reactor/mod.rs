@@ -359,6 +359,13 @@ impl Reactor {
             self.sockets.resize_with(conn.key() + 1, || None);
         }
         let socket = Socket::new(conn, stream, connecting, self.core.max_frame());
+        // The slot's previous connection may be closed in the core with its
+        // `Close` not carried out yet (both in one iteration): let its
+        // socket go now, deregistered, rather than overwrite it.
+        if let Some(mut old) = self.sockets[conn.key()].take() {
+            let _ = self.poll.registry().deregister(&mut old.stream);
+            self.paused.retain(|p| *p != old.conn);
+        }
         self.sockets[conn.key()] = Some(socket);
     }
 

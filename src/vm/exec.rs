@@ -221,10 +221,7 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
     }
     if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
         // The call that began the transaction returns with it open.
-        let tx = c.tx.take().expect("checked above").id;
-        w.trace.record(EventKind::TransactionAborted, || {
-            Event::TransactionAborted { tx }
-        });
+        let tx = abort(w, c.tx.take().expect("checked above"));
         return Flow::Go(Next::Fail(VmError::TxLeftOpen(tx)));
     }
     let frame = pop_frame(&mut w.frames_total, c).expect("checked above");
@@ -253,10 +250,7 @@ fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     w.trace.error(&e);
     if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
         // The call that began the transaction fails: so does the transaction.
-        let tx = c.tx.take().expect("checked above").id;
-        w.trace.record(EventKind::TransactionAborted, || {
-            Event::TransactionAborted { tx }
-        });
+        abort(w, c.tx.take().expect("checked above"));
     }
     if let Some(frame) = pop_frame(&mut w.frames_total, c) {
         c.conts.truncate(frame.cont_base as usize);
@@ -559,9 +553,7 @@ fn exec_local(
         },
         Instr::AbortTx(id) => match c.tx.take() {
             Some(tx) if tx.id == id => {
-                w.trace.record(EventKind::TransactionAborted, || {
-                    Event::TransactionAborted { tx: id }
-                });
+                abort(w, tx);
                 Val::Bool(true)
             }
             other => {
@@ -649,15 +641,26 @@ fn destroy(
     Ok(true)
 }
 
+/// Discards `tx`: its objects never existed outside it, so their turn
+/// entries (taken by calls inside it) go too. Answers its id.
+pub(crate) fn abort(w: &mut World, tx: Tx) -> TxId {
+    for (id, _) in &tx.creates {
+        w.turns.forget(*id);
+    }
+    let id = tx.id;
+    w.trace.record(EventKind::TransactionAborted, || {
+        Event::TransactionAborted { tx: id }
+    });
+    id
+}
+
 /// Validate the read set, then apply creates, transfers, states, destroys.
 fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
     let changed =
         |(o, version): &(ObjectId, u64)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
     if tx.reads.iter().any(changed) {
-        w.trace.record(EventKind::TransactionAborted, || {
-            Event::TransactionAborted { tx: id }
-        });
+        abort(w, tx);
         return false;
     }
     for (oid, obj) in tx.creates {

@@ -389,10 +389,7 @@ impl Vm {
             self.world.frames_total -= chain.frames.len();
             if let Some(tx) = chain.tx.take() {
                 // A chain that ends with its transaction open aborts it.
-                let tx = tx.id;
-                self.world.trace.record(EventKind::TransactionAborted, || {
-                    Event::TransactionAborted { tx }
-                });
+                exec::abort(&mut self.world, tx);
             }
             out.push(Output::Finished {
                 origin: chain.origin,
@@ -446,6 +443,12 @@ impl Vm {
                 return;
             }
         }
+    }
+
+    /// Objects with a turn entry (for tests: entries must not outlive objects).
+    #[cfg(test)]
+    pub(crate) fn turn_entries(&self) -> usize {
+        self.world.turns.entries()
     }
 
     /// Calls waiting for an object's turn, all objects together.

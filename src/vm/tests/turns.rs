@@ -326,3 +326,20 @@ fn a_transaction_left_open_by_a_callee_fails_its_call() {
     );
     assert_eq!(alpha.trace().count(EventKind::TransactionAborted), 2);
 }
+
+/// An object created in a transaction that is aborted never exists: the
+/// turn entry a call inside the transaction made goes with it.
+#[test]
+fn aborted_transactions_leave_no_turn_entries() {
+    let mut alpha = vm("alpha", 1, TraceMode::Counting);
+    for _ in 0..3 {
+        let p = prog! {
+            let tx <- begin_tx(None);
+            let o <- create_obj("echo");
+            call(o.as_object().unwrap(), Val::Nat(1));
+            abort_tx(tx.as_tx().unwrap())
+        };
+        assert_eq!(run_program(&mut alpha, p), Ok(Val::Bool(true)));
+    }
+    assert_eq!(alpha.turn_entries(), 0);
+}
