@@ -296,6 +296,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             machine_id: g.string(),
             node_prefix: g.u64() as u16,
             nonce: (g.u8() % 2 == 0).then(|| g.string()),
+            boot: (g.u8() % 2 == 0).then(|| g.u64()),
         }),
         1 => Message::Call(Call {
             request_id: g.u64(),

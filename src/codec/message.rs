@@ -71,6 +71,10 @@ pub struct Hello<'a> {
     /// Version 2: 32 fresh random bytes as 64 hex characters, the sender's
     /// challenge. Omitted on the wire when `None` (version 1).
     pub nonce: Option<Cow<'a, str>>,
+    /// Version 2: the sender's life, different each time the node starts,
+    /// so a peer tells a restarted node from a second connection of the
+    /// same one. Omitted on the wire when `None`.
+    pub boot: Option<u64>,
 }
 
 /// A call to an object hosted by the receiver.
@@ -245,6 +249,7 @@ impl<'a> Message<'a> {
                 version: h.version,
                 node_prefix: h.node_prefix,
                 nonce: h.nonce.map(own),
+                boot: h.boot,
             }),
             Message::Call(c) => Message::Call(Call {
                 sender_machine: own(c.sender_machine),
@@ -331,6 +336,9 @@ impl Serialize for Message<'_> {
                 m.serialize_field("node_prefix", &h.node_prefix)?;
                 if let Some(nonce) = &h.nonce {
                     m.serialize_field("nonce", nonce)?;
+                }
+                if let Some(boot) = &h.boot {
+                    m.serialize_field("boot", boot)?;
                 }
             }
             Message::Call(c) => {

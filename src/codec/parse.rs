@@ -492,14 +492,16 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn hello(&mut self) -> Result<Hello<'de>, A::Error> {
-        const F: &[&str] = &["version", "machine_id", "node_prefix", "nonce"];
-        let (mut version, mut machine_id, mut node_prefix, mut nonce) = (None, None, None, None);
+        const F: &[&str] = &["version", "machine_id", "node_prefix", "nonce", "boot"];
+        let (mut version, mut machine_id, mut node_prefix) = (None, None, None);
+        let (mut nonce, mut boot) = (None, None);
         while let Some(i) = self.key(F)? {
             match i {
                 0 => self.value(F[0], &mut version, PhantomData)?,
                 1 => self.str(F[1], &mut machine_id)?,
                 2 => self.value(F[2], &mut node_prefix, PhantomData)?,
-                _ => self.str(F[3], &mut nonce)?,
+                3 => self.str(F[3], &mut nonce)?,
+                _ => self.value(F[4], &mut boot, PhantomData)?,
             }
         }
         Ok(Hello {
@@ -507,6 +509,7 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             machine_id: self.need(F[1], machine_id)?,
             node_prefix: self.need(F[2], node_prefix)?,
             nonce,
+            boot,
         })
     }
 

@@ -21,7 +21,7 @@ const GOLDEN: [&str; 10] = [
     r#"{"type":"ping","nonce":1}"#,
     r#"{"type":"probe","initiator":2533556265372614657,"blocked":2534119215326035969,"path":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2534119215326035968,"machine":"gamma"}]}"#,
     r#"{"type":"deadlock","victim":2533556265372614657,"object":2533837740349325312,"cycle":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2533556265372614656,"machine":"alpha"}]}"#,
-    r#"{"type":"hello","version":2,"machine_id":"beta","node_prefix":9002,"nonce":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"}"#,
+    r#"{"type":"hello","version":2,"machine_id":"beta","node_prefix":9002,"nonce":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f","boot":7}"#,
     r#"{"type":"auth","proof":"43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02"}"#,
 ];
 
@@ -41,6 +41,7 @@ fn golden_messages() -> Vec<Message<'static>> {
             machine_id: "beta".into(),
             node_prefix: 9002,
             nonce: None,
+            boot: None,
         }),
         Message::CreateNotify(CreateNotify {
             object_id: pong,
@@ -94,6 +95,7 @@ fn golden_messages() -> Vec<Message<'static>> {
             machine_id: "beta".into(),
             node_prefix: 9002,
             nonce: Some("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f".into()),
+            boot: Some(7),
         }),
         Message::Auth(Auth {
             proof: "43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02".into(),

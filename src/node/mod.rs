@@ -130,6 +130,7 @@ impl Node {
                 call_timeout: config.call_timeout,
                 max_write_buffer: config.max_write_buffer,
                 seed: boot_epoch_counter() ^ u64::from(local_addr.port()),
+                boot: boot_epoch_counter(),
                 key,
             },
             now,

@@ -61,6 +61,8 @@ pub struct Conn {
     pub nonce: [u8; NONCE_LEN],
     /// The peer's challenge, from its `hello`.
     pub their_nonce: [u8; NONCE_LEN],
+    /// The peer's life, from its `hello` (0 if it sent none).
+    pub their_boot: u64,
     /// Lost the duplicate-connection tie: no new calls go out on it; it
     /// closes once nothing is in flight either way.
     pub retired: bool,
@@ -108,6 +110,7 @@ impl Conn {
             claimed: None,
             nonce,
             their_nonce: [0; NONCE_LEN],
+            their_boot: 0,
             retired: false,
             retired_at: None,
             outbound: IdTable::new(max_pending),

@@ -180,6 +180,7 @@ mod tests {
             machine_id: machine.to_owned().into(),
             node_prefix: prefix,
             nonce: Some(crate::protocol::auth::to_hex(&NONCE).into()),
+            boot: Some(1),
         }
     }
 

@@ -107,6 +107,9 @@ pub struct Config {
     pub seed: u64,
     /// The cluster's shared secret: a peer must prove it knows it.
     pub key: auth::ClusterKey,
+    /// This node's life: different every time it starts (peers tell a
+    /// restart from a second connection by it).
+    pub boot: u64,
 }
 
 /// A connection, as the core and the reactor both name it: `key` is its
@@ -149,6 +152,7 @@ pub enum CloseReason {
     ShuttingDown,
     /// The loser of the tie rule, idle and past its grace.
     Retired,
+
     /// A frame or message the protocol forbids, or a refused hello.
     Protocol(String),
     /// Nothing heard for 3 keepalive intervals (`what` was awaited).
@@ -454,6 +458,7 @@ impl Core {
             machine_id: self.us.machine.as_str().into(),
             node_prefix: self.us.prefix,
             nonce: Some(auth::to_hex(&conn.nonce).into()),
+            boot: Some(self.config.boot),
         });
         conn.queue(&hello).expect("a hello always fits in a frame");
         entry.insert(conn);

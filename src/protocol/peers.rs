@@ -165,6 +165,7 @@ impl Core {
         };
         let c = &mut self.conns[conn.key()];
         c.their_nonce = their_nonce;
+        c.their_boot = hello.boot.unwrap_or(0);
         c.phase = Phase::AwaitProof;
         let we_dialled = c.dial_slot.is_some();
         if we_dialled {
@@ -225,9 +226,12 @@ impl Core {
         let other_dialled_by_us = self.conns[other.key()].dial_slot.is_some();
         let same_prefix =
             self.conns[other.key()].peer.as_ref().map(|p| p.prefix) == Some(peer.prefix);
-        let tie = match same_prefix {
+        let same_life = self.conns[other.key()].their_boot == self.conns[conn.key()].their_boot;
+        let tie = match same_prefix && same_life {
             // The tie rule is for two connections between the same two
-            // nodes; another prefix under a connected name is another node.
+            // nodes in the same lives; another prefix or another life under
+            // a connected name is another node (or a restart not yet
+            // noticed): refused while the established connection lives.
             true => hello::tie(
                 &self.us.machine,
                 &machine,

@@ -32,10 +32,18 @@ fn side(name: &str, prefix: u16, peers: &[&str], now: Instant) -> Side {
             max_write_buffer: 1 << 20,
             seed: u64::from(prefix),
             key: test_key(),
+            boot: next_boot(),
         },
         now,
     );
     Side { core, port }
+}
+
+/// A new life for every core a test makes.
+fn next_boot() -> u64 {
+    static BOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // ORDERING: Relaxed: only uniqueness matters.
+    BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn test_key() -> auth::ClusterKey {
@@ -567,6 +575,7 @@ fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
         machine_id: machine.to_owned().into(),
         node_prefix: prefix,
         nonce: Some(auth::to_hex(&CLIENT_NONCE).into()),
+        boot: Some(u64::from(prefix)),
     })
 }
 
@@ -948,4 +957,55 @@ fn a_stale_close_leaves_the_slots_new_connection_alone() {
         a.core.is_open(reused),
         "the new connection in the slot was dropped"
     );
+}
+
+/// beta's host dies without a FIN reaching zeta, and beta restarts and
+/// dials zeta before zeta's keepalive notices. While the old connection
+/// may be alive, the new life is refused (as any second node with that
+/// name would be: the established connection stays); once keepalive
+/// finds the old one dead, the new life gets in and comes up anew, so
+/// both sides exchange directory snapshots again. It is never absorbed
+/// into the old session by the tie rule (which needs the same life).
+#[test]
+fn a_restarted_peer_comes_up_anew_once_its_old_connection_is_found_dead() {
+    let now = Instant::now();
+    let mut z = side("zeta", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &[], now);
+    z.core.handle_timeout(now);
+    assert_eq!(z.dials(), vec![0]);
+    let old = connect(&mut z, 0, &mut b, 40001, now);
+    pump(&mut z, &mut b, &old, now);
+    z.events();
+    // beta's host dies at `now` (nothing more on `old`); beta restarts.
+    let t = now + ms(800);
+    let mut b2 = side("beta", 2, &["127.0.0.1:9001"], t);
+    b2.core.handle_timeout(t);
+    assert_eq!(b2.dials(), vec![0]);
+    let early = connect(&mut b2, 0, &mut z, 40005, t);
+    pump(&mut b2, &mut z, &early, t);
+    assert!(
+        !z.core.is_open(early.cb),
+        "refused while the old life may live"
+    );
+    assert!(z.core.is_open(old.ca));
+    // Keepalive: the old connection is silent for 3 intervals.
+    run(&mut b2, &mut z, &[], t, now + ms(3100));
+    assert!(!z.core.is_open(old.ca), "found dead");
+    let events = z.events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDown { machine, .. } if machine.as_str() == "beta")));
+    // beta's next redial gets in, as a new peer.
+    let t2 = now + ms(3100);
+    b2.core.handle_closed(early.ca, CloseReason::PeerClosed, t2);
+    let redial = b2.next_redial();
+    b2.core.handle_timeout(redial);
+    assert_eq!(b2.dials(), vec![0]);
+    let new = connect(&mut b2, 0, &mut z, 40006, redial);
+    pump(&mut b2, &mut z, &new, redial);
+    assert_eq!(z.active("beta"), Some(new.cb));
+    assert!(z
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::PeerUp { machine, .. } if machine.as_str() == "beta")));
 }

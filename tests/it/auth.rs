@@ -330,3 +330,30 @@ fn without_a_key_flag_the_key_is_made_in_home_and_the_demo_runs() {
         meta.permissions().mode() & 0o777
     );
 }
+
+/// A second node named `alpha` (same cluster key, another port and so
+/// another prefix) does not cut the real alpha: beta refuses it while the
+/// real one is connected, and the real pair's game completes while the
+/// impostor keeps retrying.
+#[test]
+fn a_second_node_with_a_connected_name_does_not_cut_the_first() {
+    let beta = NodeProc::start("beta", 0, &["--demo"]);
+    beta.wait_for_log("created pong", WAIT);
+    let peer = format!("127.0.0.1:{}", beta.port());
+    let mut alpha = NodeProc::start(
+        "alpha",
+        0,
+        &["--peer", &peer, "--demo", "--rounds", "20000"],
+    );
+    alpha.wait_for_log("running 20000 rounds", WAIT);
+    let mark = beta.log_mark();
+    let _impostor = NodeProc::start("alpha", 0, &["--peer", &peer]);
+    beta.wait_for_log_after(mark, "collides with connected peer", WAIT);
+    let status = alpha.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "{}\n{}", alpha.stdout(), alpha.stderr());
+    assert!(
+        alpha.stdout().contains("result: [\"done\", 20000]"),
+        "{}",
+        alpha.stdout()
+    );
+}
