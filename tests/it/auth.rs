@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::{
-    hex, temp_dir, test_key, test_key_file, unique_bytes, with_picked_ports, write_key_file,
-    NodeProc, KEY_FLAG,
+    assert_demo_done, hex, temp_dir, test_key, test_key_file, unique_bytes, with_picked_ports,
+    write_key_file, NodeProc, KEY_FLAG,
 };
 use crate::wire::{auth, greet, proof_of, recv, send, Greeted};
 
@@ -84,13 +84,7 @@ fn demo_against(beta_addr: &str) {
         0,
         &["--peer", beta_addr, "--demo", "--rounds", "3"],
     );
-    let status = alpha.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "{}\n{}", alpha.stdout(), alpha.stderr());
-    assert!(
-        alpha.stdout().contains("result: [\"done\", 3]"),
-        "{}",
-        alpha.stdout()
-    );
+    assert_demo_done(&mut alpha, 3, Duration::from_secs(60));
 }
 
 /// The key every node of these tests shares: 64 lowercase hex chars in a
@@ -349,11 +343,5 @@ fn a_second_node_with_a_connected_name_does_not_cut_the_first() {
     let mark = beta.log_mark();
     let _impostor = NodeProc::start("alpha", 0, &["--peer", &peer]);
     beta.wait_for_log_after(mark, "collides with connected peer", WAIT);
-    let status = alpha.wait_exit(Duration::from_secs(120));
-    assert!(status.success(), "{}\n{}", alpha.stdout(), alpha.stderr());
-    assert!(
-        alpha.stdout().contains("result: [\"done\", 20000]"),
-        "{}",
-        alpha.stdout()
-    );
+    assert_demo_done(&mut alpha, 20000, Duration::from_secs(120));
 }

@@ -13,7 +13,7 @@ use avm::node::{Node, NodeConfig};
 use avm::vm::{create_obj, BehaviorRegistry, Program, PureRegistry, Val};
 use serde_json::{json, Value};
 
-use crate::util::{keyed, test_key, with_picked_ports, NodeProc};
+use crate::util::{assert_demo_done, keyed, test_key, with_picked_ports, NodeProc};
 use crate::wire::{auth, handshake, proof, recv, send, Side};
 
 /// A connection to the node on `port`, reads timing out after 10 s.
@@ -240,13 +240,7 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
             "3",
         ],
     );
-    let status = alpha.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "{}\n{}", alpha.stdout(), alpha.stderr());
-    assert!(
-        alpha.stdout().contains("result: [\"done\", 3]"),
-        "{}",
-        alpha.stdout()
-    );
+    assert_demo_done(&mut alpha, 3, Duration::from_secs(60));
 }
 
 fn boom(_input: Val) -> Program {

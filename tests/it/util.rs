@@ -488,3 +488,17 @@ fn capture(stream: impl Read + Send + 'static) -> Arc<Captured> {
     });
     captured
 }
+
+/// Waits for a demo alpha to exit and asserts it printed
+/// `["done", rounds]`.
+pub fn assert_demo_done(alpha: &mut NodeProc, rounds: u64, within: Duration) {
+    let status = alpha.wait_exit(within);
+    assert!(status.success(), "{}\n{}", alpha.stdout(), alpha.stderr());
+    assert!(
+        alpha
+            .stdout()
+            .contains(&format!("result: [\"done\", {rounds}]")),
+        "{}",
+        alpha.stdout()
+    );
+}
