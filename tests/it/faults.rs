@@ -291,6 +291,47 @@ fn a_peer_cannot_retire_another_machines_object() {
     alpha.shutdown();
 }
 
+/// A peer that proved the cluster key still cannot claim another node's
+/// object: mallory's `create_notify` placing beta's pong on itself is
+/// refused, pong stays on beta, and a call to it still reaches beta.
+#[test]
+fn a_peer_cannot_claim_another_machines_object() {
+    let (beta, pong) = demo_beta(0);
+    let alpha = alpha_reaching(beta.port(), pong);
+
+    let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    handshake(&mut s, "mallory", 67);
+    send(
+        &mut s,
+        &json!({"type":"create_notify","object_id":pong,"machine_id":"mallory","behavior":"pong"}),
+    );
+    // Then one of mallory's own objects: once alpha knows it, it has
+    // judged the forged notice (one connection's messages in order).
+    let own = (67u64 << 48) | 1;
+    send(
+        &mut s,
+        &json!({"type":"create_notify","object_id":own,"machine_id":"mallory","behavior":"mute"}),
+    );
+    let within = Duration::from_secs(20);
+    assert_eq!(
+        eventually(
+            &alpha,
+            || get_machine(ObjectId(own)),
+            &on("mallory"),
+            within
+        ),
+        on("mallory")
+    );
+    assert_eq!(run(&alpha, get_machine(ObjectId(pong))), on("beta"));
+    assert_eq!(
+        run(&alpha, one_shot(pong)),
+        done_1(),
+        "the call to pong went to mallory"
+    );
+    alpha.shutdown();
+}
+
 /// A node its peer refuses (its name is taken there) is redialled with a
 /// growing backoff, as an unreachable one is, not every 100 ms.
 #[test]
