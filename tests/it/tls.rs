@@ -7,16 +7,20 @@
 //! naming `127.0.0.1` and `localhost`, written to a temp dir (keys 0600).
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use avm::node::{Node, NodeConfig, TlsFiles};
+use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
 
-use crate::util::{temp_dir, NodeProc};
+use crate::util::{keyed, temp_dir, NodeProc};
 
 const WAIT: Duration = Duration::from_secs(10);
 const STARTUP: Duration = Duration::from_secs(30);
@@ -244,4 +248,73 @@ fn a_bad_tls_file_fails_at_start_naming_it() {
         assert!(log.contains(named.as_str()), "{named}: {log}");
         assert!(!log.contains("listening on"), "{log}");
     }
+}
+
+fn echo_twice(input: Val) -> Program {
+    done(Val::pair(input.clone(), input))
+}
+
+/// An embedded node on loopback with `tls` (and the test cluster key).
+fn start_embedded(name: &str, peers: Vec<String>, tls: TlsFiles) -> Node {
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register("echo_twice", echo_twice);
+    let mut config = NodeConfig::new(name);
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    config.peers = peers;
+    config.tls = Some(tls);
+    keyed(&mut config);
+    Node::start(config, behaviors, PureRegistry::new()).expect("start node")
+}
+
+fn tls_files(ca: &Ca, node: &str) -> TlsFiles {
+    let [cert, key] = ca.node(node);
+    TlsFiles {
+        cert: cert.into(),
+        key: key.into(),
+        ca: ca.ca_path().into(),
+    }
+}
+
+/// Frames far larger than rustls's 64 KiB of buffering cross TLS whole,
+/// both ways: a 3 MiB input and its 6 MiB echo, several times over, so
+/// that writes stop at `WouldBlock` and the full buffer many times.
+#[test]
+fn large_frames_cross_tls_whole() {
+    let dir = temp_dir("avm-it-tls-large");
+    let ca = Ca::new(&dir, "one");
+    let beta = start_embedded("beta", vec![], tls_files(&ca, "beta"));
+    let alpha = start_embedded(
+        "alpha",
+        vec![beta.local_addr().to_string()],
+        tls_files(&ca, "alpha"),
+    );
+    let run = |node: &Node, program: Program| {
+        node.submit(program)
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the program finishes")
+    };
+    let echo = match run(&beta, create_obj("echo_twice")) {
+        Ok(Val::ObjectRef(id)) => id,
+        other => panic!("create_obj answered {other:?}"),
+    };
+    // alpha answers Nothing until it has learnt where `echo` lives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run(&alpha, call(echo, Val::Nat(1))).unwrap() == Val::Nothing {
+        assert!(Instant::now() < deadline, "alpha never learnt of echo");
+        // Polling, with the deadline above.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for round in 0..4u8 {
+        let text: String = (0..3 << 20)
+            .map(|i: u32| char::from(b'a' + ((i + u32::from(round)) % 26) as u8))
+            .collect();
+        let input = Val::Str(text);
+        let answer = run(&alpha, call(echo, input.clone())).unwrap();
+        assert!(
+            answer == Val::just(Val::pair(input.clone(), input)),
+            "round {round}: the echo differs"
+        );
+    }
+    alpha.shutdown();
+    beta.shutdown();
 }
