@@ -5,16 +5,19 @@
 //! avm-node --name beta  --port 9002 --peer alpha:9001 --demo
 //! avm-node --name alpha --port 9001 --peer beta:9002 --demo --rounds 3
 //! avm-node --name bank1 --port 9003 --bank-accounts 4   # four `account`s of 1000
+//! avm-node --name alpha --port 9001 --peer beta.example:9002 \
+//!     --tls-cert alpha.pem --tls-key alpha.key --tls-ca ca.pem   # mutual TLS
 //! ```
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
 
 use avm::demo::{self, DemoReport};
-use avm::node::{defaults, Node, NodeConfig, Outcome};
+use avm::node::{defaults, Node, NodeConfig, Outcome, TlsFiles};
 use avm::vm::{BehaviorRegistry, PureRegistry};
 
 // Every default below names its constant in `avm::node::defaults`; the
@@ -115,7 +118,22 @@ struct Args {
     /// prove they know it (mode 0600). Without it: $HOME/.avm/cluster-key, created on
     /// first use
     #[argh(option)]
-    cluster_key_file: Option<std::path::PathBuf>,
+    cluster_key_file: Option<PathBuf>,
+
+    /// mutual TLS: this node's certificate chain (PEM), signed by the --tls-ca CA and
+    /// naming the host peers dial it by; with --tls-key and --tls-ca, the node speaks
+    /// only TLS
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+
+    /// mutual TLS: the private key of --tls-cert (PEM)
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+
+    /// mutual TLS: the CA certificate (PEM) that every peer's certificate must be
+    /// signed by
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
 
     /// print the version and exit
     #[argh(switch)]
@@ -191,6 +209,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     if let Some(path) = &args.cluster_key_file {
         config.cluster_key = Some(avm::node::key::load(path)?);
     }
+    config.tls = tls_files(args)?;
     config.keepalive = Duration::from_millis(args.keepalive_ms.max(1));
     config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     config.max_write_buffer = args.max_write_buffer;
@@ -219,6 +238,32 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
             node.shutdown();
             node.wait();
             report(played)
+        }
+    }
+}
+
+/// The `--tls-*` files: all three or none.
+fn tls_files(args: &Args) -> Result<Option<TlsFiles>, String> {
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                ("--tls-cert", cert.is_none()),
+                ("--tls-key", key.is_none()),
+                ("--tls-ca", ca.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, missing)| missing.then_some(flag))
+            .collect();
+            Err(format!(
+                "TLS needs --tls-cert, --tls-key and --tls-ca together; missing: {}",
+                missing.join(", ")
+            ))
         }
     }
 }
@@ -503,6 +548,21 @@ mod tests {
                 format!("port `{port}` is not a number from 1 to 65535; expected HOST:PORT such as alpha:9001")
             );
         }
+    }
+
+    #[test]
+    fn tls_flags_come_as_three_or_none() {
+        assert_eq!(tls_files(&parse(&[]).unwrap()), Ok(None));
+        let all = parse(&["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]).unwrap();
+        let files = tls_files(&all).unwrap().unwrap();
+        assert_eq!(
+            (files.cert, files.key, files.ca),
+            ("c".into(), "k".into(), "a".into())
+        );
+        let err = tls_files(&parse(&["--tls-cert", "c", "--tls-ca", "a"]).unwrap()).unwrap_err();
+        assert!(err.ends_with("missing: --tls-key"), "{err}");
+        let err = tls_files(&parse(&["--tls-ca", "a"]).unwrap()).unwrap_err();
+        assert!(err.ends_with("missing: --tls-cert, --tls-key"), "{err}");
     }
 
     #[test]

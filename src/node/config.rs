@@ -6,6 +6,7 @@
 //! the binary checks that its `--help` text says the same numbers).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::node::key::ClusterKey;
@@ -80,6 +81,25 @@ pub struct NodeConfig {
     /// The cluster key peers must prove they know. `None`: the key in
     /// `$HOME/.avm/cluster-key`, created on first use (`node::key`).
     pub cluster_key: Option<ClusterKey>,
+    /// Mutual TLS on every connection, from these PEM files (read once, in
+    /// `Node::start`). `None`: plain TCP, as on a trusted network.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where a node's TLS identity and trust come from: three PEM files.
+///
+/// With TLS a node speaks only TLS 1.2/1.3: it presents `cert` (signed
+/// by the CA, with its host name or IP address as a subject alternative
+/// name), accepts only peers whose certificate `ca` signed, and checks a
+/// dialled peer's certificate against the host of its `--peer HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This node's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA certificate(s) that sign every node's certificate.
+    pub ca: PathBuf,
 }
 
 impl NodeConfig {
@@ -103,6 +123,7 @@ impl NodeConfig {
             max_call_depth: defaults::MAX_CALL_DEPTH,
             max_waiting: defaults::MAX_WAITING,
             cluster_key: None,
+            tls: None,
         }
     }
 }

@@ -67,12 +67,12 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::protocol::{self, Core};
-use crate::reactor::{Reactor, ReactorSetup};
+use crate::reactor::{Reactor, ReactorSetup, TlsConfig};
 use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, Val, Vm, VmConfig};
 
 use handoff::{Command, Event, Handoff};
 
-pub use config::{defaults, NodeConfig};
+pub use config::{defaults, NodeConfig, TlsFiles};
 pub use interp::{Outcome, NODE_STOPPED};
 pub use stats::{NodeStats, StatsSnapshot};
 
@@ -91,12 +91,16 @@ pub struct Node {
 impl Node {
     /// Binds, then starts both threads. `behaviors` is what this node's
     /// objects can run; `pures` the pure functions programs may call.
-    /// Fails, naming the address, when the listener cannot be bound.
+    /// Fails, naming the address, when the listener cannot be bound, and
+    /// naming the file, when a TLS file (`NodeConfig::tls`) is unreadable
+    /// or not what it should be.
     pub fn start(
         config: NodeConfig,
         behaviors: BehaviorRegistry,
         pures: PureRegistry,
     ) -> io::Result<Node> {
+        // Read before anything starts: a bad file fails the start, naming it.
+        let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
         let local_addr = listener.local_addr()?;
@@ -135,7 +139,14 @@ impl Node {
             },
             now,
         );
-        let reactor = Reactor::new(setup, core, &config.name, config.spin, config.max_backlog);
+        let reactor = Reactor::new(
+            setup,
+            core,
+            &config.name,
+            config.spin,
+            config.max_backlog,
+            tls,
+        );
 
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;

@@ -167,6 +167,9 @@ pub enum CloseReason {
     ReadFailed(String),
     WriteFailed(String),
     ConnectFailed(String),
+    /// The TLS session failed: a bad or untrusted certificate, a peer not
+    /// speaking TLS, a broken record (rustls's error).
+    Tls(String),
     NotReading {
         unsent: usize,
         limit: usize,
@@ -190,6 +193,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ReadFailed(e) => write!(f, "read failed: {e}"),
             CloseReason::WriteFailed(e) => write!(f, "write failed: {e}"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            CloseReason::Tls(e) => write!(f, "TLS failed: {e}"),
             CloseReason::NotReading { unsent, limit } => write!(
                 f,
                 "peer is not reading: {unsent} bytes wait to be sent (limit {limit}, --max-write-buffer)"

@@ -479,6 +479,10 @@ impl Core {
             .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_WINDOW);
         if c.retired || *reason == CloseReason::ShuttingDown {
             debug!("closed {label}: {reason}");
+        } else if let CloseReason::Tls(_) = reason {
+            // Before any hello, but the operator must hear of it: a wrong
+            // CA, a plaintext peer, a name the certificate does not cover.
+            warn!("connection to {label} closed: {reason}");
         } else if c.is_ready()
             && *reason == CloseReason::PeerClosed
             && c.retired_at.is_none()

@@ -26,11 +26,25 @@
 //! interpreter. Readiness is edge-triggered, so every read and write runs
 //! until `WouldBlock`.
 //!
-//! Files: `socket` (one socket and its read buffer), `resolve` (name
-//! lookups on a thread of their own).
+//! With TLS (`NodeConfig::tls`), every socket carries a rustls session:
+//! the server side on accepted sockets, the client side on dialled ones
+//! (verifying the peer's certificate against the host it dialled). rustls
+//! is sans-IO too, so the same loop drives it: reading goes stream →
+//! rustls → decoder, writing core → rustls → stream, and WRITABLE stays
+//! registered while rustls or the core has bytes to send. A session that
+//! fails (a peer without TLS, a certificate the CA did not sign) closes
+//! its connection with `CloseReason::Tls`. Plaintext sockets take exactly
+//! the path they take without TLS.
+//!
+//! Files: `socket` (one socket, its read buffer and TLS session),
+//! `resolve` (name lookups on a thread of their own), `tls` (the TLS
+//! configuration, loaded once from PEM files).
 
 mod resolve;
 mod socket;
+mod tls;
+
+pub use tls::TlsConfig;
 
 use std::io;
 use std::net::SocketAddr;
@@ -124,6 +138,8 @@ pub struct Reactor {
     spin: Duration,
     /// Stop reading sockets while this many events wait for the interpreter.
     max_backlog: usize,
+    /// Mutual TLS on every connection; `None`: plain TCP.
+    tls: Option<TlsConfig>,
     stopping: bool,
 }
 
@@ -136,13 +152,15 @@ impl std::fmt::Debug for Reactor {
 }
 
 impl Reactor {
-    /// `name` names the resolver thread (`<name>/resolve`).
+    /// `name` names the resolver thread (`<name>/resolve`). With `tls`,
+    /// every connection runs inside a mutual TLS session.
     pub fn new(
         setup: ReactorSetup,
         core: Core,
         name: &str,
         spin: Duration,
         max_backlog: usize,
+        tls: Option<TlsConfig>,
     ) -> Reactor {
         Reactor {
             core,
@@ -160,6 +178,7 @@ impl Reactor {
             signals: setup.signals,
             spin,
             max_backlog,
+            tls,
             stopping: false,
         }
     }
@@ -286,7 +305,8 @@ impl Reactor {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     let conn = self.core.handle_accepted(addr, now);
-                    self.add_socket(conn, stream, addr, false, now);
+                    let tls = self.tls.as_ref().map(TlsConfig::accept);
+                    self.add_socket(conn, stream, addr, false, tls, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -302,7 +322,7 @@ impl Reactor {
 
     fn dial(&mut self, slot: usize, spec: Arc<str>, now: Instant) {
         if let Ok(addr) = spec.parse::<SocketAddr>() {
-            return self.connect(slot, addr, now);
+            return self.connect(slot, &spec, addr, now);
         }
         if let Err(e) = self.resolver.request(slot, spec) {
             self.core.handle_dial_failed(slot, &e, now);
@@ -312,16 +332,22 @@ impl Reactor {
     fn take_resolved(&mut self, now: Instant) {
         self.resolver.take(&mut self.resolved);
         let mut resolved = std::mem::take(&mut self.resolved);
-        for (slot, answer) in resolved.drain(..) {
+        for (slot, spec, answer) in resolved.drain(..) {
             match answer {
-                Ok(addr) => self.connect(slot, addr, now),
+                Ok(addr) => self.connect(slot, &spec, addr, now),
                 Err(e) => self.core.handle_dial_failed(slot, &e, now),
             }
         }
         self.resolved = resolved;
     }
 
-    fn connect(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
+    /// Dials `addr`, which `spec` named (with TLS, the peer's certificate
+    /// must name `spec`'s host).
+    fn connect(&mut self, slot: usize, spec: &str, addr: SocketAddr, now: Instant) {
+        let tls = match self.tls.as_ref().map(|tls| tls.dial(spec)).transpose() {
+            Ok(tls) => tls.map(Ok),
+            Err(e) => return self.core.handle_dial_failed(slot, &e, now),
+        };
         let stream = match mio::net::TcpStream::connect(addr) {
             Ok(stream) => stream,
             Err(e) => return self.core.handle_dial_failed(slot, &e.to_string(), now),
@@ -331,17 +357,24 @@ impl Reactor {
             Err(e) => return self.core.handle_dial_failed(slot, &e.to_string(), now),
         };
         let conn = self.core.handle_dialled(slot, addr, local, now);
-        self.add_socket(conn, stream, addr, true, now);
+        self.add_socket(conn, stream, addr, true, tls, now);
     }
 
+    /// `tls`: the connection's TLS session (or why none could be made),
+    /// when the node has TLS.
     fn add_socket(
         &mut self,
         conn: ConnId,
         mut stream: mio::net::TcpStream,
         addr: SocketAddr,
         connecting: bool,
+        tls: Option<Result<rustls::Connection, String>>,
         now: Instant,
     ) {
+        let tls = match tls.transpose() {
+            Ok(tls) => tls.map(Box::new),
+            Err(e) => return self.core.handle_closed(conn, CloseReason::Tls(e), now),
+        };
         if let Err(e) = stream.set_nodelay(true) {
             // Without NODELAY, small frames wait for Nagle: slow, still correct.
             warn!("TCP_NODELAY on {addr}: {e}");
@@ -358,7 +391,7 @@ impl Reactor {
         if self.sockets.len() <= conn.key() {
             self.sockets.resize_with(conn.key() + 1, || None);
         }
-        let socket = Socket::new(conn, stream, connecting, self.core.max_frame());
+        let socket = Socket::new(conn, stream, connecting, self.core.max_frame(), tls);
         // The slot's previous connection may be closed in the core with its
         // `Close` not carried out yet (both in one iteration): let its
         // socket go now, deregistered, rather than overwrite it.
@@ -376,8 +409,8 @@ impl Reactor {
             return;
         }
         let mut socket = self.sockets[conn.key()].take().expect("checked above");
-        if !linger.is_empty() && !socket.connecting {
-            let _ = socket.write_some(linger);
+        if !socket.connecting {
+            socket.say_goodbye(linger);
         }
         let _ = self.poll.registry().deregister(&mut socket.stream);
         self.paused.retain(|p| *p != conn);
@@ -442,6 +475,7 @@ impl Reactor {
                 Some(ReadOutcome::Eof) if socket.decoder.buffered() > 0 => CloseReason::EofMidFrame,
                 Some(ReadOutcome::Eof) => CloseReason::PeerClosed,
                 Some(ReadOutcome::Broken(e)) => CloseReason::ReadFailed(e),
+                Some(ReadOutcome::Tls(e)) => CloseReason::Tls(e),
             };
             return self.core.handle_closed(conn, reason, now);
         }
@@ -458,10 +492,15 @@ impl Reactor {
         }
         loop {
             let unsent = self.core.unsent(conn);
-            if unsent.is_empty() {
+            if unsent.is_empty() && !socket.tls_wants_write() {
                 break;
             }
-            match socket.write_some(unsent) {
+            let written = if socket.tls.is_some() {
+                socket.write_some_tls(unsent)
+            } else {
+                socket.write_some(unsent)
+            };
+            match written {
                 Ok(0) => break,
                 Ok(n) => self.core.advance(conn, n),
                 Err(e) => {
@@ -474,9 +513,10 @@ impl Reactor {
             }
         }
         let wants_write = self.core.wants_write(conn);
-        if wants_write != socket.write_interest {
-            socket.write_interest = wants_write;
-            let interest = if wants_write {
+        let write_interest = wants_write || socket.tls_wants_write();
+        if write_interest != socket.write_interest {
+            socket.write_interest = write_interest;
+            let interest = if write_interest {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE

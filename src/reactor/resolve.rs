@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::node::handoff::Handoff;
 
-/// A lookup's answer, for the dial slot that asked.
-pub type Resolved = (usize, Result<SocketAddr, String>);
+/// A lookup's answer, for the dial slot that asked, with the `HOST:PORT`
+/// it asked about (TLS checks the peer's certificate against the host).
+pub type Resolved = (usize, Arc<str>, Result<SocketAddr, String>);
 
 #[derive(Debug)]
 pub struct Resolver {
@@ -61,7 +62,7 @@ impl Resolver {
                             .answers
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .push((slot, answer));
+                            .push((slot, spec, answer));
                         // ORDERING: Release pairs with the Acquire in `take`:
                         // whoever sees the flag sees the answer (the lock
                         // orders it too; the flag only spares the lock).

@@ -10,5 +10,6 @@ mod cluster;
 mod demo;
 mod embed;
 mod faults;
+mod tls;
 mod util;
 mod wire;
