@@ -143,11 +143,12 @@ fn blocked(w: &World, chains: &Slab<Chain>, chain: ChainId) -> Blocked {
     if let Some(object) = w.turns.waiting_for(chain) {
         return Blocked::Turn(object);
     }
-    let innermost = chains
-        .iter()
-        .filter(|(_, c)| c.id == chain)
-        .max_by_key(|(_, c)| c.seq)
-        .map(|(_, c)| c);
+    // The latest of the vm's chains with this id is the innermost.
+    let innermost = w
+        .chain_keys
+        .get(&chain)
+        .and_then(|keys| keys.last())
+        .and_then(|&key| chains.get(key));
     match innermost {
         Some(c) if c.token.is_some() => match w.directory.machine_of(c.remote_target) {
             Some(machine) => Blocked::Remote(machine.clone()),

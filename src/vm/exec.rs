@@ -104,9 +104,6 @@ pub(crate) struct Chain {
     /// Target of the remote call this chain waits on (for error messages).
     pub(crate) remote_target: ObjectId,
     pub(crate) tx: Option<Tx>,
-    /// Order of creation among the vm's chains: of several chains with one
-    /// id (a chain re-entering this node), the latest is the innermost.
-    pub(crate) seq: u64,
 }
 
 pub(crate) enum Status {

@@ -94,7 +94,7 @@ use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
 use super::turns::Turns;
 use super::value::Val;
-use super::world::{IdMap, Obj, World};
+use super::world::{ChainKeys, IdMap, Obj, World};
 
 /// How to build a [`Vm`].
 #[derive(Clone, Debug)]
@@ -154,8 +154,6 @@ pub struct Vm {
     /// Outputs of host-side actions, emitted by the next `run`.
     pending: Vec<Output>,
     spare: Vec<Spare>,
-    /// Chains created so far (`Chain::seq`).
-    next_seq: u64,
 }
 
 impl fmt::Debug for Vm {
@@ -187,6 +185,7 @@ impl Vm {
                 woken: Vec::new(),
                 to_fail: Vec::new(),
                 new_waits: Vec::new(),
+                chain_keys: ChainKeys::default(),
                 behaviors,
                 pures,
                 trace: Trace::new(config.trace),
@@ -196,7 +195,6 @@ impl Vm {
             runnable: VecDeque::new(),
             pending: Vec::new(),
             spare: Vec::new(),
-            next_seq: 0,
         }
     }
 
@@ -272,9 +270,8 @@ impl Vm {
             token: None,
             remote_target: ObjectId(0),
             tx: None,
-            seq: self.next_seq,
         });
-        self.next_seq += 1;
+        self.world.chain_keys.entry(id).or_default().push(key);
         self.runnable.push_back(key);
         key
     }
@@ -386,6 +383,7 @@ impl Vm {
                 }
             };
             let mut chain = self.chains.remove(key);
+            forget_chain_key(&mut self.world.chain_keys, chain.id, key);
             self.world.frames_total -= chain.frames.len();
             if let Some(tx) = chain.tx.take() {
                 // A chain that ends with its transaction open aborts it.
@@ -445,6 +443,12 @@ impl Vm {
         }
     }
 
+    /// Chain ids with chains here (for tests: the index must empty).
+    #[cfg(test)]
+    pub(crate) fn chain_ids_tracked(&self) -> usize {
+        self.world.chain_keys.len()
+    }
+
     /// Objects with a turn entry (for tests: entries must not outlive objects).
     #[cfg(test)]
     pub(crate) fn turn_entries(&self) -> usize {
@@ -477,5 +481,17 @@ impl Vm {
 
     pub fn trace(&self) -> &Trace {
         &self.world.trace
+    }
+}
+
+/// Chain `key` (of id `id`) finished: it leaves the index of `id`'s chains.
+fn forget_chain_key(index: &mut ChainKeys, id: ChainId, key: usize) {
+    if let Some(keys) = index.get_mut(&id) {
+        if let Some(i) = keys.iter().rposition(|k| *k == key) {
+            keys.remove(i);
+        }
+        if keys.is_empty() {
+            index.remove(&id);
+        }
     }
 }

@@ -30,6 +30,8 @@ use super::trace::Trace;
 use super::turns::Turns;
 use super::value::Val;
 
+use smallvec::SmallVec;
+
 /// A local object.
 #[derive(Debug)]
 pub(crate) struct Obj {
@@ -61,6 +63,9 @@ impl World {
 
 pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
 
+/// Chain id -> the vm's chains of that id (see `World::chain_keys`).
+pub(crate) type ChainKeys = HashMap<ChainId, SmallVec<[usize; 2]>, BuildHasherDefault<IdHasher>>;
+
 /// Everything but the chains, so the engine can borrow a chain and the
 /// world at once.
 pub(crate) struct World {
@@ -86,6 +91,9 @@ pub(crate) struct World {
     /// Calls that just started waiting for a turn: (chain key, chain,
     /// object), for the vm's deadlock check.
     pub(crate) new_waits: Vec<(usize, ChainId, ObjectId)>,
+    /// The vm's chains (slab keys) of each chain id, oldest first: a chain
+    /// that re-enters this node has several, and the last is innermost.
+    pub(crate) chain_keys: ChainKeys,
     pub(crate) behaviors: BehaviorRegistry,
     pub(crate) pures: PureRegistry,
     pub(crate) trace: Trace,

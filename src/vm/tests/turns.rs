@@ -210,6 +210,10 @@ fn heavy_traffic_without_a_cycle_reports_no_deadlock() {
     assert!(net.broken.is_empty(), "{:?}", net.broken);
     assert_eq!(net.finished.len(), 60);
     assert!(
+        net.vms.iter().all(|vm| vm.chain_ids_tracked() == 0),
+        "the chain index empties"
+    );
+    assert!(
         net.finished
             .iter()
             .all(|(_, r)| *r == Ok(Val::just(Val::Nat(2)))),
@@ -342,4 +346,43 @@ fn aborted_transactions_leave_no_turn_entries() {
         assert_eq!(run_program(&mut alpha, p), Ok(Val::Bool(true)));
     }
     assert_eq!(alpha.turn_entries(), 0);
+}
+
+/// Waits among many chains: finding what a holder waits for is a lookup,
+/// not a scan of every chain, so n waiters cost about n, not n². Prints
+/// the times (an ignored measurement: `cargo test --release --lib
+/// waits_cost -- --ignored --nocapture`); asserts only that doubling n
+/// does not quadruple the time.
+#[test]
+#[ignore]
+fn waits_cost_about_linear_in_waiters() {
+    let mut times = Vec::new();
+    for n in [4_000u64, 8_000, 16_000] {
+        let mut cfg = VmConfig::new(MachineId::new("alpha"), 1);
+        cfg.max_waiting = 1 << 20;
+        let mut alpha = Vm::new(cfg, registry(), pures());
+        let remote = ObjectId(2 << 48 | 1);
+        alpha
+            .directory_mut()
+            .insert(remote, MachineId::new("beta"), None);
+        let mut out = Vec::new();
+        // n chains suspended on beta, each holding its own relay.
+        for c in 0..n {
+            let r = alpha.create_object("relay").unwrap();
+            start_call(&mut alpha, r, Val::ObjectRef(remote), ChainId(100 + c));
+        }
+        let hot = alpha.create_object("relay").unwrap();
+        start_call(&mut alpha, hot, Val::ObjectRef(remote), ChainId(1));
+        alpha.run(&mut out);
+        out.clear();
+        let t = std::time::Instant::now();
+        for c in 0..n {
+            start_call(&mut alpha, hot, Val::Nat(1), ChainId(1_000_000 + c));
+        }
+        alpha.run(&mut out);
+        let took = t.elapsed();
+        eprintln!("{n} waiters among {} chains: {took:?}", 2 * n);
+        times.push(took);
+    }
+    assert!(times[2] < times[0] * 8, "{times:?}");
 }
