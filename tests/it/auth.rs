@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::{
-    assert_demo_done, hex, temp_dir, test_key, test_key_file, unique_bytes, with_picked_ports,
-    write_key_file, NodeProc, KEY_FLAG,
+    assert_demo_done, assert_start_refused, hex, temp_dir, test_key, test_key_file, unique_bytes,
+    with_picked_ports, write_key_file, NodeProc, KEY_FLAG,
 };
 use crate::wire::{auth, greet, proof_of, recv, send, Greeted};
 
@@ -274,12 +274,7 @@ fn nodes_with_different_keys_never_connect() {
 fn key_file_others_can_read_is_refused_at_start() {
     let (path, _) = write_key_file(&temp_dir("avm-it-key-open"));
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut node = NodeProc::start("beta", 0, &[KEY_FLAG, path.to_str().unwrap()]);
-    let status = node.wait_exit(WAIT);
-    let log = node.stderr();
-    assert!(!status.success(), "{log}");
-    assert!(log.contains("chmod 600"), "{log}");
-    assert!(!log.contains("listening on"), "{log}");
+    assert_start_refused("beta", &[KEY_FLAG, path.to_str().unwrap()], "chmod 600");
 }
 
 /// The README's two terminals, on one machine with no key flag: the first

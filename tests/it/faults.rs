@@ -254,35 +254,35 @@ fn ping_pong(s: &mut TcpStream, nonce: u64) {
     }
 }
 
+/// mallory (a peer that proved the cluster key) sends alpha `notice`
+/// about beta's pong, then announces one of its own objects: alpha takes
+/// one connection's messages in order, so once it knows that object it
+/// has judged the notice. Answers where alpha then places pong.
+fn after_mallorys_notice(alpha: &Node, prefix: u64, notice: serde_json::Value) -> Val {
+    let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    handshake(&mut s, "mallory", prefix);
+    send(&mut s, &notice);
+    let own = (prefix << 48) | 1;
+    send(
+        &mut s,
+        &json!({"type":"create_notify","object_id":own,"machine_id":"mallory","behavior":"mute"}),
+    );
+    let within = Duration::from_secs(20);
+    let placed = eventually(alpha, || get_machine(ObjectId(own)), &on("mallory"), within);
+    assert_eq!(placed, on("mallory"));
+    let pong = notice["object_id"].as_u64().unwrap();
+    run(alpha, get_machine(ObjectId(pong)))
+}
+
 /// A peer announces and retires only its own objects: a stranger's
 /// `destroy_notify` for beta's pong leaves alpha's directory as it was.
 #[test]
 fn a_peer_cannot_retire_another_machines_object() {
     let (beta, pong) = demo_beta(0);
     let alpha = alpha_reaching(beta.port(), pong);
-
-    let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    handshake(&mut s, "mallory", 66);
-    send(&mut s, &json!({"type":"destroy_notify","object_id":pong}));
-    // Then one of mallory's own objects: alpha takes one connection's
-    // messages in order, so once it knows this one it has had the notice.
-    let own = (66u64 << 48) | 1;
-    send(
-        &mut s,
-        &json!({"type":"create_notify","object_id":own,"machine_id":"mallory","behavior":"mute"}),
-    );
-    let within = Duration::from_secs(20);
-    assert_eq!(
-        eventually(
-            &alpha,
-            || get_machine(ObjectId(own)),
-            &on("mallory"),
-            within
-        ),
-        on("mallory")
-    );
-    assert_eq!(run(&alpha, get_machine(ObjectId(pong))), on("beta"));
+    let notice = json!({"type":"destroy_notify","object_id":pong});
+    assert_eq!(after_mallorys_notice(&alpha, 66, notice), on("beta"));
     assert_eq!(
         run(&alpha, one_shot(pong)),
         done_1(),
@@ -298,32 +298,9 @@ fn a_peer_cannot_retire_another_machines_object() {
 fn a_peer_cannot_claim_another_machines_object() {
     let (beta, pong) = demo_beta(0);
     let alpha = alpha_reaching(beta.port(), pong);
-
-    let mut s = TcpStream::connect(alpha.local_addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    handshake(&mut s, "mallory", 67);
-    send(
-        &mut s,
-        &json!({"type":"create_notify","object_id":pong,"machine_id":"mallory","behavior":"pong"}),
-    );
-    // Then one of mallory's own objects: once alpha knows it, it has
-    // judged the forged notice (one connection's messages in order).
-    let own = (67u64 << 48) | 1;
-    send(
-        &mut s,
-        &json!({"type":"create_notify","object_id":own,"machine_id":"mallory","behavior":"mute"}),
-    );
-    let within = Duration::from_secs(20);
-    assert_eq!(
-        eventually(
-            &alpha,
-            || get_machine(ObjectId(own)),
-            &on("mallory"),
-            within
-        ),
-        on("mallory")
-    );
-    assert_eq!(run(&alpha, get_machine(ObjectId(pong))), on("beta"));
+    let notice =
+        json!({"type":"create_notify","object_id":pong,"machine_id":"mallory","behavior":"pong"});
+    assert_eq!(after_mallorys_notice(&alpha, 67, notice), on("beta"));
     assert_eq!(
         run(&alpha, one_shot(pong)),
         done_1(),

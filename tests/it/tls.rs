@@ -20,7 +20,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
-use crate::util::{keyed, temp_dir, NodeProc};
+use crate::util::{assert_start_refused, keyed, temp_dir, NodeProc};
 
 const WAIT: Duration = Duration::from_secs(10);
 const STARTUP: Duration = Duration::from_secs(30);
@@ -218,12 +218,11 @@ fn tls_cert_without_key_fails_at_start() {
     let dir = temp_dir("avm-it-tls-flags");
     let ca = Ca::new(&dir, "one");
     let [cert, _] = ca.node("beta");
-    let mut node = NodeProc::start("beta", 0, &["--tls-cert", &cert, "--tls-ca", &ca.ca_path()]);
-    let status = node.wait_exit(WAIT);
-    let log = node.stderr();
-    assert!(!status.success(), "{log}");
-    assert!(log.contains("missing: --tls-key"), "{log}");
-    assert!(!log.contains("listening on"), "{log}");
+    assert_start_refused(
+        "beta",
+        &["--tls-cert", &cert, "--tls-ca", &ca.ca_path()],
+        "missing: --tls-key",
+    );
 }
 
 /// A TLS file that is not what it should be fails the start, naming it.
@@ -241,12 +240,7 @@ fn a_bad_tls_file_fails_at_start_naming_it() {
         (&cert, &key, absent.clone(), &absent),
     ] {
         let flags = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", &ca];
-        let mut node = NodeProc::start("beta", 0, &flags);
-        let status = node.wait_exit(WAIT);
-        let log = node.stderr();
-        assert!(!status.success(), "{log}");
-        assert!(log.contains(named.as_str()), "{named}: {log}");
-        assert!(!log.contains("listening on"), "{log}");
+        assert_start_refused("beta", &flags, named);
     }
 }
 

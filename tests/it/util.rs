@@ -502,3 +502,14 @@ pub fn assert_demo_done(alpha: &mut NodeProc, rounds: u64, within: Duration) {
         alpha.stdout()
     );
 }
+
+/// Starts `avm-node` with `args` and asserts it refuses to start: it exits
+/// non-zero before listening, saying `why`.
+pub fn assert_start_refused(name: &str, args: &[&str], why: &str) {
+    let mut node = NodeProc::start(name, 0, args);
+    let status = node.wait_exit(Duration::from_secs(10));
+    let log = node.stderr();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains(why), "{log}");
+    assert!(!log.contains("listening on"), "{log}");
+}
