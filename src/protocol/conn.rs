@@ -13,11 +13,13 @@
 //! (capacity kept) whenever everything has left, so it never grows on a
 //! peer that keeps up.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::codec::{self, Message};
-use crate::vm::MachineId;
+use crate::vm::{MachineId, ObjectId};
 
 use super::auth::NONCE_LEN;
 use super::calls::Outbound;
@@ -84,6 +86,21 @@ pub struct Conn {
     /// The reactor stopped reading it (the interpreter is behind): silence
     /// is ours, not the peer's.
     pub paused: bool,
+    /// Our directory snapshot, while it streams out (`Core::pump_snapshot`).
+    pub snapshot: Option<Box<Snapshot>>,
+}
+
+/// A directory snapshot on its way: one `create_notify` per object, queued
+/// a chunk at a time as the socket takes them, so a million objects never
+/// sit in the write buffer at once.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub objects: Vec<(ObjectId, Arc<str>)>,
+    /// Objects before this index are queued.
+    pub next: usize,
+    /// Destroyed while the snapshot streams: their `destroy_notify` went
+    /// out already, so their `create_notify` must not follow it.
+    pub gone: HashSet<ObjectId>,
 }
 
 impl Conn {
@@ -122,6 +139,7 @@ impl Conn {
             last_heard: now,
             hello_at: None,
             paused: false,
+            snapshot: None,
         }
     }
 

@@ -72,6 +72,11 @@ pub use conn::HELLO_MAX_FRAME;
 pub use dial::{BACKOFF_CAP, BACKOFF_FIRST, REFUSAL_WINDOW};
 pub use hello::{Peer, Refusal, VERSION};
 
+/// A streaming directory snapshot is topped up while less than this waits
+/// to be written: the socket paces it, and it never looks like a stuck
+/// peer to the write-buffer limit.
+pub const SNAPSHOT_CHUNK: usize = 256 << 10;
+
 /// A connection must finish its hellos and proofs this soon after it
 /// opens, or it is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -362,6 +367,9 @@ impl Core {
     pub fn advance(&mut self, conn: ConnId, n: usize) {
         if let Some(c) = self.conn_mut(conn) {
             c.advance(n);
+            if c.snapshot.is_some() {
+                self.pump_snapshot(conn);
+            }
         }
     }
 

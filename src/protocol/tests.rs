@@ -1009,3 +1009,76 @@ fn a_restarted_peer_comes_up_anew_once_its_old_connection_is_found_dead() {
         .iter()
         .any(|e| matches!(e, Event::PeerUp { machine, .. } if machine.as_str() == "beta")));
 }
+
+/// A large directory snapshot streams out a chunk at a time, as the
+/// socket takes it: the write buffer never holds it whole, every object
+/// arrives, and an object destroyed while it streams is not announced
+/// after its `destroy_notify`.
+#[test]
+fn a_large_snapshot_streams_as_the_socket_takes_it() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    const N: u64 = 20_000;
+    let behavior: Arc<str> = Arc::from("pong");
+    let objects: Vec<(ObjectId, Arc<str>)> = (1..=N)
+        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
+        .collect();
+    a.core.send_snapshot(&MachineId::new("beta"), objects);
+    let queued = a.core.unsent(link.ca).len();
+    assert!(
+        (SNAPSHOT_CHUNK..SNAPSHOT_CHUNK + 1024).contains(&queued),
+        "{queued} bytes queued"
+    );
+    // The last object is destroyed before its notice went out.
+    let last = ObjectId(1 << 48 | N);
+    a.core.broadcast_destroyed(last);
+    // The reactor writes a little at a time; the core tops the buffer up.
+    let mut most = 0;
+    let mut created = 0;
+    let mut destroyed_at = None;
+    while !a.core.unsent(link.ca).is_empty() {
+        most = most.max(a.core.unsent(link.ca).len());
+        let bytes = a.core.unsent(link.ca)[..]
+            .iter()
+            .take(64 << 10)
+            .copied()
+            .collect::<Vec<u8>>();
+        let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
+        // Whole frames only, as a reader of the socket would see them in time.
+        let mut taken = 0;
+        decoder.fill(&bytes);
+        while let Ok(Some(payload)) = decoder.next_frame() {
+            taken += payload.len() + crate::codec::HEADER_LEN;
+            let msg = crate::codec::decode(payload).unwrap();
+            b.core.handle_message(link.cb, msg, now);
+        }
+        a.core.advance(link.ca, taken);
+        for e in b.events() {
+            match e {
+                Event::Notice {
+                    notice: Notice::Created { id, .. },
+                    ..
+                } => {
+                    assert!(
+                        destroyed_at.is_none() || id != last,
+                        "created after destroyed"
+                    );
+                    created += 1;
+                }
+                Event::Notice {
+                    notice: Notice::Destroyed { id },
+                    ..
+                } if id == last => destroyed_at = Some(created),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        most < SNAPSHOT_CHUNK + 1024,
+        "the buffer held {most} bytes at most"
+    );
+    assert_eq!(created, N - 1, "every object but the destroyed one");
+    assert!(destroyed_at.is_some());
+}

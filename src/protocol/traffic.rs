@@ -1,6 +1,7 @@
 //! What crosses a greeted connection: calls and their answers, directory
 //! notices and snapshots, deadlock probes; and call timeouts.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,9 +12,10 @@ use crate::vm::{self, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
 
 use super::calls::{CallRef, Outbound};
 use super::conn::Phase;
+use super::conn::Snapshot;
 use super::hello::Peer;
 use super::timer::Timer;
-use super::{ConnId, Core, Event, Inbound, InboundId, Notice, Status};
+use super::{ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK};
 
 impl Core {
     /// One decoded message from `conn`.
@@ -193,6 +195,11 @@ impl Core {
 
     /// A local object was destroyed: `destroy_notify` to every greeted peer.
     pub fn broadcast_destroyed(&mut self, id: ObjectId) {
+        for (_, c) in self.conns.iter_mut() {
+            if let Some(snap) = c.snapshot.as_mut() {
+                snap.gone.insert(id);
+            }
+        }
         self.broadcast(&Message::DestroyNotify(codec::DestroyNotify {
             object_id: id,
         }));
@@ -200,20 +207,49 @@ impl Core {
 
     /// Our directory snapshot for `machine` (owed after its
     /// [`Event::PeerUp`]): one `create_notify` per local object.
-    pub fn send_snapshot(&mut self, machine: &MachineId, objects: &[(ObjectId, Arc<str>)]) {
+    pub fn send_snapshot(&mut self, machine: &MachineId, objects: Vec<(ObjectId, Arc<str>)>) {
         let Some(&conn) = self.active.get(machine) else {
             return; // gone again: its next PeerUp asks anew
         };
-        let c = &mut self.conns[conn.key()];
-        for (id, behavior) in objects {
+        self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
+            objects,
+            next: 0,
+            gone: HashSet::new(),
+        }));
+        self.pump_snapshot(conn);
+    }
+
+    /// Queues more of `conn`'s snapshot while less than [`SNAPSHOT_CHUNK`]
+    /// waits to be written (called again as the socket takes bytes).
+    pub(super) fn pump_snapshot(&mut self, conn: ConnId) {
+        let us = self.us.machine.clone();
+        let Some(c) = self.conn_mut(conn) else { return };
+        let Some(mut snap) = c.snapshot.take() else {
+            return;
+        };
+        while c.unsent().len() < SNAPSHOT_CHUNK && snap.next < snap.objects.len() {
+            let (id, behavior) = &snap.objects[snap.next];
+            snap.next += 1;
+            if snap.gone.contains(id) {
+                continue;
+            }
             let notify = Message::CreateNotify(codec::CreateNotify {
                 object_id: *id,
-                machine_id: self.us.machine.as_str().into(),
+                machine_id: us.as_str().into(),
                 behavior: Some(behavior.as_ref().into()),
             });
             if let Err(e) = c.queue(&notify) {
                 warn!("create_notify for {id} not sent: {e}");
             }
+        }
+        if snap.next < snap.objects.len() {
+            c.snapshot = Some(snap);
+        } else {
+            debug!(
+                "{}: directory snapshot of {} objects queued",
+                c.label(),
+                snap.objects.len()
+            );
         }
         self.mark_dirty(conn);
     }

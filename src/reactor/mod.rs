@@ -290,7 +290,7 @@ impl Reactor {
                 Command::Created { id, behavior } => self.core.broadcast_created(id, &behavior),
                 Command::Destroyed { id } => self.core.broadcast_destroyed(id),
                 Command::Snapshot { machine, objects } => {
-                    self.core.send_snapshot(&machine, &objects)
+                    self.core.send_snapshot(&machine, objects)
                 }
                 Command::Probe { machine, probe } => self.core.send_probe(&machine, &probe),
                 Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
