@@ -26,8 +26,10 @@
 //! - compaction moves the unconsumed tail to 0 only when `start` has passed
 //!   half the buffer or the frame in progress would not fit: each byte is
 //!   moved O(1) times on average, never quadratic on small frames.
-//! - the buffer never shrinks: a connection that once carried a big frame
-//!   keeps that space until it closes (no reallocation churn).
+//! - the buffer gives memory back with hysteresis: when it empties while
+//!   holding more than [`SHRINK_ABOVE`] bytes (a burst of big frames), it
+//!   shrinks back to its initial size; steady traffic of ordinary frames
+//!   never gets near that size, so it never reallocates.
 //! - a bad header (N = 0, N > max) is reported by the `next_frame` call
 //!   that first sees its 4 bytes; the decoder is then poisoned.
 //!
@@ -45,6 +47,8 @@ pub const HEADER_LEN: usize = 4;
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// First buffer size: enough for a typical burst of small frames.
 const INITIAL_BUF: usize = 8 * 1024;
+/// An empty read buffer larger than this shrinks back to [`INITIAL_BUF`].
+pub const SHRINK_ABOVE: usize = 1 << 20;
 
 /// Splits one connection's byte stream into frame payloads.
 pub struct FrameDecoder {
@@ -118,6 +122,11 @@ impl FrameDecoder {
             self.start = 0;
             self.end = 0;
             return &mut self.buf[..];
+        }
+        if self.start == self.end && self.buf.len() > SHRINK_ABOVE {
+            // A burst is over: give its memory back.
+            self.buf.truncate(INITIAL_BUF);
+            self.buf.shrink_to_fit();
         }
         let need = self.need();
         let len = self.buf.len();
@@ -447,6 +456,27 @@ mod tests {
             dec.next_frame(),
             Err(FrameError::TooLarge { len: 9, max: 8 })
         ));
+    }
+
+    #[test]
+    fn read_buffer_shrinks_back_after_a_burst_of_big_frames() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let payload = vec![b'x'; 2 << 20];
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        let mut rest = &frame[..];
+        let mut got = 0;
+        while !rest.is_empty() {
+            let n = dec.fill(rest);
+            rest = &rest[n..];
+            while let Some(p) = dec.next_frame().unwrap() {
+                got += p.len();
+            }
+        }
+        assert_eq!(got, payload.len());
+        assert!(dec.buf_len() > SHRINK_ABOVE, "it grew for the big frame");
+        let _ = dec.read_buf();
+        assert_eq!(dec.buf_len(), INITIAL_BUF, "and shrank back once empty");
     }
 
     #[test]

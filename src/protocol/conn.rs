@@ -10,8 +10,8 @@
 //! Our `hello` is queued the moment the connection exists, so it is always
 //! the first frame we send. Write-buffer invariant: `0 <= written <=
 //! out.len()`; bytes before `written` have left, and the buffer is cleared
-//! (capacity kept) whenever everything has left, so it never grows on a
-//! peer that keeps up.
+//! whenever everything has left, so it never grows on a peer that keeps
+//! up; its capacity is kept, unless a burst grew it past 1 MiB.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -31,6 +31,13 @@ use super::ConnId;
 /// dozen bytes, and a stranger that has not said who it is should not
 /// make us buffer a full `max_frame` (16 MiB by default) per connection.
 pub const HELLO_MAX_FRAME: usize = 4096;
+
+/// A write buffer's capacity at the start.
+const OUT_INITIAL: usize = 4096;
+/// An emptied write buffer larger than this shrinks back to
+/// [`OUT_INITIAL`]: a burst (a large answer, a snapshot's chunks) gives its
+/// memory back.
+const OUT_SHRINK_ABOVE: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -132,7 +139,7 @@ impl Conn {
             retired_at: None,
             outbound: IdTable::new(max_pending),
             calls_in: 0,
-            out: Vec::with_capacity(4096),
+            out: Vec::with_capacity(OUT_INITIAL),
             written: 0,
             max_frame,
             opened: now,
@@ -176,6 +183,11 @@ impl Conn {
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
+            if self.out.capacity() > OUT_SHRINK_ABOVE {
+                // A burst is over: give its memory back (steady traffic
+                // never grows the buffer this far, so never reallocates).
+                self.out.shrink_to(OUT_INITIAL);
+            }
         } else if self.written > self.out.len() / 2 {
             // Most of it left: slide the tail down so the buffer does not
             // creep forward forever on a slow reader.

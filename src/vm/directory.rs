@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
-use super::ids::{MachineId, ObjectId};
+use super::ids::{shrink_if_sparse, MachineId, ObjectId};
 
 /// Learned sender entries kept per peer.
 pub const LEARNED_PER_PEER: usize = 4096;
@@ -132,6 +132,7 @@ impl Directory {
     pub fn peer_up(&mut self, machine: &MachineId, prefix: u16) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.machine != *machine);
+        shrink_if_sparse(&mut self.entries);
         self.peers.insert(
             machine.clone(),
             PeerInfo {
@@ -180,6 +181,7 @@ impl Directory {
             Notice::Destroyed { id } => match self.entries.get(&id) {
                 Some(e) if e.machine == *from => {
                     self.entries.remove(&id);
+                    shrink_if_sparse(&mut self.entries);
                     Ok(true)
                 }
                 _ => Err(Refused::NotPlacedOnSender { id }),
@@ -236,7 +238,9 @@ impl Directory {
     }
 
     pub fn remove(&mut self, id: ObjectId) -> Option<MachineId> {
-        self.entries.remove(&id).map(|e| e.machine)
+        let removed = self.entries.remove(&id).map(|e| e.machine);
+        shrink_if_sparse(&mut self.entries);
+        removed
     }
 
     pub fn machine_of(&self, id: ObjectId) -> Option<&MachineId> {

@@ -26,7 +26,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
-use super::ids::{ChainId, ControllerId, ObjectId, SuspendToken, TxId};
+use super::ids::{shrink_if_sparse, ChainId, ControllerId, ObjectId, SuspendToken, TxId};
 use super::output::{Output, RemoteCall};
 use super::program::{Cont, ContFn, Instr, Program};
 use super::registry::Ctx;
@@ -606,6 +606,7 @@ fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
 /// Destroys a local object; the calls waiting for its turn fail.
 fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
+        shrink_if_sparse(&mut w.objects);
         w.trace
             .record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed { id });
         out.push(Output::Destroyed { id });

@@ -221,6 +221,17 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Gives a map's memory back after mass removal: once it is under a
+/// quarter full (and past a small size), it shrinks to twice its length.
+/// The factor keeps a steady create/destroy rhythm from rehashing.
+pub(crate) fn shrink_if_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -443,6 +443,12 @@ impl Vm {
         }
     }
 
+    /// The objects map's capacity (for tests: memory comes back).
+    #[cfg(test)]
+    pub(crate) fn object_capacity(&self) -> usize {
+        self.world.objects.capacity()
+    }
+
     /// Chain ids with chains here (for tests: the index must empty).
     #[cfg(test)]
     pub(crate) fn chain_ids_tracked(&self) -> usize {

@@ -27,7 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
-use super::ids::{ChainId, IdHasher, ObjectId};
+use super::ids::{shrink_if_sparse, ChainId, IdHasher, ObjectId};
 
 /// A call waiting for a turn: its chain's slab key in the vm, and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +142,7 @@ impl Turns {
             Some(turn) if turn.holds > 0 => turn.forget_when_free = true,
             Some(_) => {
                 self.held.remove(&object);
+                shrink_if_sparse(&mut self.held);
             }
             None => {}
         }

@@ -386,3 +386,33 @@ fn waits_cost_about_linear_in_waiters() {
     }
     assert!(times[2] < times[0] * 8, "{times:?}");
 }
+
+/// After mass destruction the objects map (and each object's turn entry)
+/// gives its memory back.
+#[test]
+fn memory_comes_back_after_mass_destruction() {
+    let mut alpha = vm("alpha", 1, TraceMode::Counting);
+    let ids: Vec<ObjectId> = (0..20_000)
+        .map(|_| alpha.create_object("echo").unwrap())
+        .collect();
+    let killer = alpha.create_object("cell").unwrap();
+    for id in &ids {
+        // A call first, so each object has a turn entry too.
+        assert_eq!(run_call(&mut alpha, *id, Val::Nat(1)), Ok(Val::Nat(1)));
+    }
+    let grown = alpha.object_capacity();
+    assert!(grown >= 20_000);
+    for id in &ids {
+        let destroy = list(vec![s("destroy"), Val::ObjectRef(*id)]);
+        assert_eq!(run_call(&mut alpha, killer, destroy), Ok(Val::Bool(true)));
+    }
+    assert!(
+        alpha.object_capacity() < grown / 8,
+        "{} of {grown}",
+        alpha.object_capacity()
+    );
+    assert!(
+        alpha.turn_entries() <= 1,
+        "only the killer's turn entry may stay"
+    );
+}
