@@ -19,7 +19,7 @@ use super::{
 };
 use super::{
     Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe,
-    WaitEdge,
+    SnapshotEnd, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -290,7 +290,7 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 10 {
+    match g.u8() % 11 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -331,6 +331,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             hops: (g.u64() % 3) as u32,
         }),
         9 => Message::Auth(Auth { proof: g.string() }),
+        10 => Message::SnapshotEnd(SnapshotEnd { objects: g.u64() }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),
             object: ObjectId(g.u64()),

@@ -60,6 +60,7 @@ pub enum Message<'a> {
     Probe(Probe<'a>),
     Deadlock(Deadlock<'a>),
     Auth(Auth<'a>),
+    SnapshotEnd(SnapshotEnd),
 }
 
 /// First frame on a connection, both ways.
@@ -165,8 +166,15 @@ pub struct Auth<'a> {
     pub proof: Cow<'a, str>,
 }
 
+/// The directory snapshot after the handshake is complete: the sender
+/// announced `objects` objects in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotEnd {
+    pub objects: u64,
+}
+
 /// The message types, in the protocol table's order, then the deadlock
-/// detection types, then the handshake's proof.
+/// detection types, then the handshake's proof, then the snapshot's end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Hello,
@@ -179,9 +187,10 @@ pub(crate) enum Kind {
     Probe,
     Deadlock,
     Auth,
+    SnapshotEnd,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 10] = [
+pub(crate) const TYPE_NAMES: [&str; 11] = [
     "hello",
     "call",
     "call_response",
@@ -192,8 +201,9 @@ pub(crate) const TYPE_NAMES: [&str; 10] = [
     "probe",
     "deadlock",
     "auth",
+    "snapshot_end",
 ];
-pub(crate) const KINDS: [Kind; 10] = [
+pub(crate) const KINDS: [Kind; 11] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -204,6 +214,7 @@ pub(crate) const KINDS: [Kind; 10] = [
     Kind::Probe,
     Kind::Deadlock,
     Kind::Auth,
+    Kind::SnapshotEnd,
 ];
 
 impl<'a> Message<'a> {
@@ -224,6 +235,7 @@ impl<'a> Message<'a> {
             Message::Probe(_) => Kind::Probe,
             Message::Deadlock(_) => Kind::Deadlock,
             Message::Auth(_) => Kind::Auth,
+            Message::SnapshotEnd(_) => Kind::SnapshotEnd,
         }
     }
 
@@ -285,6 +297,7 @@ impl<'a> Message<'a> {
             Message::Auth(a) => Message::Auth(Auth {
                 proof: own(a.proof),
             }),
+            Message::SnapshotEnd(e) => Message::SnapshotEnd(e),
         }
     }
 
@@ -379,6 +392,7 @@ impl Serialize for Message<'_> {
                 m.serialize_field("cycle", &d.cycle)?;
             }
             Message::Auth(a) => m.serialize_field("proof", &a.proof)?,
+            Message::SnapshotEnd(e) => m.serialize_field("objects", &e.objects)?,
         }
         m.end()
     }

@@ -25,7 +25,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use super::error::DecodeError;
 use super::message::{
     Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping,
-    Pong, Probe, KINDS, TYPE_NAMES,
+    Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
 use super::wait::{EdgesSeed, CYCLE, PATH};
@@ -258,6 +258,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::Probe => body.probe().map(Message::Probe),
             Kind::Deadlock => body.deadlock().map(Message::Deadlock),
             Kind::Auth => body.auth().map(Message::Auth),
+            Kind::SnapshotEnd => body.snapshot_end().map(Message::SnapshotEnd),
         }
     }
 }
@@ -620,6 +621,17 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             blocked: self.need(F[1], blocked)?,
             path: self.need(F[2], path)?,
             hops: hops.unwrap_or(0),
+        })
+    }
+
+    fn snapshot_end(&mut self) -> Result<SnapshotEnd, A::Error> {
+        const F: &[&str] = &["objects"];
+        let mut objects = None;
+        while self.key(F)?.is_some() {
+            self.value(F[0], &mut objects, PhantomData)?;
+        }
+        Ok(SnapshotEnd {
+            objects: self.need(F[0], objects)?,
         })
     }
 

@@ -16,6 +16,7 @@
 //! while ping waits on pong) starts and runs here in the meantime. It
 //! knows nothing of any application: programs come from `Node::submit`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use log::{debug, info, warn};
 use slab::Slab;
 
 use crate::protocol::{self, CloseReason};
-use crate::vm::{Output, StartCall, Val, Vm};
+use crate::vm::{MachineId, Output, StartCall, Val, Vm};
 
 use super::handoff::{Command, Event, Handoff};
 use super::stats::NodeStats;
@@ -83,6 +84,8 @@ pub struct Interpreter {
     results: Vec<(ResultSender, Result<Val, String>)>,
     /// How long to yield-spin for events after activity before parking.
     spin: Duration,
+    /// When each peer came up, until its snapshot is complete.
+    peer_up_at: HashMap<MachineId, Instant>,
 }
 
 impl Interpreter {
@@ -109,6 +112,7 @@ impl Interpreter {
             submitted: Slab::new(),
             results: Vec::new(),
             spin,
+            peer_up_at: HashMap::new(),
         }
     }
 
@@ -229,6 +233,7 @@ impl Interpreter {
             }
             protocol::Event::PeerUp { machine, prefix } => {
                 let forgot = self.vm.directory_mut().peer_up(&machine, prefix);
+                self.peer_up_at.insert(machine.clone(), Instant::now());
                 info!("peer {machine} is up");
                 if forgot > 0 {
                     debug!("directory: forgot {forgot} objects of {machine}; its snapshot follows");
@@ -239,6 +244,16 @@ impl Interpreter {
                     .map(|(id, behavior)| (id, behavior.clone()))
                     .collect();
                 self.commands.push(Command::Snapshot { machine, objects });
+            }
+            protocol::Event::Synced { machine, objects } => {
+                self.vm.directory_mut().mark_synced(&machine);
+                match self.peer_up_at.remove(&machine) {
+                    Some(at) => info!(
+                        "directory: learned {objects} objects from {machine} in {:.2?}",
+                        at.elapsed()
+                    ),
+                    None => info!("directory: learned {objects} objects from {machine}"),
+                }
             }
             protocol::Event::Probe(probe) => self.vm.handle_probe(probe),
             protocol::Event::Victim(cycle) => self.vm.handle_victim(*cycle),

@@ -103,8 +103,10 @@ pub struct Conn {
 #[derive(Debug)]
 pub struct Snapshot {
     pub objects: Vec<(ObjectId, Arc<str>)>,
-    /// Objects before this index are queued.
+    /// Objects before this index are queued (or skipped).
     pub next: usize,
+    /// `create_notify`s queued so far.
+    pub sent: u64,
     /// Destroyed while the snapshot streams: their `destroy_notify` went
     /// out already, so their `create_notify` must not follow it.
     pub gone: HashSet<ObjectId>,

@@ -243,6 +243,11 @@ pub enum Event {
         machine: MachineId,
         reason: CloseReason,
     },
+    /// `machine`'s directory snapshot is complete: it announced `objects`.
+    Synced {
+        machine: MachineId,
+        objects: u64,
+    },
     /// A deadlock probe (for `vm::Vm::handle_probe`).
     Probe(vm::Probe),
     /// A deadlock whose victim may wait here (for `vm::Vm::handle_victim`).

@@ -1038,6 +1038,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     let mut most = 0;
     let mut created = 0;
     let mut destroyed_at = None;
+    let mut synced = None;
     while !a.core.unsent(link.ca).is_empty() {
         most = most.max(a.core.unsent(link.ca).len());
         let bytes = a.core.unsent(link.ca)[..]
@@ -1057,6 +1058,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         a.core.advance(link.ca, taken);
         for e in b.events() {
             match e {
+                Event::Synced { objects, .. } => synced = Some(objects),
                 Event::Notice {
                     notice: Notice::Created { id, .. },
                     ..
@@ -1081,4 +1083,5 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     );
     assert_eq!(created, N - 1, "every object but the destroyed one");
     assert!(destroyed_at.is_some());
+    assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
 }

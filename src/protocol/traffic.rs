@@ -79,6 +79,10 @@ impl Core {
             Message::Ping(ping) => {
                 self.queue(conn, &Message::Pong(codec::Pong { nonce: ping.nonce }));
             }
+            Message::SnapshotEnd(end) => self.events.push(Event::Synced {
+                machine: peer.machine,
+                objects: end.objects,
+            }),
             Message::Probe(probe) => self.events.push(Event::Probe(vm::Probe {
                 initiator: probe.initiator,
                 blocked: probe.blocked,
@@ -214,6 +218,7 @@ impl Core {
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,
             next: 0,
+            sent: 0,
             gone: HashSet::new(),
         }));
         self.pump_snapshot(conn);
@@ -238,17 +243,19 @@ impl Core {
                 machine_id: us.as_str().into(),
                 behavior: Some(behavior.as_ref().into()),
             });
-            if let Err(e) = c.queue(&notify) {
-                warn!("create_notify for {id} not sent: {e}");
+            match c.queue(&notify) {
+                Ok(()) => snap.sent += 1,
+                Err(e) => warn!("create_notify for {id} not sent: {e}"),
             }
         }
         if snap.next < snap.objects.len() {
             c.snapshot = Some(snap);
         } else {
+            let objects = snap.sent;
+            let _ = c.queue(&Message::SnapshotEnd(codec::SnapshotEnd { objects }));
             debug!(
-                "{}: directory snapshot of {} objects queued",
-                c.label(),
-                snap.objects.len()
+                "{}: directory snapshot of {objects} objects queued",
+                c.label()
             );
         }
         self.mark_dirty(conn);

@@ -113,6 +113,8 @@ struct Entry {
 struct PeerInfo {
     prefix: u16,
     learned: VecDeque<ObjectId>,
+    /// Its snapshot since it came up is complete (`snapshot_end`).
+    synced: bool,
 }
 
 /// ObjectId -> (machine, behavior name) for objects on other machines.
@@ -138,6 +140,7 @@ impl Directory {
             PeerInfo {
                 prefix,
                 learned: VecDeque::new(),
+                synced: false,
             },
         );
         before - self.entries.len()
@@ -187,6 +190,20 @@ impl Directory {
                 _ => Err(Refused::NotPlacedOnSender { id }),
             },
         }
+    }
+
+    /// `machine`'s directory snapshot since it came up is complete.
+    pub fn mark_synced(&mut self, machine: &MachineId) {
+        if let Some(peer) = self.peers.get_mut(machine) {
+            peer.synced = true;
+        }
+    }
+
+    /// Whether the directory holds everything `machine` announced when it
+    /// came up ("directory synced"): its snapshot ended, and notices since
+    /// arrive as they happen.
+    pub fn is_synced(&self, machine: &MachineId) -> bool {
+        self.peers.get(machine).is_some_and(|p| p.synced)
     }
 
     /// Places an inbound call's `sender` on the calling peer `from`, if it

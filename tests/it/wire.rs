@@ -224,6 +224,9 @@ pub fn hello_beta(port: u16, machine: &str, prefix: u64) -> (TcpStream, u64) {
     assert_eq!(notify["machine_id"], "beta");
     let pong = notify["object_id"].as_u64().unwrap();
     assert_eq!(pong >> 48, port as u64, "default node_prefix is the port");
+    // The snapshot says it is complete: one object.
+    let end = recv(&mut s);
+    assert_eq!(end, json!({"type":"snapshot_end","objects":1}));
     (s, pong)
 }
 
