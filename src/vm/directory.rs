@@ -29,9 +29,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use super::ids::{shrink_if_sparse, MachineId, ObjectId};
+use super::ids::{shrink_if_sparse, IdHasher, MachineId, ObjectId};
 
 /// Learned sender entries kept per peer.
 pub const LEARNED_PER_PEER: usize = 4096;
@@ -101,13 +102,18 @@ impl fmt::Display for Refused {
     }
 }
 
-#[derive(Clone, Debug)]
+/// 6 bytes: the machine and behavior are indexes into the directory's
+/// tables of names, which a million entries share.
+#[derive(Clone, Copy, Debug)]
 struct Entry {
-    machine: MachineId,
-    behavior: Option<Arc<str>>,
+    machine: u16,
+    /// `NO_NAME`: not known.
+    behavior: u16,
     /// Learned from a call's sender, not announced.
     learned: bool,
 }
+
+const NO_NAME: u16 = u16::MAX;
 
 #[derive(Clone, Debug, Default)]
 struct PeerInfo {
@@ -117,11 +123,56 @@ struct PeerInfo {
     synced: bool,
 }
 
+/// Strings stored once, named by index (at most `NO_NAME` of them).
+#[derive(Clone, Debug)]
+struct Names<T> {
+    by_index: Vec<T>,
+    index: HashMap<T, u16>,
+}
+
+impl<T> Default for Names<T> {
+    fn default() -> Names<T> {
+        Names {
+            by_index: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Names<T> {
+    /// `name`'s index, stored now if new; `None` when the table is full.
+    fn intern(&mut self, name: &T) -> Option<u16> {
+        if let Some(&i) = self.index.get(name) {
+            return Some(i);
+        }
+        let i = u16::try_from(self.by_index.len())
+            .ok()
+            .filter(|i| *i < NO_NAME)?;
+        self.by_index.push(name.clone());
+        self.index.insert(name.clone(), i);
+        Some(i)
+    }
+
+    fn find(&self, name: &T) -> Option<u16> {
+        self.index.get(name).copied()
+    }
+
+    fn get(&self, i: u16) -> Option<&T> {
+        self.by_index.get(usize::from(i))
+    }
+}
+
 /// ObjectId -> (machine, behavior name) for objects on other machines.
+///
+/// Memory: an entry is the id and 6 bytes in the map; machine ids and
+/// behavior names are stored once each (`Names`), so a peer's million
+/// objects of a few behaviors cost about a million small entries.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
-    entries: HashMap<ObjectId, Entry>,
+    entries: HashMap<ObjectId, Entry, BuildHasherDefault<IdHasher>>,
     peers: HashMap<MachineId, PeerInfo>,
+    machines: Names<MachineId>,
+    behaviors: Names<Arc<str>>,
 }
 
 impl Directory {
@@ -133,8 +184,10 @@ impl Directory {
     /// objects (its snapshot follows). Answers how many were forgotten.
     pub fn peer_up(&mut self, machine: &MachineId, prefix: u16) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, e| e.machine != *machine);
-        shrink_if_sparse(&mut self.entries);
+        if let Some(m) = self.machines.find(machine) {
+            self.entries.retain(|_, e| e.machine != m);
+            shrink_if_sparse(&mut self.entries);
+        }
         self.peers.insert(
             machine.clone(),
             PeerInfo {
@@ -164,32 +217,49 @@ impl Directory {
                         claimed: machine,
                     });
                 }
-                let holder = self.entries.get(&id).map(|e| &e.machine);
+                let holder = self.machine_of(id);
                 if id.node_prefix() != peer.prefix && holder != Some(from) {
                     return Err(Refused::NotTheSendersObject {
                         id,
                         holder: holder.cloned(),
                     });
                 }
-                self.entries.insert(
-                    id,
-                    Entry {
-                        machine,
-                        behavior,
-                        learned: false,
-                    },
-                );
+                self.place(id, &machine, behavior.as_ref(), false);
                 Ok(true)
             }
-            Notice::Destroyed { id } => match self.entries.get(&id) {
-                Some(e) if e.machine == *from => {
-                    self.entries.remove(&id);
-                    shrink_if_sparse(&mut self.entries);
-                    Ok(true)
+            Notice::Destroyed { id } => {
+                if self.machine_of(id) != Some(from) {
+                    return Err(Refused::NotPlacedOnSender { id });
                 }
-                _ => Err(Refused::NotPlacedOnSender { id }),
-            },
+                self.remove(id);
+                Ok(true)
+            }
         }
+    }
+
+    /// Stores an entry (nothing when a name table is full: 65,535 machines
+    /// or behavior names, far past any cluster).
+    fn place(
+        &mut self,
+        id: ObjectId,
+        machine: &MachineId,
+        behavior: Option<&Arc<str>>,
+        learned: bool,
+    ) {
+        let Some(machine) = self.machines.intern(machine) else {
+            return;
+        };
+        let behavior = behavior
+            .and_then(|b| self.behaviors.intern(b))
+            .unwrap_or(NO_NAME);
+        self.entries.insert(
+            id,
+            Entry {
+                machine,
+                behavior,
+                learned,
+            },
+        );
     }
 
     /// `machine`'s directory snapshot since it came up is complete.
@@ -218,71 +288,66 @@ impl Directory {
         if sender.node_prefix() != peer.prefix {
             return false;
         }
+        let from_index = self.machines.find(from);
         if peer.learned.len() >= LEARNED_PER_PEER {
             if let Some(oldest) = peer.learned.pop_front() {
                 if self
                     .entries
                     .get(&oldest)
-                    .is_some_and(|e| e.learned && e.machine == *from)
+                    .is_some_and(|e| e.learned && Some(e.machine) == from_index)
                 {
                     self.entries.remove(&oldest);
                 }
             }
         }
         peer.learned.push_back(sender);
-        self.entries.insert(
-            sender,
-            Entry {
-                machine: from.clone(),
-                behavior: None,
-                learned: true,
-            },
-        );
+        self.place(sender, from, None, true);
         true
     }
 
     /// Places `id` on `machine` unconditionally: for hosts wiring vms by
     /// hand (tests, benches). A node's own traffic goes through `apply`.
     pub fn insert(&mut self, id: ObjectId, machine: MachineId, behavior: Option<&str>) {
-        self.entries.insert(
-            id,
-            Entry {
-                machine,
-                behavior: behavior.map(Arc::from),
-                learned: false,
-            },
-        );
+        let behavior = behavior.map(Arc::from);
+        self.place(id, &machine, behavior.as_ref(), false);
     }
 
     pub fn remove(&mut self, id: ObjectId) -> Option<MachineId> {
-        let removed = self.entries.remove(&id).map(|e| e.machine);
+        let removed = self.entries.remove(&id)?;
         shrink_if_sparse(&mut self.entries);
-        removed
+        self.machines.get(removed.machine).cloned()
     }
 
     pub fn machine_of(&self, id: ObjectId) -> Option<&MachineId> {
-        self.entries.get(&id).map(|e| &e.machine)
+        self.entries
+            .get(&id)
+            .and_then(|e| self.machines.get(e.machine))
     }
 
     pub fn behavior_of(&self, id: ObjectId) -> Option<&str> {
-        self.entries.get(&id).and_then(|e| e.behavior.as_deref())
+        self.entries
+            .get(&id)
+            .and_then(|e| self.behaviors.get(e.behavior))
+            .map(|b| &**b)
     }
 
     /// The lowest id whose behavior is `behavior` (deterministic whatever
     /// the insertion order).
     pub fn find_by_behavior(&self, behavior: &str) -> Option<ObjectId> {
+        let wanted = self.behaviors.find(&Arc::from(behavior))?;
         self.entries
             .iter()
-            .filter(|(_, e)| e.behavior.as_deref() == Some(behavior))
+            .filter(|(_, e)| e.behavior == wanted)
             .map(|(id, _)| *id)
             .min()
     }
 
     /// Every remote object on `machine`.
     pub fn on_machine<'a>(&'a self, machine: &'a MachineId) -> impl Iterator<Item = ObjectId> + 'a {
+        let wanted = self.machines.find(machine);
         self.entries
             .iter()
-            .filter(move |(_, e)| e.machine == *machine)
+            .filter(move |(_, e)| Some(e.machine) == wanted)
             .map(|(id, _)| *id)
     }
 
@@ -427,5 +492,21 @@ mod tests {
         d.apply(&m("beta"), created(id(2, 7), "beta", "pong"))
             .unwrap();
         assert_eq!(d.machine_of(id(2, 7)), Some(&m("beta")));
+    }
+
+    #[test]
+    fn an_entry_is_small_and_names_are_stored_once() {
+        assert_eq!(std::mem::size_of::<Entry>(), 6);
+        let mut d = dir();
+        for n in 1..=1000 {
+            d.apply(&m("beta"), created(id(2, n), "beta", "pong"))
+                .unwrap();
+        }
+        assert_eq!(d.behaviors.by_index.len(), 1, "one copy of `pong`");
+        assert_eq!(d.behavior_of(id(2, 500)), Some("pong"));
+        assert_eq!(d.on_machine(&m("beta")).count(), 1000);
+        assert_eq!(d.remove(id(2, 1)), Some(m("beta")));
+        assert_eq!(d.find_by_behavior("pong"), Some(id(2, 2)));
+        assert_eq!(d.find_by_behavior("ping"), None);
     }
 }
