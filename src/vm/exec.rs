@@ -588,7 +588,7 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
     let obj = w.objects.get_mut(&id).expect("resolved");
     let copy = if full { state.clone() } else { Vec::new() };
     obj.state = state;
-    obj.version += 1;
+    obj.version = obj.version.wrapping_add(1);
     w.trace
         .record(EventKind::StateUpdated, || Event::StateUpdated {
             id,
@@ -599,7 +599,7 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
 fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
     if let Some(o) = w.objects.get_mut(&id) {
         o.controller = Some(to);
-        o.version += 1;
+        o.version = o.version.wrapping_add(1);
     }
 }
 
@@ -656,7 +656,7 @@ pub(crate) fn abort(w: &mut World, tx: Tx) -> TxId {
 fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
     let changed =
-        |(o, version): &(ObjectId, u64)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
+        |(o, version): &(ObjectId, u32)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
     if tx.reads.iter().any(changed) {
         abort(w, tx);
         return false;

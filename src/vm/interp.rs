@@ -220,7 +220,7 @@ impl Vm {
         match self.world.objects.get_mut(&id) {
             Some(o) => {
                 o.state = state;
-                o.version += 1;
+                o.version = o.version.wrapping_add(1);
                 Ok(())
             }
             None => Err(VmError::UnknownObject(id)),

@@ -32,7 +32,7 @@ pub(crate) struct Tx {
     pub(crate) states: Vec<(ObjectId, Vec<Val>)>,
     pub(crate) destroys: Vec<ObjectId>,
     /// Each observed object and its version when first observed.
-    pub(crate) reads: Vec<(ObjectId, u64)>,
+    pub(crate) reads: Vec<(ObjectId, u32)>,
     /// Frames the chain held at `begin_tx`.
     pub(crate) depth: usize,
 }
@@ -61,7 +61,7 @@ impl Tx {
 
     /// Remembers that the transaction depends on `id` as it is now, at
     /// `version` (the first observation counts).
-    pub(crate) fn observe(&mut self, id: ObjectId, version: u64) {
+    pub(crate) fn observe(&mut self, id: ObjectId, version: u32) {
         if self.created(id).is_none() && !self.reads.iter().any(|(o, _)| *o == id) {
             self.reads.push((id, version));
         }

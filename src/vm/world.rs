@@ -38,9 +38,11 @@ pub(crate) struct Obj {
     pub(crate) behavior: u32,
     pub(crate) state: Vec<Val>,
     pub(crate) controller: Option<ControllerId>,
-    /// Bumped by every committed change of state or controller: a
-    /// transaction that saw another version cannot commit.
-    pub(crate) version: u64,
+    /// Bumped (wrapping) by every committed change of state or controller:
+    /// a transaction that saw another version cannot commit. 32 bits keep
+    /// an object at 48 bytes; a transaction would need exactly 2^32 commits
+    /// of one object between its read and its commit to be fooled.
+    pub(crate) version: u32,
 }
 
 impl Obj {
@@ -99,4 +101,15 @@ pub(crate) struct World {
     pub(crate) trace: Trace,
     /// What errors call a top-level program's frame.
     pub(crate) program_name: Arc<str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hosted_object_is_48_bytes() {
+        // Pinned: a million objects cost this (plus the map's slots).
+        assert_eq!(std::mem::size_of::<Obj>(), 48);
+    }
 }
