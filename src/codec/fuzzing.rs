@@ -328,7 +328,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             initiator: ChainId(g.u64()),
             blocked: ChainId(g.u64()),
             path: g.edges(),
-            hops: (g.u64() % 3) as u32,
+            hops: g.u64() as u32,
         }),
         9 => Message::Auth(Auth { proof: g.string() }),
         10 => Message::SnapshotEnd(SnapshotEnd { objects: g.u64() }),

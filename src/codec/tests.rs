@@ -11,8 +11,9 @@ use crate::vm::{ChainId, ObjectId, Val};
 /// Every example line of PROTOCOL.md, in order, then a `probe` and a
 /// `deadlock` (alpha, beta, gamma are prefixes 9001, 9002, 9003): the
 /// deadlock-detection types are not in PROTOCOL.md's examples yet; then
-/// version 2's `hello` and `auth` (docs/protocol.md's worked example).
-const GOLDEN: [&str; 10] = [
+/// version 2's `hello` and `auth` (docs/protocol.md's worked example), a
+/// `snapshot_end`, and a probe that was passed on (`hops`).
+const GOLDEN: [&str; 12] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
@@ -23,6 +24,8 @@ const GOLDEN: [&str; 10] = [
     r#"{"type":"deadlock","victim":2533556265372614657,"object":2533837740349325312,"cycle":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2533556265372614656,"machine":"alpha"}]}"#,
     r#"{"type":"hello","version":2,"machine_id":"beta","node_prefix":9002,"nonce":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f","boot":7}"#,
     r#"{"type":"auth","proof":"43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02"}"#,
+    r#"{"type":"snapshot_end","objects":1}"#,
+    r#"{"type":"probe","initiator":1,"blocked":2,"path":[],"hops":3}"#,
 ];
 
 fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
@@ -99,6 +102,13 @@ fn golden_messages() -> Vec<Message<'static>> {
         }),
         Message::Auth(Auth {
             proof: "43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02".into(),
+        }),
+        Message::SnapshotEnd(SnapshotEnd { objects: 1 }),
+        Message::Probe(Probe {
+            initiator: ChainId(1),
+            blocked: ChainId(2),
+            path: vec![],
+            hops: 3,
         }),
     ]
 }
