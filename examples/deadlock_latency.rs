@@ -15,7 +15,6 @@
 //! submissions to the last answer, against a round of the same calls made
 //! one chain after the other (no cycle).
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use avm::node::{Node, NodeConfig};
@@ -36,7 +35,6 @@ fn node(name: &str, peers: Vec<String>) -> Node {
     behaviors.register("cross", cross);
     behaviors.register("echo", done);
     let mut config = NodeConfig::new(name);
-    config.bind = IpAddr::from([127, 0, 0, 1]);
     config.peers = peers;
     Node::start(config, behaviors, PureRegistry::new()).expect("start")
 }

@@ -12,29 +12,11 @@
 //! its snapshot left behind). Figures are per object, rounded; the
 //! allocator keeps some slack, so they are upper bounds.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use avm::node::{Node, NodeConfig};
-use avm::vm::{create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
+mod common;
 
-const BATCH: u64 = 10_000;
-
-fn create_many(n: u64) -> Program {
-    if n == 0 {
-        return done(Val::Nothing);
-    }
-    create_obj("thing").bind(move |_| create_many(n - 1))
-}
-
-fn node(name: &str, peers: Vec<String>) -> Node {
-    let mut behaviors = BehaviorRegistry::new();
-    behaviors.register("thing", done);
-    let mut config = NodeConfig::new(name);
-    config.bind = IpAddr::from([127, 0, 0, 1]);
-    config.peers = peers;
-    Node::start(config, behaviors, PureRegistry::new()).expect("start")
-}
+use common::{create_many, node, BATCH};
 
 /// Resident set size in bytes.
 fn rss() -> u64 {

@@ -11,7 +11,6 @@
 //! counted. Per K: calls per second over the measured window, and the CPU
 //! the process used per wall second (200% is both cores of this machine).
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +43,6 @@ fn node(name: &str, peers: Vec<String>) -> Node {
         (!STOP.load(Ordering::Relaxed)).then_some(Val::Nothing)
     });
     let mut config = NodeConfig::new(name);
-    config.bind = IpAddr::from([127, 0, 0, 1]);
     config.peers = peers;
     Node::start(config, behaviors, pures).expect("start")
 }

@@ -371,34 +371,22 @@ mod tests {
     /// A deposit that arrives while a transfer waits on its remote deposit.
     /// With objects taking turns the deposit waits for the transfer and
     /// both count: 1000 - 100 + 50. Without turns the deposit runs at once
-    /// and the transfer then writes back `1000 - 100` over it.
+    /// and the plain transfer then writes back `1000 - 100` over it; the
+    /// transaction variant keeps no balance across the call, so it
+    /// conserves money even without turns.
     #[test]
     fn deposit_during_a_transfer_is_not_lost() {
-        let mut vm = vm();
-        let a = open(&mut vm, 1, 1000)[0];
-        let far = remote_account(&mut vm);
-        let rc = remote_call(&start(&mut vm, call(a, transfer(far, 100))));
-        start(&mut vm, call(a, deposit(50)));
-        let ok = list(&[s("ok"), Val::Nat(100)]);
-        vm.resume(rc.token, Ok(ok)).unwrap();
-        let mut out = Vec::new();
-        vm.run(&mut out);
-        assert_eq!(vm.state(a), Some(&[Val::Nat(950)][..]));
-    }
-
-    /// The transaction variant keeps no balance across the call, so the
-    /// same interleaving conserves money even without turns.
-    #[test]
-    fn deposit_during_a_transfer_tx_is_not_lost() {
-        let mut vm = vm();
-        let a = open(&mut vm, 1, 1000)[0];
-        let far = remote_account(&mut vm);
-        let rc = remote_call(&start(&mut vm, call(a, transfer_tx(far, 100))));
-        start(&mut vm, call(a, deposit(50)));
-        let ok = list(&[s("ok"), Val::Nat(100)]);
-        vm.resume(rc.token, Ok(ok)).unwrap();
-        let mut out = Vec::new();
-        vm.run(&mut out);
-        assert_eq!(vm.state(a), Some(&[Val::Nat(950)][..]));
+        for transfer in [transfer, transfer_tx] {
+            let mut vm = vm();
+            let a = open(&mut vm, 1, 1000)[0];
+            let far = remote_account(&mut vm);
+            let rc = remote_call(&start(&mut vm, call(a, transfer(far, 100))));
+            start(&mut vm, call(a, deposit(50)));
+            let ok = list(&[s("ok"), Val::Nat(100)]);
+            vm.resume(rc.token, Ok(ok)).unwrap();
+            let mut out = Vec::new();
+            vm.run(&mut out);
+            assert_eq!(vm.state(a), Some(&[Val::Nat(950)][..]));
+        }
     }
 }

@@ -1,0 +1,27 @@
+//! What the directory-scale examples (`late_joiner`, `memory_per_object`)
+//! share: nodes that host plain `thing` objects, and a program that creates
+//! them in bulk.
+
+use avm::node::{Node, NodeConfig};
+use avm::vm::{create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
+
+/// Objects created per submitted program: large enough to amortise the
+/// handoff, small enough that progress is visible.
+pub const BATCH: u64 = 10_000;
+
+/// A program that creates `n` `thing` objects, one after another.
+pub fn create_many(n: u64) -> Program {
+    if n == 0 {
+        return done(Val::Nothing);
+    }
+    create_obj("thing").bind(move |_| create_many(n - 1))
+}
+
+/// A node on loopback (the default bind) that knows the `thing` behavior.
+pub fn node(name: &str, peers: Vec<String>) -> Node {
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register("thing", done);
+    let mut config = NodeConfig::new(name);
+    config.peers = peers;
+    Node::start(config, behaviors, PureRegistry::new()).expect("start")
+}
