@@ -75,7 +75,7 @@ fn val_of_size(size: usize) -> Val {
             Val::just(Val::Nat(i * 7919)),
         ));
         items.push(Val::List(vec![
-            Val::Bool(i % 2 == 0),
+            Val::Bool(i.is_multiple_of(2)),
             Val::ObjectRef(ObjectId(PONG.0 + i)),
         ]));
         i += 1;

@@ -13,6 +13,8 @@
 //!   actions and bytes out.
 //! - [`reactor`]: the mio event loop around the protocol core; the only
 //!   module that touches sockets.
+//! - [`store`]: a durable node's objects on disk (redb), one transaction
+//!   per group commit.
 //! - [`node`]: the interpreter thread, the handoff between the threads,
 //!   and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors, and the PingPong roles.
@@ -28,4 +30,5 @@ pub mod logger;
 pub mod node;
 pub mod protocol;
 pub mod reactor;
+pub mod store;
 pub mod vm;

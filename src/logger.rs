@@ -155,7 +155,7 @@ impl Filter {
             let covers = target
                 .strip_prefix(prefix.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
-            if covers && best.map_or(true, |(len, _)| prefix.len() >= len) {
+            if covers && best.is_none_or(|(len, _)| prefix.len() >= len) {
                 best = Some((prefix.len(), *level));
             }
         }

@@ -99,9 +99,8 @@ struct Args {
     #[argh(option, default = "defaults::MAX_CALL_DEPTH")]
     max_call_depth: usize,
 
-    /// create this many bank `account` objects at start (see avm::demo::bank); giving
-    /// the flag, even as 0, registers the `account` behavior so peers' accounts can
-    /// run here too
+    /// have this many bank `account` objects (see avm::demo::bank): creates them at
+    /// start, or, with --data-dir, only those the store does not already hold
     #[argh(option)]
     bank_accounts: Option<u64>,
 
@@ -113,6 +112,12 @@ struct Args {
     /// time); one more is refused at once as busy (default 1024)
     #[argh(option, default = "defaults::MAX_WAITING")]
     max_waiting: usize,
+
+    /// keep this node's objects in a store in DIR (created if absent): they survive a
+    /// crash or restart, with their ids, and an answer leaves the node only once the
+    /// change it reports is on disk. Without it, objects live in memory only
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
 
     /// file holding the cluster key every node of the cluster shares; peers must
     /// prove they know it (mode 0600). Without it: $HOME/.avm/cluster-key, created on
@@ -214,18 +219,28 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     config.max_write_buffer = args.max_write_buffer;
     config.handle_signals = true;
+    config.data_dir = args.data_dir.clone();
+    if config.data_dir.is_some() {
+        keep_running_past_file_size_limit()?;
+    }
+    // Every behavior this binary has, on every node: a store may hold
+    // objects of any of them, whatever flags this run was given.
     let mut behaviors = BehaviorRegistry::new();
-    if args.demo {
-        demo::pingpong::register(&mut behaviors);
-    }
-    if args.bank_accounts.is_some() {
-        demo::bank::register(&mut behaviors);
-    }
+    demo::pingpong::register(&mut behaviors);
+    demo::bank::register(&mut behaviors);
+    demo::battleship::register(&mut behaviors);
     let node = Node::start(config, behaviors, PureRegistry::new())
         .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
-    if let Some(n) = args.bank_accounts.filter(|&n| n > 0) {
-        demo::bank::open(&node, n, args.bank_balance)?;
-        log::info!("bank: created {n} accounts; {} each", args.bank_balance);
+    if let Some(wanted) = args.bank_accounts {
+        let held = local_objects_of(&node, demo::bank::ACCOUNT)?;
+        let n = wanted.saturating_sub(held);
+        if held > 0 {
+            log::info!("bank: {held} accounts restored from the store");
+        }
+        if n > 0 {
+            demo::bank::open(&node, n, args.bank_balance)?;
+            log::info!("bank: created {n} accounts; {} each", args.bank_balance);
+        }
     }
     match (args.demo, args.rounds) {
         (false, _) => finish(node.wait()),
@@ -240,6 +255,29 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
             report(played)
         }
     }
+}
+
+/// How many objects of `behavior` the node hosts (restored ones, at start).
+fn local_objects_of(node: &Node, behavior: &str) -> Result<u64, String> {
+    let behavior = behavior.to_string();
+    node.query(move |vm| {
+        vm.local_objects()
+            .filter(|(_, b)| ***b == *behavior)
+            .count() as u64
+    })
+    .recv()
+    .map_err(|_| "the node stopped while starting".to_string())
+}
+
+/// A process under a file-size limit (`ulimit -f`) is killed by SIGXFSZ
+/// when a write would pass it. With a handler installed, the write fails
+/// with EFBIG instead, and the store reports it as it would a full disk:
+/// the answers it held fail, the node lives on.
+fn keep_running_past_file_size_limit() -> Result<(), String> {
+    let noted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGXFSZ, noted)
+        .map(drop)
+        .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))
 }
 
 /// The `--tls-*` files: all three or none.

@@ -295,8 +295,8 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             version: g.u64() as u32,
             machine_id: g.string(),
             node_prefix: g.u64() as u16,
-            nonce: (g.u8() % 2 == 0).then(|| g.string()),
-            boot: (g.u8() % 2 == 0).then(|| g.u64()),
+            nonce: g.u8().is_multiple_of(2).then(|| g.string()),
+            boot: g.u8().is_multiple_of(2).then(|| g.u64()),
         }),
         1 => Message::Call(Call {
             request_id: g.u64(),

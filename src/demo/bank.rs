@@ -22,6 +22,15 @@
 //!   debit is committed first. If the deposit fails the money is given
 //!   back with a plain read-modify-write (`balance + n`, read after the
 //!   call) and the answer is `["failed"]`; otherwise `["done"]`.
+//! - `["transfer_atomic", ObjectRef to, Nat n]`: debit and deposit in one
+//!   transaction: `begin_tx`, read `b` (`["insufficient", b]` and abort
+//!   if `b < n`), `set_state([b - n])`, call `to` with `["deposit", n]`,
+//!   then `commit_tx` if it answered `["ok", _]` (`["done"]`, or
+//!   `["conflict"]` when the commit fails) or abort (`["failed"]`). When
+//!   `to` is on the same node its write is part of the transaction, so
+//!   both balances change together or neither does, in memory and on
+//!   disk. A remote `to` is outside any transaction (its deposit is not
+//!   undone by an abort): use `transfer_tx` across nodes.
 //! - Anything else answers `["error", Str why]`.
 //!
 //! `transfer` conserves money only if nothing else touches the account
@@ -84,6 +93,15 @@ pub fn transfer_tx(to: ObjectId, n: u64) -> Val {
     ])
 }
 
+/// `["transfer_atomic", ObjectRef to, Nat n]`.
+pub fn transfer_atomic(to: ObjectId, n: u64) -> Val {
+    Val::List(vec![
+        Val::str("transfer_atomic"),
+        Val::ObjectRef(to),
+        Val::Nat(n),
+    ])
+}
+
 /// `[Str tag]` or `[Str tag, Nat n]`.
 fn tagged(tag: &str, n: Option<u64>) -> Val {
     let mut items = vec![Val::str(tag)];
@@ -132,6 +150,9 @@ pub fn account(input: Val) -> Program {
         [Val::Str(tag), Val::ObjectRef(to), Val::Nat(n)] if tag == "transfer_tx" => {
             transfer_in_tx(*to, *n)
         }
+        [Val::Str(tag), Val::ObjectRef(to), Val::Nat(n)] if tag == "transfer_atomic" => {
+            transfer_atomically(*to, *n)
+        }
         _ => error("account: unexpected input"),
     }
 }
@@ -178,6 +199,26 @@ fn transfer_in_tx(to: ObjectId, n: u64) -> Program {
             // the money back, reading the balance as it is now.
             return add(n).then(done(tagged("failed", None)));
         };
+        done(tagged("done", None))
+    }
+}
+
+fn transfer_atomically(to: ObjectId, n: u64) -> Program {
+    prog! {
+        let tx <- begin_tx(None);
+        let Some(tx) = (tx.as_tx()) else { return error("account: begin_tx failed") };
+        let state <- get_state();
+        let b = balance_in(&state);
+        let true = (b >= n) else {
+            return abort_tx(tx).then(done(tagged("insufficient", Some(b))));
+        };
+        set_state(balance_state(b - n));
+        let answer <- call(to, deposit(n));
+        let true = (deposited(&answer)) else {
+            return abort_tx(tx).then(done(tagged("failed", None)));
+        };
+        let committed <- commit_tx(tx);
+        let Val::Bool(true) = committed else { return done(tagged("conflict", None)) };
         done(tagged("done", None))
     }
 }
@@ -349,6 +390,38 @@ mod tests {
         );
         assert_eq!(vm.state(a), Some(&[Val::Nat(50)][..]));
         assert_eq!(vm.state(b), Some(&[Val::Nat(150)][..]));
+    }
+
+    #[test]
+    fn an_atomic_transfer_moves_both_balances_in_one_commit() {
+        let mut vm = vm();
+        let ids = open(&mut vm, 2, 100);
+        let (a, b) = (ids[0], ids[1]);
+        vm.track_changes();
+        assert_eq!(ask(&mut vm, a, transfer_atomic(b, 30)), list(&[s("done")]));
+        let mut changed = Vec::new();
+        vm.drain_changes(|id, record| changed.push((id, record.map(|r| r.state.to_vec()))));
+        changed.sort_by_key(|(id, _)| id.0);
+        assert_eq!(
+            changed,
+            vec![
+                (a, Some(vec![Val::Nat(70)])),
+                (b, Some(vec![Val::Nat(130)]))
+            ]
+        );
+        assert_eq!(
+            ask(&mut vm, a, transfer_atomic(b, 71)),
+            list(&[s("insufficient"), Val::Nat(70)])
+        );
+        // A deposit that fails aborts the debit too.
+        let far = remote_account(&mut vm);
+        let out = start(&mut vm, call(a, transfer_atomic(far, 40)));
+        let rc = remote_call(&out);
+        vm.resume(rc.token, Err("peer down".into())).unwrap();
+        let mut out = Vec::new();
+        vm.run(&mut out);
+        assert_eq!(result(&out), Val::just(list(&[s("failed")])));
+        assert_eq!(vm.state(a), Some(&[Val::Nat(70)][..]));
     }
 
     #[test]

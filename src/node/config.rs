@@ -84,6 +84,10 @@ pub struct NodeConfig {
     /// Mutual TLS on every connection, from these PEM files (read once, in
     /// `Node::start`). `None`: plain TCP, as on a trusted network.
     pub tls: Option<TlsFiles>,
+    /// Keep this node's objects in a store in this directory (created if
+    /// absent): they survive a crash, and an answer leaves only once what
+    /// it reports is on disk. `None`: objects live in memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Where a node's TLS identity and trust come from: three PEM files.
@@ -124,6 +128,7 @@ impl NodeConfig {
             max_waiting: defaults::MAX_WAITING,
             cluster_key: None,
             tls: None,
+            data_dir: None,
         }
     }
 }

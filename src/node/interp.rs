@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use slab::Slab;
 use crate::protocol::{self, CloseReason};
 use crate::vm::{MachineId, Output, StartCall, Val, Vm};
 
+use super::durable::{Durable, ResultSender};
 use super::handoff::{Command, Event, Handoff};
 use super::stats::NodeStats;
 
@@ -61,9 +61,6 @@ const LOCAL_ORIGIN: u64 = 1 << 63;
 /// (a lost peer fails every nested call of a deep chain at once).
 const LOUD_FAILURES: u64 = 5;
 
-/// Where a submitted program's result goes.
-type ResultSender = Sender<Result<Val, String>>;
-
 /// How the interpreter ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -90,6 +87,8 @@ pub struct Interpreter {
     spin: Duration,
     /// When each peer came up, until its snapshot is complete.
     peer_up_at: HashMap<MachineId, Instant>,
+    /// Group commit, on a node with a data dir: output waits for the disk.
+    durable: Option<Durable>,
 }
 
 impl Interpreter {
@@ -101,6 +100,7 @@ impl Interpreter {
         stop: Arc<AtomicBool>,
         stats: Arc<NodeStats>,
         spin: Duration,
+        durable: Option<Durable>,
     ) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let spin = if cpus > 1 { spin } else { Duration::ZERO };
@@ -117,12 +117,21 @@ impl Interpreter {
             results: Vec::new(),
             spin,
             peer_up_at: HashMap::new(),
+            durable,
         }
     }
 
     pub fn run(mut self) -> Outcome {
         self.handoff.register_interpreter();
         let outcome = self.event_loop();
+        if let Some(durable) = &mut self.durable {
+            // What is on its way to disk gets there, and its output out.
+            durable.finish(&mut self.vm, &mut self.commands, &mut self.results);
+            self.handoff.send_commands(&mut self.commands);
+            for (reply, result) in self.results.drain(..) {
+                let _ = reply.send(result);
+            }
+        }
         // Nobody will answer programs submitted now or still running.
         refuse_runs(self.handoff.interpreter_ended());
         for reply in self.submitted.drain() {
@@ -136,6 +145,9 @@ impl Interpreter {
         loop {
             let more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
             self.route_outputs();
+            if let Some(durable) = &mut self.durable {
+                durable.gate(&mut self.vm, &mut self.commands, &mut self.results);
+            }
             self.handoff.send_commands(&mut self.commands);
             // After the commands: a program's effects (its objects'
             // create_notify, say) are on their way before its result is.

@@ -53,6 +53,7 @@
 //! ```
 
 pub mod config;
+mod durable;
 pub mod handoff;
 mod interp;
 pub mod key;
@@ -68,6 +69,7 @@ use std::time::Instant;
 
 use crate::protocol::{self, Core};
 use crate::reactor::{Reactor, ReactorSetup, TlsConfig};
+use crate::store::Store;
 use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, Val, Vm, VmConfig};
 
 use handoff::{Command, Event, Handoff};
@@ -105,7 +107,18 @@ impl Node {
         let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
         let local_addr = listener.local_addr()?;
         log::info!("node {}: listening on {local_addr}", config.name);
-        let prefix = config.node_prefix.unwrap_or(local_addr.port());
+        // A stored identity decides the prefix: the objects carry it.
+        let store = match &config.data_dir {
+            Some(dir) => Some(
+                Store::open(dir, &config.name, config.node_prefix, local_addr.port())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+            ),
+            None => None,
+        };
+        let prefix = match &store {
+            Some(store) => store.identity().prefix,
+            None => config.node_prefix.unwrap_or(local_addr.port()),
+        };
         let machine = MachineId::new(&config.name);
 
         let key = match &config.cluster_key {
@@ -150,10 +163,20 @@ impl Node {
 
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;
-        vm_config.first_counter = boot_epoch_counter();
+        // Past every id a stored life minted, even if the clock went back.
+        vm_config.first_counter =
+            boot_epoch_counter().max(store.as_ref().map_or(1, Store::next_counter));
         vm_config.max_depth = config.max_call_depth;
         vm_config.max_waiting = config.max_waiting;
         let vm = Vm::new(vm_config, behaviors, pures);
+        let (vm, durable) = match store {
+            Some(store) => {
+                let (vm, store) = restore(vm, store)?;
+                let durable = durable::Durable::start(store, &config.name, Arc::clone(&handoff))?;
+                (vm, Some(durable))
+            }
+            None => (vm, None),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());
         let interp = interp::Interpreter::new(
@@ -162,6 +185,7 @@ impl Node {
             Arc::clone(&stop),
             Arc::clone(&stats),
             config.spin,
+            durable,
         );
 
         let reactor = spawn_node_thread(format!("{}/reactor", config.name), move || reactor.run())?;
@@ -267,6 +291,32 @@ impl Drop for Node {
         }
         self.stop_reactor();
     }
+}
+
+/// Loads every stored object into `vm` before the node serves anything,
+/// then turns on change tracking. Runs on a node-sized stack: a stored
+/// state is as deep as the behaviors made it.
+fn restore(vm: Vm, store: Store) -> io::Result<(Vm, Store)> {
+    let started = Instant::now();
+    let load = spawn_node_thread("store-load".into(), move || {
+        let mut vm = vm;
+        let loaded = store.load(|id, record| {
+            vm.restore_object(id, record)
+                .map_err(|e| format!("{e} (register it, or restore the store it came with)"))
+        });
+        (vm, store, loaded)
+    })?;
+    let (mut vm, store, loaded) = load
+        .join()
+        .map_err(|_| io::Error::other("loading the store panicked"))?;
+    let loaded = loaded.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    log::info!(
+        "store {}: loaded {loaded} objects in {:.2?}",
+        store.file().display(),
+        started.elapsed()
+    );
+    vm.track_changes();
+    Ok((vm, store))
 }
 
 /// The listener's bind error, naming the address.

@@ -233,7 +233,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// character that is not a hex digit.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks_exact(2)

@@ -575,6 +575,7 @@ fn exec_local(
 pub(crate) fn insert_object(w: &mut World, id: ObjectId, obj: Obj, out: &mut Vec<Output>) {
     let behavior = w.behaviors.get(obj.behavior).name.clone();
     w.objects.insert(id, obj);
+    w.mark_changed(id);
     w.trace
         .record(EventKind::ObjectCreated, || Event::ObjectCreated {
             id,
@@ -589,6 +590,7 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
     let copy = if full { state.clone() } else { Vec::new() };
     obj.state = state;
     obj.version = obj.version.wrapping_add(1);
+    w.mark_changed(id);
     w.trace
         .record(EventKind::StateUpdated, || Event::StateUpdated {
             id,
@@ -600,6 +602,7 @@ fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
     if let Some(o) = w.objects.get_mut(&id) {
         o.controller = Some(to);
         o.version = o.version.wrapping_add(1);
+        w.mark_changed(id);
     }
 }
 
@@ -607,6 +610,7 @@ fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
 fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
         shrink_if_sparse(&mut w.objects);
+        w.mark_changed(id);
         w.trace
             .record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed { id });
         out.push(Output::Destroyed { id });

@@ -182,6 +182,12 @@ impl FreshIdGen {
         self.prefix
     }
 
+    /// The counter the next id will carry: a restarted node starts at or
+    /// past the last value its previous life stored.
+    pub fn next_counter(&self) -> u64 {
+        self.next
+    }
+
     /// The next raw id.
     pub fn next_raw(&mut self) -> Result<u64, CounterExhausted> {
         if self.next > COUNTER_MAX {

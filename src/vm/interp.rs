@@ -88,7 +88,7 @@ use super::directory::Directory;
 use super::error::{Cycle, VmError};
 use super::exec::{self, Chain, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
-use super::output::{Output, Probe, StartCall};
+use super::output::{ObjectRecord, Output, Probe, StartCall};
 use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
@@ -174,6 +174,7 @@ impl Vm {
             world: World {
                 machine: config.machine,
                 objects: IdMap::default(),
+                changed: None,
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -221,10 +222,77 @@ impl Vm {
             Some(o) => {
                 o.state = state;
                 o.version = o.version.wrapping_add(1);
+                self.world.mark_changed(id);
                 Ok(())
             }
             None => Err(VmError::UnknownObject(id)),
         }
+    }
+
+    /// Puts back an object a durable node stored in an earlier life, as it
+    /// was: no `Output::Created` (the directory snapshot announces it), no
+    /// change to write back. Fails when this vm has no such behavior.
+    pub fn restore_object(
+        &mut self,
+        id: ObjectId,
+        record: ObjectRecord<'_>,
+    ) -> Result<(), VmError> {
+        let behavior = self
+            .world
+            .behaviors
+            .index_of(record.behavior)
+            .ok_or_else(|| VmError::UnknownBehavior(Arc::from(record.behavior)))?;
+        let mut obj = Obj::new(behavior, record.controller);
+        obj.state = record.state.to_vec();
+        obj.version = record.version;
+        self.world.objects.insert(id, obj);
+        Ok(())
+    }
+
+    /// From now on, remember which objects change, for
+    /// [`Vm::drain_changes`]. A node without a store never turns it on, and
+    /// pays nothing.
+    pub fn track_changes(&mut self) {
+        self.world.changed.get_or_insert_with(Default::default);
+    }
+
+    /// Hands `write` every object changed since the last drain: its record,
+    /// or `None` when it was destroyed. Each object once, whatever number
+    /// of changes it saw; committed changes only (a transaction's reach
+    /// here at its commit, all in the same drain). Order is unspecified.
+    pub fn drain_changes(&mut self, mut write: impl FnMut(ObjectId, Option<ObjectRecord<'_>>)) {
+        let Some(mut changed) = self.world.changed.take() else {
+            return;
+        };
+        let reg = &self.world.behaviors;
+        for id in changed.drain() {
+            let record = self.world.objects.get(&id).map(|o| ObjectRecord {
+                behavior: &reg.get(o.behavior).name,
+                controller: o.controller,
+                version: o.version,
+                state: &o.state,
+            });
+            write(id, record);
+        }
+        // A batch is bounded by the driver's step budget; only a host-side
+        // burst (a mass create) leaves a set this large to give back.
+        if changed.capacity() > 8192 {
+            changed.shrink_to(1024);
+        }
+        self.world.changed = Some(changed);
+    }
+
+    /// Marks `id` changed again, so the next drain reports it as it is
+    /// then (a durable node whose write failed retries this way). Nothing
+    /// when tracking is off.
+    pub fn mark_changed(&mut self, id: ObjectId) {
+        self.world.mark_changed(id);
+    }
+
+    /// The counter the next object id will carry (stored by a durable
+    /// node, so that its next life mints past it).
+    pub fn next_object_counter(&self) -> u64 {
+        self.world.ids.next_counter()
     }
 
     /// The committed state of a local object.

@@ -13,8 +13,18 @@
 use std::sync::Arc;
 
 use super::error::{Cycle, VmError, WaitEdge};
-use super::ids::{ChainId, MachineId, ObjectId, SuspendToken};
+use super::ids::{ChainId, ControllerId, MachineId, ObjectId, SuspendToken};
 use super::value::Val;
+
+/// A local object's committed record, as a durable node stores it (see
+/// [`Vm::drain_changes`](super::Vm::drain_changes)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ObjectRecord<'a> {
+    pub behavior: &'a str,
+    pub controller: Option<ControllerId>,
+    pub version: u32,
+    pub state: &'a [Val],
+}
 
 /// A call for the vm to run as a new chain.
 #[derive(Clone, Debug, PartialEq)]

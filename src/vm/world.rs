@@ -14,11 +14,15 @@
 //! - `directory` names objects on other machines only, never a local one.
 //! - `frames_total` equals the frames all chains hold: frames come and go
 //!   only through `exec::push_frame` and `exec::pop_frame`.
+//! - `changed`, when tracking is on (a durable node), holds every local
+//!   object whose committed record (state, controller, version, or
+//!   existence) changed since the driver last drained it: what the next
+//!   group commit must write.
 //! - `turns` holds an object's turn exactly while a call is inside it
 //!   (see `turns`); `woken`, `to_fail` and `new_waits` are empty between
 //!   two steps of the vm (the engine fills them, the vm drains them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
@@ -57,6 +61,13 @@ impl Obj {
 }
 
 impl World {
+    /// Notes that `id`'s committed record changed (for a durable node).
+    pub(crate) fn mark_changed(&mut self, id: ObjectId) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(id);
+        }
+    }
+
     /// Whether the engine left work for the vm (see the fields).
     pub(crate) fn has_effects(&self) -> bool {
         !(self.woken.is_empty() && self.to_fail.is_empty() && self.new_waits.is_empty())
@@ -64,6 +75,9 @@ impl World {
 }
 
 pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
+
+/// A set of object ids, hashed by `IdHasher`.
+pub(crate) type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
 
 /// Chain id -> the vm's chains of that id (see `World::chain_keys`).
 pub(crate) type ChainKeys = HashMap<ChainId, SmallVec<[usize; 2]>, BuildHasherDefault<IdHasher>>;
@@ -73,6 +87,8 @@ pub(crate) type ChainKeys = HashMap<ChainId, SmallVec<[usize; 2]>, BuildHasherDe
 pub(crate) struct World {
     pub(crate) machine: MachineId,
     pub(crate) objects: IdMap<Obj>,
+    /// Objects changed since the last drain; `None` unless tracking is on.
+    pub(crate) changed: Option<IdSet>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

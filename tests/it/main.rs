@@ -8,6 +8,7 @@ mod bank;
 mod cli;
 mod cluster;
 mod demo;
+mod durable;
 mod embed;
 mod faults;
 mod tls;

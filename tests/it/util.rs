@@ -96,7 +96,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// in pairs.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     // from_str_radix alone would take a sign.
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())

@@ -1,4 +1,5 @@
 //! Scenario tests for the interpreter, driven by hand as a node would.
+mod changes;
 mod errors;
 mod layers;
 mod pingpong;

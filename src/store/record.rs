@@ -1,0 +1,167 @@
+//! One stored object, as bytes: the value of the `objects` table.
+//!
+//! ```text
+//!   0      1             5      6              14     16         16+n
+//!   ┌──────┬─────────────┬──────┬──────────────┬──────┬──────────┬──────────────┐
+//!   │ fmt  │ version u32 │ ctl? │ controller   │ n    │ behavior │ state: JSON  │
+//!   │ = 1  │ big-endian  │ 0/1  │ u64 BE (or 0)│ u16  │ n bytes  │ array of Val │
+//!   └──────┴─────────────┴──────┴──────────────┴──────┴──────────┴──────────────┘
+//! ```
+//!
+//! The state is the wire's Val JSON (`[{"Nat":5}]`), so a stored record
+//! can be read by eye and by any JSON library. Decoding never panics: a
+//! record that is short, from a newer format, or not valid JSON is an
+//! error naming what is wrong.
+
+use serde::Deserialize;
+
+use crate::vm::{ControllerId, ObjectRecord, Val};
+
+/// The record layout this build writes and reads.
+pub const RECORD_FORMAT: u8 = 1;
+
+/// Bytes before the behavior name.
+const FIXED: usize = 16;
+
+/// A decoded record: owned, since it outlives the read transaction only
+/// as long as the vm takes to copy it in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub behavior: String,
+    pub controller: Option<ControllerId>,
+    pub version: u32,
+    pub state: Vec<Val>,
+}
+
+impl Decoded {
+    pub fn as_record(&self) -> ObjectRecord<'_> {
+        ObjectRecord {
+            behavior: &self.behavior,
+            controller: self.controller,
+            version: self.version,
+            state: &self.state,
+        }
+    }
+}
+
+/// Appends `record`'s bytes to `out`. Fails only when the behavior name
+/// is longer than 65,535 bytes (registries never hold one).
+pub fn encode(record: &ObjectRecord<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let name = record.behavior.as_bytes();
+    let name_len =
+        u16::try_from(name.len()).map_err(|_| format!("behavior name of {} bytes", name.len()))?;
+    out.push(RECORD_FORMAT);
+    out.extend_from_slice(&record.version.to_be_bytes());
+    let controller = record.controller.map_or(0, |c| c.0);
+    out.push(u8::from(record.controller.is_some()));
+    out.extend_from_slice(&controller.to_be_bytes());
+    out.extend_from_slice(&name_len.to_be_bytes());
+    out.extend_from_slice(name);
+    serde_json::to_writer(&mut *out, record.state).map_err(|e| e.to_string())
+}
+
+/// Reads a record written by [`encode`].
+pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+    let Some((&format, _)) = bytes.split_first() else {
+        return Err("empty record".into());
+    };
+    if format != RECORD_FORMAT {
+        return Err(format!(
+            "record format {format}; this build reads {RECORD_FORMAT}"
+        ));
+    }
+    if bytes.len() < FIXED {
+        return Err(format!("record of {} bytes is truncated", bytes.len()));
+    }
+    let version = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes"));
+    let controller = match bytes[5] {
+        0 => None,
+        1 => Some(ControllerId(u64::from_be_bytes(
+            bytes[6..14].try_into().expect("8 bytes"),
+        ))),
+        flag => return Err(format!("controller flag {flag}")),
+    };
+    let name_len = usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
+    let Some(name) = bytes.get(FIXED..FIXED + name_len) else {
+        return Err("behavior name runs past the record".into());
+    };
+    let behavior = std::str::from_utf8(name)
+        .map_err(|_| "behavior name is not UTF-8".to_string())?
+        .to_string();
+    let mut json = serde_json::Deserializer::from_slice(&bytes[FIXED + name_len..]);
+    // A state is as deep as the behaviors made it; the loader runs on a
+    // node-sized stack (`node::THREAD_STACK`), as the vm that built it did.
+    json.disable_recursion_limit();
+    let state = Vec::<Val>::deserialize(&mut json)
+        .and_then(|state| json.end().map(|()| state))
+        .map_err(|e| format!("state: {e}"))?;
+    Ok(Decoded {
+        behavior,
+        controller,
+        version,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Decoded {
+        Decoded {
+            behavior: "account".into(),
+            controller: Some(ControllerId(7)),
+            version: 42,
+            state: vec![Val::Nat(100), Val::str("x"), Val::just(Val::Bool(true))],
+        }
+    }
+
+    fn bytes_of(d: &Decoded) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&d.as_record(), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_record_round_trips_with_and_without_a_controller() {
+        let with = sample();
+        assert_eq!(decode(&bytes_of(&with)).unwrap(), with);
+        let without = Decoded {
+            controller: None,
+            state: vec![],
+            ..sample()
+        };
+        assert_eq!(decode(&bytes_of(&without)).unwrap(), without);
+    }
+
+    #[test]
+    fn every_truncation_and_a_newer_format_are_errors_not_panics() {
+        let bytes = bytes_of(&sample());
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncated at {len}");
+        }
+        let mut newer = bytes.clone();
+        newer[0] = RECORD_FORMAT + 1;
+        assert!(decode(&newer).unwrap_err().contains("this build reads 1"));
+        let mut trailing = bytes;
+        trailing.extend_from_slice(b" junk");
+        assert!(decode(&trailing).is_err(), "bytes after the state");
+    }
+
+    #[test]
+    fn a_flipped_bit_is_an_error_or_another_record_never_a_panic() {
+        let original = sample();
+        let bytes = bytes_of(&original);
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert_ne!(
+                    decode(&b).ok(),
+                    Some(original.clone()),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+    }
+}

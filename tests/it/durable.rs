@@ -1,0 +1,350 @@
+//! Durable nodes (`--data-dir`): killed with SIGKILL, restarted on the
+//! same directory, they still hold every write they acknowledged; a
+//! transaction is there whole or not at all; peers reach the restarted
+//! node's objects by their old ids; bad files and bad disks are clear
+//! errors, never panics.
+//!
+//! The node under test runs the bank (`avm::demo::bank`): four accounts
+//! of 1000, sorted by id. The first two only take deposits of 1, whose
+//! answers carry the new balance (an acknowledged balance must survive);
+//! the last two only move money between each other with
+//! `transfer_atomic`, a local transaction that writes both (their sum must
+//! stay 2000, whatever the moment of the crash).
+//!
+//! `AVM_DURABLE_SEED=N` replays one sequence of kill times and requests.
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::{temp_dir, NodeProc};
+use crate::wire::{handshake, send};
+
+const ACCOUNTS: usize = 4;
+const OPENING: u64 = 1000;
+const LIMIT: Duration = Duration::from_secs(30);
+/// Kill-and-restart rounds; the issue asks for at least 20.
+const KILLS: usize = 20;
+/// Requests the client keeps in flight.
+const IN_FLIGHT: usize = 32;
+
+fn bank_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--bank-accounts".into(),
+        ACCOUNTS.to_string(),
+        "--bank-balance".into(),
+        OPENING.to_string(),
+    ]
+}
+
+fn start(name: &str, port: u16, args: &[String]) -> NodeProc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    NodeProc::start(name, port, &args)
+}
+
+fn obj(id: u64) -> Value {
+    json!({ "ObjectRef": id })
+}
+
+fn input(tag: &str, rest: Vec<Value>) -> Value {
+    let mut items = vec![json!({ "Str": tag })];
+    items.extend(rest);
+    json!({ "List": items })
+}
+
+/// `Ok(List[Str tag, Nat n..])` as (tag, numbers); `None` for anything else.
+fn tagged(result: &Value) -> Option<(String, Vec<u64>)> {
+    let items = result["Ok"]["List"].as_array()?;
+    let tag = items.first()?["Str"].as_str()?.to_string();
+    let nats = items[1..]
+        .iter()
+        .filter_map(|v| v["Nat"].as_u64())
+        .collect();
+    Some((tag, nats))
+}
+
+/// A splitmix64 generator: the test's only randomness, seeded and printed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A raw protocol connection to one node, as machine `client`, that
+/// survives the node's death: reads end at EOF instead of panicking.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    next_request: u64,
+    closed: bool,
+}
+
+impl Client {
+    /// Connects, does the handshake, and collects the node's accounts
+    /// (sorted) from its snapshot and `create_notify`s.
+    fn connect(port: u16) -> (Client, Vec<u64>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        handshake(&mut stream, "client", 500);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut client = Client {
+            stream,
+            buf: Vec::new(),
+            next_request: 1,
+            closed: false,
+        };
+        let deadline = Instant::now() + LIMIT;
+        let mut accounts = Vec::new();
+        while accounts.len() < ACCOUNTS {
+            let msg = client
+                .next(deadline)
+                .unwrap_or_else(|| panic!("only accounts {accounts:?} announced"));
+            if msg["type"] == "create_notify" && msg["behavior"] == "account" {
+                accounts.push(msg["object_id"].as_u64().expect("an object id"));
+            }
+        }
+        accounts.sort_unstable();
+        (client, accounts)
+    }
+
+    fn call(&mut self, target: u64, input: &Value) -> u64 {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        send(
+            &mut self.stream,
+            &json!({"type":"call","request_id":request_id,"target":target,"input":input,
+                    "sender":0,"sender_machine":"client","chain":(500u64 << 48) | request_id}),
+        );
+        request_id
+    }
+
+    /// The next frame that is not a ping; `None` at the deadline or once
+    /// the node has closed (or died).
+    fn next(&mut self, deadline: Instant) -> Option<Value> {
+        loop {
+            if let Some(msg) = self.take_frame() {
+                if msg["type"] == "ping" {
+                    let nonce = msg["nonce"].clone();
+                    if !self.closed {
+                        send(&mut self.stream, &json!({"type":"pong","nonce":nonce}));
+                    }
+                    continue;
+                }
+                return Some(msg);
+            }
+            if self.closed || Instant::now() >= deadline {
+                return None;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    fn take_frame(&mut self) -> Option<Value> {
+        let head: [u8; 4] = self.buf.get(..4)?.try_into().unwrap();
+        let len = u32::from_be_bytes(head) as usize;
+        let body = self.buf.get(4..4 + len)?;
+        let msg = serde_json::from_slice(body).expect("a JSON frame");
+        self.buf.drain(..4 + len);
+        Some(msg)
+    }
+
+    /// The result of `call(target, input)`, waited for.
+    fn ask(&mut self, target: u64, input: &Value) -> Value {
+        let id = self.call(target, input);
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let msg = self
+                .next(deadline)
+                .unwrap_or_else(|| panic!("no answer to request {id}"));
+            if msg["type"] == "call_response" && msg["request_id"] == id {
+                return msg["result"].clone();
+            }
+        }
+    }
+
+    fn balance(&mut self, account: u64) -> u64 {
+        let result = self.ask(account, &input("balance", vec![]));
+        match tagged(&result) {
+            Some((tag, n)) if tag == "balance" && n.len() == 1 => n[0],
+            _ => panic!("balance of {account} answered {result}"),
+        }
+    }
+}
+
+/// What the client knows of the accounts: balances the node acknowledged
+/// (a floor) and deposits it sent (a ceiling) for the deposit accounts.
+#[derive(Debug)]
+struct Model {
+    ids: Vec<u64>,
+    acked: [u64; 2],
+    sent: [u64; 2],
+}
+
+/// One round: fires deposits and atomic transfers for `run_for`, then
+/// SIGKILLs the node while requests are in flight, and reads every answer
+/// the node sent before it died. Answers (acks, transfers done).
+fn fire_then_kill(
+    node: &mut NodeProc,
+    client: &mut Client,
+    model: &mut Model,
+    rng: &mut Rng,
+    run_for: Duration,
+) -> (u64, u64) {
+    // request_id -> Some(deposit account index) or None (a transfer)
+    let mut pending = std::collections::HashMap::new();
+    let (mut acks, mut moved) = (0, 0);
+    let started = Instant::now();
+    let mut killed = false;
+    loop {
+        if !killed {
+            while pending.len() < IN_FLIGHT {
+                if rng.below(2) == 0 {
+                    let i = rng.below(2) as usize;
+                    let id = client.call(model.ids[i], &input("deposit", vec![json!({"Nat":1})]));
+                    model.sent[i] += 1;
+                    pending.insert(id, Some(i));
+                } else {
+                    let from = 2 + rng.below(2) as usize;
+                    let to = 5 - from;
+                    let amount = 1 + rng.below(20);
+                    let args = vec![obj(model.ids[to]), json!({ "Nat": amount })];
+                    let id = client.call(model.ids[from], &input("transfer_atomic", args));
+                    pending.insert(id, None);
+                }
+            }
+            if started.elapsed() >= run_for {
+                node.signal("KILL");
+                killed = true;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(if killed { 2000 } else { 5 });
+        let Some(msg) = client.next(deadline) else {
+            if killed {
+                // The node is dead and everything it sent has been read.
+                return (acks, moved);
+            }
+            continue;
+        };
+        if msg["type"] != "call_response" {
+            continue;
+        }
+        let id = msg["request_id"].as_u64().expect("a request_id");
+        let result = &msg["result"];
+        match pending.remove(&id) {
+            Some(Some(i)) => match tagged(result) {
+                Some((tag, n)) if tag == "ok" && n.len() == 1 => {
+                    model.acked[i] = model.acked[i].max(n[0]);
+                    acks += 1;
+                }
+                _ => panic!("deposit answered {result}"),
+            },
+            Some(None) => match tagged(result).map(|(tag, _)| tag).as_deref() {
+                Some("done") => moved += 1,
+                Some("insufficient" | "conflict" | "failed") => {}
+                _ => panic!("transfer_atomic answered {result}"),
+            },
+            None => panic!("an answer to request {id}, which is not pending: {msg}"),
+        }
+    }
+}
+
+/// Checks the restarted node against the model, then makes the model
+/// exact again (the deposit accounts' real balances).
+fn check_after_restart(client: &mut Client, model: &mut Model, round: usize) {
+    let balances: Vec<u64> = model
+        .ids
+        .clone()
+        .iter()
+        .map(|&a| client.balance(a))
+        .collect();
+    for (i, &held) in balances[..2].iter().enumerate() {
+        let account = model.ids[i];
+        let acked = model.acked[i];
+        assert!(
+            held >= acked,
+            "round {round}: account {account} holds {held} but {acked} was acknowledged"
+        );
+        let sent = model.sent[i];
+        assert!(
+            held <= sent,
+            "round {round}: account {account} holds {held}, more than the {sent} deposited"
+        );
+        model.acked[i] = held;
+        model.sent[i] = held;
+    }
+    assert_eq!(
+        balances[2] + balances[3],
+        2 * OPENING,
+        "round {round}: a transfer_atomic was found in part: {balances:?}"
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_and_transactions_are_whole_or_absent() {
+    let seed = std::env::var("AVM_DURABLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("durable: seed {seed} (AVM_DURABLE_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+    let dir = temp_dir("avm-durable-kill");
+    let args = bank_args(&dir);
+    let mut model: Option<Model> = None;
+    let (mut total_acks, mut total_moved) = (0, 0);
+    for round in 0..=KILLS {
+        let mut node = start("vault", 0, &args);
+        let port = node.port();
+        let (mut client, ids) = Client::connect(port);
+        let model = model.get_or_insert_with(|| Model {
+            ids: ids.clone(),
+            acked: [OPENING; 2],
+            sent: [OPENING; 2],
+        });
+        assert_eq!(ids, model.ids, "round {round}: the accounts' ids changed");
+        check_after_restart(&mut client, model, round);
+        if round == KILLS {
+            break;
+        }
+        let run_for = Duration::from_millis(20 + rng.below(280));
+        let (acks, moved) = fire_then_kill(&mut node, &mut client, model, &mut rng, run_for);
+        node.wait_exit(LIMIT);
+        total_acks += acks;
+        total_moved += moved;
+    }
+    eprintln!(
+        "durable: {KILLS} kills; {total_acks} acknowledged deposits and {total_moved} \
+         atomic transfers, all found after restarts"
+    );
+    assert!(total_acks > 0, "no deposit was ever acknowledged");
+    let _ = std::fs::remove_dir_all(&dir);
+}
