@@ -106,7 +106,6 @@ impl Node {
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
         let local_addr = listener.local_addr()?;
-        log::info!("node {}: listening on {local_addr}", config.name);
         // A stored identity decides the prefix: the objects carry it.
         let store = match &config.data_dir {
             Some(dir) => Some(
@@ -177,6 +176,8 @@ impl Node {
             }
             None => (vm, None),
         };
+        // Said once the objects are loaded: from here on calls are served.
+        log::info!("node {}: listening on {local_addr}", config.name);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());
         let interp = interp::Interpreter::new(

@@ -188,7 +188,8 @@ impl Batch {
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// `None` only between a failed write and a successful reopen.
+    db: Option<Database>,
     file: PathBuf,
     identity: Identity,
     next_counter: u64,
@@ -215,18 +216,21 @@ impl Store {
             }
         };
         std::fs::create_dir_all(dir).map_err(io("create the data directory"))?;
-        let db = Database::create(&file).map_err(|e| classify(&file, "open", e.into()))?;
+        let db = guarded(&file, || {
+            Database::create(&file).map_err(|e| classify(&file, "open", e.into()))
+        })?;
         let asked = Identity {
             machine: machine.to_string(),
             prefix: prefix.unwrap_or(default_prefix),
         };
         let mut store = Store {
-            db,
+            db: Some(db),
             file,
             identity: asked.clone(),
             next_counter: 1,
         };
-        match store.read_meta()? {
+        let meta = guarded(&store.file.clone(), || store.read_meta())?;
+        match meta {
             Some((stored, next_counter)) => {
                 let same_prefix = prefix.is_none_or(|p| p == stored.prefix);
                 if stored.machine != asked.machine || !same_prefix {
@@ -242,6 +246,14 @@ impl Store {
             None => store.write_new_meta()?,
         }
         Ok(store)
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Io {
+            file: self.file.clone(),
+            doing: "use it",
+            detail: "closed after a failed write, and not yet reopened".into(),
+        })
     }
 
     /// Whose store this is (the stored identity once it exists).
@@ -264,10 +276,17 @@ impl Store {
     /// the object. Answers how many objects were loaded.
     pub fn load(
         &self,
+        restore: impl FnMut(ObjectId, ObjectRecord<'_>) -> Result<(), String>,
+    ) -> Result<usize, StoreError> {
+        guarded(&self.file, || self.load_unguarded(restore))
+    }
+
+    fn load_unguarded(
+        &self,
         mut restore: impl FnMut(ObjectId, ObjectRecord<'_>) -> Result<(), String>,
     ) -> Result<usize, StoreError> {
         let err = |e: redb::Error| classify(&self.file, "read objects", e);
-        let read = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let read = self.db()?.begin_read().map_err(|e| err(e.into()))?;
         let table = match read.open_table(OBJECTS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
@@ -292,10 +311,38 @@ impl Store {
     }
 
     /// Writes `batches`, in order, as one durable transaction: on `Ok`
-    /// they are on disk; on `Err` none of them is.
+    /// they are on disk; on `Err` none of them is. After a failed write
+    /// redb refuses every later one until the file is opened again (it no
+    /// longer trusts its view of the file), so a failure reopens it: once
+    /// the disk has room again, writes succeed again.
     pub fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        if self.db.is_none() {
+            self.reopen()?;
+        }
+        let result = self.commit_once(batches);
+        if result.is_err() {
+            if let Err(e) = self.reopen() {
+                log::warn!("{e}; the next write tries again");
+            }
+        }
+        result
+    }
+
+    /// Closes and opens the file again (redb repairs it if needed).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let file = self.file.clone();
+        // The old handle holds the file's lock: it must go first.
+        self.db = None;
+        let db = guarded(&file, || {
+            Database::create(&file).map_err(|e| classify(&file, "reopen", e.into()))
+        })?;
+        self.db = Some(db);
+        Ok(())
+    }
+
+    fn commit_once(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
         let err = |e: redb::Error| classify(&self.file, "write", e);
-        let write = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let write = self.db()?.begin_write().map_err(|e| err(e.into()))?;
         let mut next_counter = self.next_counter;
         {
             let mut objects = write.open_table(OBJECTS).map_err(|e| err(e.into()))?;
@@ -326,7 +373,7 @@ impl Store {
             file: self.file.clone(),
             detail: detail.to_string(),
         };
-        let read = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let read = self.db()?.begin_read().map_err(|e| err(e.into()))?;
         let meta = match read.open_table(META) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -366,7 +413,7 @@ impl Store {
 
     fn write_new_meta(&mut self) -> Result<(), StoreError> {
         let err = |e: redb::Error| classify(&self.file, "write its identity", e);
-        let write = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let write = self.db()?.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut meta = write.open_table(META).map_err(|e| err(e.into()))?;
             let identity = serde_json::to_vec(&self.identity).expect("plain struct");
@@ -378,6 +425,42 @@ impl Store {
         }
         write.commit().map_err(|e| err(e.into()))
     }
+}
+
+thread_local! {
+    /// Set while this thread reads a store through [`guarded`].
+    static READING_STORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` (redb reading a file that may be damaged), turning a panic
+/// into [`StoreError::Corrupt`]: redb trusts a cleanly closed file, and
+/// some damage reaches an `unreachable!()` inside it rather than an
+/// error. Such a panic is not printed (it is reported as the error);
+/// every other panic goes to the hook that was there before.
+fn guarded<T>(file: &Path, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !READING_STORE.with(|r| r.get()) {
+                previous(info);
+            }
+        }));
+    });
+    READING_STORE.with(|r| r.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    READING_STORE.with(|r| r.set(false));
+    outcome.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(StoreError::Corrupt {
+            file: file.to_path_buf(),
+            detail: format!("redb gave up reading it: {why}"),
+        })
+    })
 }
 
 /// Sorts a redb error into what an operator does about it.
@@ -507,7 +590,7 @@ mod tests {
     fn a_newer_store_format_is_refused() {
         let dir = TempDir::new("newer");
         let store = Store::open(&dir.0, "beta", None, 9002).unwrap();
-        let write = store.db.begin_write().unwrap();
+        let write = store.db().unwrap().begin_write().unwrap();
         write
             .open_table(META)
             .unwrap()
@@ -559,10 +642,35 @@ mod tests {
     }
 
     #[test]
+    fn a_scribbled_store_is_an_error_never_a_panic() {
+        let dir = TempDir::new("scribbled");
+        let mut store = Store::open(&dir.0, "beta", None, 9002).unwrap();
+        let mut batch = Batch::default();
+        for i in 0..4 {
+            batch
+                .add(ObjectId(i + 1), Some(record(&[Val::Nat(i)])))
+                .unwrap();
+        }
+        store.commit(&[batch]).unwrap();
+        drop(store);
+        let file = dir.0.join(FILE_NAME);
+        let mut bytes = std::fs::read(&file).unwrap();
+        for b in bytes.iter_mut().skip(4096) {
+            *b = 0xa5;
+        }
+        std::fs::write(&file, &bytes).unwrap();
+        let outcome = Store::open(&dir.0, "beta", None, 9002).and_then(|s| s.load(|_, _| Ok(())));
+        assert!(
+            matches!(outcome, Err(StoreError::Corrupt { .. })),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
     fn a_record_that_does_not_decode_names_its_object() {
         let dir = TempDir::new("bad-record");
         let store = Store::open(&dir.0, "beta", None, 9002).unwrap();
-        let write = store.db.begin_write().unwrap();
+        let write = store.db().unwrap().begin_write().unwrap();
         write
             .open_table(OBJECTS)
             .unwrap()

@@ -16,6 +16,7 @@
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -346,5 +347,184 @@ fn acknowledged_writes_survive_kill_9_and_transactions_are_whole_or_absent() {
          atomic transfers, all found after restarts"
     );
     assert!(total_acks > 0, "no deposit was ever acknowledged");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `transfer_tx` of `n` from `from` (on the node `client` talks to) to
+/// `to`, retried until it answers `["done"]` (a peer that is coming back
+/// answers `["failed"]`, and the money is given back, until it is there).
+fn transfer_until_done(client: &mut Client, from: u64, to: u64, n: u64) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let result = client.ask(
+            from,
+            &input("transfer_tx", vec![obj(to), json!({ "Nat": n })]),
+        );
+        match tagged(&result).map(|(tag, _)| tag).as_deref() {
+            Some("done") => return,
+            Some("failed") if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            _ => panic!("transfer_tx to {to} answered {result}"),
+        }
+    }
+}
+
+#[test]
+fn a_peer_reaches_a_restarted_nodes_objects_by_their_old_ids() {
+    let dir = temp_dir("avm-durable-peer");
+    let args = bank_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut beta, port) = crate::util::with_picked_ports(1, |ports| {
+        NodeProc::try_start_on("beta", ports[0], &args).map(|n| (n, ports[0]))
+    });
+    let beta_addr = format!("127.0.0.1:{port}");
+    let alpha = NodeProc::start("alpha", 0, &["--bank-accounts", "1", "--peer", &beta_addr]);
+    let (_, beta_accounts) = Client::connect(port);
+    let mut at_alpha = {
+        let port = alpha.port();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        handshake(&mut stream, "client", 500);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+            next_request: 1,
+            closed: false,
+        }
+    };
+    let alpha_account = loop {
+        let msg = at_alpha
+            .next(Instant::now() + LIMIT)
+            .expect("alpha announces its account");
+        if msg["type"] == "create_notify" && msg["behavior"] == "account" {
+            break msg["object_id"].as_u64().unwrap();
+        }
+    };
+    let target = beta_accounts[0];
+    transfer_until_done(&mut at_alpha, alpha_account, target, 10);
+
+    beta.signal("KILL");
+    beta.wait_exit(LIMIT);
+    let beta = NodeProc::try_start_on("beta", port, &args)
+        .expect("beta's port was taken while it was down");
+    beta.wait_for_log("4 accounts restored from the store", LIMIT);
+
+    // alpha was never restarted: it reconnects, learns beta's objects again
+    // from its snapshot, and reaches them by the ids it had.
+    transfer_until_done(&mut at_alpha, alpha_account, target, 5);
+    let (mut at_beta, ids) = Client::connect(port);
+    assert_eq!(ids, beta_accounts, "beta's accounts kept their ids");
+    assert_eq!(at_beta.balance(target), OPENING + 15);
+    assert_eq!(at_alpha.balance(alpha_account), OPENING - 15);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node with a store that was stopped cleanly: the store's file.
+fn stored_bank(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let mut node = start("vault", 0, &bank_args(&dir));
+    node.wait_for_log("bank: created 4 accounts", LIMIT);
+    node.signal("TERM");
+    assert!(node.wait_exit(LIMIT).success(), "{}", node.stderr());
+    let file = dir.join("avm.redb");
+    assert!(file.exists(), "no store file in {}", dir.display());
+    (dir, file)
+}
+
+fn refused(dir: &Path, why: &str) {
+    let args = bank_args(dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::util::assert_start_refused("vault", &args, why);
+}
+
+#[test]
+fn a_corrupt_store_is_refused_at_start_naming_the_file() {
+    let (dir, file) = stored_bank("avm-durable-corrupt");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Scribble over everything past the first page: the header survives,
+    // the tree does not.
+    for b in bytes.iter_mut().skip(4096) {
+        *b = 0xa5;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    refused(&dir, "is corrupt");
+    refused(&dir, &file.display().to_string());
+}
+
+#[test]
+fn a_truncated_store_is_refused_at_start() {
+    let (dir, file) = stored_bank("avm-durable-truncated");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    refused(&dir, "store ");
+}
+
+#[test]
+fn a_store_of_another_node_is_refused() {
+    let (dir, _) = stored_bank("avm-durable-identity");
+    let args = ["--data-dir", dir.to_str().unwrap()];
+    crate::util::assert_start_refused("thief", &args, "belongs to node vault");
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_written_is_refused() {
+    // sysfs refuses new entries even to root, so this holds anywhere.
+    refused(
+        Path::new("/sys/avm-durable-test"),
+        "cannot create the data directory",
+    );
+}
+
+#[test]
+fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no `prlimit` (util-linux) to limit the node's file size");
+        return;
+    }
+    let (dir, _) = stored_bank("avm-durable-full");
+    let mut node = start("vault", 0, &bank_args(&dir));
+    let (mut client, ids) = Client::connect(node.port());
+    let deposit = input("deposit", vec![json!({"Nat": 1})]);
+    assert_eq!(tagged(&client.ask(ids[0], &deposit)).unwrap().0, "ok");
+
+    // Every write past the first 4 KiB of a file now fails (EFBIG), as on
+    // a full disk; the node handles SIGXFSZ instead of dying of it.
+    let pid = node.pid().to_string();
+    let limit = |size: &str| {
+        let status = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={size}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit --fsize={size}");
+    };
+    limit("4096:unlimited");
+    let result = client.ask(ids[0], &deposit);
+    let err = result["Err"].as_str().unwrap_or_else(|| panic!("{result}"));
+    assert!(err.contains("not durable"), "{err}");
+    node.wait_for_log("store write failed", LIMIT);
+    assert!(!node.exited(), "the node died of a full disk");
+
+    limit("unlimited:unlimited");
+    // The failed deposit was applied in memory; the next write stores it.
+    let result = client.ask(ids[0], &deposit);
+    assert_eq!(
+        tagged(&result),
+        Some(("ok".into(), vec![OPENING + 3])),
+        "{result}"
+    );
+    node.signal("KILL");
+    node.wait_exit(LIMIT);
+    let node = start("vault", 0, &bank_args(&dir));
+    let (mut client, _) = Client::connect(node.port());
+    assert_eq!(client.balance(ids[0]), OPENING + 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -429,6 +429,11 @@ impl NodeProc {
         assert!(status.success(), "kill -{signal} {}", self.child.id());
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -512,4 +517,5 @@ pub fn assert_start_refused(name: &str, args: &[&str], why: &str) {
     assert!(!status.success(), "{log}");
     assert!(log.contains(why), "{log}");
     assert!(!log.contains("listening on"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
