@@ -18,6 +18,8 @@ pub fn create_many(n: u64) -> Program {
 }
 
 /// A node on loopback (the default bind) that knows the `thing` behavior.
+/// (Not every example uses it: `durable` starts nodes with a data dir.)
+#[allow(dead_code)]
 pub fn node(name: &str, peers: Vec<String>) -> Node {
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("thing", done);

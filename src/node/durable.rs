@@ -45,6 +45,7 @@ use crate::store::{Batch, Store};
 use crate::vm::{ObjectId, Val, Vm};
 
 use super::handoff::{Command, Handoff};
+use super::stats::NodeStats;
 
 /// Where a submitted program's result goes.
 pub type ResultSender = Sender<Result<Val, String>>;
@@ -90,12 +91,17 @@ pub struct Durable {
 impl Durable {
     /// Starts the store thread around `store`. It unparks the interpreter
     /// through `handoff` when a write is done.
-    pub fn start(store: Store, name: &str, handoff: Arc<Handoff>) -> std::io::Result<Durable> {
+    pub fn start(
+        store: Store,
+        name: &str,
+        handoff: Arc<Handoff>,
+        stats: Arc<NodeStats>,
+    ) -> std::io::Result<Durable> {
         let (to_store, batches) = mpsc::channel::<(u64, Batch)>();
         let (answer, done) = mpsc::channel();
         let store_thread = std::thread::Builder::new()
             .name(format!("{name}/store"))
-            .spawn(move || write_batches(store, batches, answer, handoff))?;
+            .spawn(move || write_batches(store, batches, answer, handoff, stats))?;
         Ok(Durable {
             to_store: Some(to_store),
             done,
@@ -303,6 +309,7 @@ fn write_batches(
     batches: Receiver<(u64, Batch)>,
     answer: Sender<Done>,
     handoff: Arc<Handoff>,
+    stats: Arc<NodeStats>,
 ) {
     let mut group = Vec::new();
     while let Ok((mut through, first)) = batches.recv() {
@@ -312,6 +319,9 @@ fn write_batches(
             group.push(next);
         }
         let result = store.commit(&group).map_err(|e| e.to_string());
+        if result.is_ok() {
+            stats.count_store_commit(group.iter().map(|b| b.len() as u64).sum());
+        }
         let done = Done {
             through,
             result,

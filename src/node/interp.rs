@@ -148,6 +148,10 @@ impl Interpreter {
             if let Some(durable) = &mut self.durable {
                 durable.gate(&mut self.vm, &mut self.commands, &mut self.results);
             }
+            if !(self.commands.is_empty() && self.results.is_empty()) {
+                // Output out means answers, or new work, come back soon.
+                spin_until = Instant::now() + self.spin;
+            }
             self.handoff.send_commands(&mut self.commands);
             // After the commands: a program's effects (its objects'
             // create_notify, say) are on their way before its result is.

@@ -168,10 +168,16 @@ impl Node {
         vm_config.max_depth = config.max_call_depth;
         vm_config.max_waiting = config.max_waiting;
         let vm = Vm::new(vm_config, behaviors, pures);
+        let stats = Arc::new(NodeStats::default());
         let (vm, durable) = match store {
             Some(store) => {
                 let (vm, store) = restore(vm, store)?;
-                let durable = durable::Durable::start(store, &config.name, Arc::clone(&handoff))?;
+                let durable = durable::Durable::start(
+                    store,
+                    &config.name,
+                    Arc::clone(&handoff),
+                    Arc::clone(&stats),
+                )?;
                 (vm, Some(durable))
             }
             None => (vm, None),
@@ -179,7 +185,6 @@ impl Node {
         // Said once the objects are loaded: from here on calls are served.
         log::info!("node {}: listening on {local_addr}", config.name);
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(NodeStats::default());
         let interp = interp::Interpreter::new(
             vm,
             Arc::clone(&handoff),

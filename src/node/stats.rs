@@ -14,6 +14,8 @@ pub struct NodeStats {
     calls_out: AtomicU64,
     calls_in: AtomicU64,
     failures: AtomicU64,
+    store_commits: AtomicU64,
+    store_objects: AtomicU64,
     first_failure: Mutex<Option<String>>,
 }
 
@@ -26,6 +28,11 @@ pub struct StatsSnapshot {
     pub calls_in: u64,
     /// Remote calls of this node that failed (unreachable, lost, timed out, refused).
     pub failures: u64,
+    /// Durable transactions the store committed (with `--data-dir`): each
+    /// is one group commit, one fsync.
+    pub store_commits: u64,
+    /// Object records those transactions wrote or deleted.
+    pub store_objects: u64,
 }
 
 impl std::ops::Sub for StatsSnapshot {
@@ -35,6 +42,8 @@ impl std::ops::Sub for StatsSnapshot {
             calls_out: self.calls_out - earlier.calls_out,
             calls_in: self.calls_in - earlier.calls_in,
             failures: self.failures - earlier.failures,
+            store_commits: self.store_commits - earlier.store_commits,
+            store_objects: self.store_objects - earlier.store_objects,
         }
     }
 }
@@ -46,6 +55,8 @@ impl NodeStats {
             calls_out: self.calls_out.load(Ordering::Relaxed),
             calls_in: self.calls_in.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            store_commits: self.store_commits.load(Ordering::Relaxed),
+            store_objects: self.store_objects.load(Ordering::Relaxed),
         }
     }
 
@@ -66,6 +77,13 @@ impl NodeStats {
     pub(crate) fn count_call_in(&self) {
         // ORDERING: Relaxed: a counter.
         self.calls_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a durable store transaction of `objects` records.
+    pub(crate) fn count_store_commit(&self, objects: u64) {
+        // ORDERING: Relaxed: counters.
+        self.store_commits.fetch_add(1, Ordering::Relaxed);
+        self.store_objects.fetch_add(objects, Ordering::Relaxed);
     }
 
     /// Counts a failed remote call; answers how many have failed in all.
