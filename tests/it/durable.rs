@@ -469,6 +469,22 @@ fn a_truncated_store_is_refused_at_start() {
 }
 
 #[test]
+fn a_store_from_a_newer_avm_is_refused() {
+    let (dir, file) = stored_bank("avm-durable-newer");
+    // What a later avm would write: the same file, a larger format number.
+    let db = redb::Database::open(&file).unwrap();
+    let write = db.begin_write().unwrap();
+    {
+        let meta = redb::TableDefinition::<&str, &[u8]>::new("meta");
+        let mut meta = write.open_table(meta).unwrap();
+        meta.insert("format", &2u32.to_be_bytes()[..]).unwrap();
+    }
+    write.commit().unwrap();
+    drop(db);
+    refused(&dir, "in a format this build cannot read");
+}
+
+#[test]
 fn a_store_of_another_node_is_refused() {
     let (dir, _) = stored_bank("avm-durable-identity");
     let args = ["--data-dir", dir.to_str().unwrap()];
