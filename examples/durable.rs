@@ -22,7 +22,7 @@ use avm::store::{Batch, Store};
 use avm::vm::{
     call, done, BehaviorRegistry, ControllerId, ObjectId, ObjectRecord, PureRegistry, Val,
 };
-use common::{create_many, BATCH};
+use common::create_on;
 
 /// How long each throughput measurement runs.
 const RUN: Duration = Duration::from_secs(2);
@@ -144,12 +144,7 @@ fn recovery(n: u64) {
     let dir = temp("recovery");
     let node = start("keeper", Some(&dir), vec![]);
     let t = Instant::now();
-    let mut left = n;
-    while left > 0 {
-        let batch = left.min(BATCH);
-        node.submit(create_many(batch)).recv().unwrap().unwrap();
-        left -= batch;
-    }
+    create_on(&node, n);
     let created = t.elapsed();
     node.shutdown();
     node.wait();

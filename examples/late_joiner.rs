@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{create_many, node, BATCH};
+use common::{create_on, node};
 
 fn main() {
     let n: u64 = std::env::var("AVM_OBJECTS")
@@ -23,12 +23,7 @@ fn main() {
         .unwrap_or(100_000);
     let host = node("host", vec![]);
     let t = Instant::now();
-    let mut left = n;
-    while left > 0 {
-        let batch = left.min(BATCH);
-        host.submit(create_many(batch)).recv().unwrap().unwrap();
-        left -= batch;
-    }
+    create_on(&host, n);
     println!(
         "late_joiner: host created {n} objects in {:.2?}",
         t.elapsed()

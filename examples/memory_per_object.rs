@@ -16,7 +16,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{create_many, node, BATCH};
+use common::{create_on, node};
 
 /// Resident set size in bytes.
 fn rss() -> u64 {
@@ -37,12 +37,7 @@ fn main() {
     let host = node("host", vec![]);
     std::thread::sleep(Duration::from_millis(100));
     let before = rss();
-    let mut left = n;
-    while left > 0 {
-        let batch = left.min(BATCH);
-        host.submit(create_many(batch)).recv().unwrap().unwrap();
-        left -= batch;
-    }
+    create_on(&host, n);
     let hosted = rss();
     let joiner = node("joiner", vec![host.local_addr().to_string()]);
     while (joiner.query(|vm| vm.directory().len()).recv().unwrap() as u64) < n {

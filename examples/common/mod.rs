@@ -17,6 +17,16 @@ pub fn create_many(n: u64) -> Program {
     create_obj("thing").bind(move |_| create_many(n - 1))
 }
 
+/// Creates `n` `thing` objects on `node`, [`BATCH`] per submitted program.
+pub fn create_on(node: &Node, n: u64) {
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(BATCH);
+        node.submit(create_many(batch)).recv().unwrap().unwrap();
+        left -= batch;
+    }
+}
+
 /// A node on loopback (the default bind) that knows the `thing` behavior.
 /// (Not every example uses it: `durable` starts nodes with a data dir.)
 #[allow(dead_code)]

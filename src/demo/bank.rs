@@ -54,7 +54,7 @@ use crate::node::Node;
 use crate::prog;
 use crate::vm::{
     abort_tx, begin_tx, call, commit_tx, create_obj, done, get_state, set_state, BehaviorRegistry,
-    ObjectId, Program, Val,
+    ObjectId, Program, TxId, Val,
 };
 
 /// The behavior's name.
@@ -181,7 +181,10 @@ fn transfer_plain(to: ObjectId, n: u64) -> Program {
     }
 }
 
-fn transfer_in_tx(to: ObjectId, n: u64) -> Program {
+/// Begins a transaction and debits `n` in it (`["insufficient", b]`, and
+/// the transaction aborted, when the balance `b` is short); then runs
+/// `rest` with the open transaction, which it must end.
+fn debit_in_tx(n: u64, rest: impl FnOnce(TxId) -> Program + Send + 'static) -> Program {
     prog! {
         let tx <- begin_tx(None);
         let Some(tx) = (tx.as_tx()) else { return error("account: begin_tx failed") };
@@ -191,36 +194,38 @@ fn transfer_in_tx(to: ObjectId, n: u64) -> Program {
             return abort_tx(tx).then(done(tagged("insufficient", Some(b))));
         };
         set_state(balance_state(b - n));
-        let committed <- commit_tx(tx);
-        let Val::Bool(true) = committed else { return done(tagged("conflict", None)) };
-        let answer <- call(to, deposit(n));
-        let true = (deposited(&answer)) else {
-            // The debit is committed and the deposit did not happen: give
-            // the money back, reading the balance as it is now.
-            return add(n).then(done(tagged("failed", None)));
-        };
-        done(tagged("done", None))
+        rest(tx)
     }
 }
 
+fn transfer_in_tx(to: ObjectId, n: u64) -> Program {
+    debit_in_tx(n, move |tx| {
+        prog! {
+            let committed <- commit_tx(tx);
+            let Val::Bool(true) = committed else { return done(tagged("conflict", None)) };
+            let answer <- call(to, deposit(n));
+            let true = (deposited(&answer)) else {
+                // The debit is committed and the deposit did not happen: give
+                // the money back, reading the balance as it is now.
+                return add(n).then(done(tagged("failed", None)));
+            };
+            done(tagged("done", None))
+        }
+    })
+}
+
 fn transfer_atomically(to: ObjectId, n: u64) -> Program {
-    prog! {
-        let tx <- begin_tx(None);
-        let Some(tx) = (tx.as_tx()) else { return error("account: begin_tx failed") };
-        let state <- get_state();
-        let b = balance_in(&state);
-        let true = (b >= n) else {
-            return abort_tx(tx).then(done(tagged("insufficient", Some(b))));
-        };
-        set_state(balance_state(b - n));
-        let answer <- call(to, deposit(n));
-        let true = (deposited(&answer)) else {
-            return abort_tx(tx).then(done(tagged("failed", None)));
-        };
-        let committed <- commit_tx(tx);
-        let Val::Bool(true) = committed else { return done(tagged("conflict", None)) };
-        done(tagged("done", None))
-    }
+    debit_in_tx(n, move |tx| {
+        prog! {
+            let answer <- call(to, deposit(n));
+            let true = (deposited(&answer)) else {
+                return abort_tx(tx).then(done(tagged("failed", None)));
+            };
+            let committed <- commit_tx(tx);
+            let Val::Bool(true) = committed else { return done(tagged("conflict", None)) };
+            done(tagged("done", None))
+        }
+    })
 }
 
 /// A top-level program: creates `n` accounts, deposits `opening` in each

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::NodeProc;
-use crate::wire::{handshake, send};
+use crate::util::{NodeProc, Rng};
+use crate::wire::{handshake, send, take_frame};
 
 const ACCOUNTS_PER_NODE: usize = 4;
 const OPENING: u64 = 1000;
@@ -50,23 +50,6 @@ fn nat(n: u64) -> Value {
 
 fn list(items: Vec<Value>) -> Value {
     json!({ "List": items })
-}
-
-/// A small deterministic generator (splitmix64): no dependency for it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn seed() -> u64 {
@@ -204,7 +187,7 @@ impl Client {
     /// `None` once `deadline` passes. Panics if the node closes.
     fn next(&mut self, deadline: Instant) -> Option<Value> {
         loop {
-            if let Some(msg) = self.take_frame() {
+            if let Some(msg) = take_frame(&mut self.buf) {
                 match msg["type"].as_str() {
                     Some("ping") => {
                         let nonce = msg["nonce"].clone();
@@ -236,15 +219,6 @@ impl Client {
                 Err(e) => panic!("reading from {}: {e}", self.node),
             }
         }
-    }
-
-    fn take_frame(&mut self) -> Option<Value> {
-        let head: [u8; 4] = self.buf.get(..4)?.try_into().unwrap();
-        let len = u32::from_be_bytes(head) as usize;
-        let body = self.buf.get(4..4 + len)?;
-        let msg = serde_json::from_slice(body).expect("a JSON frame");
-        self.buf.drain(..4 + len);
-        Some(msg)
     }
 
     /// The `result` of the `call_response` to `request_id`; panics after

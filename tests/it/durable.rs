@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{temp_dir, NodeProc};
-use crate::wire::{handshake, send};
+use crate::util::{temp_dir, NodeProc, Rng};
+use crate::wire::{handshake, send, take_frame};
 
 const ACCOUNTS: usize = 4;
 const OPENING: u64 = 1000;
@@ -67,23 +67,6 @@ fn tagged(result: &Value) -> Option<(String, Vec<u64>)> {
         .filter_map(|v| v["Nat"].as_u64())
         .collect();
     Some((tag, nats))
-}
-
-/// A splitmix64 generator: the test's only randomness, seeded and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// A raw protocol connection to one node, as machine `client`, that
@@ -141,7 +124,7 @@ impl Client {
     /// the node has closed (or died).
     fn next(&mut self, deadline: Instant) -> Option<Value> {
         loop {
-            if let Some(msg) = self.take_frame() {
+            if let Some(msg) = take_frame(&mut self.buf) {
                 if msg["type"] == "ping" {
                     let nonce = msg["nonce"].clone();
                     if !self.closed {
@@ -163,15 +146,6 @@ impl Client {
                 Err(_) => self.closed = true,
             }
         }
-    }
-
-    fn take_frame(&mut self) -> Option<Value> {
-        let head: [u8; 4] = self.buf.get(..4)?.try_into().unwrap();
-        let len = u32::from_be_bytes(head) as usize;
-        let body = self.buf.get(4..4 + len)?;
-        let msg = serde_json::from_slice(body).expect("a JSON frame");
-        self.buf.drain(..4 + len);
-        Some(msg)
     }
 
     /// The result of `call(target, input)`, waited for.

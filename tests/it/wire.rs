@@ -21,6 +21,17 @@ pub fn send(s: &mut TcpStream, msg: &Value) {
     s.write_all(&frame).unwrap();
 }
 
+/// Takes the first whole frame off the front of `buf` (bytes read from a
+/// node, in order), parsed; `None` until one is complete.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<Value> {
+    let head: [u8; 4] = buf.get(..4)?.try_into().unwrap();
+    let len = u32::from_be_bytes(head) as usize;
+    let body = buf.get(4..4 + len)?;
+    let msg = serde_json::from_slice(body).expect("a JSON frame");
+    buf.drain(..4 + len);
+    Some(msg)
+}
+
 pub fn recv(s: &mut TcpStream) -> Value {
     let mut head = [0u8; 4];
     s.read_exact(&mut head).unwrap();
