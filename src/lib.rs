@@ -28,6 +28,7 @@ pub mod codec;
 pub mod demo;
 pub mod logger;
 pub mod node;
+pub mod observe;
 pub mod protocol;
 pub mod reactor;
 pub mod store;

@@ -31,6 +31,8 @@ pub struct Outbound {
     pub token: SuspendToken,
     pub target: ObjectId,
     pub chain: ChainId,
+    /// When it left (its answer's round trip goes into the histogram).
+    pub sent: Instant,
 }
 
 /// Where one call in flight is: its connection and wire request_id.

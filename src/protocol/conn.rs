@@ -95,6 +95,8 @@ pub struct Conn {
     pub paused: bool,
     /// Our directory snapshot, while it streams out (`Core::pump_snapshot`).
     pub snapshot: Option<Box<Snapshot>>,
+    /// Frames and bytes both ways, for metrics.
+    pub traffic: super::observed::Traffic,
 }
 
 /// A directory snapshot on its way: one `create_notify` per object, queued
@@ -149,6 +151,7 @@ impl Conn {
             hello_at: None,
             paused: false,
             snapshot: None,
+            traffic: Default::default(),
         }
     }
 
@@ -171,7 +174,9 @@ impl Conn {
     /// Appends one frame to the write buffer; a message over the frame
     /// maximum is refused (and nothing is appended).
     pub fn queue(&mut self, msg: &Message<'_>) -> Result<(), codec::EncodeError> {
-        codec::encode_limited(&mut self.out, msg, self.max_frame)
+        codec::encode_limited(&mut self.out, msg, self.max_frame)?;
+        self.traffic.frames_out += 1;
+        Ok(())
     }
 
     /// Bytes queued and not yet written to the socket.
@@ -181,6 +186,7 @@ impl Conn {
 
     /// `n` more bytes of [`Conn::unsent`] have left.
     pub fn advance(&mut self, n: usize) {
+        self.traffic.bytes_out += n as u64;
         self.written = (self.written + n).min(self.out.len());
         if self.written == self.out.len() {
             self.out.clear();

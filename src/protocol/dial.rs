@@ -38,6 +38,9 @@ pub struct DialSlot {
     /// The "peer probably refused us" warning was logged since the last
     /// connection that outlived the refusal window (later ones go to debug).
     pub warned_refusal: bool,
+    /// The machine this address led to last (for `/health`: an address
+    /// never reached is listed by itself).
+    pub reached: Option<MachineId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +65,7 @@ impl DialSlot {
             attempt: 0,
             failures: 0,
             warned_refusal: false,
+            reached: None,
         }
     }
 }

@@ -40,6 +40,7 @@ mod calls;
 mod conn;
 mod dial;
 mod hello;
+mod observed;
 mod peers;
 mod table;
 mod timer;
@@ -296,6 +297,7 @@ pub struct Core {
     last_ping: Instant,
     rng: Rng,
     stopping: bool,
+    observed: observed::Observed,
 }
 
 impl Core {
@@ -335,6 +337,7 @@ impl Core {
             last_ping: now,
             rng: Rng::new(config.seed),
             stopping: false,
+            observed: observed::Observed::default(),
             config,
         }
     }

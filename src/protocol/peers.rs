@@ -71,10 +71,11 @@ impl Core {
         }
     }
 
-    /// Bytes arrived on `conn`.
-    pub fn handle_heard(&mut self, conn: ConnId, now: Instant) {
+    /// `bytes` arrived on `conn`.
+    pub fn handle_heard(&mut self, conn: ConnId, bytes: usize, now: Instant) {
         if let Some(c) = self.conn_mut(conn) {
             c.last_heard = now;
+            c.traffic.bytes_in += bytes as u64;
         }
     }
 
@@ -215,7 +216,12 @@ impl Core {
         c.phase = Phase::Ready;
         c.hello_at = Some(now);
         info!("hello from {} (node_prefix {})", c.label(), peer.prefix);
+        let remote = c.remote.to_string();
+        if let Some(slot) = c.dial_slot {
+            self.dials[slot].reached = Some(machine.clone());
+        }
         let Some(&other) = self.active.get(&machine) else {
+            self.observed.peer_up(&machine, remote);
             self.active.insert(machine.clone(), conn);
             self.events.push(Event::PeerUp {
                 machine,
@@ -444,6 +450,7 @@ impl Core {
             linger: c.take_unsent(),
         });
 
+        let mut down = false;
         if let Some(peer) = &c.peer {
             if self.active.get(&peer.machine) == Some(&conn) {
                 self.active.remove(&peer.machine);
@@ -455,6 +462,7 @@ impl Core {
                     spare.retired = false;
                     self.active.insert(peer.machine.clone(), spare.id);
                 } else {
+                    down = true;
                     self.events.push(Event::PeerDown {
                         machine: peer.machine.clone(),
                         reason: reason.clone(),
@@ -463,6 +471,7 @@ impl Core {
                 }
             }
         }
+        self.observed.closed(&c, &reason, down);
         if let Some(slot) = c.dial_slot {
             match c.peer {
                 Some(peer) if self.active.contains_key(&peer.machine) => {

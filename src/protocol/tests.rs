@@ -141,7 +141,7 @@ fn carry(from: &mut Side, fc: ConnId, to: &mut Side, tc: ConnId, now: Instant) -
     from.core.advance(fc, bytes.len());
     while from.core.poll_dirty().is_some() {}
     if !bytes.is_empty() {
-        to.core.handle_heard(tc, now);
+        to.core.handle_heard(tc, bytes.len(), now);
     }
     let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
     let mut rest = &bytes[..];
@@ -445,8 +445,8 @@ fn a_peer_that_keeps_talking_stays_up() {
         a.core.handle_timeout(t);
         b.core.handle_timeout(t);
         pump(&mut a, &mut b, &link, t);
-        a.core.handle_heard(link.ca, t);
-        b.core.handle_heard(link.cb, t);
+        a.core.handle_heard(link.ca, 1, t);
+        b.core.handle_heard(link.cb, 1, t);
     }
     assert!(peer_downs(&a.events()).is_empty());
     assert!(a.core.is_open(link.ca) && b.core.is_open(link.cb));
@@ -732,10 +732,10 @@ fn calls_time_out_by_chain_progress() {
         chain: Some(ChainId(chain)),
     });
     a.core.handle_message(link.ca, back, t);
-    a.core.handle_heard(link.ca, t);
+    a.core.handle_heard(link.ca, 1, t);
     // At 30 s the other chain's call has timed out; the first has not.
     let t30 = now + Duration::from_secs(30);
-    a.core.handle_heard(link.ca, t30);
+    a.core.handle_heard(link.ca, 1, t30);
     a.core.handle_timeout(t30);
     let failed = failed_replies(&a.events());
     assert_eq!(failed.len(), 1, "{failed:?}");
@@ -743,7 +743,7 @@ fn calls_time_out_by_chain_progress() {
     assert!(failed[0].1.contains("timed out"), "{failed:?}");
     // At 50 s, 30 s after its last progress, the first times out too.
     let t50 = now + Duration::from_secs(50);
-    a.core.handle_heard(link.ca, t50);
+    a.core.handle_heard(link.ca, 1, t50);
     a.core.handle_timeout(t50);
     let failed = failed_replies(&a.events());
     assert_eq!(
@@ -1084,4 +1084,42 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     assert_eq!(created, N - 1, "every object but the destroyed one");
     assert!(destroyed_at.is_some());
     assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
+}
+
+#[test]
+fn metrics_count_round_trips_traffic_and_a_peer_going_down() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
+    pump(&mut a, &mut b, &link, now);
+    let Some(Event::Inbound { inbound, .. }) = b.events().pop() else {
+        panic!("no inbound call")
+    };
+    b.core.reply(inbound, Ok(Val::Nat(8)));
+    pump(&mut a, &mut b, &link, now + ms(3));
+    assert_eq!(a.core.rtt().count(), 1, "one round trip observed");
+
+    let views = a.core.peer_views(now + ms(3));
+    let beta = views
+        .iter()
+        .find(|v| v.machine == "beta")
+        .expect("beta listed");
+    assert!(beta.up && beta.connects == 1 && beta.downs == 0, "{beta:?}");
+    // Hello, proof, call out; hello, proof, answer in (at least).
+    assert!(beta.frames_out >= 3 && beta.frames_in >= 3, "{beta:?}");
+    assert!(beta.bytes_out > 0 && beta.bytes_in > 0, "{beta:?}");
+
+    // Silent for 3 intervals: down, counted, and its history kept.
+    a.core.handle_timeout(now + ms(1000));
+    a.core.handle_timeout(now + ms(3100));
+    let views = a.core.peer_views(now + ms(3100));
+    let beta = views
+        .iter()
+        .find(|v| v.machine == "beta")
+        .expect("beta still listed");
+    assert!(!beta.up && beta.downs == 1, "{beta:?}");
+    assert!(beta.frames_in >= 3, "traffic survives the close: {beta:?}");
+    assert_eq!(a.core.protocol_errors(), &[("silent", 1)]);
 }

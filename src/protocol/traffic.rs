@@ -20,9 +20,10 @@ use super::{ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CH
 impl Core {
     /// One decoded message from `conn`.
     pub fn handle_message(&mut self, conn: ConnId, msg: Message<'_>, now: Instant) -> Status {
-        let Some(c) = self.conn(conn) else {
+        let Some(c) = self.conn_mut(conn) else {
             return Status::Closed;
         };
+        c.traffic.frames_in += 1;
         let awaiting_proof = c.phase == Phase::AwaitProof;
         let Some(peer) = c.peer.clone() else {
             // The handshake: a hello, then (after ours) a proof; nothing
@@ -127,6 +128,7 @@ impl Core {
             token: call.token,
             target: call.target,
             chain: call.chain,
+            sent: now,
         }) else {
             return self.fail_call(call.token, "too many calls in flight".into());
         };
@@ -371,6 +373,9 @@ impl Core {
         match c.outbound.remove(resp.request_id) {
             Some(p) => {
                 self.outbound_total -= 1;
+                self.observed
+                    .rtt
+                    .observe(now.saturating_duration_since(p.sent));
                 self.chains.remove(
                     p.chain,
                     CallRef {

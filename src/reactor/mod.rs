@@ -452,7 +452,8 @@ impl Reactor {
             };
             let done = socket.read_some();
             if done.is_none() {
-                self.core.handle_heard(conn, now);
+                let bytes = std::mem::take(&mut socket.read_bytes);
+                self.core.handle_heard(conn, bytes, now);
             }
             loop {
                 let status = match socket.decoder.next_frame() {

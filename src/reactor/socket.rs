@@ -40,6 +40,8 @@ pub enum ReadOutcome {
 #[derive(Debug)]
 pub struct Socket {
     pub conn: ConnId,
+    /// Bytes read since the reactor last took the count (for metrics).
+    pub read_bytes: usize,
     pub stream: TcpStream,
     pub decoder: FrameDecoder,
     /// A dialled socket whose TCP handshake has not finished.
@@ -60,6 +62,7 @@ impl Socket {
         tls: Option<Box<Connection>>,
     ) -> Socket {
         Socket {
+            read_bytes: 0,
             conn,
             stream,
             // A stranger that has not said hello gets a small frame limit;
@@ -82,6 +85,7 @@ impl Socket {
                 Ok(0) => return Some(ReadOutcome::Eof),
                 Ok(n) => {
                     self.decoder.commit(n);
+                    self.read_bytes += n;
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -115,6 +119,7 @@ impl Socket {
                 Ok(0) => return Some(ReadOutcome::Eof), // close_notify
                 Ok(n) => {
                     self.decoder.commit(n);
+                    self.read_bytes += n;
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -436,7 +436,9 @@ impl Vm {
                 continue;
             };
             let mut budget = steps;
+            self.world.trace.set_chain(Some(chain.id));
             let status = exec::drive(&mut self.world, chain, key, out, &mut budget);
+            self.world.trace.set_chain(None);
             spent = spent.saturating_add(steps - budget);
             if self.world.has_effects() {
                 self.apply_effects();
@@ -551,6 +553,11 @@ impl Vm {
     /// Chains waiting on a remote answer.
     pub fn suspended_count(&self) -> usize {
         self.chains.len() - self.runnable.len()
+    }
+
+    /// The trace, to switch its mode or take its events.
+    pub fn trace_mut(&mut self) -> &mut Trace {
+        &mut self.world.trace
     }
 
     pub fn trace(&self) -> &Trace {

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use super::error::VmError;
-use super::ids::{MachineId, ObjectId, SuspendToken, TxId};
+use super::ids::{ChainId, MachineId, ObjectId, SuspendToken, TxId};
 use super::value::Val;
 
 /// Which sink records events.
@@ -105,10 +105,12 @@ impl Event {
     }
 }
 
-/// An event and its logical time.
+/// An event, its logical time, and the chain it happened in (`None` for
+/// host-side actions and effects between chains).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceEvent {
     pub at: u64,
+    pub chain: Option<ChainId>,
     pub event: Event,
 }
 
@@ -116,6 +118,8 @@ pub struct TraceEvent {
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
     mode: TraceMode,
+    /// The chain the vm is running now (stamped on `Full` events).
+    chain: Option<ChainId>,
     clock: u64,
     counts: [u64; KINDS],
     events: Vec<TraceEvent>,
@@ -131,6 +135,27 @@ impl Trace {
 
     pub fn mode(&self) -> TraceMode {
         self.mode
+    }
+
+    /// Switches the sink from now on (a node streams its trace while it
+    /// has subscribers). Counts and the clock carry on; leaving `Full`
+    /// drops the events not yet taken.
+    pub fn set_mode(&mut self, mode: TraceMode) {
+        self.mode = mode;
+        if mode != TraceMode::Full {
+            self.events = Vec::new();
+        }
+    }
+
+    /// Moves the recorded events into `into` (a streaming driver takes
+    /// them after each batch, so `Full` holds only one batch's worth).
+    pub fn take_events(&mut self, into: &mut Vec<TraceEvent>) {
+        into.append(&mut self.events);
+    }
+
+    /// Which chain the next events belong to.
+    pub(crate) fn set_chain(&mut self, chain: Option<ChainId>) {
+        self.chain = chain;
     }
 
     /// Events recorded so far (0 when `Off`).
@@ -168,6 +193,7 @@ impl Trace {
                 debug_assert_eq!(event.kind(), kind);
                 self.events.push(TraceEvent {
                     at: self.clock,
+                    chain: self.chain,
                     event,
                 });
             }

@@ -1,0 +1,584 @@
+//! The HTTP/1.1 side of a node, sans-IO: bytes and the time go in,
+//! requests to answer and bytes to write come out. The reactor owns the
+//! sockets; this file owns every rule about them.
+//!
+//! ```text
+//!   reactor: accept ──▶ HttpServer::accept          -> key (or refused: at the limit)
+//!            read   ──▶ HttpServer::received(key)    -> Some(Request) when one is whole
+//!            (reactor answers: respond / subscribe)
+//!            write  ◀── unsent(key) / advance(key, n)
+//!            close  ◀── poll_close()                 (bad input, done, slow, idle)
+//! ```
+//!
+//! Invariants and bounds:
+//! - At most `max_conns` connections; one more is refused at accept.
+//! - A request is at most `max_request` bytes of head, with at most
+//!   [`MAX_HEADERS`] headers, and must arrive whole within `idle` of the
+//!   previous one (or of the accept): a slow or oversized sender is
+//!   answered 400 or 431 and closed. Requests have no body: a request
+//!   with `Content-Length` or `Transfer-Encoding` is answered 400.
+//! - Requests are parsed (httparse) from the connection's own buffer:
+//!   the method, path and query are borrowed from it, nothing is copied
+//!   until a route keeps its filter.
+//! - A response is written whole into the connection's out buffer; a
+//!   client that does not read its response within `idle` is closed.
+//! - A subscriber (`/events`) gets one `data:` line per event while its
+//!   out buffer holds under `max_stream_buffer` bytes; past that, events
+//!   are dropped and counted, and once it has room again it gets an
+//!   `event: dropped` with the count before the next event. Its buffer
+//!   never grows past the bound.
+
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+/// Most headers in a request.
+pub const MAX_HEADERS: usize = 32;
+
+/// The bounds an [`HttpServer`] holds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_conns: usize,
+    pub max_request: usize,
+    pub max_stream_buffer: usize,
+    /// A request must arrive whole, and a response be read, within this.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_conns: 4096,
+            max_request: 8 << 10,
+            max_stream_buffer: 256 << 10,
+            idle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A whole request, borrowed from the connection's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// What follows `?` in the target ("" when none).
+    pub query: &'a str,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Reading a request (keep-alive: the next one after a response).
+    Reading,
+    /// A request was handed out; its answer is awaited.
+    Answering,
+    /// Streaming events until the client goes.
+    Streaming,
+    /// Write what is queued, then close.
+    Closing,
+}
+
+#[derive(Debug)]
+struct HttpConn {
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` that belong to the request handed out.
+    consumed: usize,
+    out: Vec<u8>,
+    written: usize,
+    state: State,
+    /// Since when the connection waits for the other side (a request to
+    /// arrive, or its response to be read).
+    waiting_since: Instant,
+    /// Events dropped since the subscriber last had room.
+    dropped: u64,
+    /// The subscriber's filter, when streaming.
+    filter: Option<crate::observe::events::Filter>,
+}
+
+impl HttpConn {
+    fn unsent(&self) -> &[u8] {
+        &self.out[self.written..]
+    }
+}
+
+/// Every HTTP connection of a node. See the module docs.
+#[derive(Debug)]
+pub struct HttpServer {
+    limits: Limits,
+    conns: Slab<HttpConn>,
+    to_close: Vec<usize>,
+    dirty: Vec<usize>,
+    subscribers: usize,
+}
+
+/// Status lines the server writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    HeadersTooLarge,
+}
+
+impl Status {
+    fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+        }
+    }
+}
+
+impl HttpServer {
+    pub fn new(limits: Limits) -> HttpServer {
+        HttpServer {
+            limits,
+            conns: Slab::new(),
+            to_close: Vec::new(),
+            dirty: Vec::new(),
+            subscribers: 0,
+        }
+    }
+
+    /// A new connection's key, or `None` at `max_conns` (close it).
+    pub fn accept(&mut self, now: Instant) -> Option<usize> {
+        if self.conns.len() >= self.limits.max_conns {
+            return None;
+        }
+        Some(self.conns.insert(HttpConn {
+            inbuf: Vec::new(),
+            consumed: 0,
+            out: Vec::new(),
+            written: 0,
+            state: State::Reading,
+            waiting_since: now,
+            dropped: 0,
+            filter: None,
+        }))
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Subscribers streaming events now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers
+    }
+
+    /// Bytes arrived on `key`. Answers the request they complete, if any,
+    /// once; the caller answers it with [`respond`](Self::respond) or
+    /// [`subscribe`](Self::subscribe) before reading more.
+    pub fn received(&mut self, key: usize, bytes: &[u8], now: Instant) -> Option<Request<'_>> {
+        let limits = self.limits;
+        let conn = self.conns.get_mut(key)?;
+        match conn.state {
+            State::Reading => {}
+            // Bytes from a subscriber or a closing client are ignored;
+            // the next request of a keep-alive client waits its turn.
+            State::Streaming | State::Closing => return None,
+            State::Answering => {
+                conn.inbuf.extend_from_slice(bytes);
+                return None;
+            }
+        }
+        conn.inbuf.extend_from_slice(bytes);
+        self.next_request(key, now, limits)
+    }
+
+    /// Parses the request at the front of `key`'s buffer, if whole.
+    fn next_request(&mut self, key: usize, now: Instant, limits: Limits) -> Option<Request<'_>> {
+        let conn = self.conns.get_mut(key)?;
+        // Where the method and target lie in `inbuf`, or why it is refused.
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut request = httparse::Request::new(&mut headers);
+            let at = |part: &str| {
+                let start = part.as_ptr() as usize - conn.inbuf.as_ptr() as usize;
+                start..start + part.len()
+            };
+            match request.parse(&conn.inbuf) {
+                Ok(httparse::Status::Partial) if conn.inbuf.len() > limits.max_request => {
+                    Err((Status::HeadersTooLarge, "request head too large"))
+                }
+                Ok(httparse::Status::Partial) => return None,
+                Err(httparse::Error::TooManyHeaders) => {
+                    Err((Status::HeadersTooLarge, "too many headers"))
+                }
+                Err(_) => Err((Status::BadRequest, "malformed request")),
+                Ok(httparse::Status::Complete(_)) if !has_no_body(request.headers) => {
+                    Err((Status::BadRequest, "requests carry no body here"))
+                }
+                Ok(httparse::Status::Complete(n)) if n > limits.max_request => {
+                    Err((Status::HeadersTooLarge, "request head too large"))
+                }
+                Ok(httparse::Status::Complete(n)) => Ok((
+                    n,
+                    at(request.method.unwrap_or("")),
+                    at(request.path.unwrap_or("")),
+                )),
+            }
+        };
+        let (n, method, target) = match parsed {
+            Ok(parts) => parts,
+            Err((status, why)) => {
+                log::debug!("http: {why}; closing");
+                conn.inbuf.clear();
+                self.finish(key, status, "text/plain", why.as_bytes(), true, now);
+                return None;
+            }
+        };
+        conn.consumed = n;
+        conn.state = State::Answering;
+        let conn = &self.conns[key];
+        let text = |range: std::ops::Range<usize>| {
+            // httparse checked both are tokens: ASCII.
+            std::str::from_utf8(&conn.inbuf[range]).unwrap_or("")
+        };
+        let (method, target) = (text(method), text(target));
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Some(Request {
+            method,
+            path,
+            query,
+        })
+    }
+
+    /// Answers `key`'s request with `body`; the connection stays open for
+    /// the next request (HTTP/1.1 keep-alive) unless `close`.
+    pub fn respond(
+        &mut self,
+        key: usize,
+        status: Status,
+        content_type: &str,
+        body: &[u8],
+        now: Instant,
+    ) {
+        self.finish(key, status, content_type, body, false, now);
+    }
+
+    fn finish(
+        &mut self,
+        key: usize,
+        status: Status,
+        content_type: &str,
+        body: &[u8],
+        close: bool,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let close = close || status != Status::Ok;
+        use std::io::Write;
+        let _ = write!(
+            conn.out,
+            "HTTP/1.1 {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+             cache-control: no-store\r\nconnection: {}\r\n\r\n",
+            status.line(),
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        conn.out.extend_from_slice(body);
+        conn.waiting_since = now;
+        conn.inbuf.drain(..conn.consumed.min(conn.inbuf.len()));
+        conn.consumed = 0;
+        conn.state = if close {
+            State::Closing
+        } else {
+            State::Reading
+        };
+        // A pipelined request already buffered: the reactor asks for it
+        // with `pending`.
+        self.dirty.push(key);
+    }
+
+    /// A keep-alive client's next request, already buffered.
+    pub fn pending(&mut self, key: usize, now: Instant) -> Option<Request<'_>> {
+        let conn = self.conns.get(key)?;
+        if conn.state != State::Reading || conn.inbuf.is_empty() {
+            return None;
+        }
+        let limits = self.limits;
+        self.next_request(key, now, limits)
+    }
+
+    /// Turns `key` into an event stream with `filter`.
+    pub fn subscribe(&mut self, key: usize, filter: crate::observe::events::Filter) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.out.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n\
+              connection: keep-alive\r\n\r\n: avm trace stream\n\n",
+        );
+        conn.inbuf.clear();
+        conn.consumed = 0;
+        conn.state = State::Streaming;
+        conn.filter = Some(filter);
+        self.subscribers += 1;
+        self.dirty.push(key);
+    }
+
+    /// Offers one event to every subscriber: `line` is its JSON, and
+    /// `matches` says whether a subscriber's filter wants it.
+    pub fn publish(
+        &mut self,
+        line: &[u8],
+        matches: impl Fn(&crate::observe::events::Filter) -> bool,
+    ) {
+        if self.subscribers == 0 {
+            return;
+        }
+        let cap = self.limits.max_stream_buffer;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.state != State::Streaming {
+                continue;
+            }
+            if !conn.filter.as_ref().is_some_and(&matches) {
+                continue;
+            }
+            if conn.unsent().len() + line.len() > cap {
+                conn.dropped += 1;
+                continue;
+            }
+            if conn.dropped > 0 {
+                let note = format!("event: dropped\ndata: {{\"dropped\":{}}}\n\n", conn.dropped);
+                conn.out.extend_from_slice(note.as_bytes());
+                conn.dropped = 0;
+            }
+            conn.out.extend_from_slice(b"data: ");
+            conn.out.extend_from_slice(line);
+            conn.out.extend_from_slice(b"\n\n");
+            self.dirty.push(key);
+        }
+    }
+
+    /// A connection with bytes queued since the last call.
+    pub fn poll_dirty(&mut self) -> Option<usize> {
+        self.dirty.pop()
+    }
+
+    /// What `key` has left to write.
+    pub fn unsent(&self, key: usize) -> &[u8] {
+        self.conns.get(key).map_or(&[], HttpConn::unsent)
+    }
+
+    /// `n` bytes of `key`'s unsent bytes were written.
+    pub fn advance(&mut self, key: usize, n: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.written += n;
+        if conn.written > 0 {
+            conn.waiting_since = now;
+        }
+        if conn.written == conn.out.len() {
+            conn.out.clear();
+            conn.written = 0;
+            if conn.out.capacity() > 64 << 10 {
+                conn.out.shrink_to(4 << 10);
+            }
+            if conn.state == State::Closing {
+                self.close(key);
+            }
+        }
+    }
+
+    /// The client of `key` closed, or its socket failed.
+    pub fn closed(&mut self, key: usize) {
+        if let Some(conn) = self.conns.try_remove(key) {
+            if conn.state == State::Streaming {
+                self.subscribers -= 1;
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        self.closed(key);
+        self.to_close.push(key);
+    }
+
+    /// A connection the reactor must close now (its key is free again).
+    pub fn poll_close(&mut self) -> Option<usize> {
+        self.to_close.pop()
+    }
+
+    /// Closes connections that waited past `idle`: a request that does
+    /// not arrive whole, a response not read. Subscribers are kept while
+    /// they read (a full buffer drops events instead), and cut when they
+    /// stop reading for `idle`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let idle = self.limits.idle;
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let late = now.saturating_duration_since(c.waiting_since) > idle;
+                match c.state {
+                    State::Reading => late && !(c.inbuf.is_empty() && c.unsent().is_empty()),
+                    State::Answering => false,
+                    State::Streaming | State::Closing => late && !c.unsent().is_empty(),
+                }
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            log::debug!("http: connection {key} idle too long; closing");
+            self.close(key);
+        }
+    }
+}
+
+/// Whether the headers announce no body (`Content-Length: 0` is none).
+fn has_no_body(headers: &[httparse::Header<'_>]) -> bool {
+    !headers.iter().any(|h| {
+        (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::events::Filter;
+
+    fn server() -> (HttpServer, Instant) {
+        (HttpServer::new(Limits::default()), Instant::now())
+    }
+
+    fn take_out(s: &mut HttpServer, key: usize, now: Instant) -> String {
+        let out = String::from_utf8(s.unsent(key).to_vec()).unwrap();
+        s.advance(key, out.len(), now);
+        out
+    }
+
+    #[test]
+    fn a_request_split_anywhere_is_parsed_once_whole() {
+        let raw = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        for split in 1..raw.len() {
+            let (mut s, now) = server();
+            let key = s.accept(now).unwrap();
+            assert!(
+                s.received(key, &raw[..split], now).is_none(),
+                "split {split}"
+            );
+            let req = s.received(key, &raw[split..], now).expect("whole");
+            assert_eq!(
+                req,
+                Request {
+                    method: "GET",
+                    path: "/metrics",
+                    query: "x=1"
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_serves_a_pipelined_second_request() {
+        let (mut s, now) = server();
+        let key = s.accept(now).unwrap();
+        let both = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        assert_eq!(s.received(key, both, now).unwrap().path, "/a");
+        s.respond(key, Status::Ok, "text/plain", b"A", now);
+        let out = take_out(&mut s, key, now);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("connection: keep-alive") && out.ends_with("\r\n\r\nA"));
+        assert_eq!(s.pending(key, now).unwrap().path, "/b");
+        s.respond(key, Status::Ok, "text/plain", b"B", now);
+        assert!(take_out(&mut s, key, now).ends_with("B"));
+        assert!(s.poll_close().is_none());
+    }
+
+    #[test]
+    fn bad_requests_get_their_status_and_a_close() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"\x00\x01garbage\r\n\r\n", "400 Bad Request"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", "400 Bad Request"),
+            (&[b'A'; 9000], "431"),
+            (
+                b"GET / HTTP/1.1\r\na:1\r\nb:1\r\nc:1\r\nd:1\r\ne:1\r\nf:1\r\ng:1\r\nh:1\r\ni:1\r\nj:1\r\nk:1\r\nl:1\r\nm:1\r\nn:1\r\no:1\r\np:1\r\nq:1\r\nr:1\r\ns:1\r\nt:1\r\nu:1\r\nv:1\r\nw:1\r\nx:1\r\ny:1\r\nz:1\r\naa:1\r\nbb:1\r\ncc:1\r\ndd:1\r\nee:1\r\nff:1\r\ngg:1\r\n\r\n",
+                "431",
+            ),
+        ];
+        for (raw, status) in cases {
+            let (mut s, now) = server();
+            let key = s.accept(now).unwrap();
+            assert!(s.received(key, raw, now).is_none());
+            let out = take_out(&mut s, key, now);
+            assert!(out.contains(status), "{status}: {out}");
+            assert!(out.contains("connection: close"), "{out}");
+            assert_eq!(s.poll_close(), Some(key));
+            assert!(s.is_empty());
+        }
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_refused() {
+        let limits = Limits {
+            max_conns: 2,
+            ..Limits::default()
+        };
+        let mut s = HttpServer::new(limits);
+        let now = Instant::now();
+        assert!(s.accept(now).is_some() && s.accept(now).is_some());
+        assert!(s.accept(now).is_none());
+    }
+
+    #[test]
+    fn a_slow_sender_and_a_slow_reader_are_cut_an_idle_client_is_not() {
+        let (mut s, now) = server();
+        let slow_sender = s.accept(now).unwrap();
+        let slow_reader = s.accept(now).unwrap();
+        let idle = s.accept(now).unwrap();
+        s.received(slow_sender, b"GET / HT", now);
+        s.received(slow_reader, b"GET / HTTP/1.1\r\n\r\n", now)
+            .unwrap();
+        s.respond(slow_reader, Status::Ok, "text/plain", b"unread", now);
+        s.handle_timeout(now + Duration::from_secs(11));
+        let mut closed = vec![s.poll_close(), s.poll_close(), s.poll_close()];
+        closed.sort();
+        assert_eq!(closed, vec![None, Some(slow_sender), Some(slow_reader)]);
+        assert_eq!(s.len(), 1, "the idle keep-alive client {idle} stays");
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_loses_events_and_is_told_how_many() {
+        let limits = Limits {
+            max_stream_buffer: 300,
+            ..Limits::default()
+        };
+        let mut s = HttpServer::new(limits);
+        let now = Instant::now();
+        let key = s.accept(now).unwrap();
+        s.received(key, b"GET /events HTTP/1.1\r\n\r\n", now)
+            .unwrap();
+        s.subscribe(key, Filter::default());
+        assert_eq!(s.subscribers(), 1);
+        take_out(&mut s, key, now);
+        let event = [b'x'; 100];
+        for _ in 0..5 {
+            s.publish(&event, |_| true);
+        }
+        let first = take_out(&mut s, key, now);
+        assert_eq!(first.matches("data: ").count(), 2, "{first}");
+        s.publish(&event, |_| true);
+        let second = take_out(&mut s, key, now);
+        assert!(
+            second.starts_with("event: dropped\ndata: {\"dropped\":3}\n\n"),
+            "{second}"
+        );
+        assert_eq!(second.matches("data: x").count(), 1);
+        s.closed(key);
+        assert_eq!(s.subscribers(), 0);
+    }
+}

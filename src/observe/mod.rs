@@ -1,0 +1,527 @@
+//! What an operator sees of a running node, sans-IO: the HTTP server's
+//! rules (`http`), the trace as a stream (`events`), and the health and
+//! metrics documents, rendered from a [`NodeView`] the reactor fills.
+//!
+//! ```text
+//!   GET /          the cluster page (page.html, in the binary)
+//!   GET /health    JSON: who, how long up, peers, objects, queues
+//!   GET /metrics   Prometheus text, names prefixed avm_
+//!   GET /events    the trace as Server-Sent Events, filtered by query
+//! ```
+//!
+//! Counting costs the hot path nothing it would notice: the interpreter's
+//! counters are relaxed atomics (`node::NodeStats`); the protocol core's
+//! are plain fields on its connections and in [`Histogram`], touched only
+//! by the reactor thread, which is also the thread that renders them.
+
+pub mod events;
+pub mod http;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::json;
+
+/// Why a call failed, as metrics count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    UnknownObject,
+    Destroyed,
+    PeerDown,
+    Timeout,
+    Deadlock,
+    Busy,
+    Panic,
+    NotDurable,
+    Overloaded,
+    TooDeep,
+    Other,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 11] = [
+        FailureKind::UnknownObject,
+        FailureKind::Destroyed,
+        FailureKind::PeerDown,
+        FailureKind::Timeout,
+        FailureKind::Deadlock,
+        FailureKind::Busy,
+        FailureKind::Panic,
+        FailureKind::NotDurable,
+        FailureKind::Overloaded,
+        FailureKind::TooDeep,
+        FailureKind::Other,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::UnknownObject => "unknown_object",
+            FailureKind::Destroyed => "destroyed",
+            FailureKind::PeerDown => "peer_down",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Deadlock => "deadlock",
+            FailureKind::Busy => "busy",
+            FailureKind::Panic => "panic",
+            FailureKind::NotDurable => "not_durable",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::TooDeep => "too_deep",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// Sorts a failure's message (as `VmError` and the protocol core
+    /// write them) into its kind.
+    pub fn of(reason: &str) -> FailureKind {
+        const BY_WORDS: [(&str, FailureKind); 12] = [
+            ("not durable", FailureKind::NotDurable),
+            ("deadlock", FailureKind::Deadlock),
+            ("busy", FailureKind::Busy),
+            ("object not found", FailureKind::UnknownObject),
+            ("object destroyed", FailureKind::Destroyed),
+            ("timed out", FailureKind::Timeout),
+            ("panicked", FailureKind::Panic),
+            ("is not connected", FailureKind::PeerDown),
+            ("connection to", FailureKind::PeerDown),
+            ("too many calls in flight", FailureKind::Overloaded),
+            ("overloaded", FailureKind::Overloaded),
+            ("call past the limit", FailureKind::TooDeep),
+        ];
+        BY_WORDS
+            .iter()
+            .find(|(words, _)| reason.contains(words))
+            .map_or(FailureKind::Other, |(_, kind)| *kind)
+    }
+}
+
+/// Upper bounds of the round-trip buckets, in microseconds.
+pub const RTT_BUCKETS_US: [u64; 14] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+    10_000_000,
+];
+
+/// A latency histogram with fixed buckets (Prometheus style: each count
+/// is of observations at or under its bound, the last is everything).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), plus one past the last bound.
+    counts: [u64; RTT_BUCKETS_US.len() + 1],
+    sum_us: u64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = RTT_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.counts[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// One peer, as `/health` and `/metrics` show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerView {
+    pub machine: String,
+    pub address: String,
+    pub up: bool,
+    /// Since bytes last came from it (`None`: never, in this life).
+    pub last_seen: Option<Duration>,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connects: u64,
+    pub downs: u64,
+}
+
+/// Everything `/health` and `/metrics` say, gathered by the reactor.
+#[derive(Clone, Debug, Default)]
+pub struct NodeView {
+    pub name: String,
+    pub prefix: u16,
+    pub uptime: Duration,
+    pub peers: Vec<PeerView>,
+    pub objects: u64,
+    pub suspended: u64,
+    pub waiting_for_turns: u64,
+    pub directory_entries: u64,
+    pub events_queued: u64,
+    pub commands_queued: u64,
+    pub calls_in_flight: u64,
+    pub calls_owed: u64,
+    pub connections: u64,
+    pub http_connections: u64,
+    pub subscribers: u64,
+    pub remote_calls_out: u64,
+    pub remote_calls_in: u64,
+    pub local_calls: u64,
+    /// Failed calls by [`FailureKind`], in `FailureKind::ALL` order.
+    pub failures: [u64; 11],
+    pub deadlocks: u64,
+    pub rtt: Histogram,
+    /// Connections closed for a protocol reason, by reason.
+    pub protocol_errors: Vec<(&'static str, u64)>,
+    pub store_commits: u64,
+    pub store_objects: u64,
+}
+
+/// `GET /health`.
+pub fn render_health(view: &NodeView) -> Vec<u8> {
+    let peers: Vec<_> = view
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "machine": p.machine,
+                "address": p.address,
+                "up": p.up,
+                "last_seen_ms": p.last_seen.map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    let health = json!({
+        "name": view.name,
+        "machine_id": view.name,
+        "prefix": view.prefix,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": view.uptime.as_secs_f64(),
+        "peers": peers,
+        "objects": view.objects,
+        "directory_entries": view.directory_entries,
+        "suspended_chains": view.suspended,
+        "calls_in_flight": view.calls_in_flight,
+        "calls": {
+            "remote_out": view.remote_calls_out,
+            "remote_in": view.remote_calls_in,
+            "local": view.local_calls,
+            "failed": view.failures.iter().sum::<u64>(),
+        },
+        "queues": {
+            "events": view.events_queued,
+            "commands": view.commands_queued,
+            "waiting_for_turns": view.waiting_for_turns,
+        },
+    });
+    serde_json::to_vec_pretty(&health).expect("a JSON value")
+}
+
+/// `GET /metrics`: the Prometheus text exposition format.
+pub fn render_metrics(view: &NodeView) -> Vec<u8> {
+    let mut m = Metrics(String::with_capacity(4096));
+    m.head("avm_up_seconds", "gauge", "Seconds since the node started.");
+    m.line("avm_up_seconds", "", view.uptime.as_secs_f64());
+    m.head(
+        "avm_calls_total",
+        "counter",
+        "Calls, by direction and kind.",
+    );
+    m.line(
+        "avm_calls_total",
+        "direction=\"out\",kind=\"remote\"",
+        view.remote_calls_out,
+    );
+    m.line(
+        "avm_calls_total",
+        "direction=\"in\",kind=\"remote\"",
+        view.remote_calls_in,
+    );
+    m.line(
+        "avm_calls_total",
+        "direction=\"local\",kind=\"local\"",
+        view.local_calls,
+    );
+    m.head(
+        "avm_call_failures_total",
+        "counter",
+        "Failed calls, by reason.",
+    );
+    for (kind, n) in FailureKind::ALL.iter().zip(view.failures) {
+        m.line(
+            "avm_call_failures_total",
+            &format!("reason=\"{}\"", kind.label()),
+            n,
+        );
+    }
+    m.head(
+        "avm_remote_call_seconds",
+        "histogram",
+        "Remote call round trips.",
+    );
+    let mut cumulative = 0;
+    for (bound, n) in RTT_BUCKETS_US.iter().zip(view.rtt.counts) {
+        cumulative += n;
+        let le = format!("le=\"{}\"", *bound as f64 / 1e6);
+        m.line("avm_remote_call_seconds_bucket", &le, cumulative);
+    }
+    m.line(
+        "avm_remote_call_seconds_bucket",
+        "le=\"+Inf\"",
+        view.rtt.count,
+    );
+    m.line(
+        "avm_remote_call_seconds_sum",
+        "",
+        view.rtt.sum_us as f64 / 1e6,
+    );
+    m.line("avm_remote_call_seconds_count", "", view.rtt.count);
+    m.head(
+        "avm_calls_in_flight",
+        "gauge",
+        "Our calls awaiting a peer's answer.",
+    );
+    m.line("avm_calls_in_flight", "", view.calls_in_flight);
+    m.head(
+        "avm_pending_requests",
+        "gauge",
+        "Peers' calls we have not answered yet.",
+    );
+    m.line("avm_pending_requests", "", view.calls_owed);
+    m.head(
+        "avm_suspended_chains",
+        "gauge",
+        "Chains waiting on a remote call.",
+    );
+    m.line("avm_suspended_chains", "", view.suspended);
+    m.head(
+        "avm_queue_depth",
+        "gauge",
+        "Items waiting in the handoff queues and for turns.",
+    );
+    m.line("avm_queue_depth", "queue=\"events\"", view.events_queued);
+    m.line(
+        "avm_queue_depth",
+        "queue=\"commands\"",
+        view.commands_queued,
+    );
+    m.line("avm_queue_depth", "queue=\"turns\"", view.waiting_for_turns);
+    m.head("avm_objects", "gauge", "Objects hosted here.");
+    m.line("avm_objects", "", view.objects);
+    m.head(
+        "avm_directory_entries",
+        "gauge",
+        "Objects known on other machines.",
+    );
+    m.line("avm_directory_entries", "", view.directory_entries);
+    m.head("avm_deadlocks_total", "counter", "Deadlocks broken.");
+    m.line("avm_deadlocks_total", "", view.deadlocks);
+    m.head(
+        "avm_busy_refusals_total",
+        "counter",
+        "Calls refused: the object's queue was full.",
+    );
+    m.line("avm_busy_refusals_total", "", view.failures[5]);
+    m.head("avm_connections", "gauge", "Open connections.");
+    m.line("avm_connections", "kind=\"peer\"", view.connections);
+    m.line("avm_connections", "kind=\"http\"", view.http_connections);
+    m.line("avm_connections", "kind=\"subscriber\"", view.subscribers);
+    m.head("avm_peer_up", "gauge", "1 while the peer is connected.");
+    for p in &view.peers {
+        m.line("avm_peer_up", &peer(p), u64::from(p.up));
+    }
+    m.head(
+        "avm_peer_frames_total",
+        "counter",
+        "Frames exchanged with each peer.",
+    );
+    m.head(
+        "avm_peer_bytes_total",
+        "counter",
+        "Bytes exchanged with each peer.",
+    );
+    for p in &view.peers {
+        let l = peer(p);
+        m.line(
+            "avm_peer_frames_total",
+            &format!("{l},direction=\"in\""),
+            p.frames_in,
+        );
+        m.line(
+            "avm_peer_frames_total",
+            &format!("{l},direction=\"out\""),
+            p.frames_out,
+        );
+        m.line(
+            "avm_peer_bytes_total",
+            &format!("{l},direction=\"in\""),
+            p.bytes_in,
+        );
+        m.line(
+            "avm_peer_bytes_total",
+            &format!("{l},direction=\"out\""),
+            p.bytes_out,
+        );
+    }
+    m.head(
+        "avm_peer_connects_total",
+        "counter",
+        "Times each peer came up (more than 1: reconnects).",
+    );
+    m.head(
+        "avm_peer_down_total",
+        "counter",
+        "Times each peer was declared down.",
+    );
+    for p in &view.peers {
+        m.line("avm_peer_connects_total", &peer(p), p.connects);
+        m.line("avm_peer_down_total", &peer(p), p.downs);
+    }
+    m.head(
+        "avm_protocol_errors_total",
+        "counter",
+        "Connections closed, by reason.",
+    );
+    for (reason, n) in &view.protocol_errors {
+        m.line(
+            "avm_protocol_errors_total",
+            &format!("reason=\"{reason}\""),
+            *n,
+        );
+    }
+    m.head(
+        "avm_store_commits_total",
+        "counter",
+        "Durable store transactions (--data-dir).",
+    );
+    m.line("avm_store_commits_total", "", view.store_commits);
+    m.head(
+        "avm_store_objects_total",
+        "counter",
+        "Object records durably written.",
+    );
+    m.line("avm_store_objects_total", "", view.store_objects);
+    m.0.into_bytes()
+}
+
+fn peer(p: &PeerView) -> String {
+    format!("peer=\"{}\"", escape(&p.machine))
+}
+
+/// A label value, escaped as the exposition format wants.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Metrics(String);
+
+impl Metrics {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_their_words() {
+        let cases = [
+            ("object not found: 12", FailureKind::UnknownObject),
+            ("object destroyed: 12", FailureKind::Destroyed),
+            (
+                "machine beta is not connected (call to object 3)",
+                FailureKind::PeerDown,
+            ),
+            (
+                "connection to beta lost: peer closed the connection",
+                FailureKind::PeerDown,
+            ),
+            (
+                "call to object 3 on beta timed out: ...",
+                FailureKind::Timeout,
+            ),
+            (
+                "deadlock: chain 1 waits for object 2 on a",
+                FailureKind::Deadlock,
+            ),
+            (
+                "busy: object 3 has too many calls waiting",
+                FailureKind::Busy,
+            ),
+            ("behavior pong panicked", FailureKind::Panic),
+            (
+                "not durable: store x: cannot write",
+                FailureKind::NotDurable,
+            ),
+            (
+                "node overloaded: too many calls in flight",
+                FailureKind::Overloaded,
+            ),
+            ("something else", FailureKind::Other),
+        ];
+        for (reason, kind) in cases {
+            assert_eq!(FailureKind::of(reason), kind, "{reason}");
+        }
+    }
+
+    #[test]
+    fn the_histogram_buckets_are_cumulative_in_the_exposition() {
+        let mut view = NodeView::default();
+        for us in [10, 30, 30, 2_000_000, 20_000_000] {
+            view.rtt.observe(Duration::from_micros(us));
+        }
+        let text = String::from_utf8(render_metrics(&view)).unwrap();
+        assert!(
+            text.contains("avm_remote_call_seconds_bucket{le=\"0.000025\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("avm_remote_call_seconds_bucket{le=\"0.00005\"} 3\n"));
+        assert!(text.contains("avm_remote_call_seconds_bucket{le=\"10\"} 4\n"));
+        assert!(text.contains("avm_remote_call_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("avm_remote_call_seconds_count 5\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("avm_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn health_is_json_with_the_promised_fields() {
+        let view = NodeView {
+            name: "alpha".into(),
+            prefix: 9001,
+            peers: vec![PeerView {
+                machine: "beta".into(),
+                address: "127.0.0.1:9002".into(),
+                up: true,
+                last_seen: Some(Duration::from_millis(20)),
+                ..PeerView::default()
+            }],
+            ..NodeView::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&render_health(&view)).unwrap();
+        for key in [
+            "name",
+            "machine_id",
+            "prefix",
+            "uptime_s",
+            "version",
+            "peers",
+            "objects",
+            "suspended_chains",
+            "queues",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing: {v}");
+        }
+        assert_eq!(v["peers"][0]["up"], true);
+        assert_eq!(v["peers"][0]["last_seen_ms"], 20);
+    }
+}
