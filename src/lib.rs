@@ -30,6 +30,7 @@ pub mod logger;
 pub mod node;
 pub mod observe;
 pub mod protocol;
+pub mod quiet_panic;
 pub mod reactor;
 pub mod store;
 pub mod vm;

@@ -113,6 +113,12 @@ struct Args {
     #[argh(option, default = "defaults::MAX_WAITING")]
     max_waiting: usize,
 
+    /// serve health (/health), Prometheus metrics (/metrics), the live trace
+    /// (/events) and a cluster page (/) over HTTP at ADDR: a port (bound on
+    /// 127.0.0.1) or HOST:PORT. Off without it
+    #[argh(option, from_str_fn(parse_http_addr))]
+    http: Option<std::net::SocketAddr>,
+
     /// keep this node's objects in a store in DIR (created if absent): they survive a
     /// crash or restart, with their ids, and an answer leaves the node only once the
     /// change it reports is on disk. Without it, objects live in memory only
@@ -220,6 +226,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.max_write_buffer = args.max_write_buffer;
     config.handle_signals = true;
     config.data_dir = args.data_dir.clone();
+    config.http = args.http;
     if config.data_dir.is_some() {
         keep_running_past_file_size_limit()?;
     }
@@ -255,6 +262,15 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
             report(played)
         }
     }
+}
+
+/// `--http`: `PORT` (loopback) or `HOST:PORT`.
+fn parse_http_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}`: expected PORT or HOST:PORT, as in 9101 or 0.0.0.0:9101"))
 }
 
 /// How many objects of `behavior` the node hosts (restored ones, at start).

@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// absent): they survive a crash, and an answer leaves only once what
     /// it reports is on disk. `None`: objects live in memory only.
     pub data_dir: Option<PathBuf>,
+    /// Serve `/`, `/health`, `/metrics` and `/events` over HTTP here (on
+    /// the reactor, next to the peers). `None`: no HTTP at all.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Where a node's TLS identity and trust come from: three PEM files.
@@ -129,6 +132,7 @@ impl NodeConfig {
             cluster_key: None,
             tls: None,
             data_dir: None,
+            http: None,
         }
     }
 }

@@ -76,6 +76,9 @@ pub enum Command {
         machine: MachineId,
         cycle: Box<Cycle>,
     },
+    /// Trace events for `/events` subscribers (sent only while there are
+    /// some).
+    Trace(Vec<crate::vm::TraceEvent>),
     /// Close everything and end the reactor thread.
     Shutdown,
 }
@@ -231,6 +234,12 @@ impl Handoff {
     pub fn take_commands(&self, into: &mut Vec<Command>) {
         debug_assert!(into.is_empty());
         std::mem::swap(&mut *lock(&self.commands), into);
+    }
+
+    /// Commands waiting for the reactor (for `/health`: one lock, taken
+    /// only when asked).
+    pub fn commands_queued(&self) -> usize {
+        lock(&self.commands).len()
     }
 
     /// Reactor: moves `batch` to the interpreter and unparks it.

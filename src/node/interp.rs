@@ -25,11 +25,11 @@ use log::{debug, info, warn};
 use slab::Slab;
 
 use crate::protocol::{self, CloseReason};
-use crate::vm::{MachineId, Output, StartCall, Val, Vm};
+use crate::vm::{EventKind, MachineId, Output, StartCall, TraceMode, Val, Vm};
 
 use super::durable::{Durable, ResultSender};
 use super::handoff::{Command, Event, Handoff};
-use super::stats::NodeStats;
+use super::stats::{Gauges, NodeStats};
 
 /// Steps the vm takes between hand-offs to and from the reactor: a chain
 /// that runs long (or for ever) on this node delays inbound calls, replies
@@ -89,6 +89,12 @@ pub struct Interpreter {
     peer_up_at: HashMap<MachineId, Instant>,
     /// Group commit, on a node with a data dir: output waits for the disk.
     durable: Option<Durable>,
+    /// The trace mode the node was configured with; while `/events` has
+    /// subscribers the vm records `Full` and its events are streamed.
+    trace_mode: TraceMode,
+    streaming: bool,
+    /// When the per-peer object counts were last published.
+    hosted_at: Instant,
 }
 
 impl Interpreter {
@@ -102,6 +108,7 @@ impl Interpreter {
         spin: Duration,
         durable: Option<Durable>,
     ) -> Self {
+        let trace_mode = vm.trace().mode();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let spin = if cpus > 1 { spin } else { Duration::ZERO };
         Interpreter {
@@ -116,6 +123,9 @@ impl Interpreter {
             submitted: Slab::new(),
             results: Vec::new(),
             spin,
+            trace_mode,
+            streaming: false,
+            hosted_at: Instant::now(),
             peer_up_at: HashMap::new(),
             durable,
         }
@@ -143,8 +153,10 @@ impl Interpreter {
     fn event_loop(&mut self) -> Outcome {
         let mut spin_until = Instant::now();
         loop {
+            self.follow_subscribers();
             let more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
             self.route_outputs();
+            self.report();
             if let Some(durable) = &mut self.durable {
                 durable.gate(&mut self.vm, &mut self.commands, &mut self.results);
             }
@@ -188,6 +200,48 @@ impl Interpreter {
         }
     }
 
+    /// Streams the trace while `/events` has subscribers: `Full` records
+    /// every event (and costs a clone of each value); without subscribers
+    /// the configured mode costs what it always did.
+    fn follow_subscribers(&mut self) {
+        let wanted = self.stats.subscribers() > 0;
+        if wanted != self.streaming {
+            self.streaming = wanted;
+            let mode = if wanted {
+                TraceMode::Full
+            } else {
+                self.trace_mode
+            };
+            self.vm.trace_mut().set_mode(mode);
+        }
+    }
+
+    /// After a batch: the gauges `/health` and `/metrics` read, and the
+    /// batch's trace events for subscribers.
+    fn report(&mut self) {
+        self.stats.set_gauges(Gauges {
+            objects: self.vm.object_count() as u64,
+            suspended: self.vm.suspended_count() as u64,
+            waiting_for_turns: self.vm.waiting_count() as u64,
+            directory_entries: self.vm.directory().len() as u64,
+            local_calls: self.vm.trace().count(EventKind::ObjectCalled),
+        });
+        let now = Instant::now();
+        if now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY {
+            self.hosted_at = now;
+            let hosted = self.vm.directory().hosted();
+            let hosted = hosted.map(|(m, n)| (m.as_str().to_string(), n)).collect();
+            self.stats.set_hosted(hosted);
+        }
+        if self.streaming && self.trace_mode != TraceMode::Full {
+            let mut events = Vec::new();
+            self.vm.trace_mut().take_events(&mut events);
+            if !events.is_empty() {
+                self.commands.push(Command::Trace(events));
+            }
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Peer(event) => self.handle_peer_event(event),
@@ -216,6 +270,7 @@ impl Interpreter {
                 chain,
             } => {
                 self.stats.count_call_in();
+                self.vm.note_arrival(target, chain, &sender_machine);
                 if let Some(sender) = sender {
                     if !self.vm.hosts(sender) {
                         self.vm
@@ -234,10 +289,14 @@ impl Interpreter {
             protocol::Event::Reply { token, result } => {
                 if let Err(reason) = &result {
                     let failures = self.stats.count_failure(reason);
+                    let chain = self
+                        .vm
+                        .chain_of(token)
+                        .map_or_else(|| "?".into(), |c| c.to_string());
                     if failures <= LOUD_FAILURES {
-                        warn!("remote call failed: {reason}");
+                        warn!("remote call failed (chain {chain}): {reason}");
                     } else {
-                        debug!("remote call failed: {reason}");
+                        debug!("remote call failed (chain {chain}): {reason}");
                     }
                 }
                 if let Err(e) = self.vm.resume(token, result) {
@@ -293,7 +352,23 @@ impl Interpreter {
                     self.stats.count_call_out();
                     self.commands.push(Command::Call(call));
                 }
+                Output::Finished {
+                    chain,
+                    result: Err(e),
+                    origin,
+                } if origin & LOCAL_ORIGIN == 0 => {
+                    let reason = e.to_string();
+                    debug!("inbound call failed here (chain {chain}): {reason}");
+                    self.stats.count_failed_here(&reason);
+                    self.commands.push(Command::Reply {
+                        inbound: protocol::InboundId(origin),
+                        result: Err(reason),
+                    });
+                }
                 Output::Finished { origin, result, .. } if origin & LOCAL_ORIGIN != 0 => {
+                    if let Err(e) = &result {
+                        self.stats.count_failed_here(&e.to_string());
+                    }
                     let key = (origin & !LOCAL_ORIGIN) as usize;
                     if let Some(reply) = self.submitted.try_remove(key) {
                         self.results
@@ -314,7 +389,10 @@ impl Interpreter {
                     debug!("destroyed object {id}");
                     self.commands.push(Command::Destroyed { id })
                 }
-                Output::DeadlockBroken(cycle) => debug!("deadlock broken: {cycle}"),
+                Output::DeadlockBroken(cycle) => {
+                    self.stats.count_deadlock();
+                    debug!("deadlock broken: {cycle}")
+                }
                 Output::Probe { machine, probe } => {
                     self.commands.push(Command::Probe { machine, probe })
                 }

@@ -68,7 +68,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::protocol::{self, Core};
-use crate::reactor::{Reactor, ReactorSetup, TlsConfig};
+use crate::reactor::{HttpSetup, Reactor, ReactorSetup, TlsConfig};
 use crate::store::Store;
 use crate::vm::{BehaviorRegistry, MachineId, Program, PureRegistry, Val, Vm, VmConfig};
 
@@ -106,6 +106,13 @@ impl Node {
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
         let local_addr = listener.local_addr()?;
+        let http = match config.http {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+                Some(listener)
+            }
+            None => None,
+        };
         // A stored identity decides the prefix: the objects carry it.
         let store = match &config.data_dir {
             Some(dir) => Some(
@@ -151,6 +158,18 @@ impl Node {
             },
             now,
         );
+        let stats = Arc::new(NodeStats::default());
+        let http = match http {
+            Some(listener) => {
+                log::info!("node {}: http on {}", config.name, listener.local_addr()?);
+                Some(HttpSetup {
+                    listener,
+                    stats: Arc::clone(&stats),
+                    started: now,
+                })
+            }
+            None => None,
+        };
         let reactor = Reactor::new(
             setup,
             core,
@@ -158,7 +177,8 @@ impl Node {
             config.spin,
             config.max_backlog,
             tls,
-        );
+            http,
+        )?;
 
         let mut vm_config = VmConfig::new(machine, prefix);
         vm_config.trace = config.trace;
@@ -168,7 +188,6 @@ impl Node {
         vm_config.max_depth = config.max_call_depth;
         vm_config.max_waiting = config.max_waiting;
         let vm = Vm::new(vm_config, behaviors, pures);
-        let stats = Arc::new(NodeStats::default());
         let (vm, durable) = match store {
             Some(store) => {
                 let (vm, store) = restore(vm, store)?;

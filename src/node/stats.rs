@@ -6,8 +6,10 @@
 //! metrics. The one lock guards the first failure's reason, touched only
 //! when a call fails.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+use crate::observe::FailureKind;
 
 #[derive(Debug, Default)]
 pub struct NodeStats {
@@ -17,6 +19,32 @@ pub struct NodeStats {
     store_commits: AtomicU64,
     store_objects: AtomicU64,
     first_failure: Mutex<Option<String>>,
+    /// Failed calls (remote calls of ours, and calls that failed here),
+    /// by `FailureKind`, in `FailureKind::ALL` order.
+    failed_by: [AtomicU64; FailureKind::ALL.len()],
+    deadlocks: AtomicU64,
+    /// Gauges the interpreter sets after each batch.
+    gauges: [AtomicU64; GAUGES],
+    /// `/events` subscribers, set by the reactor: the interpreter streams
+    /// its trace while this is not 0.
+    subscribers: AtomicUsize,
+    /// Objects the directory places on each peer, refreshed by the
+    /// interpreter every [`HOSTED_EVERY`](Self::HOSTED_EVERY) at most.
+    hosted: Mutex<Vec<(String, u64)>>,
+}
+
+/// How many gauges [`Gauges`] has.
+const GAUGES: usize = 5;
+
+/// What the interpreter reports of the vm after each batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub objects: u64,
+    pub suspended: u64,
+    pub waiting_for_turns: u64,
+    pub directory_entries: u64,
+    /// Calls to local objects so far (the trace's count).
+    pub local_calls: u64,
 }
 
 /// A snapshot of [`NodeStats`]; subtract two to count what happened between.
@@ -79,6 +107,83 @@ impl NodeStats {
         self.calls_in.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Failed calls by reason so far, in `FailureKind::ALL` order.
+    pub fn failed_by(&self) -> [u64; FailureKind::ALL.len()] {
+        // ORDERING: Relaxed: counters.
+        std::array::from_fn(|i| self.failed_by[i].load(Ordering::Relaxed))
+    }
+
+    /// Deadlocks this node broke.
+    pub fn deadlocks(&self) -> u64 {
+        // ORDERING: Relaxed: a counter.
+        self.deadlocks.load(Ordering::Relaxed)
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        // ORDERING: Relaxed: independent gauges, read for reports.
+        let g = |i: usize| self.gauges[i].load(Ordering::Relaxed);
+        Gauges {
+            objects: g(0),
+            suspended: g(1),
+            waiting_for_turns: g(2),
+            directory_entries: g(3),
+            local_calls: g(4),
+        }
+    }
+
+    pub(crate) fn set_gauges(&self, gauges: Gauges) {
+        let values = [
+            gauges.objects,
+            gauges.suspended,
+            gauges.waiting_for_turns,
+            gauges.directory_entries,
+            gauges.local_calls,
+        ];
+        for (gauge, value) in self.gauges.iter().zip(values) {
+            // ORDERING: Relaxed: a gauge.
+            gauge.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// How often the interpreter refreshes [`NodeStats::hosted`].
+    pub const HOSTED_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// Objects the directory places on each peer (as of the last refresh).
+    pub fn hosted(&self) -> Vec<(String, u64)> {
+        self.hosted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_hosted(&self, hosted: Vec<(String, u64)>) {
+        *self.hosted.lock().unwrap_or_else(|e| e.into_inner()) = hosted;
+    }
+
+    /// `/events` subscribers now.
+    pub fn subscribers(&self) -> usize {
+        // ORDERING: Relaxed: the interpreter acts on a change within a
+        // batch or two; no data hangs on it.
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_subscribers(&self, n: usize) {
+        // ORDERING: Relaxed, see `subscribers`.
+        self.subscribers.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_deadlock(&self) {
+        // ORDERING: Relaxed: a counter.
+        self.deadlocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call that failed on this node (its chain's error), by reason.
+    pub(crate) fn count_failed_here(&self, reason: &str) {
+        let kind = FailureKind::of(reason) as usize;
+        // ORDERING: Relaxed: a counter.
+        self.failed_by[kind].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a durable store transaction of `objects` records.
     pub(crate) fn count_store_commit(&self, objects: u64) {
         // ORDERING: Relaxed: counters.
@@ -88,8 +193,9 @@ impl NodeStats {
 
     /// Counts a failed remote call; answers how many have failed in all.
     pub(crate) fn count_failure(&self, reason: &str) -> u64 {
-        // ORDERING: Relaxed: a counter.
+        // ORDERING: Relaxed: counters.
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.failed_by[FailureKind::of(reason) as usize].fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
             *first = Some(reason.to_owned());

@@ -8,8 +8,8 @@
 //!
 //! Kinds: `create`, `destroy`, `call` (a call to a local object returned),
 //! `state`, `tx` (`"step":"begin"|"commit"|"abort"`), `call_out` (a call
-//! left for another machine), `resumed` (its answer came back, `ok`),
-//! `error`. Values are shown as text, cut at [`MAX_VALUE_TEXT`] bytes.
+//! left for another machine), `call_in` (a call from another machine
+//! arrived), `resumed` (an answer came back, `ok`), `error`. Values are shown as text, cut at [`MAX_VALUE_TEXT`] bytes.
 
 use std::fmt::Write as _;
 
@@ -21,8 +21,8 @@ use crate::vm::{ChainId, Event, TraceEvent, Val};
 pub const MAX_VALUE_TEXT: usize = 200;
 
 /// Every kind, as a subscriber names it.
-pub const KINDS: [&str; 8] = [
-    "create", "destroy", "call", "state", "tx", "call_out", "resumed", "error",
+pub const KINDS: [&str; 9] = [
+    "create", "destroy", "call", "state", "tx", "call_out", "resumed", "error", "call_in",
 ];
 
 /// What a subscriber wants; every field empty means everything.
@@ -120,6 +120,11 @@ pub fn render(node: &str, event: &TraceEvent) -> Rendered {
         ),
         Event::CallResumed { ok, .. } => ("resumed", None, json!({ "ok": ok })),
         Event::ErrorOccurred(e) => ("error", None, json!({ "error": e.to_string() })),
+        Event::CallArrived { id, machine } => (
+            "call_in",
+            Some(id.0),
+            json!({ "machine": machine.as_str() }),
+        ),
     };
     let mut line = json!({ "at": event.at, "node": node, "chain": chain, "kind": kind });
     if let (Value::Object(line), Value::Object(fields)) = (&mut line, fields) {

@@ -122,6 +122,24 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count
     }
+
+    /// The upper bound (µs) of the bucket holding the `q` quantile: "at
+    /// most this"; `None` when nothing was observed. Past the last bound
+    /// it answers that bound.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(RTT_BUCKETS_US[i.min(RTT_BUCKETS_US.len() - 1)]);
+            }
+        }
+        RTT_BUCKETS_US.last().copied()
+    }
 }
 
 /// One peer, as `/health` and `/metrics` show it.
@@ -138,6 +156,8 @@ pub struct PeerView {
     pub bytes_out: u64,
     pub connects: u64,
     pub downs: u64,
+    /// Objects this node's directory places on the peer.
+    pub objects: u64,
 }
 
 /// Everything `/health` and `/metrics` say, gathered by the reactor.
@@ -182,6 +202,7 @@ pub fn render_health(view: &NodeView) -> Vec<u8> {
                 "address": p.address,
                 "up": p.up,
                 "last_seen_ms": p.last_seen.map(|d| d.as_millis() as u64),
+                "objects": p.objects,
             })
         })
         .collect();
@@ -196,6 +217,12 @@ pub fn render_health(view: &NodeView) -> Vec<u8> {
         "directory_entries": view.directory_entries,
         "suspended_chains": view.suspended,
         "calls_in_flight": view.calls_in_flight,
+        "remote_call_latency": {
+            "count": view.rtt.count(),
+            "mean_us": view.rtt.sum_us.checked_div(view.rtt.count()),
+            "p50_us": view.rtt.quantile_us(0.5),
+            "p99_us": view.rtt.quantile_us(0.99),
+        },
         "calls": {
             "remote_out": view.remote_calls_out,
             "remote_in": view.remote_calls_in,
@@ -491,6 +518,20 @@ mod tests {
             assert!(name.starts_with("avm_"), "{line}");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn quantiles_answer_their_buckets_upper_bound() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile_us(0.5), None);
+        for us in [10, 20, 30, 40, 300, 300, 300, 300, 300, 9_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        assert_eq!(h.quantile_us(0.2), Some(25));
+        assert_eq!(h.quantile_us(0.4), Some(50));
+        assert_eq!(h.quantile_us(0.5), Some(500));
+        assert_eq!(h.quantile_us(0.9), Some(500));
+        assert_eq!(h.quantile_us(0.99), Some(10_000));
     }
 
     #[test]

@@ -426,6 +426,11 @@ impl Core {
         self.chains.len()
     }
 
+    /// This node's id prefix.
+    pub fn node_prefix(&self) -> u16 {
+        self.config.node_prefix
+    }
+
     /// Calls from peers the interpreter has yet to answer.
     pub fn calls_owed(&self) -> usize {
         self.inbound.len()

@@ -117,6 +117,7 @@ impl Core {
                 bytes_out: t.bytes_out,
                 connects: t.connects,
                 downs: t.downs,
+                objects: 0,
             })
             .collect();
         for (_, c) in self.conns.iter() {

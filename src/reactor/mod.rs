@@ -40,10 +40,12 @@
 //! `resolve` (name lookups on a thread of their own), `tls` (the TLS
 //! configuration, loaded once from PEM files).
 
+mod http;
 mod resolve;
 mod socket;
 mod tls;
 
+pub use http::HttpSetup;
 pub use tls::TlsConfig;
 
 use std::io;
@@ -65,8 +67,10 @@ use socket::{ReadOutcome, Socket};
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
-/// Connection key `k` is registered as `Token(FIRST_CONN + k)`.
-const FIRST_CONN: usize = 3;
+const HTTP_LISTENER: Token = Token(3);
+/// Connection key `k` is registered as `Token(FIRST_CONN + k)`; HTTP
+/// connections as `Token(http::HTTP_FIRST + k)`, far above.
+const FIRST_CONN: usize = 4;
 
 /// Poll and waker, created before the threads so the waker can go into
 /// the `Handoff` that both threads share.
@@ -140,6 +144,8 @@ pub struct Reactor {
     max_backlog: usize,
     /// Mutual TLS on every connection; `None`: plain TCP.
     tls: Option<TlsConfig>,
+    /// `--http`: the observation endpoint, on this same poll.
+    http: Option<http::HttpSide>,
     stopping: bool,
 }
 
@@ -153,7 +159,8 @@ impl std::fmt::Debug for Reactor {
 
 impl Reactor {
     /// `name` names the resolver thread (`<name>/resolve`). With `tls`,
-    /// every connection runs inside a mutual TLS session.
+    /// every connection runs inside a mutual TLS session; with `http`, the
+    /// node serves its health, metrics, trace and page there.
     pub fn new(
         setup: ReactorSetup,
         core: Core,
@@ -161,8 +168,12 @@ impl Reactor {
         spin: Duration,
         max_backlog: usize,
         tls: Option<TlsConfig>,
-    ) -> Reactor {
-        Reactor {
+        http: Option<HttpSetup>,
+    ) -> io::Result<Reactor> {
+        let http = http
+            .map(|h| http::HttpSide::new(h, setup.poll.registry(), HTTP_LISTENER, name))
+            .transpose()?;
+        Ok(Reactor {
             core,
             poll: setup.poll,
             listener: setup.listener,
@@ -179,8 +190,9 @@ impl Reactor {
             spin,
             max_backlog,
             tls,
+            http,
             stopping: false,
-        }
+        })
     }
 
     /// Runs until `Command::Shutdown`, a signal, or a fatal poll error;
@@ -232,6 +244,8 @@ impl Reactor {
                     LISTENER => self.accept_all(now),
                     WAKER => self.take_resolved(now),
                     SIGNALS => self.handle_signals(),
+                    HTTP_LISTENER => self.http_accept(now),
+                    Token(t) if t >= http::HTTP_FIRST => self.http_event(t - http::HTTP_FIRST, now),
                     Token(t) => self.handle_socket_event(t - FIRST_CONN, now),
                 }
             }
@@ -244,8 +258,27 @@ impl Reactor {
             self.core.handle_timeout(now);
             self.settle(now);
             self.hand_over();
+            if let Some(http) = &mut self.http {
+                http.sweep(self.poll.registry(), now);
+            }
         }
         Ok(())
+    }
+
+    fn http_accept(&mut self, now: Instant) {
+        if let Some(http) = &mut self.http {
+            http.accept_all(self.poll.registry(), now);
+        }
+    }
+
+    fn http_event(&mut self, key: usize, now: Instant) {
+        if let Some(http) = &mut self.http {
+            let from = http::Sources {
+                core: &self.core,
+                handoff: &self.handoff,
+            };
+            http.handle(key, self.poll.registry(), &from, now);
+        }
     }
 
     /// Carries out the core's actions and writes what it queued, until
@@ -294,6 +327,11 @@ impl Reactor {
                 }
                 Command::Probe { machine, probe } => self.core.send_probe(&machine, &probe),
                 Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
+                Command::Trace(events) => {
+                    if let Some(http) = &mut self.http {
+                        http.publish(events, self.poll.registry(), now);
+                    }
+                }
                 Command::Shutdown => self.stopping = true,
             }
         }

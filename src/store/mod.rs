@@ -427,35 +427,12 @@ impl Store {
     }
 }
 
-thread_local! {
-    /// Set while this thread reads a store through [`guarded`].
-    static READING_STORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Runs `read` (redb reading a file that may be damaged), turning a panic
 /// into [`StoreError::Corrupt`]: redb trusts a cleanly closed file, and
 /// some damage reaches an `unreachable!()` inside it rather than an
-/// error. Such a panic is not printed (it is reported as the error);
-/// every other panic goes to the hook that was there before.
+/// error. The panic is reported as that error, not printed.
 fn guarded<T>(file: &Path, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !READING_STORE.with(|r| r.get()) {
-                previous(info);
-            }
-        }));
-    });
-    READING_STORE.with(|r| r.set(true));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
-    READING_STORE.with(|r| r.set(false));
-    outcome.unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+    crate::quiet_panic::catch(read).unwrap_or_else(|why| {
         Err(StoreError::Corrupt {
             file: file.to_path_buf(),
             detail: format!("redb gave up reading it: {why}"),

@@ -173,6 +173,8 @@ pub struct Directory {
     peers: HashMap<MachineId, PeerInfo>,
     machines: Names<MachineId>,
     behaviors: Names<Arc<str>>,
+    /// Entries per machine, by the machine's index in `machines`.
+    hosted: Vec<u64>,
 }
 
 impl Directory {
@@ -187,6 +189,7 @@ impl Directory {
         if let Some(m) = self.machines.find(machine) {
             self.entries.retain(|_, e| e.machine != m);
             shrink_if_sparse(&mut self.entries);
+            self.hosted[usize::from(m)] = 0;
         }
         self.peers.insert(
             machine.clone(),
@@ -252,14 +255,27 @@ impl Directory {
         let behavior = behavior
             .and_then(|b| self.behaviors.intern(b))
             .unwrap_or(NO_NAME);
-        self.entries.insert(
-            id,
-            Entry {
-                machine,
-                behavior,
-                learned,
-            },
-        );
+        let entry = Entry {
+            machine,
+            behavior,
+            learned,
+        };
+        if let Some(old) = self.entries.insert(id, entry) {
+            self.hosted[usize::from(old.machine)] -= 1;
+        }
+        let m = usize::from(machine);
+        if self.hosted.len() <= m {
+            self.hosted.resize(m + 1, 0);
+        }
+        self.hosted[m] += 1;
+    }
+
+    /// How many objects the directory places on each machine it knows.
+    pub fn hosted(&self) -> impl Iterator<Item = (&MachineId, u64)> + '_ {
+        self.hosted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((self.machines.get(i as u16)?, *n)))
     }
 
     /// `machine`'s directory snapshot since it came up is complete.
@@ -296,7 +312,9 @@ impl Directory {
                     .get(&oldest)
                     .is_some_and(|e| e.learned && Some(e.machine) == from_index)
                 {
-                    self.entries.remove(&oldest);
+                    if let Some(e) = self.entries.remove(&oldest) {
+                        self.hosted[usize::from(e.machine)] -= 1;
+                    }
                 }
             }
         }
@@ -315,6 +333,7 @@ impl Directory {
     pub fn remove(&mut self, id: ObjectId) -> Option<MachineId> {
         let removed = self.entries.remove(&id)?;
         shrink_if_sparse(&mut self.entries);
+        self.hosted[usize::from(removed.machine)] -= 1;
         self.machines.get(removed.machine).cloned()
     }
 
@@ -459,6 +478,27 @@ mod tests {
             "beta's pong is untouched"
         );
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn per_machine_counts_follow_places_moves_removals_and_reconnects() {
+        let mut d = dir();
+        let count = |d: &Directory, name: &str| {
+            d.hosted()
+                .find(|(m, _)| m.as_str() == name)
+                .map_or(0, |(_, n)| n)
+        };
+        d.insert(id(2, 1), m("beta"), None);
+        d.insert(id(2, 2), m("beta"), None);
+        d.insert(id(3, 1), m("gamma"), None);
+        assert_eq!((count(&d, "beta"), count(&d, "gamma")), (2, 1));
+        d.insert(id(2, 2), m("gamma"), None);
+        assert_eq!((count(&d, "beta"), count(&d, "gamma")), (1, 2));
+        d.remove(id(3, 1));
+        assert_eq!(count(&d, "gamma"), 1);
+        d.peer_up(&m("beta"), 2);
+        assert_eq!((count(&d, "beta"), count(&d, "gamma")), (0, 1));
+        assert_eq!(d.hosted().map(|(_, n)| n).sum::<u64>(), d.len() as u64);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //!   fails that call only, and the vm's own data is never borrowed by
 //!   user code, so it stays consistent.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use log::warn;
 use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
@@ -208,12 +208,16 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
     };
     if c.conts.len() > frame.cont_base as usize {
         let k = c.conts.pop().expect("checked non-empty above");
-        return match catch_unwind(AssertUnwindSafe(move || k(v))) {
+        return match crate::quiet_panic::catch(move || k(v)) {
             Ok(p) => Flow::Go(Next::Run(p)),
-            Err(_) => Flow::Go(Next::Fail(VmError::BehaviorPanicked(behavior_name(
-                w,
-                frame.behavior,
-            )))),
+            Err(why) => {
+                let name = behavior_name(w, frame.behavior);
+                warn!(
+                    "behavior {name} panicked in object {}: {why}",
+                    frame.self_id
+                );
+                Flow::Go(Next::Fail(VmError::BehaviorPanicked(name)))
+            }
         };
     }
     if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
@@ -383,9 +387,15 @@ fn enter(
         me: target,
         sender: (sender != NONE).then_some(sender),
     };
-    match catch_unwind(AssertUnwindSafe(|| (behavior.run)(ctx, input))) {
+    match crate::quiet_panic::catch(|| (behavior.run)(ctx, input)) {
         Ok(p) => Flow::Go(Next::Run(p)),
-        Err(_) => Flow::Go(Next::Fail(VmError::BehaviorPanicked(behavior.name.clone()))),
+        Err(why) => {
+            warn!(
+                "behavior {} panicked in object {target}: {why}",
+                behavior.name
+            );
+            Flow::Go(Next::Fail(VmError::BehaviorPanicked(behavior.name.clone())))
+        }
     }
 }
 
@@ -563,10 +573,13 @@ fn exec_local(
                 w.trace.error(&VmError::UnknownPure(Arc::from(&*name)));
                 Val::Nothing
             }
-            Some((name, f)) => match catch_unwind(AssertUnwindSafe(|| f(&args))) {
+            Some((name, f)) => match crate::quiet_panic::catch(|| f(&args)) {
                 Ok(Some(v)) => Val::just(v),
                 Ok(None) => Val::Nothing,
-                Err(_) => return Err(VmError::PurePanicked(name.clone())),
+                Err(why) => {
+                    warn!("pure function {name} panicked: {why}");
+                    return Err(VmError::PurePanicked(name.clone()));
+                }
             },
         },
     })

@@ -305,6 +305,20 @@ impl Vm {
         self.world.objects.get(&id).and_then(|o| o.controller)
     }
 
+    /// How many objects this vm hosts.
+    pub fn object_count(&self) -> usize {
+        self.world.objects.len()
+    }
+
+    /// The chain a suspended call's token belongs to, while it waits.
+    pub fn chain_of(&self, token: SuspendToken) -> Option<ChainId> {
+        let key = (token.0 & 0xffff_ffff) as usize;
+        self.chains
+            .get(key)
+            .filter(|c| c.token == Some(token))
+            .map(|c| c.id)
+    }
+
     pub fn hosts(&self, id: ObjectId) -> bool {
         self.world.objects.contains_key(&id)
     }
@@ -366,6 +380,18 @@ impl Vm {
             Err(e) => (ChainId(0), Next::Fail(e.into())),
         };
         self.new_chain(id, origin, next);
+    }
+
+    /// Notes in the trace that a call from `machine` to `target` arrived,
+    /// on `chain` (before [`Vm::start_call`] runs it).
+    pub fn note_arrival(&mut self, target: ObjectId, chain: Option<ChainId>, machine: &MachineId) {
+        let trace = &mut self.world.trace;
+        trace.set_chain(chain);
+        trace.record(EventKind::CallArrived, || Event::CallArrived {
+            id: target,
+            machine: machine.clone(),
+        });
+        trace.set_chain(None);
     }
 
     /// Frames all chains hold now: local calls in progress, each one

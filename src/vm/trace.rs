@@ -39,9 +39,10 @@ pub enum EventKind {
     CallSuspended,
     CallResumed,
     ErrorOccurred,
+    CallArrived,
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 /// One event, with its payload.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +87,12 @@ pub enum Event {
         ok: bool,
     },
     ErrorOccurred(VmError),
+    /// A call from `machine` to local object `id` arrived (the driver
+    /// notes it, [`Vm::note_arrival`](super::Vm::note_arrival)).
+    CallArrived {
+        id: ObjectId,
+        machine: MachineId,
+    },
 }
 
 impl Event {
@@ -101,6 +108,7 @@ impl Event {
             Event::CallSuspended { .. } => EventKind::CallSuspended,
             Event::CallResumed { .. } => EventKind::CallResumed,
             Event::ErrorOccurred(_) => EventKind::ErrorOccurred,
+            Event::CallArrived { .. } => EventKind::CallArrived,
         }
     }
 }
@@ -202,7 +210,13 @@ impl Trace {
         self.clock += 1;
     }
 
+    /// Records an error, and logs it at debug with its chain: a call that
+    /// answered `Nothing` says why somewhere, whatever the trace mode.
     pub(crate) fn error(&mut self, e: &VmError) {
+        match self.chain {
+            Some(chain) => log::debug!("chain {chain}: {e}"),
+            None => log::debug!("{e}"),
+        }
         self.record(EventKind::ErrorOccurred, || Event::ErrorOccurred(e.clone()));
     }
 }

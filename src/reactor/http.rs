@@ -1,0 +1,303 @@
+//! The reactor's HTTP sockets: `--http ADDR`'s listener and connections,
+//! moved by the same poll as the peers. Every rule lives in
+//! `observe::http::HttpServer`; this file reads, writes, routes and
+//! gathers what `/health` and `/metrics` show.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use crate::node::handoff::Handoff;
+use crate::node::NodeStats;
+use crate::observe::events::{self, Filter};
+use crate::observe::http::{HttpServer, Limits, Status};
+use crate::observe::{self, NodeView};
+use crate::protocol::Core;
+use crate::vm::TraceEvent;
+
+/// The cluster page: one HTML file, plain JS, shipped in the binary.
+const PAGE: &str = include_str!("../observe/page.html");
+
+/// HTTP connection `k` is registered as `Token(HTTP_FIRST + k)`; peer
+/// connections stay far below.
+pub const HTTP_FIRST: usize = 1 << 40;
+
+/// How often idle and slow HTTP connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// What an `--http` node needs to serve.
+#[derive(Debug)]
+pub struct HttpSetup {
+    pub listener: std::net::TcpListener,
+    pub stats: Arc<NodeStats>,
+    pub started: Instant,
+}
+
+/// A request, owned once parsed (the server's buffer is free again).
+enum Route {
+    Page,
+    Health,
+    Metrics,
+    Events(Filter),
+    Refused(Status, String),
+}
+
+impl Route {
+    fn of(method: &str, path: &str, query: &str) -> Route {
+        if method != "GET" {
+            return Route::Refused(
+                Status::MethodNotAllowed,
+                format!("{method} not allowed: only GET"),
+            );
+        }
+        match path {
+            "/" | "/index.html" => Route::Page,
+            "/health" => Route::Health,
+            "/metrics" => Route::Metrics,
+            "/events" => match Filter::parse(query) {
+                Ok(filter) => Route::Events(filter),
+                Err(why) => Route::Refused(Status::BadRequest, why),
+            },
+            other => Route::Refused(
+                Status::NotFound,
+                format!("{other}: not found (/, /health, /metrics, /events)"),
+            ),
+        }
+    }
+}
+
+pub struct HttpSide {
+    listener: TcpListener,
+    server: HttpServer,
+    sockets: Vec<Option<TcpStream>>,
+    stats: Arc<NodeStats>,
+    started: Instant,
+    name: String,
+    next_sweep: Instant,
+    buf: Vec<u8>,
+}
+
+/// What `/health` and `/metrics` read besides the HTTP side itself.
+pub struct Sources<'a> {
+    pub core: &'a Core,
+    pub handoff: &'a Handoff,
+}
+
+impl HttpSide {
+    pub fn new(
+        setup: HttpSetup,
+        registry: &Registry,
+        token: Token,
+        name: &str,
+    ) -> io::Result<Self> {
+        setup.listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(setup.listener);
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(HttpSide {
+            listener,
+            server: HttpServer::new(Limits::default()),
+            sockets: Vec::new(),
+            stats: setup.stats,
+            started: setup.started,
+            name: name.to_string(),
+            next_sweep: setup.started,
+            buf: vec![0; 16 << 10],
+        })
+    }
+
+    pub fn accept_all(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            let (mut stream, addr) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("http: accept failed: {e}");
+                    return;
+                }
+            };
+            let Some(key) = self.server.accept(now) else {
+                debug!("http: {addr} refused: too many connections");
+                continue; // dropping the stream closes it
+            };
+            let token = Token(HTTP_FIRST + key);
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = registry.register(&mut stream, token, interest) {
+                warn!("http: registering {addr} failed: {e}");
+                self.server.closed(key);
+                continue;
+            }
+            if self.sockets.len() <= key {
+                self.sockets.resize_with(key + 1, || None);
+            }
+            self.sockets[key] = Some(stream);
+        }
+    }
+
+    /// Readable or writable: read what came, answer each whole request,
+    /// write what is queued.
+    pub fn handle(&mut self, key: usize, registry: &Registry, from: &Sources, now: Instant) {
+        loop {
+            let Some(stream) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
+                return;
+            };
+            match stream.read(&mut self.buf) {
+                Ok(0) => return self.drop_socket(key, registry),
+                Ok(n) => {
+                    let route = self
+                        .server
+                        .received(key, &self.buf[..n], now)
+                        .map(|r| Route::of(r.method, r.path, r.query));
+                    if let Some(route) = route {
+                        self.answer(key, route, from, now);
+                    }
+                    while let Some(route) = self
+                        .server
+                        .pending(key, now)
+                        .map(|r| Route::of(r.method, r.path, r.query))
+                    {
+                        self.answer(key, route, from, now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_socket(key, registry),
+            }
+        }
+        self.flush(key, registry, now);
+    }
+
+    fn answer(&mut self, key: usize, route: Route, from: &Sources, now: Instant) {
+        let (status, kind, body) = match route {
+            Route::Page => (
+                Status::Ok,
+                "text/html; charset=utf-8",
+                PAGE.as_bytes().to_vec(),
+            ),
+            Route::Health => (
+                Status::Ok,
+                "application/json",
+                observe::render_health(&self.view(from, now)),
+            ),
+            Route::Metrics => (
+                Status::Ok,
+                "text/plain; version=0.0.4",
+                observe::render_metrics(&self.view(from, now)),
+            ),
+            Route::Events(filter) => {
+                self.server.subscribe(key, filter);
+                self.stats.set_subscribers(self.server.subscribers());
+                return;
+            }
+            Route::Refused(status, why) => (status, "text/plain", why.into_bytes()),
+        };
+        self.server.respond(key, status, kind, &body, now);
+    }
+
+    /// Hands each event to the subscribers whose filter wants it.
+    pub fn publish(&mut self, trace: Vec<TraceEvent>, registry: &Registry, now: Instant) {
+        for event in &trace {
+            let rendered = events::render(&self.name, event);
+            self.server
+                .publish(&rendered.json, |f| f.matches(&rendered));
+        }
+        self.flush_dirty(registry, now);
+    }
+
+    /// Writes every connection with bytes queued, closes those done.
+    pub fn flush_dirty(&mut self, registry: &Registry, now: Instant) {
+        while let Some(key) = self.server.poll_dirty() {
+            self.flush(key, registry, now);
+        }
+        self.close_finished(registry);
+    }
+
+    fn flush(&mut self, key: usize, registry: &Registry, now: Instant) {
+        loop {
+            let Some(stream) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
+                return;
+            };
+            let unsent = self.server.unsent(key);
+            if unsent.is_empty() {
+                break;
+            }
+            match stream.write(unsent) {
+                Ok(0) => return self.drop_socket(key, registry),
+                Ok(n) => self.server.advance(key, n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_socket(key, registry),
+            }
+        }
+        self.close_finished(registry);
+    }
+
+    /// Every so often: cuts slow and idle-mid-request connections.
+    pub fn sweep(&mut self, registry: &Registry, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        self.server.handle_timeout(now);
+        self.close_finished(registry);
+    }
+
+    fn close_finished(&mut self, registry: &Registry) {
+        while let Some(key) = self.server.poll_close() {
+            if let Some(mut stream) = self.sockets.get_mut(key).and_then(Option::take) {
+                let _ = registry.deregister(&mut stream);
+            }
+        }
+        self.stats.set_subscribers(self.server.subscribers());
+    }
+
+    fn drop_socket(&mut self, key: usize, registry: &Registry) {
+        self.server.closed(key);
+        if let Some(mut stream) = self.sockets.get_mut(key).and_then(Option::take) {
+            let _ = registry.deregister(&mut stream);
+        }
+        self.stats.set_subscribers(self.server.subscribers());
+    }
+
+    fn view(&self, from: &Sources, now: Instant) -> NodeView {
+        let core = from.core;
+        let snapshot = self.stats.snapshot();
+        let gauges = self.stats.gauges();
+        let mut peers = core.peer_views(now);
+        for (machine, n) in self.stats.hosted() {
+            if let Some(peer) = peers.iter_mut().find(|p| p.machine == machine) {
+                peer.objects = n;
+            }
+        }
+        NodeView {
+            name: self.name.clone(),
+            prefix: core.node_prefix(),
+            uptime: now.saturating_duration_since(self.started),
+            peers,
+            objects: gauges.objects,
+            suspended: gauges.suspended,
+            waiting_for_turns: gauges.waiting_for_turns,
+            directory_entries: gauges.directory_entries,
+            events_queued: from.handoff.backlog() as u64,
+            commands_queued: from.handoff.commands_queued() as u64,
+            calls_in_flight: core.calls_in_flight() as u64,
+            calls_owed: core.calls_owed() as u64,
+            connections: core.connections() as u64,
+            http_connections: self.server.len() as u64,
+            subscribers: self.server.subscribers() as u64,
+            remote_calls_out: snapshot.calls_out,
+            remote_calls_in: snapshot.calls_in,
+            local_calls: gauges.local_calls,
+            failures: self.stats.failed_by(),
+            deadlocks: self.stats.deadlocks(),
+            rtt: core.rtt().clone(),
+            protocol_errors: core.protocol_errors().to_vec(),
+            store_commits: snapshot.store_commits,
+            store_objects: snapshot.store_objects,
+        }
+    }
+}
