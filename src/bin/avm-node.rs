@@ -158,6 +158,55 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     DemoLocal(DemoLocal),
+    Status(Status),
+    Tail(Tail),
+}
+
+/// Print a running node's health: who it is, its objects, calls and peers
+/// (its /health, for a terminal).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+struct Status {
+    /// the node's --http address: a port (127.0.0.1) or HOST:PORT
+    #[argh(option, from_str_fn(parse_http_addr))]
+    http: std::net::SocketAddr,
+}
+
+/// Follow a running node's trace (its /events) as readable lines, until
+/// Ctrl-C.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "tail")]
+struct Tail {
+    /// the node's --http address: a port (127.0.0.1) or HOST:PORT
+    #[argh(option, from_str_fn(parse_http_addr))]
+    http: std::net::SocketAddr,
+    /// only events about this object id
+    #[argh(option)]
+    object: Option<u64>,
+    /// only events of this chain id
+    #[argh(option)]
+    chain: Option<u64>,
+    /// only these kinds, comma-separated: create, destroy, call, state, tx,
+    /// call_out, call_in, resumed, error
+    #[argh(option)]
+    kind: Option<String>,
+}
+
+impl Tail {
+    /// The `/events` query these flags ask for.
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(o) = self.object {
+            parts.push(format!("object={o}"));
+        }
+        if let Some(c) = self.chain {
+            parts.push(format!("chain={c}"));
+        }
+        if let Some(k) = &self.kind {
+            parts.push(format!("kind={k}"));
+        }
+        parts.join("&")
+    }
 }
 
 /// Run the whole distributed PingPong on this machine: two nodes (beta hosts
@@ -180,6 +229,14 @@ fn main() -> ExitCode {
     }
     let result = match args.command {
         Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),
+        Some(Command::Status(ref s)) => avm::observe::cli::status(s.http).map(|text| {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }),
+        Some(Command::Tail(ref t)) => {
+            avm::observe::cli::tail(t.http, &t.query(), std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+        }
         None => run_node(&args),
     };
     match result {

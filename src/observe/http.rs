@@ -92,6 +92,9 @@ struct HttpConn {
     dropped: u64,
     /// The subscriber's filter, when streaming.
     filter: Option<crate::observe::events::Filter>,
+    /// The client asked to close after this answer (`Connection: close`,
+    /// or HTTP/1.0).
+    close_after: bool,
 }
 
 impl HttpConn {
@@ -157,6 +160,7 @@ impl HttpServer {
             waiting_since: now,
             dropped: 0,
             filter: None,
+            close_after: false,
         }))
     }
 
@@ -224,10 +228,11 @@ impl HttpServer {
                     n,
                     at(request.method.unwrap_or("")),
                     at(request.path.unwrap_or("")),
+                    request.version == Some(0) || asks_to_close(request.headers),
                 )),
             }
         };
-        let (n, method, target) = match parsed {
+        let (n, method, target, close_after) = match parsed {
             Ok(parts) => parts,
             Err((status, why)) => {
                 log::debug!("http: {why}; closing");
@@ -237,6 +242,7 @@ impl HttpServer {
             }
         };
         conn.consumed = n;
+        conn.close_after = close_after;
         conn.state = State::Answering;
         let conn = &self.conns[key];
         let text = |range: std::ops::Range<usize>| {
@@ -277,7 +283,7 @@ impl HttpServer {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let close = close || status != Status::Ok;
+        let close = close || conn.close_after || status != Status::Ok;
         use std::io::Write;
         let _ = write!(
             conn.out,
@@ -438,6 +444,13 @@ impl HttpServer {
     }
 }
 
+/// Whether the client asked for the connection to close after the answer.
+fn asks_to_close(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+    })
+}
+
 /// Whether the headers announce no body (`Content-Length: 0` is none).
 fn has_no_body(headers: &[httparse::Header<'_>]) -> bool {
     !headers.iter().any(|h| {
@@ -497,6 +510,21 @@ mod tests {
         s.respond(key, Status::Ok, "text/plain", b"B", now);
         assert!(take_out(&mut s, key, now).ends_with("B"));
         assert!(s.poll_close().is_none());
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_close_after_the_answer() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\n\r\n",
+        ] {
+            let (mut s, now) = server();
+            let key = s.accept(now).unwrap();
+            s.received(key, raw, now).unwrap();
+            s.respond(key, Status::Ok, "text/plain", b"bye", now);
+            assert!(take_out(&mut s, key, now).contains("connection: close"));
+            assert_eq!(s.poll_close(), Some(key));
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! are plain fields on its connections and in [`Histogram`], touched only
 //! by the reactor thread, which is also the thread that renders them.
 
+pub mod cli;
 pub mod events;
 pub mod http;
 

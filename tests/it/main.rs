@@ -5,12 +5,14 @@
 mod auth;
 mod badinput;
 mod bank;
+mod browser;
 mod cli;
 mod cluster;
 mod demo;
 mod durable;
 mod embed;
 mod faults;
+mod observe;
 mod tls;
 mod util;
 mod wire;

@@ -1,0 +1,212 @@
+//! `--http`: health, metrics, the trace stream and bad requests, over raw
+//! HTTP on loopback, against real `avm-node` processes playing PingPong.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{assert_demo_done, NodeProc};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The port of the node's `http on 127.0.0.1:PORT` log line.
+pub fn http_port(node: &NodeProc) -> u16 {
+    let addr = node.log_value("http on ", LIMIT);
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in `{addr}`"))
+}
+
+/// One raw request; answers (status line, body).
+pub fn request(port: u16, raw: &[u8]) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to --http");
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .expect("the node closes after answering");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+pub fn get(port: u16, path: &str) -> String {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (status, body) = request(port, raw.as_bytes());
+    assert_eq!(status, "HTTP/1.1 200 OK", "GET {path}: {body}");
+    body
+}
+
+pub fn health(port: u16) -> Value {
+    serde_json::from_str(&get(port, "/health")).expect("/health is JSON")
+}
+
+/// The value of one sample line of `/metrics` (`name{labels} value`).
+fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no `{sample}` in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+fn calls(text: &str) -> f64 {
+    metric(text, "avm_calls_total{direction=\"out\",kind=\"remote\"}")
+        + metric(text, "avm_calls_total{direction=\"in\",kind=\"remote\"}")
+}
+
+/// beta serving pong with `--http 0`, and its HTTP port.
+pub fn beta_with_http() -> (NodeProc, u16) {
+    let beta = NodeProc::start("beta", 0, &["--demo", "--http", "0"]);
+    beta.wait_for_log("serving", LIMIT);
+    let port = http_port(&beta);
+    (beta, port)
+}
+
+fn play(beta: &NodeProc, rounds: u64) {
+    let peer = beta.addr();
+    let rounds_text = rounds.to_string();
+    let mut alpha = NodeProc::start(
+        "alpha",
+        0,
+        &["--peer", &peer, "--demo", "--rounds", &rounds_text],
+    );
+    assert_demo_done(&mut alpha, rounds, LIMIT);
+}
+
+#[test]
+fn health_and_metrics_count_a_1000_round_demo() {
+    let (beta, port) = beta_with_http();
+    let before = get(port, "/metrics");
+    let h = health(port);
+    assert_eq!(h["name"], "beta");
+    assert_eq!(h["objects"], 1, "pong: {h}");
+    play(&beta, 1000);
+
+    let after = get(port, "/metrics");
+    let grew = calls(&after) - calls(&before);
+    assert!(grew >= 1000.0, "remote calls grew by {grew}:\n{after}");
+    // Every call beta sent came back: one round trip each in the histogram.
+    let out = metric(&after, "avm_calls_total{direction=\"out\",kind=\"remote\"}");
+    assert_eq!(metric(&after, "avm_remote_call_seconds_count"), out);
+    assert_eq!(
+        metric(&after, "avm_remote_call_seconds_bucket{le=\"+Inf\"}"),
+        out
+    );
+    assert!(
+        metric(
+            &after,
+            "avm_peer_frames_total{peer=\"alpha\",direction=\"in\"}"
+        ) >= 500.0
+    );
+    assert_eq!(metric(&after, "avm_objects"), 1.0);
+
+    let h = health(port);
+    let alpha = h["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["machine"] == "alpha"))
+        .unwrap_or_else(|| panic!("alpha among beta's peers: {h}"));
+    assert!(
+        alpha["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{h}"
+    );
+    assert_eq!(h["remote_call_latency"]["count"].as_f64(), Some(out), "{h}");
+}
+
+#[test]
+fn events_stream_the_demo_calls_with_their_chain() {
+    let (beta, port) = beta_with_http();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /events?kind=call_in,call_out HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut status = String::new();
+    lines.read_line(&mut status).unwrap();
+    assert_eq!(status.trim(), "HTTP/1.1 200 OK");
+    play(&beta, 20);
+    let mut events = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while events.len() < 20 && Instant::now() < deadline {
+        let mut line = String::new();
+        if lines.read_line(&mut line).is_err() {
+            break;
+        }
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            events.push(serde_json::from_str::<Value>(data).expect("an event is JSON"));
+        }
+    }
+    // 20 rounds: beta receives 10 calls and makes 10, all in one chain.
+    assert_eq!(events.len(), 20, "{events:?}");
+    let chain = events[0]["chain"].as_u64().expect("a chain id");
+    for e in &events {
+        assert_eq!(e["chain"].as_u64(), Some(chain), "{e}");
+        assert_eq!(e["machine"], "alpha", "{e}");
+        assert_eq!(e["node"], "beta", "{e}");
+    }
+    let ins = events.iter().filter(|e| e["kind"] == "call_in").count();
+    assert_eq!(ins, 10, "{events:?}");
+}
+
+#[test]
+fn bad_requests_get_their_status_and_leave_the_peers_alone() {
+    let (beta, port) = beta_with_http();
+    let cases: [(&[u8], &str); 6] = [
+        (
+            b"POST /health HTTP/1.1\r\n\r\n",
+            "HTTP/1.1 405 Method Not Allowed",
+        ),
+        (b"GET /nope HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
+        (
+            b"GET /events?kind=nope HTTP/1.1\r\n\r\n",
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (b"\x16\x03\x01garbage\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            &[b'x'; 20_000],
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+    ];
+    for (raw, want) in cases {
+        let (status, body) = request(port, raw);
+        assert_eq!(status, want, "{body}");
+    }
+    play(&beta, 10);
+    assert!(health(port)["calls"]["remote_in"].as_u64() >= Some(5));
+}
+
+#[test]
+fn a_thousand_idle_http_connections_do_not_stop_the_demo() {
+    let (beta, port) = beta_with_http();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("an idle connection"))
+        .collect();
+    let started = Instant::now();
+    play(&beta, 1000);
+    eprintln!(
+        "observe: 1,000-round demo beside {} idle HTTP connections: {:.2?}",
+        idle.len(),
+        started.elapsed()
+    );
+    let h = health(port);
+    assert!(h["calls"]["remote_in"].as_u64() >= Some(500), "{h}");
+    let metrics = get(port, "/metrics");
+    assert!(metric(&metrics, "avm_connections{kind=\"http\"}") >= 1000.0);
+}
