@@ -83,6 +83,7 @@ pub use stats::{NodeStats, StatsSnapshot};
 pub struct Node {
     name: String,
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     handoff: Arc<Handoff>,
     stop: Arc<AtomicBool>,
     stats: Arc<NodeStats>,
@@ -159,6 +160,7 @@ impl Node {
             now,
         );
         let stats = Arc::new(NodeStats::default());
+        let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
         let http = match http {
             Some(listener) => {
                 log::info!("node {}: http on {}", config.name, listener.local_addr()?);
@@ -218,6 +220,7 @@ impl Node {
         Ok(Node {
             name: config.name,
             local_addr,
+            http_addr,
             handoff,
             stop,
             stats,
@@ -234,6 +237,12 @@ impl Node {
     /// What the node has counted so far (calls in and out, failures).
     pub fn stats(&self) -> &NodeStats {
         &self.stats
+    }
+
+    /// Where `/health`, `/metrics`, `/events` and `/` are served
+    /// (`NodeConfig::http`, with the real port when 0 was asked).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address the listener is bound to (the real port when 0 was asked).

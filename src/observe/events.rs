@@ -13,7 +13,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
 
 use crate::vm::{ChainId, Event, TraceEvent, Val};
 
@@ -80,71 +79,187 @@ pub struct Rendered {
     pub object: Option<u64>,
 }
 
-fn text(v: &Val) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "{v}");
-    if s.len() > MAX_VALUE_TEXT {
-        let mut cut = MAX_VALUE_TEXT;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
+/// Turns trace events into JSON lines, reusing its buffers: the reactor
+/// renders every event once, whatever the number of subscribers, and
+/// this is on its path while a subscriber watches, so it writes bytes
+/// straight out (no intermediate JSON tree, no allocation per event in
+/// the steady state).
+#[derive(Debug, Default)]
+pub struct Renderer {
+    rendered: Rendered,
+    text: String,
 }
 
-/// The JSON line of `event`, recorded on `node`.
-pub fn render(node: &str, event: &TraceEvent) -> Rendered {
-    let chain = event.chain.map(|ChainId(c)| c);
-    let (kind, object, fields): (&str, Option<u64>, Value) = match &event.event {
-        Event::ObjectCreated { id, behavior } => {
-            ("create", Some(id.0), json!({ "behavior": &**behavior }))
+impl Default for Rendered {
+    fn default() -> Rendered {
+        Rendered {
+            json: Vec::with_capacity(256),
+            kind: 0,
+            chain: None,
+            object: None,
         }
-        Event::ObjectDestroyed { id } => ("destroy", Some(id.0), json!({})),
-        Event::ObjectCalled { id, input, output } => (
-            "call",
-            Some(id.0),
-            json!({ "input": text(input), "output": text(output) }),
-        ),
-        Event::StateUpdated { id, .. } => ("state", Some(id.0), json!({})),
-        Event::TransactionStarted { tx } => ("tx", None, json!({ "tx": tx.0, "step": "begin" })),
-        Event::TransactionCommitted { tx } => ("tx", None, json!({ "tx": tx.0, "step": "commit" })),
-        Event::TransactionAborted { tx } => ("tx", None, json!({ "tx": tx.0, "step": "abort" })),
-        Event::CallSuspended {
-            machine, target, ..
-        } => (
-            "call_out",
-            Some(target.0),
-            json!({ "machine": machine.as_str() }),
-        ),
-        Event::CallResumed { ok, .. } => ("resumed", None, json!({ "ok": ok })),
-        Event::ErrorOccurred(e) => ("error", None, json!({ "error": e.to_string() })),
-        Event::CallArrived { id, machine } => (
-            "call_in",
-            Some(id.0),
-            json!({ "machine": machine.as_str() }),
-        ),
-    };
-    let mut line = json!({ "at": event.at, "node": node, "chain": chain, "kind": kind });
-    if let (Value::Object(line), Value::Object(fields)) = (&mut line, fields) {
-        if let Some(object) = object {
-            line.insert("object".into(), object.into());
+    }
+}
+
+impl Renderer {
+    /// The JSON line of `event`, recorded on `node`; valid until the next call.
+    pub fn render(&mut self, node: &str, event: &TraceEvent) -> &Rendered {
+        let r = &mut self.rendered;
+        let out = &mut r.json;
+        out.clear();
+        r.chain = event.chain.map(|ChainId(c)| c);
+        let (kind, object) = kind_and_object(&event.event);
+        r.kind = KINDS.iter().position(|k| *k == kind).expect("a known kind");
+        r.object = object;
+        out.extend_from_slice(b"{\"at\":");
+        push_u64(out, event.at);
+        out.extend_from_slice(b",\"node\":");
+        push_str(out, node);
+        out.extend_from_slice(b",\"chain\":");
+        match r.chain {
+            Some(c) => push_u64(out, c),
+            None => out.extend_from_slice(b"null"),
         }
-        line.extend(fields);
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'"');
+        if let Some(o) = object {
+            out.extend_from_slice(b",\"object\":");
+            push_u64(out, o);
+        }
+        let text = &mut self.text;
+        let mut field = |name: &str, value: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            push_str(out, value);
+        };
+        match &event.event {
+            Event::ObjectCreated { behavior, .. } => field("behavior", behavior),
+            Event::ObjectCalled { input, output, .. } => {
+                val_text(text, input);
+                field("input", text);
+                val_text(text, output);
+                field("output", text);
+            }
+            Event::TransactionStarted { tx }
+            | Event::TransactionCommitted { tx }
+            | Event::TransactionAborted { tx } => {
+                let step = match &event.event {
+                    Event::TransactionStarted { .. } => "begin",
+                    Event::TransactionCommitted { .. } => "commit",
+                    _ => "abort",
+                };
+                field("step", step);
+                out.extend_from_slice(b",\"tx\":");
+                push_u64(out, tx.0);
+            }
+            Event::CallSuspended { machine, .. } | Event::CallArrived { machine, .. } => {
+                field("machine", machine.as_str())
+            }
+            Event::CallResumed { ok, .. } => {
+                out.extend_from_slice(if *ok { b",\"ok\":true" } else { b",\"ok\":false" })
+            }
+            Event::ErrorOccurred(e) => {
+                text.clear();
+                let _ = write!(text, "{e}");
+                field("error", text);
+            }
+            Event::ObjectDestroyed { .. } | Event::StateUpdated { .. } => {}
+        }
+        out.push(b'}');
+        &self.rendered
     }
-    Rendered {
-        json: serde_json::to_vec(&line).expect("a JSON value"),
-        kind: KINDS.iter().position(|k| *k == kind).expect("a known kind"),
-        chain,
-        object,
+}
+
+/// The kind's name and the object an event is about.
+fn kind_and_object(event: &Event) -> (&'static str, Option<u64>) {
+    match event {
+        Event::ObjectCreated { id, .. } => ("create", Some(id.0)),
+        Event::ObjectDestroyed { id } => ("destroy", Some(id.0)),
+        Event::ObjectCalled { id, .. } => ("call", Some(id.0)),
+        Event::StateUpdated { id, .. } => ("state", Some(id.0)),
+        Event::TransactionStarted { .. }
+        | Event::TransactionCommitted { .. }
+        | Event::TransactionAborted { .. } => ("tx", None),
+        Event::CallSuspended { target, .. } => ("call_out", Some(target.0)),
+        Event::CallResumed { .. } => ("resumed", None),
+        Event::ErrorOccurred(_) => ("error", None),
+        Event::CallArrived { id, .. } => ("call_in", Some(id.0)),
     }
+}
+
+/// `v` as text in `into`, cut at [`MAX_VALUE_TEXT`] bytes.
+fn val_text(into: &mut String, v: &Val) {
+    into.clear();
+    let _ = write!(into, "{v}");
+    if into.len() > MAX_VALUE_TEXT {
+        let mut cut = MAX_VALUE_TEXT;
+        while !into.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        into.truncate(cut);
+        into.push('…');
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `s` as a JSON string: quotes, backslashes and control characters escaped.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vm::{MachineId, ObjectId, SuspendToken};
+
+    use serde_json::{json, Value};
+
+    fn render(node: &str, event: &TraceEvent) -> Rendered {
+        let r = Renderer::default().render(node, event).clone_for_test();
+        r
+    }
+
+    impl Rendered {
+        fn clone_for_test(&self) -> Rendered {
+            Rendered {
+                json: self.json.clone(),
+                kind: self.kind,
+                chain: self.chain,
+                object: self.object,
+            }
+        }
+    }
 
     fn event(chain: Option<u64>, event: Event) -> TraceEvent {
         TraceEvent {
@@ -194,6 +309,33 @@ mod tests {
         let pass = |q: &str| Filter::parse(q).unwrap().matches(&out);
         assert!(pass("") && pass("kind=call_out") && pass("chain=3") && pass("object=42"));
         assert!(!pass("kind=call") && !pass("chain=4") && !pass("object=41"));
+    }
+
+    #[test]
+    fn strings_are_escaped_and_every_kind_is_valid_json() {
+        use crate::vm::{TxId, VmError};
+        let events = [
+            Event::ObjectCreated { id: ObjectId(1), behavior: "we\"ird\\\n\u{1}".into() },
+            Event::ObjectDestroyed { id: ObjectId(1) },
+            Event::StateUpdated { id: ObjectId(1), state: vec![] },
+            Event::TransactionStarted { tx: TxId(3) },
+            Event::TransactionCommitted { tx: TxId(3) },
+            Event::TransactionAborted { tx: TxId(3) },
+            Event::CallResumed { token: SuspendToken(1), ok: false },
+            Event::ErrorOccurred(VmError::UnknownObject(ObjectId(9))),
+            Event::CallArrived { id: ObjectId(2), machine: MachineId::new("be\"ta") },
+        ];
+        for e in events {
+            let out = render("n\"ode", &event(Some(u64::MAX), e.clone()));
+            let v: Value = serde_json::from_slice(&out.json)
+                .unwrap_or_else(|err| panic!("{e:?}: {err}: {}", String::from_utf8_lossy(&out.json)));
+            assert_eq!(v["node"], "n\"ode");
+            assert_eq!(v["chain"], u64::MAX);
+            assert_eq!(v["kind"], KINDS[out.kind], "{v}");
+        }
+        let v: Value = serde_json::from_slice(&render("n", &event(None, Event::ObjectCreated {
+            id: ObjectId(1), behavior: "we\"ird\\\n\u{1}".into() })).json).unwrap();
+        assert_eq!(v["behavior"], "we\"ird\\\n\u{1}");
     }
 
     #[test]

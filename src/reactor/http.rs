@@ -29,6 +29,10 @@ pub const HTTP_FIRST: usize = 1 << 40;
 /// How often idle and slow HTTP connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
+/// How long streamed events may wait for their subscriber's socket: a
+/// page does not see 20 ms, a call path would see a write per batch.
+const STREAM_FLUSH_EVERY: Duration = Duration::from_millis(20);
+
 /// What an `--http` node needs to serve.
 #[derive(Debug)]
 pub struct HttpSetup {
@@ -79,6 +83,9 @@ pub struct HttpSide {
     name: String,
     next_sweep: Instant,
     buf: Vec<u8>,
+    renderer: events::Renderer,
+    /// When the events queued for subscribers get written.
+    stream_flush_at: Option<Instant>,
 }
 
 /// What `/health` and `/metrics` read besides the HTTP side itself.
@@ -106,6 +113,8 @@ impl HttpSide {
             name: name.to_string(),
             next_sweep: setup.started,
             buf: vec![0; 16 << 10],
+            renderer: events::Renderer::default(),
+            stream_flush_at: None,
         })
     }
 
@@ -198,14 +207,30 @@ impl HttpSide {
         self.server.respond(key, status, kind, &body, now);
     }
 
-    /// Hands each event to the subscribers whose filter wants it.
-    pub fn publish(&mut self, trace: Vec<TraceEvent>, registry: &Registry, now: Instant) {
+    /// Hands each event to the subscribers whose filter wants it. The
+    /// bytes wait in their buffers until [`flush_streams`](Self::flush_streams):
+    /// a write per batch per subscriber would sit on every call's path.
+    pub fn publish(&mut self, trace: Vec<TraceEvent>) {
         for event in &trace {
-            let rendered = events::render(&self.name, event);
-            self.server
-                .publish(&rendered.json, |f| f.matches(&rendered));
+            let rendered = self.renderer.render(&self.name, event);
+            self.server.publish(&rendered.json, |f| f.matches(rendered));
         }
-        self.flush_dirty(registry, now);
+        if self.stream_flush_at.is_none() && self.server.subscribers() > 0 {
+            self.stream_flush_at = Some(Instant::now() + STREAM_FLUSH_EVERY);
+        }
+    }
+
+    /// When the reactor must wake to write streamed events, if any wait.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.stream_flush_at
+    }
+
+    /// Writes what waits for subscribers, once its time has come.
+    pub fn flush_streams(&mut self, registry: &Registry, now: Instant) {
+        if self.stream_flush_at.is_some_and(|at| now >= at) {
+            self.stream_flush_at = None;
+            self.flush_dirty(registry, now);
+        }
     }
 
     /// Writes every connection with bytes queued, closes those done.

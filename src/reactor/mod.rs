@@ -221,9 +221,12 @@ impl Reactor {
             let timeout = if spinning || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
-                self.core
-                    .poll_timeout()
-                    .map(|at| at.saturating_duration_since(now))
+                let http = self.http.as_ref().and_then(http::HttpSide::deadline);
+                let wake = match (self.core.poll_timeout(), http) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                wake.map(|at| at.saturating_duration_since(now))
             };
             let polled = self.poll.poll(&mut events, timeout);
             self.handoff.reactor_awake();
@@ -259,6 +262,7 @@ impl Reactor {
             self.settle(now);
             self.hand_over();
             if let Some(http) = &mut self.http {
+                http.flush_streams(self.poll.registry(), now);
                 http.sweep(self.poll.registry(), now);
             }
         }
@@ -329,7 +333,7 @@ impl Reactor {
                 Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
                 Command::Trace(events) => {
                     if let Some(http) = &mut self.http {
-                        http.publish(events, self.poll.registry(), now);
+                        http.publish(events);
                     }
                 }
                 Command::Shutdown => self.stopping = true,
