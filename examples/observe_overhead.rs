@@ -115,5 +115,8 @@ fn main() {
             m.as_secs_f64() / off.as_secs_f64()
         );
     }
-    println!("(a streaming run carried {} KiB of events to its two subscribers)", streamed >> 10);
+    println!(
+        "(a streaming run carried {} KiB of events to its two subscribers)",
+        streamed >> 10
+    );
 }

@@ -53,6 +53,18 @@ pub fn refuse_runs(events: Vec<Event>) {
     }
 }
 
+/// A submitted program's result: `Nothing` after a failed call is that
+/// call's failure, so the submitter learns why (`Node::submit`).
+fn explained(
+    result: Result<Val, crate::vm::VmError>,
+    last_failure: Option<crate::vm::VmError>,
+) -> Result<Val, String> {
+    match (result, last_failure) {
+        (Ok(Val::Nothing), Some(why)) => Err(why.to_string()),
+        (result, _) => result.map_err(|e| e.to_string()),
+    }
+}
+
 /// Origin tags of chains, as the vm hands them back in `Output::Finished`:
 /// inbound ids from the protocol core have a 31-bit generation in their
 /// top half, so bit 63 is free to mark programs submitted on this node.
@@ -356,6 +368,7 @@ impl Interpreter {
                     chain,
                     result: Err(e),
                     origin,
+                    ..
                 } if origin & LOCAL_ORIGIN == 0 => {
                     let reason = e.to_string();
                     debug!("inbound call failed here (chain {chain}): {reason}");
@@ -365,14 +378,18 @@ impl Interpreter {
                         result: Err(reason),
                     });
                 }
-                Output::Finished { origin, result, .. } if origin & LOCAL_ORIGIN != 0 => {
+                Output::Finished {
+                    origin,
+                    result,
+                    last_failure,
+                    ..
+                } if origin & LOCAL_ORIGIN != 0 => {
                     if let Err(e) = &result {
                         self.stats.count_failed_here(&e.to_string());
                     }
                     let key = (origin & !LOCAL_ORIGIN) as usize;
                     if let Some(reply) = self.submitted.try_remove(key) {
-                        self.results
-                            .push((reply, result.map_err(|e| e.to_string())));
+                        self.results.push((reply, explained(result, last_failure)));
                     }
                 }
                 Output::Finished { origin, result, .. } => {

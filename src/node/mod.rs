@@ -254,6 +254,10 @@ impl Node {
     /// arrives on the returned channel. For embedding and benchmarks: the
     /// program may call objects anywhere in the cluster.
     /// Once the node has stopped, the result is `Err("node stopped")`.
+    /// A program that ends with `Nothing` after one of its calls failed
+    /// (a `call` answers `Nothing` when it fails) gets `Err` with that
+    /// call's reason ("object not found: 42", "machine beta is not
+    /// connected ...") instead of `Ok(Nothing)`: a result that says why.
     /// The value arrives on the caller's thread: one nested deeper than
     /// that thread's stack allows (a recursion's answer gains a `Just` per
     /// call) must be taken apart level by level there, not just dropped.

@@ -13,7 +13,6 @@
 
 use std::fmt::Write as _;
 
-
 use crate::vm::{ChainId, Event, TraceEvent, Val};
 
 /// Longest value text in an event; longer ones end with `…`.
@@ -157,9 +156,11 @@ impl Renderer {
             Event::CallSuspended { machine, .. } | Event::CallArrived { machine, .. } => {
                 field("machine", machine.as_str())
             }
-            Event::CallResumed { ok, .. } => {
-                out.extend_from_slice(if *ok { b",\"ok\":true" } else { b",\"ok\":false" })
-            }
+            Event::CallResumed { ok, .. } => out.extend_from_slice(if *ok {
+                b",\"ok\":true"
+            } else {
+                b",\"ok\":false"
+            }),
             Event::ErrorOccurred(e) => {
                 text.clear();
                 let _ = write!(text, "{e}");
@@ -315,26 +316,51 @@ mod tests {
     fn strings_are_escaped_and_every_kind_is_valid_json() {
         use crate::vm::{TxId, VmError};
         let events = [
-            Event::ObjectCreated { id: ObjectId(1), behavior: "we\"ird\\\n\u{1}".into() },
+            Event::ObjectCreated {
+                id: ObjectId(1),
+                behavior: "we\"ird\\\n\u{1}".into(),
+            },
             Event::ObjectDestroyed { id: ObjectId(1) },
-            Event::StateUpdated { id: ObjectId(1), state: vec![] },
+            Event::StateUpdated {
+                id: ObjectId(1),
+                state: vec![],
+            },
             Event::TransactionStarted { tx: TxId(3) },
             Event::TransactionCommitted { tx: TxId(3) },
             Event::TransactionAborted { tx: TxId(3) },
-            Event::CallResumed { token: SuspendToken(1), ok: false },
+            Event::CallResumed {
+                token: SuspendToken(1),
+                ok: false,
+            },
             Event::ErrorOccurred(VmError::UnknownObject(ObjectId(9))),
-            Event::CallArrived { id: ObjectId(2), machine: MachineId::new("be\"ta") },
+            Event::CallArrived {
+                id: ObjectId(2),
+                machine: MachineId::new("be\"ta"),
+            },
         ];
         for e in events {
             let out = render("n\"ode", &event(Some(u64::MAX), e.clone()));
-            let v: Value = serde_json::from_slice(&out.json)
-                .unwrap_or_else(|err| panic!("{e:?}: {err}: {}", String::from_utf8_lossy(&out.json)));
+            let v: Value = serde_json::from_slice(&out.json).unwrap_or_else(|err| {
+                panic!("{e:?}: {err}: {}", String::from_utf8_lossy(&out.json))
+            });
             assert_eq!(v["node"], "n\"ode");
             assert_eq!(v["chain"], u64::MAX);
             assert_eq!(v["kind"], KINDS[out.kind], "{v}");
         }
-        let v: Value = serde_json::from_slice(&render("n", &event(None, Event::ObjectCreated {
-            id: ObjectId(1), behavior: "we\"ird\\\n\u{1}".into() })).json).unwrap();
+        let v: Value = serde_json::from_slice(
+            &render(
+                "n",
+                &event(
+                    None,
+                    Event::ObjectCreated {
+                        id: ObjectId(1),
+                        behavior: "we\"ird\\\n\u{1}".into(),
+                    },
+                ),
+            )
+            .json,
+        )
+        .unwrap();
         assert_eq!(v["behavior"], "we\"ird\\\n\u{1}");
     }
 

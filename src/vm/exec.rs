@@ -104,6 +104,9 @@ pub(crate) struct Chain {
     /// Target of the remote call this chain waits on (for error messages).
     pub(crate) remote_target: ObjectId,
     pub(crate) tx: Option<Tx>,
+    /// Why the chain's last failed call failed (that `call` answered
+    /// `Nothing`); the driver may report it with the chain's result.
+    pub(crate) last_failure: Option<VmError>,
 }
 
 pub(crate) enum Status {
@@ -265,6 +268,7 @@ fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     if c.frames.is_empty() {
         Flow::Finish(Err(e))
     } else {
+        c.last_failure = Some(e);
         Flow::Go(Next::Answer(Val::Nothing))
     }
 }
@@ -276,6 +280,7 @@ fn call_failed(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     if c.frames.is_empty() {
         Flow::Finish(Err(e))
     } else {
+        c.last_failure = Some(e);
         Flow::Go(Next::Answer(Val::Nothing))
     }
 }
@@ -366,6 +371,7 @@ fn enter(
         return if c.frames.is_empty() {
             Flow::Finish(Err(e))
         } else {
+            c.last_failure = Some(e);
             Flow::Go(Next::Answer(Val::Nothing))
         };
     }
@@ -439,6 +445,7 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
         }
         Err(e) => {
             w.trace.error(&e);
+            c.last_failure = Some(e);
             Flow::Go(Next::Answer(Val::Nothing))
         }
     }
@@ -698,16 +705,18 @@ fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
     true
 }
 
-/// The answer a resumed call gets, tracing a failure's reason.
-pub(crate) fn resumed_answer(w: &mut World, target: ObjectId, result: Result<Val, String>) -> Val {
+/// The answer a resumed call gets, tracing (and keeping on the chain) a
+/// failure's reason.
+pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, String>) -> Val {
     match result {
         Ok(v) => Val::just(v),
         Err(reason) => {
-            w.trace
-                .error(&VmError::RemoteFailed(Box::new(RemoteFailure {
-                    target,
-                    reason,
-                })));
+            let e = VmError::RemoteFailed(Box::new(RemoteFailure {
+                target: c.remote_target,
+                reason,
+            }));
+            w.trace.error(&e);
+            c.last_failure = Some(e);
             Val::Nothing
         }
     }

@@ -352,6 +352,7 @@ impl Vm {
             token: None,
             remote_target: ObjectId(0),
             tx: None,
+            last_failure: None,
         });
         self.world.chain_keys.entry(id).or_default().push(key);
         self.runnable.push_back(key);
@@ -428,7 +429,7 @@ impl Vm {
         self.world
             .trace
             .record(EventKind::CallResumed, || Event::CallResumed { token, ok });
-        let answer = exec::resumed_answer(&mut self.world, chain.remote_target, result);
+        let answer = exec::resumed_answer(&mut self.world, chain, result);
         chain.next = Some(Next::Answer(answer));
         self.runnable.push_back(key);
         Ok(())
@@ -489,6 +490,7 @@ impl Vm {
                 origin: chain.origin,
                 chain: chain.id,
                 result,
+                last_failure: chain.last_failure.take(),
             });
             self.recycle(chain);
         }

@@ -42,10 +42,13 @@ pub enum Output {
     /// Forward this call to `machine`, then `resume` with the answer.
     RemoteCall(RemoteCall),
     /// A chain ended. `origin` is what the driver passed when starting it.
+    /// `last_failure`: why the chain's last failed call failed (its `call`
+    /// answered `Nothing`), if one did.
     Finished {
         origin: u64,
         chain: ChainId,
         result: Result<Val, VmError>,
+        last_failure: Option<VmError>,
     },
     /// An object was created here (in a transaction: only on commit).
     Created { id: ObjectId, behavior: Arc<str> },

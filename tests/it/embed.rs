@@ -42,13 +42,16 @@ fn custom_behavior_is_called_across_nodes() {
         other => panic!("create_obj answered {other:?}"),
     };
     // alpha learns where `echo` lives from beta's create_notify; until
-    // then its call answers Nothing.
+    // then its call fails, and the result says why.
     let deadline = Instant::now() + Duration::from_secs(20);
     let answer = loop {
-        let answer = run(&alpha, call(echo, Val::Nat(7))).unwrap();
-        if answer != Val::Nothing || Instant::now() > deadline {
-            break answer;
+        let answer = run(&alpha, call(echo, Val::Nat(7)));
+        match answer {
+            Ok(answer) if answer != Val::Nothing => break answer,
+            Err(why) => assert!(why.contains("object not found"), "{why}"),
+            Ok(_) => {}
         }
+        assert!(Instant::now() < deadline, "alpha never reached echo");
         // Polling, with the deadline above.
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -62,6 +65,21 @@ fn custom_behavior_is_called_across_nodes() {
     );
     alpha.shutdown();
     beta.shutdown();
+}
+
+#[test]
+fn a_failed_call_tells_the_submitter_why() {
+    let node = start("solo", vec![], BehaviorRegistry::new());
+    let ghost = avm::vm::ObjectId((77 << 48) | 5);
+    let err = run(&node, call(ghost, Val::Nat(1)).bind(done)).unwrap_err();
+    assert!(
+        err.contains("object not found") && err.contains(&ghost.to_string()),
+        "{err}"
+    );
+    // A program that looks at the failure itself keeps its own answer.
+    let handled = call(ghost, Val::Nat(1)).bind(|v| done(Val::Bool(v == Val::Nothing)));
+    assert_eq!(run(&node, handled), Ok(Val::Bool(true)));
+    node.shutdown();
 }
 
 /// A program submitted to a stopped node is refused, never left waiting:

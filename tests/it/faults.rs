@@ -22,11 +22,18 @@ fn embedded(name: &str, peers: Vec<String>, tweak: impl FnOnce(&mut NodeConfig))
     Node::start(config, BehaviorRegistry::new(), PureRegistry::new()).unwrap()
 }
 
+/// The program's answer; a failed call, which ends the program with
+/// `Err(reason)` (`Node::submit`), reads as the `Nothing` its `call`
+/// answered: these tests ask only whether it failed, and log why.
 fn run(node: &Node, program: Program) -> Val {
-    node.submit(program)
+    let result = node
+        .submit(program)
         .recv_timeout(Duration::from_secs(20))
-        .expect("the program finishes")
-        .expect("the program succeeds")
+        .expect("the program finishes");
+    result.unwrap_or_else(|why| {
+        eprintln!("(a call failed: {why})");
+        Val::Nothing
+    })
 }
 
 /// `["Ping", 1, 1, pong]`: pong answers `["done", 1]` without calling back.
@@ -222,9 +229,10 @@ fn unanswered_call_times_out_and_late_answer_is_dropped() {
             break msg["request_id"].clone();
         }
     };
-    let answer = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    let answer = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let took = asked.elapsed();
-    assert_eq!(answer, Val::Nothing, "a timed-out call answers Nothing");
+    let why = answer.expect_err("a timed-out call fails, and the result says why");
+    assert!(why.contains("timed out"), "{why}");
     assert!(
         took >= Duration::from_millis(250),
         "timed out too early: {took:?}"
