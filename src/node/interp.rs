@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use slab::Slab;
 
 use crate::protocol::{self, CloseReason};
-use crate::vm::{EventKind, MachineId, Output, StartCall, TraceMode, Val, Vm};
+use crate::vm::{EventKind, MachineId, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
 
 use super::durable::{Durable, ResultSender};
 use super::handoff::{Command, Event, Handoff};
@@ -105,6 +105,7 @@ pub struct Interpreter {
     /// subscribers the vm records `Full` and its events are streamed.
     trace_mode: TraceMode,
     streaming: bool,
+    stream_kinds: u32,
     /// When the per-peer object counts were last published.
     hosted_at: Instant,
 }
@@ -137,6 +138,7 @@ impl Interpreter {
             spin,
             trace_mode,
             streaming: false,
+            stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             peer_up_at: HashMap::new(),
             durable,
@@ -225,6 +227,16 @@ impl Interpreter {
                 self.trace_mode
             };
             self.vm.trace_mut().set_mode(mode);
+        }
+        let kinds = if wanted {
+            self.stats.stream_kinds()
+        } else {
+            ALL_KINDS
+        };
+        if kinds != self.stream_kinds {
+            // Only what some subscriber's filter can pass is kept whole.
+            self.stream_kinds = kinds;
+            self.vm.trace_mut().keep_only(kinds);
         }
     }
 

@@ -6,7 +6,7 @@
 //! metrics. The one lock guards the first failure's reason, touched only
 //! when a call fails.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::observe::FailureKind;
@@ -28,6 +28,8 @@ pub struct NodeStats {
     /// `/events` subscribers, set by the reactor: the interpreter streams
     /// its trace while this is not 0.
     subscribers: AtomicUsize,
+    /// The trace kinds they want (bit `EventKind as usize`).
+    stream_kinds: AtomicU32,
     /// Objects the directory places on each peer, refreshed by the
     /// interpreter every [`HOSTED_EVERY`](Self::HOSTED_EVERY) at most.
     hosted: Mutex<Vec<(String, u64)>>,
@@ -167,8 +169,15 @@ impl NodeStats {
         self.subscribers.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_subscribers(&self, n: usize) {
+    /// The trace kinds `/events` subscribers want now.
+    pub fn stream_kinds(&self) -> u32 {
         // ORDERING: Relaxed, see `subscribers`.
+        self.stream_kinds.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_subscribers(&self, n: usize, kinds: u32) {
+        // ORDERING: Relaxed, see `subscribers`.
+        self.stream_kinds.store(kinds, Ordering::Relaxed);
         self.subscribers.store(n, Ordering::Relaxed);
     }
 

@@ -61,6 +61,33 @@ impl Filter {
         Ok(filter)
     }
 
+    /// The vm trace kinds this filter can pass (bit `EventKind as usize`),
+    /// so the vm keeps only those payloads.
+    pub fn trace_kinds(&self) -> u32 {
+        use crate::vm::EventKind as K;
+        if self.kinds.is_empty() {
+            return crate::vm::ALL_KINDS;
+        }
+        let bits = |kinds: &[K]| kinds.iter().fold(0, |m, k| m | 1 << *k as u32);
+        self.kinds.iter().fold(0, |mask, &i| {
+            mask | match KINDS[i] {
+                "create" => bits(&[K::ObjectCreated]),
+                "destroy" => bits(&[K::ObjectDestroyed]),
+                "call" => bits(&[K::ObjectCalled]),
+                "state" => bits(&[K::StateUpdated]),
+                "tx" => bits(&[
+                    K::TransactionStarted,
+                    K::TransactionCommitted,
+                    K::TransactionAborted,
+                ]),
+                "call_out" => bits(&[K::CallSuspended]),
+                "resumed" => bits(&[K::CallResumed]),
+                "error" => bits(&[K::ErrorOccurred]),
+                _ => bits(&[K::CallArrived]),
+            }
+        })
+    }
+
     /// Whether `event` passes.
     pub fn matches(&self, event: &Rendered) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&event.kind))
@@ -362,6 +389,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v["behavior"], "we\"ird\\\n\u{1}");
+    }
+
+    #[test]
+    fn a_filter_names_the_trace_kinds_it_needs() {
+        use crate::vm::{EventKind, ALL_KINDS};
+        assert_eq!(Filter::default().trace_kinds(), ALL_KINDS);
+        let f = Filter::parse("kind=call_out,tx").unwrap();
+        let want = [
+            EventKind::CallSuspended,
+            EventKind::TransactionStarted,
+            EventKind::TransactionCommitted,
+            EventKind::TransactionAborted,
+        ];
+        assert_eq!(
+            f.trace_kinds(),
+            want.iter().fold(0, |m, k| m | 1 << *k as u32)
+        );
+        // Every kind a subscriber can name maps to the kind it renders as.
+        for (i, name) in KINDS.iter().enumerate() {
+            let f = Filter {
+                kinds: vec![i],
+                ..Filter::default()
+            };
+            assert_ne!(f.trace_kinds(), 0, "{name}");
+        }
     }
 
     #[test]

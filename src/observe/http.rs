@@ -178,6 +178,14 @@ impl HttpServer {
         self.subscribers
     }
 
+    /// The vm trace kinds some subscriber's filter can pass.
+    pub fn stream_kinds(&self) -> u32 {
+        self.conns
+            .iter()
+            .filter_map(|(_, c)| c.filter.as_ref().filter(|_| c.state == State::Streaming))
+            .fold(0, |mask, f| mask | f.trace_kinds())
+    }
+
     /// Bytes arrived on `key`. Answers the request they complete, if any,
     /// once; the caller answers it with [`respond`](Self::respond) or
     /// [`subscribe`](Self::subscribe) before reading more.

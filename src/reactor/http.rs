@@ -199,7 +199,8 @@ impl HttpSide {
             ),
             Route::Events(filter) => {
                 self.server.subscribe(key, filter);
-                self.stats.set_subscribers(self.server.subscribers());
+                self.stats
+                    .set_subscribers(self.server.subscribers(), self.server.stream_kinds());
                 return;
             }
             Route::Refused(status, why) => (status, "text/plain", why.into_bytes()),
@@ -277,7 +278,8 @@ impl HttpSide {
                 let _ = registry.deregister(&mut stream);
             }
         }
-        self.stats.set_subscribers(self.server.subscribers());
+        self.stats
+            .set_subscribers(self.server.subscribers(), self.server.stream_kinds());
     }
 
     fn drop_socket(&mut self, key: usize, registry: &Registry) {
@@ -285,7 +287,8 @@ impl HttpSide {
         if let Some(mut stream) = self.sockets.get_mut(key).and_then(Option::take) {
             let _ = registry.deregister(&mut stream);
         }
-        self.stats.set_subscribers(self.server.subscribers());
+        self.stats
+            .set_subscribers(self.server.subscribers(), self.server.stream_kinds());
     }
 
     fn view(&self, from: &Sources, now: Instant) -> NodeView {

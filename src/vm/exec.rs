@@ -376,7 +376,7 @@ fn enter(
         };
     }
     let behavior = w.behaviors.get(b);
-    let input_kept = behavior.keeps_input || w.trace.is_full();
+    let input_kept = behavior.keeps_input || w.trace.wants(EventKind::ObjectCalled);
     if input_kept {
         c.inputs.push(input.clone());
     }
@@ -605,7 +605,7 @@ pub(crate) fn insert_object(w: &mut World, id: ObjectId, obj: Obj, out: &mut Vec
 }
 
 fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
-    let full = w.trace.is_full();
+    let full = w.trace.wants(EventKind::StateUpdated);
     let obj = w.objects.get_mut(&id).expect("resolved");
     let copy = if full { state.clone() } else { Vec::new() };
     obj.state = state;

@@ -87,5 +87,5 @@ pub use program::{
     transfer_obj, trigger, Cont, ContFn, Instr, Program,
 };
 pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
-pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode};
+pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode, ALL_KINDS};
 pub use value::Val;

@@ -44,6 +44,9 @@ pub enum EventKind {
 
 const KINDS: usize = 11;
 
+/// Every kind's bit.
+pub const ALL_KINDS: u32 = (1 << KINDS) - 1;
+
 /// One event, with its payload.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -126,6 +129,9 @@ pub struct TraceEvent {
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
     mode: TraceMode,
+    /// In `Full` mode, the kinds whose payload is kept (bit `kind as
+    /// usize`); the others are only counted. All by default.
+    keep: u32,
     /// The chain the vm is running now (stamped on `Full` events).
     chain: Option<ChainId>,
     clock: u64,
@@ -137,8 +143,21 @@ impl Trace {
     pub fn new(mode: TraceMode) -> Trace {
         Trace {
             mode,
+            keep: ALL_KINDS,
             ..Trace::default()
         }
+    }
+
+    /// In `Full` mode, keep payloads only of the kinds in `kinds` (bit
+    /// `EventKind as usize`), counting the rest: a node streaming only
+    /// calls that cross machines does not clone every local call's values.
+    pub fn keep_only(&mut self, kinds: u32) {
+        self.keep = kinds;
+    }
+
+    /// Whether an event of `kind` would be kept with its payload.
+    pub(crate) fn wants(&self, kind: EventKind) -> bool {
+        self.mode == TraceMode::Full && self.keep & (1 << kind as u32) != 0
     }
 
     pub fn mode(&self) -> TraceMode {
@@ -185,17 +204,13 @@ impl Trace {
         &self.events
     }
 
-    /// Whether payloads are kept (callers skip building them otherwise).
-    pub(crate) fn is_full(&self) -> bool {
-        self.mode == TraceMode::Full
-    }
-
     /// Record an event of `kind`; `make` runs only in `Full` mode.
     #[inline]
     pub(crate) fn record(&mut self, kind: EventKind, make: impl FnOnce() -> Event) {
         match self.mode {
             TraceMode::Off => return,
             TraceMode::Counting => {}
+            TraceMode::Full if self.keep & (1 << kind as u32) == 0 => {}
             TraceMode::Full => {
                 let event = make();
                 debug_assert_eq!(event.kind(), kind);
