@@ -61,6 +61,8 @@ pub enum Message<'a> {
     Deadlock(Deadlock<'a>),
     Auth(Auth<'a>),
     SnapshotEnd(SnapshotEnd),
+    NameNotify(NameNotify<'a>),
+    NameDrop(NameDrop<'a>),
 }
 
 /// First frame on a connection, both ways.
@@ -173,8 +175,24 @@ pub struct SnapshotEnd {
     pub objects: u64,
 }
 
+/// `name` now names `object_id`, hosted by `machine_id` (the sender).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameNotify<'a> {
+    pub name: Cow<'a, str>,
+    pub object_id: ObjectId,
+    pub machine_id: Cow<'a, str>,
+}
+
+/// `name` no longer names `object_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameDrop<'a> {
+    pub name: Cow<'a, str>,
+    pub object_id: ObjectId,
+}
+
 /// The message types, in the protocol table's order, then the deadlock
-/// detection types, then the handshake's proof, then the snapshot's end.
+/// detection types, then the handshake's proof, then the snapshot's end,
+/// then names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Hello,
@@ -188,9 +206,11 @@ pub(crate) enum Kind {
     Deadlock,
     Auth,
     SnapshotEnd,
+    NameNotify,
+    NameDrop,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 11] = [
+pub(crate) const TYPE_NAMES: [&str; 13] = [
     "hello",
     "call",
     "call_response",
@@ -202,8 +222,10 @@ pub(crate) const TYPE_NAMES: [&str; 11] = [
     "deadlock",
     "auth",
     "snapshot_end",
+    "name_notify",
+    "name_drop",
 ];
-pub(crate) const KINDS: [Kind; 11] = [
+pub(crate) const KINDS: [Kind; 13] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -215,6 +237,8 @@ pub(crate) const KINDS: [Kind; 11] = [
     Kind::Deadlock,
     Kind::Auth,
     Kind::SnapshotEnd,
+    Kind::NameNotify,
+    Kind::NameDrop,
 ];
 
 impl<'a> Message<'a> {
@@ -236,6 +260,8 @@ impl<'a> Message<'a> {
             Message::Deadlock(_) => Kind::Deadlock,
             Message::Auth(_) => Kind::Auth,
             Message::SnapshotEnd(_) => Kind::SnapshotEnd,
+            Message::NameNotify(_) => Kind::NameNotify,
+            Message::NameDrop(_) => Kind::NameDrop,
         }
     }
 
@@ -298,6 +324,15 @@ impl<'a> Message<'a> {
                 proof: own(a.proof),
             }),
             Message::SnapshotEnd(e) => Message::SnapshotEnd(e),
+            Message::NameNotify(n) => Message::NameNotify(NameNotify {
+                name: own(n.name),
+                object_id: n.object_id,
+                machine_id: own(n.machine_id),
+            }),
+            Message::NameDrop(n) => Message::NameDrop(NameDrop {
+                name: own(n.name),
+                object_id: n.object_id,
+            }),
         }
     }
 
@@ -393,6 +428,15 @@ impl Serialize for Message<'_> {
             }
             Message::Auth(a) => m.serialize_field("proof", &a.proof)?,
             Message::SnapshotEnd(e) => m.serialize_field("objects", &e.objects)?,
+            Message::NameNotify(n) => {
+                m.serialize_field("name", &n.name)?;
+                m.serialize_field("object_id", &n.object_id)?;
+                m.serialize_field("machine_id", &n.machine_id)?;
+            }
+            Message::NameDrop(n) => {
+                m.serialize_field("name", &n.name)?;
+                m.serialize_field("object_id", &n.object_id)?;
+            }
         }
         m.end()
     }

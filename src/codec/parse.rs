@@ -24,8 +24,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::error::DecodeError;
 use super::message::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Ping,
-    Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message,
+    NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
 use super::wait::{EdgesSeed, CYCLE, PATH};
@@ -259,6 +259,8 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::Deadlock => body.deadlock().map(Message::Deadlock),
             Kind::Auth => body.auth().map(Message::Auth),
             Kind::SnapshotEnd => body.snapshot_end().map(Message::SnapshotEnd),
+            Kind::NameNotify => body.name_notify().map(Message::NameNotify),
+            Kind::NameDrop => body.name_drop().map(Message::NameDrop),
         }
     }
 }
@@ -621,6 +623,38 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             blocked: self.need(F[1], blocked)?,
             path: self.need(F[2], path)?,
             hops: hops.unwrap_or(0),
+        })
+    }
+
+    fn name_notify(&mut self) -> Result<NameNotify<'de>, A::Error> {
+        const F: &[&str] = &["name", "object_id", "machine_id"];
+        let (mut name, mut object_id, mut machine_id) = (None, None, None);
+        while let Some(i) = self.key(F)? {
+            match i {
+                0 => self.str(F[0], &mut name)?,
+                1 => self.id(F[1], &mut object_id)?,
+                _ => self.str(F[2], &mut machine_id)?,
+            }
+        }
+        Ok(NameNotify {
+            name: self.need(F[0], name)?,
+            object_id: self.need(F[1], object_id)?,
+            machine_id: self.need(F[2], machine_id)?,
+        })
+    }
+
+    fn name_drop(&mut self) -> Result<NameDrop<'de>, A::Error> {
+        const F: &[&str] = &["name", "object_id"];
+        let (mut name, mut object_id) = (None, None);
+        while let Some(i) = self.key(F)? {
+            match i {
+                0 => self.str(F[0], &mut name)?,
+                _ => self.id(F[1], &mut object_id)?,
+            }
+        }
+        Ok(NameDrop {
+            name: self.need(F[0], name)?,
+            object_id: self.need(F[1], object_id)?,
         })
     }
 

@@ -14,10 +14,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{info, warn};
 
 use crate::node::Node;
-use crate::vm::{create_obj, MachineId, ObjectId, Val};
+use crate::prog;
+use crate::vm::{create_obj, done, register_name, MachineId, ObjectId, Val};
 
 use super::pingpong;
 
@@ -26,11 +27,27 @@ const LOOK_EVERY: Duration = Duration::from_millis(10);
 /// How often it says it is still waiting.
 const NOTE_EVERY: Duration = Duration::from_secs(5);
 
-/// Creates `pong` on `node`; answers its id.
+/// The cluster-wide name the serving node gives its `pong`.
+pub const PONG_NAME: &str = "pong";
+
+/// Creates `pong` on `node` and names it [`PONG_NAME`] cluster-wide;
+/// answers its id. A name already taken (another node serves too) leaves
+/// this pong unnamed, with a warning: orchestrators find the named one.
 pub fn serve(node: &Node) -> Result<ObjectId, String> {
-    match node.submit(create_obj("pong")).recv() {
-        Ok(Ok(Val::ObjectRef(pong))) => {
-            info!("demo: created pong {pong}; serving");
+    let program = prog! {
+        let pong <- create_obj("pong");
+        let Val::ObjectRef(id) = pong else { return done(pong) };
+        let named <- register_name(PONG_NAME, id);
+        done(Val::pair(Val::ObjectRef(id), named))
+    };
+    match node.submit(program).recv() {
+        Ok(Ok(Val::Pair(pong, named))) if pong.as_object().is_some() => {
+            let pong = pong.as_object().expect("checked");
+            if *named == Val::Bool(true) {
+                info!("demo: created pong {pong}; named `{PONG_NAME}`; serving");
+            } else {
+                warn!("demo: created pong {pong}; the name `{PONG_NAME}` is taken; serving");
+            }
             Ok(pong)
         }
         Ok(Ok(other)) => Err(format!("creating pong answered {other}")),
@@ -68,10 +85,9 @@ pub fn orchestrate(node: &Node, rounds: u64, wait: Duration) -> Result<DemoRepor
     })
 }
 
-/// The lowest-numbered `pong` in `node`'s directory and its machine,
-/// once there is one.
+/// The object named [`PONG_NAME`] and its machine, once the name is known.
 fn find_pong(node: &Node, wait: Duration) -> Result<(ObjectId, MachineId), String> {
-    info!("demo: waiting for a `pong` object to appear in the directory");
+    info!("demo: waiting for a `pong` object (one named `{PONG_NAME}`)");
     let since = Instant::now();
     // A wait too long to add to a clock reading means "for ever".
     let give_up = since.checked_add(wait);
@@ -80,8 +96,9 @@ fn find_pong(node: &Node, wait: Duration) -> Result<(ObjectId, MachineId), Strin
         let found = node
             .query(|vm| {
                 let dir = vm.directory();
-                dir.find_by_behavior("pong")
-                    .and_then(|id| Some((id, dir.machine_of(id)?.clone())))
+                let id = dir.whereis(PONG_NAME)?;
+                let machine = dir.name_holder(PONG_NAME).unwrap_or(vm.machine());
+                Some((id, machine.clone()))
             })
             .recv()
             .map_err(|_| "the node shut down before the demo started".to_owned())?;
@@ -91,8 +108,8 @@ fn find_pong(node: &Node, wait: Duration) -> Result<(ObjectId, MachineId), Strin
         let now = Instant::now();
         if give_up.is_some_and(|g| now >= g) {
             return Err(format!(
-                "no `pong` object appeared within {wait:?}; is the serving node \
-                 (--demo without --rounds) running and reachable?"
+                "no `pong` object appeared within {wait:?} (none named `{PONG_NAME}`); is the \
+                 serving node (--demo without --rounds) running and reachable?"
             ));
         }
         if now >= next_note {

@@ -68,7 +68,12 @@ pub enum Command {
     Snapshot {
         machine: MachineId,
         objects: Vec<(ObjectId, Arc<str>)>,
+        names: Vec<(Arc<str>, ObjectId)>,
     },
+    /// A local object took a name: broadcast `name_notify`.
+    Named { name: Arc<str>, id: ObjectId },
+    /// A local object's name was dropped: broadcast `name_drop`.
+    Unnamed { name: Arc<str>, id: ObjectId },
     /// Deadlock detection: send a `probe` to `machine`.
     Probe { machine: MachineId, probe: Probe },
     /// Deadlock detection: tell `machine` its waiting chain is the victim.

@@ -346,7 +346,12 @@ impl Interpreter {
                     .local_objects()
                     .map(|(id, behavior)| (id, behavior.clone()))
                     .collect();
-                self.commands.push(Command::Snapshot { machine, objects });
+                let names = self.vm.directory().local_names();
+                self.commands.push(Command::Snapshot {
+                    machine,
+                    objects,
+                    names,
+                });
             }
             protocol::Event::Synced { machine, objects } => {
                 self.vm.directory_mut().mark_synced(&machine);
@@ -360,12 +365,18 @@ impl Interpreter {
             }
             protocol::Event::Probe(probe) => self.vm.handle_probe(probe),
             protocol::Event::Victim(cycle) => self.vm.handle_victim(*cycle),
-            protocol::Event::PeerDown { machine, reason } => match reason {
-                CloseReason::PeerClosed | CloseReason::ShuttingDown => {
-                    info!("peer {machine} left: {reason}")
+            protocol::Event::PeerDown { machine, reason } => {
+                let names = self.vm.directory_mut().forget_names_on(&machine);
+                if names > 0 {
+                    debug!("names: forgot {names} held on {machine}, which is down");
                 }
-                reason => warn!("peer {machine} is down: {reason}"),
-            },
+                match reason {
+                    CloseReason::PeerClosed | CloseReason::ShuttingDown => {
+                        info!("peer {machine} left: {reason}")
+                    }
+                    reason => warn!("peer {machine} is down: {reason}"),
+                }
+            }
         }
     }
 
@@ -413,6 +424,14 @@ impl Interpreter {
                 Output::Created { id, behavior } => {
                     debug!("created object {id} ({behavior})");
                     self.commands.push(Command::Created { id, behavior })
+                }
+                Output::Named { name, id } => {
+                    debug!("object {id} took the name `{name}`");
+                    self.commands.push(Command::Named { name, id })
+                }
+                Output::Unnamed { name, id } => {
+                    debug!("object {id} no longer has the name `{name}`");
+                    self.commands.push(Command::Unnamed { name, id })
                 }
                 Output::Destroyed { id } => {
                     debug!("destroyed object {id}");

@@ -105,6 +105,8 @@ pub struct Conn {
 #[derive(Debug)]
 pub struct Snapshot {
     pub objects: Vec<(ObjectId, Arc<str>)>,
+    /// Names local objects hold: sent after the objects, before the end.
+    pub names: Vec<(Arc<str>, ObjectId)>,
     /// Objects before this index are queued (or skipped).
     pub next: usize,
     /// `create_notify`s queued so far.

@@ -1025,7 +1025,8 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     let objects: Vec<(ObjectId, Arc<str>)> = (1..=N)
         .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
         .collect();
-    a.core.send_snapshot(&MachineId::new("beta"), objects);
+    a.core
+        .send_snapshot(&MachineId::new("beta"), objects, Vec::new());
     let queued = a.core.unsent(link.ca).len();
     assert!(
         (SNAPSHOT_CHUNK..SNAPSHOT_CHUNK + 1024).contains(&queued),

@@ -94,6 +94,28 @@ impl Core {
                 edges: vm_edges(d.cycle),
                 victim: d.victim,
             }))),
+            Message::NameNotify(n) => {
+                let machine = if *n.machine_id == *peer.machine.as_str() {
+                    peer.machine.clone()
+                } else {
+                    MachineId::new(&n.machine_id)
+                };
+                self.events.push(Event::Notice {
+                    from: peer.machine,
+                    notice: Notice::Named {
+                        name: Arc::from(&*n.name),
+                        id: n.object_id,
+                        machine,
+                    },
+                });
+            }
+            Message::NameDrop(n) => self.events.push(Event::Notice {
+                from: peer.machine,
+                notice: Notice::Unnamed {
+                    name: Arc::from(&*n.name),
+                    id: n.object_id,
+                },
+            }),
             Message::Pong(_) => {}
         }
         Status::Open
@@ -211,14 +233,39 @@ impl Core {
         }));
     }
 
+    /// Tells every peer that `name` names local object `id`.
+    pub fn broadcast_named(&mut self, name: &str, id: ObjectId) {
+        let us = self.us.machine.clone();
+        self.broadcast(&Message::NameNotify(codec::NameNotify {
+            name: name.into(),
+            object_id: id,
+            machine_id: us.as_str().into(),
+        }));
+    }
+
+    /// Tells every peer that `name` no longer names local object `id`.
+    pub fn broadcast_unnamed(&mut self, name: &str, id: ObjectId) {
+        self.broadcast(&Message::NameDrop(codec::NameDrop {
+            name: name.into(),
+            object_id: id,
+        }));
+    }
+
     /// Our directory snapshot for `machine` (owed after its
-    /// [`Event::PeerUp`]): one `create_notify` per local object.
-    pub fn send_snapshot(&mut self, machine: &MachineId, objects: Vec<(ObjectId, Arc<str>)>) {
+    /// [`Event::PeerUp`]): one `create_notify` per local object, then one
+    /// `name_notify` per name a local object holds, then `snapshot_end`.
+    pub fn send_snapshot(
+        &mut self,
+        machine: &MachineId,
+        objects: Vec<(ObjectId, Arc<str>)>,
+        names: Vec<(Arc<str>, ObjectId)>,
+    ) {
         let Some(&conn) = self.active.get(machine) else {
             return; // gone again: its next PeerUp asks anew
         };
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,
+            names,
             next: 0,
             sent: 0,
             gone: HashSet::new(),
@@ -253,6 +300,16 @@ impl Core {
         if snap.next < snap.objects.len() {
             c.snapshot = Some(snap);
         } else {
+            for (name, id) in &snap.names {
+                let named = Message::NameNotify(codec::NameNotify {
+                    name: name.as_ref().into(),
+                    object_id: *id,
+                    machine_id: us.as_str().into(),
+                });
+                if let Err(e) = c.queue(&named) {
+                    warn!("name_notify for `{name}` not sent: {e}");
+                }
+            }
             let objects = snap.sent;
             let _ = c.queue(&Message::SnapshotEnd(codec::SnapshotEnd { objects }));
             debug!(

@@ -326,9 +326,13 @@ impl Reactor {
                 Command::Reply { inbound, result } => self.core.reply(inbound, result),
                 Command::Created { id, behavior } => self.core.broadcast_created(id, &behavior),
                 Command::Destroyed { id } => self.core.broadcast_destroyed(id),
-                Command::Snapshot { machine, objects } => {
-                    self.core.send_snapshot(&machine, objects)
-                }
+                Command::Snapshot {
+                    machine,
+                    objects,
+                    names,
+                } => self.core.send_snapshot(&machine, objects, names),
+                Command::Named { name, id } => self.core.broadcast_named(&name, id),
+                Command::Unnamed { name, id } => self.core.broadcast_unnamed(&name, id),
                 Command::Probe { machine, probe } => self.core.send_probe(&machine, &probe),
                 Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
                 Command::Trace(events) => {

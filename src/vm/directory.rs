@@ -48,6 +48,14 @@ pub enum Notice {
     },
     /// `destroy_notify`.
     Destroyed { id: ObjectId },
+    /// `name_notify`: `name` names `id`, on `machine` (the sender).
+    Named {
+        name: Arc<str>,
+        id: ObjectId,
+        machine: MachineId,
+    },
+    /// `name_drop`: `name` no longer names `id`.
+    Unnamed { name: Arc<str>, id: ObjectId },
 }
 
 /// Why a notice changed nothing.
@@ -66,13 +74,19 @@ pub enum Refused {
     /// A `destroy_notify` for an object the directory does not place on
     /// the sender.
     NotPlacedOnSender { id: ObjectId },
+    /// A `name_notify` for an object that is not the sender's, or a
+    /// `name_drop` for a name the sender does not hold.
+    NotTheSendersName { name: Arc<str> },
 }
 
 impl Refused {
     /// Whether this is a peer overstepping (log it loudly), rather than a
     /// harmless race such as a late `destroy_notify`.
     pub fn is_forgery(&self) -> bool {
-        !matches!(self, Refused::NotPlacedOnSender { .. })
+        !matches!(
+            self,
+            Refused::NotPlacedOnSender { .. } | Refused::NotTheSendersName { .. }
+        )
     }
 }
 
@@ -98,6 +112,10 @@ impl fmt::Display for Refused {
                     "destroy_notify for {id}, which is not placed on the sender; ignored"
                 )
             }
+            Refused::NotTheSendersName { name } => write!(
+                f,
+                "name `{name}`: the sender may only name its own objects; ignored"
+            ),
         }
     }
 }
@@ -175,6 +193,10 @@ pub struct Directory {
     behaviors: Names<Arc<str>>,
     /// Entries per machine, by the machine's index in `machines`.
     hosted: Vec<u64>,
+    /// Cluster-wide names: name -> (object, its machine; `None` here).
+    names: HashMap<Arc<str>, (ObjectId, Option<MachineId>)>,
+    /// This node's machine, for the name tie rule.
+    us: Option<MachineId>,
 }
 
 impl Directory {
@@ -191,6 +213,7 @@ impl Directory {
             shrink_if_sparse(&mut self.entries);
             self.hosted[usize::from(m)] = 0;
         }
+        self.forget_names_on(machine);
         self.peers.insert(
             machine.clone(),
             PeerInfo {
@@ -235,9 +258,122 @@ impl Directory {
                     return Err(Refused::NotPlacedOnSender { id });
                 }
                 self.remove(id);
+                self.drop_names_of(id);
                 Ok(true)
             }
+            Notice::Named { name, id, machine } => {
+                let theirs = id.node_prefix() == peer.prefix || self.machine_of(id) == Some(from);
+                if machine != *from || !theirs {
+                    return Err(Refused::NotTheSendersName { name });
+                }
+                match self.names.get(&name) {
+                    Some((held, holder)) if (*held, holder.as_ref()) == (id, Some(from)) => {
+                        Ok(false)
+                    }
+                    // Two nodes named different objects at once: the lower
+                    // machine_id keeps the name, on every node alike.
+                    Some((_, holder)) if !self.outranks(from, holder.as_ref()) => Ok(false),
+                    _ => {
+                        self.names.insert(name, (id, Some(machine)));
+                        Ok(true)
+                    }
+                }
+            }
+            Notice::Unnamed { name, id } => match self.names.get(&name) {
+                Some((held, Some(holder))) if *held == id && holder == from => {
+                    self.names.remove(&name);
+                    Ok(true)
+                }
+                _ => Err(Refused::NotTheSendersName { name }),
+            },
         }
+    }
+
+    /// Sets this node's machine (for the name tie rule).
+    pub fn set_local_machine(&mut self, us: MachineId) {
+        self.us = Some(us);
+    }
+
+    /// Whether `from` wins a name held by `holder` (`None`: us).
+    fn outranks(&self, from: &MachineId, holder: Option<&MachineId>) -> bool {
+        match holder.or(self.us.as_ref()) {
+            Some(holder) => from.as_str() < holder.as_str(),
+            None => true,
+        }
+    }
+
+    /// The object `name` names, anywhere in the cluster (as far as this
+    /// node knows).
+    pub fn whereis(&self, name: &str) -> Option<ObjectId> {
+        self.names.get(name).map(|(id, _)| *id)
+    }
+
+    /// Registers `name` for local object `id`: false when the name is taken.
+    pub fn register_local(&mut self, name: Arc<str>, id: ObjectId) -> bool {
+        if self.names.contains_key(&name) {
+            return false;
+        }
+        self.names.insert(name, (id, None));
+        true
+    }
+
+    /// Drops `name` if a local object holds it; answers that object.
+    pub fn unregister_local(&mut self, name: &str) -> Option<ObjectId> {
+        match self.names.get(name) {
+            Some((id, None)) => {
+                let id = *id;
+                self.names.remove(name);
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The machine holding `name` (`None` for a local name or none).
+    pub fn name_holder(&self, name: &str) -> Option<&MachineId> {
+        self.names.get(name).and_then(|(_, m)| m.as_ref())
+    }
+
+    /// Drops every name of `id` (it was destroyed); answers them.
+    pub fn drop_names_of(&mut self, id: ObjectId) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self
+            .names
+            .iter()
+            .filter(|(_, (named, _))| *named == id)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            self.names.remove(name);
+        }
+        gone
+    }
+
+    /// Forgets every name held on `machine` (it came up again, and its
+    /// snapshot says them anew; or it was declared down). Answers how many.
+    pub fn forget_names_on(&mut self, machine: &MachineId) -> usize {
+        let before = self.names.len();
+        self.names.retain(|_, (_, m)| m.as_ref() != Some(machine));
+        before - self.names.len()
+    }
+
+    /// Places `name` on `id` at `machine` unconditionally: for hosts wiring
+    /// vms by hand (tests). A node's own traffic goes through `apply`.
+    pub fn insert_name(&mut self, name: Arc<str>, id: ObjectId, machine: MachineId) {
+        self.names.insert(name, (id, Some(machine)));
+    }
+
+    /// Drops `name` unconditionally (the counterpart of `insert_name`).
+    pub fn remove_name(&mut self, name: &str) {
+        self.names.remove(name);
+    }
+
+    /// The names local objects hold (for the directory snapshot).
+    pub fn local_names(&self) -> Vec<(Arc<str>, ObjectId)> {
+        self.names
+            .iter()
+            .filter(|(_, (_, m))| m.is_none())
+            .map(|(name, (id, _))| (name.clone(), *id))
+            .collect()
     }
 
     /// Stores an entry (nothing when a name table is full: 65,535 machines

@@ -485,6 +485,30 @@ fn exec_local(
             None => Val::Nothing,
         },
         Instr::GetCurrentMachine => Val::Str(w.machine.as_str().to_owned()),
+        Instr::RegisterName { name, id } => {
+            if !w.objects.contains_key(&id) {
+                w.trace.error(&VmError::Unsupported(
+                    "register_name of an object not hosted here (register it on its node)",
+                ));
+                return Ok(Val::Bool(false));
+            }
+            if !w.directory.register_local(name.clone(), id) {
+                return Ok(Val::Bool(false));
+            }
+            out.push(Output::Named { name, id });
+            Val::Bool(true)
+        }
+        Instr::Whereis(name) => match w.directory.whereis(&name) {
+            Some(id) => Val::just(Val::ObjectRef(id)),
+            None => Val::Nothing,
+        },
+        Instr::UnregisterName(name) => match w.directory.unregister_local(&name) {
+            Some(id) => {
+                out.push(Output::Unnamed { name, id });
+                Val::Bool(true)
+            }
+            None => Val::Bool(false),
+        },
         Instr::GetMachine(id) => {
             let local = w.objects.contains_key(&id)
                 || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
@@ -631,6 +655,9 @@ fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
         shrink_if_sparse(&mut w.objects);
         w.mark_changed(id);
+        for name in w.directory.drop_names_of(id) {
+            out.push(Output::Unnamed { name, id });
+        }
         w.trace
             .record(EventKind::ObjectDestroyed, || Event::ObjectDestroyed { id });
         out.push(Output::Destroyed { id });

@@ -172,7 +172,7 @@ impl Vm {
         let first = config.first_counter;
         Vm {
             world: World {
-                machine: config.machine,
+                machine: config.machine.clone(),
                 objects: IdMap::default(),
                 changed: None,
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
@@ -181,7 +181,11 @@ impl Vm {
                 next_gen: 0,
                 max_depth: config.max_depth.max(1),
                 frames_total: 0,
-                directory: Directory::new(),
+                directory: {
+                    let mut d = Directory::new();
+                    d.set_local_machine(config.machine.clone());
+                    d
+                },
                 turns: Turns::new(config.max_waiting.max(1)),
                 woken: Vec::new(),
                 to_fail: Vec::new(),

@@ -50,6 +50,10 @@ pub enum Output {
         result: Result<Val, VmError>,
         last_failure: Option<VmError>,
     },
+    /// A local object took `name`: tell every peer (`name_notify`).
+    Named { name: Arc<str>, id: ObjectId },
+    /// `name` no longer names local object `id`: tell every peer.
+    Unnamed { name: Arc<str>, id: ObjectId },
     /// An object was created here (in a transaction: only on commit).
     Created { id: ObjectId, behavior: Arc<str> },
     /// An object here was destroyed (in a transaction: only on commit).

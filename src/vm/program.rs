@@ -45,6 +45,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use super::ids::{ControllerId, ObjectId, TxId};
 use super::value::Val;
@@ -112,6 +113,15 @@ pub enum Instr {
     },
     /// Answers `Just(Str(machine))` or `Nothing`.
     GetMachine(ObjectId),
+    /// Answers `Bool`: true when `name` now names local object `id`
+    /// cluster-wide; false when the name is taken, or `id` is not an
+    /// object of this node (register a name on the object's node).
+    RegisterName { name: Arc<str>, id: ObjectId },
+    /// Answers `Just(ObjectRef)` of the object `name` names, or `Nothing`.
+    Whereis(Arc<str>),
+    /// Answers `Bool`: true when `name` named an object of this node and
+    /// no longer does; false otherwise.
+    UnregisterName(Arc<str>),
 }
 
 impl Instr {
@@ -134,6 +144,9 @@ impl Instr {
             Instr::AbortTx(_) => "abort_tx",
             Instr::CallPure { .. } => "call_pure",
             Instr::GetMachine(_) => "get_machine",
+            Instr::RegisterName { .. } => "register_name",
+            Instr::Whereis(_) => "whereis",
+            Instr::UnregisterName(_) => "unregister_name",
         }
     }
 }
@@ -342,6 +355,27 @@ pub fn call_pure(name: impl Into<Cow<'static, str>>, args: Vec<Val>) -> Program 
 /// when it is unknown here.
 pub fn get_machine(id: ObjectId) -> Program {
     trigger(Instr::GetMachine(id))
+}
+
+/// Names local object `id` `name` across the cluster (like Erlang's
+/// `global`): `Bool`, false when the name is taken or `id` is not hosted
+/// here. See `docs/protocol.md` ("Names") for the rules.
+pub fn register_name(name: impl Into<Arc<str>>, id: ObjectId) -> Program {
+    trigger(Instr::RegisterName {
+        name: name.into(),
+        id,
+    })
+}
+
+/// The object `name` names: `Just(ObjectRef)`, or `Nothing`. Answered from
+/// this node's table, which every node's `name_notify` keeps up to date.
+pub fn whereis(name: impl Into<Arc<str>>) -> Program {
+    trigger(Instr::Whereis(name.into()))
+}
+
+/// Drops `name`, if an object of this node holds it: `Bool`.
+pub fn unregister_name(name: impl Into<Arc<str>>) -> Program {
+    trigger(Instr::UnregisterName(name.into()))
 }
 
 /// Do-notation for programs.

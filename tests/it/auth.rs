@@ -163,6 +163,8 @@ fn each_failed_handshake_is_refused_and_the_node_serves_on() {
     );
     let snapshot = recv(&mut first);
     assert_eq!(snapshot["type"], "create_notify", "{snapshot}");
+    let named = recv(&mut first);
+    assert_eq!(named["type"], "name_notify", "{named}");
     let end = recv(&mut first);
     assert_eq!(end["type"], "snapshot_end", "{end}");
     // Gone before the replay, so that its machine_id is free again.

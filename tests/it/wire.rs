@@ -235,6 +235,12 @@ pub fn hello_beta(port: u16, machine: &str, prefix: u64) -> (TcpStream, u64) {
     assert_eq!(notify["machine_id"], "beta");
     let pong = notify["object_id"].as_u64().unwrap();
     assert_eq!(pong >> 48, port as u64, "default node_prefix is the port");
+    // Then the names its objects hold: the demo names pong `pong`.
+    let named = recv(&mut s);
+    assert_eq!(
+        named,
+        json!({"type":"name_notify","name":"pong","object_id":pong,"machine_id":"beta"})
+    );
     // The snapshot says it is complete: one object.
     let end = recv(&mut s);
     assert_eq!(end, json!({"type":"snapshot_end","objects":1}));

@@ -121,7 +121,33 @@ impl Net {
                         }
                     }
                 }
-                Output::Destroyed { .. } => {}
+                Output::Named { name, id } => {
+                    // name_notify: the other vms learn the name.
+                    let m = self.vms[i].machine().clone();
+                    for (j, other) in self.vms.iter_mut().enumerate() {
+                        if j != i {
+                            other
+                                .directory_mut()
+                                .insert_name(name.clone(), id, m.clone());
+                        }
+                    }
+                }
+                Output::Unnamed { name, .. } => {
+                    for (j, other) in self.vms.iter_mut().enumerate() {
+                        if j != i {
+                            other.directory_mut().remove_name(&name);
+                        }
+                    }
+                }
+                Output::Destroyed { id } => {
+                    // destroy_notify: the other vms drop it and its names.
+                    for (j, other) in self.vms.iter_mut().enumerate() {
+                        if j != i {
+                            other.directory_mut().remove(id);
+                            other.directory_mut().drop_names_of(id);
+                        }
+                    }
+                }
                 Output::Probe { machine, probe } => {
                     let to = self.index_of(&machine);
                     self.wire.push(Wire::Probe { to, probe });
