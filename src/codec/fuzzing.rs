@@ -18,8 +18,8 @@ use super::{
     DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Ping, Pong, Probe,
-    SnapshotEnd, WaitEdge,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, NameDrop, NameNotify,
+    Ping, Pong, Probe, SnapshotEnd, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -290,7 +290,7 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 11 {
+    match g.u8() % 13 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -332,6 +332,15 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
         }),
         9 => Message::Auth(Auth { proof: g.string() }),
         10 => Message::SnapshotEnd(SnapshotEnd { objects: g.u64() }),
+        11 => Message::NameNotify(NameNotify {
+            name: g.string(),
+            object_id: ObjectId(g.u64()),
+            machine_id: g.string(),
+        }),
+        12 => Message::NameDrop(NameDrop {
+            name: g.string(),
+            object_id: ObjectId(g.u64()),
+        }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),
             object: ObjectId(g.u64()),

@@ -13,7 +13,7 @@ use crate::vm::{ChainId, ObjectId, Val};
 /// deadlock-detection types are not in PROTOCOL.md's examples yet; then
 /// version 2's `hello` and `auth` (docs/protocol.md's worked example), a
 /// `snapshot_end`, and a probe that was passed on (`hops`).
-const GOLDEN: [&str; 12] = [
+const GOLDEN: [&str; 14] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
@@ -26,6 +26,8 @@ const GOLDEN: [&str; 12] = [
     r#"{"type":"auth","proof":"43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02"}"#,
     r#"{"type":"snapshot_end","objects":1}"#,
     r#"{"type":"probe","initiator":1,"blocked":2,"path":[],"hops":3}"#,
+    r#"{"type":"name_notify","name":"pong","object_id":2533837740349325312,"machine_id":"beta"}"#,
+    r#"{"type":"name_drop","name":"pong","object_id":2533837740349325312}"#,
 ];
 
 fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
@@ -109,6 +111,15 @@ fn golden_messages() -> Vec<Message<'static>> {
             blocked: ChainId(2),
             path: vec![],
             hops: 3,
+        }),
+        Message::NameNotify(NameNotify {
+            name: "pong".into(),
+            object_id: pong,
+            machine_id: "beta".into(),
+        }),
+        Message::NameDrop(NameDrop {
+            name: "pong".into(),
+            object_id: pong,
         }),
     ]
 }

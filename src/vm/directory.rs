@@ -83,10 +83,7 @@ impl Refused {
     /// Whether this is a peer overstepping (log it loudly), rather than a
     /// harmless race such as a late `destroy_notify`.
     pub fn is_forgery(&self) -> bool {
-        !matches!(
-            self,
-            Refused::NotPlacedOnSender { .. } | Refused::NotTheSendersName { .. }
-        )
+        !matches!(self, Refused::NotPlacedOnSender { .. })
     }
 }
 
@@ -280,11 +277,17 @@ impl Directory {
                 }
             }
             Notice::Unnamed { name, id } => match self.names.get(&name) {
-                Some((held, Some(holder))) if *held == id && holder == from => {
-                    self.names.remove(&name);
-                    Ok(true)
+                Some((held, Some(holder))) if holder == from => {
+                    let held = *held == id;
+                    if held {
+                        self.names.remove(&name);
+                    }
+                    Ok(held)
                 }
-                _ => Err(Refused::NotTheSendersName { name }),
+                // Another machine's name: not the sender's to drop.
+                Some(_) => Err(Refused::NotTheSendersName { name }),
+                // Already gone (the sender lost it to a tie, say).
+                None => Ok(false),
             },
         }
     }
@@ -614,6 +617,100 @@ mod tests {
             "beta's pong is untouched"
         );
         assert_eq!(d.len(), 1);
+    }
+
+    fn named(name: &str, id: ObjectId, machine: &str) -> Notice {
+        Notice::Named {
+            name: Arc::from(name),
+            id,
+            machine: m(machine),
+        }
+    }
+
+    #[test]
+    fn a_peer_names_only_its_own_objects_and_drops_only_its_own_names() {
+        let mut d = dir();
+        let pong = id(2, 1);
+        assert_eq!(d.apply(&m("beta"), named("pong", pong, "beta")), Ok(true));
+        assert_eq!(d.whereis("pong"), Some(pong));
+        assert_eq!(d.name_holder("pong"), Some(&m("beta")));
+        // mallory may not name beta's object, nor on another machine.
+        let e = d
+            .apply(&m("mallory"), named("evil", pong, "mallory"))
+            .unwrap_err();
+        assert!(e.is_forgery(), "{e}");
+        let e = d.apply(&m("mallory"), named("evil", id(9, 1), "beta"));
+        assert!(e.is_err());
+        // Nor drop beta's name.
+        let drop = Notice::Unnamed {
+            name: Arc::from("pong"),
+            id: pong,
+        };
+        assert!(d.apply(&m("mallory"), drop.clone()).is_err());
+        assert_eq!(d.whereis("pong"), Some(pong));
+        assert_eq!(d.apply(&m("beta"), drop), Ok(true));
+        assert_eq!(d.whereis("pong"), None);
+    }
+
+    #[test]
+    fn a_name_two_nodes_took_at_once_goes_to_the_lower_machine_everywhere() {
+        // On a third node, in either order of arrival.
+        for beta_first in [true, false] {
+            let mut d = dir();
+            d.peer_up(&m("alpha"), 1);
+            let (from_alpha, from_beta) =
+                (named("x", id(1, 5), "alpha"), named("x", id(2, 5), "beta"));
+            let order = if beta_first {
+                [(m("beta"), from_beta), (m("alpha"), from_alpha)]
+            } else {
+                [(m("alpha"), from_alpha), (m("beta"), from_beta)]
+            };
+            for (from, notice) in order {
+                let _ = d.apply(&from, notice);
+            }
+            assert_eq!(d.whereis("x"), Some(id(1, 5)), "beta first: {beta_first}");
+        }
+        // On beta itself, which had named its own object: alpha wins.
+        let mut beta = Directory::new();
+        beta.set_local_machine(m("beta"));
+        beta.peer_up(&m("alpha"), 1);
+        assert!(beta.register_local(Arc::from("x"), id(2, 5)));
+        assert_eq!(
+            beta.apply(&m("alpha"), named("x", id(1, 5), "alpha")),
+            Ok(true)
+        );
+        assert_eq!(beta.whereis("x"), Some(id(1, 5)));
+        // On alpha: its own registration stands against beta's.
+        let mut alpha = Directory::new();
+        alpha.set_local_machine(m("alpha"));
+        alpha.peer_up(&m("beta"), 2);
+        assert!(alpha.register_local(Arc::from("x"), id(1, 5)));
+        assert_eq!(
+            alpha.apply(&m("beta"), named("x", id(2, 5), "beta")),
+            Ok(false)
+        );
+        assert_eq!(alpha.whereis("x"), Some(id(1, 5)));
+    }
+
+    #[test]
+    fn names_go_with_their_object_and_their_node() {
+        let mut d = dir();
+        d.apply(&m("beta"), created(id(2, 1), "beta", "pong"))
+            .unwrap();
+        d.apply(&m("beta"), named("a", id(2, 1), "beta")).unwrap();
+        d.apply(&m("beta"), named("b", id(2, 2), "beta")).unwrap();
+        d.apply(&m("beta"), Notice::Destroyed { id: id(2, 1) })
+            .unwrap();
+        assert_eq!((d.whereis("a"), d.whereis("b")), (None, Some(id(2, 2))));
+        assert_eq!(d.forget_names_on(&m("beta")), 1);
+        assert_eq!(d.whereis("b"), None);
+        d.apply(&m("beta"), named("c", id(2, 3), "beta")).unwrap();
+        d.peer_up(&m("beta"), 2);
+        assert_eq!(
+            d.whereis("c"),
+            None,
+            "a reconnected peer's snapshot says its names anew"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 mod changes;
 mod errors;
 mod layers;
+mod names;
 mod pingpong;
 mod reentrance;
 mod turns;
