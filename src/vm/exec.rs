@@ -451,6 +451,79 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
     }
 }
 
+/// Reflection is allowed to top-level programs (host code) and to
+/// behaviors registered with `BehaviorRegistry::allow_reflection`.
+fn may_reflect(w: &World, frame: Option<&Frame>) -> Result<(), VmError> {
+    match frame {
+        Some(f) if f.self_id != NONE && !w.behaviors.get(f.behavior).reflective => Err(
+            VmError::Unsupported("reflection by a behavior not allowed to reflect (BehaviorRegistry::allow_reflection)"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn controller_val(c: Option<ControllerId>) -> Val {
+    c.map_or(Val::Nothing, |c| Val::just(Val::Nat(c.0)))
+}
+
+/// The controller a chain runs under: its transaction's, if begun with
+/// one, else the running object's.
+fn current_controller(w: &World, c: &Chain) -> Option<ControllerId> {
+    c.tx.as_ref().and_then(|tx| tx.controller).or_else(|| {
+        let me = c.frames.last().map_or(NONE, |f| f.self_id);
+        w.objects.get(&me).and_then(|o| o.controller)
+    })
+}
+
+/// `reflect`'s record of a local object.
+fn meta_of(w: &World, o: &Obj) -> Val {
+    let field = |k: &str, v: Val| Val::pair(Val::str(k), v);
+    Val::List(vec![
+        field(
+            "behavior",
+            Val::Str(w.behaviors.get(o.behavior).name.to_string()),
+        ),
+        field("machine", Val::Str(w.machine.as_str().to_owned())),
+        field("controller", controller_val(o.controller)),
+        field("version", Val::Nat(u64::from(o.version))),
+    ])
+}
+
+/// `scry_meta`: local objects and directory entries matching `filter`.
+fn scry(w: &World, filter: &Val) -> Result<Val, VmError> {
+    let bad = || {
+        VmError::Unsupported(
+            "scry_meta filter: a List of (\"behavior\"|\"machine\"|\"controller\", value) pairs",
+        )
+    };
+    let (mut behavior, mut machine, mut controller) = (None, None, None);
+    for item in filter.as_list().ok_or_else(bad)? {
+        let Val::Pair(k, v) = item else {
+            return Err(bad());
+        };
+        match (k.as_str(), &**v) {
+            (Some("behavior"), Val::Str(b)) => behavior = Some(b.as_str()),
+            (Some("machine"), Val::Str(m)) => machine = Some(m.as_str()),
+            (Some("controller"), Val::Nat(c)) => controller = Some(ControllerId(*c)),
+            _ => return Err(bad()),
+        }
+    }
+    let mut found: Vec<ObjectId> = Vec::new();
+    if machine.is_none_or(|m| m == w.machine.as_str()) {
+        found.extend(w.objects.iter().filter_map(|(id, o)| {
+            let b = &w.behaviors.get(o.behavior).name;
+            let ok = behavior.is_none_or(|want| want == &**b)
+                && controller.is_none_or(|want| o.controller == Some(want));
+            ok.then_some(*id)
+        }));
+    }
+    if controller.is_none() {
+        found.extend(w.directory.matching(behavior, machine));
+    }
+    found.sort_unstable_by_key(|id| id.0);
+    Ok(Val::List(found.into_iter().map(Val::ObjectRef).collect()))
+}
+
 /// The current frame's object, for instructions that need one.
 fn self_of(c: &Chain, what: &'static str) -> Result<ObjectId, VmError> {
     match c.frames.last() {
@@ -509,6 +582,67 @@ fn exec_local(
             }
             None => Val::Bool(false),
         },
+        Instr::Reflect(id) => {
+            may_reflect(w, frame)?;
+            match w.objects.get(&id) {
+                Some(o) => Val::just(meta_of(w, o)),
+                None => Val::Nothing,
+            }
+        }
+        Instr::ScryMeta(filter) => {
+            may_reflect(w, frame)?;
+            scry(w, &filter)?
+        }
+        Instr::ReifyContext => {
+            may_reflect(w, frame)?;
+            let me = frame.map_or(NONE, |f| f.self_id);
+            let input = match frame {
+                Some(f) if f.self_id != NONE && f.input_visible => {
+                    c.inputs.last().cloned().unwrap_or(Val::Nothing)
+                }
+                _ => Val::Nothing,
+            };
+            let sender = frame.map_or(NONE, |f| f.sender);
+            let field = |k: &str, v: Val| Val::pair(Val::str(k), v);
+            Val::List(vec![
+                field(
+                    "self",
+                    if me == NONE {
+                        Val::Nothing
+                    } else {
+                        Val::ObjectRef(me)
+                    },
+                ),
+                field("input", input),
+                field(
+                    "sender",
+                    if sender == NONE {
+                        Val::Nothing
+                    } else {
+                        Val::just(Val::ObjectRef(sender))
+                    },
+                ),
+                field("machine", Val::Str(w.machine.as_str().to_owned())),
+                field("controller", controller_val(current_controller(w, c))),
+                field("chain", Val::Nat(c.id.0)),
+            ])
+        }
+        Instr::GetController(id) => controller_val(w.objects.get(&id).and_then(|o| o.controller)),
+        Instr::GetCurrentController => controller_val(current_controller(w, c)),
+        Instr::Teleport(machine) => {
+            if c.tx.is_some() {
+                return Err(VmError::Unsupported("teleport inside a transaction"));
+            }
+            if *machine == *w.machine.as_str() {
+                Val::Bool(true)
+            } else {
+                w.trace.error(&VmError::Unsupported(
+                    "teleport across nodes: a chain's continuation is code, and code never \
+                     crosses the network (call an object on that node instead)",
+                ));
+                Val::Bool(false)
+            }
+        }
         Instr::GetMachine(id) => {
             let local = w.objects.contains_key(&id)
                 || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());

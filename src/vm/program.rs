@@ -122,6 +122,24 @@ pub enum Instr {
     /// Answers `Bool`: true when `name` named an object of this node and
     /// no longer does; false otherwise.
     UnregisterName(Arc<str>),
+    /// Reflection: answers `Just(meta)` of a local object (see
+    /// [`reflect`]), `Nothing` otherwise.
+    Reflect(ObjectId),
+    /// Reflection: answers `List[ObjectRef]` of the objects matching a
+    /// data filter (see [`scry_meta`]).
+    ScryMeta(Val),
+    /// Reflection: answers the running frame as a value (see
+    /// [`reify_context`]).
+    ReifyContext,
+    /// Answers `Just(Nat controller)`, or `Nothing` when the object has no
+    /// controller (or is not local).
+    GetController(ObjectId),
+    /// Answers `Just(Nat controller)` the chain runs under, or `Nothing`.
+    GetCurrentController,
+    /// Answers `Bool`: true when already on `machine`; false (with the
+    /// reason traced) otherwise: a chain's continuation is code, and code
+    /// never crosses the network. Inside a transaction it is an error.
+    Teleport(Arc<str>),
 }
 
 impl Instr {
@@ -147,6 +165,12 @@ impl Instr {
             Instr::RegisterName { .. } => "register_name",
             Instr::Whereis(_) => "whereis",
             Instr::UnregisterName(_) => "unregister_name",
+            Instr::Reflect(_) => "reflect",
+            Instr::ScryMeta(_) => "scry_meta",
+            Instr::ReifyContext => "reify_context",
+            Instr::GetController(_) => "get_controller",
+            Instr::GetCurrentController => "get_current_controller",
+            Instr::Teleport(_) => "teleport",
         }
     }
 }
@@ -376,6 +400,50 @@ pub fn whereis(name: impl Into<Arc<str>>) -> Program {
 /// Drops `name`, if an object of this node holds it: `Bool`.
 pub fn unregister_name(name: impl Into<Arc<str>>) -> Program {
     trigger(Instr::UnregisterName(name.into()))
+}
+
+/// Reflection (allowed per behavior, [`BehaviorRegistry::allow_reflection`](super::BehaviorRegistry::allow_reflection)):
+/// a local object's metadata, `Just(List[("behavior", Str), ("machine",
+/// Str), ("controller", Just(Nat) | Nothing), ("version", Nat)])` (each
+/// entry a `Pair`), or `Nothing` when `id` is not hosted here.
+pub fn reflect(id: ObjectId) -> Program {
+    trigger(Instr::Reflect(id))
+}
+
+/// Reflection: the objects matching `filter`, a `List` of `Pair`s, all of
+/// which must hold: `("behavior", Str b)`, `("machine", Str m)`,
+/// `("controller", Nat c)`. Local objects, and the objects the directory
+/// places on other machines (by behavior and machine: their controllers
+/// are not known here). Answers `List[ObjectRef]`, lowest id first.
+pub fn scry_meta(filter: Val) -> Program {
+    trigger(Instr::ScryMeta(filter))
+}
+
+/// Reflection: the running frame, `List` of `Pair`s: `("self", ObjectRef
+/// | Nothing)`, `("input", v | Nothing)`, `("sender", Just(ObjectRef) |
+/// Nothing)`, `("machine", Str)`, `("controller", Just(Nat) | Nothing)`,
+/// `("chain", Nat)`.
+pub fn reify_context() -> Program {
+    trigger(Instr::ReifyContext)
+}
+
+/// The controller of local object `id`: `Just(Nat)` or `Nothing`.
+pub fn get_controller(id: ObjectId) -> Program {
+    trigger(Instr::GetController(id))
+}
+
+/// The controller this chain runs under: the open transaction's, if it
+/// was begun with one, else the running object's; `Nothing` for neither.
+pub fn get_current_controller() -> Program {
+    trigger(Instr::GetCurrentController)
+}
+
+/// Moves the rest of the chain to `machine`: only a no-op is possible
+/// (`Bool(true)` when already there), since code never crosses the
+/// network; anything else answers `Bool(false)` with the reason traced,
+/// and inside a transaction it fails the call.
+pub fn teleport(machine: impl Into<Arc<str>>) -> Program {
+    trigger(Instr::Teleport(machine.into()))
 }
 
 /// Do-notation for programs.

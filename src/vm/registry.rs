@@ -39,6 +39,9 @@ pub(crate) struct Behavior {
     pub(crate) run: Box<StoredFn>,
     /// Whether the vm keeps a copy of the input for `get_input`.
     pub(crate) keeps_input: bool,
+    /// Whether its calls may use reflection (`reflect`, `scry_meta`,
+    /// `reify_context`): see [`BehaviorRegistry::allow_reflection`].
+    pub(crate) reflective: bool,
 }
 
 /// Behaviors by name.
@@ -86,6 +89,7 @@ impl BehaviorRegistry {
             name: name.clone(),
             run,
             keeps_input,
+            reflective: false,
         };
         match self.by_name.get(&name) {
             Some(&i) => self.entries[i as usize] = entry,
@@ -93,6 +97,21 @@ impl BehaviorRegistry {
                 self.by_name.insert(name, self.entries.len() as u32);
                 self.entries.push(entry);
             }
+        }
+    }
+
+    /// Lets behavior `name` use reflection: `reflect`, `scry_meta` and
+    /// `reify_context` see objects' metadata and the running frame, which
+    /// the AVM marks unsafe. A behavior not allowed fails such a call with
+    /// an error saying so; top-level programs (host code) always may.
+    /// False when no behavior has that name.
+    pub fn allow_reflection(&mut self, name: &str) -> bool {
+        match self.by_name.get(name) {
+            Some(&i) => {
+                self.entries[i as usize].reflective = true;
+                true
+            }
+            None => false,
         }
     }
 

@@ -5,6 +5,7 @@ mod layers;
 mod names;
 mod pingpong;
 mod reentrance;
+mod reflect;
 mod turns;
 mod tx;
 

@@ -1,0 +1,138 @@
+//! Reflection, reification, controllers and teleport: one test per rule.
+use super::*;
+
+/// The registry of `vm()`, plus `seer` (may reflect) and `blind` (may
+/// not), both answering `reify_context()` or `reflect(input)`.
+fn reflecting_vm() -> Vm {
+    let mut reg = registry();
+    let look = |input: Val| match input {
+        Val::ObjectRef(id) => reflect(id),
+        _ => reify_context(),
+    };
+    reg.register("seer", look);
+    reg.register("blind", look);
+    assert!(reg.allow_reflection("seer"));
+    assert!(!reg.allow_reflection("no-such-behavior"));
+    Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures())
+}
+
+fn field<'v>(record: &'v Val, key: &str) -> &'v Val {
+    record
+        .as_list()
+        .and_then(|items| {
+            items.iter().find_map(|i| match i {
+                Val::Pair(k, v) if k.as_str() == Some(key) => Some(&**v),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| panic!("no {key} in {record}"))
+}
+
+#[test]
+fn reflect_answers_a_local_objects_metadata() {
+    let mut vm = reflecting_vm();
+    let p = prog! {
+        let o <- create_obj_for("cell", ControllerId(7));
+        let Val::ObjectRef(id) = o else { return done(o) };
+        reflect(id)
+    };
+    let Ok(Val::Just(meta)) = run_program(&mut vm, p) else {
+        panic!("reflect answered nothing")
+    };
+    assert_eq!(field(&meta, "behavior"), &Val::str("cell"));
+    assert_eq!(field(&meta, "machine"), &Val::str("alpha"));
+    assert_eq!(field(&meta, "controller"), &Val::just(Val::Nat(7)));
+    assert_eq!(field(&meta, "version"), &Val::Nat(0));
+    assert_eq!(
+        run_program(&mut vm, reflect(ObjectId(1 << 48 | 999))),
+        Ok(Val::Nothing)
+    );
+}
+
+#[test]
+fn only_behaviors_allowed_to_reflect_may() {
+    let mut vm = reflecting_vm();
+    let seer = vm.create_object("seer").unwrap();
+    let blind = vm.create_object("blind").unwrap();
+    let ctx = run_call(&mut vm, seer, Val::Nat(5)).unwrap();
+    assert_eq!(field(&ctx, "self"), &Val::ObjectRef(seer));
+    assert_eq!(field(&ctx, "input"), &Val::Nat(5));
+    assert_eq!(field(&ctx, "machine"), &Val::str("alpha"));
+    assert_eq!(field(&ctx, "chain"), &Val::Nat(0xabc));
+    let refused = run_call(&mut vm, blind, Val::Nat(5)).unwrap_err();
+    assert!(
+        refused.to_string().contains("not allowed to reflect"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn scry_meta_matches_local_objects_and_the_directory() {
+    let mut vm = reflecting_vm();
+    let a = vm.create_object("cell").unwrap();
+    let p = create_obj_for("cell", ControllerId(3));
+    let Ok(Val::ObjectRef(b)) = run_program(&mut vm, p) else {
+        panic!()
+    };
+    let far = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(far, MachineId::new("beta"), Some("cell"));
+    let scry = |vm: &mut Vm, filter: Vec<(&str, Val)>| {
+        let f = filter
+            .into_iter()
+            .map(|(k, v)| Val::pair(Val::str(k), v))
+            .collect();
+        run_program(vm, scry_meta(Val::List(f)))
+    };
+    let refs = |ids: &[ObjectId]| Ok(Val::List(ids.iter().map(|i| Val::ObjectRef(*i)).collect()));
+    assert_eq!(
+        scry(&mut vm, vec![("behavior", Val::str("cell"))]),
+        refs(&[a, b, far])
+    );
+    assert_eq!(
+        scry(&mut vm, vec![("machine", Val::str("beta"))]),
+        refs(&[far])
+    );
+    assert_eq!(scry(&mut vm, vec![("controller", Val::Nat(3))]), refs(&[b]));
+    assert!(scry(&mut vm, vec![("colour", Val::Nat(1))]).is_err());
+}
+
+#[test]
+fn a_chain_runs_under_its_transactions_controller_or_its_objects() {
+    let mut vm = reflecting_vm();
+    assert_eq!(
+        run_program(&mut vm, get_current_controller()),
+        Ok(Val::Nothing)
+    );
+    let p = prog! {
+        let tx <- begin_tx(Some(ControllerId(9)));
+        let Val::TxRef(tx) = tx else { return done(tx) };
+        let c <- get_current_controller();
+        commit_tx(tx);
+        done(c)
+    };
+    assert_eq!(run_program(&mut vm, p), Ok(Val::just(Val::Nat(9))));
+    let p = prog! {
+        let o <- create_obj_for("cell", ControllerId(4));
+        let Val::ObjectRef(id) = o else { return done(o) };
+        get_controller(id)
+    };
+    assert_eq!(run_program(&mut vm, p), Ok(Val::just(Val::Nat(4))));
+}
+
+#[test]
+fn teleport_stays_put_or_says_why_and_is_an_error_in_a_transaction() {
+    let mut vm = reflecting_vm();
+    assert_eq!(run_program(&mut vm, teleport("alpha")), Ok(Val::Bool(true)));
+    assert_eq!(run_program(&mut vm, teleport("beta")), Ok(Val::Bool(false)));
+    let p = prog! {
+        let tx <- begin_tx(None);
+        let Val::TxRef(_tx) = tx else { return done(tx) };
+        teleport("alpha")
+    };
+    let e = run_program(&mut vm, p).unwrap_err();
+    assert!(
+        e.to_string().contains("teleport inside a transaction"),
+        "{e}"
+    );
+}
