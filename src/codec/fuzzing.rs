@@ -18,8 +18,8 @@ use super::{
     DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, NameDrop, NameNotify,
-    Ping, Pong, Probe, SnapshotEnd, WaitEdge,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Meta, NameDrop,
+    NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -195,6 +195,7 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
 fn vals<'m>(msg: &'m Message<'_>) -> Vec<&'m Val> {
     match msg {
         Message::Call(c) => vec![&c.input],
+        Message::Meta(m) => vec![&m.call.input],
         Message::CallResponse(CallResponse { result: Ok(v), .. }) => vec![v],
         _ => vec![],
     }
@@ -290,7 +291,7 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 13 {
+    match g.u8() % 14 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -340,6 +341,17 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
         12 => Message::NameDrop(NameDrop {
             name: g.string(),
             object_id: ObjectId(g.u64()),
+        }),
+        13 => Message::Meta(Meta {
+            op: g.string(),
+            call: Call {
+                request_id: g.u64(),
+                target: ObjectId(g.u64()),
+                input: g.val(1),
+                sender: ObjectId(g.u64()),
+                sender_machine: g.string(),
+                chain: (g.u8() & 1 == 1).then(|| ChainId(g.u64())),
+            },
         }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),

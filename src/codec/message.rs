@@ -63,6 +63,7 @@ pub enum Message<'a> {
     SnapshotEnd(SnapshotEnd),
     NameNotify(NameNotify<'a>),
     NameDrop(NameDrop<'a>),
+    Meta(Meta<'a>),
 }
 
 /// First frame on a connection, both ways.
@@ -183,6 +184,15 @@ pub struct NameNotify<'a> {
     pub machine_id: Cow<'a, str>,
 }
 
+/// A distribution-layer operation on the receiver's object `call.target`
+/// (`op`: `reflect`, `get_controller`, `destroy`, `transfer`), answered by
+/// a `call_response` like a call; its fields are a call's, plus `op`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta<'a> {
+    pub op: Cow<'a, str>,
+    pub call: Call<'a>,
+}
+
 /// `name` no longer names `object_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameDrop<'a> {
@@ -208,9 +218,10 @@ pub(crate) enum Kind {
     SnapshotEnd,
     NameNotify,
     NameDrop,
+    Meta,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 13] = [
+pub(crate) const TYPE_NAMES: [&str; 14] = [
     "hello",
     "call",
     "call_response",
@@ -224,8 +235,9 @@ pub(crate) const TYPE_NAMES: [&str; 13] = [
     "snapshot_end",
     "name_notify",
     "name_drop",
+    "meta",
 ];
-pub(crate) const KINDS: [Kind; 13] = [
+pub(crate) const KINDS: [Kind; 14] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -239,6 +251,7 @@ pub(crate) const KINDS: [Kind; 13] = [
     Kind::SnapshotEnd,
     Kind::NameNotify,
     Kind::NameDrop,
+    Kind::Meta,
 ];
 
 impl<'a> Message<'a> {
@@ -262,6 +275,7 @@ impl<'a> Message<'a> {
             Message::SnapshotEnd(_) => Kind::SnapshotEnd,
             Message::NameNotify(_) => Kind::NameNotify,
             Message::NameDrop(_) => Kind::NameDrop,
+            Message::Meta(_) => Kind::Meta,
         }
     }
 
@@ -333,6 +347,13 @@ impl<'a> Message<'a> {
                 name: own(n.name),
                 object_id: n.object_id,
             }),
+            Message::Meta(m) => Message::Meta(Meta {
+                op: own(m.op),
+                call: Call {
+                    sender_machine: own(m.call.sender_machine),
+                    ..m.call
+                },
+            }),
         }
     }
 
@@ -387,6 +408,18 @@ impl Serialize for Message<'_> {
                 }
                 if let Some(boot) = &h.boot {
                     m.serialize_field("boot", boot)?;
+                }
+            }
+            Message::Meta(meta) => {
+                let c = &meta.call;
+                m.serialize_field("op", &meta.op)?;
+                m.serialize_field("request_id", &c.request_id)?;
+                m.serialize_field("target", &c.target)?;
+                m.serialize_field("input", &val(&c.input))?;
+                m.serialize_field("sender", &c.sender)?;
+                m.serialize_field("sender_machine", &c.sender_machine)?;
+                if let Some(chain) = &c.chain {
+                    m.serialize_field("chain", chain)?;
                 }
             }
             Message::Call(c) => {

@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::error::DecodeError;
 use super::message::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Meta,
     NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
@@ -261,6 +261,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::SnapshotEnd => body.snapshot_end().map(Message::SnapshotEnd),
             Kind::NameNotify => body.name_notify().map(Message::NameNotify),
             Kind::NameDrop => body.name_drop().map(Message::NameDrop),
+            Kind::Meta => body.meta().map(Message::Meta),
         }
     }
 }
@@ -623,6 +624,44 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             blocked: self.need(F[1], blocked)?,
             path: self.need(F[2], path)?,
             hops: hops.unwrap_or(0),
+        })
+    }
+
+    /// A `meta`: a call's fields plus `op`.
+    fn meta(&mut self) -> Result<Meta<'de>, A::Error> {
+        const F: &[&str] = &[
+            "request_id",
+            "target",
+            "input",
+            "sender",
+            "sender_machine",
+            "chain",
+            "op",
+        ];
+        let (mut request_id, mut target, mut input) = (None, None, None);
+        let (mut sender, mut sender_machine, mut op) = (None, None, None);
+        let mut chain: Option<Option<ChainId>> = None;
+        while let Some(i) = self.key(F)? {
+            match i {
+                0 => self.u64(F[0], &mut request_id)?,
+                1 => self.id(F[1], &mut target)?,
+                2 => self.val(F[2], &mut input)?,
+                3 => self.id(F[3], &mut sender)?,
+                4 => self.str(F[4], &mut sender_machine)?,
+                5 => self.value(F[5], &mut chain, PhantomData)?,
+                _ => self.str(F[6], &mut op)?,
+            }
+        }
+        Ok(Meta {
+            op: self.need(F[6], op)?,
+            call: Call {
+                request_id: self.need(F[0], request_id)?,
+                target: self.need(F[1], target)?,
+                input: self.need(F[2], input)?,
+                sender: self.need(F[3], sender)?,
+                sender_machine: self.need(F[4], sender_machine)?,
+                chain: chain.flatten(),
+            },
         })
     }
 

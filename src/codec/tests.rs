@@ -13,7 +13,7 @@ use crate::vm::{ChainId, ObjectId, Val};
 /// deadlock-detection types are not in PROTOCOL.md's examples yet; then
 /// version 2's `hello` and `auth` (docs/protocol.md's worked example), a
 /// `snapshot_end`, and a probe that was passed on (`hops`).
-const GOLDEN: [&str; 14] = [
+const GOLDEN: [&str; 15] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
@@ -28,6 +28,7 @@ const GOLDEN: [&str; 14] = [
     r#"{"type":"probe","initiator":1,"blocked":2,"path":[],"hops":3}"#,
     r#"{"type":"name_notify","name":"pong","object_id":2533837740349325312,"machine_id":"beta"}"#,
     r#"{"type":"name_drop","name":"pong","object_id":2533837740349325312}"#,
+    r#"{"type":"meta","op":"destroy","request_id":9,"target":2533837740349325312,"input":{"Just":{"Nat":5}},"sender":0,"sender_machine":"alpha","chain":2533556265372614657}"#,
 ];
 
 fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
@@ -120,6 +121,17 @@ fn golden_messages() -> Vec<Message<'static>> {
         Message::NameDrop(NameDrop {
             name: "pong".into(),
             object_id: pong,
+        }),
+        Message::Meta(Meta {
+            op: "destroy".into(),
+            call: Call {
+                request_id: 9,
+                target: pong,
+                input: Val::just(Val::Nat(5)),
+                sender: ObjectId(0),
+                sender_machine: "alpha".into(),
+                chain: Some(ChainId(2533556265372614657)),
+            },
         }),
     ]
 }

@@ -289,9 +289,26 @@ impl Interpreter {
                 inbound,
                 target,
                 input,
+                sender_machine,
+                op: Some(op),
+                ..
+            } => {
+                self.stats.count_call_in();
+                debug!("{sender_machine} asks {} of object {target}", op.name());
+                let answer = self.vm.serve_op(op, target, &input);
+                self.commands.push(Command::Reply {
+                    inbound,
+                    result: Ok(answer),
+                });
+            }
+            protocol::Event::Inbound {
+                inbound,
+                target,
+                input,
                 sender,
                 sender_machine,
                 chain,
+                op: None,
             } => {
                 self.stats.count_call_in();
                 self.vm.note_arrival(target, chain, &sender_machine);

@@ -222,6 +222,8 @@ pub enum Event {
         /// this connection is known to reach it.
         sender_machine: MachineId,
         chain: Option<ChainId>,
+        /// A `meta` message's operation (`Vm::serve_op`), not a call.
+        op: Option<vm::RemoteOp>,
     },
     /// The answer to [`Core::call`]: `Err` when it failed anywhere
     /// (unreachable machine, lost connection, timeout, the callee's error).

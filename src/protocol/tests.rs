@@ -215,6 +215,7 @@ fn remote_call(token: u64, machine: &str, chain: u64) -> RemoteCall {
         input: Val::Nat(token),
         sender: ObjectId(1 << 48 | 1),
         chain: ChainId(chain),
+        op: None,
     }
 }
 

@@ -54,7 +54,17 @@ impl Core {
                 self.protocol_error(conn, why, now);
                 return Status::Closed;
             }
-            Message::Call(call) => self.handle_call(conn, &peer, call, now),
+            Message::Call(call) => self.handle_call(conn, &peer, call, None, now),
+            Message::Meta(meta) => match vm::RemoteOp::from_name(&meta.op) {
+                Some(op) => self.handle_call(conn, &peer, meta.call, Some(op), now),
+                None => {
+                    let answer = Message::CallResponse(codec::CallResponse {
+                        request_id: meta.call.request_id,
+                        result: Err(format!("unknown meta op `{}`", meta.op).into()),
+                    });
+                    self.queue(conn, &answer);
+                }
+            },
             Message::CallResponse(resp) => self.handle_response(conn, &peer, resp, now),
             Message::CreateNotify(notify) => {
                 let machine = if *notify.machine_id == *peer.machine.as_str() {
@@ -158,14 +168,21 @@ impl Core {
             "call #{request_id:#x} -> {} object {} chain {}",
             call.machine, call.target, call.chain
         );
-        let msg = Message::Call(codec::Call {
+        let wire_call = codec::Call {
             request_id,
             target: call.target,
             input: call.input,
             sender: call.sender,
             sender_machine: self.us.machine.as_str().into(),
             chain: Some(call.chain),
-        });
+        };
+        let msg = match call.op {
+            None => Message::Call(wire_call),
+            Some(op) => Message::Meta(codec::Meta {
+                op: op.name().into(),
+                call: wire_call,
+            }),
+        };
         if let Err(e) = c.queue(&msg) {
             c.outbound.remove(request_id);
             return self.fail_call(
@@ -380,6 +397,7 @@ impl Core {
         conn: ConnId,
         peer: &Peer,
         call: codec::Call<'_>,
+        op: Option<vm::RemoteOp>,
         now: Instant,
     ) {
         let Some(id) = self.inbound.insert(Inbound {
@@ -416,6 +434,7 @@ impl Core {
             sender: (call.sender != ObjectId(0)).then_some(call.sender),
             sender_machine: peer.machine.clone(),
             chain: call.chain,
+            op,
         });
     }
 

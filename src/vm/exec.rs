@@ -26,8 +26,10 @@ use log::warn;
 use std::sync::Arc;
 
 use super::error::{RemoteFailure, VmError};
-use super::ids::{shrink_if_sparse, ChainId, ControllerId, ObjectId, SuspendToken, TxId};
-use super::output::{Output, RemoteCall};
+use super::ids::{
+    shrink_if_sparse, ChainId, ControllerId, MachineId, ObjectId, SuspendToken, TxId,
+};
+use super::output::{Output, RemoteCall, RemoteOp};
 use super::program::{Cont, ContFn, Instr, Program};
 use super::registry::Ctx;
 use super::trace::{Event, EventKind};
@@ -107,6 +109,8 @@ pub(crate) struct Chain {
     /// Why the chain's last failed call failed (that `call` answered
     /// `Nothing`); the driver may report it with the chain's result.
     pub(crate) last_failure: Option<VmError>,
+    /// The operation the chain waits on, when its remote call is one.
+    pub(crate) remote_op: Option<RemoteOp>,
 }
 
 pub(crate) enum Status {
@@ -406,6 +410,20 @@ fn enter(
 }
 
 fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Output>) -> Flow {
+    if let Some((id, op, input)) = remote_op(w, c, &instr) {
+        if op == RemoteOp::Reflect {
+            if let Err(e) = may_reflect(w, c.frames.last()) {
+                return Flow::Go(Next::Fail(e));
+            }
+        }
+        let machine = w
+            .directory
+            .machine_of(id)
+            .expect("remote_op checked")
+            .clone();
+        let sender = c.frames.last().map_or(NONE, |f| f.self_id);
+        return suspend(w, c, key, machine, id, input, sender, Some(op), out);
+    }
     let Instr::Call { target, input } = instr else {
         return match exec_local(w, c, instr, out) {
             Ok(v) => Flow::Go(Next::Answer(v)),
@@ -420,28 +438,7 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
         }
         Err(VmError::UnknownObject(_)) if w.directory.machine_of(target).is_some() => {
             let machine = w.directory.machine_of(target).expect("checked").clone();
-            // Generation in the high half: a stale token never matches a
-            // later suspension that reuses the slab slot.
-            let token = SuspendToken((u64::from(w.next_gen) << 32) | key as u64);
-            w.next_gen = w.next_gen.wrapping_add(1);
-            c.token = Some(token);
-            c.remote_target = target;
-            w.trace
-                .record(EventKind::CallSuspended, || Event::CallSuspended {
-                    token,
-                    machine: machine.clone(),
-                    target,
-                    in_tx: c.tx.as_ref().map(|tx| tx.id),
-                });
-            out.push(Output::RemoteCall(RemoteCall {
-                token,
-                machine,
-                target,
-                input,
-                sender,
-                chain: c.id,
-            }));
-            Flow::Suspend
+            suspend(w, c, key, machine, target, input, sender, None, out)
         }
         Err(e) => {
             w.trace.error(&e);
@@ -449,6 +446,76 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
             Flow::Go(Next::Answer(Val::Nothing))
         }
     }
+}
+
+/// Suspends the chain on a call (or operation) to `target` on `machine`.
+#[allow(clippy::too_many_arguments)]
+fn suspend(
+    w: &mut World,
+    c: &mut Chain,
+    key: usize,
+    machine: MachineId,
+    target: ObjectId,
+    input: Val,
+    sender: ObjectId,
+    op: Option<RemoteOp>,
+    out: &mut Vec<Output>,
+) -> Flow {
+    // Generation in the high half: a stale token never matches a later
+    // suspension that reuses the slab slot.
+    let token = SuspendToken((u64::from(w.next_gen) << 32) | key as u64);
+    w.next_gen = w.next_gen.wrapping_add(1);
+    c.token = Some(token);
+    c.remote_target = target;
+    c.remote_op = op;
+    w.trace
+        .record(EventKind::CallSuspended, || Event::CallSuspended {
+            token,
+            machine: machine.clone(),
+            target,
+            in_tx: c.tx.as_ref().map(|tx| tx.id),
+        });
+    out.push(Output::RemoteCall(RemoteCall {
+        token,
+        machine,
+        target,
+        input,
+        sender,
+        chain: c.id,
+        op,
+    }));
+    Flow::Suspend
+}
+
+/// The remote operation `instr` is, when its object lives on another
+/// machine: (object, operation, the input it carries).
+fn remote_op(w: &World, c: &Chain, instr: &Instr) -> Option<(ObjectId, RemoteOp, Val)> {
+    let (id, op) = match instr {
+        Instr::Reflect(id) => (*id, RemoteOp::Reflect),
+        Instr::GetController(id) => (*id, RemoteOp::GetController),
+        Instr::DestroyObj(id) => (*id, RemoteOp::Destroy),
+        Instr::TransferObj(id, _) => (*id, RemoteOp::Transfer),
+        _ => return None,
+    };
+    let here =
+        w.objects.contains_key(&id) || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
+    if here || w.directory.machine_of(id).is_none() {
+        return None;
+    }
+    let caller = controller_val(current_controller(w, c));
+    let input = match instr {
+        Instr::DestroyObj(_) => caller,
+        Instr::TransferObj(_, to) => Val::pair(caller, Val::Nat(to.0)),
+        _ => Val::Nothing,
+    };
+    Some((id, op, input))
+}
+
+/// Whether a chain under `caller` may destroy or transfer an object
+/// controlled by `owner`: anyone may, an uncontrolled object; only a
+/// chain under its controller, a controlled one.
+pub(crate) fn authorized(owner: Option<ControllerId>, caller: Option<ControllerId>) -> bool {
+    owner.is_none() || owner == caller
 }
 
 /// Reflection is allowed to top-level programs (host code) and to
@@ -462,7 +529,7 @@ fn may_reflect(w: &World, frame: Option<&Frame>) -> Result<(), VmError> {
     }
 }
 
-fn controller_val(c: Option<ControllerId>) -> Val {
+pub(crate) fn controller_val(c: Option<ControllerId>) -> Val {
     c.map_or(Val::Nothing, |c| Val::just(Val::Nat(c.0)))
 }
 
@@ -476,7 +543,7 @@ fn current_controller(w: &World, c: &Chain) -> Option<ControllerId> {
 }
 
 /// `reflect`'s record of a local object.
-fn meta_of(w: &World, o: &Obj) -> Val {
+pub(crate) fn meta_of(w: &World, o: &Obj) -> Val {
     let field = |k: &str, v: Val| Val::pair(Val::str(k), v);
     Val::List(vec![
         field(
@@ -697,6 +764,13 @@ fn exec_local(
                 w.trace.error(&e);
                 return Ok(Val::Bool(false));
             }
+            let caller = current_controller(w, c);
+            if !authorized(object_controller(w, c, id), caller) {
+                log::info!(
+                    "transfer_obj of {id} refused: the chain does not run under its controller"
+                );
+                return Ok(Val::Bool(false));
+            }
             observe(w, c, id);
             match &mut c.tx {
                 Some(tx) => tx.transfers.push((id, to)),
@@ -776,7 +850,7 @@ fn set_state(w: &mut World, id: ObjectId, state: Vec<Val>) {
         });
 }
 
-fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
+pub(crate) fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
     if let Some(o) = w.objects.get_mut(&id) {
         o.controller = Some(to);
         o.version = o.version.wrapping_add(1);
@@ -785,7 +859,7 @@ fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
 }
 
 /// Destroys a local object; the calls waiting for its turn fail.
-fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
+pub(crate) fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
         shrink_if_sparse(&mut w.objects);
         w.mark_changed(id);
@@ -816,12 +890,27 @@ fn destroy(
         w.trace.error(&e);
         return Ok(false);
     }
+    let caller = current_controller(w, c);
+    let owner = object_controller(w, c, id);
+    if !authorized(owner, caller) {
+        log::info!("destroy_obj of {id} refused: the chain does not run under its controller");
+        return Ok(false);
+    }
     observe(w, c, id);
     match &mut c.tx {
         Some(tx) => tx.destroys.push(id),
         None => remove_object(w, id, out),
     }
     Ok(true)
+}
+
+/// The controller of object `id` as chain `c` sees it (its transaction's
+/// creations included).
+fn object_controller(w: &World, c: &Chain, id: ObjectId) -> Option<ControllerId> {
+    match c.tx.as_ref().and_then(|tx| tx.created(id)) {
+        Some(o) => o.controller,
+        None => w.objects.get(&id).and_then(|o| o.controller),
+    }
 }
 
 /// Discards `tx`: its objects never existed outside it, so their turn
@@ -869,7 +958,10 @@ fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
 /// The answer a resumed call gets, tracing (and keeping on the chain) a
 /// failure's reason.
 pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, String>) -> Val {
+    let op = c.remote_op.take();
     match result {
+        // An operation's answer is the instruction's own; a call's is `Just`.
+        Ok(v) if op.is_some() => v,
         Ok(v) => Val::just(v),
         Err(reason) => {
             let e = VmError::RemoteFailed(Box::new(RemoteFailure {
@@ -878,7 +970,10 @@ pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, S
             }));
             w.trace.error(&e);
             c.last_failure = Some(e);
-            Val::Nothing
+            match op {
+                Some(RemoteOp::Destroy | RemoteOp::Transfer) => Val::Bool(false),
+                _ => Val::Nothing,
+            }
         }
     }
 }

@@ -88,7 +88,7 @@ use super::directory::Directory;
 use super::error::{Cycle, VmError};
 use super::exec::{self, Chain, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
-use super::output::{ObjectRecord, Output, Probe, StartCall};
+use super::output::{ObjectRecord, Output, Probe, RemoteOp, StartCall};
 use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
@@ -357,6 +357,7 @@ impl Vm {
             remote_target: ObjectId(0),
             tx: None,
             last_failure: None,
+            remote_op: None,
         });
         self.world.chain_keys.entry(id).or_default().push(key);
         self.runnable.push_back(key);
@@ -385,6 +386,58 @@ impl Vm {
             Err(e) => (ChainId(0), Next::Fail(e.into())),
         };
         self.new_chain(id, origin, next);
+    }
+
+    /// Runs a distribution-layer operation another node asked of local
+    /// object `target` (a `meta` message); the answer goes back as a
+    /// `call_response`. Destroy and transfer happen only for a caller
+    /// under the object's controller (or on an uncontrolled object): any
+    /// other gets `Bool(false)` and a log line.
+    pub fn serve_op(&mut self, op: RemoteOp, target: ObjectId, input: &Val) -> Val {
+        let owner = self.world.objects.get(&target).map(|o| o.controller);
+        let Some(owner) = owner else {
+            return match op {
+                RemoteOp::Destroy | RemoteOp::Transfer => Val::Bool(false),
+                RemoteOp::Reflect | RemoteOp::GetController => Val::Nothing,
+            };
+        };
+        let controller_of = |v: &Val| match v {
+            Val::Just(c) => c.as_nat().map(ControllerId),
+            _ => None,
+        };
+        let answer = match op {
+            RemoteOp::Reflect => {
+                let o = &self.world.objects[&target];
+                Val::just(exec::meta_of(&self.world, o))
+            }
+            RemoteOp::GetController => exec::controller_val(owner),
+            RemoteOp::Destroy => {
+                let caller = controller_of(input);
+                if !exec::authorized(owner, caller) {
+                    log::info!("remote destroy_obj of {target} refused: not its controller");
+                    return Val::Bool(false);
+                }
+                exec::remove_object(&mut self.world, target, &mut self.pending);
+                Val::Bool(true)
+            }
+            RemoteOp::Transfer => {
+                let (caller, to) = match input {
+                    Val::Pair(caller, to) => (controller_of(caller), to.as_nat()),
+                    _ => (None, None),
+                };
+                let Some(to) = to else {
+                    return Val::Bool(false);
+                };
+                if !exec::authorized(owner, caller) {
+                    log::info!("remote transfer_obj of {target} refused: not its controller");
+                    return Val::Bool(false);
+                }
+                exec::transfer(&mut self.world, target, ControllerId(to));
+                Val::Bool(true)
+            }
+        };
+        self.apply_effects();
+        answer
     }
 
     /// Notes in the trace that a call from `machine` to `target` arrived,

@@ -101,4 +101,45 @@ pub struct RemoteCall {
     /// The calling object; `ObjectId(0)` when the caller is a top-level program.
     pub sender: ObjectId,
     pub chain: ChainId,
+    /// `None`: call the object. Otherwise a distribution-layer operation
+    /// on it, run by its node's vm ([`Vm::serve_op`](super::Vm::serve_op)).
+    pub op: Option<RemoteOp>,
+}
+
+/// The distribution layer's operations on an object another node hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteOp {
+    /// `reflect`; input `Nothing`; answers `Just(meta)` or `Nothing`.
+    Reflect,
+    /// `get_controller`; input `Nothing`; answers `Just(Nat)` or `Nothing`.
+    GetController,
+    /// `destroy_obj`; input: the caller's controller (`Just(Nat)` or
+    /// `Nothing`); answers `Bool`.
+    Destroy,
+    /// `transfer_obj`; input `Pair(caller's controller, Nat new)`;
+    /// answers `Bool`.
+    Transfer,
+}
+
+impl RemoteOp {
+    pub const ALL: [RemoteOp; 4] = [
+        RemoteOp::Reflect,
+        RemoteOp::GetController,
+        RemoteOp::Destroy,
+        RemoteOp::Transfer,
+    ];
+
+    /// The wire's `op`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteOp::Reflect => "reflect",
+            RemoteOp::GetController => "get_controller",
+            RemoteOp::Destroy => "destroy",
+            RemoteOp::Transfer => "transfer",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RemoteOp> {
+        RemoteOp::ALL.into_iter().find(|op| op.name() == name)
+    }
 }

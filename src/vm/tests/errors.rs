@@ -269,13 +269,20 @@ fn unsupported_instruction_in_context() {
         got,
         Err(VmError::Unsupported("get_state outside an object"))
     );
+    // A remote object's destroy_obj is no longer unsupported: it becomes
+    // a `destroy` operation for its node (see tests::reflect).
     let remote = ObjectId(2 << 48 | 1);
     vm.directory_mut()
         .insert(remote, MachineId::new("beta"), None);
-    let got = run_program(&mut vm, destroy_obj(remote));
+    vm.start_program(destroy_obj(remote), 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let [Output::RemoteCall(rc)] = &out[..] else {
+        panic!("{out:?}")
+    };
     assert_eq!(
-        got,
-        Err(VmError::Unsupported("destroy_obj of a remote object"))
+        (rc.op, rc.target, &rc.input),
+        (Some(RemoteOp::Destroy), remote, &Val::Nothing)
     );
 }
 

@@ -169,6 +169,17 @@ impl Net {
         self.rng ^= self.rng << 17;
         let pick = (self.rng % self.wire.len() as u64) as usize;
         match self.wire.swap_remove(pick) {
+            Wire::Call { to, from, rc } if rc.op.is_some() => {
+                // A meta operation: served at once, answered like a call.
+                let op = rc.op.expect("checked");
+                let answer = self.vms[to].serve_op(op, rc.target, &rc.input);
+                self.run(to);
+                self.wire.push(Wire::Reply {
+                    to: from,
+                    token: rc.token,
+                    result: Ok(answer),
+                });
+            }
             Wire::Call { to, from, rc } => {
                 let origin = (1 << 40) + self.inbound.len() as u64;
                 self.inbound.push((from, rc.token));

@@ -136,3 +136,83 @@ fn teleport_stays_put_or_says_why_and_is_an_error_in_a_transaction() {
         "{e}"
     );
 }
+
+/// The two-vm harness with `keeper` on beta: alpha's chains act on
+/// beta's objects through meta operations.
+fn two() -> (super::reentrance::Net, ObjectId, ObjectId) {
+    let mut net = super::reentrance::Net::of(&["alpha", "beta"], TraceMode::Off);
+    net.start(1, create_obj_for("cell", ControllerId(5)), 1);
+    net.start(1, create_obj("cell"), 2);
+    net.settle();
+    let obj = |net: &super::reentrance::Net, origin| match net.result(origin) {
+        Some(Ok(Val::ObjectRef(id))) => *id,
+        other => panic!("{other:?}"),
+    };
+    let (owned, free) = (obj(&net, 1), obj(&net, 2));
+    (net, owned, free)
+}
+
+#[test]
+fn remote_get_controller_and_reflect_answer_from_the_objects_node() {
+    let (mut net, owned, free) = two();
+    net.start(0, get_controller(owned), 10);
+    net.start(0, get_controller(free), 11);
+    net.start(0, reflect(owned), 12);
+    net.settle();
+    assert_eq!(net.result(10), Some(&Ok(Val::just(Val::Nat(5)))));
+    assert_eq!(net.result(11), Some(&Ok(Val::Nothing)));
+    let Some(Ok(Val::Just(meta))) = net.result(12) else {
+        panic!("{:?}", net.result(12))
+    };
+    assert_eq!(field(meta, "machine"), &Val::str("beta"));
+    assert_eq!(field(meta, "controller"), &Val::just(Val::Nat(5)));
+}
+
+#[test]
+fn remote_destroy_and_transfer_need_the_objects_controller() {
+    let (mut net, owned, free) = two();
+    // No controller: refused for the owned object, allowed for the free one.
+    net.start(0, destroy_obj(owned), 10);
+    net.start(0, transfer_obj(free, ControllerId(8)), 11);
+    net.settle();
+    assert_eq!(net.result(10), Some(&Ok(Val::Bool(false))));
+    assert_eq!(net.result(11), Some(&Ok(Val::Bool(true))));
+    assert!(net.vms[1].hosts(owned), "refused: still there");
+    assert_eq!(net.vms[1].controller(free), Some(ControllerId(8)));
+    // Under the owner's controller (a transaction begun with it): allowed.
+    let p = prog! {
+        let tx <- begin_tx(Some(ControllerId(5)));
+        let Val::TxRef(tx) = tx else { return done(tx) };
+        let gone <- destroy_obj(owned);
+        commit_tx(tx);
+        done(gone)
+    };
+    net.start(0, p, 12);
+    net.settle();
+    assert_eq!(net.result(12), Some(&Ok(Val::Bool(true))));
+    assert!(!net.vms[1].hosts(owned), "destroyed on beta");
+}
+
+#[test]
+fn a_local_controlled_object_is_destroyed_only_under_its_controller() {
+    let mut vm = reflecting_vm();
+    let Ok(Val::ObjectRef(id)) = run_program(&mut vm, create_obj_for("cell", ControllerId(4)))
+    else {
+        panic!()
+    };
+    assert_eq!(run_program(&mut vm, destroy_obj(id)), Ok(Val::Bool(false)));
+    assert_eq!(
+        run_program(&mut vm, transfer_obj(id, ControllerId(1))),
+        Ok(Val::Bool(false))
+    );
+    assert!(vm.hosts(id));
+    let p = prog! {
+        let tx <- begin_tx(Some(ControllerId(4)));
+        let Val::TxRef(tx) = tx else { return done(tx) };
+        let gone <- destroy_obj(id);
+        commit_tx(tx);
+        done(gone)
+    };
+    assert_eq!(run_program(&mut vm, p), Ok(Val::Bool(true)));
+    assert!(!vm.hosts(id));
+}
