@@ -1,7 +1,8 @@
-//! Cluster-wide names across real nodes: beta (an `avm-node` process
-//! serving the demo) names its pong `pong`; alpha and gamma (nodes
-//! embedded here, on loopback) find it by name, and lose it when beta is
-//! killed.
+//! The distribution layer across real nodes. Names: beta (an `avm-node`
+//! process serving the demo) names its pong `pong`; alpha and gamma
+//! (nodes embedded here, on loopback) find it by name, and lose it when
+//! beta is killed. Controllers: alpha's chains destroy and transfer
+//! beta's objects only with their controller's authority.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -63,4 +64,68 @@ fn a_name_on_beta_is_found_from_alpha_and_gamma_and_gone_when_beta_dies() {
     drop(beta); // SIGKILL
     until(&alpha, "pong", &Val::Nothing);
     until(&gamma, "pong", &Val::Nothing);
+}
+
+fn run(node: &Node, program: avm::vm::Program) -> Val {
+    node.submit(program)
+        .recv_timeout(LIMIT)
+        .expect("an answer")
+        .expect("the program succeeds")
+}
+
+/// Remote destroy and transfer over real sockets: beta's objects, alpha's
+/// chains, with and without the controller's authority.
+#[test]
+fn remote_destroy_and_transfer_need_authority() {
+    use avm::prog;
+    use avm::vm::{
+        begin_tx, commit_tx, create_obj, create_obj_for, destroy_obj, done, get_controller,
+        get_machine, transfer_obj, ControllerId,
+    };
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register("thing", done);
+    let mut config = NodeConfig::new("beta");
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    keyed(&mut config);
+    let beta = Node::start(config, behaviors, PureRegistry::new()).expect("beta");
+    let alpha = embedded("alpha", &beta.local_addr().to_string());
+    let owned = run(&beta, create_obj_for("thing", ControllerId(5)));
+    let free = run(&beta, create_obj("thing"));
+    let (Some(owned), Some(free)) = (owned.as_object(), free.as_object()) else {
+        panic!("creates answered {owned:?}, {free:?}")
+    };
+    // alpha learns where they live from beta's create_notify.
+    let deadline = Instant::now() + LIMIT;
+    while run(&alpha, get_machine(free)) == Val::Nothing {
+        assert!(
+            Instant::now() < deadline,
+            "alpha never learnt of beta's objects"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(run(&alpha, get_controller(owned)), Val::just(Val::Nat(5)));
+    assert_eq!(
+        run(&alpha, destroy_obj(owned)),
+        Val::Bool(false),
+        "not its controller"
+    );
+    assert_eq!(
+        run(&alpha, transfer_obj(owned, ControllerId(1))),
+        Val::Bool(false)
+    );
+    assert_eq!(
+        run(&alpha, transfer_obj(free, ControllerId(8))),
+        Val::Bool(true)
+    );
+    assert_eq!(run(&alpha, get_controller(free)), Val::just(Val::Nat(8)));
+    let with_authority = prog! {
+        let tx <- begin_tx(Some(ControllerId(5)));
+        let Val::TxRef(tx) = tx else { return done(tx) };
+        let gone <- destroy_obj(owned);
+        commit_tx(tx);
+        done(gone)
+    };
+    assert_eq!(run(&alpha, with_authority), Val::Bool(true));
+    let hosts = beta.query(move |vm| vm.hosts(owned)).recv().unwrap();
+    assert!(!hosts, "destroyed on beta");
 }
