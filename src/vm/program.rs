@@ -81,9 +81,12 @@ pub enum Instr {
         behavior: Cow<'static, str>,
         controller: Option<ControllerId>,
     },
-    /// Answers `Bool`: false when the object was unknown or already gone.
+    /// Answers `Bool`: false when the object was unknown or already gone,
+    /// or the chain does not run under its controller (see
+    /// [`get_current_controller`]). Works on other nodes' objects too.
     DestroyObj(ObjectId),
-    /// Answers `Bool`: changes the object's controller.
+    /// Answers `Bool`: changes the object's controller; false as for
+    /// `DestroyObj`.
     TransferObj(ObjectId, ControllerId),
     /// Answers `Just(reply)`, or `Nothing` when the call failed (the reason
     /// goes to the trace).
@@ -122,8 +125,8 @@ pub enum Instr {
     /// Answers `Bool`: true when `name` named an object of this node and
     /// no longer does; false otherwise.
     UnregisterName(Arc<str>),
-    /// Reflection: answers `Just(meta)` of a local object (see
-    /// [`reflect`]), `Nothing` otherwise.
+    /// Reflection: answers `Just(meta)` of an object (see [`reflect`]),
+    /// `Nothing` when none is found.
     Reflect(ObjectId),
     /// Reflection: answers `List[ObjectRef]` of the objects matching a
     /// data filter (see [`scry_meta`]).
@@ -132,7 +135,7 @@ pub enum Instr {
     /// [`reify_context`]).
     ReifyContext,
     /// Answers `Just(Nat controller)`, or `Nothing` when the object has no
-    /// controller (or is not local).
+    /// controller (or is found nowhere).
     GetController(ObjectId),
     /// Answers `Just(Nat controller)` the chain runs under, or `Nothing`.
     GetCurrentController,
@@ -403,9 +406,10 @@ pub fn unregister_name(name: impl Into<Arc<str>>) -> Program {
 }
 
 /// Reflection (allowed per behavior, [`BehaviorRegistry::allow_reflection`](super::BehaviorRegistry::allow_reflection)):
-/// a local object's metadata, `Just(List[("behavior", Str), ("machine",
+/// an object's metadata, `Just(List[("behavior", Str), ("machine",
 /// Str), ("controller", Just(Nat) | Nothing), ("version", Nat)])` (each
-/// entry a `Pair`), or `Nothing` when `id` is not hosted here.
+/// entry a `Pair`), or `Nothing` when no node hosts `id`. An object of
+/// another node is asked of that node (a `meta` message).
 pub fn reflect(id: ObjectId) -> Program {
     trigger(Instr::Reflect(id))
 }
@@ -427,7 +431,8 @@ pub fn reify_context() -> Program {
     trigger(Instr::ReifyContext)
 }
 
-/// The controller of local object `id`: `Just(Nat)` or `Nothing`.
+/// The controller of object `id`, here or on its node: `Just(Nat)`, or
+/// `Nothing` when it has none (or no node hosts it).
 pub fn get_controller(id: ObjectId) -> Program {
     trigger(Instr::GetController(id))
 }
