@@ -49,6 +49,16 @@ use mio::Waker;
 use crate::protocol::{self, InboundId};
 use crate::vm::{Cycle, MachineId, ObjectId, Probe, Program, RemoteCall, Val, Vm};
 
+/// Gives a burst's memory back: an empty queue `Vec` that grew past 4,096
+/// slots (a mass create or destroy passes through these queues at once)
+/// goes back to 256. Steady traffic never grows one that far, so it never
+/// reallocates.
+pub(crate) fn shrink_after_burst<T>(queue: &mut Vec<T>) {
+    if queue.is_empty() && queue.capacity() > 4096 {
+        queue.shrink_to(256);
+    }
+}
+
 /// Interpreter -> reactor.
 #[derive(Debug)]
 pub enum Command {
@@ -334,6 +344,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_burst_queue_gives_its_memory_back_and_a_steady_one_keeps_it() {
+        let mut burst: Vec<u64> = Vec::with_capacity(100_000);
+        burst.push(1);
+        shrink_after_burst(&mut burst);
+        assert!(burst.capacity() >= 100_000, "not while it holds items");
+        burst.clear();
+        shrink_after_burst(&mut burst);
+        assert!(burst.capacity() <= 256, "{}", burst.capacity());
+        let mut steady: Vec<u64> = Vec::with_capacity(1024);
+        shrink_after_burst(&mut steady);
+        assert_eq!(steady.capacity(), 1024, "steady traffic never reallocates");
+    }
+
     use super::*;
     use mio::{Events, Poll, Token};
     use std::time::{Duration, Instant};

@@ -28,7 +28,7 @@ use crate::protocol::{self, CloseReason};
 use crate::vm::{EventKind, MachineId, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
 
 use super::durable::{Durable, ResultSender};
-use super::handoff::{Command, Event, Handoff};
+use super::handoff::{shrink_after_burst, Command, Event, Handoff};
 use super::stats::{Gauges, NodeStats};
 
 /// Steps the vm takes between hand-offs to and from the reactor: a chain
@@ -185,6 +185,8 @@ impl Interpreter {
                 // The submitter may have given up waiting: fine.
                 let _ = reply.send(result);
             }
+            shrink_after_burst(&mut self.outputs);
+            shrink_after_burst(&mut self.commands);
             if let Some(outcome) = self.outcome.take() {
                 return outcome;
             }
@@ -209,6 +211,7 @@ impl Interpreter {
             for event in events.drain(..) {
                 self.handle_event(event);
             }
+            shrink_after_burst(&mut events);
             self.events = events;
             spin_until = Instant::now() + self.spin;
         }

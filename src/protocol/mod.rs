@@ -352,6 +352,10 @@ impl Core {
     /// Moves the events for the interpreter into `into`.
     pub fn take_events(&mut self, into: &mut Vec<Event>) {
         into.append(&mut self.events);
+        // A burst (a peer's million-object snapshot) gives its memory back.
+        if self.events.capacity() > 4096 {
+            self.events.shrink_to(64);
+        }
     }
 
     /// Events waiting to be taken (the reactor bounds its backlog with it).

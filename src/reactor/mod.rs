@@ -58,7 +58,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::codec;
-use crate::node::handoff::{Command, Event, Handoff};
+use crate::node::handoff::{shrink_after_burst, Command, Event, Handoff};
 use crate::protocol::{self, Action, BadInput, CloseReason, ConnId, Core, Status};
 
 use resolve::{Resolved, Resolver};
@@ -314,6 +314,8 @@ impl Reactor {
         self.events
             .extend(self.core_events.drain(..).map(Event::Peer));
         self.handoff.send_events(&mut self.events);
+        shrink_after_burst(&mut self.events);
+        shrink_after_burst(&mut self.core_events);
     }
 
     fn drain_commands(&mut self, now: Instant) {
@@ -343,6 +345,7 @@ impl Reactor {
                 Command::Shutdown => self.stopping = true,
             }
         }
+        shrink_after_burst(&mut commands);
         self.commands = commands;
     }
 
