@@ -1,15 +1,20 @@
-//! Calls per second between two nodes with K chains in flight.
+//! Calls per second between two nodes with K chains in flight, or among
+//! N nodes all-to-all.
 //!
 //! ```text
 //! cargo run --release --example pair_throughput              # K = 1, 32, 256, 1024
 //! AVM_SECONDS=5 cargo run --release --example pair_throughput
+//! AVM_NODES=4 cargo run --release --example pair_throughput  # 4 nodes, all-to-all
 //! ```
 //!
-//! Two embedded nodes on loopback. alpha runs K programs at once, each
-//! calling an echo object of its own on beta in a loop (its own object, so
-//! the K chains never wait for each other's turns); every answer is
-//! counted. Per K: calls per second over the measured window, and the CPU
-//! the process used per wall second (200% is both cores of this machine).
+//! Embedded nodes on loopback. With two (the default), alpha runs K
+//! programs at once, each calling an echo object of its own on beta in a
+//! loop (its own object, so the K chains never wait for each other's
+//! turns). With N, every node is connected to every other, and each runs
+//! K programs calling echo objects on the others in turn, so calls cross
+//! every link both ways. Every answer is counted. Per K: calls per second
+//! over the measured window, and the CPU the process used per wall second
+//! (200% is both cores of this machine).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,26 +66,53 @@ fn cpu() -> Duration {
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("AVM_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let beta = node("beta", vec![]);
-    let alpha = Arc::new(node("alpha", vec![beta.local_addr().to_string()]));
+    let env = |key: &str, default: u64| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let seconds = env("AVM_SECONDS", 3);
+    let n = env("AVM_NODES", 2).max(2) as usize;
+    // Node i dials every node before it: a full mesh.
+    let mut nodes: Vec<Arc<Node>> = Vec::new();
+    for i in 0..n {
+        let peers = nodes.iter().map(|p| p.local_addr().to_string()).collect();
+        nodes.push(Arc::new(node(&format!("n{i}"), peers)));
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("pair_throughput: {cores} core(s), {seconds} s per K");
+    let shape = if n == 2 {
+        "alpha -> beta".to_string()
+    } else {
+        format!("{n} nodes, all-to-all")
+    };
+    println!("pair_throughput: {shape}; {cores} core(s), {seconds} s per K");
+    // With two nodes only the first calls (the pair); with more, all do.
+    let callers = if n == 2 { 1 } else { n };
     for k in [1usize, 32, 256, 1024] {
-        let echoes: Vec<ObjectId> = (0..k)
-            .map(|_| match beta.submit(create_obj("echo")).recv().unwrap() {
-                Ok(Val::ObjectRef(id)) => id,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        while alpha.query(|vm| vm.directory().len()).recv().unwrap() < echoes.len() {
-            std::thread::sleep(Duration::from_millis(5));
+        // Each caller's K chains target echoes on the other nodes in turn.
+        let mut plans: Vec<(usize, ObjectId)> = Vec::new();
+        for c in 0..callers {
+            for j in 0..k {
+                let host = (c + 1 + j % (n - 1)) % n;
+                let echo = match nodes[host].submit(create_obj("echo")).recv().unwrap() {
+                    Ok(Val::ObjectRef(id)) => id,
+                    other => panic!("{other:?}"),
+                };
+                plans.push((c, echo));
+            }
+        }
+        for &(c, echo) in &plans {
+            let known = move |vm: &mut avm::vm::Vm| vm.directory().machine_of(echo).is_some();
+            while !nodes[c].query(known).recv().unwrap() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         STOP.store(false, Ordering::Relaxed);
-        let runs: Vec<_> = echoes.iter().map(|e| alpha.submit(pound(*e))).collect();
+        let runs: Vec<_> = plans
+            .iter()
+            .map(|(c, e)| nodes[*c].submit(pound(*e)))
+            .collect();
         std::thread::sleep(Duration::from_millis(300)); // warm up
         let (c0, t0, n0) = (cpu(), Instant::now(), CALLS.load(Ordering::Relaxed));
         std::thread::sleep(Duration::from_secs(seconds));
@@ -91,7 +123,8 @@ fn main() {
         }
         let wall = (t1 - t0).as_secs_f64();
         println!(
-            "  K = {k:>4}: {:>9.0} calls/s, CPU {:>3.0}%",
+            "  K = {k:>4}{}: {:>9.0} calls/s, CPU {:>3.0}%",
+            if callers > 1 { " per node" } else { "" },
             (n1 - n0) as f64 / wall,
             (c1 - c0).as_secs_f64() / wall * 100.0
         );
