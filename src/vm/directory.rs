@@ -386,6 +386,11 @@ impl Directory {
         })
     }
 
+    /// The machines that have said hello (up now or not).
+    pub fn peer_machines(&self) -> impl Iterator<Item = &MachineId> + '_ {
+        self.peers.keys()
+    }
+
     /// The names local objects hold (for the directory snapshot).
     pub fn local_names(&self) -> Vec<(Arc<str>, ObjectId)> {
         self.names

@@ -111,6 +111,17 @@ pub(crate) struct Chain {
     pub(crate) last_failure: Option<VmError>,
     /// The operation the chain waits on, when its remote call is one.
     pub(crate) remote_op: Option<RemoteOp>,
+    /// A `scry_meta` asking the other nodes one after another.
+    pub(crate) scry: Option<Box<Scry>>,
+}
+
+/// A `scry_meta` on its way round the cluster.
+pub(crate) struct Scry {
+    pub(crate) filter: Val,
+    /// Nodes still to ask.
+    pub(crate) machines: Vec<MachineId>,
+    /// Matches so far.
+    pub(crate) found: Vec<ObjectId>,
 }
 
 pub(crate) enum Status {
@@ -122,7 +133,7 @@ pub(crate) enum Status {
     Paused,
 }
 
-enum Flow {
+pub(crate) enum Flow {
     Go(Next),
     Suspend,
     Wait(Next),
@@ -410,6 +421,9 @@ fn enter(
 }
 
 fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Output>) -> Flow {
+    if let Instr::ScryMeta(filter) = instr {
+        return scry_meta(w, c, key, filter, out);
+    }
     if let Some((id, op, input)) = remote_op(w, c, &instr) {
         if op == RemoteOp::Reflect {
             if let Err(e) = may_reflect(w, c.frames.last()) {
@@ -556,8 +570,75 @@ pub(crate) fn meta_of(w: &World, o: &Obj) -> Val {
     ])
 }
 
-/// `scry_meta`: local objects and directory entries matching `filter`.
-fn scry(w: &World, filter: &Val) -> Result<Val, VmError> {
+/// `scry_meta`: this node's matches, then each other node's, asked one
+/// after another (a `scry` operation each); a node that cannot answer is
+/// skipped, its reason traced.
+fn scry_meta(w: &mut World, c: &mut Chain, key: usize, filter: Val, out: &mut Vec<Output>) -> Flow {
+    if let Err(e) = may_reflect(w, c.frames.last()) {
+        return Flow::Go(Next::Fail(e));
+    }
+    let found = match scry_here(w, &filter) {
+        Ok(found) => found,
+        Err(e) => return Flow::Go(Next::Fail(e)),
+    };
+    let wanted = machine_wanted(&filter);
+    let machines: Vec<MachineId> = w
+        .directory
+        .peer_machines()
+        .filter(|m| wanted.as_deref().is_none_or(|want| want == m.as_str()))
+        .cloned()
+        .collect();
+    let scry = Box::new(Scry {
+        filter,
+        machines,
+        found,
+    });
+    scry_next(w, c, key, scry, out)
+}
+
+/// Asks the next node, or answers what was found when none is left.
+pub(crate) fn scry_next(
+    w: &mut World,
+    c: &mut Chain,
+    key: usize,
+    mut scry: Box<Scry>,
+    out: &mut Vec<Output>,
+) -> Flow {
+    let Some(machine) = scry.machines.pop() else {
+        let mut found = scry.found;
+        found.sort_unstable_by_key(|id| id.0);
+        found.dedup();
+        return Flow::Go(Next::Answer(Val::List(
+            found.into_iter().map(Val::ObjectRef).collect(),
+        )));
+    };
+    let input = scry.filter.clone();
+    let sender = c.frames.last().map_or(NONE, |f| f.self_id);
+    c.scry = Some(scry);
+    suspend(
+        w,
+        c,
+        key,
+        machine,
+        NONE,
+        input,
+        sender,
+        Some(RemoteOp::Scry),
+        out,
+    )
+}
+
+/// The `machine` a filter names, if any.
+fn machine_wanted(filter: &Val) -> Option<String> {
+    filter.as_list()?.iter().find_map(|item| match item {
+        Val::Pair(k, v) if k.as_str() == Some("machine") => v.as_str().map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// This node's own objects matching `filter` (a `List` of `Pair`s:
+/// behavior, machine, controller).
+pub(crate) fn scry_here(w: &World, filter: &Val) -> Result<Vec<ObjectId>, VmError> {
     let bad = || {
         VmError::Unsupported(
             "scry_meta filter: a List of (\"behavior\"|\"machine\"|\"controller\", value) pairs",
@@ -575,20 +656,18 @@ fn scry(w: &World, filter: &Val) -> Result<Val, VmError> {
             _ => return Err(bad()),
         }
     }
-    let mut found: Vec<ObjectId> = Vec::new();
-    if machine.is_none_or(|m| m == w.machine.as_str()) {
-        found.extend(w.objects.iter().filter_map(|(id, o)| {
+    if machine.is_some_and(|m| m != w.machine.as_str()) {
+        return Ok(Vec::new());
+    }
+    Ok(w.objects
+        .iter()
+        .filter_map(|(id, o)| {
             let b = &w.behaviors.get(o.behavior).name;
             let ok = behavior.is_none_or(|want| want == &**b)
                 && controller.is_none_or(|want| o.controller == Some(want));
             ok.then_some(*id)
-        }));
-    }
-    if controller.is_none() {
-        found.extend(w.directory.matching(behavior, machine));
-    }
-    found.sort_unstable_by_key(|id| id.0);
-    Ok(Val::List(found.into_iter().map(Val::ObjectRef).collect()))
+        })
+        .collect())
 }
 
 /// The current frame's object, for instructions that need one.
@@ -656,10 +735,7 @@ fn exec_local(
                 None => Val::Nothing,
             }
         }
-        Instr::ScryMeta(filter) => {
-            may_reflect(w, frame)?;
-            scry(w, &filter)?
-        }
+        Instr::ScryMeta(_) => unreachable!("handled by exec"),
         Instr::ReifyContext => {
             may_reflect(w, frame)?;
             let me = frame.map_or(NONE, |f| f.self_id);

@@ -85,7 +85,7 @@ use slab::Slab;
 
 use super::deadlock;
 use super::directory::Directory;
-use super::error::{Cycle, VmError};
+use super::error::{Cycle, RemoteFailure, VmError};
 use super::exec::{self, Chain, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
 use super::output::{ObjectRecord, Output, Probe, RemoteOp, StartCall};
@@ -358,6 +358,7 @@ impl Vm {
             tx: None,
             last_failure: None,
             remote_op: None,
+            scry: None,
         });
         self.world.chain_keys.entry(id).or_default().push(key);
         self.runnable.push_back(key);
@@ -394,11 +395,20 @@ impl Vm {
     /// under the object's controller (or on an uncontrolled object): any
     /// other gets `Bool(false)` and a log line.
     pub fn serve_op(&mut self, op: RemoteOp, target: ObjectId, input: &Val) -> Val {
+        if op == RemoteOp::Scry {
+            return match exec::scry_here(&self.world, input) {
+                Ok(found) => Val::List(found.into_iter().map(Val::ObjectRef).collect()),
+                Err(e) => {
+                    self.world.trace.error(&e);
+                    Val::List(Vec::new())
+                }
+            };
+        }
         let owner = self.world.objects.get(&target).map(|o| o.controller);
         let Some(owner) = owner else {
             return match op {
                 RemoteOp::Destroy | RemoteOp::Transfer => Val::Bool(false),
-                RemoteOp::Reflect | RemoteOp::GetController => Val::Nothing,
+                RemoteOp::Reflect | RemoteOp::GetController | RemoteOp::Scry => Val::Nothing,
             };
         };
         let controller_of = |v: &Val| match v {
@@ -411,6 +421,7 @@ impl Vm {
                 Val::just(exec::meta_of(&self.world, o))
             }
             RemoteOp::GetController => exec::controller_val(owner),
+            RemoteOp::Scry => unreachable!("answered above"),
             RemoteOp::Destroy => {
                 let caller = controller_of(input);
                 if !exec::authorized(owner, caller) {
@@ -486,6 +497,32 @@ impl Vm {
         self.world
             .trace
             .record(EventKind::CallResumed, || Event::CallResumed { token, ok });
+        if let Some(mut scry) = chain.scry.take() {
+            // One node's answer to a scry_meta; then the next node.
+            chain.remote_op = None;
+            match result {
+                Ok(Val::List(items)) => {
+                    scry.found.extend(items.iter().filter_map(Val::as_object));
+                }
+                Ok(other) => log::debug!("scry_meta: a node answered {other}; skipped"),
+                Err(reason) => {
+                    self.world
+                        .trace
+                        .error(&VmError::RemoteFailed(Box::new(RemoteFailure {
+                            target: ObjectId(0),
+                            reason,
+                        })))
+                }
+            }
+            // Suspended again on the next node, or done with an answer.
+            if let exec::Flow::Go(next) =
+                exec::scry_next(&mut self.world, chain, key, scry, &mut self.pending)
+            {
+                chain.next = Some(next);
+                self.runnable.push_back(key);
+            }
+            return Ok(());
+        }
         let answer = exec::resumed_answer(&mut self.world, chain, result);
         chain.next = Some(Next::Answer(answer));
         self.runnable.push_back(key);

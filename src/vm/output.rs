@@ -119,14 +119,19 @@ pub enum RemoteOp {
     /// `transfer_obj`; input `Pair(caller's controller, Nat new)`;
     /// answers `Bool`.
     Transfer,
+    /// `scry_meta`'s question to one node; input the filter; answers
+    /// `List[ObjectRef]` of that node's own matching objects (`target`
+    /// is not used).
+    Scry,
 }
 
 impl RemoteOp {
-    pub const ALL: [RemoteOp; 4] = [
+    pub const ALL: [RemoteOp; 5] = [
         RemoteOp::Reflect,
         RemoteOp::GetController,
         RemoteOp::Destroy,
         RemoteOp::Transfer,
+        RemoteOp::Scry,
     ];
 
     /// The wire's `op`.
@@ -136,6 +141,7 @@ impl RemoteOp {
             RemoteOp::GetController => "get_controller",
             RemoteOp::Destroy => "destroy",
             RemoteOp::Transfer => "transfer",
+            RemoteOp::Scry => "scry",
         }
     }
 

@@ -129,7 +129,7 @@ pub enum Instr {
     /// `Nothing` when none is found.
     Reflect(ObjectId),
     /// Reflection: answers `List[ObjectRef]` of the objects matching a
-    /// data filter (see [`scry_meta`]).
+    /// data filter, on every node (see [`scry_meta`]).
     ScryMeta(Val),
     /// Reflection: answers the running frame as a value (see
     /// [`reify_context`]).
@@ -416,9 +416,10 @@ pub fn reflect(id: ObjectId) -> Program {
 
 /// Reflection: the objects matching `filter`, a `List` of `Pair`s, all of
 /// which must hold: `("behavior", Str b)`, `("machine", Str m)`,
-/// `("controller", Nat c)`. Local objects, and the objects the directory
-/// places on other machines (by behavior and machine: their controllers
-/// are not known here). Answers `List[ObjectRef]`, lowest id first.
+/// `("controller", Nat c)`. This node's objects, then each other node's
+/// (every node that said hello is asked in turn, a `scry` operation each;
+/// one that cannot answer is skipped, its reason traced). Answers
+/// `List[ObjectRef]`, lowest id first.
 pub fn scry_meta(filter: Val) -> Program {
     trigger(Instr::ScryMeta(filter))
 }

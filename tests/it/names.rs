@@ -104,6 +104,12 @@ fn remote_destroy_and_transfer_need_authority() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(run(&alpha, get_controller(owned)), Val::just(Val::Nat(5)));
+    // scry_meta crosses to beta: alpha hosts nothing under controller 5.
+    let filter = Val::List(vec![Val::pair(Val::str("controller"), Val::Nat(5))]);
+    assert_eq!(
+        run(&alpha, avm::vm::scry_meta(filter)),
+        Val::List(vec![Val::ObjectRef(owned)])
+    );
     assert_eq!(
         run(&alpha, destroy_obj(owned)),
         Val::Bool(false),

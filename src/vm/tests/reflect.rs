@@ -67,16 +67,13 @@ fn only_behaviors_allowed_to_reflect_may() {
 }
 
 #[test]
-fn scry_meta_matches_local_objects_and_the_directory() {
+fn scry_meta_matches_local_objects_by_behavior_machine_and_controller() {
     let mut vm = reflecting_vm();
     let a = vm.create_object("cell").unwrap();
     let p = create_obj_for("cell", ControllerId(3));
     let Ok(Val::ObjectRef(b)) = run_program(&mut vm, p) else {
         panic!()
     };
-    let far = ObjectId(2 << 48 | 1);
-    vm.directory_mut()
-        .insert(far, MachineId::new("beta"), Some("cell"));
     let scry = |vm: &mut Vm, filter: Vec<(&str, Val)>| {
         let f = filter
             .into_iter()
@@ -87,14 +84,60 @@ fn scry_meta_matches_local_objects_and_the_directory() {
     let refs = |ids: &[ObjectId]| Ok(Val::List(ids.iter().map(|i| Val::ObjectRef(*i)).collect()));
     assert_eq!(
         scry(&mut vm, vec![("behavior", Val::str("cell"))]),
-        refs(&[a, b, far])
+        refs(&[a, b])
     );
     assert_eq!(
         scry(&mut vm, vec![("machine", Val::str("beta"))]),
-        refs(&[far])
+        refs(&[])
+    );
+    assert_eq!(
+        scry(&mut vm, vec![("machine", Val::str("alpha"))]),
+        refs(&[a, b])
     );
     assert_eq!(scry(&mut vm, vec![("controller", Val::Nat(3))]), refs(&[b]));
     assert!(scry(&mut vm, vec![("colour", Val::Nat(1))]).is_err());
+}
+
+#[test]
+fn scry_meta_asks_every_other_node() {
+    let mut net = super::reentrance::Net::of(&["alpha", "beta", "gamma"], TraceMode::Off);
+    // Each vm knows the others said hello (what a node's directory sees).
+    let names = ["alpha", "beta", "gamma"];
+    for (i, vm) in net.vms.iter_mut().enumerate() {
+        for (j, name) in names.iter().enumerate() {
+            if i != j {
+                vm.directory_mut()
+                    .peer_up(&MachineId::new(name), j as u16 + 1);
+            }
+        }
+    }
+    let here = net.create(0, "cell");
+    net.start(1, create_obj_for("cell", ControllerId(6)), 1);
+    net.start(2, create_obj_for("cell", ControllerId(6)), 2);
+    net.start(2, create_obj("echo"), 3);
+    net.settle();
+    let obj = |net: &super::reentrance::Net, o| match net.result(o) {
+        Some(Ok(Val::ObjectRef(id))) => *id,
+        other => panic!("{other:?}"),
+    };
+    let (on_beta, on_gamma) = (obj(&net, 1), obj(&net, 2));
+    let filter = |k: &str, v: Val| Val::List(vec![Val::pair(Val::str(k), v)]);
+    net.start(0, scry_meta(filter("controller", Val::Nat(6))), 10);
+    net.start(0, scry_meta(filter("behavior", Val::str("cell"))), 11);
+    net.start(0, scry_meta(filter("machine", Val::str("gamma"))), 12);
+    net.settle();
+    let mut both = vec![on_beta, on_gamma];
+    both.sort_unstable_by_key(|id| id.0);
+    let refs =
+        |ids: Vec<ObjectId>| Some(Ok(Val::List(ids.into_iter().map(Val::ObjectRef).collect())));
+    assert_eq!(net.result(10).cloned(), refs(both.clone()));
+    let mut cells = vec![here, on_beta, on_gamma];
+    cells.sort_unstable_by_key(|id| id.0);
+    assert_eq!(net.result(11).cloned(), refs(cells));
+    let Some(Ok(Val::List(on_g))) = net.result(12) else {
+        panic!("{:?}", net.result(12))
+    };
+    assert_eq!(on_g.len(), 2, "gamma's cell and echo: {on_g:?}");
 }
 
 #[test]
