@@ -10,6 +10,8 @@
 //! AVM_ROUNDS=100000 AVM_RUNS=3 cargo run --release --example observe_overhead
 //! ```
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,14 +104,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let env = |key: &str, default: u64| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let rounds = env("AVM_ROUNDS", 20_000);
-    let runs = env("AVM_RUNS", 5);
+    let rounds = common::env_u64("AVM_ROUNDS", 20_000);
+    let runs = common::env_u64("AVM_RUNS", 5);
     let watches = [
         Watch::Off,
         Watch::HttpIdle,

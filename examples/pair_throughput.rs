@@ -16,6 +16,8 @@
 //! over the measured window, and the CPU the process used per wall second
 //! (200% is both cores of this machine).
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,14 +68,8 @@ fn cpu() -> Duration {
 }
 
 fn main() {
-    let env = |key: &str, default: u64| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let seconds = env("AVM_SECONDS", 3);
-    let n = env("AVM_NODES", 2).max(2) as usize;
+    let seconds = common::env_u64("AVM_SECONDS", 3);
+    let n = common::env_u64("AVM_NODES", 2).max(2) as usize;
     // Node i dials every node before it: a full mesh.
     let mut nodes: Vec<Arc<Node>> = Vec::new();
     for i in 0..n {

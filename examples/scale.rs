@@ -43,14 +43,8 @@ fn destroy_all(ids: Vec<ObjectId>) -> Program {
 }
 
 fn main() {
-    let env = |key: &str, default: u64| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let chains = env("AVM_CHAINS", 5_000_000);
-    let objects = env("AVM_OBJECTS", 1_000_000);
+    let chains = common::env_u64("AVM_CHAINS", 5_000_000);
+    let objects = common::env_u64("AVM_OBJECTS", 1_000_000);
 
     let host = node("host", vec![]);
     let caller = node("caller", vec![host.local_addr().to_string()]);

@@ -1,6 +1,7 @@
-//! What the directory-scale examples (`late_joiner`, `memory_per_object`)
-//! share: nodes that host plain `thing` objects, and a program that creates
-//! them in bulk.
+//! What the examples share: nodes that host plain `thing` objects, a
+//! program that creates them in bulk, and settings from the environment.
+//! Each example uses a part of it.
+#![allow(dead_code)]
 
 use avm::node::{Node, NodeConfig};
 use avm::vm::{create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
@@ -28,12 +29,18 @@ pub fn create_on(node: &Node, n: u64) {
 }
 
 /// A node on loopback (the default bind) that knows the `thing` behavior.
-/// (Not every example uses it: `durable` starts nodes with a data dir.)
-#[allow(dead_code)]
 pub fn node(name: &str, peers: Vec<String>) -> Node {
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("thing", done);
     let mut config = NodeConfig::new(name);
     config.peers = peers;
     Node::start(config, behaviors, PureRegistry::new()).expect("start")
+}
+
+/// The number in environment variable `key`, or `default`.
+pub fn env_u64(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

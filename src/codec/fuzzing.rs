@@ -256,6 +256,17 @@ impl Gen<'_> {
             .collect()
     }
 
+    fn call(&mut self) -> Call<'static> {
+        Call {
+            request_id: self.u64(),
+            target: ObjectId(self.u64()),
+            input: self.val(1),
+            sender: ObjectId(self.u64()),
+            sender_machine: self.string(),
+            chain: (self.u8() & 1 == 1).then(|| ChainId(self.u64())),
+        }
+    }
+
     fn val(&mut self, depth: usize) -> Val {
         if self.budget == 0 || depth > MAX_VAL_DEPTH + 2 {
             return Val::Nothing;
@@ -299,14 +310,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             nonce: g.u8().is_multiple_of(2).then(|| g.string()),
             boot: g.u8().is_multiple_of(2).then(|| g.u64()),
         }),
-        1 => Message::Call(Call {
-            request_id: g.u64(),
-            target: ObjectId(g.u64()),
-            input: g.val(1),
-            sender: ObjectId(g.u64()),
-            sender_machine: g.string(),
-            chain: (g.u8() & 1 == 1).then(|| ChainId(g.u64())),
-        }),
+        1 => Message::Call(g.call()),
         2 => Message::CallResponse(CallResponse {
             request_id: g.u64(),
             result: if g.u8() & 1 == 1 {
@@ -344,14 +348,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
         }),
         13 => Message::Meta(Meta {
             op: g.string(),
-            call: Call {
-                request_id: g.u64(),
-                target: ObjectId(g.u64()),
-                input: g.val(1),
-                sender: ObjectId(g.u64()),
-                sender_machine: g.string(),
-                chain: (g.u8() & 1 == 1).then(|| ChainId(g.u64())),
-            },
+            call: g.call(),
         }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),

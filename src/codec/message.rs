@@ -395,7 +395,6 @@ pub fn encode_limited(
 /// `chain` and `behavior` omitted when `None`.
 impl Serialize for Message<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let val = |val| BoundedVal { val, depth: 1 };
         let mut m = s.serialize_struct("Message", 7)?;
         m.serialize_field("type", self.type_name())?;
         match self {
@@ -411,27 +410,10 @@ impl Serialize for Message<'_> {
                 }
             }
             Message::Meta(meta) => {
-                let c = &meta.call;
                 m.serialize_field("op", &meta.op)?;
-                m.serialize_field("request_id", &c.request_id)?;
-                m.serialize_field("target", &c.target)?;
-                m.serialize_field("input", &val(&c.input))?;
-                m.serialize_field("sender", &c.sender)?;
-                m.serialize_field("sender_machine", &c.sender_machine)?;
-                if let Some(chain) = &c.chain {
-                    m.serialize_field("chain", chain)?;
-                }
+                call_fields(&mut m, &meta.call)?;
             }
-            Message::Call(c) => {
-                m.serialize_field("request_id", &c.request_id)?;
-                m.serialize_field("target", &c.target)?;
-                m.serialize_field("input", &val(&c.input))?;
-                m.serialize_field("sender", &c.sender)?;
-                m.serialize_field("sender_machine", &c.sender_machine)?;
-                if let Some(chain) = &c.chain {
-                    m.serialize_field("chain", chain)?;
-                }
-            }
+            Message::Call(c) => call_fields(&mut m, c)?,
             Message::CallResponse(r) => {
                 m.serialize_field("request_id", &r.request_id)?;
                 m.serialize_field("result", &WireResult(&r.result))?;
@@ -473,6 +455,25 @@ impl Serialize for Message<'_> {
         }
         m.end()
     }
+}
+
+/// A `call`'s fields (a `meta`'s too), in the protocol table's order.
+fn call_fields<M: SerializeStruct>(m: &mut M, c: &Call<'_>) -> Result<(), M::Error> {
+    m.serialize_field("request_id", &c.request_id)?;
+    m.serialize_field("target", &c.target)?;
+    m.serialize_field(
+        "input",
+        &BoundedVal {
+            val: &c.input,
+            depth: 1,
+        },
+    )?;
+    m.serialize_field("sender", &c.sender)?;
+    m.serialize_field("sender_machine", &c.sender_machine)?;
+    if let Some(chain) = &c.chain {
+        m.serialize_field("chain", chain)?;
+    }
+    Ok(())
 }
 
 /// `{"chain":..,"object":..,"machine":".."}`, in that order.

@@ -31,6 +31,17 @@ use super::val::{Ctx, IgnoreSeed, ValSeed};
 use super::wait::{EdgesSeed, CYCLE, PATH};
 use crate::vm::{ChainId, ObjectId, Val};
 
+/// A `call`'s fields in order, then `meta`'s `op`.
+const CALL_FIELDS: [&str; 7] = [
+    "request_id",
+    "target",
+    "input",
+    "sender",
+    "sender_machine",
+    "chain",
+    "op",
+];
+
 /// Parse one frame payload (no header).
 pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
     if payload.is_empty() {
@@ -518,35 +529,39 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn call(&mut self) -> Result<Call<'de>, A::Error> {
-        const F: &[&str] = &[
-            "request_id",
-            "target",
-            "input",
-            "sender",
-            "sender_machine",
-            "chain",
-        ];
+        self.call_like(&CALL_FIELDS[..6]).map(|(call, _)| call)
+    }
+
+    /// A `call`'s fields, and `op` too when `fields` names it (a `meta`;
+    /// in a `call`, `op` is an unknown field, skipped like any other).
+    fn call_like(
+        &mut self,
+        fields: &'static [&'static str],
+    ) -> Result<(Call<'de>, Option<Cow<'de, str>>), A::Error> {
+        const F: &[&str] = &CALL_FIELDS;
         let (mut request_id, mut target, mut input) = (None, None, None);
-        let (mut sender, mut sender_machine) = (None, None);
+        let (mut sender, mut sender_machine, mut op) = (None, None, None);
         let mut chain: Option<Option<ChainId>> = None;
-        while let Some(i) = self.key(F)? {
+        while let Some(i) = self.key(fields)? {
             match i {
                 0 => self.u64(F[0], &mut request_id)?,
                 1 => self.id(F[1], &mut target)?,
                 2 => self.val(F[2], &mut input)?,
                 3 => self.id(F[3], &mut sender)?,
                 4 => self.str(F[4], &mut sender_machine)?,
-                _ => self.value(F[5], &mut chain, PhantomData)?,
+                5 => self.value(F[5], &mut chain, PhantomData)?,
+                _ => self.str(F[6], &mut op)?,
             }
         }
-        Ok(Call {
+        let call = Call {
             request_id: self.need(F[0], request_id)?,
             target: self.need(F[1], target)?,
             input: self.need(F[2], input)?,
             sender: self.need(F[3], sender)?,
             sender_machine: self.need(F[4], sender_machine)?,
             chain: chain.flatten(),
-        })
+        };
+        Ok((call, op))
     }
 
     fn call_response(&mut self) -> Result<CallResponse<'de>, A::Error> {
@@ -627,41 +642,12 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
         })
     }
 
-    /// A `meta`: a call's fields plus `op`.
+    /// A `meta`: a call's fields plus `op`, which it must have.
     fn meta(&mut self) -> Result<Meta<'de>, A::Error> {
-        const F: &[&str] = &[
-            "request_id",
-            "target",
-            "input",
-            "sender",
-            "sender_machine",
-            "chain",
-            "op",
-        ];
-        let (mut request_id, mut target, mut input) = (None, None, None);
-        let (mut sender, mut sender_machine, mut op) = (None, None, None);
-        let mut chain: Option<Option<ChainId>> = None;
-        while let Some(i) = self.key(F)? {
-            match i {
-                0 => self.u64(F[0], &mut request_id)?,
-                1 => self.id(F[1], &mut target)?,
-                2 => self.val(F[2], &mut input)?,
-                3 => self.id(F[3], &mut sender)?,
-                4 => self.str(F[4], &mut sender_machine)?,
-                5 => self.value(F[5], &mut chain, PhantomData)?,
-                _ => self.str(F[6], &mut op)?,
-            }
-        }
+        let (call, op) = self.call_like(&CALL_FIELDS)?;
         Ok(Meta {
-            op: self.need(F[6], op)?,
-            call: Call {
-                request_id: self.need(F[0], request_id)?,
-                target: self.need(F[1], target)?,
-                input: self.need(F[2], input)?,
-                sender: self.need(F[3], sender)?,
-                sender_machine: self.need(F[4], sender_machine)?,
-                chain: chain.flatten(),
-            },
+            op: self.need("op", op)?,
+            call,
         })
     }
 

@@ -907,3 +907,18 @@ fn probe_hops_round_trip_and_default_to_zero() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_calls_op_field_is_unknown_and_ignored_a_metas_is_required() {
+    let call = br#"{"type":"call","request_id":1,"target":2,"input":"Nothing","sender":0,"sender_machine":"a","op":5}"#;
+    assert!(
+        matches!(decode(call), Ok(Message::Call(_))),
+        "{:?}",
+        decode(call)
+    );
+    let meta = br#"{"type":"meta","request_id":1,"target":2,"input":"Nothing","sender":0,"sender_machine":"a"}"#;
+    assert_eq!(
+        decode(meta).unwrap_err(),
+        DecodeError::MissingField { field: "op" }
+    );
+}

@@ -67,11 +67,7 @@ impl Core {
             },
             Message::CallResponse(resp) => self.handle_response(conn, &peer, resp, now),
             Message::CreateNotify(notify) => {
-                let machine = if *notify.machine_id == *peer.machine.as_str() {
-                    peer.machine.clone()
-                } else {
-                    MachineId::new(&notify.machine_id)
-                };
+                let machine = claimed(&peer.machine, &notify.machine_id);
                 self.events.push(Event::Notice {
                     from: peer.machine,
                     notice: Notice::Created {
@@ -105,11 +101,7 @@ impl Core {
                 victim: d.victim,
             }))),
             Message::NameNotify(n) => {
-                let machine = if *n.machine_id == *peer.machine.as_str() {
-                    peer.machine.clone()
-                } else {
-                    MachineId::new(&n.machine_id)
-                };
+                let machine = claimed(&peer.machine, &n.machine_id);
                 self.events.push(Event::Notice {
                     from: peer.machine,
                     notice: Notice::Named {
@@ -545,4 +537,14 @@ fn vm_edges(edges: Vec<codec::WaitEdge<'_>>) -> Vec<vm::WaitEdge> {
             machine: MachineId::new(&e.machine),
         })
         .collect()
+}
+
+/// The machine a notice names: the sender's own id (shared, no copy of
+/// the string) when it names the sender, as it must to be believed.
+fn claimed(sender: &MachineId, named: &str) -> MachineId {
+    if named == sender.as_str() {
+        sender.clone()
+    } else {
+        MachineId::new(named)
+    }
 }
