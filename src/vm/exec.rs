@@ -36,7 +36,7 @@ use super::trace::{Event, EventKind};
 use super::turns::Take;
 use super::tx::Tx;
 use super::value::Val;
-use super::world::{Obj, World};
+use super::world::{Obj, Replica, World};
 
 /// No object: ids are never minted as 0.
 const NONE: ObjectId = ObjectId(0);
@@ -509,10 +509,12 @@ fn remote_op(w: &World, c: &Chain, instr: &Instr) -> Option<(ObjectId, RemoteOp,
         Instr::GetController(id) => (*id, RemoteOp::GetController),
         Instr::DestroyObj(id) => (*id, RemoteOp::Destroy),
         Instr::TransferObj(id, _) => (*id, RemoteOp::Transfer),
+        Instr::Fetch(id) => (*id, RemoteOp::Fetch),
+        Instr::Freeze(id) => (*id, RemoteOp::Freeze),
         _ => return None,
     };
-    let here =
-        w.objects.contains_key(&id) || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
+    // A replica is not this node's: these go to its owner.
+    let here = w.owns(id) || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
     if here || w.directory.machine_of(id).is_none() {
         return None;
     }
@@ -520,9 +522,56 @@ fn remote_op(w: &World, c: &Chain, instr: &Instr) -> Option<(ObjectId, RemoteOp,
     let input = match instr {
         Instr::DestroyObj(_) => caller,
         Instr::TransferObj(_, to) => Val::pair(caller, Val::Nat(to.0)),
+        Instr::Freeze(_) => {
+            let (replica, obj) = (w.replicas.get(&id)?, w.objects.get(&id)?);
+            Val::pair(
+                Val::Nat(u64::from(replica.base)),
+                Val::List(obj.state.clone()),
+            )
+        }
         _ => Val::Nothing,
     };
     Some((id, op, input))
+}
+
+/// A replica's record as its owner sends it: `List[Str behavior,
+/// controller (Just(Nat) | Nothing), Nat version, List state]`.
+pub(crate) fn replica_record(w: &World, o: &Obj) -> Val {
+    Val::List(vec![
+        Val::Str(w.behaviors.get(o.behavior).name.to_string()),
+        controller_val(o.controller),
+        Val::Nat(u64::from(o.version)),
+        Val::List(o.state.clone()),
+    ])
+}
+
+/// Installs or refreshes the replica of `id` from its owner's `record`;
+/// false when the record is not one, or its behavior is not registered
+/// here (the reason traced).
+fn install_replica(w: &mut World, id: ObjectId, record: &Val) -> bool {
+    let Some([Val::Str(behavior), controller, Val::Nat(version), Val::List(state)]) =
+        record.as_list()
+    else {
+        w.trace
+            .error(&VmError::Unsupported("a replica record that is not one"));
+        return false;
+    };
+    let Some(b) = w.behaviors.index_of(behavior) else {
+        w.trace
+            .error(&VmError::UnknownBehavior(Arc::from(behavior.as_str())));
+        return false;
+    };
+    let controller = match controller {
+        Val::Just(c) => c.as_nat().map(ControllerId),
+        _ => None,
+    };
+    let version = u32::try_from(*version).unwrap_or(u32::MAX);
+    let mut obj = Obj::new(b, controller);
+    obj.state = state.clone();
+    obj.version = version;
+    w.objects.insert(id, obj);
+    w.replicas.insert(id, Replica { base: version });
+    true
 }
 
 /// Whether a chain under `caller` may destroy or transfer an object
@@ -705,7 +754,7 @@ fn exec_local(
         },
         Instr::GetCurrentMachine => Val::Str(w.machine.as_str().to_owned()),
         Instr::RegisterName { name, id } => {
-            if !w.objects.contains_key(&id) {
+            if !w.owns(id) {
                 w.trace.error(&VmError::Unsupported(
                     "register_name of an object not hosted here (register it on its node)",
                 ));
@@ -772,6 +821,16 @@ fn exec_local(
         }
         Instr::GetController(id) => controller_val(w.objects.get(&id).and_then(|o| o.controller)),
         Instr::GetCurrentController => controller_val(current_controller(w, c)),
+        Instr::Fetch(id) | Instr::Freeze(id) => {
+            // Not routed to an owner: this node's own object, or unknown.
+            let why = if w.owns(id) {
+                "fetch/freeze of an object this node owns"
+            } else {
+                "freeze with no replica here, or fetch of an object no node is known to host"
+            };
+            w.trace.error(&VmError::Unsupported(why));
+            Val::Nothing
+        }
         Instr::Teleport(machine) => {
             if c.tx.is_some() {
                 return Err(VmError::Unsupported("teleport inside a transaction"));
@@ -787,8 +846,8 @@ fn exec_local(
             }
         }
         Instr::GetMachine(id) => {
-            let local = w.objects.contains_key(&id)
-                || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
+            // A replica's machine is its owner's.
+            let local = w.owns(id) || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
             match (local, w.directory.machine_of(id)) {
                 (true, _) => Val::just(Val::Str(w.machine.as_str().to_owned())),
                 (false, Some(m)) => Val::just(Val::Str(m.as_str().to_owned())),
@@ -1035,6 +1094,33 @@ fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
 /// failure's reason.
 pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, String>) -> Val {
     let op = c.remote_op.take();
+    match (op, &result) {
+        (Some(RemoteOp::Fetch), Ok(Val::Just(record))) => {
+            return if install_replica(w, c.remote_target, record) {
+                Val::Bool(true)
+            } else {
+                Val::Nothing
+            };
+        }
+        (Some(RemoteOp::Freeze), Ok(Val::Just(answer))) => {
+            let Val::Pair(applied, record) = &**answer else {
+                return Val::Nothing;
+            };
+            let Val::Bool(applied) = **applied else {
+                return Val::Nothing;
+            };
+            let record = (**record).clone();
+            if !applied {
+                w.trace.error(&VmError::Unsupported(
+                    "freeze conflict: the owner's version moved on; the replica's writes are discarded",
+                ));
+            }
+            install_replica(w, c.remote_target, &record);
+            return Val::just(Val::Bool(applied));
+        }
+        (Some(RemoteOp::Fetch | RemoteOp::Freeze), Ok(_)) => return Val::Nothing,
+        _ => {}
+    }
     match result {
         // An operation's answer is the instruction's own; a call's is `Just`.
         Ok(v) if op.is_some() => v,

@@ -175,6 +175,7 @@ impl Vm {
                 machine: config.machine.clone(),
                 objects: IdMap::default(),
                 changed: None,
+                replicas: IdMap::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -328,12 +329,21 @@ impl Vm {
     }
 
     /// (id, behavior name) of every live local object.
+    /// (id, behavior name) of every object this node owns (replicas,
+    /// which other nodes own, are not in it).
     pub fn local_objects(&self) -> impl Iterator<Item = (ObjectId, &Arc<str>)> + '_ {
         let reg = &self.world.behaviors;
+        let replicas = &self.world.replicas;
         self.world
             .objects
             .iter()
+            .filter(move |(id, _)| !replicas.contains_key(id))
             .map(move |(id, o)| (*id, &reg.get(o.behavior).name))
+    }
+
+    /// Whether `id` is served here as a replica of another node's object.
+    pub fn is_replica(&self, id: ObjectId) -> bool {
+        self.world.replicas.contains_key(&id)
     }
 
     pub fn directory(&self) -> &Directory {
@@ -404,11 +414,16 @@ impl Vm {
                 }
             };
         }
-        let owner = self.world.objects.get(&target).map(|o| o.controller);
+        // Only this node's own objects: a replica answers for nothing.
+        let owner = if self.world.owns(target) {
+            self.world.objects.get(&target).map(|o| o.controller)
+        } else {
+            None
+        };
         let Some(owner) = owner else {
             return match op {
                 RemoteOp::Destroy | RemoteOp::Transfer => Val::Bool(false),
-                RemoteOp::Reflect | RemoteOp::GetController | RemoteOp::Scry => Val::Nothing,
+                _ => Val::Nothing,
             };
         };
         let controller_of = |v: &Val| match v {
@@ -422,6 +437,31 @@ impl Vm {
             }
             RemoteOp::GetController => exec::controller_val(owner),
             RemoteOp::Scry => unreachable!("answered above"),
+            // Only controlled objects are replicated.
+            RemoteOp::Fetch | RemoteOp::Freeze if owner.is_none() => Val::Nothing,
+            RemoteOp::Fetch => {
+                let o = &self.world.objects[&target];
+                Val::just(exec::replica_record(&self.world, o))
+            }
+            RemoteOp::Freeze => {
+                let (base, state) = match input {
+                    Val::Pair(base, state) => (base.as_nat(), state.as_list()),
+                    _ => (None, None),
+                };
+                let (Some(base), Some(state)) = (base, state) else {
+                    return Val::Nothing;
+                };
+                let o = self.world.objects.get_mut(&target).expect("owned");
+                let applied = u64::from(o.version) == base;
+                if applied {
+                    o.state = state.to_vec();
+                    o.version = o.version.wrapping_add(1);
+                    self.world.mark_changed(target);
+                }
+                let o = &self.world.objects[&target];
+                let record = exec::replica_record(&self.world, o);
+                Val::just(Val::pair(Val::Bool(applied), record))
+            }
             RemoteOp::Destroy => {
                 let caller = controller_of(input);
                 if !exec::authorized(owner, caller) {

@@ -83,9 +83,10 @@ pub use interp::{Vm, VmConfig, DEFAULT_MAX_DEPTH, DEFAULT_MAX_WAITING};
 pub use output::{ObjectRecord, Output, Probe, RemoteCall, RemoteOp, StartCall, MAX_PROBE_HOPS};
 pub use program::{
     abort_tx, begin_tx, call, call_pure, commit_tx, create_obj, create_obj_for, destroy_obj, done,
-    get_controller, get_current_controller, get_current_machine, get_input, get_machine, get_self,
-    get_sender, get_state, reflect, register_name, reify_context, scry_meta, set_state, teleport,
-    transfer_obj, trigger, unregister_name, whereis, Cont, ContFn, Instr, Program,
+    fetch, freeze, get_controller, get_current_controller, get_current_machine, get_input,
+    get_machine, get_self, get_sender, get_state, reflect, register_name, reify_context, scry_meta,
+    set_state, teleport, transfer_obj, trigger, unregister_name, whereis, Cont, ContFn, Instr,
+    Program,
 };
 pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
 pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode, ALL_KINDS};

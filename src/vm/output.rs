@@ -123,15 +123,24 @@ pub enum RemoteOp {
     /// `List[ObjectRef]` of that node's own matching objects (`target`
     /// is not used).
     Scry,
+    /// `fetch`; input `Nothing`; answers `Just(record)` (see
+    /// [`Vm::serve_op`](super::Vm::serve_op)), or `Nothing` when the
+    /// object has no controller or is not there.
+    Fetch,
+    /// `freeze`; input `Pair(Nat base version, List state)`; answers
+    /// `Just(Pair(Bool applied, record))`, or `Nothing` as for `Fetch`.
+    Freeze,
 }
 
 impl RemoteOp {
-    pub const ALL: [RemoteOp; 5] = [
+    pub const ALL: [RemoteOp; 7] = [
         RemoteOp::Reflect,
         RemoteOp::GetController,
         RemoteOp::Destroy,
         RemoteOp::Transfer,
         RemoteOp::Scry,
+        RemoteOp::Fetch,
+        RemoteOp::Freeze,
     ];
 
     /// The wire's `op`.
@@ -142,6 +151,8 @@ impl RemoteOp {
             RemoteOp::Destroy => "destroy",
             RemoteOp::Transfer => "transfer",
             RemoteOp::Scry => "scry",
+            RemoteOp::Fetch => "fetch",
+            RemoteOp::Freeze => "freeze",
         }
     }
 

@@ -139,6 +139,12 @@ pub enum Instr {
     GetController(ObjectId),
     /// Answers `Just(Nat controller)` the chain runs under, or `Nothing`.
     GetCurrentController,
+    /// Answers `Bool(true)` once a replica of another node's object is
+    /// served here (see [`fetch`]); `Nothing` otherwise.
+    Fetch(ObjectId),
+    /// Answers `Just(Bool)`: the replica's writes applied at the owner,
+    /// or discarded (see [`freeze`]); `Nothing` when there is none.
+    Freeze(ObjectId),
     /// Answers `Bool`: true when already on `machine`; false (with the
     /// reason traced) otherwise: a chain's continuation is code, and code
     /// never crosses the network. Inside a transaction it is an error.
@@ -174,6 +180,8 @@ impl Instr {
             Instr::GetController(_) => "get_controller",
             Instr::GetCurrentController => "get_current_controller",
             Instr::Teleport(_) => "teleport",
+            Instr::Fetch(_) => "fetch",
+            Instr::Freeze(_) => "freeze",
         }
     }
 }
@@ -442,6 +450,27 @@ pub fn get_controller(id: ObjectId) -> Program {
 /// was begun with one, else the running object's; `Nothing` for neither.
 pub fn get_current_controller() -> Program {
     trigger(Instr::GetCurrentController)
+}
+
+/// Brings a replica of another node's object here: the same id, its
+/// state and version as the owner has them, served by calls on this node
+/// (its own calls to other objects go to their owners as usual). Writes
+/// to the replica stay here, apart from the owner's state, until
+/// [`freeze`]. Answers `Bool(true)`, or `Nothing` when the object has no
+/// controller (only controlled objects are replicated), is not found, or
+/// is this node's own.
+pub fn fetch(id: ObjectId) -> Program {
+    trigger(Instr::Fetch(id))
+}
+
+/// Sends a replica's state to its owner, which applies it only if its
+/// version is still the one the replica started from: `Just(Bool(true))`,
+/// and the replica is fresh again. Otherwise `Just(Bool(false))`: the
+/// replica is refreshed from the owner and its writes are discarded (the
+/// trace says so). `Nothing` when `id` has no replica here, or the owner
+/// cannot be reached.
+pub fn freeze(id: ObjectId) -> Program {
+    trigger(Instr::Freeze(id))
 }
 
 /// Moves the rest of the chain to `machine`: only a no-op is possible

@@ -60,11 +60,26 @@ impl Obj {
     }
 }
 
+/// A replica's origin: its owner is the machine the directory places it
+/// on; this is the owner's version it started from.
+#[derive(Debug, Clone)]
+pub(crate) struct Replica {
+    /// The owner's version when fetched (or last frozen or refreshed).
+    pub(crate) base: u32,
+}
+
 impl World {
+    /// Whether `id` is hosted here as its own (not a replica).
+    pub(crate) fn owns(&self, id: ObjectId) -> bool {
+        self.objects.contains_key(&id) && !self.replicas.contains_key(&id)
+    }
+
     /// Notes that `id`'s committed record changed (for a durable node).
     pub(crate) fn mark_changed(&mut self, id: ObjectId) {
         if let Some(changed) = &mut self.changed {
-            changed.insert(id);
+            if !self.replicas.contains_key(&id) {
+                changed.insert(id);
+            }
         }
     }
 
@@ -89,6 +104,11 @@ pub(crate) struct World {
     pub(crate) objects: IdMap<Obj>,
     /// Objects changed since the last drain; `None` unless tracking is on.
     pub(crate) changed: Option<IdSet>,
+    /// Replicas (`fetch`): objects of other machines served here, with
+    /// the owner's version they started from. Their `Obj` is in
+    /// `objects`, but they are never announced, stored, named, destroyed
+    /// or transferred here.
+    pub(crate) replicas: IdMap<Replica>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

@@ -259,3 +259,106 @@ fn a_local_controlled_object_is_destroyed_only_under_its_controller() {
     assert_eq!(run_program(&mut vm, p), Ok(Val::Bool(true)));
     assert!(!vm.hosts(id));
 }
+
+/// beta owns a cell under controller 5 (state [1]) and an uncontrolled
+/// one; alpha fetches.
+fn replicated() -> (super::reentrance::Net, ObjectId, ObjectId) {
+    let (mut net, owned, free) = two();
+    net.vms[1].set_state(owned, vec![Val::Nat(1)]).unwrap();
+    net.start(0, fetch(owned), 20);
+    net.start(0, fetch(free), 21);
+    net.settle();
+    assert_eq!(net.result(20), Some(&Ok(Val::Bool(true))));
+    assert_eq!(
+        net.result(21),
+        Some(&Ok(Val::Nothing)),
+        "uncontrolled: no replica"
+    );
+    (net, owned, free)
+}
+
+fn set(id: ObjectId, n: u64) -> Program {
+    call(id, Val::List(vec![Val::str("set"), Val::Nat(n)]))
+}
+
+#[test]
+fn a_replica_serves_calls_here_and_keeps_its_writes_apart_until_freeze() {
+    let (mut net, owned, _) = replicated();
+    assert!(net.vms[0].is_replica(owned));
+    assert_eq!(net.vms[0].state(owned), Some(&[Val::Nat(1)][..]));
+    assert!(
+        net.vms[0].local_objects().all(|(id, _)| id != owned),
+        "not announced"
+    );
+    net.start(0, set(owned, 7), 22);
+    net.settle();
+    assert_eq!(
+        net.vms[0].state(owned),
+        Some(&[Val::Nat(7)][..]),
+        "written here"
+    );
+    assert_eq!(
+        net.vms[1].state(owned),
+        Some(&[Val::Nat(1)][..]),
+        "not at the owner"
+    );
+    assert_eq!(
+        run_program(&mut net.vms[0], get_machine(owned)),
+        Ok(Val::just(Val::str("beta"))),
+        "a replica's machine is its owner's"
+    );
+    net.start(0, freeze(owned), 23);
+    net.settle();
+    assert_eq!(net.result(23), Some(&Ok(Val::just(Val::Bool(true)))));
+    assert_eq!(
+        net.vms[1].state(owned),
+        Some(&[Val::Nat(7)][..]),
+        "applied at the owner"
+    );
+    // Fresh again: a second freeze with no write applies nothing new.
+    net.start(0, freeze(owned), 24);
+    net.settle();
+    assert_eq!(net.result(24), Some(&Ok(Val::just(Val::Bool(true)))));
+}
+
+#[test]
+fn a_freeze_after_the_owner_moved_on_discards_the_replicas_writes() {
+    let (mut net, owned, _) = replicated();
+    net.start(0, set(owned, 7), 22);
+    net.start(1, set(owned, 9), 23);
+    net.settle();
+    net.start(0, freeze(owned), 24);
+    net.settle();
+    assert_eq!(net.result(24), Some(&Ok(Val::just(Val::Bool(false)))));
+    assert_eq!(
+        net.vms[1].state(owned),
+        Some(&[Val::Nat(9)][..]),
+        "the owner's stands"
+    );
+    assert_eq!(
+        net.vms[0].state(owned),
+        Some(&[Val::Nat(9)][..]),
+        "the replica is refreshed from the owner"
+    );
+    // Writing again from the refreshed version applies.
+    net.start(0, set(owned, 11), 25);
+    net.start(0, freeze(owned), 26);
+    net.settle();
+    assert_eq!(net.result(26), Some(&Ok(Val::just(Val::Bool(true)))));
+    assert_eq!(net.vms[1].state(owned), Some(&[Val::Nat(11)][..]));
+}
+
+#[test]
+fn fetch_and_freeze_of_what_is_not_a_replica_answer_nothing() {
+    let (mut net, _, free) = two();
+    let mine = net.create(0, "cell");
+    assert_eq!(run_program(&mut net.vms[0], fetch(mine)), Ok(Val::Nothing));
+    assert_eq!(run_program(&mut net.vms[0], freeze(mine)), Ok(Val::Nothing));
+    net.start(0, freeze(free), 30);
+    net.settle();
+    assert_eq!(
+        net.result(30),
+        Some(&Ok(Val::Nothing)),
+        "no replica of it here"
+    );
+}
