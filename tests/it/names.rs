@@ -135,3 +135,59 @@ fn remote_destroy_and_transfer_need_authority() {
     let hosts = beta.query(move |vm| vm.hosts(owned)).recv().unwrap();
     assert!(!hosts, "destroyed on beta");
 }
+
+/// fetch, then freeze, over real sockets: without a conflicting write at
+/// the owner the replica's write is applied there; with one it is
+/// discarded and the replica refreshed.
+#[test]
+fn a_replica_freezes_into_its_owner_unless_the_owner_moved_on() {
+    use avm::vm::{
+        call, create_obj_for, done, fetch, freeze, get_machine, set_state, ControllerId,
+    };
+    // "cell": Nat n sets its state to [n]; anything else reads it.
+    let cells = || {
+        let mut behaviors = BehaviorRegistry::new();
+        behaviors.register("cell", |input: Val| match input {
+            Val::Nat(n) => set_state(vec![Val::Nat(n)]).then(done(Val::Nat(n))),
+            _ => avm::vm::get_state(),
+        });
+        behaviors
+    };
+    let start = |name: &str, peers: Vec<String>| {
+        let mut config = NodeConfig::new(name);
+        config.bind = IpAddr::from([127, 0, 0, 1]);
+        config.peers = peers;
+        keyed(&mut config);
+        Node::start(config, cells(), PureRegistry::new()).expect("start")
+    };
+    let beta = start("beta", vec![]);
+    let alpha = start("alpha", vec![beta.local_addr().to_string()]);
+    let cell = run(&beta, create_obj_for("cell", ControllerId(2)))
+        .as_object()
+        .expect("a cell");
+    let deadline = Instant::now() + LIMIT;
+    while run(&alpha, get_machine(cell)) == Val::Nothing {
+        assert!(Instant::now() < deadline, "alpha never learnt of the cell");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let on = |node: &Node| run(node, call(cell, Val::Nothing));
+    let state = |n: u64| Val::just(Val::List(vec![Val::Nat(n)]));
+
+    assert_eq!(run(&alpha, fetch(cell)), Val::Bool(true));
+    run(&alpha, call(cell, Val::Nat(7)));
+    assert_eq!(
+        (on(&alpha), on(&beta)),
+        (state(7), Val::just(Val::List(vec![])))
+    );
+    assert_eq!(run(&alpha, freeze(cell)), Val::just(Val::Bool(true)));
+    assert_eq!(on(&beta), state(7), "applied at the owner");
+
+    run(&alpha, call(cell, Val::Nat(8)));
+    run(&beta, call(cell, Val::Nat(9)));
+    assert_eq!(run(&alpha, freeze(cell)), Val::just(Val::Bool(false)));
+    assert_eq!(
+        (on(&alpha), on(&beta)),
+        (state(9), state(9)),
+        "refreshed, writes discarded"
+    );
+}
