@@ -169,14 +169,16 @@ impl Interpreter {
         loop {
             self.follow_subscribers();
             let more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
+            // One clock reading for the iteration's bookkeeping.
+            let now = Instant::now();
             self.route_outputs();
-            self.report();
+            self.report(now);
             if let Some(durable) = &mut self.durable {
                 durable.gate(&mut self.vm, &mut self.commands, &mut self.results);
             }
             if !(self.commands.is_empty() && self.results.is_empty()) {
                 // Output out means answers, or new work, come back soon.
-                spin_until = Instant::now() + self.spin;
+                spin_until = now + self.spin;
             }
             self.handoff.send_commands(&mut self.commands);
             // After the commands: a program's effects (its objects'
@@ -245,7 +247,7 @@ impl Interpreter {
 
     /// After a batch: the gauges `/health` and `/metrics` read, and the
     /// batch's trace events for subscribers.
-    fn report(&mut self) {
+    fn report(&mut self, now: Instant) {
         self.stats.set_gauges(Gauges {
             objects: self.vm.object_count() as u64,
             suspended: self.vm.suspended_count() as u64,
@@ -253,7 +255,6 @@ impl Interpreter {
             directory_entries: self.vm.directory().len() as u64,
             local_calls: self.vm.trace().count(EventKind::ObjectCalled),
         });
-        let now = Instant::now();
         if now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY {
             self.hosted_at = now;
             let hosted = self.vm.directory().hosted();

@@ -97,7 +97,7 @@ impl Filter {
 }
 
 /// An event as subscribers see it: its JSON, and what filters look at.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rendered {
     pub json: Vec<u8>,
     pub kind: usize,
@@ -274,19 +274,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn render(node: &str, event: &TraceEvent) -> Rendered {
-        let r = Renderer::default().render(node, event).clone_for_test();
-        r
-    }
-
-    impl Rendered {
-        fn clone_for_test(&self) -> Rendered {
-            Rendered {
-                json: self.json.clone(),
-                kind: self.kind,
-                chain: self.chain,
-                object: self.object,
-            }
-        }
+        Renderer::default().render(node, event).clone()
     }
 
     fn event(chain: Option<u64>, event: Event) -> TraceEvent {

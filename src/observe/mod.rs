@@ -242,40 +242,39 @@ pub fn render_health(view: &NodeView) -> Vec<u8> {
 /// `GET /metrics`: the Prometheus text exposition format.
 pub fn render_metrics(view: &NodeView) -> Vec<u8> {
     let mut m = Metrics(String::with_capacity(4096));
-    m.head("avm_up_seconds", "gauge", "Seconds since the node started.");
-    m.line("avm_up_seconds", "", view.uptime.as_secs_f64());
-    m.head(
+    let uptime = view.uptime.as_secs_f64();
+    m.single(
+        "avm_up_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        uptime,
+    );
+    m.family(
         "avm_calls_total",
         "counter",
         "Calls, by direction and kind.",
+        [
+            (
+                "direction=\"out\",kind=\"remote\"".to_string(),
+                view.remote_calls_out,
+            ),
+            (
+                "direction=\"in\",kind=\"remote\"".to_string(),
+                view.remote_calls_in,
+            ),
+            (
+                "direction=\"local\",kind=\"local\"".to_string(),
+                view.local_calls,
+            ),
+        ],
     );
-    m.line(
-        "avm_calls_total",
-        "direction=\"out\",kind=\"remote\"",
-        view.remote_calls_out,
-    );
-    m.line(
-        "avm_calls_total",
-        "direction=\"in\",kind=\"remote\"",
-        view.remote_calls_in,
-    );
-    m.line(
-        "avm_calls_total",
-        "direction=\"local\",kind=\"local\"",
-        view.local_calls,
-    );
-    m.head(
+    let failures = FailureKind::ALL.iter().zip(view.failures);
+    m.family(
         "avm_call_failures_total",
         "counter",
         "Failed calls, by reason.",
+        failures.map(|(kind, n)| (format!("reason=\"{}\"", kind.label()), n)),
     );
-    for (kind, n) in FailureKind::ALL.iter().zip(view.failures) {
-        m.line(
-            "avm_call_failures_total",
-            &format!("reason=\"{}\"", kind.label()),
-            n,
-        );
-    }
     m.head(
         "avm_remote_call_seconds",
         "histogram",
@@ -298,131 +297,122 @@ pub fn render_metrics(view: &NodeView) -> Vec<u8> {
         view.rtt.sum_us as f64 / 1e6,
     );
     m.line("avm_remote_call_seconds_count", "", view.rtt.count);
-    m.head(
-        "avm_calls_in_flight",
-        "gauge",
-        "Our calls awaiting a peer's answer.",
-    );
-    m.line("avm_calls_in_flight", "", view.calls_in_flight);
-    m.head(
-        "avm_pending_requests",
-        "gauge",
-        "Peers' calls we have not answered yet.",
-    );
-    m.line("avm_pending_requests", "", view.calls_owed);
-    m.head(
-        "avm_suspended_chains",
-        "gauge",
-        "Chains waiting on a remote call.",
-    );
-    m.line("avm_suspended_chains", "", view.suspended);
-    m.head(
+    let gauges: [(&str, &str, u64); 5] = [
+        (
+            "avm_calls_in_flight",
+            "Our calls awaiting a peer's answer.",
+            view.calls_in_flight,
+        ),
+        (
+            "avm_pending_requests",
+            "Peers' calls we have not answered yet.",
+            view.calls_owed,
+        ),
+        (
+            "avm_suspended_chains",
+            "Chains waiting on a remote call.",
+            view.suspended,
+        ),
+        ("avm_objects", "Objects hosted here.", view.objects),
+        (
+            "avm_directory_entries",
+            "Objects known on other machines.",
+            view.directory_entries,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        m.single(name, "gauge", help, value);
+    }
+    m.family(
         "avm_queue_depth",
         "gauge",
         "Items waiting in the handoff queues and for turns.",
+        [
+            ("queue=\"events\"".to_string(), view.events_queued),
+            ("queue=\"commands\"".to_string(), view.commands_queued),
+            ("queue=\"turns\"".to_string(), view.waiting_for_turns),
+        ],
     );
-    m.line("avm_queue_depth", "queue=\"events\"", view.events_queued);
-    m.line(
-        "avm_queue_depth",
-        "queue=\"commands\"",
-        view.commands_queued,
-    );
-    m.line("avm_queue_depth", "queue=\"turns\"", view.waiting_for_turns);
-    m.head("avm_objects", "gauge", "Objects hosted here.");
-    m.line("avm_objects", "", view.objects);
-    m.head(
-        "avm_directory_entries",
-        "gauge",
-        "Objects known on other machines.",
-    );
-    m.line("avm_directory_entries", "", view.directory_entries);
-    m.head("avm_deadlocks_total", "counter", "Deadlocks broken.");
-    m.line("avm_deadlocks_total", "", view.deadlocks);
-    m.head(
-        "avm_busy_refusals_total",
-        "counter",
-        "Calls refused: the object's queue was full.",
-    );
-    m.line("avm_busy_refusals_total", "", view.failures[5]);
-    m.head("avm_connections", "gauge", "Open connections.");
-    m.line("avm_connections", "kind=\"peer\"", view.connections);
-    m.line("avm_connections", "kind=\"http\"", view.http_connections);
-    m.line("avm_connections", "kind=\"subscriber\"", view.subscribers);
-    m.head("avm_peer_up", "gauge", "1 while the peer is connected.");
-    for p in &view.peers {
-        m.line("avm_peer_up", &peer(p), u64::from(p.up));
+    let counters: [(&str, &str, u64); 4] = [
+        ("avm_deadlocks_total", "Deadlocks broken.", view.deadlocks),
+        (
+            "avm_busy_refusals_total",
+            "Calls refused: the object's queue was full.",
+            view.failures[FailureKind::Busy as usize],
+        ),
+        (
+            "avm_store_commits_total",
+            "Durable store transactions (--data-dir).",
+            view.store_commits,
+        ),
+        (
+            "avm_store_objects_total",
+            "Object records durably written.",
+            view.store_objects,
+        ),
+    ];
+    for (name, help, value) in counters {
+        m.single(name, "counter", help, value);
     }
-    m.head(
+    m.family(
+        "avm_connections",
+        "gauge",
+        "Open connections.",
+        [
+            ("kind=\"peer\"".to_string(), view.connections),
+            ("kind=\"http\"".to_string(), view.http_connections),
+            ("kind=\"subscriber\"".to_string(), view.subscribers),
+        ],
+    );
+    // Each family's samples together, as the exposition format requires.
+    let per_peer = |f: fn(&PeerView) -> u64| view.peers.iter().map(move |p| (peer(p), f(p)));
+    let both_ways = |i: fn(&PeerView) -> u64, o: fn(&PeerView) -> u64| {
+        view.peers.iter().flat_map(move |p| {
+            let l = peer(p);
+            [
+                (format!("{l},direction=\"in\""), i(p)),
+                (format!("{l},direction=\"out\""), o(p)),
+            ]
+        })
+    };
+    m.family(
+        "avm_peer_up",
+        "gauge",
+        "1 while the peer is connected.",
+        per_peer(|p| u64::from(p.up)),
+    );
+    m.family(
         "avm_peer_frames_total",
         "counter",
         "Frames exchanged with each peer.",
+        both_ways(|p| p.frames_in, |p| p.frames_out),
     );
-    m.head(
+    m.family(
         "avm_peer_bytes_total",
         "counter",
         "Bytes exchanged with each peer.",
+        both_ways(|p| p.bytes_in, |p| p.bytes_out),
     );
-    for p in &view.peers {
-        let l = peer(p);
-        m.line(
-            "avm_peer_frames_total",
-            &format!("{l},direction=\"in\""),
-            p.frames_in,
-        );
-        m.line(
-            "avm_peer_frames_total",
-            &format!("{l},direction=\"out\""),
-            p.frames_out,
-        );
-        m.line(
-            "avm_peer_bytes_total",
-            &format!("{l},direction=\"in\""),
-            p.bytes_in,
-        );
-        m.line(
-            "avm_peer_bytes_total",
-            &format!("{l},direction=\"out\""),
-            p.bytes_out,
-        );
-    }
-    m.head(
+    m.family(
         "avm_peer_connects_total",
         "counter",
         "Times each peer came up (more than 1: reconnects).",
+        per_peer(|p| p.connects),
     );
-    m.head(
+    m.family(
         "avm_peer_down_total",
         "counter",
         "Times each peer was declared down.",
+        per_peer(|p| p.downs),
     );
-    for p in &view.peers {
-        m.line("avm_peer_connects_total", &peer(p), p.connects);
-        m.line("avm_peer_down_total", &peer(p), p.downs);
-    }
-    m.head(
+    m.family(
         "avm_protocol_errors_total",
         "counter",
         "Connections closed, by reason.",
+        view.protocol_errors
+            .iter()
+            .map(|(r, n)| (format!("reason=\"{r}\""), *n)),
     );
-    for (reason, n) in &view.protocol_errors {
-        m.line(
-            "avm_protocol_errors_total",
-            &format!("reason=\"{reason}\""),
-            *n,
-        );
-    }
-    m.head(
-        "avm_store_commits_total",
-        "counter",
-        "Durable store transactions (--data-dir).",
-    );
-    m.line("avm_store_commits_total", "", view.store_commits);
-    m.head(
-        "avm_store_objects_total",
-        "counter",
-        "Object records durably written.",
-    );
-    m.line("avm_store_objects_total", "", view.store_objects);
     m.0.into_bytes()
 }
 
@@ -442,6 +432,26 @@ struct Metrics(String);
 impl Metrics {
     fn head(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A metric with one sample and no labels.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.head(name, kind, help);
+        self.line(name, "", value);
+    }
+
+    /// A metric and all its samples, `(labels, value)`.
+    fn family(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, u64)>,
+    ) {
+        self.head(name, kind, help);
+        for (labels, value) in samples {
+            self.line(name, &labels, value);
+        }
     }
 
     fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
@@ -500,7 +510,14 @@ mod tests {
 
     #[test]
     fn the_histogram_buckets_are_cumulative_in_the_exposition() {
-        let mut view = NodeView::default();
+        let two_peers = ["beta", "gamma"].map(|m| PeerView {
+            machine: m.into(),
+            ..PeerView::default()
+        });
+        let mut view = NodeView {
+            peers: two_peers.to_vec(),
+            ..NodeView::default()
+        };
         for us in [10, 30, 30, 2_000_000, 20_000_000] {
             view.rtt.observe(Duration::from_micros(us));
         }
@@ -513,6 +530,21 @@ mod tests {
         assert!(text.contains("avm_remote_call_seconds_bucket{le=\"10\"} 4\n"));
         assert!(text.contains("avm_remote_call_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("avm_remote_call_seconds_count 5\n"));
+        // Every family's samples follow its TYPE line, together.
+        let mut seen = std::collections::HashSet::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                current = rest.split(' ').next().unwrap().to_string();
+                assert!(seen.insert(current.clone()), "{current} declared twice");
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    name.starts_with(&current),
+                    "{name} outside its family {current}"
+                );
+            }
+        }
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();

@@ -370,22 +370,6 @@ impl Directory {
         self.names.remove(name);
     }
 
-    /// The objects placed on other machines with `behavior` (if given) on
-    /// `machine` (if given), for `scry_meta`.
-    pub fn matching<'a>(
-        &'a self,
-        behavior: Option<&'a str>,
-        machine: Option<&'a str>,
-    ) -> impl Iterator<Item = ObjectId> + 'a {
-        self.entries.iter().filter_map(move |(id, e)| {
-            let on = self.machines.get(e.machine)?;
-            let b = self.behaviors.get(e.behavior).map(|b| &**b);
-            let ok = machine.is_none_or(|m| m == on.as_str())
-                && behavior.is_none_or(|want| b == Some(want));
-            ok.then_some(*id)
-        })
-    }
-
     /// The machines that have said hello (up now or not).
     pub fn peer_machines(&self) -> impl Iterator<Item = &MachineId> + '_ {
         self.peers.keys()
