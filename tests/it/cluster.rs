@@ -5,13 +5,10 @@
 //! objects take turns, so chains crossing shared objects in different
 //! orders would deadlock (tests/it/bank.rs covers that).
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use avm::node::{Node, NodeConfig};
-use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
-
-use crate::util::keyed;
+use avm::node::Node;
+use avm::vm::{call, create_obj, done, BehaviorRegistry, Program, Val};
 
 /// `[Nat n, List targets]`: at 0 answers 0; otherwise calls target
 /// `n % len` with `[n - 1, targets]` and answers its reply plus one. So
@@ -43,11 +40,7 @@ fn hop_input(n: u64, targets: Vec<Val>) -> Val {
 fn start(name: &str, peers: Vec<String>) -> Node {
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("hop", hop);
-    let mut config = NodeConfig::new(name);
-    config.bind = IpAddr::from([127, 0, 0, 1]);
-    config.peers = peers;
-    keyed(&mut config);
-    Node::start(config, behaviors, PureRegistry::new()).unwrap()
+    crate::util::embedded(name, peers, behaviors)
 }
 
 fn run(node: &Node, program: Program) -> Val {

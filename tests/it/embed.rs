@@ -13,11 +13,7 @@ fn echo_twice(input: Val) -> Program {
 }
 
 fn start(name: &str, peers: Vec<String>, behaviors: BehaviorRegistry) -> Node {
-    let mut config = NodeConfig::new(name);
-    config.bind = IpAddr::from([127, 0, 0, 1]);
-    config.peers = peers;
-    keyed(&mut config);
-    Node::start(config, behaviors, PureRegistry::new()).expect("start node")
+    crate::util::embedded(name, peers, behaviors)
 }
 
 fn run(node: &Node, program: Program) -> Result<Val, String> {

@@ -4,22 +4,17 @@
 //! beta is killed. Controllers: alpha's chains destroy and transfer
 //! beta's objects only with their controller's authority.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use avm::node::{Node, NodeConfig};
-use avm::vm::{whereis, BehaviorRegistry, PureRegistry, Val};
+use avm::node::Node;
+use avm::vm::{whereis, BehaviorRegistry, Val};
 
-use crate::util::{keyed, NodeProc};
+use crate::util::NodeProc;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn embedded(name: &str, peer: &str) -> Node {
-    let mut config = NodeConfig::new(name);
-    config.bind = IpAddr::from([127, 0, 0, 1]);
-    config.peers = vec![peer.to_string()];
-    keyed(&mut config);
-    Node::start(config, BehaviorRegistry::new(), PureRegistry::new()).expect("start")
+    crate::util::embedded(name, vec![peer.to_string()], BehaviorRegistry::new())
 }
 
 fn lookup(node: &Node, name: &'static str) -> Val {
@@ -84,10 +79,7 @@ fn remote_destroy_and_transfer_need_authority() {
     };
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("thing", done);
-    let mut config = NodeConfig::new("beta");
-    config.bind = IpAddr::from([127, 0, 0, 1]);
-    keyed(&mut config);
-    let beta = Node::start(config, behaviors, PureRegistry::new()).expect("beta");
+    let beta = crate::util::embedded("beta", vec![], behaviors);
     let alpha = embedded("alpha", &beta.local_addr().to_string());
     let owned = run(&beta, create_obj_for("thing", ControllerId(5)));
     let free = run(&beta, create_obj("thing"));
@@ -153,13 +145,7 @@ fn a_replica_freezes_into_its_owner_unless_the_owner_moved_on() {
         });
         behaviors
     };
-    let start = |name: &str, peers: Vec<String>| {
-        let mut config = NodeConfig::new(name);
-        config.bind = IpAddr::from([127, 0, 0, 1]);
-        config.peers = peers;
-        keyed(&mut config);
-        Node::start(config, cells(), PureRegistry::new()).expect("start")
-    };
+    let start = |name: &str, peers| crate::util::embedded(name, peers, cells());
     let beta = start("beta", vec![]);
     let alpha = start("alpha", vec![beta.local_addr().to_string()]);
     let cell = run(&beta, create_obj_for("cell", ControllerId(2)))

@@ -159,6 +159,21 @@ pub fn keyed(config: &mut NodeConfig) {
     config.cluster_key = Some(avm::node::key::ClusterKey::from_bytes(&test_key()).unwrap());
 }
 
+/// A node embedded in the test process: loopback, the test key, these
+/// peers and behaviors.
+pub fn embedded(
+    name: &str,
+    peers: Vec<String>,
+    behaviors: avm::vm::BehaviorRegistry,
+) -> avm::node::Node {
+    let mut config = NodeConfig::new(name);
+    config.bind = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.peers = peers;
+    keyed(&mut config);
+    avm::node::Node::start(config, behaviors, avm::vm::PureRegistry::new())
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+}
+
 /// `args` with `--cluster-key-file` naming the test key added, unless they
 /// name a key file already.
 pub fn with_test_key(args: &[&str]) -> Vec<OsString> {
