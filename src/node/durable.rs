@@ -131,11 +131,7 @@ impl Durable {
             return;
         }
         if !commands.is_empty() || !results.is_empty() {
-            self.held.push_back(Held {
-                after: self.submitted,
-                commands: std::mem::take(commands),
-                results: std::mem::take(results),
-            });
+            self.hold(commands, results);
         }
         self.release(vm, commands, results);
         if self.submitted - self.answered >= MAX_IN_FLIGHT {
@@ -155,11 +151,7 @@ impl Durable {
     ) {
         let wrote = self.submit_changes(vm);
         if wrote || !self.held.is_empty() {
-            self.held.push_back(Held {
-                after: self.submitted,
-                commands: std::mem::take(commands),
-                results: std::mem::take(results),
-            });
+            self.hold(commands, results);
         }
         drop(self.to_store.take());
         while self.answered < self.submitted {
@@ -171,6 +163,19 @@ impl Durable {
             let _ = thread.join();
         }
         self.release(vm, commands, results);
+    }
+
+    /// Holds this round's output behind the last batch sent to the store.
+    fn hold(
+        &mut self,
+        commands: &mut Vec<Command>,
+        results: &mut Vec<(ResultSender, Result<Val, String>)>,
+    ) {
+        self.held.push_back(Held {
+            after: self.submitted,
+            commands: std::mem::take(commands),
+            results: std::mem::take(results),
+        });
     }
 
     /// Drains the vm's changes into a batch for the store; whether any.

@@ -199,8 +199,7 @@ impl HttpSide {
             ),
             Route::Events(filter) => {
                 self.server.subscribe(key, filter);
-                self.stats
-                    .set_subscribers(self.server.subscribers(), self.server.stream_kinds());
+                self.tell_subscribers();
                 return;
             }
             Route::Refused(status, why) => (status, "text/plain", why.into_bytes()),
@@ -273,13 +272,18 @@ impl HttpSide {
     }
 
     fn close_finished(&mut self, registry: &Registry) {
+        let mut closed = false;
         while let Some(key) = self.server.poll_close() {
+            closed = true;
             if let Some(mut stream) = self.sockets.get_mut(key).and_then(Option::take) {
                 let _ = registry.deregister(&mut stream);
             }
         }
-        self.stats
-            .set_subscribers(self.server.subscribers(), self.server.stream_kinds());
+        // Only a close can change who subscribes; looking costs a pass
+        // over every connection, so not after every write.
+        if closed {
+            self.tell_subscribers();
+        }
     }
 
     fn drop_socket(&mut self, key: usize, registry: &Registry) {
@@ -287,8 +291,13 @@ impl HttpSide {
         if let Some(mut stream) = self.sockets.get_mut(key).and_then(Option::take) {
             let _ = registry.deregister(&mut stream);
         }
-        self.stats
-            .set_subscribers(self.server.subscribers(), self.server.stream_kinds());
+        self.tell_subscribers();
+    }
+
+    /// Tells the interpreter who subscribes now, and to what.
+    fn tell_subscribers(&self) {
+        let kinds = self.server.stream_kinds();
+        self.stats.set_subscribers(self.server.subscribers(), kinds);
     }
 
     fn view(&self, from: &Sources, now: Instant) -> NodeView {
