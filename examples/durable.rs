@@ -101,6 +101,7 @@ fn bare_store(dir: &Path, per_commit: f64) -> f64 {
                 controller: None::<ControllerId>,
                 version: round as u32,
                 state: &state,
+                epoch: 0,
             };
             batch.add(ObjectId(i + 1), Some(record)).expect("encode");
         }

@@ -18,8 +18,8 @@ use super::{
     DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Meta, NameDrop,
-    NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
+    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Meta, MoveNotify,
+    NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -302,7 +302,7 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 14 {
+    match g.u8() % 15 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -323,6 +323,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             object_id: ObjectId(g.u64()),
             machine_id: g.string(),
             behavior: (g.u8() & 1 == 1).then(|| g.string()),
+            epoch: g.u64() as u16,
         }),
         4 => Message::DestroyNotify(DestroyNotify {
             object_id: ObjectId(g.u64()),
@@ -349,6 +350,11 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
         13 => Message::Meta(Meta {
             op: g.string(),
             call: g.call(),
+        }),
+        14 => Message::MoveNotify(MoveNotify {
+            object_id: ObjectId(g.u64()),
+            machine_id: g.string(),
+            epoch: g.u64() as u16,
         }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),

@@ -62,6 +62,7 @@ pub enum Message<'a> {
     Auth(Auth<'a>),
     SnapshotEnd(SnapshotEnd),
     NameNotify(NameNotify<'a>),
+    MoveNotify(MoveNotify<'a>),
     NameDrop(NameDrop<'a>),
     Meta(Meta<'a>),
 }
@@ -107,6 +108,17 @@ pub struct CreateNotify<'a> {
     pub machine_id: Cow<'a, str>,
     /// Omitted on the wire when `None`.
     pub behavior: Option<Cow<'a, str>>,
+    /// Times the object moved (`move_object`); omitted on the wire when 0.
+    pub epoch: u16,
+}
+
+/// `object_id` moved from the sender to `machine_id`, where its epoch is
+/// `epoch` (bumped by each move).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveNotify<'a> {
+    pub object_id: ObjectId,
+    pub machine_id: Cow<'a, str>,
+    pub epoch: u16,
 }
 
 /// An object is gone.
@@ -219,9 +231,10 @@ pub(crate) enum Kind {
     NameNotify,
     NameDrop,
     Meta,
+    MoveNotify,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 14] = [
+pub(crate) const TYPE_NAMES: [&str; 15] = [
     "hello",
     "call",
     "call_response",
@@ -236,8 +249,9 @@ pub(crate) const TYPE_NAMES: [&str; 14] = [
     "name_notify",
     "name_drop",
     "meta",
+    "move_notify",
 ];
-pub(crate) const KINDS: [Kind; 14] = [
+pub(crate) const KINDS: [Kind; 15] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -252,6 +266,7 @@ pub(crate) const KINDS: [Kind; 14] = [
     Kind::NameNotify,
     Kind::NameDrop,
     Kind::Meta,
+    Kind::MoveNotify,
 ];
 
 impl<'a> Message<'a> {
@@ -276,6 +291,7 @@ impl<'a> Message<'a> {
             Message::NameNotify(_) => Kind::NameNotify,
             Message::NameDrop(_) => Kind::NameDrop,
             Message::Meta(_) => Kind::Meta,
+            Message::MoveNotify(_) => Kind::MoveNotify,
         }
     }
 
@@ -319,6 +335,12 @@ impl<'a> Message<'a> {
                 object_id: n.object_id,
                 machine_id: own(n.machine_id),
                 behavior: n.behavior.map(own),
+                epoch: n.epoch,
+            }),
+            Message::MoveNotify(n) => Message::MoveNotify(MoveNotify {
+                object_id: n.object_id,
+                machine_id: own(n.machine_id),
+                epoch: n.epoch,
             }),
             Message::DestroyNotify(d) => Message::DestroyNotify(d),
             Message::Ping(p) => Message::Ping(p),
@@ -424,6 +446,14 @@ impl Serialize for Message<'_> {
                 if let Some(b) = &n.behavior {
                     m.serialize_field("behavior", b)?;
                 }
+                if n.epoch != 0 {
+                    m.serialize_field("epoch", &n.epoch)?;
+                }
+            }
+            Message::MoveNotify(n) => {
+                m.serialize_field("object_id", &n.object_id)?;
+                m.serialize_field("machine_id", &n.machine_id)?;
+                m.serialize_field("epoch", &n.epoch)?;
             }
             Message::DestroyNotify(d) => m.serialize_field("object_id", &d.object_id)?,
             Message::Ping(p) => m.serialize_field("nonce", &p.nonce)?,

@@ -41,7 +41,8 @@ pub use error::{DecodeError, EncodeError, FrameError};
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
     encode, encode_limited, Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello,
-    Message, Meta, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge, MAX_WAIT_PATH,
+    Message, Meta, MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
+    MAX_WAIT_PATH,
 };
 pub use parse::decode;
 pub use val::{MAX_IGNORED_DEPTH, MAX_VAL_DEPTH};

@@ -25,7 +25,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use super::error::DecodeError;
 use super::message::{
     Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Meta,
-    NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
+    MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
 use super::wait::{EdgesSeed, CYCLE, PATH};
@@ -273,6 +273,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::NameNotify => body.name_notify().map(Message::NameNotify),
             Kind::NameDrop => body.name_drop().map(Message::NameDrop),
             Kind::Meta => body.meta().map(Message::Meta),
+            Kind::MoveNotify => body.move_notify().map(Message::MoveNotify),
         }
     }
 }
@@ -583,19 +584,38 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn create_notify(&mut self) -> Result<CreateNotify<'de>, A::Error> {
-        const F: &[&str] = &["object_id", "machine_id", "behavior"];
-        let (mut object_id, mut machine_id, mut behavior) = (None, None, None);
+        const F: &[&str] = &["object_id", "machine_id", "behavior", "epoch"];
+        let (mut object_id, mut machine_id, mut behavior, mut epoch) = (None, None, None, None);
         while let Some(i) = self.key(F)? {
             match i {
                 0 => self.id(F[0], &mut object_id)?,
                 1 => self.str(F[1], &mut machine_id)?,
-                _ => self.value(F[2], &mut behavior, OptCowStr)?,
+                2 => self.value(F[2], &mut behavior, OptCowStr)?,
+                _ => self.value(F[3], &mut epoch, PhantomData)?,
             }
         }
         Ok(CreateNotify {
             object_id: self.need(F[0], object_id)?,
             machine_id: self.need(F[1], machine_id)?,
             behavior: behavior.flatten(),
+            epoch: epoch.unwrap_or(0),
+        })
+    }
+
+    fn move_notify(&mut self) -> Result<MoveNotify<'de>, A::Error> {
+        const F: &[&str] = &["object_id", "machine_id", "epoch"];
+        let (mut object_id, mut machine_id, mut epoch) = (None, None, None);
+        while let Some(i) = self.key(F)? {
+            match i {
+                0 => self.id(F[0], &mut object_id)?,
+                1 => self.str(F[1], &mut machine_id)?,
+                _ => self.value(F[2], &mut epoch, PhantomData)?,
+            }
+        }
+        Ok(MoveNotify {
+            object_id: self.need(F[0], object_id)?,
+            machine_id: self.need(F[1], machine_id)?,
+            epoch: self.need(F[2], epoch)?,
         })
     }
 

@@ -13,7 +13,7 @@ use crate::vm::{ChainId, ObjectId, Val};
 /// deadlock-detection types are not in PROTOCOL.md's examples yet; then
 /// version 2's `hello` and `auth` (docs/protocol.md's worked example), a
 /// `snapshot_end`, and a probe that was passed on (`hops`).
-const GOLDEN: [&str; 15] = [
+const GOLDEN: [&str; 17] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
@@ -29,6 +29,8 @@ const GOLDEN: [&str; 15] = [
     r#"{"type":"name_notify","name":"pong","object_id":2533837740349325312,"machine_id":"beta"}"#,
     r#"{"type":"name_drop","name":"pong","object_id":2533837740349325312}"#,
     r#"{"type":"meta","op":"destroy","request_id":9,"target":2533837740349325312,"input":{"Just":{"Nat":5}},"sender":0,"sender_machine":"alpha","chain":2533556265372614657}"#,
+    r#"{"type":"move_notify","object_id":2533556265372614657,"machine_id":"beta","epoch":1}"#,
+    r#"{"type":"create_notify","object_id":2533556265372614657,"machine_id":"beta","behavior":"cell","epoch":1}"#,
 ];
 
 fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
@@ -53,6 +55,7 @@ fn golden_messages() -> Vec<Message<'static>> {
             object_id: pong,
             machine_id: "beta".into(),
             behavior: Some("pong".into()),
+            epoch: 0,
         }),
         Message::Call(Call {
             request_id: 7,
@@ -132,6 +135,17 @@ fn golden_messages() -> Vec<Message<'static>> {
                 sender_machine: "alpha".into(),
                 chain: Some(ChainId(2533556265372614657)),
             },
+        }),
+        Message::MoveNotify(MoveNotify {
+            object_id: ObjectId(2533556265372614657),
+            machine_id: "beta".into(),
+            epoch: 1,
+        }),
+        Message::CreateNotify(CreateNotify {
+            object_id: ObjectId(2533556265372614657),
+            machine_id: "beta".into(),
+            behavior: Some("cell".into()),
+            epoch: 1,
         }),
     ]
 }
@@ -215,6 +229,7 @@ fn roundtrip_every_message_type_and_optional_field() {
         object_id: ObjectId(1),
         machine_id: "a\"b\\c\n😀".into(),
         behavior: None,
+        epoch: u16::MAX,
     }));
     msgs.push(Message::DestroyNotify(DestroyNotify {
         object_id: ObjectId(5),

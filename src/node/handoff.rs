@@ -79,6 +79,14 @@ pub enum Command {
         machine: MachineId,
         objects: Vec<(ObjectId, Arc<str>)>,
         names: Vec<(Arc<str>, ObjectId)>,
+        /// Epochs of the objects that moved here (the rest are at 0).
+        epochs: Vec<(ObjectId, u16)>,
+    },
+    /// A local object moved to `machine`: broadcast `move_notify`.
+    Moved {
+        id: ObjectId,
+        machine: MachineId,
+        epoch: u16,
     },
     /// A local object took a name: broadcast `name_notify`.
     Named { name: Arc<str>, id: ObjectId },

@@ -294,16 +294,21 @@ impl Interpreter {
                 target,
                 input,
                 sender_machine,
+                chain,
                 op: Some(op),
                 ..
             } => {
                 self.stats.count_call_in();
                 debug!("{sender_machine} asks {} of object {target}", op.name());
-                let answer = self.vm.serve_op(op, target, &input);
-                self.commands.push(Command::Reply {
-                    inbound,
-                    result: Ok(answer),
-                });
+                if op.answers_at_once() {
+                    let answer = self.vm.serve_op(op, target, &input);
+                    self.commands.push(Command::Reply {
+                        inbound,
+                        result: Ok(answer),
+                    });
+                } else {
+                    self.vm.start_op(op, target, &input, chain, inbound.0);
+                }
             }
             protocol::Event::Inbound {
                 inbound,
@@ -368,10 +373,12 @@ impl Interpreter {
                     .map(|(id, behavior)| (id, behavior.clone()))
                     .collect();
                 let names = self.vm.directory().local_names();
+                let epochs = self.vm.moved_objects();
                 self.commands.push(Command::Snapshot {
                     machine,
                     objects,
                     names,
+                    epochs,
                 });
             }
             protocol::Event::Synced { machine, objects } => {
@@ -387,7 +394,7 @@ impl Interpreter {
             protocol::Event::Probe(probe) => self.vm.handle_probe(probe),
             protocol::Event::Victim(cycle) => self.vm.handle_victim(*cycle),
             protocol::Event::PeerDown { machine, reason } => {
-                let names = self.vm.directory_mut().forget_names_on(&machine);
+                let names = self.vm.directory_mut().peer_down(&machine);
                 if names > 0 {
                     debug!("names: forgot {names} held on {machine}, which is down");
                 }
@@ -457,6 +464,10 @@ impl Interpreter {
                 Output::Destroyed { id } => {
                     debug!("destroyed object {id}");
                     self.commands.push(Command::Destroyed { id })
+                }
+                Output::Moved { id, machine, epoch } => {
+                    info!("object {id} moved to {machine}");
+                    self.commands.push(Command::Moved { id, machine, epoch })
                 }
                 Output::DeadlockBroken(cycle) => {
                     self.stats.count_deadlock();

@@ -19,8 +19,8 @@ use crate::vm::{ChainId, Event, TraceEvent, Val};
 pub const MAX_VALUE_TEXT: usize = 200;
 
 /// Every kind, as a subscriber names it.
-pub const KINDS: [&str; 9] = [
-    "create", "destroy", "call", "state", "tx", "call_out", "resumed", "error", "call_in",
+pub const KINDS: [&str; 10] = [
+    "create", "destroy", "call", "state", "tx", "call_out", "resumed", "error", "call_in", "move",
 ];
 
 /// What a subscriber wants; every field empty means everything.
@@ -83,6 +83,7 @@ impl Filter {
                 "call_out" => bits(&[K::CallSuspended]),
                 "resumed" => bits(&[K::CallResumed]),
                 "error" => bits(&[K::ErrorOccurred]),
+                "move" => bits(&[K::ObjectMoved]),
                 _ => bits(&[K::CallArrived]),
             }
         })
@@ -180,9 +181,9 @@ impl Renderer {
                 out.extend_from_slice(b",\"tx\":");
                 push_u64(out, tx.0);
             }
-            Event::CallSuspended { machine, .. } | Event::CallArrived { machine, .. } => {
-                field("machine", machine.as_str())
-            }
+            Event::CallSuspended { machine, .. }
+            | Event::CallArrived { machine, .. }
+            | Event::ObjectMoved { machine, .. } => field("machine", machine.as_str()),
             Event::CallResumed { ok, .. } => out.extend_from_slice(if *ok {
                 b",\"ok\":true"
             } else {
@@ -214,6 +215,7 @@ fn kind_and_object(event: &Event) -> (&'static str, Option<u64>) {
         Event::CallResumed { .. } => ("resumed", None),
         Event::ErrorOccurred(_) => ("error", None),
         Event::CallArrived { id, .. } => ("call_in", Some(id.0)),
+        Event::ObjectMoved { id, .. } => ("move", Some(id.0)),
     }
 }
 

@@ -13,7 +13,7 @@
 //! whenever everything has left, so it never grows on a peer that keeps
 //! up; its capacity is kept, unless a burst grew it past 1 MiB.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub objects: Vec<(ObjectId, Arc<str>)>,
     /// Names local objects hold: sent after the objects, before the end.
     pub names: Vec<(Arc<str>, ObjectId)>,
+    /// Epochs of the objects that moved here (the rest are at 0).
+    pub epochs: HashMap<ObjectId, u16>,
     /// Objects before this index are queued (or skipped).
     pub next: usize,
     /// `create_notify`s queued so far.

@@ -651,6 +651,7 @@ fn notices_count_only_after_the_hello_and_carry_their_sender() {
             object_id: ObjectId(5 << 48 | 1),
             machine_id: machine.to_owned().into(),
             behavior: None,
+            epoch: 0,
         })
     };
     assert_eq!(
@@ -1027,7 +1028,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
         .collect();
     a.core
-        .send_snapshot(&MachineId::new("beta"), objects, Vec::new());
+        .send_snapshot(&MachineId::new("beta"), objects, Vec::new(), Vec::new());
     let queued = a.core.unsent(link.ca).len();
     assert!(
         (SNAPSHOT_CHUNK..SNAPSHOT_CHUNK + 1024).contains(&queued),

@@ -74,9 +74,18 @@ impl Core {
                         id: notify.object_id,
                         machine,
                         behavior: notify.behavior.map(|b| Arc::from(&*b)),
+                        epoch: notify.epoch,
                     },
                 });
             }
+            Message::MoveNotify(notify) => self.events.push(Event::Notice {
+                from: peer.machine,
+                notice: Notice::Moved {
+                    id: notify.object_id,
+                    machine: MachineId::new(&notify.machine_id),
+                    epoch: notify.epoch,
+                },
+            }),
             Message::DestroyNotify(notify) => self.events.push(Event::Notice {
                 from: peer.machine,
                 notice: Notice::Destroyed {
@@ -226,8 +235,24 @@ impl Core {
             object_id: id,
             machine_id: us.as_str().into(),
             behavior: Some(behavior.into()),
+            epoch: 0,
         });
         self.broadcast(&notify);
+    }
+
+    /// A local object moved to `machine`: `move_notify` to every greeted
+    /// peer (a snapshot still streaming no longer announces it here).
+    pub fn broadcast_moved(&mut self, id: ObjectId, machine: &MachineId, epoch: u16) {
+        for (_, c) in self.conns.iter_mut() {
+            if let Some(snap) = c.snapshot.as_mut() {
+                snap.gone.insert(id);
+            }
+        }
+        self.broadcast(&Message::MoveNotify(codec::MoveNotify {
+            object_id: id,
+            machine_id: machine.as_str().into(),
+            epoch,
+        }));
     }
 
     /// A local object was destroyed: `destroy_notify` to every greeted peer.
@@ -268,6 +293,7 @@ impl Core {
         machine: &MachineId,
         objects: Vec<(ObjectId, Arc<str>)>,
         names: Vec<(Arc<str>, ObjectId)>,
+        epochs: Vec<(ObjectId, u16)>,
     ) {
         let Some(&conn) = self.active.get(machine) else {
             return; // gone again: its next PeerUp asks anew
@@ -275,6 +301,7 @@ impl Core {
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,
             names,
+            epochs: epochs.into_iter().collect(),
             next: 0,
             sent: 0,
             gone: HashSet::new(),
@@ -300,6 +327,7 @@ impl Core {
                 object_id: *id,
                 machine_id: us.as_str().into(),
                 behavior: Some(behavior.as_ref().into()),
+                epoch: snap.epochs.get(id).copied().unwrap_or(0),
             });
             match c.queue(&notify) {
                 Ok(()) => snap.sent += 1,

@@ -332,7 +332,11 @@ impl Reactor {
                     machine,
                     objects,
                     names,
-                } => self.core.send_snapshot(&machine, objects, names),
+                    epochs,
+                } => self.core.send_snapshot(&machine, objects, names, epochs),
+                Command::Moved { id, machine, epoch } => {
+                    self.core.broadcast_moved(id, &machine, epoch)
+                }
                 Command::Named { name, id } => self.core.broadcast_named(&name, id),
                 Command::Unnamed { name, id } => self.core.broadcast_unnamed(&name, id),
                 Command::Probe { machine, probe } => self.core.send_probe(&machine, &probe),

@@ -501,6 +501,7 @@ mod tests {
             controller: Some(ControllerId(4)),
             version: 3,
             state,
+            epoch: 0,
         }
     }
 

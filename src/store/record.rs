@@ -1,12 +1,15 @@
 //! One stored object, as bytes: the value of the `objects` table.
 //!
 //! ```text
-//!   0      1             5      6              14     16         16+n
-//!   ┌──────┬─────────────┬──────┬──────────────┬──────┬──────────┬──────────────┐
-//!   │ fmt  │ version u32 │ ctl? │ controller   │ n    │ behavior │ state: JSON  │
-//!   │ = 1  │ big-endian  │ 0/1  │ u64 BE (or 0)│ u16  │ n bytes  │ array of Val │
-//!   └──────┴─────────────┴──────┴──────────────┴──────┴──────────┴──────────────┘
+//!   0      1             5      6              14      16     18         18+n
+//!   ┌──────┬─────────────┬──────┬──────────────┬───────┬──────┬──────────┬──────────────┐
+//!   │ fmt  │ version u32 │ ctl? │ controller   │ epoch │ n    │ behavior │ state: JSON  │
+//!   │ = 2  │ big-endian  │ 0/1  │ u64 BE (or 0)│ u16   │ u16  │ n bytes  │ array of Val │
+//!   └──────┴─────────────┴──────┴──────────────┴───────┴──────┴──────────┴──────────────┘
 //! ```
+//!
+//! Format 1 (written before objects could move) has no epoch: `n` is at
+//! 14 and the behavior at 16. It is still read, as epoch 0.
 //!
 //! The state is the wire's Val JSON (`[{"Nat":5}]`), so a stored record
 //! can be read by eye and by any JSON library. Decoding never panics: a
@@ -18,10 +21,11 @@ use serde::Deserialize;
 use crate::vm::{ControllerId, ObjectRecord, Val};
 
 /// The record layout this build writes and reads.
-pub const RECORD_FORMAT: u8 = 1;
+pub const RECORD_FORMAT: u8 = 2;
 
-/// Bytes before the behavior name.
-const FIXED: usize = 16;
+/// Bytes before the behavior name (format 2; format 1 has no epoch).
+const FIXED: usize = 18;
+const FIXED_V1: usize = 16;
 
 /// A decoded record: owned, since it outlives the read transaction only
 /// as long as the vm takes to copy it in.
@@ -31,6 +35,7 @@ pub struct Decoded {
     pub controller: Option<ControllerId>,
     pub version: u32,
     pub state: Vec<Val>,
+    pub epoch: u16,
 }
 
 impl Decoded {
@@ -40,6 +45,7 @@ impl Decoded {
             controller: self.controller,
             version: self.version,
             state: &self.state,
+            epoch: self.epoch,
         }
     }
 }
@@ -55,6 +61,7 @@ pub fn encode(record: &ObjectRecord<'_>, out: &mut Vec<u8>) -> Result<(), String
     let controller = record.controller.map_or(0, |c| c.0);
     out.push(u8::from(record.controller.is_some()));
     out.extend_from_slice(&controller.to_be_bytes());
+    out.extend_from_slice(&record.epoch.to_be_bytes());
     out.extend_from_slice(&name_len.to_be_bytes());
     out.extend_from_slice(name);
     serde_json::to_writer(&mut *out, record.state).map_err(|e| e.to_string())
@@ -65,12 +72,16 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let Some((&format, _)) = bytes.split_first() else {
         return Err("empty record".into());
     };
-    if format != RECORD_FORMAT {
-        return Err(format!(
-            "record format {format}; this build reads {RECORD_FORMAT}"
-        ));
-    }
-    if bytes.len() < FIXED {
+    let fixed = match format {
+        1 => FIXED_V1,
+        RECORD_FORMAT => FIXED,
+        _ => {
+            return Err(format!(
+                "record format {format}; this build reads 1 to {RECORD_FORMAT}"
+            ))
+        }
+    };
+    if bytes.len() < fixed {
         return Err(format!("record of {} bytes is truncated", bytes.len()));
     }
     let version = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes"));
@@ -81,14 +92,18 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         ))),
         flag => return Err(format!("controller flag {flag}")),
     };
-    let name_len = usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
-    let Some(name) = bytes.get(FIXED..FIXED + name_len) else {
+    let epoch = match format {
+        1 => 0,
+        _ => u16::from_be_bytes([bytes[14], bytes[15]]),
+    };
+    let name_len = usize::from(u16::from_be_bytes([bytes[fixed - 2], bytes[fixed - 1]]));
+    let Some(name) = bytes.get(fixed..fixed + name_len) else {
         return Err("behavior name runs past the record".into());
     };
     let behavior = std::str::from_utf8(name)
         .map_err(|_| "behavior name is not UTF-8".to_string())?
         .to_string();
-    let mut json = serde_json::Deserializer::from_slice(&bytes[FIXED + name_len..]);
+    let mut json = serde_json::Deserializer::from_slice(&bytes[fixed + name_len..]);
     // A state is as deep as the behaviors made it; the loader runs on a
     // node-sized stack (`node::THREAD_STACK`), as the vm that built it did.
     json.disable_recursion_limit();
@@ -100,6 +115,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         controller,
         version,
         state,
+        epoch,
     })
 }
 
@@ -113,7 +129,19 @@ mod tests {
             controller: Some(ControllerId(7)),
             version: 42,
             state: vec![Val::Nat(100), Val::str("x"), Val::just(Val::Bool(true))],
+            epoch: 3,
         }
+    }
+
+    #[test]
+    fn a_format_1_record_reads_as_epoch_0() {
+        let d = sample();
+        let v2 = bytes_of(&d);
+        // Format 1: no epoch field, the rest the same.
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&v2[1..14]);
+        v1.extend_from_slice(&v2[16..]);
+        assert_eq!(decode(&v1).unwrap(), Decoded { epoch: 0, ..d });
     }
 
     fn bytes_of(d: &Decoded) -> Vec<u8> {

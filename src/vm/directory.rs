@@ -40,11 +40,20 @@ pub const LEARNED_PER_PEER: usize = 4096;
 /// What a peer says about its objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    /// `create_notify`: `id` lives on `machine` (as the sender claims).
+    /// `create_notify`: `id` lives on `machine` (as the sender claims);
+    /// `epoch` 0 unless it moved there.
     Created {
         id: ObjectId,
         machine: MachineId,
         behavior: Option<Arc<str>>,
+        epoch: u16,
+    },
+    /// `move_notify`: `id` moved from the sender to `machine`, and this
+    /// is its `epoch` there.
+    Moved {
+        id: ObjectId,
+        machine: MachineId,
+        epoch: u16,
     },
     /// `destroy_notify`.
     Destroyed { id: ObjectId },
@@ -77,13 +86,25 @@ pub enum Refused {
     /// A `name_notify` for an object that is not the sender's, or a
     /// `name_drop` for a name the sender does not hold.
     NotTheSendersName { name: Arc<str> },
+    /// A `create_notify` with an epoch older than the one known: the
+    /// object has moved since.
+    Stale {
+        id: ObjectId,
+        epoch: u16,
+        known: u16,
+    },
+    /// A `move_notify` from a machine the object is not placed on.
+    NotTheSendersMove { id: ObjectId },
 }
 
 impl Refused {
     /// Whether this is a peer overstepping (log it loudly), rather than a
     /// harmless race such as a late `destroy_notify`.
     pub fn is_forgery(&self) -> bool {
-        !matches!(self, Refused::NotPlacedOnSender { .. })
+        !matches!(
+            self,
+            Refused::NotPlacedOnSender { .. } | Refused::Stale { .. }
+        )
     }
 }
 
@@ -113,17 +134,28 @@ impl fmt::Display for Refused {
                 f,
                 "name `{name}`: the sender may only name its own objects; ignored"
             ),
+            Refused::Stale { id, epoch, known } => write!(
+                f,
+                "create_notify for {id} at epoch {epoch}, older than the {known} known; ignored"
+            ),
+            Refused::NotTheSendersMove { id } => write!(
+                f,
+                "move_notify for {id}, which is not placed on the sender; ignored"
+            ),
         }
     }
 }
 
-/// 6 bytes: the machine and behavior are indexes into the directory's
-/// tables of names, which a million entries share.
+/// 8 bytes (a map slot stays 16 with the id): the machine and behavior
+/// are indexes into the directory's tables of names, which a million
+/// entries share.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     machine: u16,
     /// `NO_NAME`: not known.
     behavior: u16,
+    /// Bumped by every move of the object (0: never moved).
+    epoch: u16,
     /// Learned from a call's sender, not announced.
     learned: bool,
 }
@@ -136,6 +168,14 @@ struct PeerInfo {
     learned: VecDeque<ObjectId>,
     /// Its snapshot since it came up is complete (`snapshot_end`).
     synced: bool,
+    /// Connected now (up since its last `peer_up`, not down since).
+    up: bool,
+}
+
+/// Whether epoch `a` is newer than `b`: serial-number arithmetic
+/// (RFC 1982), so the 16-bit counter may wrap.
+pub fn epoch_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
 }
 
 /// Strings stored once, named by index (at most `NO_NAME` of them).
@@ -217,9 +257,29 @@ impl Directory {
                 prefix,
                 learned: VecDeque::new(),
                 synced: false,
+                up: true,
             },
         );
         before - self.entries.len()
+    }
+
+    /// `machine` was declared down: its names go (calls to its objects
+    /// fail fast until it comes back). Answers how many names went.
+    pub fn peer_down(&mut self, machine: &MachineId) -> usize {
+        if let Some(peer) = self.peers.get_mut(machine) {
+            peer.up = false;
+        }
+        self.forget_names_on(machine)
+    }
+
+    /// Whether `machine` is a peer that is connected now.
+    pub fn is_up(&self, machine: &MachineId) -> bool {
+        self.peers.get(machine).is_some_and(|p| p.up)
+    }
+
+    /// The epoch known for `id` (0: never moved, or not known).
+    pub fn epoch_of(&self, id: ObjectId) -> u16 {
+        self.entries.get(&id).map_or(0, |e| e.epoch)
     }
 
     /// Applies a notice from `from` if the rules allow it; `Ok(true)` when
@@ -233,6 +293,7 @@ impl Directory {
                 id,
                 machine,
                 behavior,
+                epoch,
             } => {
                 if machine != *from {
                     return Err(Refused::NotOnSender {
@@ -240,14 +301,39 @@ impl Directory {
                         claimed: machine,
                     });
                 }
+                let known = self.epoch_of(id);
+                if epoch_newer(known, epoch) {
+                    return Err(Refused::Stale { id, epoch, known });
+                }
                 let holder = self.machine_of(id);
-                if id.node_prefix() != peer.prefix && holder != Some(from) {
+                let theirs = id.node_prefix() == peer.prefix || holder == Some(from);
+                if !theirs && !epoch_newer(epoch, known) {
                     return Err(Refused::NotTheSendersObject {
                         id,
                         holder: holder.cloned(),
                     });
                 }
-                self.place(id, &machine, behavior.as_ref(), false);
+                self.place(id, &machine, behavior.as_ref(), false, epoch);
+                Ok(true)
+            }
+            Notice::Moved { id, machine, epoch } => {
+                if self.us.as_ref() == Some(&machine) {
+                    // Moved here: our own adopt placed it already.
+                    return Ok(false);
+                }
+                let known = self.epoch_of(id);
+                if !epoch_newer(epoch, known) {
+                    // Already known, or older than what is known: a race.
+                    return Ok(false);
+                }
+                let placed_on_sender = match self.machine_of(id) {
+                    Some(holder) => holder == from,
+                    None => id.node_prefix() == peer.prefix,
+                };
+                if !placed_on_sender {
+                    return Err(Refused::NotTheSendersMove { id });
+                }
+                self.follow_move(id, &machine, epoch);
                 Ok(true)
             }
             Notice::Destroyed { id } => {
@@ -392,16 +478,19 @@ impl Directory {
         machine: &MachineId,
         behavior: Option<&Arc<str>>,
         learned: bool,
+        epoch: u16,
     ) {
         let Some(machine) = self.machines.intern(machine) else {
             return;
         };
         let behavior = behavior
             .and_then(|b| self.behaviors.intern(b))
+            .or_else(|| Some(self.entries.get(&id)?.behavior))
             .unwrap_or(NO_NAME);
         let entry = Entry {
             machine,
             behavior,
+            epoch,
             learned,
         };
         if let Some(old) = self.entries.insert(id, entry) {
@@ -463,7 +552,7 @@ impl Directory {
             }
         }
         peer.learned.push_back(sender);
-        self.place(sender, from, None, true);
+        self.place(sender, from, None, true, 0);
         true
     }
 
@@ -471,7 +560,62 @@ impl Directory {
     /// hand (tests, benches). A node's own traffic goes through `apply`.
     pub fn insert(&mut self, id: ObjectId, machine: MachineId, behavior: Option<&str>) {
         let behavior = behavior.map(Arc::from);
-        self.place(id, &machine, behavior.as_ref(), false);
+        self.place(id, &machine, behavior.as_ref(), false, 0);
+    }
+
+    /// `id` now lives on `machine` at `epoch`: placed there (or, when
+    /// `machine` is this node, dropped from the directory: the vm hosts
+    /// it), and its names follow it.
+    pub fn follow_move(&mut self, id: ObjectId, machine: &MachineId, epoch: u16) {
+        let here = self.us.as_ref() == Some(machine);
+        if here {
+            self.remove(id);
+        } else {
+            self.place(id, machine, None, false, epoch);
+        }
+        let holder = (!here).then(|| machine.clone());
+        for (named, m) in self.names.values_mut() {
+            if *named == id {
+                *m = holder.clone();
+            }
+        }
+    }
+
+    /// Local object `id` moved to `machine` at `epoch` (this node moved
+    /// it): placed there with `behavior`, its names now held there.
+    pub fn moved_away(
+        &mut self,
+        id: ObjectId,
+        machine: &MachineId,
+        behavior: &Arc<str>,
+        epoch: u16,
+    ) {
+        self.place(id, machine, Some(behavior), false, epoch);
+        for (named, m) in self.names.values_mut() {
+            if *named == id {
+                *m = Some(machine.clone());
+            }
+        }
+    }
+
+    /// Names of `id` held anywhere (a move takes them along).
+    pub fn names_of(&self, id: ObjectId) -> Vec<Arc<str>> {
+        self.names
+            .iter()
+            .filter(|(_, (named, _))| *named == id)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// `id` moved here: out of the directory, and `names` are now held
+    /// here (taken over from whichever machine held them).
+    pub fn moved_here(&mut self, id: ObjectId, names: &[Arc<str>]) {
+        self.remove(id);
+        for name in names {
+            if self.names.get(name).is_none_or(|(named, _)| *named == id) {
+                self.names.insert(name.clone(), (id, None));
+            }
+        }
     }
 
     pub fn remove(&mut self, id: ObjectId) -> Option<MachineId> {
@@ -540,6 +684,7 @@ mod tests {
             id: i,
             machine: m(machine),
             behavior: Some(Arc::from(behavior)),
+            epoch: 0,
         }
     }
 
@@ -774,7 +919,9 @@ mod tests {
 
     #[test]
     fn an_entry_is_small_and_names_are_stored_once() {
-        assert_eq!(std::mem::size_of::<Entry>(), 6);
+        assert_eq!(std::mem::size_of::<Entry>(), 8);
+        // A map slot (id and entry) stays 16 bytes with the epoch.
+        assert_eq!(std::mem::size_of::<(ObjectId, Entry)>(), 16);
         let mut d = dir();
         for n in 1..=1000 {
             d.apply(&m("beta"), created(id(2, n), "beta", "pong"))
@@ -786,5 +933,98 @@ mod tests {
         assert_eq!(d.remove(id(2, 1)), Some(m("beta")));
         assert_eq!(d.find_by_behavior("pong"), Some(id(2, 2)));
         assert_eq!(d.find_by_behavior("ping"), None);
+    }
+
+    fn moved(i: ObjectId, machine: &str, epoch: u16) -> Notice {
+        Notice::Moved {
+            id: i,
+            machine: m(machine),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn epochs_compare_across_the_wrap() {
+        assert!(epoch_newer(1, 0));
+        assert!(!epoch_newer(0, 0));
+        assert!(!epoch_newer(0, 1));
+        assert!(epoch_newer(0, u16::MAX), "0 follows 65535");
+        assert!(!epoch_newer(u16::MAX, 0));
+    }
+
+    #[test]
+    fn a_move_notice_is_believed_from_the_old_home_only_when_newer() {
+        let mut d = dir();
+        d.peer_up(&m("gamma"), 3);
+        let obj = id(2, 1);
+        d.apply(&m("beta"), created(obj, "beta", "cell")).unwrap();
+        d.insert_name(Arc::from("n"), obj, m("beta"));
+        // Only the machine it is placed on may say it moved.
+        assert_eq!(
+            d.apply(&m("mallory"), moved(obj, "mallory", 1)),
+            Err(Refused::NotTheSendersMove { id: obj })
+        );
+        assert_eq!(d.apply(&m("beta"), moved(obj, "gamma", 1)), Ok(true));
+        assert_eq!(d.machine_of(obj), Some(&m("gamma")));
+        assert_eq!(d.behavior_of(obj), Some("cell"), "the behavior is kept");
+        assert_eq!(d.name_holder("n"), Some(&m("gamma")), "names follow");
+        // A late, older notice (a race) changes nothing, quietly.
+        assert_eq!(d.apply(&m("gamma"), moved(obj, "beta", 1)), Ok(false));
+        // The new home moves it on: newer, and from where it is placed.
+        assert_eq!(d.apply(&m("gamma"), moved(obj, "beta", 2)), Ok(true));
+        assert_eq!(d.machine_of(obj), Some(&m("beta")));
+        assert_eq!(d.epoch_of(obj), 2);
+    }
+
+    #[test]
+    fn a_create_notify_is_judged_by_its_epoch() {
+        let mut d = dir();
+        d.peer_up(&m("gamma"), 3);
+        let obj = id(2, 1);
+        let on_gamma = |epoch| Notice::Created {
+            id: obj,
+            machine: m("gamma"),
+            behavior: None,
+            epoch,
+        };
+        // gamma's snapshot names beta's object at epoch 0: not gamma's.
+        assert!(matches!(
+            d.apply(&m("gamma"), on_gamma(0)),
+            Err(Refused::NotTheSendersObject { .. })
+        ));
+        // At epoch 1 it moved there: believed (a reconnect's snapshot).
+        assert_eq!(d.apply(&m("gamma"), on_gamma(1)), Ok(true));
+        assert_eq!(d.machine_of(obj), Some(&m("gamma")));
+        // beta's stale announcement at epoch 0 is refused, quietly.
+        let stale = d.apply(&m("beta"), created(obj, "beta", "cell"));
+        assert_eq!(
+            stale,
+            Err(Refused::Stale {
+                id: obj,
+                epoch: 0,
+                known: 1
+            })
+        );
+        assert!(!stale.unwrap_err().is_forgery());
+    }
+
+    #[test]
+    fn a_move_here_takes_the_entry_out_and_the_names_in() {
+        let mut d = dir();
+        d.set_local_machine(m("alpha"));
+        let obj = id(2, 1);
+        d.apply(&m("beta"), created(obj, "beta", "cell")).unwrap();
+        d.insert_name(Arc::from("n"), obj, m("beta"));
+        // Our adopt of it (the vm's) came first; beta's notice then
+        // changes nothing.
+        d.moved_here(obj, &[Arc::from("n")]);
+        assert_eq!(d.apply(&m("beta"), moved(obj, "alpha", 1)), Ok(false));
+        assert_eq!(d.machine_of(obj), None, "local objects are never in it");
+        assert_eq!(d.whereis("n"), Some(obj));
+        assert_eq!(d.name_holder("n"), None, "held here now");
+        assert!(d.is_up(&m("beta")));
+        d.peer_down(&m("beta"));
+        assert!(!d.is_up(&m("beta")));
+        assert!(!d.is_up(&m("nobody")));
     }
 }

@@ -92,6 +92,18 @@ pub(crate) enum Next {
     /// destroyed while it waited): its caller gets `Nothing`; a root call
     /// fails its chain.
     CallFailed(VmError),
+    /// Move local object `target` to `to` (`move_object`, or a `move`
+    /// operation another node asked for, under `caller`'s controller):
+    /// takes the object's turn first, like a call (`granted` once given).
+    Move(Box<MoveStep>),
+}
+
+/// A `move_object` on its way: see `Next::Move`.
+pub(crate) struct MoveStep {
+    pub(crate) target: ObjectId,
+    pub(crate) to: MachineId,
+    pub(crate) caller: Option<ControllerId>,
+    pub(crate) granted: bool,
 }
 
 pub(crate) struct Chain {
@@ -113,6 +125,9 @@ pub(crate) struct Chain {
     pub(crate) remote_op: Option<RemoteOp>,
     /// A `scry_meta` asking the other nodes one after another.
     pub(crate) scry: Option<Box<Scry>>,
+    /// Where the object this chain moves is being adopted (its remote
+    /// call is the `adopt`; the chain holds the object's turn meanwhile).
+    pub(crate) moving_to: Option<MachineId>,
 }
 
 /// A `scry_meta` on its way round the cluster.
@@ -196,9 +211,19 @@ pub(crate) fn drive(
                     if granted {
                         release_turn(w, target);
                     }
-                    call_failed(w, c, e)
+                    match w.directory.machine_of(target) {
+                        // It moved away (while this call waited, or before
+                        // the caller knew): forwarded to its new home. Only
+                        // a moved object's: a node relays no other calls.
+                        Some(m) if w.directory.epoch_of(target) > 0 => {
+                            let m = m.clone();
+                            suspend(w, c, key, m, target, input, sender, None, out)
+                        }
+                        _ => call_failed(w, c, e),
+                    }
                 }
             },
+            Next::Move(step) => move_local(w, c, key, step, out),
         };
         match flow {
             Flow::Go(n) => c.next = Some(n),
@@ -339,6 +364,218 @@ fn call_local(
     enter(w, c, target, b, input, sender)
 }
 
+/// `move_object` of `step.target`: at its node, takes its turn (waiting
+/// like a call), then hands its record to the new home (an `adopt`) and
+/// holds the turn until the answer (see `finish_move`). Elsewhere, asks
+/// its node (a `move` operation).
+fn move_local(
+    w: &mut World,
+    c: &mut Chain,
+    key: usize,
+    mut step: Box<MoveStep>,
+    out: &mut Vec<Output>,
+) -> Flow {
+    let target = step.target;
+    if !w.owns(target) {
+        if step.granted {
+            release_turn(w, target);
+        }
+        // A replica here, or it moved away while this waited: its node moves it.
+        let Some(m) = w.directory.machine_of(target).cloned() else {
+            let e = if w.objects.contains_key(&target) || w.ids.minted(target.0) {
+                VmError::DestroyedObject(target)
+            } else {
+                VmError::UnknownObject(target)
+            };
+            return refuse_move(w, c, &step, false, e);
+        };
+        let input = Val::pair(
+            controller_val(step.caller),
+            Val::Str(step.to.as_str().to_owned()),
+        );
+        let sender = c.frames.last().map_or(NONE, |f| f.self_id);
+        return suspend(
+            w,
+            c,
+            key,
+            m,
+            target,
+            input,
+            sender,
+            Some(RemoteOp::Move),
+            out,
+        );
+    }
+    let owner = w.objects[&target].controller;
+    if !authorized(owner, step.caller) {
+        log::info!("move_object of {target} refused: not its controller");
+        let e = VmError::Unsupported("move_object by a chain not under the object's controller");
+        return refuse_move(w, c, &step, step.granted, e);
+    }
+    if step.to == w.machine {
+        if step.granted {
+            release_turn(w, target);
+        }
+        return Flow::Go(Next::Answer(Val::Bool(true)));
+    }
+    if !w.directory.is_up(&step.to) {
+        let e = VmError::Unsupported("move_object to a machine that is not a connected peer");
+        return refuse_move(w, c, &step, step.granted, e);
+    }
+    if !step.granted {
+        if w.turns.owner(target) == Some(c.id) {
+            // Its frame, on this chain (here or suspended), cannot cross.
+            let e = VmError::Unsupported("move_object of an object running on the moving chain");
+            return refuse_move(w, c, &step, false, e);
+        }
+        match w.turns.take(target, c.id, key) {
+            Take::Granted => step.granted = true,
+            Take::Queued => {
+                w.new_waits.push((key, c.id, target));
+                step.granted = true;
+                return Flow::Wait(Next::Move(step));
+            }
+            Take::Busy => return refuse_move(w, c, &step, false, VmError::Busy(target)),
+        }
+    }
+    // The turn is ours: no call is inside the object until the answer.
+    let o = &w.objects[&target];
+    let epoch = w.epochs.get(&target).copied().unwrap_or(0).wrapping_add(1);
+    let names = w.directory.names_of(target);
+    let record = Val::List(vec![
+        Val::Str(w.behaviors.get(o.behavior).name.to_string()),
+        controller_val(o.controller),
+        Val::Nat(u64::from(o.version)),
+        Val::List(o.state.clone()),
+        Val::Nat(u64::from(epoch)),
+        Val::List(names.iter().map(|n| Val::Str(n.to_string())).collect()),
+    ]);
+    c.moving_to = Some(step.to.clone());
+    suspend(
+        w,
+        c,
+        key,
+        step.to,
+        target,
+        record,
+        NONE,
+        Some(RemoteOp::Adopt),
+        out,
+    )
+}
+
+/// A move that does not happen: `Bool(false)`, its reason traced and kept
+/// on the chain; the turn given back if `holding` it.
+fn refuse_move(w: &mut World, c: &mut Chain, step: &MoveStep, holding: bool, e: VmError) -> Flow {
+    if holding {
+        release_turn(w, step.target);
+    }
+    w.trace.error(&e);
+    c.last_failure = Some(e);
+    Flow::Go(Next::Answer(Val::Bool(false)))
+}
+
+/// The new home answered a move's `adopt`: on `Bool(true)` the object
+/// leaves (its directory entry, names and waiting calls now point at the
+/// new home; peers are told by `Output::Moved`); otherwise it stays. The
+/// turn is given back either way, and the answer is `move_object`'s.
+pub(crate) fn finish_move(
+    w: &mut World,
+    c: &mut Chain,
+    result: Result<Val, String>,
+    out: &mut Vec<Output>,
+) -> Val {
+    let target = c.remote_target;
+    let to = c
+        .moving_to
+        .take()
+        .expect("a chain awaiting adopt knows where");
+    c.remote_op = None;
+    let adopted = matches!(result, Ok(Val::Bool(true)));
+    if adopted {
+        if let Some(o) = w.objects.remove(&target) {
+            shrink_if_sparse(&mut w.objects);
+            let epoch = w.epochs.remove(&target).unwrap_or(0).wrapping_add(1);
+            let behavior = w.behaviors.get(o.behavior).name.clone();
+            w.mark_changed(target);
+            w.directory.moved_away(target, &to, &behavior, epoch);
+            w.trace
+                .record(EventKind::ObjectMoved, || Event::ObjectMoved {
+                    id: target,
+                    machine: to.clone(),
+                });
+            out.push(Output::Moved {
+                id: target,
+                machine: to,
+                epoch,
+            });
+            // Calls waiting for it wake one by one and follow it.
+            w.turns.forget(target);
+        }
+    } else {
+        let e = match result {
+            Err(reason) => VmError::RemoteFailed(Box::new(RemoteFailure { target, reason })),
+            Ok(_) => VmError::Unsupported(
+                "move_object: the target node did not adopt the object (is its behavior registered there?)",
+            ),
+        };
+        w.trace.error(&e);
+        c.last_failure = Some(e);
+    }
+    release_turn(w, target);
+    Val::Bool(adopted)
+}
+
+/// Installs an object another node moved here (`adopt`): answers whether
+/// it now lives here. Refused when the record is not one, its behavior is
+/// not registered here, or this node already owns the id.
+pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val) -> bool {
+    let Some(
+        [Val::Str(behavior), controller, Val::Nat(version), Val::List(state), Val::Nat(epoch), Val::List(names)],
+    ) = record.as_list()
+    else {
+        w.trace
+            .error(&VmError::Unsupported("an adopt record that is not one"));
+        return false;
+    };
+    let Some(b) = w.behaviors.index_of(behavior) else {
+        w.trace
+            .error(&VmError::UnknownBehavior(Arc::from(behavior.as_str())));
+        return false;
+    };
+    if w.owns(id) || id.0 == 0 {
+        return false;
+    }
+    let controller = match controller {
+        Val::Just(c) => c.as_nat().map(ControllerId),
+        _ => None,
+    };
+    let mut obj = Obj::new(b, controller);
+    obj.state = state.clone();
+    obj.version = u32::try_from(*version).unwrap_or(u32::MAX);
+    // A replica of it here becomes the object itself.
+    w.replicas.remove(&id);
+    w.objects.insert(id, obj);
+    let epoch = u16::try_from(*epoch).unwrap_or(0);
+    if epoch == 0 {
+        w.epochs.remove(&id);
+    } else {
+        w.epochs.insert(id, epoch);
+    }
+    let names: Vec<Arc<str>> = names
+        .iter()
+        .filter_map(|n| n.as_str().map(Arc::from))
+        .collect();
+    w.directory.moved_here(id, &names);
+    w.mark_changed(id);
+    w.trace
+        .record(EventKind::ObjectMoved, || Event::ObjectMoved {
+            id,
+            machine: w.machine.clone(),
+        });
+    true
+}
+
 /// Remembers, in an open transaction, that it depends on `id` as it is now.
 fn observe(w: &World, c: &mut Chain, id: ObjectId) {
     if let Some(tx) = &mut c.tx {
@@ -424,6 +661,20 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
     if let Instr::ScryMeta(filter) = instr {
         return scry_meta(w, c, key, filter, out);
     }
+    if let Instr::MoveObject(target, to) = instr {
+        if c.tx.is_some() {
+            return Flow::Go(Next::Fail(VmError::Unsupported(
+                "move_object inside a transaction (a move cannot be rolled back)",
+            )));
+        }
+        let step = MoveStep {
+            target,
+            to: MachineId::new(&to),
+            caller: current_controller(w, c),
+            granted: false,
+        };
+        return Flow::Go(Next::Move(Box::new(step)));
+    }
     if let Some((id, op, input)) = remote_op(w, c, &instr) {
         if op == RemoteOp::Reflect {
             if let Err(e) = may_reflect(w, c.frames.last()) {
@@ -450,7 +701,10 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
             observe(w, c, target);
             call_local(w, c, key, target, b, input, sender, false)
         }
-        Err(VmError::UnknownObject(_)) if w.directory.machine_of(target).is_some() => {
+        // Unknown here, or moved away from here: the directory knows where.
+        Err(VmError::UnknownObject(_) | VmError::DestroyedObject(_))
+            if w.directory.machine_of(target).is_some() =>
+        {
             let machine = w.directory.machine_of(target).expect("checked").clone();
             suspend(w, c, key, machine, target, input, sender, None, out)
         }
@@ -736,7 +990,7 @@ fn exec_local(
 ) -> Result<Val, VmError> {
     let frame = c.frames.last();
     Ok(match instr {
-        Instr::Call { .. } => unreachable!("handled by exec"),
+        Instr::Call { .. } | Instr::MoveObject(..) => unreachable!("handled by exec"),
         Instr::Pure(v) => v,
         Instr::GetSelf => match frame {
             Some(f) if f.self_id != NONE => Val::ObjectRef(f.self_id),
@@ -1133,7 +1387,7 @@ pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, S
             w.trace.error(&e);
             c.last_failure = Some(e);
             match op {
-                Some(RemoteOp::Destroy | RemoteOp::Transfer) => Val::Bool(false),
+                Some(RemoteOp::Destroy | RemoteOp::Transfer | RemoteOp::Move) => Val::Bool(false),
                 _ => Val::Nothing,
             }
         }

@@ -176,6 +176,7 @@ impl Vm {
                 objects: IdMap::default(),
                 changed: None,
                 replicas: IdMap::default(),
+                epochs: IdMap::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -251,6 +252,9 @@ impl Vm {
         obj.state = record.state.to_vec();
         obj.version = record.version;
         self.world.objects.insert(id, obj);
+        if record.epoch != 0 {
+            self.world.epochs.insert(id, record.epoch);
+        }
         Ok(())
     }
 
@@ -270,12 +274,14 @@ impl Vm {
             return;
         };
         let reg = &self.world.behaviors;
+        let epochs = &self.world.epochs;
         for id in changed.drain() {
             let record = self.world.objects.get(&id).map(|o| ObjectRecord {
                 behavior: &reg.get(o.behavior).name,
                 controller: o.controller,
                 version: o.version,
                 state: &o.state,
+                epoch: epochs.get(&id).copied().unwrap_or(0),
             });
             write(id, record);
         }
@@ -341,6 +347,18 @@ impl Vm {
             .map(move |(id, o)| (*id, &reg.get(o.behavior).name))
     }
 
+    /// The epoch of local object `id`: how many times it moved (0: never,
+    /// or not here). The directory snapshot announces it.
+    pub fn epoch(&self, id: ObjectId) -> u16 {
+        self.world.epochs.get(&id).copied().unwrap_or(0)
+    }
+
+    /// (id, epoch) of every local object that moved here (epoch above 0),
+    /// for the directory snapshot.
+    pub fn moved_objects(&self) -> Vec<(ObjectId, u16)> {
+        self.world.epochs.iter().map(|(id, e)| (*id, *e)).collect()
+    }
+
     /// Whether `id` is served here as a replica of another node's object.
     pub fn is_replica(&self, id: ObjectId) -> bool {
         self.world.replicas.contains_key(&id)
@@ -369,6 +387,7 @@ impl Vm {
             last_failure: None,
             remote_op: None,
             scry: None,
+            moving_to: None,
         });
         self.world.chain_keys.entry(id).or_default().push(key);
         self.runnable.push_back(key);
@@ -376,7 +395,9 @@ impl Vm {
     }
 
     /// Queue a chain calling `call.target`. If the target is not hosted
-    /// here, the chain finishes with `Err(UnknownObject)`; never forwarded.
+    /// here, the chain finishes with `Err(UnknownObject)`, unless it moved
+    /// away (its directory entry has an epoch): then the call is forwarded
+    /// to its new home and the answer relayed as it comes.
     /// If all chains hold [`VmConfig::max_depth`] frames when it starts,
     /// it finishes with `Err(TooDeep)`.
     pub fn start_call(&mut self, call: StartCall, origin: u64) {
@@ -414,6 +435,10 @@ impl Vm {
                 }
             };
         }
+        if op == RemoteOp::Adopt {
+            let adopted = exec::adopt(&mut self.world, target, input);
+            return Val::Bool(adopted);
+        }
         // Only this node's own objects: a replica answers for nothing.
         let owner = if self.world.owns(target) {
             self.world.objects.get(&target).map(|o| o.controller)
@@ -436,7 +461,11 @@ impl Vm {
                 Val::just(exec::meta_of(&self.world, o))
             }
             RemoteOp::GetController => exec::controller_val(owner),
-            RemoteOp::Scry => unreachable!("answered above"),
+            RemoteOp::Scry | RemoteOp::Adopt => unreachable!("answered above"),
+            RemoteOp::Move => {
+                log::warn!("a `move` operation given to serve_op; use start_op");
+                Val::Bool(false)
+            }
             // Only controlled objects are replicated.
             RemoteOp::Fetch | RemoteOp::Freeze if owner.is_none() => Val::Nothing,
             RemoteOp::Fetch => {
@@ -489,6 +518,44 @@ impl Vm {
         };
         self.apply_effects();
         answer
+    }
+
+    /// Starts the chain that runs an operation another node asked for and
+    /// that is not answered at once ([`RemoteOp::answers_at_once`]; today
+    /// `move`, which waits for the object's turn). Its answer comes back
+    /// in the chain's `Output::Finished`, under `origin`, like a call's.
+    pub fn start_op(
+        &mut self,
+        op: RemoteOp,
+        target: ObjectId,
+        input: &Val,
+        chain: Option<ChainId>,
+        origin: u64,
+    ) {
+        let minted = match chain {
+            Some(c) => Ok(c),
+            None => self.world.chain_ids.next_chain(),
+        };
+        let next = match (op, input) {
+            (RemoteOp::Move, Val::Pair(caller, to)) if to.as_str().is_some() => {
+                let caller = match &**caller {
+                    Val::Just(c) => c.as_nat().map(ControllerId),
+                    _ => None,
+                };
+                let to = MachineId::new(to.as_str().expect("checked"));
+                Next::Move(Box::new(exec::MoveStep {
+                    target,
+                    to,
+                    caller,
+                    granted: false,
+                }))
+            }
+            _ => Next::Fail(VmError::Unsupported("an operation input that is not one")),
+        };
+        match minted {
+            Ok(id) => self.new_chain(id, origin, next),
+            Err(e) => self.new_chain(ChainId(0), origin, Next::Fail(e.into())),
+        };
     }
 
     /// Notes in the trace that a call from `machine` to `target` arrived,
@@ -561,6 +628,26 @@ impl Vm {
                 chain.next = Some(next);
                 self.runnable.push_back(key);
             }
+            return Ok(());
+        }
+        if chain.remote_op == Some(RemoteOp::Adopt) {
+            let answer = exec::finish_move(&mut self.world, chain, result, &mut self.pending);
+            chain.next = Some(Next::Answer(answer));
+            self.runnable.push_back(key);
+            self.apply_effects();
+            return Ok(());
+        }
+        if chain.frames.is_empty() && chain.remote_op.is_none() {
+            // A root call forwarded to where its object moved: the answer
+            // is relayed as it came, failure included.
+            chain.next = Some(match result {
+                Ok(v) => Next::Answer(v),
+                Err(reason) => Next::Fail(VmError::RemoteFailed(Box::new(RemoteFailure {
+                    target: chain.remote_target,
+                    reason,
+                }))),
+            });
+            self.runnable.push_back(key);
             return Ok(());
         }
         let answer = exec::resumed_answer(&mut self.world, chain, result);

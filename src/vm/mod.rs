@@ -73,7 +73,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use directory::{Directory, Notice, Refused, LEARNED_PER_PEER};
+pub use directory::{epoch_newer, Directory, Notice, Refused, LEARNED_PER_PEER};
 pub use error::{Cycle, RemoteFailure, VmError, WaitEdge};
 pub(crate) use ids::IdHasher;
 pub use ids::{
@@ -84,9 +84,9 @@ pub use output::{ObjectRecord, Output, Probe, RemoteCall, RemoteOp, StartCall, M
 pub use program::{
     abort_tx, begin_tx, call, call_pure, commit_tx, create_obj, create_obj_for, destroy_obj, done,
     fetch, freeze, get_controller, get_current_controller, get_current_machine, get_input,
-    get_machine, get_self, get_sender, get_state, reflect, register_name, reify_context, scry_meta,
-    set_state, teleport, transfer_obj, trigger, unregister_name, whereis, Cont, ContFn, Instr,
-    Program,
+    get_machine, get_self, get_sender, get_state, move_object, reflect, register_name,
+    reify_context, scry_meta, set_state, teleport, transfer_obj, trigger, unregister_name, whereis,
+    Cont, ContFn, Instr, Program,
 };
 pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
 pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode, ALL_KINDS};

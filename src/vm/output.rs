@@ -24,6 +24,8 @@ pub struct ObjectRecord<'a> {
     pub controller: Option<ControllerId>,
     pub version: u32,
     pub state: &'a [Val],
+    /// Times it moved (0: never); see `move_object`.
+    pub epoch: u16,
 }
 
 /// A call for the vm to run as a new chain.
@@ -54,6 +56,13 @@ pub enum Output {
     Named { name: Arc<str>, id: ObjectId },
     /// `name` no longer names local object `id`: tell every peer.
     Unnamed { name: Arc<str>, id: ObjectId },
+    /// Local object `id` moved to `machine`, where its epoch is `epoch`:
+    /// tell every peer (`move_notify`). Its names went with it.
+    Moved {
+        id: ObjectId,
+        machine: MachineId,
+        epoch: u16,
+    },
     /// An object was created here (in a transaction: only on commit).
     Created { id: ObjectId, behavior: Arc<str> },
     /// An object here was destroyed (in a transaction: only on commit).
@@ -130,10 +139,20 @@ pub enum RemoteOp {
     /// `freeze`; input `Pair(Nat base version, List state)`; answers
     /// `Just(Pair(Bool applied, record))`, or `Nothing` as for `Fetch`.
     Freeze,
+    /// `move_object` asked of the object's node; input `Pair(caller's
+    /// controller, Str machine)`; answers `Bool`. Not answered at once:
+    /// the object's node runs it as a chain ([`Vm::start_op`](super::Vm::start_op)),
+    /// which waits for the object's turn.
+    Move,
+    /// The object's node hands it to its new home; input the object's
+    /// record `List[Str behavior, controller, Nat version, List state,
+    /// Nat epoch, List[Str] names]`; answers `Bool(true)` once it is
+    /// installed there.
+    Adopt,
 }
 
 impl RemoteOp {
-    pub const ALL: [RemoteOp; 7] = [
+    pub const ALL: [RemoteOp; 9] = [
         RemoteOp::Reflect,
         RemoteOp::GetController,
         RemoteOp::Destroy,
@@ -141,6 +160,8 @@ impl RemoteOp {
         RemoteOp::Scry,
         RemoteOp::Fetch,
         RemoteOp::Freeze,
+        RemoteOp::Move,
+        RemoteOp::Adopt,
     ];
 
     /// The wire's `op`.
@@ -153,7 +174,16 @@ impl RemoteOp {
             RemoteOp::Scry => "scry",
             RemoteOp::Fetch => "fetch",
             RemoteOp::Freeze => "freeze",
+            RemoteOp::Move => "move",
+            RemoteOp::Adopt => "adopt",
         }
+    }
+
+    /// Whether the object's node answers it at once
+    /// ([`Vm::serve_op`](super::Vm::serve_op)) rather than as a chain
+    /// ([`Vm::start_op`](super::Vm::start_op)).
+    pub fn answers_at_once(self) -> bool {
+        self != RemoteOp::Move
     }
 
     pub fn from_name(name: &str) -> Option<RemoteOp> {

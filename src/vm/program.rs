@@ -149,6 +149,9 @@ pub enum Instr {
     /// reason traced) otherwise: a chain's continuation is code, and code
     /// never crosses the network. Inside a transaction it is an error.
     Teleport(Arc<str>),
+    /// Answers `Bool`: true once the object lives on `machine` (see
+    /// [`move_object`]); false, with the reason traced, when it stayed.
+    MoveObject(ObjectId, Arc<str>),
 }
 
 impl Instr {
@@ -182,6 +185,7 @@ impl Instr {
             Instr::Teleport(_) => "teleport",
             Instr::Fetch(_) => "fetch",
             Instr::Freeze(_) => "freeze",
+            Instr::MoveObject(..) => "move_object",
         }
     }
 }
@@ -479,6 +483,22 @@ pub fn freeze(id: ObjectId) -> Program {
 /// and inside a transaction it fails the call.
 pub fn teleport(machine: impl Into<Arc<str>>) -> Program {
     trigger(Instr::Teleport(machine.into()))
+}
+
+/// Moves object `id`, wherever it lives, to node `machine`: its
+/// behavior name, state, controller and version go there, and it keeps
+/// its id and its names. Answers `Bool(true)` once it lives there (at
+/// once when it already does); `Bool(false)`, with the reason traced,
+/// when it stays where it was: `machine` is not a connected peer, does not
+/// have the behavior, the chain is not under the object's controller, or
+/// the object is running on this very chain (its frame cannot cross).
+///
+/// The move waits for the object's turn like a call, so it never cuts a
+/// call in half; calls that arrive during or after the move are forwarded
+/// to the new home and answered once. Inside a transaction it fails the
+/// call (a move cannot be rolled back).
+pub fn move_object(id: ObjectId, machine: impl Into<Arc<str>>) -> Program {
+    trigger(Instr::MoveObject(id, machine.into()))
 }
 
 /// Do-notation for programs.

@@ -40,9 +40,10 @@ pub enum EventKind {
     CallResumed,
     ErrorOccurred,
     CallArrived,
+    ObjectMoved,
 }
 
-const KINDS: usize = 11;
+const KINDS: usize = 12;
 
 /// Every kind's bit.
 pub const ALL_KINDS: u32 = (1 << KINDS) - 1;
@@ -96,6 +97,12 @@ pub enum Event {
         id: ObjectId,
         machine: MachineId,
     },
+    /// Object `id` moved: to `machine` (recorded by its old home), or here
+    /// (recorded by its new home, `machine` being this node).
+    ObjectMoved {
+        id: ObjectId,
+        machine: MachineId,
+    },
 }
 
 impl Event {
@@ -112,6 +119,7 @@ impl Event {
             Event::CallResumed { .. } => EventKind::CallResumed,
             Event::ErrorOccurred(_) => EventKind::ErrorOccurred,
             Event::CallArrived { .. } => EventKind::CallArrived,
+            Event::ObjectMoved { .. } => EventKind::ObjectMoved,
         }
     }
 }

@@ -109,6 +109,10 @@ pub(crate) struct World {
     /// `objects`, but they are never announced, stored, named, destroyed
     /// or transferred here.
     pub(crate) replicas: IdMap<Replica>,
+    /// Epochs of local objects that moved here (bumped by each move; an
+    /// object never moved is absent, at epoch 0). Apart from `Obj`, which
+    /// stays 48 bytes, since few objects ever move.
+    pub(crate) epochs: IdMap<u16>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

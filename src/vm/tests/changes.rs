@@ -79,6 +79,7 @@ fn a_restored_object_is_served_as_stored_and_not_written_back() {
         controller: Some(ControllerId(3)),
         version: 9,
         state: &state,
+        epoch: 0,
     };
     vm.restore_object(id, record).unwrap();
     let mut out = Vec::new();

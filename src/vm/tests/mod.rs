@@ -2,6 +2,7 @@
 mod changes;
 mod errors;
 mod layers;
+mod moves;
 mod names;
 mod pingpong;
 mod reentrance;
@@ -44,6 +45,31 @@ pub(super) fn registry() -> BehaviorRegistry {
         _ => done(Val::Nothing),
     });
     reg.register("echo", done);
+    // "tally": counts its calls in its state and answers the count; given
+    // an ObjectRef, calls it first (holding its turn while that runs).
+    reg.register("tally", |input: Val| {
+        let first = match input {
+            Val::ObjectRef(o) => call(o, Val::Nat(1)),
+            _ => done(Val::Nothing),
+        };
+        first.then(get_state().bind(|state| {
+            let n = match state.as_list() {
+                Some([Val::Nat(n)]) => n + 1,
+                _ => 1,
+            };
+            set_state(vec![Val::Nat(n)]).then(done(Val::Nat(n)))
+        }))
+    });
+    // "mover": [ObjectRef id, Str machine] moves id there (under this
+    // object's controller); [Str machine] moves itself.
+    reg.register("mover", |input: Val| match input.as_list() {
+        Some([Val::ObjectRef(id), Val::Str(m)]) => move_object(*id, m.as_str()),
+        Some([Val::Str(m)]) => {
+            let m = m.clone();
+            get_self().bind(move |me| move_object(me.as_object().unwrap(), m))
+        }
+        _ => done(Val::Nothing),
+    });
     // "dive": [Nat n, ObjectRef far] calls itself n times, then `far`.
     reg.register_consuming("dive", |input: Val| match input.as_list() {
         Some([Val::Nat(0), Val::ObjectRef(far)]) => call(*far, Val::Nat(0)),

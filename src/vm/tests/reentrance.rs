@@ -65,6 +65,20 @@ impl Net {
         }
     }
 
+    /// Every vm greets every other (`peer_up`), as connected nodes do: a
+    /// move needs its target up. Call before creating objects (a greeting
+    /// forgets what the directory knew of that machine).
+    pub(super) fn connect_all(&mut self) {
+        let names: Vec<MachineId> = self.vms.iter().map(|v| v.machine().clone()).collect();
+        for (i, vm) in self.vms.iter_mut().enumerate() {
+            for (j, name) in names.iter().enumerate() {
+                if i != j {
+                    vm.directory_mut().peer_up(name, j as u16 + 1);
+                }
+            }
+        }
+    }
+
     /// Creates an object on vm `i`, announced to the others.
     pub(super) fn create(&mut self, i: usize, behavior: &str) -> ObjectId {
         let id = self.vms[i].create_object(behavior).unwrap();
@@ -139,6 +153,20 @@ impl Net {
                         }
                     }
                 }
+                Output::Moved { id, machine, epoch } => {
+                    // move_notify: the others follow it (its new home too).
+                    let from = self.vms[i].machine().clone();
+                    for (j, other) in self.vms.iter_mut().enumerate() {
+                        if j != i {
+                            let notice = Notice::Moved {
+                                id,
+                                machine: machine.clone(),
+                                epoch,
+                            };
+                            other.directory_mut().apply(&from, notice).unwrap();
+                        }
+                    }
+                }
                 Output::Destroyed { id } => {
                     // destroy_notify: the other vms drop it and its names.
                     for (j, other) in self.vms.iter_mut().enumerate() {
@@ -169,6 +197,14 @@ impl Net {
         self.rng ^= self.rng << 17;
         let pick = (self.rng % self.wire.len() as u64) as usize;
         match self.wire.swap_remove(pick) {
+            Wire::Call { to, from, rc } if rc.op.is_some_and(|op| !op.answers_at_once()) => {
+                // An operation run as a chain there, answered when it ends.
+                let origin = (1 << 40) + self.inbound.len() as u64;
+                self.inbound.push((from, rc.token));
+                let op = rc.op.expect("checked");
+                self.vms[to].start_op(op, rc.target, &rc.input, Some(rc.chain), origin);
+                self.run(to);
+            }
             Wire::Call { to, from, rc } if rc.op.is_some() => {
                 // A meta operation: served at once, answered like a call.
                 let op = rc.op.expect("checked");
@@ -301,7 +337,7 @@ fn out_of_order_answers_resume_the_right_chains() {
 }
 
 #[test]
-fn top_level_remote_call_has_sender_zero_and_start_call_never_forwards() {
+fn top_level_remote_call_has_sender_zero_and_start_call_forwards_only_moved_objects() {
     let mut alpha = vm("alpha", 1, TraceMode::Full);
     let remote = ObjectId(2 << 48 | 1);
     alpha
@@ -318,7 +354,8 @@ fn top_level_remote_call_has_sender_zero_and_start_call_never_forwards() {
         (ObjectId(0), chain, "beta")
     );
     assert_eq!(chain.0 >> 48, 1, "chain ids carry the node prefix");
-    // An inbound call for an object that lives elsewhere is refused.
+    // An inbound call for an object that lives elsewhere is refused: a
+    // node relays calls only for objects that moved (tests::moves).
     assert_eq!(
         run_call(&mut alpha, remote, Val::Nat(1)),
         Err(VmError::UnknownObject(remote))

@@ -1,0 +1,290 @@
+//! `move_object` across vms: one test per rule (see `program::move_object`).
+use super::reentrance::Net;
+use super::*;
+
+const ALPHA: usize = 0;
+const BETA: usize = 1;
+const GAMMA: usize = 2;
+
+/// alpha, beta and gamma, all greeted: no object yet.
+fn three() -> Net {
+    let mut net = Net::of(&["alpha", "beta", "gamma"], TraceMode::Full);
+    net.connect_all();
+    net
+}
+
+fn machine_of(net: &mut Net, at: usize, id: ObjectId, origin: u64) -> Val {
+    net.start(at, get_machine(id), origin);
+    net.settle();
+    net.result(origin).cloned().unwrap().unwrap()
+}
+
+fn on(m: &str) -> Val {
+    Val::just(Val::str(m))
+}
+
+#[test]
+fn a_moved_object_keeps_its_id_state_controller_version_and_names() {
+    let mut net = three();
+    net.start(ALPHA, create_obj_for("tally", ControllerId(4)), 1);
+    net.settle();
+    let Some(Ok(Val::ObjectRef(t))) = net.result(1).cloned() else {
+        panic!("{:?}", net.result(1))
+    };
+    net.start(ALPHA, call(t, Val::Nat(0)).then(register_name("t", t)), 2);
+    net.settle();
+    assert_eq!(net.result(2), Some(&Ok(Val::Bool(true))));
+    // Moved from a chain under its controller (a `mover` it controls).
+    let mover = {
+        net.start(ALPHA, create_obj_for("mover", ControllerId(4)), 3);
+        net.settle();
+        net.result(3).unwrap().clone().unwrap().as_object().unwrap()
+    };
+    let args = Val::List(vec![Val::ObjectRef(t), Val::str("beta")]);
+    net.start(ALPHA, call(mover, args), 4);
+    net.settle();
+    assert_eq!(net.result(4), Some(&Ok(Val::just(Val::Bool(true)))));
+
+    assert!(!net.vms[ALPHA].hosts(t));
+    assert!(net.vms[BETA].hosts(t));
+    assert_eq!(net.vms[BETA].state(t), Some(&[Val::Nat(1)][..]));
+    assert_eq!(net.vms[BETA].controller(t), Some(ControllerId(4)));
+    assert_eq!(net.vms[BETA].epoch(t), 1);
+    for (at, origin) in [(ALPHA, 10), (BETA, 11), (GAMMA, 12)] {
+        assert_eq!(machine_of(&mut net, at, t, origin), on("beta"), "vm {at}");
+        assert_eq!(net.vms[at].directory().whereis("t"), Some(t), "vm {at}");
+    }
+    assert_eq!(
+        net.vms[BETA].directory().name_holder("t"),
+        None,
+        "held on beta"
+    );
+    assert_eq!(
+        net.vms[GAMMA].directory().name_holder("t"),
+        Some(&MachineId::new("beta"))
+    );
+    // The version came along: reflect says so from anywhere.
+    net.start(GAMMA, call(t, Val::Nat(0)), 13);
+    net.settle();
+    assert_eq!(net.result(13), Some(&Ok(Val::just(Val::Nat(2)))));
+    assert_eq!(net.vms[BETA].state(t), Some(&[Val::Nat(2)][..]));
+}
+
+/// A call holds the object's turn (suspended on beta) when the move
+/// starts; the move waits for it, and a call from gamma that queued
+/// behind the move follows the object: every call answered once.
+#[test]
+fn a_move_waits_for_the_turn_and_the_calls_behind_it_follow_the_object() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    let echo = net.create(BETA, "echo");
+    net.start(ALPHA, call(t, Val::ObjectRef(echo)), 1);
+    net.run(ALPHA); // chain 1 now holds t's turn, waiting on beta
+    net.start(ALPHA, move_object(t, "beta"), 2);
+    net.run(ALPHA); // the move waits for the turn
+    net.start(GAMMA, call(t, Val::Nat(0)), 3);
+    net.start(GAMMA, call(t, Val::Nat(0)), 4);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::just(Val::Nat(1)))));
+    assert_eq!(net.result(2), Some(&Ok(Val::Bool(true))));
+    let mut later = [net.result(3).cloned(), net.result(4).cloned()];
+    later.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        later,
+        [
+            Some(Ok(Val::just(Val::Nat(2)))),
+            Some(Ok(Val::just(Val::Nat(3))))
+        ],
+        "each call ran once, after the move, on beta"
+    );
+    assert_eq!(net.vms[BETA].state(t), Some(&[Val::Nat(3)][..]));
+    assert_eq!(net.vms[ALPHA].turn_entries(), 0, "nothing left behind");
+    assert_eq!(net.vms[ALPHA].waiting_count(), 0);
+}
+
+/// A caller whose directory still says alpha: alpha forwards the call and
+/// relays the answer (and a failure) as it came.
+#[test]
+fn a_call_to_the_old_home_is_forwarded_and_answered_once() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    net.start(ALPHA, move_object(t, "beta"), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    // gamma missed the move_notify.
+    net.vms[GAMMA]
+        .directory_mut()
+        .insert(t, MachineId::new("alpha"), Some("tally"));
+    net.start(GAMMA, call(t, Val::Nat(0)), 2);
+    net.settle();
+    assert_eq!(net.result(2), Some(&Ok(Val::just(Val::Nat(1)))));
+    assert_eq!(net.vms[BETA].state(t), Some(&[Val::Nat(1)][..]));
+    let forwarded = net.vms[ALPHA]
+        .trace()
+        .events()
+        .iter()
+        .filter(|e| matches!(&e.event, Event::CallSuspended { target, machine, .. } if *target == t && machine.as_str() == "beta"))
+        .count();
+    assert_eq!(forwarded, 2, "the adopt, then the forwarded call");
+    // Destroyed at its new home: the forwarded call fails, and says so.
+    net.vms[BETA].directory_mut().remove(t);
+    net.start(BETA, destroy_obj(t), 3);
+    net.settle();
+    assert_eq!(net.result(3), Some(&Ok(Val::Bool(true))));
+    // alpha still points at beta (it missed the destroy_notify).
+    net.vms[ALPHA]
+        .directory_mut()
+        .follow_move(t, &MachineId::new("beta"), 1);
+    net.vms[GAMMA]
+        .directory_mut()
+        .insert(t, MachineId::new("alpha"), None);
+    net.start(GAMMA, call(t, Val::Nat(0)), 4);
+    net.settle();
+    assert_eq!(net.result(4), Some(&Ok(Val::Nothing)));
+    let gamma_errors = errors(&net.vms[GAMMA]);
+    assert!(
+        gamma_errors
+            .iter()
+            .any(|e| e.to_string().contains("not found")),
+        "{gamma_errors:?}"
+    );
+}
+
+#[test]
+fn a_move_from_a_third_node_asks_the_objects_node() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    net.start(GAMMA, move_object(t, "beta"), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    assert!(net.vms[BETA].hosts(t));
+    assert_eq!(machine_of(&mut net, GAMMA, t, 2), on("beta"));
+    // And back to alpha, from gamma again: epoch 2 everywhere.
+    net.start(GAMMA, move_object(t, "alpha"), 3);
+    net.settle();
+    assert_eq!(net.result(3), Some(&Ok(Val::Bool(true))));
+    assert!(net.vms[ALPHA].hosts(t));
+    assert_eq!(net.vms[ALPHA].epoch(t), 2);
+    assert_eq!(net.vms[GAMMA].directory().epoch_of(t), 2);
+    assert_eq!(net.vms[BETA].directory().epoch_of(t), 2);
+    // Already there: true, nothing sent.
+    net.start(GAMMA, move_object(t, "alpha"), 4);
+    net.settle();
+    assert_eq!(net.result(4), Some(&Ok(Val::Bool(true))));
+    assert_eq!(net.vms[ALPHA].epoch(t), 2);
+}
+
+#[test]
+fn a_move_that_cannot_happen_answers_false_and_the_object_stays() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    net.vms[ALPHA]
+        .directory_mut()
+        .peer_down(&MachineId::new("gamma"));
+    for (origin, to) in [(1, "nowhere"), (2, "gamma")] {
+        net.start(ALPHA, move_object(t, to), origin);
+        net.settle();
+        assert_eq!(net.result(origin), Some(&Ok(Val::Bool(false))), "{to}");
+    }
+    assert!(net.vms[ALPHA].hosts(t));
+    let why = errors(&net.vms[ALPHA]);
+    assert!(
+        why.iter()
+            .any(|e| e.to_string().contains("not a connected peer")),
+        "{why:?}"
+    );
+    // In a transaction: an error, not a move.
+    let p = prog! {
+        let tx <- begin_tx(None);
+        let _ = tx;
+        move_object(t, "beta")
+    };
+    net.start(ALPHA, p, 3);
+    net.settle();
+    assert!(matches!(
+        net.result(3),
+        Some(Err(VmError::Unsupported(why))) if why.contains("transaction")
+    ));
+    assert!(net.vms[ALPHA].hosts(t));
+    // Beta lacks the behavior: it refuses to adopt; alpha keeps it.
+    let mut reg = BehaviorRegistry::new();
+    reg.register("echo", done);
+    net.vms[BETA] = Vm::new(VmConfig::new(MachineId::new("beta"), 2), reg, pures());
+    net.vms[BETA]
+        .directory_mut()
+        .peer_up(&MachineId::new("alpha"), 1);
+    net.start(ALPHA, move_object(t, "beta"), 4);
+    net.settle();
+    assert_eq!(net.result(4), Some(&Ok(Val::Bool(false))));
+    assert!(net.vms[ALPHA].hosts(t));
+    assert!(!net.vms[BETA].hosts(t));
+    // And its turn is free again: it still answers calls.
+    net.start(ALPHA, call(t, Val::Nat(0)), 5);
+    net.settle();
+    assert_eq!(net.result(5), Some(&Ok(Val::just(Val::Nat(1)))));
+}
+
+#[test]
+fn only_a_chain_under_the_controller_moves_a_controlled_object() {
+    let mut net = three();
+    net.start(ALPHA, create_obj_for("tally", ControllerId(4)), 1);
+    net.start(GAMMA, create_obj_for("mover", ControllerId(9)), 2);
+    net.start(GAMMA, create_obj_for("mover", ControllerId(4)), 3);
+    net.settle();
+    let id = |net: &Net, o| net.result(o).unwrap().clone().unwrap().as_object().unwrap();
+    let (t, stranger, owner) = (id(&net, 1), id(&net, 2), id(&net, 3));
+    let args = Val::List(vec![Val::ObjectRef(t), Val::str("beta")]);
+    // A top-level program runs under no controller, like a stranger.
+    net.start(GAMMA, move_object(t, "beta"), 4);
+    net.start(GAMMA, call(stranger, args.clone()), 5);
+    net.settle();
+    assert_eq!(net.result(4), Some(&Ok(Val::Bool(false))));
+    assert_eq!(net.result(5), Some(&Ok(Val::just(Val::Bool(false)))));
+    assert!(net.vms[ALPHA].hosts(t));
+    net.start(GAMMA, call(owner, args), 6);
+    net.settle();
+    assert_eq!(net.result(6), Some(&Ok(Val::just(Val::Bool(true)))));
+    assert!(net.vms[BETA].hosts(t));
+}
+
+#[test]
+fn an_object_running_on_the_moving_chain_is_not_moved() {
+    let mut net = three();
+    let m = net.create(ALPHA, "mover");
+    // It moves itself: its own frame is on the chain.
+    net.start(ALPHA, call(m, Val::List(vec![Val::str("beta")])), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::just(Val::Bool(false)))));
+    assert!(net.vms[ALPHA].hosts(m));
+    let why = errors(&net.vms[ALPHA]);
+    assert!(
+        why.iter()
+            .any(|e| e.to_string().contains("running on the moving chain")),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn a_replica_becomes_the_object_when_it_moves_to_the_replicas_node() {
+    let mut net = three();
+    net.start(ALPHA, create_obj_for("tally", ControllerId(4)), 1);
+    net.settle();
+    let t = net.result(1).unwrap().clone().unwrap().as_object().unwrap();
+    net.start(BETA, fetch(t), 2);
+    net.settle();
+    assert!(net.vms[BETA].is_replica(t));
+    let mover = {
+        net.start(ALPHA, create_obj_for("mover", ControllerId(4)), 3);
+        net.settle();
+        net.result(3).unwrap().clone().unwrap().as_object().unwrap()
+    };
+    net.start(
+        ALPHA,
+        call(mover, Val::List(vec![Val::ObjectRef(t), Val::str("beta")])),
+        4,
+    );
+    net.settle();
+    assert_eq!(net.result(4), Some(&Ok(Val::just(Val::Bool(true)))));
+    assert!(!net.vms[BETA].is_replica(t), "beta owns it now");
+    assert!(net.vms[BETA].local_objects().any(|(id, _)| id == t));
+}
