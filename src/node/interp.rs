@@ -108,6 +108,11 @@ pub struct Interpreter {
     stream_kinds: u32,
     /// When the per-peer object counts were last published.
     hosted_at: Instant,
+    /// The directory changed since (a move changes counts, not size, so
+    /// the handlers of notices and peer events set this too).
+    hosted_stale: bool,
+    /// The directory's size at the last look.
+    hosted_entries: usize,
 }
 
 impl Interpreter {
@@ -140,6 +145,8 @@ impl Interpreter {
             streaming: false,
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
+            hosted_stale: true,
+            hosted_entries: 0,
             peer_up_at: HashMap::new(),
             durable,
         }
@@ -204,6 +211,9 @@ impl Interpreter {
                 }
                 if Instant::now() < spin_until {
                     std::thread::yield_now();
+                } else if self.hosted_stale {
+                    // Publish the counts once due, even if nothing else comes.
+                    std::thread::park_timeout(NodeStats::HOSTED_EVERY);
                 } else {
                     std::thread::park();
                 }
@@ -255,8 +265,16 @@ impl Interpreter {
             directory_entries: self.vm.directory().len() as u64,
             local_calls: self.vm.trace().count(EventKind::ObjectCalled),
         });
-        if now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY {
+        let entries = self.vm.directory().len();
+        if entries != self.hosted_entries {
+            self.hosted_entries = entries;
+            self.hosted_stale = true;
+        }
+        if self.hosted_stale
+            && now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY
+        {
             self.hosted_at = now;
+            self.hosted_stale = false;
             let hosted = self.vm.directory().hosted();
             let hosted = hosted.map(|(m, n)| (m.as_str().to_string(), n)).collect();
             self.stats.set_hosted(hosted);
@@ -354,6 +372,7 @@ impl Interpreter {
                 }
             }
             protocol::Event::Notice { from, notice } => {
+                self.hosted_stale = true;
                 match self.vm.directory_mut().apply(&from, notice.clone()) {
                     Ok(_) => debug!("directory: {from}: {notice:?}"),
                     Err(refused) if refused.is_forgery() => warn!("{from}: {refused}"),
@@ -361,6 +380,7 @@ impl Interpreter {
                 }
             }
             protocol::Event::PeerUp { machine, prefix } => {
+                self.hosted_stale = true;
                 let forgot = self.vm.directory_mut().peer_up(&machine, prefix);
                 self.peer_up_at.insert(machine.clone(), Instant::now());
                 info!("peer {machine} is up");
@@ -467,6 +487,7 @@ impl Interpreter {
                 }
                 Output::Moved { id, machine, epoch } => {
                     info!("object {id} moved to {machine}");
+                    self.hosted_stale = true;
                     self.commands.push(Command::Moved { id, machine, epoch })
                 }
                 Output::DeadlockBroken(cycle) => {

@@ -119,7 +119,7 @@ impl Bank {
 }
 
 /// A raw protocol connection to one node, as machine `name`.
-struct Client {
+pub(crate) struct Client {
     /// The node's name, for messages.
     node: String,
     /// Our machine_id on this connection.
@@ -135,6 +135,19 @@ impl Client {
     /// Does the handshake as `machine` with `prefix` and collects the
     /// node's accounts from its directory snapshot.
     fn connect(node: &str, port: u16, machine: &str, prefix: u64) -> (Client, Vec<u64>) {
+        Client::connect_expecting(node, port, machine, prefix, ("account", ACCOUNTS_PER_NODE))
+    }
+
+    /// As `connect`, for a node announcing `expected.1` objects of
+    /// behavior `expected.0`; answers their ids.
+    pub(crate) fn connect_expecting(
+        node: &str,
+        port: u16,
+        machine: &str,
+        prefix: u64,
+        expected: (&str, usize),
+    ) -> (Client, Vec<u64>) {
+        let (behavior, expected) = expected;
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connecting to {node} on port {port}: {e}"));
         stream.set_nodelay(true).unwrap();
@@ -157,11 +170,11 @@ impl Client {
         };
         let deadline = Instant::now() + SETUP_LIMIT;
         let mut accounts = Vec::new();
-        while accounts.len() < ACCOUNTS_PER_NODE {
+        while accounts.len() < expected {
             let Some(msg) = client.next(deadline) else {
                 panic!("{node}: only {accounts:?} announced within {SETUP_LIMIT:?}");
             };
-            if msg["type"] == "create_notify" && msg["behavior"] == "account" {
+            if msg["type"] == "create_notify" && msg["behavior"] == behavior {
                 assert_eq!(msg["machine_id"], node, "{msg}");
                 accounts.push(msg["object_id"].as_u64().expect("an object id"));
             }
@@ -170,22 +183,32 @@ impl Client {
     }
 
     /// Sends `call(target, input)` on a fresh chain; answers its request_id.
-    fn call(&mut self, target: u64, input: &Value) -> u64 {
+    pub(crate) fn call(&mut self, target: u64, input: &Value) -> u64 {
+        self.send_call("call", None, target, input)
+    }
+
+    /// Sends the `meta` operation `op` on `target`; answers its request_id.
+    pub(crate) fn meta(&mut self, op: &str, target: u64, input: &Value) -> u64 {
+        self.send_call("meta", Some(op), target, input)
+    }
+
+    fn send_call(&mut self, kind: &str, op: Option<&str>, target: u64, input: &Value) -> u64 {
         let request_id = self.next_request;
         self.next_request += 1;
         let chain = (self.prefix << 48) | self.next_chain;
         self.next_chain += 1;
-        send(
-            &mut self.stream,
-            &json!({"type":"call","request_id":request_id,"target":target,"input":input,
-                    "sender":0,"sender_machine":self.machine,"chain":chain}),
-        );
+        let mut msg = json!({"type":kind,"request_id":request_id,"target":target,"input":input,
+                    "sender":0,"sender_machine":self.machine,"chain":chain});
+        if let Some(op) = op {
+            msg["op"] = json!(op);
+        }
+        send(&mut self.stream, &msg);
         request_id
     }
 
     /// The next frame that is not a ping (pings are answered here), or
     /// `None` once `deadline` passes. Panics if the node closes.
-    fn next(&mut self, deadline: Instant) -> Option<Value> {
+    pub(crate) fn next(&mut self, deadline: Instant) -> Option<Value> {
         loop {
             if let Some(msg) = take_frame(&mut self.buf) {
                 match msg["type"].as_str() {
@@ -223,7 +246,7 @@ impl Client {
 
     /// The `result` of the `call_response` to `request_id`; panics after
     /// `limit`.
-    fn answer(&mut self, request_id: u64, limit: Duration) -> Value {
+    pub(crate) fn answer(&mut self, request_id: u64, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
         loop {
             let Some(msg) = self.next(deadline) else {

@@ -12,6 +12,7 @@ mod demo;
 mod durable;
 mod embed;
 mod faults;
+mod moves;
 mod names;
 mod observe;
 mod tls;

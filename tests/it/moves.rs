@@ -1,0 +1,235 @@
+//! `move_object` across three real `avm-node` processes, driven by raw
+//! protocol clients (`meta` op `move`, as docs/protocol.md describes it).
+//!
+//! - An account on alpha moves to beta while gamma's account keeps
+//!   transferring money to it: every transfer is answered exactly once,
+//!   every one is done, no money is lost or made, a call sent to alpha
+//!   afterwards is forwarded, and every node's directory places it on beta.
+//! - pong, named `pong` on beta, moves to gamma: a demo that starts later
+//!   on alpha finds it on gamma by its name and plays.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::bank::Client;
+use crate::observe::{health, http_port};
+use crate::util::{assert_demo_done, NodeProc};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const OPENING: u64 = 1_000_000;
+/// Transfers gamma makes to the moving account, and how many are in
+/// flight at once.
+const TRANSFERS: usize = 2000;
+const WINDOW: usize = 8;
+/// The move is asked for once this many transfers are answered.
+const MOVE_AFTER: usize = 300;
+
+fn port_of(node: &NodeProc) -> u16 {
+    let addr = node.log_value("listening on ", LIMIT);
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no port in `{addr}`", node.name))
+}
+
+fn transfer(to: u64, n: u64) -> Value {
+    json!({"List":[{"Str":"transfer"},{"ObjectRef":to},{"Nat":n}]})
+}
+
+fn balance_of(result: &Value) -> u64 {
+    result["Ok"]["List"][1]["Nat"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a balance: {result}"))
+}
+
+fn move_to(machine: &str) -> Value {
+    json!({"Pair":["Nothing",{"Str":machine}]})
+}
+
+/// Objects the node's directory places on `machine` (`/health`, as the
+/// interpreter last published them).
+fn placed_on(http: u16, machine: &str) -> Option<u64> {
+    let h = health(http);
+    h["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["machine"] == machine)
+        .and_then(|p| p["objects"].as_u64())
+}
+
+fn until_placed(node: &str, http: u16, machine: &str, want: u64) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = placed_on(http, machine);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} places {got:?} objects on {machine}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_account_moved_while_gamma_pays_into_it_answers_every_transfer_once() {
+    let bank = ["--bank-accounts", "1", "--bank-balance", "1000000"];
+    fn with<'a>(bank: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [bank, &["--http", "0"], extra].concat()
+    }
+    let gamma = NodeProc::start("gamma", 0, &with(&bank, &[]));
+    let gp = format!("127.0.0.1:{}", port_of(&gamma));
+    let beta = NodeProc::start("beta", 0, &with(&bank, &["--peer", &gp]));
+    let bp = format!("127.0.0.1:{}", port_of(&beta));
+    let alpha = NodeProc::start("alpha", 0, &with(&bank, &["--peer", &gp, "--peer", &bp]));
+    let ports = [port_of(&alpha), port_of(&beta), port_of(&gamma)];
+    let https = [http_port(&alpha), http_port(&beta), http_port(&gamma)];
+    for node in [&alpha, &beta, &gamma] {
+        node.wait_for_log("bank: created 1 accounts", LIMIT);
+    }
+    // Every node knows every account before the game starts.
+    for (node, http) in [("alpha", https[0]), ("beta", https[1]), ("gamma", https[2])] {
+        for machine in ["alpha", "beta", "gamma"] {
+            if machine != node {
+                until_placed(node, http, machine, 1);
+            }
+        }
+    }
+
+    // Raw clients read (and answer keepalives) only while in use: each
+    // connects when its part starts.
+    let one = ("account", 1);
+    let (mut at_gamma, g) = Client::connect_expecting("gamma", ports[2], "client", 77, one);
+    let (at_alpha, x) = Client::connect_expecting("alpha", ports[0], "client", 77, one);
+    let (g, x) = (g[0], x[0]);
+
+    // The move, from another thread, once MOVE_AFTER transfers are in;
+    // the thread then keeps alpha's connection alive until `stop`.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mover = {
+        let answered = answered.clone();
+        let stop = stop.clone();
+        let mut at_alpha = at_alpha;
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + LIMIT;
+            while answered.load(Ordering::Relaxed) < MOVE_AFTER {
+                assert!(Instant::now() < deadline, "transfers stalled");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let request = at_alpha.meta("move", x, &move_to("beta"));
+            let (mut answer, mut notice) = (None, None);
+            while answer.is_none() || notice.is_none() {
+                let msg = at_alpha
+                    .next(deadline)
+                    .expect("the move's answer and notice");
+                match msg["type"].as_str() {
+                    Some("call_response") if msg["request_id"] == request => {
+                        answer = Some(msg["result"].clone())
+                    }
+                    Some("move_notify") => notice = Some(msg),
+                    _ => {}
+                }
+            }
+            while !stop.load(Ordering::Relaxed) {
+                let soon = Instant::now() + Duration::from_millis(100);
+                let _ = at_alpha.next(soon);
+            }
+            (answer.unwrap(), notice.unwrap(), at_alpha)
+        })
+    };
+
+    // gamma's account pays 1 into x, TRANSFERS times, WINDOW at a time.
+    let deadline = Instant::now() + LIMIT;
+    let mut outcomes: HashMap<u64, Value> = HashMap::new();
+    let (mut sent, mut in_flight) = (0, 0);
+    while outcomes.len() < TRANSFERS {
+        while in_flight < WINDOW && sent < TRANSFERS {
+            at_gamma.call(g, &transfer(x, 1));
+            sent += 1;
+            in_flight += 1;
+        }
+        let msg = at_gamma
+            .next(deadline)
+            .unwrap_or_else(|| panic!("{} of {TRANSFERS} answered", outcomes.len()));
+        if msg["type"] != "call_response" {
+            continue;
+        }
+        let id = msg["request_id"].as_u64().expect("a request id");
+        let again = outcomes.insert(id, msg["result"].clone());
+        assert!(again.is_none(), "request {id} answered twice");
+        in_flight -= 1;
+        answered.store(outcomes.len(), Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (moved, notice, mut at_alpha) = mover.join().expect("the mover thread");
+    assert_eq!(moved, json!({"Ok":{"Bool":true}}), "the move's answer");
+    assert_eq!(notice["object_id"], x, "{notice}");
+    assert_eq!(notice["machine_id"], "beta", "{notice}");
+    assert_eq!(notice["epoch"], 1, "{notice}");
+
+    let done = json!({"Ok":{"List":[{"Str":"done"}]}});
+    let not_done: Vec<_> = outcomes.values().filter(|r| **r != done).collect();
+    assert!(
+        not_done.is_empty(),
+        "{} not done: {:?}",
+        not_done.len(),
+        &not_done[..not_done.len().min(5)]
+    );
+
+    // The money: x has every transfer, once; g paid each, once.
+    let balance = json!({"List":[{"Str":"balance"}]});
+    let (mut at_beta, _) =
+        Client::connect_expecting("beta", ports[1], "client", 77, ("account", 2));
+    let on_beta = at_beta.call(x, &balance);
+    let x_balance = balance_of(&at_beta.answer(on_beta, LIMIT));
+    assert_eq!(x_balance, OPENING + TRANSFERS as u64);
+    let via_alpha = at_alpha.call(x, &balance);
+    assert_eq!(
+        balance_of(&at_alpha.answer(via_alpha, LIMIT)),
+        x_balance,
+        "alpha forwards a call to its old object to beta"
+    );
+    let request = at_gamma.call(g, &balance);
+    let g_balance = balance_of(&at_gamma.answer(request, LIMIT));
+    assert_eq!(g_balance + x_balance, 2 * OPENING, "no money lost or made");
+
+    // Every directory places x on beta: beta hosts 2 accounts now.
+    until_placed("alpha", https[0], "beta", 2);
+    until_placed("gamma", https[2], "beta", 2);
+    until_placed("gamma", https[2], "alpha", 0);
+    assert_eq!(health(https[1])["objects"], 2, "beta hosts both");
+    assert_eq!(health(https[0])["objects"], 0, "alpha hosts none");
+}
+
+#[test]
+fn a_named_pong_moved_to_gamma_is_found_there_by_a_later_demo() {
+    let beta = NodeProc::start("beta", 0, &["--demo"]);
+    let bp = format!("127.0.0.1:{}", port_of(&beta));
+    let gamma = NodeProc::start("gamma", 0, &["--peer", &bp]);
+    let gp = format!("127.0.0.1:{}", port_of(&gamma));
+    beta.wait_for_log("peer gamma is up", LIMIT);
+    let (mut client, pong) =
+        Client::connect_expecting("beta", port_of(&beta), "client", 77, ("pong", 1));
+    let pong = pong[0];
+
+    // Nowhere to go: false, and pong stays.
+    let request = client.meta("move", pong, &move_to("nowhere"));
+    assert_eq!(client.answer(request, LIMIT), json!({"Ok":{"Bool":false}}));
+    let request = client.meta("move", pong, &move_to("gamma"));
+    assert_eq!(client.answer(request, LIMIT), json!({"Ok":{"Bool":true}}));
+    gamma.wait_for_log("peer beta is up", LIMIT);
+
+    let mut alpha = NodeProc::start(
+        "alpha",
+        0,
+        &["--demo", "--rounds", "3", "--peer", &bp, "--peer", &gp],
+    );
+    assert_demo_done(&mut alpha, 3, LIMIT);
+    let found = alpha.log_value("demo: found pong ", LIMIT);
+    assert_eq!(found, format!("{pong} on gamma"));
+}
