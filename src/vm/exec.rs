@@ -14,7 +14,10 @@
 //! - a chain with `token: Some(_)` is suspended and has `next: None`;
 //!   a runnable chain has `next: Some(_)` and `token: None`; a chain
 //!   waiting for a turn has `next: Some(Next::Enter { granted: true, .. })`
-//!   and is in neither the runnable queue nor suspended on a token;
+//!   (or a `Next::Move` with `granted`) and is in neither the runnable
+//!   queue nor suspended on a token;
+//! - a chain moving an object holds its turn from the grant until the new
+//!   home's answer to `adopt` (`moving_to` is set meanwhile);
 //! - every frame of an object holds one hold of that object's turn
 //!   (`World::turns`), taken before the frame is pushed and given back when
 //!   it is popped;

@@ -751,7 +751,15 @@ impl Vm {
             self.world.new_waits = waits;
             for (key, e) in self.world.to_fail.drain(..) {
                 if let Some(c) = self.chains.get_mut(key) {
-                    c.next = Some(Next::CallFailed(e));
+                    c.next = Some(match c.next {
+                        // A waiting move answers false, as moves do.
+                        Some(Next::Move(_)) => {
+                            self.world.trace.error(&e);
+                            c.last_failure = Some(e);
+                            Next::Answer(Val::Bool(false))
+                        }
+                        _ => Next::CallFailed(e),
+                    });
                     self.runnable.push_back(key);
                 }
             }

@@ -288,3 +288,23 @@ fn a_replica_becomes_the_object_when_it_moves_to_the_replicas_node() {
     assert!(!net.vms[BETA].is_replica(t), "beta owns it now");
     assert!(net.vms[BETA].local_objects().any(|(id, _)| id == t));
 }
+
+#[test]
+fn a_move_waiting_for_a_destroyed_object_answers_false() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    let echo = net.create(BETA, "echo");
+    let c = net.create(ALPHA, "cell");
+    net.start(ALPHA, call(t, Val::ObjectRef(echo)), 1);
+    net.run(ALPHA); // chain 1 holds t's turn, waiting on beta
+    net.start(ALPHA, move_object(t, "beta"), 2);
+    net.run(ALPHA); // the move waits for the turn
+    net.start(
+        ALPHA,
+        call(c, Val::List(vec![s("destroy"), Val::ObjectRef(t)])),
+        3,
+    );
+    net.settle();
+    assert_eq!(net.result(2), Some(&Ok(Val::Bool(false))));
+    assert!(!net.vms[BETA].hosts(t) && !net.vms[ALPHA].hosts(t));
+}
