@@ -442,17 +442,17 @@ fn move_local(
         }
     }
     // The turn is ours: no call is inside the object until the answer.
-    let o = &w.objects[&target];
+    // The replica record, then the epoch it will have there and its names.
+    let Val::List(mut record) = replica_record(w, &w.objects[&target]) else {
+        unreachable!("a record is a list")
+    };
     let epoch = w.epochs.get(&target).copied().unwrap_or(0).wrapping_add(1);
     let names = w.directory.names_of(target);
-    let record = Val::List(vec![
-        Val::Str(w.behaviors.get(o.behavior).name.to_string()),
-        controller_val(o.controller),
-        Val::Nat(u64::from(o.version)),
-        Val::List(o.state.clone()),
-        Val::Nat(u64::from(epoch)),
-        Val::List(names.iter().map(|n| Val::Str(n.to_string())).collect()),
-    ]);
+    record.push(Val::Nat(u64::from(epoch)));
+    record.push(Val::List(
+        names.iter().map(|n| Val::Str(n.to_string())).collect(),
+    ));
+    let record = Val::List(record);
     c.moving_to = Some(step.to.clone());
     suspend(
         w,
@@ -533,29 +533,18 @@ pub(crate) fn finish_move(
 /// it now lives here. Refused when the record is not one, its behavior is
 /// not registered here, or this node already owns the id.
 pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val) -> bool {
-    let Some(
-        [Val::Str(behavior), controller, Val::Nat(version), Val::List(state), Val::Nat(epoch), Val::List(names)],
-    ) = record.as_list()
-    else {
-        w.trace
-            .error(&VmError::Unsupported("an adopt record that is not one"));
-        return false;
-    };
-    let Some(b) = w.behaviors.index_of(behavior) else {
-        w.trace
-            .error(&VmError::UnknownBehavior(Arc::from(behavior.as_str())));
+    const NOT_ONE: &str = "an adopt record that is not one";
+    let fields = record.as_list().unwrap_or_default();
+    let [_, _, _, _, Val::Nat(epoch), Val::List(names)] = fields else {
+        w.trace.error(&VmError::Unsupported(NOT_ONE));
         return false;
     };
     if w.owns(id) || id.0 == 0 {
         return false;
     }
-    let controller = match controller {
-        Val::Just(c) => c.as_nat().map(ControllerId),
-        _ => None,
+    let Some(obj) = obj_from_record(w, fields, NOT_ONE) else {
+        return false;
     };
-    let mut obj = Obj::new(b, controller);
-    obj.state = state.clone();
-    obj.version = u32::try_from(*version).unwrap_or(u32::MAX);
     // A replica of it here becomes the object itself.
     w.replicas.remove(&id);
     w.objects.insert(id, obj);
@@ -806,29 +795,37 @@ pub(crate) fn replica_record(w: &World, o: &Obj) -> Val {
 /// false when the record is not one, or its behavior is not registered
 /// here (the reason traced).
 fn install_replica(w: &mut World, id: ObjectId, record: &Val) -> bool {
-    let Some([Val::Str(behavior), controller, Val::Nat(version), Val::List(state)]) =
-        record.as_list()
-    else {
-        w.trace
-            .error(&VmError::Unsupported("a replica record that is not one"));
+    let fields = record.as_list().unwrap_or_default();
+    let Some(obj) = obj_from_record(w, fields, "a replica record that is not one") else {
         return false;
+    };
+    let base = obj.version;
+    w.objects.insert(id, obj);
+    w.replicas.insert(id, Replica { base });
+    true
+}
+
+/// An object built from a record's first four fields (`replica_record`'s
+/// layout; an `adopt` record has two more); `None`, with the reason
+/// traced, when they are not one or the behavior is not registered here.
+fn obj_from_record(w: &mut World, fields: &[Val], not_one: &'static str) -> Option<Obj> {
+    let [Val::Str(behavior), controller, Val::Nat(version), Val::List(state), ..] = fields else {
+        w.trace.error(&VmError::Unsupported(not_one));
+        return None;
     };
     let Some(b) = w.behaviors.index_of(behavior) else {
         w.trace
             .error(&VmError::UnknownBehavior(Arc::from(behavior.as_str())));
-        return false;
+        return None;
     };
     let controller = match controller {
         Val::Just(c) => c.as_nat().map(ControllerId),
         _ => None,
     };
-    let version = u32::try_from(*version).unwrap_or(u32::MAX);
     let mut obj = Obj::new(b, controller);
     obj.state = state.clone();
-    obj.version = version;
-    w.objects.insert(id, obj);
-    w.replicas.insert(id, Replica { base: version });
-    true
+    obj.version = u32::try_from(*version).unwrap_or(u32::MAX);
+    Some(obj)
 }
 
 /// Whether a chain under `caller` may destroy or transfer an object
