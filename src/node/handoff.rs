@@ -70,8 +70,13 @@ pub enum Command {
         inbound: InboundId,
         result: Result<Val, String>,
     },
-    /// A local object was created: broadcast `create_notify`.
-    Created { id: ObjectId, behavior: Arc<str> },
+    /// A local object was created (`epoch` 0), or moved here: broadcast
+    /// `create_notify`.
+    Created {
+        id: ObjectId,
+        behavior: Arc<str>,
+        epoch: u16,
+    },
     /// A local object was destroyed: broadcast `destroy_notify`.
     Destroyed { id: ObjectId },
     /// Our directory snapshot, owed to `machine` after its `PeerUp`.

@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use slab::Slab;
 
 use crate::protocol::{self, CloseReason};
-use crate::vm::{EventKind, MachineId, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
+use crate::vm::{EventKind, MachineId, Notice, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
 
 use super::durable::{Durable, ResultSender};
 use super::handoff::{shrink_after_burst, Command, Event, Handoff};
@@ -373,6 +373,14 @@ impl Interpreter {
             }
             protocol::Event::Notice { from, notice } => {
                 self.hosted_stale = true;
+                if let Notice::Created { id, .. } = &notice {
+                    if self.vm.hosts(*id) && !self.vm.is_replica(*id) {
+                        // Ours (the new home's word while our move's answer
+                        // is on its way): the directory names others only.
+                        debug!("directory: {from} announces {id}, which is here; ignored");
+                        return;
+                    }
+                }
                 match self.vm.directory_mut().apply(&from, notice.clone()) {
                     Ok(_) => debug!("directory: {from}: {notice:?}"),
                     Err(refused) if refused.is_forgery() => warn!("{from}: {refused}"),
@@ -471,7 +479,24 @@ impl Interpreter {
                 }
                 Output::Created { id, behavior } => {
                     debug!("created object {id} ({behavior})");
-                    self.commands.push(Command::Created { id, behavior })
+                    self.commands.push(Command::Created {
+                        id,
+                        behavior,
+                        epoch: 0,
+                    })
+                }
+                Output::Adopted {
+                    id,
+                    behavior,
+                    epoch,
+                } => {
+                    info!("object {id} moved here");
+                    self.hosted_stale = true;
+                    self.commands.push(Command::Created {
+                        id,
+                        behavior,
+                        epoch,
+                    })
                 }
                 Output::Named { name, id } => {
                     debug!("object {id} took the name `{name}`");

@@ -228,14 +228,15 @@ impl Core {
         self.mark_dirty(entry.conn);
     }
 
-    /// A local object was created: `create_notify` to every greeted peer.
-    pub fn broadcast_created(&mut self, id: ObjectId, behavior: &str) {
+    /// A local object was created (or moved here, at `epoch`):
+    /// `create_notify` to every greeted peer.
+    pub fn broadcast_created(&mut self, id: ObjectId, behavior: &str, epoch: u16) {
         let us = self.us.machine.clone();
         let notify = Message::CreateNotify(codec::CreateNotify {
             object_id: id,
             machine_id: us.as_str().into(),
             behavior: Some(behavior.into()),
-            epoch: 0,
+            epoch,
         });
         self.broadcast(&notify);
     }

@@ -326,7 +326,11 @@ impl Reactor {
             match command {
                 Command::Call(call) => self.core.call(call, now),
                 Command::Reply { inbound, result } => self.core.reply(inbound, result),
-                Command::Created { id, behavior } => self.core.broadcast_created(id, &behavior),
+                Command::Created {
+                    id,
+                    behavior,
+                    epoch,
+                } => self.core.broadcast_created(id, &behavior, epoch),
                 Command::Destroyed { id } => self.core.broadcast_destroyed(id),
                 Command::Snapshot {
                     machine,

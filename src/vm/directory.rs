@@ -314,6 +314,10 @@ impl Directory {
                     });
                 }
                 self.place(id, &machine, behavior.as_ref(), false, epoch);
+                if epoch_newer(epoch, known) {
+                    // It moved to the sender: its names are held there now.
+                    self.rehome_names(id, Some(&machine));
+                }
                 Ok(true)
             }
             Notice::Moved { id, machine, epoch } => {
@@ -573,10 +577,14 @@ impl Directory {
         } else {
             self.place(id, machine, None, false, epoch);
         }
-        let holder = (!here).then(|| machine.clone());
+        self.rehome_names(id, (!here).then_some(machine));
+    }
+
+    /// Every name of `id` is now held by `holder` (`None`: here).
+    fn rehome_names(&mut self, id: ObjectId, holder: Option<&MachineId>) {
         for (named, m) in self.names.values_mut() {
             if *named == id {
-                *m = holder.clone();
+                *m = holder.cloned();
             }
         }
     }
@@ -591,11 +599,7 @@ impl Directory {
         epoch: u16,
     ) {
         self.place(id, machine, Some(behavior), false, epoch);
-        for (named, m) in self.names.values_mut() {
-            if *named == id {
-                *m = Some(machine.clone());
-            }
-        }
+        self.rehome_names(id, Some(machine));
     }
 
     /// Names of `id` held anywhere (a move takes them along).
@@ -992,9 +996,12 @@ mod tests {
             d.apply(&m("gamma"), on_gamma(0)),
             Err(Refused::NotTheSendersObject { .. })
         ));
-        // At epoch 1 it moved there: believed (a reconnect's snapshot).
+        // At epoch 1 it moved there: believed (its new home's word), and
+        // its names are held there now.
+        d.insert_name(Arc::from("n"), obj, m("beta"));
         assert_eq!(d.apply(&m("gamma"), on_gamma(1)), Ok(true));
         assert_eq!(d.machine_of(obj), Some(&m("gamma")));
+        assert_eq!(d.name_holder("n"), Some(&m("gamma")));
         // beta's stale announcement at epoch 0 is refused, quietly.
         let stale = d.apply(&m("beta"), created(obj, "beta", "cell"));
         assert_eq!(

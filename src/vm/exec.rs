@@ -532,7 +532,7 @@ pub(crate) fn finish_move(
 /// Installs an object another node moved here (`adopt`): answers whether
 /// it now lives here. Refused when the record is not one, its behavior is
 /// not registered here, or this node already owns the id.
-pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val) -> bool {
+pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Output>) -> bool {
     const NOT_ONE: &str = "an adopt record that is not one";
     let fields = record.as_list().unwrap_or_default();
     let [_, _, _, _, Val::Nat(epoch), Val::List(names)] = fields else {
@@ -560,6 +560,12 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val) -> bool {
         .collect();
     w.directory.moved_here(id, &names);
     w.mark_changed(id);
+    let behavior = w.behaviors.get(w.objects[&id].behavior).name.clone();
+    out.push(Output::Adopted {
+        id,
+        behavior,
+        epoch,
+    });
     w.trace
         .record(EventKind::ObjectMoved, || Event::ObjectMoved {
             id,

@@ -436,7 +436,7 @@ impl Vm {
             };
         }
         if op == RemoteOp::Adopt {
-            let adopted = exec::adopt(&mut self.world, target, input);
+            let adopted = exec::adopt(&mut self.world, target, input, &mut self.pending);
             return Val::Bool(adopted);
         }
         // Only this node's own objects: a replica answers for nothing.

@@ -56,6 +56,14 @@ pub enum Output {
     Named { name: Arc<str>, id: ObjectId },
     /// `name` no longer names local object `id`: tell every peer.
     Unnamed { name: Arc<str>, id: ObjectId },
+    /// Object `id` moved here from another node (its `adopt`), at
+    /// `epoch`: tell every peer (`create_notify` with the epoch), so a
+    /// peer that misses the old home's `move_notify` learns it anyway.
+    Adopted {
+        id: ObjectId,
+        behavior: Arc<str>,
+        epoch: u16,
+    },
     /// Local object `id` moved to `machine`, where its epoch is `epoch`:
     /// tell every peer (`move_notify`). Its names went with it.
     Moved {

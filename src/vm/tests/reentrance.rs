@@ -153,6 +153,26 @@ impl Net {
                         }
                     }
                 }
+                Output::Adopted {
+                    id,
+                    behavior,
+                    epoch,
+                } => {
+                    // create_notify with the epoch, judged by the rules;
+                    // the old home (still hosting it) leaves it alone.
+                    let from = self.vms[i].machine().clone();
+                    for (j, other) in self.vms.iter_mut().enumerate() {
+                        if j != i && !(other.hosts(id) && !other.is_replica(id)) {
+                            let notice = Notice::Created {
+                                id,
+                                machine: from.clone(),
+                                behavior: Some(behavior.clone()),
+                                epoch,
+                            };
+                            other.directory_mut().apply(&from, notice).unwrap();
+                        }
+                    }
+                }
                 Output::Moved { id, machine, epoch } => {
                     // move_notify: the others follow it (its new home too).
                     let from = self.vms[i].machine().clone();
