@@ -374,7 +374,7 @@ impl Interpreter {
             protocol::Event::Notice { from, notice } => {
                 self.hosted_stale = true;
                 if let Notice::Created { id, .. } = &notice {
-                    if self.vm.hosts(*id) && !self.vm.is_replica(*id) {
+                    if self.vm.owns(*id) {
                         // Ours (the new home's word while our move's answer
                         // is on its way): the directory names others only.
                         debug!("directory: {from} announces {id}, which is here; ignored");

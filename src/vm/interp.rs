@@ -359,6 +359,11 @@ impl Vm {
         self.world.epochs.iter().map(|(id, e)| (*id, *e)).collect()
     }
 
+    /// Whether `id` is this node's own object (hosted here, not a replica).
+    pub fn owns(&self, id: ObjectId) -> bool {
+        self.world.owns(id)
+    }
+
     /// Whether `id` is served here as a replica of another node's object.
     pub fn is_replica(&self, id: ObjectId) -> bool {
         self.world.replicas.contains_key(&id)

@@ -162,7 +162,7 @@ impl Net {
                     // the old home (still hosting it) leaves it alone.
                     let from = self.vms[i].machine().clone();
                     for (j, other) in self.vms.iter_mut().enumerate() {
-                        if j != i && !(other.hosts(id) && !other.is_replica(id)) {
+                        if j != i && !other.owns(id) {
                             let notice = Notice::Created {
                                 id,
                                 machine: from.clone(),
