@@ -308,3 +308,26 @@ fn a_move_waiting_for_a_destroyed_object_answers_false() {
     assert_eq!(net.result(2), Some(&Ok(Val::Bool(false))));
     assert!(!net.vms[BETA].hosts(t) && !net.vms[ALPHA].hosts(t));
 }
+
+/// On durable nodes the old home's next group commit deletes the object
+/// and the new home's writes it, with its epoch (so a restarted new home
+/// announces it at the epoch peers believe).
+#[test]
+fn a_move_is_a_delete_at_the_old_home_and_a_write_with_its_epoch_at_the_new() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    for vm in &mut net.vms {
+        vm.track_changes();
+    }
+    net.start(ALPHA, move_object(t, "beta"), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    let mut at_alpha = Vec::new();
+    net.vms[ALPHA].drain_changes(|id, record| at_alpha.push((id, record.is_some())));
+    assert_eq!(at_alpha, [(t, false)], "deleted at the old home");
+    let mut at_beta = Vec::new();
+    net.vms[BETA].drain_changes(|id, record| {
+        at_beta.push((id, record.map(|r| (r.behavior.to_string(), r.epoch))))
+    });
+    assert_eq!(at_beta, [(t, Some(("tally".to_string(), 1)))]);
+}
