@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example scale                  # 5M chains, 1M objects
 //! AVM_CHAINS=1000000 AVM_OBJECTS=100000 cargo run --release --example scale
+//! AVM_GLIBC_DYNAMIC_TRIM=1 cargo run --release --example scale  # without avm::heap's setting
 //! ```
 //!
 //! A short chain is one submitted program making one remote call: each
@@ -45,6 +46,12 @@ fn destroy_all(ids: Vec<ObjectId>) -> Program {
 fn main() {
     let chains = common::env_u64("AVM_CHAINS", 5_000_000);
     let objects = common::env_u64("AVM_OBJECTS", 1_000_000);
+    // As avm-node does at start-up; AVM_GLIBC_DYNAMIC_TRIM=1 leaves glibc's
+    // dynamic trim threshold on, to measure what the setting gives back.
+    if common::env_u64("AVM_GLIBC_DYNAMIC_TRIM", 0) == 0 {
+        let took = avm::heap::return_freed_memory();
+        println!("heap::return_freed_memory: {took}");
+    }
 
     let host = node("host", vec![]);
     let caller = node("caller", vec![host.local_addr().to_string()]);

@@ -221,6 +221,8 @@ struct DemoLocal {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: freed memory goes back after a burst.
+    avm::heap::return_freed_memory();
     avm::logger::init();
     let args: Args = argh::from_env();
     if args.version {
