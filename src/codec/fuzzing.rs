@@ -128,8 +128,12 @@ pub fn frame_decoder(data: &[u8]) {
     assert_eq!(err, expected_err);
 }
 
-/// Parses one payload; a message that parses must survive a round trip.
+/// Parses one payload; a message that parses must survive a round trip,
+/// and the fast path, where it answers, must answer what serde does.
 fn parse_frame(payload: &[u8]) {
+    if let Some(fast) = super::fast::decode(payload) {
+        assert_eq!(super::parse::decode_with_serde(payload), Ok(fast));
+    }
     let Ok(msg) = decode(payload) else {
         return;
     };

@@ -408,6 +408,9 @@ pub fn encode_limited(
     // Writing to a Vec cannot fail, and our Serialize impls fail only on
     // a Val past MAX_VAL_DEPTH.
     frame_with(out, max_frame, |w| {
+        if super::fast::encode(w, msg) {
+            return Ok(());
+        }
         serde_json::to_writer(w, msg).map_err(|_| EncodeError::TooDeep)
     })
 }

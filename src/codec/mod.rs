@@ -29,6 +29,7 @@
 //! [`EncodeError`].
 
 mod error;
+mod fast;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

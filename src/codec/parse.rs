@@ -44,6 +44,15 @@ const CALL_FIELDS: [&str; 7] = [
 
 /// Parse one frame payload (no header).
 pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
+    // The two messages of every remote call, in avm's own shape (`fast`).
+    if let Some(msg) = super::fast::decode(payload) {
+        return Ok(msg);
+    }
+    decode_with_serde(payload)
+}
+
+/// [`decode`] without the fast path: what it must agree with.
+pub(super) fn decode_with_serde(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
     if payload.is_empty() {
         return Err(DecodeError::Empty);
     }
