@@ -22,7 +22,11 @@
 //!   [`MAX_WAIT_PATH`] edges, counted while reading;
 //! - round trip: `decode(encode(m)) == m` for every message whose Vals are
 //!   at most [`MAX_VAL_DEPTH`] deep and whose wait lists are at most
-//!   [`MAX_WAIT_PATH`] long; others are refused by `encode`.
+//!   [`MAX_WAIT_PATH`] long; others are refused by `encode`;
+//! - one meaning: `call` and `call_response` in avm's own shape with a
+//!   scalar value take a hand-written path (`fast`, for speed), which
+//!   writes serde_json's bytes and reads what serde reads, or leaves the
+//!   payload to serde.
 //!
 //! Errors are small `Copy` enums: [`FrameError`] (close the connection),
 //! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
