@@ -107,7 +107,14 @@ pub fn run() {
         panic!("create_obj failed");
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while run_on(&alpha, call(echo, Val::Nat(0))) == Val::Nothing {
+    // Until alpha knows echo, the call fails ("object not found"), and
+    // `submit` answers that failure as an Err.
+    let found = |alpha: &Node| {
+        let answer = alpha.submit(call(echo, Val::Nat(0)));
+        let answer = answer.recv_timeout(Duration::from_secs(60));
+        matches!(answer.expect("the program finishes"), Ok(v) if v != Val::Nothing)
+    };
+    while !found(&alpha) {
         assert!(Instant::now() < deadline, "alpha never found echo");
         std::thread::sleep(Duration::from_millis(10));
     }
