@@ -17,8 +17,12 @@
 
 use std::time::{Duration, Instant};
 
-use avm::node::{Node, NodeConfig};
-use avm::vm::{call, create_obj, done, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
+use avm::node::Node;
+use avm::vm::{call, done, BehaviorRegistry, ObjectId, Program, Val};
+
+mod common;
+
+use common::create;
 
 const ROUNDS: usize = 400;
 
@@ -34,16 +38,7 @@ fn node(name: &str, peers: Vec<String>) -> Node {
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("cross", cross);
     behaviors.register("echo", done);
-    let mut config = NodeConfig::new(name);
-    config.peers = peers;
-    Node::start(config, behaviors, PureRegistry::new()).expect("start")
-}
-
-fn create(node: &Node, behavior: &'static str) -> ObjectId {
-    match node.submit(create_obj(behavior)).recv().unwrap() {
-        Ok(Val::ObjectRef(id)) => id,
-        other => panic!("{other:?}"),
-    }
+    common::node_with(name, peers, behaviors)
 }
 
 fn input(gate: ObjectId, other: ObjectId) -> Val {

@@ -34,15 +34,14 @@
 
 use std::time::{Duration, Instant};
 
-use avm::node::{Node, NodeConfig};
+use avm::node::Node;
 use avm::vm::{
-    call, create_obj, done, move_object, set_state, BehaviorRegistry, MachineId, ObjectId, Program,
-    PureRegistry, Val,
+    call, done, move_object, set_state, BehaviorRegistry, MachineId, ObjectId, Program, Val,
 };
 
 mod common;
 
-use common::env_u64;
+use common::{create, env_u64};
 
 /// Moves (and calls) of each kind made before timing: the first frames of
 /// a size grow the connections' buffers, which later ones reuse.
@@ -71,16 +70,7 @@ fn node(name: &str, peers: Vec<String>) -> Node {
     behaviors.register_consuming("cargo", cargo);
     behaviors.register_consuming("sink", sink);
     behaviors.register_consuming("echo", done);
-    let mut config = NodeConfig::new(name);
-    config.peers = peers;
-    Node::start(config, behaviors, PureRegistry::new()).expect("start")
-}
-
-fn create(node: &Node, behavior: &'static str) -> ObjectId {
-    match node.submit(create_obj(behavior)).recv().unwrap() {
-        Ok(Val::ObjectRef(id)) => id,
-        other => panic!("create {behavior} on {}: {other:?}", node.name()),
-    }
+    common::node_with(name, peers, behaviors)
 }
 
 /// Runs `program` on `node`, timed from the submission to the answer.

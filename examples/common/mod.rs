@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use avm::node::{Node, NodeConfig};
-use avm::vm::{create_obj, done, BehaviorRegistry, Program, PureRegistry, Val};
+use avm::vm::{create_obj, done, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
 
 /// Objects created per submitted program: large enough to amortise the
 /// handoff, small enough that progress is visible.
@@ -32,9 +32,22 @@ pub fn create_on(node: &Node, n: u64) {
 pub fn node(name: &str, peers: Vec<String>) -> Node {
     let mut behaviors = BehaviorRegistry::new();
     behaviors.register("thing", done);
+    node_with(name, peers, behaviors)
+}
+
+/// A node on loopback (the default bind) with these behaviors.
+pub fn node_with(name: &str, peers: Vec<String>, behaviors: BehaviorRegistry) -> Node {
     let mut config = NodeConfig::new(name);
     config.peers = peers;
     Node::start(config, behaviors, PureRegistry::new()).expect("start")
+}
+
+/// Creates one object of `behavior` on `node`.
+pub fn create(node: &Node, behavior: &'static str) -> ObjectId {
+    match node.submit(create_obj(behavior)).recv().unwrap() {
+        Ok(Val::ObjectRef(id)) => id,
+        other => panic!("create {behavior} on {}: {other:?}", node.name()),
+    }
 }
 
 /// The number in environment variable `key`, or `default`.
