@@ -331,3 +331,31 @@ fn a_move_is_a_delete_at_the_old_home_and_a_write_with_its_epoch_at_the_new() {
     });
     assert_eq!(at_beta, [(t, Some(("tally".to_string(), 1)))]);
 }
+
+/// The new home goes away while the object's record is on its way: the
+/// `adopt` fails, the move answers false, and the object stays, its
+/// turn free for the calls that waited.
+#[test]
+fn a_failed_adopt_leaves_the_object_where_it_was() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    alpha.directory_mut().peer_up(&MachineId::new("beta"), 2);
+    let t = alpha.create_object("tally").unwrap();
+    let mover = alpha.start_program(move_object(t, "beta"), 1).unwrap();
+    let mut out = Vec::new();
+    alpha.run(&mut out);
+    let adopt = remote_calls(&mut out).pop().expect("the adopt");
+    assert_eq!(adopt.op, Some(RemoteOp::Adopt));
+    // A call arrives meanwhile: it waits for the turn the move holds.
+    start_call(&mut alpha, t, Val::Nat(0), ChainId(77));
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 1);
+    alpha
+        .resume(adopt.token, Err("connection to beta lost".into()))
+        .unwrap();
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(false)));
+    assert_eq!(finished(&mut out, ChainId(77)), Ok(Val::Nat(1)));
+    assert!(alpha.owns(t));
+    assert_eq!(alpha.epoch(t), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::Moved { .. })));
+}
