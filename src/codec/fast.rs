@@ -1,7 +1,7 @@
 //! Hand-written paths for the two messages every remote call makes,
-//! `call` and `call_response`, in the exact shape avm writes them and
-//! with a scalar value. Anything else, and any payload that strays from
-//! that shape by a byte, goes through serde (`parse.rs`, `message.rs`).
+//! `call` and `call_response`, in the exact shape avm writes them. Anything
+//! else, and any payload that strays from that shape by a byte, goes
+//! through serde (`parse.rs`, `message.rs`).
 //!
 //! Why: through serde, JSON was about 60% of the instructions of a
 //! remote call, and decoding a call about 3,700 (callgrind at 256 calls
@@ -15,8 +15,10 @@
 //! ```
 //!
 //! `N` is a u64 in decimal without leading zeros; `S` is printable ASCII
-//! without `"` or `\`; `V` is one of `{"Nat":N}`, `{"ObjectRef":N}`,
-//! `{"Bool":true}`, `{"Bool":false}` or `"Nothing"`.
+//! without `"` or `\`; `V` is a value at most [`DEPTH`] levels deep, as
+//! serde writes it: `{"Nat":N}`, `{"ObjectRef":N}`, `{"TxRef":N}`,
+//! `{"Bool":true}`, `{"Bool":false}`, `"Nothing"`, `{"Str":"S"}`,
+//! `{"Just":V}`, `{"Pair":[V,V]}` or `{"List":[V,...]}`.
 //!
 //! Invariants, checked by the unit tests and by both fuzz targets: a
 //! payload [`decode`] accepts decodes through serde to the same message,
@@ -25,19 +27,34 @@
 use std::borrow::Cow;
 
 use super::message::{Call, CallResponse, Message};
-use crate::vm::{ChainId, ObjectId, Val};
+use crate::vm::{ChainId, ObjectId, TxId, Val};
+
+/// Values nested deeper than this go through serde (far below
+/// `MAX_VAL_DEPTH`, so serde accepts whatever this path accepts).
+const DEPTH: usize = 8;
 
 /// Writes `msg`'s payload (no header) and answers true if it has one of
 /// the shapes; otherwise writes nothing and answers false.
 pub(super) fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
+    let start = out.len();
+    let written = write_message(out, msg);
+    if !written {
+        out.truncate(start);
+    }
+    written
+}
+
+fn write_message(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
     match msg {
-        Message::Call(c) if scalar(&c.input) && plain(&c.sender_machine) => {
+        Message::Call(c) if plain(&c.sender_machine) => {
             out.extend_from_slice(br#"{"type":"call","request_id":"#);
             put_u64(out, c.request_id);
             out.extend_from_slice(br#","target":"#);
             put_u64(out, c.target.0);
             out.extend_from_slice(br#","input":"#);
-            put_scalar(out, &c.input);
+            if !put_val(out, &c.input, 1) {
+                return false;
+            }
             out.extend_from_slice(br#","sender":"#);
             put_u64(out, c.sender.0);
             out.extend_from_slice(br#","sender_machine":""#);
@@ -53,11 +70,13 @@ pub(super) fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
         Message::CallResponse(CallResponse {
             request_id,
             result: Ok(v),
-        }) if scalar(v) => {
+        }) => {
             out.extend_from_slice(br#"{"type":"call_response","request_id":"#);
             put_u64(out, *request_id);
             out.extend_from_slice(br#","result":{"Ok":"#);
-            put_scalar(out, v);
+            if !put_val(out, v, 1) {
+                return false;
+            }
             out.extend_from_slice(b"}}");
             true
         }
@@ -73,7 +92,7 @@ pub(super) fn decode(payload: &[u8]) -> Option<Message<'_>> {
     if c.lit(br#"_response","request_id":"#).is_some() {
         let request_id = c.u64()?;
         c.lit(br#","result":{"Ok":"#)?;
-        let v = c.scalar()?;
+        let v = c.val(1)?;
         c.lit(b"}}")?;
         c.end()?;
         return Some(Message::CallResponse(CallResponse {
@@ -86,7 +105,7 @@ pub(super) fn decode(payload: &[u8]) -> Option<Message<'_>> {
     c.lit(br#","target":"#)?;
     let target = ObjectId(c.u64()?);
     c.lit(br#","input":"#)?;
-    let input = c.scalar()?;
+    let input = c.val(1)?;
     c.lit(br#","sender":"#)?;
     let sender = ObjectId(c.u64()?);
     c.lit(br#","sender_machine":""#)?;
@@ -107,13 +126,6 @@ pub(super) fn decode(payload: &[u8]) -> Option<Message<'_>> {
     }))
 }
 
-fn scalar(v: &Val) -> bool {
-    matches!(
-        v,
-        Val::Nat(_) | Val::ObjectRef(_) | Val::Bool(_) | Val::Nothing
-    )
-}
-
 /// Written by serde_json without escapes, and read back here.
 fn plain(s: &str) -> bool {
     s.bytes()
@@ -124,23 +136,64 @@ fn put_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// A value `scalar` accepts, as serde_json writes it.
-fn put_scalar(out: &mut Vec<u8>, v: &Val) {
+/// `v` (at `depth`, 1 for a message's value) as serde_json writes it;
+/// false when it is deeper than [`DEPTH`] or holds a string that needs
+/// escapes (the caller then leaves the message to serde).
+fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
+    if depth > DEPTH {
+        return false;
+    }
+    let tagged_u64 = |out: &mut Vec<u8>, tag: &[u8], n: u64| {
+        out.extend_from_slice(tag);
+        put_u64(out, n);
+        out.push(b'}');
+    };
     match v {
-        Val::Nat(n) => {
-            out.extend_from_slice(br#"{"Nat":"#);
-            put_u64(out, *n);
-            out.push(b'}');
-        }
-        Val::ObjectRef(id) => {
-            out.extend_from_slice(br#"{"ObjectRef":"#);
-            put_u64(out, id.0);
-            out.push(b'}');
-        }
+        Val::Nat(n) => tagged_u64(out, br#"{"Nat":"#, *n),
+        Val::ObjectRef(id) => tagged_u64(out, br#"{"ObjectRef":"#, id.0),
+        Val::TxRef(id) => tagged_u64(out, br#"{"TxRef":"#, id.0),
         Val::Bool(true) => out.extend_from_slice(br#"{"Bool":true}"#),
         Val::Bool(false) => out.extend_from_slice(br#"{"Bool":false}"#),
-        _ => out.extend_from_slice(br#""Nothing""#),
+        Val::Nothing => out.extend_from_slice(br#""Nothing""#),
+        Val::Str(s) => {
+            if !plain(s) {
+                return false;
+            }
+            out.extend_from_slice(br#"{"Str":""#);
+            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(br#""}"#);
+        }
+        Val::Just(inner) => {
+            out.extend_from_slice(br#"{"Just":"#);
+            if !put_val(out, inner, depth + 1) {
+                return false;
+            }
+            out.push(b'}');
+        }
+        Val::Pair(a, b) => {
+            out.extend_from_slice(br#"{"Pair":["#);
+            if !(put_val(out, a, depth + 1) && {
+                out.push(b',');
+                put_val(out, b, depth + 1)
+            }) {
+                return false;
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Val::List(items) => {
+            out.extend_from_slice(br#"{"List":["#);
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !put_val(out, item, depth + 1) {
+                    return false;
+                }
+            }
+            out.extend_from_slice(b"]}");
+        }
     }
+    true
 }
 
 struct Cursor<'a> {
@@ -167,22 +220,68 @@ impl<'a> Cursor<'a> {
         (digits == 1 || (digits > 1 && self.b[start] != b'0')).then_some(n)
     }
 
-    fn scalar(&mut self) -> Option<Val> {
-        if self.lit(br#"{"Nat":"#).is_some() {
-            let n = self.u64()?;
-            return self.lit(b"}").map(|()| Val::Nat(n));
+    /// A value at `depth` (1 for a message's), in the shapes `put_val`
+    /// writes.
+    fn val(&mut self, depth: usize) -> Option<Val> {
+        if depth > DEPTH {
+            return None;
         }
-        if self.lit(br#"{"ObjectRef":"#).is_some() {
-            let n = self.u64()?;
-            return self.lit(b"}").map(|()| Val::ObjectRef(ObjectId(n)));
+        if self.lit(br#""Nothing""#).is_some() {
+            return Some(Val::Nothing);
         }
-        if self.lit(br#"{"Bool":true}"#).is_some() {
-            return Some(Val::Bool(true));
-        }
-        if self.lit(br#"{"Bool":false}"#).is_some() {
-            return Some(Val::Bool(false));
-        }
-        self.lit(br#""Nothing""#).map(|()| Val::Nothing)
+        self.lit(br#"{""#)?;
+        let v = match *self.b.get(self.i)? {
+            b'N' => {
+                self.lit(br#"Nat":"#)?;
+                Val::Nat(self.u64()?)
+            }
+            b'O' => {
+                self.lit(br#"ObjectRef":"#)?;
+                Val::ObjectRef(ObjectId(self.u64()?))
+            }
+            b'T' => {
+                self.lit(br#"TxRef":"#)?;
+                Val::TxRef(TxId(self.u64()?))
+            }
+            b'B' if self.lit(br#"Bool":true"#).is_some() => Val::Bool(true),
+            b'B' => {
+                self.lit(br#"Bool":false"#)?;
+                Val::Bool(false)
+            }
+            b'S' => {
+                self.lit(br#"Str":""#)?;
+                Val::Str(self.plain_str()?.to_owned())
+            }
+            b'J' => {
+                self.lit(br#"Just":"#)?;
+                Val::just(self.val(depth + 1)?)
+            }
+            b'P' => {
+                self.lit(br#"Pair":["#)?;
+                let a = self.val(depth + 1)?;
+                self.lit(b",")?;
+                let b = self.val(depth + 1)?;
+                self.lit(b"]")?;
+                Val::pair(a, b)
+            }
+            b'L' => {
+                self.lit(br#"List":["#)?;
+                let mut items = Vec::new();
+                if self.lit(b"]").is_none() {
+                    loop {
+                        items.push(self.val(depth + 1)?);
+                        if self.lit(b"]").is_some() {
+                            break;
+                        }
+                        self.lit(b",")?;
+                    }
+                }
+                Val::List(items)
+            }
+            _ => return None,
+        };
+        self.lit(b"}")?;
+        Some(v)
     }
 
     /// The rest of a string whose opening quote is behind us, if it is
@@ -217,9 +316,20 @@ mod tests {
             Val::Nat(0),
             Val::Nat(u64::MAX),
             Val::ObjectRef(ObjectId(9002 << 48 | 1)),
+            Val::TxRef(TxId(7)),
             Val::Bool(true),
             Val::Bool(false),
             Val::Nothing,
+            Val::str(""),
+            Val::List(vec![]),
+            // PingPong's values.
+            Val::List(vec![Val::str("ping"), Val::Nat(3)]),
+            Val::just(Val::List(vec![Val::str("done"), Val::Nat(3)])),
+            Val::pair(Val::just(Val::Nat(5)), Val::str("beta")),
+            Val::List(vec![
+                Val::List(vec![Val::Nothing]),
+                Val::pair(Val::Bool(true), Val::Nat(1)),
+            ]),
         ];
         for (i, v) in scalars.into_iter().enumerate() {
             msgs.push(Message::Call(Call {
@@ -254,9 +364,17 @@ mod tests {
 
     #[test]
     fn other_shapes_go_to_serde() {
+        let mut deep = Val::Nat(1);
+        for _ in 0..DEPTH {
+            deep = Val::just(deep);
+        }
         let list = Message::CallResponse(CallResponse {
             request_id: 1,
-            result: Ok(Val::List(vec![Val::Nat(1)])),
+            result: Ok(Val::List(vec![Val::Nat(1), deep])),
+        });
+        let escapes = Message::CallResponse(CallResponse {
+            request_id: 1,
+            result: Ok(Val::List(vec![Val::str("a\nb")])),
         });
         let escaped = Message::Call(Call {
             request_id: 1,
@@ -270,7 +388,7 @@ mod tests {
             request_id: 1,
             result: Err(Cow::Borrowed("no")),
         });
-        for msg in [list, escaped, err] {
+        for msg in [list, escapes, escaped, err] {
             assert!(!encode(&mut Vec::new(), &msg), "{msg:?}");
             let bytes = serde_json::to_vec(&msg).unwrap();
             assert_eq!(decode(&bytes), None, "{}", String::from_utf8_lossy(&bytes));
