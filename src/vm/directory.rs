@@ -330,11 +330,13 @@ impl Directory {
                     // Already known, or older than what is known: a race.
                     return Ok(false);
                 }
-                let placed_on_sender = match self.machine_of(id) {
-                    Some(holder) => holder == from,
-                    None => id.node_prefix() == peer.prefix,
+                let Some(holder) = self.machine_of(id) else {
+                    // Not placed here: destroyed since, or ours now (the
+                    // notices travel on different connections). The new
+                    // home's create_notify says all a newcomer needs.
+                    return Ok(false);
                 };
-                if !placed_on_sender {
+                if holder != from {
                     return Err(Refused::NotTheSendersMove { id });
                 }
                 self.follow_move(id, &machine, epoch);

@@ -454,6 +454,7 @@ fn move_local(
     ));
     let record = Val::List(record);
     c.moving_to = Some(step.to.clone());
+    w.moving.insert(target);
     suspend(
         w,
         c,
@@ -494,6 +495,7 @@ pub(crate) fn finish_move(
         .take()
         .expect("a chain awaiting adopt knows where");
     c.remote_op = None;
+    w.moving.remove(&target);
     let adopted = matches!(result, Ok(Val::Bool(true)));
     if adopted {
         if let Some(o) = w.objects.remove(&target) {
@@ -539,7 +541,8 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
         w.trace.error(&VmError::Unsupported(NOT_ONE));
         return false;
     };
-    if w.owns(id) || id.0 == 0 {
+    // A call inside a replica of it here would keep writing apart.
+    if w.owns(id) || id.0 == 0 || w.turns.owner(id).is_some() {
         return false;
     }
     let Some(obj) = obj_from_record(w, fields, NOT_ONE) else {
@@ -1159,6 +1162,9 @@ fn exec_local(
                 w.trace.error(&e);
                 return Ok(Val::Bool(false));
             }
+            if refused_while_moving(w, id) {
+                return Ok(Val::Bool(false));
+            }
             let caller = current_controller(w, c);
             if !authorized(object_controller(w, c, id), caller) {
                 log::info!(
@@ -1257,6 +1263,7 @@ pub(crate) fn transfer(w: &mut World, id: ObjectId, to: ControllerId) {
 pub(crate) fn remove_object(w: &mut World, id: ObjectId, out: &mut Vec<Output>) {
     if w.objects.remove(&id).is_some() {
         shrink_if_sparse(&mut w.objects);
+        w.epochs.remove(&id);
         w.mark_changed(id);
         for name in w.directory.drop_names_of(id) {
             out.push(Output::Unnamed { name, id });
@@ -1285,6 +1292,9 @@ fn destroy(
         w.trace.error(&e);
         return Ok(false);
     }
+    if refused_while_moving(w, id) {
+        return Ok(false);
+    }
     let caller = current_controller(w, c);
     let owner = object_controller(w, c, id);
     if !authorized(owner, caller) {
@@ -1297,6 +1307,18 @@ fn destroy(
         None => remove_object(w, id, out),
     }
     Ok(true)
+}
+
+/// Whether `id`'s record is on its way to a new home (see
+/// `World::moving`): then nothing may change it, and the refusal is traced.
+pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
+    let moving = w.moving.contains(&id);
+    if moving {
+        w.trace.error(&VmError::Unsupported(
+            "destroy, transfer, freeze or commit of an object that is moving",
+        ));
+    }
+    moving
 }
 
 /// The controller of object `id` as chain `c` sees it (its transaction's
@@ -1326,7 +1348,9 @@ fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
     let changed =
         |(o, version): &(ObjectId, u32)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
-    if tx.reads.iter().any(changed) {
+    // Every object a transaction touched is in its read set.
+    let moving = |(o, _): &(ObjectId, u32)| w.moving.contains(o);
+    if tx.reads.iter().any(changed) || tx.reads.iter().any(moving) {
         abort(w, tx);
         return false;
     }

@@ -177,6 +177,7 @@ impl Vm {
                 changed: None,
                 replicas: IdMap::default(),
                 epochs: IdMap::default(),
+                moving: Default::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -456,6 +457,17 @@ impl Vm {
                 _ => Val::Nothing,
             };
         };
+        let changes = matches!(
+            op,
+            RemoteOp::Destroy | RemoteOp::Transfer | RemoteOp::Freeze
+        );
+        if changes && exec::refused_while_moving(&mut self.world, target) {
+            log::info!("remote {} of {target} refused: it is moving", op.name());
+            return match op {
+                RemoteOp::Freeze => Val::Nothing,
+                _ => Val::Bool(false),
+            };
+        }
         let controller_of = |v: &Val| match v {
             Val::Just(c) => c.as_nat().map(ControllerId),
             _ => None,

@@ -18,6 +18,8 @@
 //!   object whose committed record (state, controller, version, or
 //!   existence) changed since the driver last drained it: what the next
 //!   group commit must write.
+//! - `moving` holds exactly the objects whose `adopt` awaits its answer;
+//!   nothing changes their committed record meanwhile.
 //! - `turns` holds an object's turn exactly while a call is inside it
 //!   (see `turns`); `woken`, `to_fail` and `new_waits` are empty between
 //!   two steps of the vm (the engine fills them, the vm drains them).
@@ -113,6 +115,11 @@ pub(crate) struct World {
     /// object never moved is absent, at epoch 0). Apart from `Obj`, which
     /// stays 48 bytes, since few objects ever move.
     pub(crate) epochs: IdMap<u16>,
+    /// Local objects whose record is on its way to a new home (`adopt`
+    /// sent, no answer yet). Their committed record must not change
+    /// meanwhile: destroy, transfer, freeze and commits touching them are
+    /// refused (the mover holds their turn, which stops calls).
+    pub(crate) moving: IdSet,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

@@ -359,3 +359,58 @@ fn a_failed_adopt_leaves_the_object_where_it_was() {
     assert_eq!(alpha.epoch(t), 0);
     assert!(!out.iter().any(|o| matches!(o, Output::Moved { .. })));
 }
+
+/// While the record is on its way (the adopt not yet answered), nothing
+/// may change it at the old home: a destroy, a transfer and a freeze
+/// asked by other nodes are refused, and the move completes with the
+/// record as it was sent.
+#[test]
+fn nothing_changes_an_object_while_its_record_is_on_its_way() {
+    for op in [RemoteOp::Destroy, RemoteOp::Transfer, RemoteOp::Freeze] {
+        let mut net = three();
+        net.start(ALPHA, create_obj_for("tally", ControllerId(4)), 1);
+        net.start(ALPHA, create_obj_for("mover", ControllerId(4)), 2);
+        net.settle();
+        let id = |net: &Net, o| net.result(o).unwrap().clone().unwrap().as_object().unwrap();
+        let (t, mover) = (id(&net, 1), id(&net, 2));
+        let args = Val::List(vec![Val::ObjectRef(t), Val::str("beta")]);
+        net.start(ALPHA, call(mover, args), 3);
+        net.run(ALPHA); // the adopt is on the wire, not delivered
+        let input = match op {
+            RemoteOp::Destroy => Val::just(Val::Nat(4)),
+            RemoteOp::Transfer => Val::pair(Val::just(Val::Nat(4)), Val::Nat(9)),
+            _ => Val::pair(Val::Nat(0), Val::List(vec![Val::Nat(99)])),
+        };
+        let answer = net.vms[ALPHA].serve_op(op, t, &input);
+        let refused = match op {
+            RemoteOp::Freeze => Val::Nothing,
+            _ => Val::Bool(false),
+        };
+        assert_eq!(answer, refused, "{op:?}");
+        net.settle();
+        assert_eq!(net.result(3), Some(&Ok(Val::just(Val::Bool(true)))));
+        assert!(net.vms[BETA].owns(t) && !net.vms[ALPHA].hosts(t), "{op:?}");
+        assert_eq!(net.vms[BETA].controller(t), Some(ControllerId(4)));
+        assert_eq!(net.vms[BETA].state(t), Some(&[][..]));
+        // Once it arrived, its new home serves the same operation.
+        assert_ne!(net.vms[BETA].serve_op(op, t, &input), refused, "{op:?}");
+    }
+}
+
+/// A move_notify that comes after the object left the receiver's
+/// directory (destroyed at its new home, whose notices came first) does
+/// not bring it back.
+#[test]
+fn a_late_move_notify_does_not_bring_back_a_destroyed_object() {
+    let mut d = Directory::new();
+    d.peer_up(&MachineId::new("alpha"), 1);
+    d.peer_up(&MachineId::new("beta"), 2);
+    let x = ObjectId(1 << 48 | 5);
+    let late = Notice::Moved {
+        id: x,
+        machine: MachineId::new("beta"),
+        epoch: 1,
+    };
+    assert_eq!(d.apply(&MachineId::new("alpha"), late), Ok(false));
+    assert_eq!(d.machine_of(x), None);
+}
