@@ -128,8 +128,12 @@ pub(super) fn decode(payload: &[u8]) -> Option<Message<'_>> {
 
 /// Written by serde_json without escapes, and read back here.
 fn plain(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    s.bytes().all(plain_byte)
+}
+
+/// Printable ASCII but `"` and `\`: a string byte that needs no escape.
+fn plain_byte(b: u8) -> bool {
+    (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
 }
 
 fn put_u64(out: &mut Vec<u8>, n: u64) {
@@ -291,7 +295,7 @@ impl<'a> Cursor<'a> {
         loop {
             match *self.b.get(self.i)? {
                 b'"' => break,
-                b if (0x20..0x80).contains(&b) && b != b'\\' => self.i += 1,
+                b if plain_byte(b) => self.i += 1,
                 _ => return None,
             }
         }

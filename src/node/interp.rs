@@ -108,11 +108,9 @@ pub struct Interpreter {
     stream_kinds: u32,
     /// When the per-peer object counts were last published.
     hosted_at: Instant,
-    /// The directory changed since (a move changes counts, not size, so
-    /// the handlers of notices and peer events set this too).
+    /// The directory changed since: set wherever it is changed (notices,
+    /// peer events, learned senders, moves).
     hosted_stale: bool,
-    /// The directory's size at the last look.
-    hosted_entries: usize,
 }
 
 impl Interpreter {
@@ -146,7 +144,6 @@ impl Interpreter {
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             hosted_stale: true,
-            hosted_entries: 0,
             peer_up_at: HashMap::new(),
             durable,
         }
@@ -265,11 +262,6 @@ impl Interpreter {
             directory_entries: self.vm.directory().len() as u64,
             local_calls: self.vm.trace().count(EventKind::ObjectCalled),
         });
-        let entries = self.vm.directory().len();
-        if entries != self.hosted_entries {
-            self.hosted_entries = entries;
-            self.hosted_stale = true;
-        }
         if self.hosted_stale
             && now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY
         {
@@ -341,7 +333,8 @@ impl Interpreter {
                 self.vm.note_arrival(target, chain, &sender_machine);
                 if let Some(sender) = sender {
                     if !self.vm.hosts(sender) {
-                        self.vm
+                        self.hosted_stale |= self
+                            .vm
                             .directory_mut()
                             .learn_sender(sender, &sender_machine);
                     }

@@ -431,12 +431,7 @@ impl Directory {
 
     /// Drops every name of `id` (it was destroyed); answers them.
     pub fn drop_names_of(&mut self, id: ObjectId) -> Vec<Arc<str>> {
-        let gone: Vec<Arc<str>> = self
-            .names
-            .iter()
-            .filter(|(_, (named, _))| *named == id)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let gone = self.names_of(id);
         for name in &gone {
             self.names.remove(name);
         }

@@ -28,13 +28,6 @@ const WINDOW: usize = 8;
 /// The move is asked for once this many transfers are answered.
 const MOVE_AFTER: usize = 300;
 
-fn port_of(node: &NodeProc) -> u16 {
-    let addr = node.log_value("listening on ", LIMIT);
-    addr.rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("{}: no port in `{addr}`", node.name))
-}
-
 fn transfer(to: u64, n: u64) -> Value {
     json!({"List":[{"Str":"transfer"},{"ObjectRef":to},{"Nat":n}]})
 }
@@ -82,11 +75,11 @@ fn an_account_moved_while_gamma_pays_into_it_answers_every_transfer_once() {
         [bank, &["--http", "0"], extra].concat()
     }
     let gamma = NodeProc::start("gamma", 0, &with(&bank, &[]));
-    let gp = format!("127.0.0.1:{}", port_of(&gamma));
+    let gp = gamma.addr();
     let beta = NodeProc::start("beta", 0, &with(&bank, &["--peer", &gp]));
-    let bp = format!("127.0.0.1:{}", port_of(&beta));
+    let bp = beta.addr();
     let alpha = NodeProc::start("alpha", 0, &with(&bank, &["--peer", &gp, "--peer", &bp]));
-    let ports = [port_of(&alpha), port_of(&beta), port_of(&gamma)];
+    let ports = [alpha.port(), beta.port(), gamma.port()];
     let https = [http_port(&alpha), http_port(&beta), http_port(&gamma)];
     for node in [&alpha, &beta, &gamma] {
         node.wait_for_log("bank: created 1 accounts", LIMIT);
@@ -209,12 +202,12 @@ fn an_account_moved_while_gamma_pays_into_it_answers_every_transfer_once() {
 #[test]
 fn a_named_pong_moved_to_gamma_is_found_there_by_a_later_demo() {
     let beta = NodeProc::start("beta", 0, &["--demo"]);
-    let bp = format!("127.0.0.1:{}", port_of(&beta));
+    let bp = beta.addr();
     let gamma = NodeProc::start("gamma", 0, &["--peer", &bp]);
-    let gp = format!("127.0.0.1:{}", port_of(&gamma));
+    let gp = gamma.addr();
     beta.wait_for_log("peer gamma is up", LIMIT);
     let (mut client, pong) =
-        Client::connect_expecting("beta", port_of(&beta), "client", 77, ("pong", 1));
+        Client::connect_expecting("beta", beta.port(), "client", 77, ("pong", 1));
     let pong = pong[0];
 
     // Nowhere to go: false, and pong stays.
