@@ -34,6 +34,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // As avm-node does: memory freed after the snapshot's burst goes back.
+    let trimmed =
+        std::env::var_os("AVM_GLIBC_DYNAMIC_TRIM").is_none() && avm::heap::return_freed_memory();
     let host = node("host", vec![]);
     std::thread::sleep(Duration::from_millis(100));
     let before = rss();
@@ -46,7 +49,7 @@ fn main() {
     // Let the buffers of the snapshot's burst go back.
     std::thread::sleep(Duration::from_millis(200));
     let joined = rss();
-    println!("memory_per_object: {n} objects");
+    println!("memory_per_object: {n} objects (heap::return_freed_memory: {trimmed})");
     println!(
         "  hosted object:   {} bytes each (RSS +{} MiB)",
         (hosted - before) / n,
