@@ -5,6 +5,7 @@
 //! cargo run --release --example pair_throughput              # K = 1, 32, 256, 1024
 //! AVM_SECONDS=5 cargo run --release --example pair_throughput
 //! AVM_NODES=4 cargo run --release --example pair_throughput  # 4 nodes, all-to-all
+//! AVM_K=1024 cargo run --release --example pair_throughput   # one K only
 //! ```
 //!
 //! Embedded nodes on loopback. With two (the default), alpha runs K
@@ -85,7 +86,11 @@ fn main() {
     println!("pair_throughput: {shape}; {cores} core(s), {seconds} s per K");
     // With two nodes only the first calls (the pair); with more, all do.
     let callers = if n == 2 { 1 } else { n };
-    for k in [1usize, 32, 256, 1024] {
+    let ks = match common::env_u64("AVM_K", 0) {
+        0 => vec![1usize, 32, 256, 1024],
+        k => vec![k as usize],
+    };
+    for k in ks {
         // Each caller's K chains target echoes on the other nodes in turn.
         let mut plans: Vec<(usize, ObjectId)> = Vec::new();
         for c in 0..callers {
