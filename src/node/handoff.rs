@@ -6,9 +6,11 @@
 //! ```
 //!
 //! Each side batches: it fills a local `Vec`, then moves the whole batch in
-//! under one lock and rings the other side once. The consumer swaps its
+//! under one lock (a swap when the shared `Vec` is empty, as it usually is,
+//! else an append) and rings the other side once. The consumer swaps its
 //! empty `Vec` for the shared one, so in steady state the three `Vec`s of
-//! each direction keep their capacity and nothing is allocated per message.
+//! each direction trade places, keep their capacity, and nothing is
+//! allocated or copied per message.
 //! The locks are held for an `append` or a `swap`, never across work: they
 //! are uncontended in practice and cost one uncontended CAS each.
 //!
@@ -212,7 +214,14 @@ impl Handoff {
         if batch.is_empty() {
             return;
         }
-        lock(&self.commands).append(batch);
+        let mut commands = lock(&self.commands);
+        if commands.is_empty() {
+            // The usual case: hand over the whole Vec, copying nothing.
+            std::mem::swap(&mut *commands, batch);
+        } else {
+            commands.append(batch);
+        }
+        drop(commands);
         // ORDERING: SeqCst fence between our push and our load of the flag,
         // paired with the one in `reactor_may_sleep`: either the reactor
         // sees the command, or we see it sleeping and wake it.
@@ -279,7 +288,13 @@ impl Handoff {
         // ORDERING: Relaxed: the count is only compared with a limit; the
         // lock orders it with the events themselves.
         self.backlog.fetch_add(batch.len(), Ordering::Relaxed);
-        events.append(batch);
+        if events.is_empty() {
+            // The usual case: hand over the whole Vec, copying nothing.
+            // The capacities circulate among the three Vecs of this side.
+            std::mem::swap(&mut *events, batch);
+        } else {
+            events.append(batch);
+        }
         drop(events);
         self.unpark_interpreter();
     }

@@ -51,6 +51,7 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ use log::warn;
 use slab::Slab;
 
 use crate::codec::{self, DecodeError, FrameError, Message};
-use crate::vm::{self, ChainId, MachineId, ObjectId, SuspendToken, Val};
+use crate::vm::{self, ChainId, IdHasher, MachineId, ObjectId, SuspendToken, Val};
 
 pub use crate::vm::Notice;
 
@@ -282,7 +283,7 @@ pub struct Core {
     conns: Slab<Conn>,
     next_serial: u32,
     /// The connection calls to each machine go out on.
-    active: HashMap<MachineId, ConnId>,
+    active: HashMap<MachineId, ConnId, BuildHasherDefault<IdHasher>>,
     dials: Vec<DialSlot>,
     /// Calls in flight on all connections together (bounded by `max_pending`).
     outbound_total: usize,
@@ -325,7 +326,7 @@ impl Core {
             },
             conns: Slab::with_capacity(16),
             next_serial: 1,
-            active: HashMap::new(),
+            active: HashMap::default(),
             dials,
             outbound_total: 0,
             chains: ChainClock::default(),
@@ -351,7 +352,14 @@ impl Core {
 
     /// Moves the events for the interpreter into `into`.
     pub fn take_events(&mut self, into: &mut Vec<Event>) {
-        into.append(&mut self.events);
+        self.take_events_as(into, |e| e);
+    }
+
+    /// Moves the events for the interpreter into `into`, each wrapped in
+    /// the caller's own event type: one copy per event, where taking them
+    /// and then wrapping them would be two.
+    pub fn take_events_as<T>(&mut self, into: &mut Vec<T>, wrap: impl FnMut(Event) -> T) {
+        into.extend(self.events.drain(..).map(wrap));
         // A burst (a peer's million-object snapshot) gives its memory back.
         if self.events.capacity() > 4096 {
             self.events.shrink_to(64);

@@ -59,7 +59,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::codec;
 use crate::node::handoff::{shrink_after_burst, Command, Event, Handoff};
-use crate::protocol::{self, Action, BadInput, CloseReason, ConnId, Core, Status};
+use crate::protocol::{Action, BadInput, CloseReason, ConnId, Core, Status};
 
 use resolve::{Resolved, Resolver};
 use socket::{ReadOutcome, Socket};
@@ -136,7 +136,6 @@ pub struct Reactor {
     resolver: Resolver,
     resolved: Vec<Resolved>,
     commands: Vec<Command>,
-    core_events: Vec<protocol::Event>,
     events: Vec<Event>,
     /// Commands handled so far (tells the spin loop there was work).
     commands_seen: u64,
@@ -187,7 +186,6 @@ impl Reactor {
             sockets: Vec::with_capacity(16),
             resolved: Vec::new(),
             commands: Vec::with_capacity(64),
-            core_events: Vec::with_capacity(64),
             events: Vec::with_capacity(64),
             commands_seen: 0,
             paused: Vec::new(),
@@ -329,12 +327,9 @@ impl Reactor {
 
     /// Moves the core's events to the interpreter.
     fn hand_over(&mut self) {
-        self.core.take_events(&mut self.core_events);
-        self.events
-            .extend(self.core_events.drain(..).map(Event::Peer));
+        self.core.take_events_as(&mut self.events, Event::Peer);
         self.handoff.send_events(&mut self.events);
         shrink_after_burst(&mut self.events);
-        shrink_after_burst(&mut self.core_events);
     }
 
     fn drain_commands(&mut self, now: Instant) {

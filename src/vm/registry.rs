@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use super::ids::ObjectId;
+use super::ids::{IdHasher, ObjectId};
 use super::program::Program;
 use super::value::Val;
 
@@ -48,7 +49,7 @@ pub(crate) struct Behavior {
 #[derive(Default)]
 pub struct BehaviorRegistry {
     entries: Vec<Behavior>,
-    by_name: HashMap<Arc<str>, u32>,
+    by_name: HashMap<Arc<str>, u32, BuildHasherDefault<IdHasher>>,
 }
 
 impl BehaviorRegistry {
@@ -147,7 +148,7 @@ impl fmt::Debug for BehaviorRegistry {
 /// Pure functions by name.
 #[derive(Default)]
 pub struct PureRegistry {
-    by_name: HashMap<Arc<str>, Box<PureFn>>,
+    by_name: HashMap<Arc<str>, Box<PureFn>, BuildHasherDefault<IdHasher>>,
 }
 
 impl PureRegistry {
