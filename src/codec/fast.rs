@@ -200,6 +200,27 @@ fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
     true
 }
 
+/// Whether the eight bytes of `chunk` (little-endian) are all ASCII digits:
+/// each byte's high nibble is 3, and stays 3 when 6 is added (so the low
+/// nibble is at most 9).
+fn eight_digits(chunk: u64) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    chunk & HIGH == THREES && chunk.wrapping_add(0x0606_0606_0606_0606) & HIGH == THREES
+}
+
+/// The number eight ASCII digits spell, the first digit in the lowest
+/// byte (as `from_le_bytes` reads them): pairs, then fours, then all
+/// eight, by multiply-and-shift (Lemire's method, as in simdjson).
+fn eight_digits_value(chunk: u64) -> u64 {
+    let v = chunk - 0x3030_3030_3030_3030;
+    // Each even byte now holds a two-digit number.
+    let v = v.wrapping_mul(10) + (v >> 8);
+    let low = (v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32));
+    let high = ((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32));
+    low.wrapping_add(high) >> 32
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
@@ -215,13 +236,35 @@ impl<'a> Cursor<'a> {
     /// A u64 in decimal, without leading zeros.
     fn u64(&mut self) -> Option<u64> {
         let start = self.i;
+        // Wrapping arithmetic: whether the number fits is decided from its
+        // digits at the end, which is cheaper than checking every step.
         let mut n: u64 = 0;
-        while let Some(d) = self.b.get(self.i).filter(|b| b.is_ascii_digit()) {
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        // Ids and request ids run to 17-20 digits: eight at a time, then
+        // one at a time for the rest.
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            if !eight_digits(chunk) {
+                break;
+            }
+            n = n
+                .wrapping_mul(100_000_000)
+                .wrapping_add(eight_digits_value(chunk));
+            self.i += 8;
+        }
+        while let Some(&d) = self.b.get(self.i) {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
             self.i += 1;
         }
-        let digits = self.i - start;
-        (digits == 1 || (digits > 1 && self.b[start] != b'0')).then_some(n)
+        let digits = &self.b[start..self.i];
+        // Nineteen digits always fit; twenty fit up to u64::MAX, and for
+        // digit strings of one length, comparing bytes compares numbers.
+        let fits =
+            digits.len() < 20 || (digits.len() == 20 && digits <= &b"18446744073709551615"[..]);
+        let canonical = digits.len() == 1 || (digits.len() > 1 && digits[0] != b'0');
+        (fits && canonical).then_some(n)
     }
 
     /// A value at `depth` (1 for a message's), in the shapes `put_val`
@@ -363,6 +406,55 @@ mod tests {
             );
             assert_eq!(decode(&fast).as_ref(), Some(&msg));
             assert_eq!(decode_with_serde(&fast).as_ref(), Ok(&msg));
+        }
+    }
+
+    #[test]
+    fn numbers_read_eight_digits_at_a_time_as_one_at_a_time() {
+        let mut n: u64 = 1;
+        let mut samples = vec![0, 9, 10, 99_999_999, 100_000_000, u64::MAX];
+        for _ in 0..200 {
+            // A spread of lengths and digits (an LCG is enough here).
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            samples.push(n >> (n % 61));
+        }
+        for n in samples {
+            let text = format!("{n},");
+            let mut c = Cursor {
+                b: text.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(c.u64(), Some(n), "{text}");
+            assert_eq!(c.i, text.len() - 1);
+        }
+        let bad = [
+            "18446744073709551616",
+            "99999999999999999999",
+            "100000000000000000000",
+            "184467440737095516150",
+            "012345678",
+            "",
+            "x1",
+        ];
+        for bad in bad {
+            assert_eq!(
+                Cursor {
+                    b: bad.as_bytes(),
+                    i: 0
+                }
+                .u64(),
+                None,
+                "{bad}"
+            );
+        }
+        // Bytes just outside '0'..='9' on either side break a chunk.
+        for stray in [b'/', b':', b'0' + 0x80, b'9' + 0x10] {
+            let mut text = *b"1234567890123456";
+            text[5] = stray;
+            let mut c = Cursor { b: &text, i: 0 };
+            assert_eq!(c.u64(), Some(12345));
         }
     }
 
