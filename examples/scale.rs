@@ -43,6 +43,34 @@ fn destroy_all(ids: Vec<ObjectId>) -> Program {
     next(ids)
 }
 
+/// Chains run before the steady state is measured.
+const WARM_UP: u64 = 10_000;
+
+/// Runs `chains` short chains against `thing`, 256 in flight; calls
+/// `sample(submitted, rss)` about once a second.
+fn run_chains(
+    caller: &avm::node::Node,
+    thing: ObjectId,
+    chains: u64,
+    mut sample: impl FnMut(u64, f64),
+) {
+    let mut in_flight = VecDeque::new();
+    let mut next_sample = Instant::now() + Duration::from_secs(1);
+    let mut submitted = 0;
+    while submitted < chains || !in_flight.is_empty() {
+        while submitted < chains && in_flight.len() < 256 {
+            in_flight.push_back(caller.submit(call(thing, Val::Nat(submitted))));
+            submitted += 1;
+        }
+        let answer = in_flight.pop_front().expect("in flight").recv().unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(1);
+            sample(submitted, rss_mib());
+        }
+    }
+}
+
 fn main() {
     let chains = common::env_u64("AVM_CHAINS", 5_000_000);
     let objects = common::env_u64("AVM_OBJECTS", 1_000_000);
@@ -63,35 +91,28 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(500));
+    let cold = rss_mib();
+    // The steady state: both nodes (and this driver) after serving the
+    // same traffic briefly, then idle for as long as the burst's "after".
+    run_chains(&caller, thing, WARM_UP, |_, _| {});
+    std::thread::sleep(Duration::from_secs(5));
     let before = rss_mib();
     println!("## {chains} short chains (256 in flight), RSS of both nodes");
     println!();
     println!("| when | RSS MiB |");
     println!("|---|---:|");
-    println!("| before | {before:.1} |");
+    println!("| cold, before any chain | {cold:.1} |");
+    println!("| steady: after {WARM_UP} chains, 5 s idle | {before:.1} |");
 
     let started = Instant::now();
-    let mut in_flight = VecDeque::new();
     let mut peak: f64 = before;
-    let mut next_sample = Instant::now() + Duration::from_secs(1);
-    let mut submitted = 0;
-    while submitted < chains || !in_flight.is_empty() {
-        while submitted < chains && in_flight.len() < 256 {
-            in_flight.push_back(caller.submit(call(thing, Val::Nat(submitted))));
-            submitted += 1;
-        }
-        let answer = in_flight.pop_front().expect("in flight").recv().unwrap();
-        assert!(answer.is_ok(), "{answer:?}");
-        if Instant::now() >= next_sample {
-            next_sample += Duration::from_secs(1);
-            let now = rss_mib();
-            peak = peak.max(now);
-            println!(
-                "| during, {:.0} s, {submitted} chains | {now:.1} |",
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
+    run_chains(&caller, thing, chains, |submitted, now| {
+        peak = peak.max(now);
+        println!(
+            "| during, {:.0} s, {submitted} chains | {now:.1} |",
+            started.elapsed().as_secs_f64()
+        );
+    });
     let took = started.elapsed();
     let at_end = rss_mib();
     std::thread::sleep(Duration::from_secs(5));
@@ -100,9 +121,10 @@ fn main() {
     println!("| 5 s after | {after:.1} |");
     println!();
     println!(
-        "{chains} chains in {took:.1?} ({:.0}/s); peak {peak:.1} MiB; 5 s after: {:.2}x the RSS before",
+        "{chains} chains in {took:.1?} ({:.0}/s); peak {peak:.1} MiB; 5 s after: {:.2}x the steady state, {:.2}x cold",
         chains as f64 / took.as_secs_f64(),
-        after / before
+        after / before,
+        after / cold
     );
     println!();
 

@@ -19,12 +19,12 @@
 //!   and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors, and the PingPong roles.
 //! - [`heap`]: hand memory freed after a burst back to the system (the
-//!   crate's one `unsafe` call; `avm-node` makes it at start-up).
+//!   crate's two `unsafe` calls; `avm-node` opts in at start-up).
 //! - [`logger`]: the stderr logger `avm-node` installs. The library itself
 //!   logs only through the [`log`](https://docs.rs/log) facade, so an
 //!   application that embeds nodes routes or silences their lines with its
 //!   own logger.
-// Denied, not forbidden: `heap` allows it for one call, with its SAFETY.
+// Denied, not forbidden: `heap` allows it for two calls, each with its SAFETY.
 #![deny(unsafe_code)]
 
 pub mod codec;

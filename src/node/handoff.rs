@@ -48,6 +48,7 @@ use std::thread::Thread;
 
 use mio::Waker;
 
+use crate::heap;
 use crate::protocol::{self, InboundId};
 use crate::vm::{Cycle, MachineId, ObjectId, Probe, Program, RemoteCall, Val, Vm};
 
@@ -333,6 +334,13 @@ impl Handoff {
         // ORDERING: Relaxed: a stale `true` seen by the interpreter costs
         // one spurious wake, never a lost one.
         self.reactor_paused.store(false, Ordering::Relaxed);
+    }
+
+    /// Interpreter, going idle: the shared queues give back a burst's
+    /// slots (each lock is taken once, briefly).
+    pub fn shrink_when_idle(&self) {
+        heap::shrink_when_idle(&mut lock(&self.events));
+        heap::shrink_when_idle(&mut lock(&self.commands));
     }
 
     /// Wakes the interpreter without an event (used to ask it to stop).

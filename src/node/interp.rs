@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
+use crate::heap;
 use crate::protocol::{self, CloseReason};
 use crate::vm::{EventKind, MachineId, Notice, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
 
@@ -111,7 +112,17 @@ pub struct Interpreter {
     /// The directory changed since: set wherever it is changed (notices,
     /// peer events, learned senders, moves).
     hosted_stale: bool,
+    /// Events were handled since the thread last went idle.
+    worked: bool,
+    /// Work happened since the last [`heap::trim`], which is owed once due.
+    trim_owed: bool,
+    trimmed_at: Instant,
 }
+
+/// The allocator's free pages go back at most this often (a trim walks
+/// its free lists: cheap after a burst, wasted on every idle moment of
+/// light traffic).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 impl Interpreter {
     /// `spin` is ignored on a single CPU, where spinning only delays the
@@ -144,6 +155,9 @@ impl Interpreter {
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             hosted_stale: true,
+            worked: false,
+            trim_owed: false,
+            trimmed_at: Instant::now(),
             peer_up_at: HashMap::new(),
             durable,
         }
@@ -206,13 +220,17 @@ impl Interpreter {
                 if more {
                     continue;
                 }
-                if Instant::now() < spin_until {
+                let now = Instant::now();
+                if now < spin_until {
                     std::thread::yield_now();
-                } else if self.hosted_stale {
-                    // Publish the counts once due, even if nothing else comes.
-                    std::thread::park_timeout(NodeStats::HOSTED_EVERY);
-                } else {
-                    std::thread::park();
+                    continue;
+                }
+                let trim_in = self.go_idle(now);
+                // Publish the counts once due, even if nothing else comes.
+                let hosted_in = self.hosted_stale.then_some(NodeStats::HOSTED_EVERY);
+                match trim_in.into_iter().chain(hosted_in).min() {
+                    Some(wait) => std::thread::park_timeout(wait),
+                    None => std::thread::park(),
                 }
                 continue;
             }
@@ -222,8 +240,36 @@ impl Interpreter {
             }
             shrink_after_burst(&mut events);
             self.events = events;
+            self.worked = true;
             spin_until = Instant::now() + self.spin;
         }
+    }
+
+    /// Before parking: after work, gives back what the work grew (queues,
+    /// the vm's spare chains and empty tables), then the allocator's free
+    /// pages ([`heap::trim`], at most once per [`TRIM_EVERY`]). Answers
+    /// when to wake for a trim that is owed but not yet due.
+    fn go_idle(&mut self, now: Instant) -> Option<Duration> {
+        if std::mem::take(&mut self.worked) {
+            heap::shrink_when_idle(&mut self.events);
+            heap::shrink_when_idle(&mut self.outputs);
+            heap::shrink_when_idle(&mut self.commands);
+            heap::shrink_when_idle(&mut self.results);
+            self.vm.release_idle_memory();
+            self.handoff.shrink_when_idle();
+            self.trim_owed = heap::trimming();
+        }
+        if !self.trim_owed {
+            return None;
+        }
+        let due = self.trimmed_at + TRIM_EVERY;
+        if now < due {
+            return Some(due - now);
+        }
+        heap::trim();
+        self.trimmed_at = now;
+        self.trim_owed = false;
+        None
     }
 
     /// Streams the trace while `/events` has subscribers: `Full` records

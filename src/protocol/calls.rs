@@ -145,6 +145,14 @@ impl ChainClock {
         self.entries.len()
     }
 
+    /// With no chain left, gives back the tables a burst grew.
+    pub fn shrink_when_idle(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 64 {
+            self.entries = Slab::new();
+            self.index = HashMap::default();
+        }
+    }
+
     fn move_to_back(&mut self, key: usize) {
         if self.tail != Some(key) {
             self.unlink(key);
@@ -208,6 +216,26 @@ mod tests {
         clock.remove(ChainId(1), call(1));
         assert_eq!(clock.oldest(), None);
         assert_eq!(clock.len(), 0);
+    }
+
+    #[test]
+    fn an_idle_clock_gives_back_a_burst_of_chains() {
+        let t0 = Instant::now();
+        let mut clock = ChainClock::default();
+        for id in 1..=500 {
+            clock.add(ChainId(id), call(id), t0);
+        }
+        clock.shrink_when_idle();
+        assert_eq!(clock.len(), 500, "chains in flight are kept");
+        for id in 1..=500 {
+            clock.remove(ChainId(id), call(id));
+        }
+        assert!(clock.entries.capacity() >= 500);
+        clock.shrink_when_idle();
+        assert!(clock.entries.capacity() <= 64);
+        assert!(clock.index.capacity() <= 64);
+        clock.add(ChainId(1), call(1), t0);
+        assert_eq!(clock.oldest(), Some((ChainId(1), t0)));
     }
 
     #[test]

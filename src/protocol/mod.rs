@@ -416,6 +416,18 @@ impl Core {
             .is_some_and(|c| c.phase == Phase::Connecting || !c.unsent().is_empty())
     }
 
+    /// The node is idle (the reactor is about to block): the queues and
+    /// the chain clock give back what a burst grew. Steady traffic that
+    /// needs them keeps them while it lasts: nothing shrinks under 64 slots.
+    pub fn shrink_when_idle(&mut self) {
+        crate::heap::shrink_when_idle(&mut self.events);
+        crate::heap::shrink_when_idle(&mut self.dirty);
+        if self.actions.is_empty() && self.actions.capacity() > 64 {
+            self.actions.shrink_to(16);
+        }
+        self.chains.shrink_when_idle();
+    }
+
     /// When [`Core::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_at()

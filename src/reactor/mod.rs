@@ -58,6 +58,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::codec;
+use crate::heap;
 use crate::node::handoff::{shrink_after_burst, Command, Event, Handoff};
 use crate::protocol::{Action, BadInput, CloseReason, ConnId, Core, Status};
 
@@ -224,6 +225,8 @@ impl Reactor {
             let timeout = if spinning || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
+                // About to block: idle, so what a burst grew goes back.
+                self.shrink_when_idle();
                 let http = self.http.as_ref().and_then(http::HttpSide::deadline);
                 let wake = match (self.core.poll_timeout(), http) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -330,6 +333,13 @@ impl Reactor {
         self.core.take_events_as(&mut self.events, Event::Peer);
         self.handoff.send_events(&mut self.events);
         shrink_after_burst(&mut self.events);
+    }
+
+    fn shrink_when_idle(&mut self) {
+        heap::shrink_when_idle(&mut self.events);
+        heap::shrink_when_idle(&mut self.commands);
+        heap::shrink_when_idle(&mut self.resolved);
+        self.core.shrink_when_idle();
     }
 
     fn drain_commands(&mut self, now: Instant) {

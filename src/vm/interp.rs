@@ -147,6 +147,10 @@ impl VmConfig {
 /// back), so the pool costs about 320 KiB when full and at most 1.3 MiB.
 const SPARE_CHAINS: usize = 1024;
 const SPARE_CAPACITY: usize = 16;
+/// Spares kept once the node is idle ([`Vm::release_idle_memory`]).
+const SPARE_CHAINS_IDLE: usize = 32;
+/// Past this many slots, an empty table is given back when idle.
+const IDLE_SLOTS: usize = 64;
 
 /// A finished chain's buffers.
 type Spare = (Vec<Frame>, Vec<Box<ContFn>>, Vec<Val>);
@@ -798,6 +802,13 @@ impl Vm {
         self.world.objects.capacity()
     }
 
+    /// Finished chains' buffers kept, and the chain table's slots (for
+    /// tests: a burst's memory comes back when idle).
+    #[cfg(test)]
+    pub(crate) fn spare_and_chain_slots(&self) -> (usize, usize) {
+        (self.spare.len(), self.chains.capacity())
+    }
+
     /// Chain ids with chains here (for tests: the index must empty).
     #[cfg(test)]
     pub(crate) fn chain_ids_tracked(&self) -> usize {
@@ -829,6 +840,30 @@ impl Vm {
         self.spare.push((frames, conts, inputs));
     }
 
+    /// Gives back what a burst of chains left: the spare buffers past a
+    /// few, and the chain tables once no chain is left. For a host that
+    /// finds the vm idle (the node's interpreter, before it parks): under
+    /// steady traffic these stay as they are and nothing reallocates.
+    pub fn release_idle_memory(&mut self) {
+        self.spare.truncate(SPARE_CHAINS_IDLE);
+        self.spare.shrink_to(SPARE_CHAINS_IDLE);
+        if self.chains.is_empty() && self.chains.capacity() > IDLE_SLOTS {
+            self.chains = Slab::new();
+        }
+        if self.runnable.is_empty() {
+            self.runnable.shrink_to(IDLE_SLOTS);
+        }
+        let w = &mut self.world;
+        if w.chain_keys.is_empty() {
+            w.chain_keys.shrink_to(IDLE_SLOTS);
+        }
+        w.turns.shrink_to(IDLE_SLOTS);
+        shrink_if_empty(&mut w.woken);
+        shrink_if_empty(&mut w.to_fail);
+        shrink_if_empty(&mut w.new_waits);
+        shrink_if_empty(&mut self.pending);
+    }
+
     /// Chains waiting on a remote answer.
     pub fn suspended_count(&self) -> usize {
         self.chains.len() - self.runnable.len()
@@ -841,6 +876,12 @@ impl Vm {
 
     pub fn trace(&self) -> &Trace {
         &self.world.trace
+    }
+}
+
+fn shrink_if_empty<T>(queue: &mut Vec<T>) {
+    if queue.is_empty() {
+        queue.shrink_to(IDLE_SLOTS);
     }
 }
 

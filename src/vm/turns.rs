@@ -82,6 +82,17 @@ impl Turns {
         }
     }
 
+    /// Gives back the tables' slots past `slots` while no turn is held
+    /// (after a burst of calls).
+    pub(crate) fn shrink_to(&mut self, slots: usize) {
+        if self.held.is_empty() {
+            self.held.shrink_to(slots);
+        }
+        if self.waits.is_empty() {
+            self.waits.shrink_to(slots);
+        }
+    }
+
     /// A call of `chain` (vm chain `key`) asks for `object`'s turn.
     pub(crate) fn take(&mut self, object: ObjectId, chain: ChainId, key: usize) -> Take {
         let Some(turn) = self.held.get_mut(&object) else {

@@ -416,3 +416,38 @@ fn memory_comes_back_after_mass_destruction() {
         "only the killer's turn entry may stay"
     );
 }
+
+/// A burst of calls served at once reuses finished chains' buffers (up
+/// to 1,024 kept), and an idle vm gives the burst's tables back.
+#[test]
+fn a_burst_of_chains_is_given_back_when_idle() {
+    let mut alpha = vm("alpha", 1, TraceMode::Counting);
+    let echo = alpha.create_object("echo").unwrap();
+    let mut out = Vec::new();
+    for round in 0..2 {
+        for c in 0..600 {
+            start_call(
+                &mut alpha,
+                echo,
+                Val::Nat(c),
+                ChainId(10_000 * (round + 1) + c),
+            );
+        }
+        alpha.run(&mut out);
+        let answered = out
+            .iter()
+            .filter(|o| matches!(o, Output::Finished { result: Ok(_), .. }))
+            .count();
+        assert_eq!(answered, 600);
+        out.clear();
+    }
+    let (spares, slots) = alpha.spare_and_chain_slots();
+    assert!(spares >= 600, "the burst's chains kept for reuse: {spares}");
+    assert!(slots >= 600, "{slots}");
+    alpha.release_idle_memory();
+    let (spares, slots) = alpha.spare_and_chain_slots();
+    assert!(spares <= 32, "{spares}");
+    assert!(slots <= 64, "{slots}");
+    // And it serves on as before.
+    assert_eq!(run_call(&mut alpha, echo, Val::Nat(7)), Ok(Val::Nat(7)));
+}
