@@ -79,6 +79,14 @@ pub use hello::{Peer, Refusal, VERSION};
 /// peer to the write-buffer limit.
 pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 
+/// At most this much of a snapshot is queued per [`Core::pump_snapshots`]
+/// (one reactor iteration, about 170 `create_notify`s): the node's other
+/// traffic waits for one step, never for a whole chunk. Topping up a chunk
+/// at once, as the socket took bytes, held the reactor for 0.5-4.6 ms at a
+/// time, and a client's p99 went from 86 us to 2.4-4.4 ms while a joiner
+/// learned a million objects (`examples/late_joiner.rs`).
+pub const SNAPSHOT_STEP: usize = 16 << 10;
+
 /// A connection must finish its hellos and proofs this soon after it
 /// opens, or it is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -296,6 +304,8 @@ pub struct Core {
     events: Vec<Event>,
     /// Connections with bytes queued since the reactor last looked.
     dirty: Vec<ConnId>,
+    /// Connections with a directory snapshot still to queue.
+    streaming: Vec<ConnId>,
     next_nonce: u64,
     last_ping: Instant,
     rng: Rng,
@@ -336,6 +346,7 @@ impl Core {
             actions: VecDeque::new(),
             events: Vec::with_capacity(64),
             dirty: Vec::with_capacity(16),
+            streaming: Vec::new(),
             next_nonce: 1,
             last_ping: now,
             rng: Rng::new(config.seed),
@@ -389,9 +400,6 @@ impl Core {
     pub fn advance(&mut self, conn: ConnId, n: usize) {
         if let Some(c) = self.conn_mut(conn) {
             c.advance(n);
-            if c.snapshot.is_some() {
-                self.pump_snapshot(conn);
-            }
         }
     }
 

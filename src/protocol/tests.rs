@@ -137,6 +137,8 @@ fn pump(a: &mut Side, b: &mut Side, link: &Link, now: Instant) {
 
 /// Carries what `from` queued on `fc` into `to` as frames on `tc`.
 fn carry(from: &mut Side, fc: ConnId, to: &mut Side, tc: ConnId, now: Instant) -> usize {
+    // As the reactor does once per iteration.
+    from.core.pump_snapshots();
     let bytes = from.core.unsent(fc).to_vec();
     from.core.advance(fc, bytes.len());
     while from.core.poll_dirty().is_some() {}
@@ -1029,11 +1031,36 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         .collect();
     a.core
         .send_snapshot(&MachineId::new("beta"), objects, Vec::new(), Vec::new());
+    // One step at a time: the reactor's other work waits for no more.
+    let step = a.core.unsent(link.ca).len();
+    assert!(
+        (SNAPSHOT_STEP..SNAPSHOT_STEP + 256).contains(&step),
+        "{step} bytes queued by the first step"
+    );
+    a.core.pump_snapshots();
+    let two = a.core.unsent(link.ca).len();
+    assert!(
+        two - step <= SNAPSHOT_STEP + 256,
+        "{} bytes in a step",
+        two - step
+    );
+    // Steps fill the chunk, then stop until the socket takes bytes.
+    let mut steps = 2;
+    while a.core.snapshot_ready() {
+        a.core.pump_snapshots();
+        steps += 1;
+    }
     let queued = a.core.unsent(link.ca).len();
     assert!(
         (SNAPSHOT_CHUNK..SNAPSHOT_CHUNK + 1024).contains(&queued),
         "{queued} bytes queued"
     );
+    assert!(
+        steps >= SNAPSHOT_CHUNK / (SNAPSHOT_STEP + 256),
+        "{steps} steps"
+    );
+    a.core.pump_snapshots();
+    assert_eq!(a.core.unsent(link.ca).len(), queued, "a full chunk waits");
     // The last object is destroyed before its notice went out.
     let last = ObjectId(1 << 48 | N);
     a.core.broadcast_destroyed(last);
@@ -1059,6 +1086,9 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
             b.core.handle_message(link.cb, msg, now);
         }
         a.core.advance(link.ca, taken);
+        while a.core.snapshot_ready() {
+            a.core.pump_snapshots();
+        }
         for e in b.events() {
             match e {
                 Event::Synced { objects, .. } => synced = Some(objects),

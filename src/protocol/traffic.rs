@@ -15,7 +15,9 @@ use super::conn::Phase;
 use super::conn::Snapshot;
 use super::hello::Peer;
 use super::timer::Timer;
-use super::{ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK};
+use super::{
+    ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK, SNAPSHOT_STEP,
+};
 
 impl Core {
     /// One decoded message from `conn`.
@@ -307,18 +309,54 @@ impl Core {
             sent: 0,
             gone: HashSet::new(),
         }));
+        if !self.streaming.contains(&conn) {
+            self.streaming.push(conn);
+        }
         self.pump_snapshot(conn);
     }
 
-    /// Queues more of `conn`'s snapshot while less than [`SNAPSHOT_CHUNK`]
-    /// waits to be written (called again as the socket takes bytes).
-    pub(super) fn pump_snapshot(&mut self, conn: ConnId) {
+    /// Queues the next step of every snapshot whose connection has room
+    /// (less than [`SNAPSHOT_CHUNK`] waiting to be written): at most
+    /// [`SNAPSHOT_STEP`] bytes each. The reactor calls it once per
+    /// iteration, and polls without blocking while [`Core::snapshot_ready`].
+    pub fn pump_snapshots(&mut self) {
+        if self.streaming.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.streaming.len() {
+            let conn = self.streaming[i];
+            self.pump_snapshot(conn);
+            let pending = self.conn(conn).is_some_and(|c| c.snapshot.is_some());
+            if pending {
+                i += 1;
+            } else {
+                self.streaming.swap_remove(i);
+            }
+        }
+    }
+
+    /// Whether a snapshot could queue more now (its connection has room).
+    pub fn snapshot_ready(&self) -> bool {
+        self.streaming.iter().any(|&conn| {
+            self.conn(conn)
+                .is_some_and(|c| c.snapshot.is_some() && c.unsent().len() < SNAPSHOT_CHUNK)
+        })
+    }
+
+    /// Queues one step of `conn`'s snapshot: up to [`SNAPSHOT_STEP`] bytes,
+    /// while less than [`SNAPSHOT_CHUNK`] waits to be written.
+    fn pump_snapshot(&mut self, conn: ConnId) {
         let us = self.us.machine.clone();
         let Some(c) = self.conn_mut(conn) else { return };
         let Some(mut snap) = c.snapshot.take() else {
             return;
         };
-        while c.unsent().len() < SNAPSHOT_CHUNK && snap.next < snap.objects.len() {
+        let start = c.unsent().len();
+        while c.unsent().len() < SNAPSHOT_CHUNK
+            && c.unsent().len() - start < SNAPSHOT_STEP
+            && snap.next < snap.objects.len()
+        {
             let (id, behavior) = &snap.objects[snap.next];
             snap.next += 1;
             if snap.gone.contains(id) {

@@ -222,7 +222,9 @@ impl Reactor {
         while !self.stopping {
             let now = Instant::now();
             let spinning = now < spin_until;
-            let timeout = if spinning || !self.handoff.reactor_may_sleep() {
+            // A snapshot with room to stream is work: poll without blocking.
+            let busy = spinning || self.core.snapshot_ready();
+            let timeout = if busy || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
                 // About to block: idle, so what a burst grew goes back.
@@ -265,6 +267,9 @@ impl Reactor {
                 std::thread::yield_now();
             }
             self.core.handle_timeout(now);
+            // One step of each streaming snapshot per iteration, so calls
+            // and answers interleave with it.
+            self.core.pump_snapshots();
             self.settle(now);
             self.hand_over();
             if let Some(http) = &mut self.http {
