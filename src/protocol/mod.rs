@@ -80,12 +80,28 @@ pub use hello::{Peer, Refusal, VERSION};
 pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 
 /// At most this much of a snapshot is queued per [`Core::pump_snapshots`]
-/// (one reactor iteration, about 170 `create_notify`s): the node's other
-/// traffic waits for one step, never for a whole chunk. Topping up a chunk
-/// at once, as the socket took bytes, held the reactor for 0.5-4.6 ms at a
-/// time, and a client's p99 went from 86 us to 2.4-4.4 ms while a joiner
-/// learned a million objects (`examples/late_joiner.rs`).
+/// (one reactor iteration, about 170 `create_notify`s) on a node serving
+/// no calls: the snapshot streams flat out, yet any other work waits for
+/// one step, never a whole chunk. Topping a chunk up at once, as the socket
+/// took bytes, held the reactor for 0.5-4.6 ms at a time.
 pub const SNAPSHOT_STEP: usize = 16 << 10;
+
+/// A node that sent or received a call this recently is serving traffic:
+/// its snapshots stream in [`SNAPSHOT_PACED_STEP`]s, one per
+/// [`SNAPSHOT_PACE`], not flat out.
+pub const SNAPSHOT_YIELD_FOR: Duration = Duration::from_millis(20);
+
+/// A snapshot step while the node serves calls (about 20 notices).
+pub const SNAPSHOT_PACED_STEP: usize = 2 << 10;
+
+/// Between two paced steps: 2 KiB per 64 us is 32 MB/s, a million objects
+/// in about 3.3 s. Flat out, a million-object snapshot and the joiner
+/// learning it keep more than a core busy for most of a second, and on a
+/// small machine every other call waits on the scheduler meanwhile: a
+/// client's p99 went from ~85 us to 2.4-7.8 ms. Paced so, it stays within
+/// about 2x (`examples/late_joiner.rs`, BENCHMARKS.md, which also has the
+/// sizes and paces tried).
+pub const SNAPSHOT_PACE: Duration = Duration::from_micros(64);
 
 /// A connection must finish its hellos and proofs this soon after it
 /// opens, or it is closed.
@@ -306,6 +322,10 @@ pub struct Core {
     dirty: Vec<ConnId>,
     /// Connections with a directory snapshot still to queue.
     streaming: Vec<ConnId>,
+    /// When a call was last sent or received (snapshots yield to calls).
+    calls_seen_at: Option<Instant>,
+    /// While yielding, the next snapshot step is not due before this.
+    next_step_at: Instant,
     next_nonce: u64,
     last_ping: Instant,
     rng: Rng,
@@ -347,6 +367,8 @@ impl Core {
             events: Vec::with_capacity(64),
             dirty: Vec::with_capacity(16),
             streaming: Vec::new(),
+            calls_seen_at: None,
+            next_step_at: now,
             next_nonce: 1,
             last_ping: now,
             rng: Rng::new(config.seed),
@@ -438,7 +460,10 @@ impl Core {
 
     /// When [`Core::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_at()
+        match (self.timers.next_at(), self.snapshot_step_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The largest frame a greeted peer may send.

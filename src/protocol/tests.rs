@@ -138,7 +138,7 @@ fn pump(a: &mut Side, b: &mut Side, link: &Link, now: Instant) {
 /// Carries what `from` queued on `fc` into `to` as frames on `tc`.
 fn carry(from: &mut Side, fc: ConnId, to: &mut Side, tc: ConnId, now: Instant) -> usize {
     // As the reactor does once per iteration.
-    from.core.pump_snapshots();
+    from.core.pump_snapshots(now);
     let bytes = from.core.unsent(fc).to_vec();
     from.core.advance(fc, bytes.len());
     while from.core.poll_dirty().is_some() {}
@@ -1037,7 +1037,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         (SNAPSHOT_STEP..SNAPSHOT_STEP + 256).contains(&step),
         "{step} bytes queued by the first step"
     );
-    a.core.pump_snapshots();
+    a.core.pump_snapshots(now);
     let two = a.core.unsent(link.ca).len();
     assert!(
         two - step <= SNAPSHOT_STEP + 256,
@@ -1046,8 +1046,8 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     );
     // Steps fill the chunk, then stop until the socket takes bytes.
     let mut steps = 2;
-    while a.core.snapshot_ready() {
-        a.core.pump_snapshots();
+    while a.core.snapshot_ready(now) {
+        a.core.pump_snapshots(now);
         steps += 1;
     }
     let queued = a.core.unsent(link.ca).len();
@@ -1059,7 +1059,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         steps >= SNAPSHOT_CHUNK / (SNAPSHOT_STEP + 256),
         "{steps} steps"
     );
-    a.core.pump_snapshots();
+    a.core.pump_snapshots(now);
     assert_eq!(a.core.unsent(link.ca).len(), queued, "a full chunk waits");
     // The last object is destroyed before its notice went out.
     let last = ObjectId(1 << 48 | N);
@@ -1086,8 +1086,8 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
             b.core.handle_message(link.cb, msg, now);
         }
         a.core.advance(link.ca, taken);
-        while a.core.snapshot_ready() {
-            a.core.pump_snapshots();
+        while a.core.snapshot_ready(now) {
+            a.core.pump_snapshots(now);
         }
         for e in b.events() {
             match e {
@@ -1117,6 +1117,50 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     assert_eq!(created, N - 1, "every object but the destroyed one");
     assert!(destroyed_at.is_some());
     assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
+}
+
+/// While the node serves calls, its snapshot yields to them: small steps,
+/// one per pace, and the reactor may sleep until the next is due. Once
+/// calls stop, it streams flat out again.
+#[test]
+fn a_snapshot_gives_way_to_calls() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    // A call out: alpha is serving traffic.
+    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
+    let before = a.core.unsent(link.ca).len();
+    let behavior: Arc<str> = Arc::from("pong");
+    let objects: Vec<(ObjectId, Arc<str>)> = (1..=5_000)
+        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
+        .collect();
+    a.core
+        .send_snapshot(&MachineId::new("beta"), objects, Vec::new(), Vec::new());
+    let first = a.core.unsent(link.ca).len();
+    assert!(first - before >= SNAPSHOT_STEP, "the first step is whole");
+    a.core.pump_snapshots(now);
+    let paced = a.core.unsent(link.ca).len();
+    assert!(
+        (1..=SNAPSHOT_PACED_STEP + 256).contains(&(paced - first)),
+        "{} bytes in a paced step",
+        paced - first
+    );
+    // The next step waits for its time, and the reactor may sleep till then.
+    assert!(!a.core.snapshot_ready(now));
+    a.core.pump_snapshots(now + SNAPSHOT_PACE / 2);
+    assert_eq!(a.core.unsent(link.ca).len(), paced);
+    assert_eq!(a.core.poll_timeout(), Some(now + SNAPSHOT_PACE));
+    let due = now + SNAPSHOT_PACE;
+    assert!(a.core.snapshot_ready(due));
+    a.core.pump_snapshots(due);
+    assert!(a.core.unsent(link.ca).len() > paced);
+    // No calls for a while: flat out.
+    let quiet = now + SNAPSHOT_YIELD_FOR;
+    let flat = a.core.unsent(link.ca).len();
+    assert!(a.core.snapshot_ready(quiet));
+    a.core.pump_snapshots(quiet);
+    assert!(a.core.unsent(link.ca).len() - flat >= SNAPSHOT_STEP);
 }
 
 #[test]

@@ -16,7 +16,8 @@ use super::conn::Snapshot;
 use super::hello::Peer;
 use super::timer::Timer;
 use super::{
-    ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK, SNAPSHOT_STEP,
+    ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK, SNAPSHOT_PACE,
+    SNAPSHOT_PACED_STEP, SNAPSHOT_STEP, SNAPSHOT_YIELD_FOR,
 };
 
 impl Core {
@@ -56,7 +57,10 @@ impl Core {
                 self.protocol_error(conn, why, now);
                 return Status::Closed;
             }
-            Message::Call(call) => self.handle_call(conn, &peer, call, None, now),
+            Message::Call(call) => {
+                self.calls_seen_at = Some(now);
+                self.handle_call(conn, &peer, call, None, now)
+            }
             Message::Meta(meta) => match vm::RemoteOp::from_name(&meta.op) {
                 Some(op) => self.handle_call(conn, &peer, meta.call, Some(op), now),
                 None => {
@@ -67,7 +71,10 @@ impl Core {
                     self.queue(conn, &answer);
                 }
             },
-            Message::CallResponse(resp) => self.handle_response(conn, &peer, resp, now),
+            Message::CallResponse(resp) => {
+                self.calls_seen_at = Some(now);
+                self.handle_response(conn, &peer, resp, now)
+            }
             Message::CreateNotify(notify) => {
                 let machine = claimed(&peer.machine, &notify.machine_id);
                 self.events.push(Event::Notice {
@@ -158,6 +165,7 @@ impl Core {
                 ),
             );
         }
+        self.calls_seen_at = Some(now);
         let c = &mut self.conns[conn.key()];
         let Some(request_id) = c.outbound.insert(Outbound {
             token: call.token,
@@ -312,21 +320,29 @@ impl Core {
         if !self.streaming.contains(&conn) {
             self.streaming.push(conn);
         }
-        self.pump_snapshot(conn);
+        self.pump_snapshot(conn, SNAPSHOT_STEP);
     }
 
     /// Queues the next step of every snapshot whose connection has room
     /// (less than [`SNAPSHOT_CHUNK`] waiting to be written): at most
     /// [`SNAPSHOT_STEP`] bytes each. The reactor calls it once per
     /// iteration, and polls without blocking while [`Core::snapshot_ready`].
-    pub fn pump_snapshots(&mut self) {
-        if self.streaming.is_empty() {
+    /// While calls come and go, snapshots yield to them: one step per
+    /// [`SNAPSHOT_PACE`] (see [`SNAPSHOT_YIELD_FOR`]).
+    pub fn pump_snapshots(&mut self, now: Instant) {
+        if self.streaming.is_empty() || !self.step_due(now) {
             return;
         }
+        let step = if self.yielding(now) {
+            self.next_step_at = now + SNAPSHOT_PACE;
+            SNAPSHOT_PACED_STEP
+        } else {
+            SNAPSHOT_STEP
+        };
         let mut i = 0;
         while i < self.streaming.len() {
             let conn = self.streaming[i];
-            self.pump_snapshot(conn);
+            self.pump_snapshot(conn, step);
             let pending = self.conn(conn).is_some_and(|c| c.snapshot.is_some());
             if pending {
                 i += 1;
@@ -336,17 +352,38 @@ impl Core {
         }
     }
 
-    /// Whether a snapshot could queue more now (its connection has room).
-    pub fn snapshot_ready(&self) -> bool {
+    /// Whether a snapshot could queue more now: its connection has room,
+    /// and its next step is due.
+    pub fn snapshot_ready(&self, now: Instant) -> bool {
+        self.snapshot_has_room() && self.step_due(now)
+    }
+
+    /// When a snapshot with room waits for its pace, the time its next
+    /// step is due (the reactor may block until then).
+    pub(super) fn snapshot_step_at(&self) -> Option<Instant> {
+        self.snapshot_has_room().then_some(self.next_step_at)
+    }
+
+    fn snapshot_has_room(&self) -> bool {
         self.streaming.iter().any(|&conn| {
             self.conn(conn)
                 .is_some_and(|c| c.snapshot.is_some() && c.unsent().len() < SNAPSHOT_CHUNK)
         })
     }
 
-    /// Queues one step of `conn`'s snapshot: up to [`SNAPSHOT_STEP`] bytes,
-    /// while less than [`SNAPSHOT_CHUNK`] waits to be written.
-    fn pump_snapshot(&mut self, conn: ConnId) {
+    /// Calls were sent or received lately: snapshots give way to them.
+    fn yielding(&self, now: Instant) -> bool {
+        self.calls_seen_at
+            .is_some_and(|at| now.saturating_duration_since(at) < SNAPSHOT_YIELD_FOR)
+    }
+
+    fn step_due(&self, now: Instant) -> bool {
+        !self.yielding(now) || now >= self.next_step_at
+    }
+
+    /// Queues one step of `conn`'s snapshot: up to `step` bytes, while less
+    /// than [`SNAPSHOT_CHUNK`] waits to be written.
+    fn pump_snapshot(&mut self, conn: ConnId, step: usize) {
         let us = self.us.machine.clone();
         let Some(c) = self.conn_mut(conn) else { return };
         let Some(mut snap) = c.snapshot.take() else {
@@ -354,7 +391,7 @@ impl Core {
         };
         let start = c.unsent().len();
         while c.unsent().len() < SNAPSHOT_CHUNK
-            && c.unsent().len() - start < SNAPSHOT_STEP
+            && c.unsent().len() - start < step
             && snap.next < snap.objects.len()
         {
             let (id, behavior) = &snap.objects[snap.next];

@@ -223,7 +223,7 @@ impl Reactor {
             let now = Instant::now();
             let spinning = now < spin_until;
             // A snapshot with room to stream is work: poll without blocking.
-            let busy = spinning || self.core.snapshot_ready();
+            let busy = spinning || self.core.snapshot_ready(now);
             let timeout = if busy || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
@@ -269,7 +269,7 @@ impl Reactor {
             self.core.handle_timeout(now);
             // One step of each streaming snapshot per iteration, so calls
             // and answers interleave with it.
-            self.core.pump_snapshots();
+            self.core.pump_snapshots(now);
             self.settle(now);
             self.hand_over();
             if let Some(http) = &mut self.http {
