@@ -112,8 +112,9 @@ pub struct Interpreter {
     /// The directory changed since: set wherever it is changed (notices,
     /// peer events, learned senders, moves).
     hosted_stale: bool,
-    /// Events were handled since the thread last went idle.
-    worked: bool,
+    /// When events were last handled, until the thread has been idle long
+    /// enough to give back what they grew.
+    worked_at: Option<Instant>,
     /// Work happened since the last [`heap::trim`], which is owed once due.
     trim_owed: bool,
     trimmed_at: Instant,
@@ -155,7 +156,7 @@ impl Interpreter {
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             hosted_stale: true,
-            worked: false,
+            worked_at: None,
             trim_owed: false,
             trimmed_at: Instant::now(),
             peer_up_at: HashMap::new(),
@@ -240,17 +241,24 @@ impl Interpreter {
             }
             shrink_after_burst(&mut events);
             self.events = events;
-            self.worked = true;
-            spin_until = Instant::now() + self.spin;
+            let now = Instant::now();
+            self.worked_at = Some(now);
+            spin_until = now + self.spin;
         }
     }
 
-    /// Before parking: after work, gives back what the work grew (queues,
-    /// the vm's spare chains and empty tables), then the allocator's free
-    /// pages ([`heap::trim`], at most once per [`TRIM_EVERY`]). Answers
-    /// when to wake for a trim that is owed but not yet due.
+    /// Before parking: once idle for [`heap::IDLE_AFTER`] after work, gives
+    /// back what the work grew (queues, the vm's spare chains and empty
+    /// tables), then the allocator's free pages ([`heap::trim`], at most
+    /// once per [`TRIM_EVERY`]). Answers when to wake for what is still
+    /// to come.
     fn go_idle(&mut self, now: Instant) -> Option<Duration> {
-        if std::mem::take(&mut self.worked) {
+        if let Some(at) = self.worked_at {
+            let quiet = now.saturating_duration_since(at);
+            if quiet < heap::IDLE_AFTER {
+                return Some(heap::IDLE_AFTER - quiet);
+            }
+            self.worked_at = None;
             heap::shrink_when_idle(&mut self.events);
             heap::shrink_when_idle(&mut self.outputs);
             heap::shrink_when_idle(&mut self.commands);

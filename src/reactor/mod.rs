@@ -140,6 +140,9 @@ pub struct Reactor {
     events: Vec<Event>,
     /// Commands handled so far (tells the spin loop there was work).
     commands_seen: u64,
+    /// When to give back what the last burst grew, if the reactor has
+    /// been idle since (see `shrink_if_idle`).
+    shrink_at: Option<Instant>,
     /// Connections not read from while the interpreter's backlog is full.
     paused: Vec<ConnId>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -189,6 +192,7 @@ impl Reactor {
             commands: Vec::with_capacity(64),
             events: Vec::with_capacity(64),
             commands_seen: 0,
+            shrink_at: None,
             paused: Vec::new(),
             signals: setup.signals,
             spin,
@@ -227,13 +231,11 @@ impl Reactor {
             let timeout = if busy || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
-                // About to block: idle, so what a burst grew goes back.
-                self.shrink_when_idle();
                 let http = self.http.as_ref().and_then(http::HttpSide::deadline);
-                let wake = match (self.core.poll_timeout(), http) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let wake = [self.core.poll_timeout(), http, self.shrink_if_idle(now)]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 wake.map(|at| at.saturating_duration_since(now))
             };
             let polled = self.poll.poll(&mut events, timeout);
@@ -263,6 +265,7 @@ impl Reactor {
             self.resume_paused(now);
             if !events.is_empty() || self.commands_seen != commands_before {
                 spin_until = now + self.spin;
+                self.shrink_at = Some(now + heap::IDLE_AFTER);
             } else if spinning {
                 std::thread::yield_now();
             }
@@ -340,11 +343,20 @@ impl Reactor {
         shrink_after_burst(&mut self.events);
     }
 
-    fn shrink_when_idle(&mut self) {
+    /// About to block: once nothing has happened for [`heap::IDLE_AFTER`],
+    /// what the last burst grew goes back. Answers when to wake for that,
+    /// if it is still to come.
+    fn shrink_if_idle(&mut self, now: Instant) -> Option<Instant> {
+        let at = self.shrink_at?;
+        if now < at {
+            return Some(at);
+        }
+        self.shrink_at = None;
         heap::shrink_when_idle(&mut self.events);
         heap::shrink_when_idle(&mut self.commands);
         heap::shrink_when_idle(&mut self.resolved);
         self.core.shrink_when_idle();
+        None
     }
 
     fn drain_commands(&mut self, now: Instant) {
