@@ -576,3 +576,56 @@ impl Interpreter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::node::{Node, NodeConfig};
+    use crate::vm::{call, done, BehaviorRegistry, ObjectId, PureRegistry, Val};
+
+    /// A burst of chains leaves its buffers for reuse, and the interpreter
+    /// gives them back once the node has been idle for `heap::IDLE_AFTER`.
+    #[test]
+    fn an_idle_node_gives_back_a_burst() {
+        let mut behaviors = BehaviorRegistry::new();
+        behaviors.register("echo", done);
+        let node = Node::start(NodeConfig::new("solo"), behaviors, PureRegistry::new()).unwrap();
+        let burst = node.query(|vm| {
+            let echo = vm.create_object("echo").unwrap();
+            for n in 0..600 {
+                vm.start_program(call(echo, Val::Nat(n)), 0).unwrap();
+            }
+            vm.run(&mut Vec::new());
+            vm.spare_and_chain_slots()
+        });
+        let (spares, slots) = burst.recv().unwrap();
+        assert!(
+            spares >= 600 && slots >= 600,
+            "{spares} spares, {slots} slots"
+        );
+        // Each look is work too, so look less often than the idle delay.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let (spares, slots) = node.query(|vm| vm.spare_and_chain_slots()).recv().unwrap();
+            if spares <= 32 && slots <= 64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {spares} spares and {slots} slots"
+            );
+        }
+        // And it serves on.
+        let echo: ObjectId = node
+            .query(|vm| vm.local_objects().map(|(id, _)| id).next().unwrap())
+            .recv()
+            .unwrap();
+        assert_eq!(
+            node.submit(call(echo, Val::Nat(7))).recv().unwrap(),
+            Ok(Val::just(Val::Nat(7)))
+        );
+        node.shutdown();
+    }
+}
