@@ -136,8 +136,47 @@ fn plain_byte(b: u8) -> bool {
     (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
 }
 
+/// `n` in decimal, as serde_json (itoa) writes it. Ids run to 17-20
+/// digits: eight at a time, by multiply-and-shift within one u64
+/// (`eight_ascii`), where itoa makes a division step per four digits.
 fn put_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    const E8: u64 = 100_000_000;
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    let rest = n / E8;
+    // n < 1.85e19: the top part has at most four digits.
+    let parts = [(rest / E8) as u32, (rest % E8) as u32, (n % E8) as u32];
+    let mut text = [0; 24];
+    let mut first = 24;
+    for (i, &part) in parts.iter().enumerate().rev() {
+        let digits = eight_ascii(part);
+        text[8 * i..8 * i + 8].copy_from_slice(&digits.to_le_bytes());
+        if part > 0 {
+            // The first digit is the lowest byte: leading zeros are the
+            // low bytes that are 0x30.
+            let zeros = (digits ^ 0x3030_3030_3030_3030).trailing_zeros() / 8;
+            first = 8 * i + zeros as usize;
+        }
+    }
+    out.extend_from_slice(&text[first..]);
+}
+
+/// The eight ASCII digits of `v` (below 10^8), zero-padded, the first in
+/// the lowest byte (so `to_le_bytes` gives them in order). Lanes split
+/// in halves: 8 digits into two 4-digit numbers in 32-bit lanes, each into
+/// two 2-digit numbers in 16-bit lanes (`x * 10486 >> 20` is `x / 100`
+/// for x < 43,699), each into two digits in bytes (`x * 103 >> 10` is
+/// `x / 10` for x < 179). No lane's product reaches the next lane.
+fn eight_ascii(v: u32) -> u64 {
+    let v = u64::from(v);
+    let fours = (v / 10_000) | ((v % 10_000) << 32);
+    let hundreds = ((fours * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let twos = hundreds | ((fours - 100 * hundreds) << 16);
+    let tens = ((twos * 103) >> 10) & 0x000F_000F_000F_000F;
+    let ones = tens | ((twos - 10 * tens) << 8);
+    ones + 0x3030_3030_3030_3030
 }
 
 /// `v` (at `depth`, 1 for a message's value) as serde_json writes it;
@@ -406,6 +445,25 @@ mod tests {
             );
             assert_eq!(decode(&fast).as_ref(), Some(&msg));
             assert_eq!(decode_with_serde(&fast).as_ref(), Ok(&msg));
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_as_itoa_writes_them() {
+        let mut n: u64 = 1;
+        let mut samples = vec![0, 1, 9, 10, 99_999_999, 100_000_000, 10_000_000_000_000_000];
+        samples.extend([9_999_999_999_999_999, u64::MAX, u64::MAX - 1, 1 << 48]);
+        for _ in 0..100_000 {
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            samples.push(n >> (n % 64));
+        }
+        let mut out = Vec::new();
+        for n in samples {
+            out.clear();
+            put_u64(&mut out, n);
+            assert_eq!(out, itoa::Buffer::new().format(n).as_bytes(), "{n}");
         }
     }
 
