@@ -66,7 +66,7 @@ fn main() {
         t.elapsed()
     );
     // First with no other traffic: the snapshot streams flat out.
-    let synced = join(&host, n);
+    let synced = join(&host, "joiner", n);
     println!("late_joiner: a joiner knew all {n} objects {synced:.2?} after it started (no other traffic)");
 
     let client = Arc::new(node("client", vec![host.local_addr().to_string()]));
@@ -112,7 +112,7 @@ fn main() {
         );
         return;
     }
-    let synced = join(&host, n);
+    let synced = join(&host, "joiner2", n);
     stop.store(true, Ordering::Relaxed);
     let mut during = prober.join().unwrap();
     println!(
@@ -136,12 +136,12 @@ fn main() {
     host.shutdown();
 }
 
-/// Starts a node that dials `host` and waits until its directory holds
+/// Starts a node `name` that dials `host` and waits until its directory holds
 /// the host's `n` objects (and the probe's target); answers how long that
 /// took from its start, and shuts it down.
-fn join(host: &Node, n: u64) -> Duration {
+fn join(host: &Node, name: &str, n: u64) -> Duration {
     let t = Instant::now();
-    let joiner = node("joiner", vec![host.local_addr().to_string()]);
+    let joiner = node(name, vec![host.local_addr().to_string()]);
     let deadline = t + Duration::from_secs(120);
     loop {
         let known = joiner.query(|vm| vm.directory().len()).recv().unwrap();

@@ -6,7 +6,6 @@
 //! AVM_SECONDS=5 cargo run --release --example pair_throughput
 //! AVM_NODES=4 cargo run --release --example pair_throughput  # 4 nodes, all-to-all
 //! AVM_K=1024 cargo run --release --example pair_throughput   # one K only
-//! AVM_K=1024 cargo run --release --example pair_throughput   # one K only
 //! ```
 //!
 //! Embedded nodes on loopback. With two (the default), alpha runs K

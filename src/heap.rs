@@ -15,8 +15,10 @@
 //! survivors scattered through it) stays resident until `malloc_trim`
 //! hands its free pages back: [`trim`] does that, and a node's
 //! interpreter calls it when it goes idle after work, at most once a
-//! second. Measured (`examples/scale.rs`, BENCHMARKS.md): after 1M objects
-//! created and destroyed, RSS went from 1.46x to 1.15x what it was before.
+//! second, when the idle thread gave something back or the node holds
+//! fewer objects than at its last idle moment. Measured (`examples/scale.rs`,
+//! BENCHMARKS.md): after 1M objects created and destroyed, RSS went from
+//! 1.46x to 1.11-1.13x what it was before.
 //!
 //! These are the crate's two `unsafe` calls. [`return_freed_memory`]
 //! changes a process-wide setting, so the library never makes it on its
@@ -93,16 +95,19 @@ pub fn trim() -> bool {
 /// do for this long. Not at once: with more busy threads than cores (four
 /// nodes on two), threads park between every batch, and shrinking there
 /// made the next batch allocate its buffers again (4 nodes all-to-all fell
-/// from 0.95-1.26M to 0.77-0.88M calls/s).
+/// from 0.95-1.43M to 0.77-0.88M calls/s).
 pub(crate) const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Gives back an empty queue's slots past 64, for a thread that went
-/// idle: steady traffic that needs more keeps them while it lasts, and a
-/// queue that never grew past 64 never reallocates.
-pub(crate) fn shrink_when_idle<T>(queue: &mut Vec<T>) {
-    if queue.is_empty() && queue.capacity() > 64 {
+/// For a thread that went idle: an empty queue that grew past 64 slots
+/// goes back to 16 (answers whether it did). Steady traffic that needs
+/// more keeps them while it lasts, and a queue that never grew past 64
+/// never reallocates.
+pub(crate) fn shrink_when_idle<T>(queue: &mut Vec<T>) -> bool {
+    let shrink = queue.is_empty() && queue.capacity() > 64;
+    if shrink {
         queue.shrink_to(16);
     }
+    shrink
 }
 
 #[cfg(test)]

@@ -337,10 +337,10 @@ impl Handoff {
     }
 
     /// Interpreter, going idle: the shared queues give back a burst's
-    /// slots (each lock is taken once, briefly).
-    pub fn shrink_when_idle(&self) {
-        heap::shrink_when_idle(&mut lock(&self.events));
-        heap::shrink_when_idle(&mut lock(&self.commands));
+    /// slots (each lock is taken once, briefly); answers whether any did.
+    pub fn shrink_when_idle(&self) -> bool {
+        let events = heap::shrink_when_idle(&mut lock(&self.events));
+        heap::shrink_when_idle(&mut lock(&self.commands)) | events
     }
 
     /// Wakes the interpreter without an event (used to ask it to stop).

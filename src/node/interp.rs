@@ -115,8 +115,11 @@ pub struct Interpreter {
     /// When events were last handled, until the thread has been idle long
     /// enough to give back what they grew.
     worked_at: Option<Instant>,
-    /// Work happened since the last [`heap::trim`], which is owed once due.
+    /// Memory was given back since the last [`heap::trim`], which is owed
+    /// once due.
     trim_owed: bool,
+    /// Local objects and directory entries at the last idle moment.
+    held_at_idle: usize,
     trimmed_at: Instant,
 }
 
@@ -158,6 +161,7 @@ impl Interpreter {
             hosted_stale: true,
             worked_at: None,
             trim_owed: false,
+            held_at_idle: 0,
             trimmed_at: Instant::now(),
             peer_up_at: HashMap::new(),
             durable,
@@ -249,9 +253,9 @@ impl Interpreter {
 
     /// Before parking: once idle for [`heap::IDLE_AFTER`] after work, gives
     /// back what the work grew (queues, the vm's spare chains and empty
-    /// tables), then the allocator's free pages ([`heap::trim`], at most
-    /// once per [`TRIM_EVERY`]). Answers when to wake for what is still
-    /// to come.
+    /// tables), then, if that or fewer objects freed anything, the
+    /// allocator's free pages ([`heap::trim`], at most once per
+    /// [`TRIM_EVERY`]). Answers when to wake for what is still to come.
     fn go_idle(&mut self, now: Instant) -> Option<Duration> {
         if let Some(at) = self.worked_at {
             let quiet = now.saturating_duration_since(at);
@@ -259,13 +263,20 @@ impl Interpreter {
                 return Some(heap::IDLE_AFTER - quiet);
             }
             self.worked_at = None;
-            heap::shrink_when_idle(&mut self.events);
-            heap::shrink_when_idle(&mut self.outputs);
-            heap::shrink_when_idle(&mut self.commands);
-            heap::shrink_when_idle(&mut self.results);
-            self.vm.release_idle_memory();
-            self.handoff.shrink_when_idle();
-            self.trim_owed = heap::trimming();
+            let mut gave = heap::shrink_when_idle(&mut self.events);
+            gave |= heap::shrink_when_idle(&mut self.outputs);
+            gave |= heap::shrink_when_idle(&mut self.commands);
+            gave |= heap::shrink_when_idle(&mut self.results);
+            gave |= self.vm.release_idle_memory();
+            gave |= self.handoff.shrink_when_idle();
+            // Objects destroyed, or a peer's directory forgotten, free
+            // memory the vm's own maps gave back as they went.
+            let held = self.vm.object_count() + self.vm.directory().len();
+            let fell = held < self.held_at_idle;
+            self.held_at_idle = held;
+            // Light traffic that only pauses gives nothing back and owes
+            // no trim.
+            self.trim_owed |= heap::trimming() && (gave || fell);
         }
         if !self.trim_owed {
             return None;

@@ -111,6 +111,10 @@ pub struct Snapshot {
     pub epochs: HashMap<ObjectId, u16>,
     /// Objects before this index are queued (or skipped).
     pub next: usize,
+    /// Names before this index are queued (or skipped); names come after
+    /// every object. A name taken or dropped while the snapshot streams is
+    /// removed from those still to come (its live notice went out).
+    pub next_name: usize,
     /// `create_notify`s queued so far.
     pub sent: u64,
     /// Destroyed while the snapshot streams: their `destroy_notify` went

@@ -87,21 +87,27 @@ pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 pub const SNAPSHOT_STEP: usize = 16 << 10;
 
 /// A node that sent or received a call this recently is serving traffic:
-/// its snapshots stream in [`SNAPSHOT_PACED_STEP`]s, one per
-/// [`SNAPSHOT_PACE`], not flat out.
+/// its snapshots stream paced, at [`SNAPSHOT_PACED_RATE`], not flat out.
 pub const SNAPSHOT_YIELD_FOR: Duration = Duration::from_millis(20);
 
-/// A snapshot step while the node serves calls (about 20 notices).
+/// Bytes per microsecond a snapshot streams at while the node serves calls:
+/// 32 MB/s, a million objects in about 3.5 s. Flat out, a million-object
+/// snapshot and the joiner learning it keep more than a core busy for most
+/// of a second, and on a small machine every other call waits on the
+/// scheduler meanwhile: a client's p99 went from ~85 us to 2.4-7.8 ms.
+/// Paced, it stays within about 2x (`examples/late_joiner.rs`; BENCHMARKS.md
+/// has the steps and rates tried).
+pub const SNAPSHOT_PACED_RATE: usize = 32;
+
+/// A paced step waits until this much has accrued: small steps matter
+/// more than the rate, as each is a burst of work on both nodes that the
+/// next call may land behind.
 pub const SNAPSHOT_PACED_STEP: usize = 2 << 10;
 
-/// Between two paced steps: 2 KiB per 64 us is 32 MB/s, a million objects
-/// in about 3.3 s. Flat out, a million-object snapshot and the joiner
-/// learning it keep more than a core busy for most of a second, and on a
-/// small machine every other call waits on the scheduler meanwhile: a
-/// client's p99 went from ~85 us to 2.4-7.8 ms. Paced so, it stays within
-/// about 2x (`examples/late_joiner.rs`, BENCHMARKS.md, which also has the
-/// sizes and paces tried).
-pub const SNAPSHOT_PACE: Duration = Duration::from_micros(64);
+/// The most a paced step takes at once: a millisecond's worth, the
+/// coarsest wake-up the reactor's poll gives (it rounds timeouts up to
+/// whole milliseconds), so the rate holds when calls are sparse too.
+pub const SNAPSHOT_PACED_MAX: usize = 32 << 10;
 
 /// A connection must finish its hellos and proofs this soon after it
 /// opens, or it is closed.
@@ -324,8 +330,9 @@ pub struct Core {
     streaming: Vec<ConnId>,
     /// When a call was last sent or received (snapshots yield to calls).
     calls_seen_at: Option<Instant>,
-    /// While yielding, the next snapshot step is not due before this.
-    next_step_at: Instant,
+    /// When the last paced snapshot step was taken (the next one's
+    /// allowance accrues from here).
+    paced_at: Instant,
     next_nonce: u64,
     last_ping: Instant,
     rng: Rng,
@@ -368,7 +375,7 @@ impl Core {
             dirty: Vec::with_capacity(16),
             streaming: Vec::new(),
             calls_seen_at: None,
-            next_step_at: now,
+            paced_at: now,
             next_nonce: 1,
             last_ping: now,
             rng: Rng::new(config.seed),

@@ -1032,6 +1032,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     a.core
         .send_snapshot(&MachineId::new("beta"), objects, Vec::new(), Vec::new());
     // One step at a time: the reactor's other work waits for no more.
+    a.core.pump_snapshots(now);
     let step = a.core.unsent(link.ca).len();
     assert!(
         (SNAPSHOT_STEP..SNAPSHOT_STEP + 256).contains(&step),
@@ -1119,48 +1120,172 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
 }
 
-/// While the node serves calls, its snapshot yields to them: small steps,
-/// one per pace, and the reactor may sleep until the next is due. Once
-/// calls stop, it streams flat out again.
+fn pongs(n: u64) -> Vec<(ObjectId, Arc<str>)> {
+    let behavior: Arc<str> = Arc::from("pong");
+    (1..=n)
+        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
+        .collect()
+}
+
+/// While the node serves calls, its snapshot yields to them: a step takes
+/// what accrued at the paced rate since the last, none under a paced step,
+/// and the reactor may sleep until one is due. With no calls, it streams
+/// flat out.
 #[test]
 fn a_snapshot_gives_way_to_calls() {
     let now = Instant::now();
     let (mut a, mut b, link) = greeted_pair(now);
     a.events();
     b.events();
-    // A call out: alpha is serving traffic.
-    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
-    let before = a.core.unsent(link.ca).len();
-    let behavior: Arc<str> = Arc::from("pong");
-    let objects: Vec<(ObjectId, Arc<str>)> = (1..=5_000)
-        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
-        .collect();
-    a.core
-        .send_snapshot(&MachineId::new("beta"), objects, Vec::new(), Vec::new());
-    let first = a.core.unsent(link.ca).len();
-    assert!(first - before >= SNAPSHOT_STEP, "the first step is whole");
-    a.core.pump_snapshots(now);
-    let paced = a.core.unsent(link.ca).len();
-    assert!(
-        (1..=SNAPSHOT_PACED_STEP + 256).contains(&(paced - first)),
-        "{} bytes in a paced step",
-        paced - first
+    a.core.send_snapshot(
+        &MachineId::new("beta"),
+        pongs(5_000),
+        Vec::new(),
+        Vec::new(),
     );
-    // The next step waits for its time, and the reactor may sleep till then.
-    assert!(!a.core.snapshot_ready(now));
-    a.core.pump_snapshots(now + SNAPSHOT_PACE / 2);
-    assert_eq!(a.core.unsent(link.ca).len(), paced);
-    assert_eq!(a.core.poll_timeout(), Some(now + SNAPSHOT_PACE));
-    let due = now + SNAPSHOT_PACE;
+    assert!(a.core.unsent(link.ca).is_empty(), "steps are the pump's");
+    // No calls: a whole step at once.
+    a.core.pump_snapshots(now);
+    let flat = a.core.unsent(link.ca).len();
+    assert!(flat >= SNAPSHOT_STEP, "{flat}");
+    // A call out: alpha serves traffic. A millisecond has accrued since
+    // the core started: one step of at most a millisecond's worth.
+    let t = now + ms(1);
+    a.core.call(remote_call(7, "beta", 1 << 48 | 9), t);
+    let before = a.core.unsent(link.ca).len();
+    a.core.pump_snapshots(t);
+    let first = a.core.unsent(link.ca).len() - before;
+    assert!(
+        (SNAPSHOT_PACED_STEP..=SNAPSHOT_PACED_MAX + 256).contains(&first),
+        "{first} bytes in the first paced step"
+    );
+    // Nothing accrued yet: not due, and the reactor may sleep till it is.
+    let queued = a.core.unsent(link.ca).len();
+    assert!(!a.core.snapshot_ready(t));
+    let accrue = Duration::from_micros((SNAPSHOT_PACED_STEP / SNAPSHOT_PACED_RATE) as u64);
+    assert_eq!(a.core.poll_timeout(), Some(t + accrue));
+    a.core.pump_snapshots(t + accrue / 2);
+    assert_eq!(a.core.unsent(link.ca).len(), queued, "half a step accrued");
+    let due = t + accrue + Duration::from_micros(36);
     assert!(a.core.snapshot_ready(due));
     a.core.pump_snapshots(due);
-    assert!(a.core.unsent(link.ca).len() > paced);
-    // No calls for a while: flat out.
-    let quiet = now + SNAPSHOT_YIELD_FOR;
-    let flat = a.core.unsent(link.ca).len();
+    let step = a.core.unsent(link.ca).len() - queued;
+    let accrued = 100 * SNAPSHOT_PACED_RATE;
+    assert!(
+        (accrued..=accrued + 256).contains(&step),
+        "{step} bytes after 100 us"
+    );
+    // No calls for a while: flat out again.
+    let quiet = t + SNAPSHOT_YIELD_FOR;
+    let before = a.core.unsent(link.ca).len();
     assert!(a.core.snapshot_ready(quiet));
     a.core.pump_snapshots(quiet);
-    assert!(a.core.unsent(link.ca).len() - flat >= SNAPSHOT_STEP);
+    assert!(a.core.unsent(link.ca).len() - before >= SNAPSHOT_STEP);
+}
+
+/// Calls every 10 ms, and the reactor woken only by its poll, which rounds
+/// a timeout up to whole milliseconds: the snapshot still streams at the
+/// paced rate, since a step takes what accrued.
+#[test]
+fn a_paced_snapshot_keeps_its_rate_when_calls_are_sparse() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.send_snapshot(
+        &MachineId::new("beta"),
+        pongs(100_000),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut sent = 0;
+    for tick in 1..=100u32 {
+        let t = now + ms(u64::from(tick));
+        if tick % 10 == 1 {
+            a.core
+                .call(remote_call(u64::from(tick), "beta", 1 << 48 | 9), t);
+        }
+        a.core.pump_snapshots(t);
+        // The socket takes everything.
+        let n = a.core.unsent(link.ca).len();
+        sent += n;
+        a.core.advance(link.ca, n);
+    }
+    // 100 ms at 32 bytes per microsecond, the calls' frames aside.
+    let expected = 100_000 * SNAPSHOT_PACED_RATE;
+    assert!(
+        sent > expected * 9 / 10 && sent < expected * 11 / 10,
+        "{sent} bytes in 100 ms, expected about {expected}"
+    );
+}
+
+/// A name taken or dropped while a snapshot streams is not undone by the
+/// snapshot's own `name_notify`, which would arrive after the live notice;
+/// names of objects destroyed meanwhile are not sent either.
+#[test]
+fn a_name_changed_while_a_snapshot_streams_stays_changed() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    let (x, y, z) = (
+        ObjectId(1 << 48 | 1),
+        ObjectId(1 << 48 | 2),
+        ObjectId(1 << 48 | 3),
+    );
+    let names = vec![
+        (Arc::from("x"), x),
+        (Arc::from("y"), y),
+        (Arc::from("z"), z),
+    ];
+    a.core
+        .send_snapshot(&MachineId::new("beta"), pongs(2_000), names, Vec::new());
+    a.core.pump_snapshots(now);
+    a.core.broadcast_unnamed("x", x);
+    a.core.broadcast_destroyed(z);
+    pump(&mut a, &mut b, &link, now);
+    let mut named = Vec::new();
+    let mut unnamed = Vec::new();
+    let mut synced = false;
+    for e in b.events() {
+        match e {
+            Event::Notice {
+                notice: Notice::Named { name, .. },
+                ..
+            } => named.push(name.to_string()),
+            Event::Notice {
+                notice: Notice::Unnamed { name, .. },
+                ..
+            } => unnamed.push(name.to_string()),
+            Event::Synced { .. } => synced = true,
+            _ => {}
+        }
+    }
+    assert_eq!(unnamed, ["x"]);
+    assert_eq!(named, ["y"], "x was dropped and z destroyed meanwhile");
+    assert!(synced);
+}
+
+/// A connection that closes while its snapshot streams leaves nothing
+/// behind: no step is due, and the reactor may block.
+#[test]
+fn a_snapshot_ends_with_its_connection() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.send_snapshot(
+        &MachineId::new("beta"),
+        pongs(20_000),
+        Vec::new(),
+        Vec::new(),
+    );
+    a.core.pump_snapshots(now);
+    assert!(a.core.snapshot_ready(now));
+    a.core.handle_closed(link.ca, CloseReason::PeerClosed, now);
+    assert!(!a.core.snapshot_ready(now));
+    a.core.pump_snapshots(now);
+    assert!(a.core.streaming.is_empty());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -11,13 +11,12 @@ use crate::codec::{self, Message};
 use crate::vm::{self, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
 
 use super::calls::{CallRef, Outbound};
-use super::conn::Phase;
-use super::conn::Snapshot;
+use super::conn::{Conn, Phase, Snapshot};
 use super::hello::Peer;
 use super::timer::Timer;
 use super::{
-    ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK, SNAPSHOT_PACE,
-    SNAPSHOT_PACED_STEP, SNAPSHOT_STEP, SNAPSHOT_YIELD_FOR,
+    ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK, SNAPSHOT_PACED_MAX,
+    SNAPSHOT_PACED_RATE, SNAPSHOT_PACED_STEP, SNAPSHOT_STEP, SNAPSHOT_YIELD_FOR,
 };
 
 impl Core {
@@ -280,6 +279,7 @@ impl Core {
 
     /// Tells every peer that `name` names local object `id`.
     pub fn broadcast_named(&mut self, name: &str, id: ObjectId) {
+        self.unsend_snapshot_name(name);
         let us = self.us.machine.clone();
         self.broadcast(&Message::NameNotify(codec::NameNotify {
             name: name.into(),
@@ -290,10 +290,28 @@ impl Core {
 
     /// Tells every peer that `name` no longer names local object `id`.
     pub fn broadcast_unnamed(&mut self, name: &str, id: ObjectId) {
+        self.unsend_snapshot_name(name);
         self.broadcast(&Message::NameDrop(codec::NameDrop {
             name: name.into(),
             object_id: id,
         }));
+    }
+
+    /// `name` changed while snapshots stream: their `name_notify` for it,
+    /// if still to come, would arrive after the live notice and undo it.
+    fn unsend_snapshot_name(&mut self, name: &str) {
+        for (_, c) in self.conns.iter_mut() {
+            if let Some(snap) = c.snapshot.as_mut() {
+                let mut i = snap.next_name;
+                while i < snap.names.len() {
+                    if &*snap.names[i].0 == name {
+                        snap.names.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Our directory snapshot for `machine` (owed after its
@@ -314,28 +332,32 @@ impl Core {
             names,
             epochs: epochs.into_iter().collect(),
             next: 0,
+            next_name: 0,
             sent: 0,
             gone: HashSet::new(),
         }));
+        // Its steps are queued by `pump_snapshots`, later in this same
+        // reactor iteration.
         if !self.streaming.contains(&conn) {
             self.streaming.push(conn);
         }
-        self.pump_snapshot(conn, SNAPSHOT_STEP);
     }
 
     /// Queues the next step of every snapshot whose connection has room
-    /// (less than [`SNAPSHOT_CHUNK`] waiting to be written): at most
-    /// [`SNAPSHOT_STEP`] bytes each. The reactor calls it once per
-    /// iteration, and polls without blocking while [`Core::snapshot_ready`].
-    /// While calls come and go, snapshots yield to them: one step per
-    /// [`SNAPSHOT_PACE`] (see [`SNAPSHOT_YIELD_FOR`]).
+    /// (less than [`SNAPSHOT_CHUNK`] waiting to be written). The reactor
+    /// calls it once per iteration, and polls without blocking while
+    /// [`Core::snapshot_ready`]. A step is [`SNAPSHOT_STEP`] bytes; while
+    /// calls come and go ([`SNAPSHOT_YIELD_FOR`]) it is what has accrued at
+    /// [`SNAPSHOT_PACED_RATE`] since the last step, up to
+    /// [`SNAPSHOT_PACED_MAX`], and none is taken under [`SNAPSHOT_PACED_STEP`].
     pub fn pump_snapshots(&mut self, now: Instant) {
         if self.streaming.is_empty() || !self.step_due(now) {
             return;
         }
         let step = if self.yielding(now) {
-            self.next_step_at = now + SNAPSHOT_PACE;
-            SNAPSHOT_PACED_STEP
+            let step = self.paced_allowance(now);
+            self.paced_at = now;
+            step
         } else {
             SNAPSHOT_STEP
         };
@@ -358,10 +380,13 @@ impl Core {
         self.snapshot_has_room() && self.step_due(now)
     }
 
-    /// When a snapshot with room waits for its pace, the time its next
-    /// step is due (the reactor may block until then).
+    /// When a snapshot with room has its next paced step due (the reactor
+    /// may block until then; the poll rounds it up to a millisecond, and
+    /// the allowance makes up for it).
     pub(super) fn snapshot_step_at(&self) -> Option<Instant> {
-        self.snapshot_has_room().then_some(self.next_step_at)
+        let accrue = (SNAPSHOT_PACED_STEP / SNAPSHOT_PACED_RATE) as u64;
+        self.snapshot_has_room()
+            .then(|| self.paced_at + Duration::from_micros(accrue))
     }
 
     fn snapshot_has_room(&self) -> bool {
@@ -377,12 +402,22 @@ impl Core {
             .is_some_and(|at| now.saturating_duration_since(at) < SNAPSHOT_YIELD_FOR)
     }
 
+    /// While yielding: the bytes accrued since the last paced step.
+    fn paced_allowance(&self, now: Instant) -> usize {
+        let micros = now.saturating_duration_since(self.paced_at).as_micros();
+        usize::try_from(micros)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(SNAPSHOT_PACED_RATE)
+            .min(SNAPSHOT_PACED_MAX)
+    }
+
     fn step_due(&self, now: Instant) -> bool {
-        !self.yielding(now) || now >= self.next_step_at
+        !self.yielding(now) || self.paced_allowance(now) >= SNAPSHOT_PACED_STEP
     }
 
     /// Queues one step of `conn`'s snapshot: up to `step` bytes, while less
-    /// than [`SNAPSHOT_CHUNK`] waits to be written.
+    /// than [`SNAPSHOT_CHUNK`] waits to be written. Objects first, then
+    /// names, then `snapshot_end`.
     fn pump_snapshot(&mut self, conn: ConnId, step: usize) {
         let us = self.us.machine.clone();
         let Some(c) = self.conn_mut(conn) else { return };
@@ -390,10 +425,8 @@ impl Core {
             return;
         };
         let start = c.unsent().len();
-        while c.unsent().len() < SNAPSHOT_CHUNK
-            && c.unsent().len() - start < step
-            && snap.next < snap.objects.len()
-        {
+        let room = |c: &Conn| c.unsent().len() < SNAPSHOT_CHUNK && c.unsent().len() - start < step;
+        while room(c) && snap.next < snap.objects.len() {
             let (id, behavior) = &snap.objects[snap.next];
             snap.next += 1;
             if snap.gone.contains(id) {
@@ -410,19 +443,24 @@ impl Core {
                 Err(e) => warn!("create_notify for {id} not sent: {e}"),
             }
         }
-        if snap.next < snap.objects.len() {
+        while room(c) && snap.next == snap.objects.len() && snap.next_name < snap.names.len() {
+            let (name, id) = &snap.names[snap.next_name];
+            snap.next_name += 1;
+            if snap.gone.contains(id) {
+                continue;
+            }
+            let named = Message::NameNotify(codec::NameNotify {
+                name: name.as_ref().into(),
+                object_id: *id,
+                machine_id: us.as_str().into(),
+            });
+            if let Err(e) = c.queue(&named) {
+                warn!("name_notify for `{name}` not sent: {e}");
+            }
+        }
+        if snap.next < snap.objects.len() || snap.next_name < snap.names.len() {
             c.snapshot = Some(snap);
         } else {
-            for (name, id) in &snap.names {
-                let named = Message::NameNotify(codec::NameNotify {
-                    name: name.as_ref().into(),
-                    object_id: *id,
-                    machine_id: us.as_str().into(),
-                });
-                if let Err(e) = c.queue(&named) {
-                    warn!("name_notify for `{name}` not sent: {e}");
-                }
-            }
             let objects = snap.sent;
             let _ = c.queue(&Message::SnapshotEnd(codec::SnapshotEnd { objects }));
             debug!(
@@ -430,7 +468,9 @@ impl Core {
                 c.label()
             );
         }
-        self.mark_dirty(conn);
+        if c.unsent().len() > start {
+            self.mark_dirty(conn);
+        }
     }
 
     /// Sends a deadlock `probe` to `machine` (dropped if it is not

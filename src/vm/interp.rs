@@ -143,10 +143,14 @@ impl VmConfig {
 /// serving many callers at once starts a chain per inbound call: with
 /// fewer spares than calls in a burst (it was 32), most of them allocated
 /// their frame and input buffers afresh, 1.75 allocations per call at 256
-/// in flight. A spare holds a few slots per buffer (a deep chain's are cut
-/// back), so the pool costs about 320 KiB when full and at most 1.3 MiB.
+/// in flight. Up to 1,024 spares are kept, within [`SPARE_BYTES`] all
+/// together; a deep chain's buffers are cut back to [`SPARE_CAPACITY`]
+/// slots, so steady traffic of chains up to that deep never reallocates.
 const SPARE_CHAINS: usize = 1024;
-const SPARE_CAPACITY: usize = 16;
+const SPARE_CAPACITY: usize = 4096;
+/// What the spare pool's buffers may hold in all: 1,024 one-call chains
+/// take about 320 KiB of it.
+const SPARE_BYTES: usize = 1 << 20;
 /// Spares kept once the node is idle ([`Vm::release_idle_memory`]).
 const SPARE_CHAINS_IDLE: usize = 32;
 /// Past this many slots, an empty table is given back when idle.
@@ -154,6 +158,14 @@ const IDLE_SLOTS: usize = 64;
 
 /// A finished chain's buffers.
 type Spare = (Vec<Frame>, Vec<Box<ContFn>>, Vec<Val>);
+
+/// What a spare's buffers hold, in bytes.
+fn spare_bytes((frames, conts, inputs): &Spare) -> usize {
+    use std::mem::size_of;
+    frames.capacity() * size_of::<Frame>()
+        + conts.capacity() * size_of::<Box<ContFn>>()
+        + inputs.capacity() * size_of::<Val>()
+}
 
 /// The interpreter. See the module docs for the driver loop.
 pub struct Vm {
@@ -163,6 +175,8 @@ pub struct Vm {
     /// Outputs of host-side actions, emitted by the next `run`.
     pending: Vec<Output>,
     spare: Vec<Spare>,
+    /// What `spare`'s buffers hold, in bytes (bounded by [`SPARE_BYTES`]).
+    spare_bytes: usize,
 }
 
 impl fmt::Debug for Vm {
@@ -212,6 +226,7 @@ impl Vm {
             runnable: VecDeque::new(),
             pending: Vec::new(),
             spare: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -388,7 +403,13 @@ impl Vm {
     }
 
     fn new_chain(&mut self, id: ChainId, origin: u64, next: Next) -> usize {
-        let (frames, conts, inputs) = self.spare.pop().unwrap_or_default();
+        let (frames, conts, inputs) = match self.spare.pop() {
+            Some(spare) => {
+                self.spare_bytes -= spare_bytes(&spare);
+                spare
+            }
+            None => Default::default(),
+        };
         let key = self.chains.insert(Chain {
             id,
             origin,
@@ -809,6 +830,12 @@ impl Vm {
         (self.spare.len(), self.chains.capacity())
     }
 
+    /// The most frame slots a spare holds (for tests: deep chains reuse).
+    #[cfg(test)]
+    pub(crate) fn spare_frame_slots(&self) -> usize {
+        self.spare.iter().map(|s| s.0.capacity()).max().unwrap_or(0)
+    }
+
     /// Chain ids with chains here (for tests: the index must empty).
     #[cfg(test)]
     pub(crate) fn chain_ids_tracked(&self) -> usize {
@@ -837,31 +864,43 @@ impl Vm {
         frames.shrink_to(SPARE_CAPACITY);
         conts.shrink_to(SPARE_CAPACITY);
         inputs.shrink_to(SPARE_CAPACITY);
-        self.spare.push((frames, conts, inputs));
+        let spare = (frames, conts, inputs);
+        let bytes = spare_bytes(&spare);
+        if self.spare_bytes + bytes <= SPARE_BYTES {
+            self.spare_bytes += bytes;
+            self.spare.push(spare);
+        }
     }
 
     /// Gives back what a burst of chains left: the spare buffers past a
     /// few, and the chain tables once no chain is left. For a host that
-    /// finds the vm idle (the node's interpreter, before it parks): under
-    /// steady traffic these stay as they are and nothing reallocates.
-    pub fn release_idle_memory(&mut self) {
+    /// finds the vm idle (the node's interpreter, once it has been idle a
+    /// while): under steady traffic these stay as they are and nothing
+    /// reallocates. Answers whether anything was given back.
+    pub fn release_idle_memory(&mut self) -> bool {
+        let spares = self.spare.len();
         self.spare.truncate(SPARE_CHAINS_IDLE);
         self.spare.shrink_to(SPARE_CHAINS_IDLE);
+        self.spare_bytes = self.spare.iter().map(spare_bytes).sum();
+        let mut gave = self.spare.len() < spares;
         if self.chains.is_empty() && self.chains.capacity() > IDLE_SLOTS {
             self.chains = Slab::new();
+            gave = true;
         }
-        if self.runnable.is_empty() {
+        if self.runnable.is_empty() && self.runnable.capacity() > IDLE_SLOTS {
             self.runnable.shrink_to(IDLE_SLOTS);
+            gave = true;
         }
         let w = &mut self.world;
-        if w.chain_keys.is_empty() {
+        if w.chain_keys.is_empty() && w.chain_keys.capacity() > IDLE_SLOTS {
             w.chain_keys.shrink_to(IDLE_SLOTS);
+            gave = true;
         }
-        w.turns.shrink_to(IDLE_SLOTS);
-        shrink_if_empty(&mut w.woken);
-        shrink_if_empty(&mut w.to_fail);
-        shrink_if_empty(&mut w.new_waits);
-        shrink_if_empty(&mut self.pending);
+        gave |= w.turns.shrink_to(IDLE_SLOTS);
+        gave |= shrink_if_empty(&mut w.woken);
+        gave |= shrink_if_empty(&mut w.to_fail);
+        gave |= shrink_if_empty(&mut w.new_waits);
+        gave | shrink_if_empty(&mut self.pending)
     }
 
     /// Chains waiting on a remote answer.
@@ -879,10 +918,12 @@ impl Vm {
     }
 }
 
-fn shrink_if_empty<T>(queue: &mut Vec<T>) {
-    if queue.is_empty() {
+fn shrink_if_empty<T>(queue: &mut Vec<T>) -> bool {
+    let shrink = queue.is_empty() && queue.capacity() > IDLE_SLOTS;
+    if shrink {
         queue.shrink_to(IDLE_SLOTS);
     }
+    shrink
 }
 
 /// Chain `key` (of id `id`) finished: it leaves the index of `id`'s chains.

@@ -83,14 +83,17 @@ impl Turns {
     }
 
     /// Gives back the tables' slots past `slots` while no turn is held
-    /// (after a burst of calls).
-    pub(crate) fn shrink_to(&mut self, slots: usize) {
-        if self.held.is_empty() {
+    /// (after a burst of calls); answers whether it did.
+    pub(crate) fn shrink_to(&mut self, slots: usize) -> bool {
+        let held = self.held.is_empty() && self.held.capacity() > slots;
+        if held {
             self.held.shrink_to(slots);
         }
-        if self.waits.is_empty() {
+        let waits = self.waits.is_empty() && self.waits.capacity() > slots;
+        if waits {
             self.waits.shrink_to(slots);
         }
+        held || waits
     }
 
     /// A call of `chain` (vm chain `key`) asks for `object`'s turn.

@@ -451,3 +451,19 @@ fn a_burst_of_chains_is_given_back_when_idle() {
     // And it serves on as before.
     assert_eq!(run_call(&mut alpha, echo, Val::Nat(7)), Ok(Val::Nat(7)));
 }
+
+/// A deep chain's buffers are kept whole for the next (up to 4,096 slots):
+/// steady traffic of deep chains does not reallocate them each time.
+#[test]
+fn a_deep_chain_leaves_its_buffers_whole() {
+    let mut alpha = vm("alpha", 1, TraceMode::Counting);
+    let dive = alpha.create_object("dive").unwrap();
+    let echo = alpha.create_object("echo").unwrap();
+    let input = Val::List(vec![Val::Nat(40), Val::ObjectRef(echo)]);
+    assert!(run_call(&mut alpha, dive, input).is_ok());
+    assert!(
+        alpha.spare_frame_slots() > 40,
+        "{}",
+        alpha.spare_frame_slots()
+    );
+}
