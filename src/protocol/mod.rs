@@ -91,13 +91,13 @@ pub const SNAPSHOT_STEP: usize = 16 << 10;
 pub const SNAPSHOT_YIELD_FOR: Duration = Duration::from_millis(20);
 
 /// Bytes per microsecond a snapshot streams at while the node serves calls:
-/// 32 MB/s, a million objects in about 3.5 s. Flat out, a million-object
+/// 16 MB/s, a million objects in about 6 s. Flat out, a million-object
 /// snapshot and the joiner learning it keep more than a core busy for most
 /// of a second, and on a small machine every other call waits on the
 /// scheduler meanwhile: a client's p99 went from ~85 us to 2.4-7.8 ms.
-/// Paced, it stays within about 2x (`examples/late_joiner.rs`; BENCHMARKS.md
-/// has the steps and rates tried).
-pub const SNAPSHOT_PACED_RATE: usize = 32;
+/// At 16 MB/s it stays within about 2x, at 32 MB/s 2.5-4x
+/// (`examples/late_joiner.rs`; BENCHMARKS.md has the steps and rates tried).
+pub const SNAPSHOT_PACED_RATE: usize = 16;
 
 /// A paced step waits until this much has accrued: small steps matter
 /// more than the rate, as each is a burst of work on both nodes that the
@@ -107,7 +107,7 @@ pub const SNAPSHOT_PACED_STEP: usize = 2 << 10;
 /// The most a paced step takes at once: a millisecond's worth, the
 /// coarsest wake-up the reactor's poll gives (it rounds timeouts up to
 /// whole milliseconds), so the rate holds when calls are sparse too.
-pub const SNAPSHOT_PACED_MAX: usize = 32 << 10;
+pub const SNAPSHOT_PACED_MAX: usize = 16 << 10;
 
 /// A connection must finish its hellos and proofs this soon after it
 /// opens, or it is closed.
