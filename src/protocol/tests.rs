@@ -1166,14 +1166,14 @@ fn a_snapshot_gives_way_to_calls() {
     assert_eq!(a.core.poll_timeout(), Some(t + accrue));
     a.core.pump_snapshots(t + accrue / 2);
     assert_eq!(a.core.unsent(link.ca).len(), queued, "half a step accrued");
-    let due = t + accrue + Duration::from_micros(36);
-    assert!(a.core.snapshot_ready(due));
-    a.core.pump_snapshots(due);
+    let later = accrue + Duration::from_micros(36);
+    assert!(a.core.snapshot_ready(t + later));
+    a.core.pump_snapshots(t + later);
     let step = a.core.unsent(link.ca).len() - queued;
-    let accrued = 100 * SNAPSHOT_PACED_RATE;
+    let accrued = later.as_micros() as usize * SNAPSHOT_PACED_RATE;
     assert!(
         (accrued..=accrued + 256).contains(&step),
-        "{step} bytes after 100 us"
+        "{step} bytes after {later:?}, {accrued} accrued"
     );
     // No calls for a while: flat out again.
     let quiet = t + SNAPSHOT_YIELD_FOR;
