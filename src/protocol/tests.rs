@@ -1014,6 +1014,25 @@ fn a_restarted_peer_comes_up_anew_once_its_old_connection_is_found_dead() {
         .any(|e| matches!(e, Event::PeerUp { machine, .. } if machine.as_str() == "beta")));
 }
 
+/// `n` objects of behavior `pong` on alpha.
+fn pongs(n: u64) -> Vec<(ObjectId, Arc<str>)> {
+    let behavior: Arc<str> = Arc::from("pong");
+    (1..=n)
+        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
+        .collect()
+}
+
+/// A greeted pair, alpha owing beta its snapshot of `n` objects and
+/// `names` (nothing of it queued yet: steps are `pump_snapshots`').
+fn snapshot_owed(now: Instant, n: u64, names: Vec<(Arc<str>, ObjectId)>) -> (Side, Side, Link) {
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core
+        .send_snapshot(&MachineId::new("beta"), pongs(n), names, Vec::new());
+    (a, b, link)
+}
+
 /// A large directory snapshot streams out a chunk at a time, as the
 /// socket takes it: the write buffer never holds it whole, every object
 /// arrives, and an object destroyed while it streams is not announced
@@ -1021,16 +1040,8 @@ fn a_restarted_peer_comes_up_anew_once_its_old_connection_is_found_dead() {
 #[test]
 fn a_large_snapshot_streams_as_the_socket_takes_it() {
     let now = Instant::now();
-    let (mut a, mut b, link) = greeted_pair(now);
-    a.events();
-    b.events();
     const N: u64 = 20_000;
-    let behavior: Arc<str> = Arc::from("pong");
-    let objects: Vec<(ObjectId, Arc<str>)> = (1..=N)
-        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
-        .collect();
-    a.core
-        .send_snapshot(&MachineId::new("beta"), objects, Vec::new(), Vec::new());
+    let (mut a, mut b, link) = snapshot_owed(now, N, Vec::new());
     // One step at a time: the reactor's other work waits for no more.
     a.core.pump_snapshots(now);
     let step = a.core.unsent(link.ca).len();
@@ -1120,13 +1131,6 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
 }
 
-fn pongs(n: u64) -> Vec<(ObjectId, Arc<str>)> {
-    let behavior: Arc<str> = Arc::from("pong");
-    (1..=n)
-        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
-        .collect()
-}
-
 /// While the node serves calls, its snapshot yields to them: a step takes
 /// what accrued at the paced rate since the last, none under a paced step,
 /// and the reactor may sleep until one is due. With no calls, it streams
@@ -1134,15 +1138,7 @@ fn pongs(n: u64) -> Vec<(ObjectId, Arc<str>)> {
 #[test]
 fn a_snapshot_gives_way_to_calls() {
     let now = Instant::now();
-    let (mut a, mut b, link) = greeted_pair(now);
-    a.events();
-    b.events();
-    a.core.send_snapshot(
-        &MachineId::new("beta"),
-        pongs(5_000),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut a, _b, link) = snapshot_owed(now, 5_000, Vec::new());
     assert!(a.core.unsent(link.ca).is_empty(), "steps are the pump's");
     // No calls: a whole step at once.
     a.core.pump_snapshots(now);
@@ -1189,15 +1185,7 @@ fn a_snapshot_gives_way_to_calls() {
 #[test]
 fn a_paced_snapshot_keeps_its_rate_when_calls_are_sparse() {
     let now = Instant::now();
-    let (mut a, mut b, link) = greeted_pair(now);
-    a.events();
-    b.events();
-    a.core.send_snapshot(
-        &MachineId::new("beta"),
-        pongs(100_000),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut a, _b, link) = snapshot_owed(now, 100_000, Vec::new());
     let mut sent = 0;
     for tick in 1..=100u32 {
         let t = now + ms(u64::from(tick));
@@ -1225,9 +1213,6 @@ fn a_paced_snapshot_keeps_its_rate_when_calls_are_sparse() {
 #[test]
 fn a_name_changed_while_a_snapshot_streams_stays_changed() {
     let now = Instant::now();
-    let (mut a, mut b, link) = greeted_pair(now);
-    a.events();
-    b.events();
     let (x, y, z) = (
         ObjectId(1 << 48 | 1),
         ObjectId(1 << 48 | 2),
@@ -1238,8 +1223,7 @@ fn a_name_changed_while_a_snapshot_streams_stays_changed() {
         (Arc::from("y"), y),
         (Arc::from("z"), z),
     ];
-    a.core
-        .send_snapshot(&MachineId::new("beta"), pongs(2_000), names, Vec::new());
+    let (mut a, mut b, link) = snapshot_owed(now, 2_000, names);
     a.core.pump_snapshots(now);
     a.core.broadcast_unnamed("x", x);
     a.core.broadcast_destroyed(z);
@@ -1271,15 +1255,7 @@ fn a_name_changed_while_a_snapshot_streams_stays_changed() {
 #[test]
 fn a_snapshot_ends_with_its_connection() {
     let now = Instant::now();
-    let (mut a, mut b, link) = greeted_pair(now);
-    a.events();
-    b.events();
-    a.core.send_snapshot(
-        &MachineId::new("beta"),
-        pongs(20_000),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut a, _b, link) = snapshot_owed(now, 20_000, Vec::new());
     a.core.pump_snapshots(now);
     assert!(a.core.snapshot_ready(now));
     a.core.handle_closed(link.ca, CloseReason::PeerClosed, now);
