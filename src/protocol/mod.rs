@@ -14,6 +14,7 @@
 //!                                                                       ▼
 //!   ◀── poll_action (Dial, Close)   poll_dirty + unsent/advance (bytes to write)
 //!   ◀── take_events (Inbound, Reply, Notice, PeerUp, PeerDown)   poll_timeout
+//!   reactor, once per iteration: pump_snapshots(now) (snapshot_ready: do not block)
 //! ```
 //!
 //! The rules it owns: the hello exchange and its validation (`hello`), the
@@ -33,7 +34,10 @@
 //! Invariants: every call we sent is in exactly one connection's table
 //! and counted in `calls::ChainClock`; when a connection closes, each of
 //! its calls fails with an [`Event::Reply`] error at once, so no chain
-//! waits forever; `active` maps a machine to a greeted, open connection.
+//! waits forever; `active` maps a machine to a greeted, open connection;
+//! a directory snapshot never has more than [`SNAPSHOT_CHUNK`] (plus one
+//! notice) waiting to be written, and one `pump_snapshots` queues at most
+//! one step of it per connection.
 
 pub mod auth;
 mod calls;
