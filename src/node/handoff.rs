@@ -85,7 +85,10 @@ pub enum Command {
     /// Our directory snapshot, owed to `machine` after its `PeerUp`.
     Snapshot {
         machine: MachineId,
-        objects: Vec<(ObjectId, Arc<str>)>,
+        /// Each object's id and the index of its behavior's name in
+        /// `behaviors`.
+        objects: Vec<(ObjectId, u32)>,
+        behaviors: Vec<Arc<str>>,
         names: Vec<(Arc<str>, ObjectId)>,
         /// Epochs of the objects that moved here (the rest are at 0).
         epochs: Vec<(ObjectId, u16)>,

@@ -104,7 +104,9 @@ pub struct Conn {
 /// sit in the write buffer at once.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub objects: Vec<(ObjectId, Arc<str>)>,
+    /// Each object's id and the index of its behavior in `behaviors`.
+    pub objects: Vec<(ObjectId, u32)>,
+    pub behaviors: Vec<Arc<str>>,
     /// Names local objects hold: sent after the objects, before the end.
     pub names: Vec<(Arc<str>, ObjectId)>,
     /// Epochs of the objects that moved here (the rest are at 0).

@@ -1014,12 +1014,10 @@ fn a_restarted_peer_comes_up_anew_once_its_old_connection_is_found_dead() {
         .any(|e| matches!(e, Event::PeerUp { machine, .. } if machine.as_str() == "beta")));
 }
 
-/// `n` objects of behavior `pong` on alpha.
-fn pongs(n: u64) -> Vec<(ObjectId, Arc<str>)> {
-    let behavior: Arc<str> = Arc::from("pong");
-    (1..=n)
-        .map(|n| (ObjectId(1 << 48 | n), Arc::clone(&behavior)))
-        .collect()
+/// `n` objects of behavior `pong` on alpha, as a snapshot lists them.
+fn pongs(n: u64) -> (Vec<(ObjectId, u32)>, Vec<Arc<str>>) {
+    let objects = (1..=n).map(|n| (ObjectId(1 << 48 | n), 0)).collect();
+    (objects, vec![Arc::from("pong")])
 }
 
 /// A greeted pair, alpha owing beta its snapshot of `n` objects and
@@ -1105,13 +1103,14 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
             match e {
                 Event::Synced { objects, .. } => synced = Some(objects),
                 Event::Notice {
-                    notice: Notice::Created { id, .. },
+                    notice: Notice::Created { id, behavior, .. },
                     ..
                 } => {
                     assert!(
                         destroyed_at.is_none() || id != last,
                         "created after destroyed"
                     );
+                    assert_eq!(behavior.as_deref(), Some("pong"));
                     created += 1;
                 }
                 Event::Notice {

@@ -317,10 +317,12 @@ impl Core {
     /// Our directory snapshot for `machine` (owed after its
     /// [`Event::PeerUp`]): one `create_notify` per local object, then one
     /// `name_notify` per name a local object holds, then `snapshot_end`.
+    /// `objects` are each local object's id with the index of its
+    /// behavior's name in the list beside them.
     pub fn send_snapshot(
         &mut self,
         machine: &MachineId,
-        objects: Vec<(ObjectId, Arc<str>)>,
+        (objects, behaviors): (Vec<(ObjectId, u32)>, Vec<Arc<str>>),
         names: Vec<(Arc<str>, ObjectId)>,
         epochs: Vec<(ObjectId, u16)>,
     ) {
@@ -329,6 +331,7 @@ impl Core {
         };
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,
+            behaviors,
             names,
             epochs: epochs.into_iter().collect(),
             next: 0,
@@ -427,16 +430,17 @@ impl Core {
         let start = c.unsent().len();
         let room = |c: &Conn| c.unsent().len() < SNAPSHOT_CHUNK && c.unsent().len() - start < step;
         while room(c) && snap.next < snap.objects.len() {
-            let (id, behavior) = &snap.objects[snap.next];
+            let (id, behavior) = snap.objects[snap.next];
             snap.next += 1;
-            if snap.gone.contains(id) {
+            if snap.gone.contains(&id) {
                 continue;
             }
+            let behavior = snap.behaviors.get(behavior as usize).map_or("", |b| &**b);
             let notify = Message::CreateNotify(codec::CreateNotify {
-                object_id: *id,
+                object_id: id,
                 machine_id: us.as_str().into(),
-                behavior: Some(behavior.as_ref().into()),
-                epoch: snap.epochs.get(id).copied().unwrap_or(0),
+                behavior: Some(behavior.into()),
+                epoch: snap.epochs.get(&id).copied().unwrap_or(0),
             });
             match c.queue(&notify) {
                 Ok(()) => snap.sent += 1,

@@ -376,9 +376,12 @@ impl Reactor {
                 Command::Snapshot {
                     machine,
                     objects,
+                    behaviors,
                     names,
                     epochs,
-                } => self.core.send_snapshot(&machine, objects, names, epochs),
+                } => self
+                    .core
+                    .send_snapshot(&machine, (objects, behaviors), names, epochs),
                 Command::Moved { id, machine, epoch } => {
                     self.core.broadcast_moved(id, &machine, epoch)
                 }
