@@ -120,6 +120,7 @@ pub struct Interpreter {
     trim_owed: bool,
     /// Local objects and directory entries at the last idle moment.
     held_at_idle: usize,
+    /// When [`heap::trim`] last ran (or the thread started).
     trimmed_at: Instant,
 }
 
