@@ -136,10 +136,11 @@ fn plain_byte(b: u8) -> bool {
     (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
 }
 
-/// `n` in decimal, as serde_json (itoa) writes it. Ids run to 17-20
+/// `n` in decimal, as serde_json (itoa) writes it (`/events` writes its
+/// numbers with it too). Ids run to 17-20
 /// digits: eight at a time, by multiply-and-shift within one u64
 /// (`eight_ascii`), where itoa makes a division step per four digits.
-fn put_u64(out: &mut Vec<u8>, n: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, n: u64) {
     const E8: u64 = 100_000_000;
     if n < 10 {
         out.push(b'0' + n as u8);

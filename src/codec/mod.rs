@@ -43,6 +43,7 @@ mod val;
 mod wait;
 
 pub use error::{DecodeError, EncodeError, FrameError};
+pub(crate) use fast::put_u64;
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
     encode, encode_limited, Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello,

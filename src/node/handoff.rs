@@ -50,7 +50,7 @@ use mio::Waker;
 
 use crate::heap;
 use crate::protocol::{self, InboundId};
-use crate::vm::{Cycle, MachineId, ObjectId, Probe, Program, RemoteCall, Val, Vm};
+use crate::vm::{Cycle, MachineId, ObjectId, OwnedObjects, Probe, Program, RemoteCall, Val, Vm};
 
 /// Gives a burst's memory back: an empty queue `Vec` that grew past 4,096
 /// slots (a mass create or destroy passes through these queues at once)
@@ -59,6 +59,17 @@ use crate::vm::{Cycle, MachineId, ObjectId, Probe, Program, RemoteCall, Val, Vm}
 pub(crate) fn shrink_after_burst<T>(queue: &mut Vec<T>) {
     if queue.is_empty() && queue.capacity() > 4096 {
         queue.shrink_to(256);
+    }
+}
+
+/// Moves `batch` (left empty) onto the end of `shared`: in the usual case,
+/// `shared` empty, the two Vecs trade places and nothing is copied (their
+/// capacities circulate among the three Vecs of one direction).
+fn move_batch<T>(shared: &mut Vec<T>, batch: &mut Vec<T>) {
+    if shared.is_empty() {
+        std::mem::swap(shared, batch);
+    } else {
+        shared.append(batch);
     }
 }
 
@@ -85,10 +96,7 @@ pub enum Command {
     /// Our directory snapshot, owed to `machine` after its `PeerUp`.
     Snapshot {
         machine: MachineId,
-        /// Each object's id and the index of its behavior's name in
-        /// `behaviors`.
-        objects: Vec<(ObjectId, u32)>,
-        behaviors: Vec<Arc<str>>,
+        objects: OwnedObjects,
         names: Vec<(Arc<str>, ObjectId)>,
         /// Epochs of the objects that moved here (the rest are at 0).
         epochs: Vec<(ObjectId, u16)>,
@@ -218,14 +226,7 @@ impl Handoff {
         if batch.is_empty() {
             return;
         }
-        let mut commands = lock(&self.commands);
-        if commands.is_empty() {
-            // The usual case: hand over the whole Vec, copying nothing.
-            std::mem::swap(&mut *commands, batch);
-        } else {
-            commands.append(batch);
-        }
-        drop(commands);
+        move_batch(&mut lock(&self.commands), batch);
         // ORDERING: SeqCst fence between our push and our load of the flag,
         // paired with the one in `reactor_may_sleep`: either the reactor
         // sees the command, or we see it sleeping and wake it.
@@ -292,13 +293,7 @@ impl Handoff {
         // ORDERING: Relaxed: the count is only compared with a limit; the
         // lock orders it with the events themselves.
         self.backlog.fetch_add(batch.len(), Ordering::Relaxed);
-        if events.is_empty() {
-            // The usual case: hand over the whole Vec, copying nothing.
-            // The capacities circulate among the three Vecs of this side.
-            std::mem::swap(&mut *events, batch);
-        } else {
-            events.append(batch);
-        }
+        move_batch(&mut events, batch);
         drop(events);
         self.unpark_interpreter();
     }

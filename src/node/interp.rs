@@ -454,13 +454,12 @@ impl Interpreter {
                 if forgot > 0 {
                     debug!("directory: forgot {forgot} objects of {machine}; its snapshot follows");
                 }
-                let (objects, behaviors) = self.vm.snapshot_objects();
+                let objects = self.vm.snapshot_objects();
                 let names = self.vm.directory().local_names();
                 let epochs = self.vm.moved_objects();
                 self.commands.push(Command::Snapshot {
                     machine,
                     objects,
-                    behaviors,
                     names,
                     epochs,
                 });

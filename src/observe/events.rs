@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 
+use crate::codec::put_u64;
 use crate::vm::{ChainId, Event, TraceEvent, Val};
 
 /// Longest value text in an event; longer ones end with `…`.
@@ -139,12 +140,12 @@ impl Renderer {
         r.kind = KINDS.iter().position(|k| *k == kind).expect("a known kind");
         r.object = object;
         out.extend_from_slice(b"{\"at\":");
-        push_u64(out, event.at);
+        put_u64(out, event.at);
         out.extend_from_slice(b",\"node\":");
         push_str(out, node);
         out.extend_from_slice(b",\"chain\":");
         match r.chain {
-            Some(c) => push_u64(out, c),
+            Some(c) => put_u64(out, c),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"kind\":\"");
@@ -152,7 +153,7 @@ impl Renderer {
         out.push(b'"');
         if let Some(o) = object {
             out.extend_from_slice(b",\"object\":");
-            push_u64(out, o);
+            put_u64(out, o);
         }
         let text = &mut self.text;
         let mut field = |name: &str, value: &str| {
@@ -179,7 +180,7 @@ impl Renderer {
                 };
                 field("step", step);
                 out.extend_from_slice(b",\"tx\":");
-                push_u64(out, tx.0);
+                put_u64(out, tx.0);
             }
             Event::CallSuspended { machine, .. }
             | Event::CallArrived { machine, .. }
@@ -231,10 +232,6 @@ fn val_text(into: &mut String, v: &Val) {
         into.truncate(cut);
         into.push('…');
     }
-}
-
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `s` as a JSON string: quotes, backslashes and control characters escaped.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::codec::{self, Message};
-use crate::vm::{MachineId, ObjectId};
+use crate::vm::{MachineId, ObjectId, OwnedObjects};
 
 use super::auth::NONCE_LEN;
 use super::calls::Outbound;
@@ -104,9 +104,7 @@ pub struct Conn {
 /// sit in the write buffer at once.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Each object's id and the index of its behavior in `behaviors`.
-    pub objects: Vec<(ObjectId, u32)>,
-    pub behaviors: Vec<Arc<str>>,
+    pub objects: OwnedObjects,
     /// Names local objects hold: sent after the objects, before the end.
     pub names: Vec<(Arc<str>, ObjectId)>,
     /// Epochs of the objects that moved here (the rest are at 0).

@@ -9,7 +9,7 @@ use super::*;
 use crate::codec::{Call, FrameDecoder};
 use crate::protocol::hello::VERSION;
 use crate::protocol::timer::Timer;
-use crate::vm::RemoteCall;
+use crate::vm::{OwnedObjects, RemoteCall};
 
 /// One node's core, with what it has produced so far.
 struct Side {
@@ -1015,9 +1015,11 @@ fn a_restarted_peer_comes_up_anew_once_its_old_connection_is_found_dead() {
 }
 
 /// `n` objects of behavior `pong` on alpha, as a snapshot lists them.
-fn pongs(n: u64) -> (Vec<(ObjectId, u32)>, Vec<Arc<str>>) {
-    let objects = (1..=n).map(|n| (ObjectId(1 << 48 | n), 0)).collect();
-    (objects, vec![Arc::from("pong")])
+fn pongs(n: u64) -> OwnedObjects {
+    OwnedObjects {
+        objects: (1..=n).map(|n| (ObjectId(1 << 48 | n), 0)).collect(),
+        behaviors: vec![Arc::from("pong")],
+    }
 }
 
 /// A greeted pair, alpha owing beta its snapshot of `n` objects and

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::codec::{self, Message};
-use crate::vm::{self, MachineId, ObjectId, RemoteCall, SuspendToken, Val};
+use crate::vm::{self, MachineId, ObjectId, OwnedObjects, RemoteCall, SuspendToken, Val};
 
 use super::calls::{CallRef, Outbound};
 use super::conn::{Conn, Phase, Snapshot};
@@ -317,12 +317,10 @@ impl Core {
     /// Our directory snapshot for `machine` (owed after its
     /// [`Event::PeerUp`]): one `create_notify` per local object, then one
     /// `name_notify` per name a local object holds, then `snapshot_end`.
-    /// `objects` are each local object's id with the index of its
-    /// behavior's name in the list beside them.
     pub fn send_snapshot(
         &mut self,
         machine: &MachineId,
-        (objects, behaviors): (Vec<(ObjectId, u32)>, Vec<Arc<str>>),
+        objects: OwnedObjects,
         names: Vec<(Arc<str>, ObjectId)>,
         epochs: Vec<(ObjectId, u16)>,
     ) {
@@ -331,7 +329,6 @@ impl Core {
         };
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,
-            behaviors,
             names,
             epochs: epochs.into_iter().collect(),
             next: 0,
@@ -429,17 +426,16 @@ impl Core {
         };
         let start = c.unsent().len();
         let room = |c: &Conn| c.unsent().len() < SNAPSHOT_CHUNK && c.unsent().len() - start < step;
-        while room(c) && snap.next < snap.objects.len() {
-            let (id, behavior) = snap.objects[snap.next];
+        while room(c) && snap.next < snap.objects.objects.len() {
+            let (i, id) = (snap.next, snap.objects.objects[snap.next].0);
             snap.next += 1;
             if snap.gone.contains(&id) {
                 continue;
             }
-            let behavior = snap.behaviors.get(behavior as usize).map_or("", |b| &**b);
             let notify = Message::CreateNotify(codec::CreateNotify {
                 object_id: id,
                 machine_id: us.as_str().into(),
-                behavior: Some(behavior.into()),
+                behavior: Some(snap.objects.behavior(i).into()),
                 epoch: snap.epochs.get(&id).copied().unwrap_or(0),
             });
             match c.queue(&notify) {
@@ -447,7 +443,10 @@ impl Core {
                 Err(e) => warn!("create_notify for {id} not sent: {e}"),
             }
         }
-        while room(c) && snap.next == snap.objects.len() && snap.next_name < snap.names.len() {
+        while room(c)
+            && snap.next == snap.objects.objects.len()
+            && snap.next_name < snap.names.len()
+        {
             let (name, id) = &snap.names[snap.next_name];
             snap.next_name += 1;
             if snap.gone.contains(id) {
@@ -462,7 +461,7 @@ impl Core {
                 warn!("name_notify for `{name}` not sent: {e}");
             }
         }
-        if snap.next < snap.objects.len() || snap.next_name < snap.names.len() {
+        if snap.next < snap.objects.objects.len() || snap.next_name < snap.names.len() {
             c.snapshot = Some(snap);
         } else {
             let objects = snap.sent;

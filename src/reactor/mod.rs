@@ -376,12 +376,9 @@ impl Reactor {
                 Command::Snapshot {
                     machine,
                     objects,
-                    behaviors,
                     names,
                     epochs,
-                } => self
-                    .core
-                    .send_snapshot(&machine, (objects, behaviors), names, epochs),
+                } => self.core.send_snapshot(&machine, objects, names, epochs),
                 Command::Moved { id, machine, epoch } => {
                     self.core.broadcast_moved(id, &machine, epoch)
                 }

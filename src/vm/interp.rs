@@ -88,13 +88,14 @@ use super::directory::Directory;
 use super::error::{Cycle, RemoteFailure, VmError};
 use super::exec::{self, Chain, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
-use super::output::{ObjectRecord, Output, Probe, RemoteOp, StartCall};
+use super::output::{ObjectRecord, Output, OwnedObjects, Probe, RemoteOp, StartCall};
 use super::program::{ContFn, Program};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
 use super::turns::Turns;
 use super::value::Val;
 use super::world::{ChainKeys, IdMap, Obj, World};
+use crate::heap;
 
 /// How to build a [`Vm`].
 #[derive(Clone, Debug)]
@@ -359,12 +360,9 @@ impl Vm {
         self.world.objects.contains_key(&id)
     }
 
-    /// The directory snapshot's objects: (id, behavior index) of every
-    /// object this node owns, and the behaviors' names by index. An index,
-    /// not a clone of the name: for a million objects the clones cost a
-    /// million atomic increments here, and as many decrements on the
-    /// reactor when the snapshot is done.
-    pub fn snapshot_objects(&self) -> (Vec<(ObjectId, u32)>, Vec<Arc<str>>) {
+    /// Every object this node owns (replicas, which other nodes own, are
+    /// not in it), for its directory snapshot.
+    pub fn snapshot_objects(&self) -> OwnedObjects {
         let replicas = &self.world.replicas;
         let mut objects =
             Vec::with_capacity(self.world.objects.len().saturating_sub(replicas.len()));
@@ -376,10 +374,10 @@ impl Vm {
                 .map(|(id, o)| (*id, o.behavior)),
         );
         let reg = &self.world.behaviors;
-        let names = (0..reg.len() as u32)
+        let behaviors = (0..reg.len() as u32)
             .map(|i| reg.get(i).name.clone())
             .collect();
-        (objects, names)
+        OwnedObjects { objects, behaviors }
     }
 
     /// (id, behavior name) of every object this node owns (replicas,
@@ -919,10 +917,10 @@ impl Vm {
             gave = true;
         }
         gave |= w.turns.shrink_to(IDLE_SLOTS);
-        gave |= shrink_if_empty(&mut w.woken);
-        gave |= shrink_if_empty(&mut w.to_fail);
-        gave |= shrink_if_empty(&mut w.new_waits);
-        gave | shrink_if_empty(&mut self.pending)
+        gave |= heap::shrink_when_idle(&mut w.woken);
+        gave |= heap::shrink_when_idle(&mut w.to_fail);
+        gave |= heap::shrink_when_idle(&mut w.new_waits);
+        gave | heap::shrink_when_idle(&mut self.pending)
     }
 
     /// Chains waiting on a remote answer.
@@ -938,14 +936,6 @@ impl Vm {
     pub fn trace(&self) -> &Trace {
         &self.world.trace
     }
-}
-
-fn shrink_if_empty<T>(queue: &mut Vec<T>) -> bool {
-    let shrink = queue.is_empty() && queue.capacity() > IDLE_SLOTS;
-    if shrink {
-        queue.shrink_to(IDLE_SLOTS);
-    }
-    shrink
 }
 
 /// Chain `key` (of id `id`) finished: it leaves the index of `id`'s chains.

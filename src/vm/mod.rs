@@ -80,7 +80,9 @@ pub use ids::{
     ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, SuspendToken, TxId,
 };
 pub use interp::{Vm, VmConfig, DEFAULT_MAX_DEPTH, DEFAULT_MAX_WAITING};
-pub use output::{ObjectRecord, Output, Probe, RemoteCall, RemoteOp, StartCall, MAX_PROBE_HOPS};
+pub use output::{
+    ObjectRecord, Output, OwnedObjects, Probe, RemoteCall, RemoteOp, StartCall, MAX_PROBE_HOPS,
+};
 pub use program::{
     abort_tx, begin_tx, call, call_pure, commit_tx, create_obj, create_obj_for, destroy_obj, done,
     fetch, freeze, get_controller, get_current_controller, get_current_machine, get_input,
