@@ -137,31 +137,47 @@ fn plain_byte(b: u8) -> bool {
 }
 
 /// `n` in decimal, as serde_json (itoa) writes it (`/events` writes its
-/// numbers with it too). Ids run to 17-20
-/// digits: eight at a time, by multiply-and-shift within one u64
-/// (`eight_ascii`), where itoa makes a division step per four digits.
+/// numbers with it too). Ids run to 17-20 digits: eight at a time, by
+/// multiply-and-shift within one u64 (`eight_ascii`), where itoa makes a
+/// division step per four digits. Every store is a whole eight bytes;
+/// the leading part is then cut to length with `truncate`, so no
+/// variable-length copy is made.
 pub(crate) fn put_u64(out: &mut Vec<u8>, n: u64) {
     const E8: u64 = 100_000_000;
     if n < 10 {
         out.push(b'0' + n as u8);
         return;
     }
-    let rest = n / E8;
-    // n < 1.85e19: the top part has at most four digits.
-    let parts = [(rest / E8) as u32, (rest % E8) as u32, (n % E8) as u32];
-    let mut text = [0; 24];
-    let mut first = 24;
-    for (i, &part) in parts.iter().enumerate().rev() {
-        let digits = eight_ascii(part);
-        text[8 * i..8 * i + 8].copy_from_slice(&digits.to_le_bytes());
-        if part > 0 {
-            // The first digit is the lowest byte: leading zeros are the
-            // low bytes that are 0x30.
-            let zeros = (digits ^ 0x3030_3030_3030_3030).trailing_zeros() / 8;
-            first = 8 * i + zeros as usize;
-        }
+    out.reserve(24);
+    if n < E8 {
+        put_leading(out, n as u32);
+        return;
     }
-    out.extend_from_slice(&text[first..]);
+    let rest = n / E8;
+    if rest < E8 {
+        put_leading(out, rest as u32);
+    } else {
+        // n < 1.85e19: the top part has at most four digits.
+        put_leading(out, (rest / E8) as u32);
+        put_eight(out, (rest % E8) as u32);
+    }
+    put_eight(out, (n % E8) as u32);
+}
+
+/// `v` (1 to 10^8 - 1) without leading zeros.
+fn put_leading(out: &mut Vec<u8>, v: u32) {
+    let digits = eight_ascii(v);
+    // The first digit is the lowest byte: leading zeros are the low
+    // bytes that are 0x30 (fewer than eight, as v > 0).
+    let zeros = (digits ^ THREES).trailing_zeros() / 8;
+    let len = out.len() + 8 - zeros as usize;
+    out.extend_from_slice(&(digits >> (8 * zeros)).to_le_bytes());
+    out.truncate(len);
+}
+
+/// `v` (below 10^8) as eight digits, zero-padded.
+fn put_eight(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&eight_ascii(v).to_le_bytes());
 }
 
 /// The eight ASCII digits of `v` (below 10^8), zero-padded, the first in
@@ -177,7 +193,7 @@ fn eight_ascii(v: u32) -> u64 {
     let twos = hundreds | ((fours - 100 * hundreds) << 16);
     let tens = ((twos * 103) >> 10) & 0x000F_000F_000F_000F;
     let ones = tens | ((twos - 10 * tens) << 8);
-    ones + 0x3030_3030_3030_3030
+    ones + THREES
 }
 
 /// `v` (at `depth`, 1 for a message's value) as serde_json writes it;
@@ -240,20 +256,87 @@ fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
     true
 }
 
-/// Whether the eight bytes of `chunk` (little-endian) are all ASCII digits:
-/// each byte's high nibble is 3, and stays 3 when 6 is added (so the low
-/// nibble is at most 9).
-fn eight_digits(chunk: u64) -> bool {
+const THREES: u64 = 0x3030_3030_3030_3030;
+
+/// 10^k for the digits of a chunk.
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the eight bytes of `chunk` (little-endian, the first in
+/// the lowest byte) are ASCII digits before the first that is not. A
+/// digit's high nibble is 3, and stays 3 when 6 is added (so its low
+/// nibble is at most 9). Adding 6 carries out of a byte only from one of
+/// 0xFA-0xFF, which is not a digit itself, so a carry can only mislabel
+/// bytes after the first non-digit, which are not counted anyway.
+fn digit_run(chunk: u64) -> usize {
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
-    const THREES: u64 = 0x3030_3030_3030_3030;
-    chunk & HIGH == THREES && chunk.wrapping_add(0x0606_0606_0606_0606) & HIGH == THREES
+    let stray =
+        ((chunk & HIGH) ^ THREES) | ((chunk.wrapping_add(0x0606_0606_0606_0606) & HIGH) ^ THREES);
+    (stray.trailing_zeros() / 8) as usize
+}
+
+/// The first `run` digits of `chunk` (1 to 7) as eight, with zeros in
+/// front: shifted up into the high bytes, '0' into the low ones.
+fn pad_digits(chunk: u64, run: usize) -> u64 {
+    (chunk << (8 * (8 - run))) | (THREES >> (8 * run))
+}
+
+/// The decimal number at the start of `ahead`, without leading zeros,
+/// and how many bytes it takes. Ids and request ids run to 17-20 digits,
+/// so the digits are counted and read eight at a time ([`digit_run`],
+/// [`eight_digits_value`]); whether a twenty-digit number fits is
+/// decided by the last step's checked arithmetic.
+fn read_u64(ahead: &[u8; 24]) -> Option<(u64, usize)> {
+    let chunk = |k: usize| u64::from_le_bytes(ahead[8 * k..8 * k + 8].try_into().expect("8"));
+    let c0 = chunk(0);
+    let run = digit_run(c0);
+    if run < 8 {
+        // No leading zeros: a number that starts with 0 is just "0".
+        if run == 0 || (run > 1 && ahead[0] == b'0') {
+            return None;
+        }
+        return Some((eight_digits_value(pad_digits(c0, run)), run));
+    }
+    if ahead[0] == b'0' {
+        return None;
+    }
+    let high = eight_digits_value(c0);
+    let c1 = chunk(1);
+    let run = digit_run(c1);
+    if run < 8 {
+        let n = match run {
+            0 => high,
+            _ => high * POW10[run] + eight_digits_value(pad_digits(c1, run)),
+        };
+        return Some((n, 8 + run));
+    }
+    let n = high * 100_000_000 + eight_digits_value(c1);
+    let c2 = chunk(2);
+    match digit_run(c2) {
+        0 => Some((n, 16)),
+        run @ 1..=4 => {
+            let low = eight_digits_value(pad_digits(c2, run));
+            Some((n.checked_mul(POW10[run])?.checked_add(low)?, 16 + run))
+        }
+        // More than twenty digits.
+        _ => None,
+    }
 }
 
 /// The number eight ASCII digits spell, the first digit in the lowest
 /// byte (as `from_le_bytes` reads them): pairs, then fours, then all
 /// eight, by multiply-and-shift (Lemire's method, as in simdjson).
 fn eight_digits_value(chunk: u64) -> u64 {
-    let v = chunk - 0x3030_3030_3030_3030;
+    let v = chunk - THREES;
     // Each even byte now holds a two-digit number.
     let v = v.wrapping_mul(10) + (v >> 8);
     let low = (v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32));
@@ -261,50 +344,35 @@ fn eight_digits_value(chunk: u64) -> u64 {
     low.wrapping_add(high) >> 32
 }
 
+#[derive(Clone)]
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl<'a> Cursor<'a> {
-    /// Steps over `s` if it comes next.
-    fn lit(&mut self, s: &[u8]) -> Option<()> {
-        let next = self.b.get(self.i..self.i + s.len())?;
-        (next == s).then(|| self.i += s.len())
+    /// Steps over `s` if it comes next. The length is a constant, so the
+    /// comparison compiles to a few loads rather than a call to `memcmp`.
+    fn lit<const N: usize>(&mut self, s: &[u8; N]) -> Option<()> {
+        let next: &[u8; N] = self.b.get(self.i..self.i + N)?.try_into().ok()?;
+        (next == s).then(|| self.i += N)
     }
 
     /// A u64 in decimal, without leading zeros.
     fn u64(&mut self) -> Option<u64> {
-        let start = self.i;
-        // Wrapping arithmetic: whether the number fits is decided from its
-        // digits at the end, which is cheaper than checking every step.
-        let mut n: u64 = 0;
-        // Ids and request ids run to 17-20 digits: eight at a time, then
-        // one at a time for the rest.
-        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-            let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            if !eight_digits(chunk) {
-                break;
+        let rest = &self.b[self.i..];
+        let (n, len) = match rest.first_chunk::<24>() {
+            Some(ahead) => read_u64(ahead)?,
+            None => {
+                // Near the payload's end: the same reading, on a copy
+                // padded with bytes that are not digits.
+                let mut ahead = [0; 24];
+                ahead[..rest.len()].copy_from_slice(rest);
+                read_u64(&ahead)?
             }
-            n = n
-                .wrapping_mul(100_000_000)
-                .wrapping_add(eight_digits_value(chunk));
-            self.i += 8;
-        }
-        while let Some(&d) = self.b.get(self.i) {
-            if !d.is_ascii_digit() {
-                break;
-            }
-            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-            self.i += 1;
-        }
-        let digits = &self.b[start..self.i];
-        // Nineteen digits always fit; twenty fit up to u64::MAX, and for
-        // digit strings of one length, comparing bytes compares numbers.
-        let fits =
-            digits.len() < 20 || (digits.len() == 20 && digits <= &b"18446744073709551615"[..]);
-        let canonical = digits.len() == 1 || (digits.len() > 1 && digits[0] != b'0');
-        (fits && canonical).then_some(n)
+        };
+        self.i += len;
+        Some(n)
     }
 
     /// A value at `depth` (1 for a message's), in the shapes `put_val`
@@ -479,14 +547,31 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             samples.push(n >> (n % 61));
         }
+        // Near the payload's end (read from a padded copy) and with 24
+        // bytes ahead (read in place).
+        let tails = [",", r#","target":12345678901234567890"#];
         for n in samples {
-            let text = format!("{n},");
-            let mut c = Cursor {
-                b: text.as_bytes(),
-                i: 0,
-            };
-            assert_eq!(c.u64(), Some(n), "{text}");
-            assert_eq!(c.i, text.len() - 1);
+            for tail in tails {
+                let text = format!("{n}{tail}");
+                let mut c = Cursor {
+                    b: text.as_bytes(),
+                    i: 0,
+                };
+                assert_eq!(c.u64(), Some(n), "{text}");
+                assert_eq!(c.i, n.to_string().len(), "{text}");
+            }
+        }
+        // Every length, at every offset within a chunk.
+        for len in 1..=20 {
+            let digits = &"18446744073709551615"[..len];
+            for tail in tails {
+                let text = format!("{digits}{tail}");
+                let c = Cursor {
+                    b: text.as_bytes(),
+                    i: 0,
+                };
+                assert_eq!(c.clone().u64(), digits.parse().ok(), "{text}");
+            }
         }
         let bad = [
             "18446744073709551616",
@@ -498,22 +583,26 @@ mod tests {
             "x1",
         ];
         for bad in bad {
-            assert_eq!(
-                Cursor {
-                    b: bad.as_bytes(),
-                    i: 0
-                }
-                .u64(),
-                None,
-                "{bad}"
-            );
+            for tail in tails {
+                let text = format!("{bad}{tail}");
+                let mut c = Cursor {
+                    b: text.as_bytes(),
+                    i: 0,
+                };
+                assert_eq!(c.u64(), None, "{text}");
+            }
         }
         // Bytes just outside '0'..='9' on either side break a chunk.
         for stray in [b'/', b':', b'0' + 0x80, b'9' + 0x10] {
-            let mut text = *b"1234567890123456";
-            text[5] = stray;
-            let mut c = Cursor { b: &text, i: 0 };
-            assert_eq!(c.u64(), Some(12345));
+            for at in [5, 13, 19] {
+                let mut text = *b"123456789012345678901234567890";
+                text[at] = stray;
+                let mut c = Cursor { b: &text, i: 0 };
+                assert_eq!(
+                    c.u64(),
+                    std::str::from_utf8(&text[..at]).unwrap().parse().ok()
+                );
+            }
         }
     }
 
