@@ -23,6 +23,11 @@
 //!   `buf.len() <= max_frame + HEADER_LEN`, so a peer can
 //!   make us hold at most one maximal frame; memory grows by doubling only
 //!   as bytes actually arrive, so a 4-byte header alone never costs 16 MiB.
+//! - a read that fills all the spare space means more bytes are waiting:
+//!   the buffer then doubles, up to [`READ_AHEAD`] (and never past
+//!   `max_frame + HEADER_LEN`), so a busy connection is read in a few
+//!   large reads rather than one per few kilobytes. It starts small
+//!   because a connection that has not said who it is gets little.
 //! - compaction moves the unconsumed tail to 0 only when `start` has passed
 //!   half the buffer or the frame in progress would not fit: each byte is
 //!   moved O(1) times on average, never quadratic on small frames.
@@ -47,6 +52,11 @@ pub const HEADER_LEN: usize = 4;
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// First buffer size: enough for a typical burst of small frames.
 const INITIAL_BUF: usize = 8 * 1024;
+/// How far a busy connection's buffer grows for reading ahead: a read
+/// per 64 KiB rather than one per 4 KiB (the buffer before the hello) cut
+/// the reactors' `recvfrom` calls per remote call by about five at 1,024
+/// calls in flight.
+const READ_AHEAD: usize = 64 * 1024;
 /// An empty read buffer larger than this shrinks back to [`INITIAL_BUF`].
 pub const SHRINK_ABOVE: usize = 1 << 20;
 
@@ -58,6 +68,8 @@ pub struct FrameDecoder {
     /// End of received bytes.
     end: usize,
     max_frame: usize,
+    /// The last read filled all the spare space `read_buf` gave.
+    filled: bool,
     /// Set by the first bad header; every later `next_frame` repeats it.
     poisoned: Option<FrameError>,
 }
@@ -85,6 +97,7 @@ impl FrameDecoder {
             start: 0,
             end: 0,
             max_frame,
+            filled: false,
             poisoned: None,
         }
     }
@@ -127,6 +140,7 @@ impl FrameDecoder {
             // A burst is over: give its memory back.
             self.buf.truncate(INITIAL_BUF);
             self.buf.shrink_to_fit();
+            self.filled = false;
         }
         let need = self.need();
         let len = self.buf.len();
@@ -135,6 +149,7 @@ impl FrameDecoder {
             self.end -= self.start;
             self.start = 0;
         }
+        let ahead = READ_AHEAD.min(self.max_frame + HEADER_LEN);
         if self.end == len {
             // Double, but not past the frame in progress: memory follows the
             // bytes that arrived, not the bytes a header promises. A valid
@@ -145,7 +160,10 @@ impl FrameDecoder {
                 len * 2
             };
             self.buf.resize(target, 0);
+        } else if self.filled && len < ahead {
+            self.buf.resize((len * 2).min(ahead), 0);
         }
+        self.filled = false;
         &mut self.buf[self.end..]
     }
 
@@ -157,6 +175,7 @@ impl FrameDecoder {
     pub fn commit(&mut self, n: usize) {
         assert!(n <= self.buf.len() - self.end, "commit past read_buf");
         self.end += n;
+        self.filled = n > 0 && self.end == self.buf.len();
     }
 
     /// Copies as much of `bytes` as one socket read could deliver into
@@ -477,6 +496,41 @@ mod tests {
         assert!(dec.buf_len() > SHRINK_ABOVE, "it grew for the big frame");
         let _ = dec.read_buf();
         assert_eq!(dec.buf_len(), INITIAL_BUF, "and shrank back once empty");
+    }
+
+    /// Feeds `frames` copies of a 100-byte frame, `per_read` bytes a
+    /// read (capped by the spare space), draining after each: the largest
+    /// buffer seen.
+    fn largest_buffer(dec: &mut FrameDecoder, frames: usize, per_read: usize) -> usize {
+        let stream: Vec<u8> = (0..frames).flat_map(|_| frame(&[b'x'; 96])).collect();
+        let mut rest = &stream[..];
+        let mut largest = 0;
+        while !rest.is_empty() {
+            let n = dec.fill(&rest[..per_read.min(rest.len())]);
+            rest = &rest[n..];
+            largest = largest.max(dec.buf_len());
+            while dec.next_frame().unwrap().is_some() {}
+        }
+        largest
+    }
+
+    #[test]
+    fn a_busy_connection_reads_ahead_up_to_its_limit() {
+        // Bytes always waiting: every read fills the buffer.
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        assert_eq!(largest_buffer(&mut dec, 10_000, usize::MAX), READ_AHEAD);
+        // Before its hello a connection gets no more than one frame.
+        let mut dec = FrameDecoder::new(4096);
+        assert_eq!(
+            largest_buffer(&mut dec, 10_000, usize::MAX),
+            4096 + HEADER_LEN
+        );
+    }
+
+    #[test]
+    fn a_connection_whose_reads_never_fill_the_buffer_keeps_it() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        assert_eq!(largest_buffer(&mut dec, 10_000, 3_000), INITIAL_BUF);
     }
 
     #[test]
