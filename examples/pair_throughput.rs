@@ -6,6 +6,7 @@
 //! AVM_SECONDS=5 cargo run --release --example pair_throughput
 //! AVM_NODES=4 cargo run --release --example pair_throughput  # 4 nodes, all-to-all
 //! AVM_K=1024 cargo run --release --example pair_throughput   # one K only
+//! AVM_SPIN_US=20 cargo run --release --example pair_throughput  # NodeConfig::spin
 //! ```
 //!
 //! Embedded nodes on loopback. With two (the default), alpha runs K
@@ -52,6 +53,9 @@ fn node(name: &str, peers: Vec<String>) -> Node {
     });
     let mut config = NodeConfig::new(name);
     config.peers = peers;
+    if let Ok(us) = std::env::var("AVM_SPIN_US") {
+        config.spin = std::time::Duration::from_micros(us.parse().expect("AVM_SPIN_US"));
+    }
     Node::start(config, behaviors, pures).expect("start")
 }
 
