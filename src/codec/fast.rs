@@ -295,6 +295,7 @@ fn pad_digits(chunk: u64, run: usize) -> u64 {
 /// so the digits are counted and read eight at a time ([`digit_run`],
 /// [`eight_digits_value`]); whether a twenty-digit number fits is
 /// decided by the last step's checked arithmetic.
+#[inline(always)]
 fn read_u64(ahead: &[u8; 24]) -> Option<(u64, usize)> {
     let chunk = |k: usize| u64::from_le_bytes(ahead[8 * k..8 * k + 8].try_into().expect("8"));
     let c0 = chunk(0);

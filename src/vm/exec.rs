@@ -182,15 +182,18 @@ pub(crate) fn drive(
     out: &mut Vec<Output>,
     budget: &mut u32,
 ) -> Status {
+    // The step in hand stays in a local while the chain runs, and goes
+    // back into `c.next` only when the chain stops: moving it in and out
+    // of the chain at every step cost a drop check and two copies.
+    let Some(mut next) = c.next.take() else {
+        return Status::Suspended;
+    };
     loop {
-        if c.next.is_none() {
-            return Status::Suspended;
-        }
         if *budget == 0 {
+            c.next = Some(next);
             return Status::Paused;
         }
         *budget -= 1;
-        let next = c.next.take().expect("checked above");
         let flow = match next {
             Next::Run(Program::Done(v)) | Next::Answer(v) => answer(w, c, v),
             Next::Run(Program::Step(instr, cont)) => {
@@ -229,7 +232,7 @@ pub(crate) fn drive(
             Next::Move(step) => move_local(w, c, key, step, out),
         };
         match flow {
-            Flow::Go(n) => c.next = Some(n),
+            Flow::Go(n) => next = n,
             Flow::Suspend => return Status::Suspended,
             Flow::Wait(n) => {
                 c.next = Some(n);
