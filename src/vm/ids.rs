@@ -221,13 +221,32 @@ impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+    /// Eight bytes per multiply (a name is hashed on every call that
+    /// looks up a pure function or a peer's connection).
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let tail = rest
+                .iter()
+                .enumerate()
+                .fold(0, |t, (i, &b)| t | u64::from(b) << (8 * i));
+            // The length in the top byte, which a tail of at most seven
+            // bytes leaves free: "ab" and "ab\0" differ.
+            self.mix(tail | (rest.len() as u64) << 56);
         }
     }
     fn write_u64(&mut self, x: u64) {
         self.0 = (x ^ (x >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -245,6 +264,28 @@ pub(crate) fn shrink_if_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_hash_apart() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = |s: &str| BuildHasherDefault::<IdHasher>::default().hash_one(s);
+        let mut names: Vec<String> = ["", "a", "ab", "ab\0", "ba", "count", "counu"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Every length around a word, and node names as users pick them.
+        names.extend((0..20).map(|n| "x".repeat(n)));
+        names.extend((0..1000).map(|i| format!("node-{i}")));
+        names.extend((0..1000).map(|i| format!("12345678{i}")));
+        let mut hashes: Vec<u64> = names.iter().map(|n| hash(n)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(
+            hashes.len(),
+            names.len() - 1,
+            "only \"\" repeats (in the x run)"
+        );
+    }
 
     #[test]
     fn prefix_lands_in_top_bits() {
