@@ -120,7 +120,10 @@ pub(crate) struct Chain {
     pub(crate) token: Option<SuspendToken>,
     /// Target of the remote call this chain waits on (for error messages).
     pub(crate) remote_target: ObjectId,
-    pub(crate) tx: Option<Tx>,
+    /// Boxed: most chains run no transaction, and a chain is moved
+    /// whole into and out of the chain table (it was 392 bytes with
+    /// the transaction inline).
+    pub(crate) tx: Option<Box<Tx>>,
     /// Why the chain's last failed call failed (that `call` answered
     /// `Nothing`); the driver may report it with the chain's result.
     pub(crate) last_failure: Option<VmError>,
@@ -211,7 +214,7 @@ pub(crate) fn drive(
                 input,
                 sender,
                 granted,
-            } => match resolve(w, c.tx.as_ref(), target) {
+            } => match resolve(w, c.tx.as_deref(), target) {
                 Ok(b) => call_local(w, c, key, target, b, input, sender, granted),
                 Err(e) => {
                     if granted {
@@ -269,9 +272,9 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
             }
         };
     }
-    if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
+    if c.tx.as_deref().is_some_and(|tx| tx.depth == c.frames.len()) {
         // The call that began the transaction returns with it open.
-        let tx = abort(w, c.tx.take().expect("checked above"));
+        let tx = abort(w, *c.tx.take().expect("checked above"));
         return Flow::Go(Next::Fail(VmError::TxLeftOpen(tx)));
     }
     let frame = pop_frame(&mut w.frames_total, c).expect("checked above");
@@ -298,9 +301,9 @@ fn answer(w: &mut World, c: &mut Chain, v: Val) -> Flow {
 
 fn fail(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
     w.trace.error(&e);
-    if c.tx.as_ref().is_some_and(|tx| tx.depth == c.frames.len()) {
+    if c.tx.as_deref().is_some_and(|tx| tx.depth == c.frames.len()) {
         // The call that began the transaction fails: so does the transaction.
-        abort(w, c.tx.take().expect("checked above"));
+        abort(w, *c.tx.take().expect("checked above"));
     }
     if let Some(frame) = pop_frame(&mut w.frames_total, c) {
         c.conts.truncate(frame.cont_base as usize);
@@ -700,7 +703,7 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
         };
     };
     let sender = c.frames.last().map_or(NONE, |f| f.self_id);
-    match resolve(w, c.tx.as_ref(), target) {
+    match resolve(w, c.tx.as_deref(), target) {
         Ok(b) => {
             observe(w, c, target);
             call_local(w, c, key, target, b, input, sender, false)
@@ -745,7 +748,7 @@ fn suspend(
             token,
             machine: machine.clone(),
             target,
-            in_tx: c.tx.as_ref().map(|tx| tx.id),
+            in_tx: c.tx.as_deref().map(|tx| tx.id),
         });
     out.push(Output::RemoteCall(RemoteCall {
         token,
@@ -772,7 +775,7 @@ fn remote_op(w: &World, c: &Chain, instr: &Instr) -> Option<(ObjectId, RemoteOp,
         _ => return None,
     };
     // A replica is not this node's: these go to its owner.
-    let here = w.owns(id) || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
+    let here = w.owns(id) || c.tx.as_deref().is_some_and(|tx| tx.created(id).is_some());
     if here || w.directory.machine_of(id).is_none() {
         return None;
     }
@@ -865,7 +868,7 @@ pub(crate) fn controller_val(c: Option<ControllerId>) -> Val {
 /// The controller a chain runs under: its transaction's, if begun with
 /// one, else the running object's.
 fn current_controller(w: &World, c: &Chain) -> Option<ControllerId> {
-    c.tx.as_ref().and_then(|tx| tx.controller).or_else(|| {
+    c.tx.as_deref().and_then(|tx| tx.controller).or_else(|| {
         let me = c.frames.last().map_or(NONE, |f| f.self_id);
         w.objects.get(&me).and_then(|o| o.controller)
     })
@@ -1113,7 +1116,7 @@ fn exec_local(
         }
         Instr::GetMachine(id) => {
             // A replica's machine is its owner's.
-            let local = w.owns(id) || c.tx.as_ref().is_some_and(|tx| tx.created(id).is_some());
+            let local = w.owns(id) || c.tx.as_deref().is_some_and(|tx| tx.created(id).is_some());
             match (local, w.directory.machine_of(id)) {
                 (true, _) => Val::just(Val::Str(w.machine.as_str().to_owned())),
                 (false, Some(m)) => Val::just(Val::Str(m.as_str().to_owned())),
@@ -1122,16 +1125,16 @@ fn exec_local(
         }
         Instr::GetState => {
             let id = self_of(c, "get_state outside an object")?;
-            resolve(w, c.tx.as_ref(), id)?;
+            resolve(w, c.tx.as_deref(), id)?;
             observe(w, c, id);
             let overlay =
-                c.tx.as_ref()
+                c.tx.as_deref()
                     .and_then(|tx| tx.state_of(id).map(<[Val]>::to_vec));
             Val::List(overlay.unwrap_or_else(|| w.objects[&id].state.clone()))
         }
         Instr::SetState(state) => {
             let id = self_of(c, "set_state outside an object")?;
-            resolve(w, c.tx.as_ref(), id)?;
+            resolve(w, c.tx.as_deref(), id)?;
             observe(w, c, id);
             match &mut c.tx {
                 Some(tx) => tx.set_state(id, state),
@@ -1148,7 +1151,7 @@ fn exec_local(
                 .index_of(&behavior)
                 .ok_or_else(|| VmError::UnknownBehavior(Arc::from(&*behavior)))?;
             let id = w.ids.next_object()?;
-            let controller = controller.or(c.tx.as_ref().and_then(|tx| tx.controller));
+            let controller = controller.or(c.tx.as_deref().and_then(|tx| tx.controller));
             let obj = Obj::new(b, controller);
             match &mut c.tx {
                 Some(tx) => tx.creates.push((id, obj)),
@@ -1158,7 +1161,7 @@ fn exec_local(
         }
         Instr::DestroyObj(id) => Val::Bool(destroy(w, c, id, out)?),
         Instr::TransferObj(id, to) => {
-            if let Err(e) = resolve(w, c.tx.as_ref(), id) {
+            if let Err(e) = resolve(w, c.tx.as_deref(), id) {
                 if w.directory.machine_of(id).is_some() {
                     return Err(VmError::Unsupported("transfer_obj of a remote object"));
                 }
@@ -1188,14 +1191,14 @@ fn exec_local(
             }
             w.next_tx += 1;
             let id = TxId(w.next_tx);
-            c.tx = Some(Tx::new(id, controller, c.frames.len()));
+            c.tx = Some(Box::new(Tx::new(id, controller, c.frames.len())));
             w.trace.record(EventKind::TransactionStarted, || {
                 Event::TransactionStarted { tx: id }
             });
             Val::TxRef(id)
         }
         Instr::CommitTx(id) => match c.tx.take() {
-            Some(tx) if tx.id == id => Val::Bool(commit(w, tx, out)),
+            Some(tx) if tx.id == id => Val::Bool(commit(w, *tx, out)),
             other => {
                 c.tx = other;
                 return Err(VmError::NoSuchTx(id));
@@ -1203,7 +1206,7 @@ fn exec_local(
         },
         Instr::AbortTx(id) => match c.tx.take() {
             Some(tx) if tx.id == id => {
-                abort(w, tx);
+                abort(w, *tx);
                 Val::Bool(true)
             }
             other => {
@@ -1288,7 +1291,7 @@ fn destroy(
     id: ObjectId,
     out: &mut Vec<Output>,
 ) -> Result<bool, VmError> {
-    if let Err(e) = resolve(w, c.tx.as_ref(), id) {
+    if let Err(e) = resolve(w, c.tx.as_deref(), id) {
         if matches!(e, VmError::UnknownObject(_)) && w.directory.machine_of(id).is_some() {
             return Err(VmError::Unsupported("destroy_obj of a remote object"));
         }
@@ -1327,7 +1330,7 @@ pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
 /// The controller of object `id` as chain `c` sees it (its transaction's
 /// creations included).
 fn object_controller(w: &World, c: &Chain, id: ObjectId) -> Option<ControllerId> {
-    match c.tx.as_ref().and_then(|tx| tx.created(id)) {
+    match c.tx.as_deref().and_then(|tx| tx.created(id)) {
         Some(o) => o.controller,
         None => w.objects.get(&id).and_then(|o| o.controller),
     }

@@ -772,7 +772,7 @@ impl Vm {
             self.world.frames_total -= chain.frames.len();
             if let Some(tx) = chain.tx.take() {
                 // A chain that ends with its transaction open aborts it.
-                exec::abort(&mut self.world, tx);
+                exec::abort(&mut self.world, *tx);
             }
             out.push(Output::Finished {
                 origin: chain.origin,
