@@ -509,6 +509,17 @@ mod tests {
     }
 
     #[test]
+    fn the_histogram_counts_whole_microseconds_and_saturates() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_nanos(1_999));
+        h.observe(Duration::new(3, 250_999));
+        assert_eq!(h.sum_us, 1 + 3_000_250);
+        h.observe(Duration::MAX);
+        assert_eq!(h.sum_us, u64::MAX);
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
     fn the_histogram_buckets_are_cumulative_in_the_exposition() {
         let two_peers = ["beta", "gamma"].map(|m| PeerView {
             machine: m.into(),
