@@ -28,6 +28,8 @@
 //!   `max_frame + HEADER_LEN`), so a busy connection is read in a few
 //!   large reads rather than one per few kilobytes. It starts small
 //!   because a connection that has not said who it is gets little.
+//!   What it grew goes back when the node goes idle
+//!   ([`FrameDecoder::shrink_when_idle`]).
 //! - compaction moves the unconsumed tail to 0 only when `start` has passed
 //!   half the buffer or the frame in progress would not fit: each byte is
 //!   moved O(1) times on average, never quadratic on small frames.
@@ -165,6 +167,17 @@ impl FrameDecoder {
         }
         self.filled = false;
         &mut self.buf[self.end..]
+    }
+
+    /// Gives back what reading ahead grew, if no bytes wait: for a node
+    /// gone idle (while traffic flows, the buffer keeps its size).
+    pub fn shrink_when_idle(&mut self) {
+        let initial = INITIAL_BUF.min(self.max_frame + HEADER_LEN);
+        if self.start == self.end && self.buf.len() > initial && self.poisoned.is_none() {
+            self.buf.truncate(initial);
+            self.buf.shrink_to_fit();
+            self.filled = false;
+        }
     }
 
     /// Records that the caller wrote `n` bytes at the start of the last
@@ -525,6 +538,22 @@ mod tests {
             largest_buffer(&mut dec, 10_000, usize::MAX),
             4096 + HEADER_LEN
         );
+    }
+
+    #[test]
+    fn reading_ahead_is_given_back_when_idle_but_not_mid_frame() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        assert_eq!(largest_buffer(&mut dec, 10_000, usize::MAX), READ_AHEAD);
+        // Half a frame waits: nothing moves.
+        dec.fill(&frame(b"abcdef")[..5]);
+        dec.shrink_when_idle();
+        assert_eq!(dec.buf_len(), READ_AHEAD);
+        dec.fill(&frame(b"abcdef")[5..]);
+        assert_eq!(dec.next_frame().unwrap(), Some(&b"abcdef"[..]));
+        dec.shrink_when_idle();
+        assert_eq!(dec.buf_len(), INITIAL_BUF);
+        // And it reads on as before.
+        assert_eq!(largest_buffer(&mut dec, 10_000, usize::MAX), READ_AHEAD);
     }
 
     #[test]

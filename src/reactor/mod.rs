@@ -356,6 +356,9 @@ impl Reactor {
         heap::shrink_when_idle(&mut self.commands);
         heap::shrink_when_idle(&mut self.resolved);
         self.core.shrink_when_idle();
+        for socket in self.sockets.iter_mut().flatten() {
+            socket.decoder.shrink_when_idle();
+        }
         None
     }
 
