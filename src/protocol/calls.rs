@@ -14,7 +14,7 @@
 //! call is answered. So the bookkeeping is bounded by the calls in flight,
 //! and one timer (for the front) stands for all of them.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{self, HashMap};
 use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
@@ -73,15 +73,18 @@ impl ChainClock {
         }
     }
 
-    /// `call` of `chain` was sent at `now`.
+    /// `call` of `chain` was sent at `now`. (Each of these calls probes
+    /// the index once: a remote call pays for one `add` and one
+    /// `answered`.)
     pub fn add(&mut self, chain: ChainId, call: CallRef, now: Instant) {
-        match self.index.get(&chain) {
-            Some(&key) => {
+        match self.index.entry(chain) {
+            hash_map::Entry::Occupied(at) => {
+                let key = *at.get();
                 self.entries[key].last = now;
                 self.entries[key].calls.push(call);
                 self.move_to_back(key);
             }
-            None => {
+            hash_map::Entry::Vacant(at) => {
                 let key = self.entries.insert(Entry {
                     chain,
                     last: now,
@@ -89,26 +92,31 @@ impl ChainClock {
                     prev: NIL,
                     next: NIL,
                 });
-                self.index.insert(chain, key);
+                at.insert(key);
                 self.link_back(key);
             }
         }
     }
 
-    /// `call` of `chain` is no longer in flight (answered or failed).
-    pub fn remove(&mut self, chain: ChainId, call: CallRef) {
-        let Some(&key) = self.index.get(&chain) else {
+    /// `call` of `chain` was answered at `now`: no longer in flight, and
+    /// progress for the chain if it has other calls here.
+    pub fn answered(&mut self, chain: ChainId, call: CallRef, now: Instant) {
+        let hash_map::Entry::Occupied(at) = self.index.entry(chain) else {
             return;
         };
+        let key = *at.get();
         let calls = &mut self.entries[key].calls;
         // Nested calls are answered innermost first: search from the back.
         if let Some(i) = calls.iter().rposition(|c| *c == call) {
             calls.swap_remove(i);
         }
         if calls.is_empty() {
+            at.remove();
             self.unlink(key);
             self.entries.remove(key);
-            self.index.remove(&chain);
+        } else {
+            self.entries[key].last = now;
+            self.move_to_back(key);
         }
     }
 
@@ -209,11 +217,11 @@ mod tests {
         assert_eq!(clock.oldest(), Some((ChainId(2), at(1))));
         clock.touch(ChainId(99), at(6)); // no calls in flight: ignored
         assert_eq!(clock.len(), 3);
-        clock.remove(ChainId(2), call(2));
+        clock.answered(ChainId(2), call(2), at(6));
         assert_eq!(clock.oldest(), Some((ChainId(3), at(2))));
         assert_eq!(clock.take(ChainId(3)).as_slice(), &[call(3)]);
         assert_eq!(clock.oldest(), Some((ChainId(1), at(5))));
-        clock.remove(ChainId(1), call(1));
+        clock.answered(ChainId(1), call(1), at(7));
         assert_eq!(clock.oldest(), None);
         assert_eq!(clock.len(), 0);
     }
@@ -228,7 +236,7 @@ mod tests {
         clock.shrink_when_idle();
         assert_eq!(clock.len(), 500, "chains in flight are kept");
         for id in 1..=500 {
-            clock.remove(ChainId(id), call(id));
+            clock.answered(ChainId(id), call(id), t0);
         }
         assert!(clock.entries.capacity() >= 500);
         clock.shrink_when_idle();
@@ -239,16 +247,32 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_is_progress_for_the_chain_while_it_has_calls_left() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut clock = ChainClock::default();
+        clock.add(ChainId(1), call(1), at(0));
+        clock.add(ChainId(1), call(2), at(1));
+        clock.add(ChainId(2), call(3), at(2));
+        clock.answered(ChainId(1), call(2), at(3));
+        assert_eq!(clock.oldest(), Some((ChainId(2), at(2))));
+        clock.answered(ChainId(2), call(3), at(4));
+        assert_eq!(clock.oldest(), Some((ChainId(1), at(3))));
+        clock.answered(ChainId(1), call(1), at(5));
+        assert_eq!((clock.oldest(), clock.len()), (None, 0));
+    }
+
+    #[test]
     fn a_chain_stays_while_any_of_its_calls_is_in_flight() {
         let t0 = Instant::now();
         let mut clock = ChainClock::default();
         for id in 1..=3 {
             clock.add(ChainId(7), call(id), t0);
         }
-        clock.remove(ChainId(7), call(3));
-        clock.remove(ChainId(7), call(1));
+        clock.answered(ChainId(7), call(3), t0);
+        clock.answered(ChainId(7), call(1), t0);
         assert_eq!(clock.len(), 1);
-        clock.remove(ChainId(7), call(2));
+        clock.answered(ChainId(7), call(2), t0);
         assert_eq!(clock.len(), 0);
         assert_eq!(clock.oldest(), None);
     }

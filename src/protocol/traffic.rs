@@ -591,14 +591,14 @@ impl Core {
                 self.observed
                     .rtt
                     .observe(now.saturating_duration_since(p.sent));
-                self.chains.remove(
+                self.chains.answered(
                     p.chain,
                     CallRef {
                         conn,
                         request_id: resp.request_id,
                     },
+                    now,
                 );
-                self.chains.touch(p.chain, now);
                 self.events.push(Event::Reply {
                     token: p.token,
                     result: resp.result.map_err(|e| e.into_owned()),
