@@ -84,6 +84,7 @@ impl std::fmt::Debug for FrameDecoder {
             .field("end", &self.end)
             .field("capacity", &self.buf.len())
             .field("max_frame", &self.max_frame)
+            .field("filled", &self.filled)
             .field("poisoned", &self.poisoned)
             .finish()
     }
@@ -169,8 +170,9 @@ impl FrameDecoder {
         &mut self.buf[self.end..]
     }
 
-    /// Gives back what reading ahead grew, if no bytes wait: for a node
-    /// gone idle (while traffic flows, the buffer keeps its size).
+    /// Shrinks a drained buffer back to its first size (what reading
+    /// ahead or a big frame grew): for a node gone idle. While traffic
+    /// flows the buffer keeps its size; with bytes waiting, nothing moves.
     pub fn shrink_when_idle(&mut self) {
         let initial = INITIAL_BUF.min(self.max_frame + HEADER_LEN);
         if self.start == self.end && self.buf.len() > initial && self.poisoned.is_none() {
@@ -188,7 +190,7 @@ impl FrameDecoder {
     pub fn commit(&mut self, n: usize) {
         assert!(n <= self.buf.len() - self.end, "commit past read_buf");
         self.end += n;
-        self.filled = n > 0 && self.end == self.buf.len();
+        self.filled = self.end == self.buf.len();
     }
 
     /// Copies as much of `bytes` as one socket read could deliver into
@@ -532,12 +534,13 @@ mod tests {
         // Bytes always waiting: every read fills the buffer.
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         assert_eq!(largest_buffer(&mut dec, 10_000, usize::MAX), READ_AHEAD);
-        // Before its hello a connection gets no more than one frame.
-        let mut dec = FrameDecoder::new(4096);
-        assert_eq!(
-            largest_buffer(&mut dec, 10_000, usize::MAX),
-            4096 + HEADER_LEN
-        );
+        // Never past one maximal frame: before its hello a connection
+        // gets 4 KiB, and a node may set any limit.
+        for max_frame in [4096, 20_000] {
+            let mut dec = FrameDecoder::new(max_frame);
+            let largest = largest_buffer(&mut dec, 10_000, usize::MAX);
+            assert_eq!(largest, max_frame + HEADER_LEN);
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //!  [mode][seed][stream bytes ...]
 //!   mode & 3: max_frame (16 MiB, 1 + seed, 256, 4096)
 //!   mode >> 2: chunk sizes (1, 1..8, 1..64, 1..1500, ...), drawn from seed
+//!   mode & 0x20: now and then shrink the drained decoder as an idle node does
+//!   mode & 0x40: max_frame 20,000 instead (between the first buffer and
+//!                the read-ahead limit)
 //! ```
 
 use std::borrow::Cow;
@@ -81,11 +84,13 @@ pub fn frame_decoder(data: &[u8]) {
         return;
     };
     let max = match mode & 3 {
+        _ if mode & 0x40 != 0 => 20_000,
         0 => DEFAULT_MAX_FRAME,
         1 => 1 + seed as usize,
         2 => 256,
         _ => 4096,
     };
+    let shrink_when_idle = mode & 0x20 != 0;
     let max_chunk = [1, 8, 64, 1500, 4, 17, 300, 70_000][(mode >> 2) as usize & 7];
     let mut rng = XorShift::new(u64::from(seed) << 8 | u64::from(mode));
     let (expected, expected_err) = reference(stream, max);
@@ -123,6 +128,9 @@ pub fn frame_decoder(data: &[u8]) {
         }
         assert_eq!(consumed + dec.buffered(), fed);
         assert!(dec.buffered() <= max + HEADER_LEN);
+        if shrink_when_idle && rng.below(4) == 0 {
+            dec.shrink_when_idle();
+        }
     }
     assert_eq!(got, expected.len(), "missed frames");
     assert_eq!(err, expected_err);
