@@ -1439,4 +1439,15 @@ mod tests {
         // Pinned: a chain's depth costs this (plus 16 bytes of continuation).
         assert_eq!(std::mem::size_of::<Frame>(), 32);
     }
+
+    #[test]
+    fn a_chain_fits_in_four_cache_lines() {
+        // A chain moves whole into and out of the chain table for every
+        // inbound call: rare parts (a transaction, a scry) stay boxed.
+        assert!(
+            std::mem::size_of::<Chain>() <= 256,
+            "{}",
+            std::mem::size_of::<Chain>()
+        );
+    }
 }
