@@ -53,9 +53,8 @@ fn node(name: &str, peers: Vec<String>) -> Node {
     });
     let mut config = NodeConfig::new(name);
     config.peers = peers;
-    if let Ok(us) = std::env::var("AVM_SPIN_US") {
-        config.spin = std::time::Duration::from_micros(us.parse().expect("AVM_SPIN_US"));
-    }
+    let spin = common::env_u64("AVM_SPIN_US", config.spin.as_micros() as u64);
+    config.spin = std::time::Duration::from_micros(spin);
     Node::start(config, behaviors, pures).expect("start")
 }
 
