@@ -93,9 +93,10 @@ pub enum Command {
     },
     /// A local object was destroyed: broadcast `destroy_notify`.
     Destroyed { id: ObjectId },
-    /// Our directory snapshot, owed to `machine` after its `PeerUp`.
+    /// Our directory snapshot, owed to `machine` after its `PeerUp` `up`.
     Snapshot {
         machine: MachineId,
+        up: u64,
         objects: OwnedObjects,
         names: Vec<(Arc<str>, ObjectId)>,
         /// Epochs of the objects that moved here (the rest are at 0).

@@ -446,7 +446,11 @@ impl Interpreter {
                     Err(refused) => debug!("{from}: {refused}"),
                 }
             }
-            protocol::Event::PeerUp { machine, prefix } => {
+            protocol::Event::PeerUp {
+                machine,
+                prefix,
+                up,
+            } => {
                 self.hosted_stale = true;
                 let forgot = self.vm.directory_mut().peer_up(&machine, prefix);
                 self.peer_up_at.insert(machine.clone(), Instant::now());
@@ -459,6 +463,7 @@ impl Interpreter {
                 let epochs = self.vm.moved_objects();
                 self.commands.push(Command::Snapshot {
                     machine,
+                    up,
                     objects,
                     names,
                     epochs,

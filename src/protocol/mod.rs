@@ -271,10 +271,13 @@ pub enum Event {
         notice: Notice,
     },
     /// The first connection to `machine` finished its hellos. Its
-    /// directory snapshot follows; ours is owed ([`Core::send_snapshot`]).
+    /// directory snapshot follows; ours is owed ([`Core::send_snapshot`],
+    /// given `up`, which names this coming up: a snapshot taken for an
+    /// earlier one is not sent on a later connection).
     PeerUp {
         machine: MachineId,
         prefix: u16,
+        up: u64,
     },
     /// The last connection to `machine` closed.
     PeerDown {
@@ -318,6 +321,11 @@ pub struct Core {
     next_serial: u32,
     /// The connection calls to each machine go out on.
     active: HashMap<MachineId, ConnId, BuildHasherDefault<IdHasher>>,
+    /// For each machine that is up, which `PeerUp` brought it up (a
+    /// count): the snapshot owed for it names the same one. A tie between
+    /// two connections, or a spare taking over, keeps it.
+    ups: HashMap<MachineId, u64, BuildHasherDefault<IdHasher>>,
+    last_up: u64,
     dials: Vec<DialSlot>,
     /// Calls in flight on all connections together (bounded by `max_pending`).
     outbound_total: usize,
@@ -368,6 +376,8 @@ impl Core {
             conns: Slab::with_capacity(16),
             next_serial: 1,
             active: HashMap::default(),
+            ups: HashMap::default(),
+            last_up: 0,
             dials,
             outbound_total: 0,
             chains: ChainClock::default(),

@@ -223,9 +223,12 @@ impl Core {
         let Some(&other) = self.active.get(&machine) else {
             self.observed.peer_up(&machine, remote);
             self.active.insert(machine.clone(), conn);
+            self.last_up += 1;
+            self.ups.insert(machine.clone(), self.last_up);
             self.events.push(Event::PeerUp {
                 machine,
                 prefix: peer.prefix,
+                up: self.last_up,
             });
             return Ok(());
         };
@@ -463,6 +466,7 @@ impl Core {
                     self.active.insert(peer.machine.clone(), spare.id);
                 } else {
                     down = true;
+                    self.ups.remove(&peer.machine);
                     self.events.push(Event::PeerDown {
                         machine: peer.machine.clone(),
                         reason: reason.clone(),

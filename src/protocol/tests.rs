@@ -252,7 +252,9 @@ fn hellos_bring_both_peers_up_once() {
         events
             .into_iter()
             .filter_map(|e| match e {
-                Event::PeerUp { machine, prefix } => Some((machine.as_str().to_owned(), prefix)),
+                Event::PeerUp {
+                    machine, prefix, ..
+                } => Some((machine.as_str().to_owned(), prefix)),
                 _ => None,
             })
             .collect::<Vec<_>>()
@@ -311,15 +313,25 @@ fn simultaneous_dials_keep_the_connection_dialled_by_the_lower_machine_id() {
     assert_eq!(b.active("alpha"), Some(by_alpha.cb));
     assert!(a.is_retired(by_beta.ca) && b.is_retired(by_beta.cb));
     // One PeerUp each, no PeerDown.
+    let mut ups = Vec::new();
     for side in [&mut a, &mut b] {
         let events = side.events();
-        let ups = events
-            .iter()
-            .filter(|e| matches!(e, Event::PeerUp { .. }))
-            .count();
-        assert_eq!(ups, 1);
+        ups.extend(events.iter().filter_map(|e| match e {
+            Event::PeerUp { up, .. } => Some(*up),
+            _ => None,
+        }));
         assert!(peer_downs(&events).is_empty());
     }
+    assert_eq!(ups.len(), 2);
+    // The snapshot owed for that PeerUp goes out on the survivor.
+    b.core.send_snapshot(
+        &MachineId::new("alpha"),
+        ups[1],
+        pongs(3),
+        Vec::new(),
+        Vec::new(),
+    );
+    assert_eq!(b.core.streaming, vec![by_alpha.cb]);
     // Calls go out on the survivor.
     a.core.call(remote_call(1, "beta", 1), now);
     assert!(!a.core.unsent(by_alpha.ca).is_empty());
@@ -1026,11 +1038,47 @@ fn pongs(n: u64) -> OwnedObjects {
 /// `names` (nothing of it queued yet: steps are `pump_snapshots`').
 fn snapshot_owed(now: Instant, n: u64, names: Vec<(Arc<str>, ObjectId)>) -> (Side, Side, Link) {
     let (mut a, mut b, link) = greeted_pair(now);
-    a.events();
+    let up = peer_up(&mut a, "beta").expect("beta came up");
     b.events();
     a.core
-        .send_snapshot(&MachineId::new("beta"), pongs(n), names, Vec::new());
+        .send_snapshot(&MachineId::new("beta"), up, pongs(n), names, Vec::new());
     (a, b, link)
+}
+
+/// The `up` of `machine`'s `PeerUp` among `side`'s events.
+fn peer_up(side: &mut Side, machine: &str) -> Option<u64> {
+    side.events().into_iter().find_map(|e| match e {
+        Event::PeerUp { machine: m, up, .. } if m.as_str() == machine => Some(up),
+        _ => None,
+    })
+}
+
+/// A snapshot is owed to the connection whose `PeerUp` asked for it. If
+/// the peer went down and came back before it was handed over, it is
+/// dropped (it could name objects destroyed before the new connection's
+/// notices began); the new `PeerUp`'s snapshot streams.
+#[test]
+fn a_snapshot_owed_to_an_earlier_connection_is_not_sent_on_a_later_one() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let first = b.core.handle_accepted(addr(43001), now);
+    assert_eq!(greet(&mut b, first, "alpha", 1, now), Status::Greeted);
+    let first_up = peer_up(&mut b, "alpha").expect("alpha came up");
+    b.core.handle_closed(first, CloseReason::PeerClosed, now);
+    let second = b.core.handle_accepted(addr(43002), now);
+    assert_eq!(greet(&mut b, second, "alpha", 1, now), Status::Greeted);
+    let second_up = peer_up(&mut b, "alpha").expect("alpha came up again");
+    assert_ne!(first_up, second_up);
+    let alpha = MachineId::new("alpha");
+    b.core
+        .send_snapshot(&alpha, first_up, pongs(10), Vec::new(), Vec::new());
+    assert!(
+        b.core.streaming.is_empty(),
+        "the stale snapshot was dropped"
+    );
+    b.core
+        .send_snapshot(&alpha, second_up, pongs(10), Vec::new(), Vec::new());
+    assert_eq!(b.core.streaming, vec![second]);
 }
 
 /// A large directory snapshot streams out a chunk at a time, as the

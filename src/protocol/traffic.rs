@@ -315,17 +315,26 @@ impl Core {
     }
 
     /// Our directory snapshot for `machine` (owed after its
-    /// [`Event::PeerUp`]): one `create_notify` per local object, then one
-    /// `name_notify` per name a local object holds, then `snapshot_end`.
+    /// [`Event::PeerUp`] `up`): one `create_notify` per local object, then
+    /// one `name_notify` per name a local object holds, then
+    /// `snapshot_end`.
     pub fn send_snapshot(
         &mut self,
         machine: &MachineId,
+        up: u64,
         objects: OwnedObjects,
         names: Vec<(Arc<str>, ObjectId)>,
         epochs: Vec<(ObjectId, u16)>,
     ) {
+        // Gone since, or gone and back: a snapshot taken then could name
+        // objects destroyed before this connection's notices began. The
+        // `PeerUp` of the new connection asks anew.
+        if self.ups.get(machine) != Some(&up) {
+            debug!("{machine}: a snapshot owed to an earlier connection dropped");
+            return;
+        }
         let Some(&conn) = self.active.get(machine) else {
-            return; // gone again: its next PeerUp asks anew
+            return;
         };
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,

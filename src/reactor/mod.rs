@@ -378,10 +378,13 @@ impl Reactor {
                 Command::Destroyed { id } => self.core.broadcast_destroyed(id),
                 Command::Snapshot {
                     machine,
+                    up,
                     objects,
                     names,
                     epochs,
-                } => self.core.send_snapshot(&machine, objects, names, epochs),
+                } => self
+                    .core
+                    .send_snapshot(&machine, up, objects, names, epochs),
                 Command::Moved { id, machine, epoch } => {
                     self.core.broadcast_moved(id, &machine, epoch)
                 }
