@@ -56,8 +56,7 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const INITIAL_BUF: usize = 8 * 1024;
 /// How far a busy connection's buffer grows for reading ahead: a read
 /// per 64 KiB rather than one per 4 KiB (the buffer before the hello) cut
-/// the reactors' `recvfrom` calls per remote call by about five at 1,024
-/// calls in flight.
+/// a node pair's `recvfrom` calls six-fold at 1,024 calls in flight.
 const READ_AHEAD: usize = 64 * 1024;
 /// An empty read buffer larger than this shrinks back to [`INITIAL_BUF`].
 pub const SHRINK_ABOVE: usize = 1 << 20;
