@@ -98,16 +98,46 @@ pub fn trim() -> bool {
 /// from 0.95-1.43M to 0.77-0.88M calls/s).
 pub(crate) const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// For a thread that went idle: an empty queue that grew past 64 slots
-/// goes back to 16 (answers whether it did). Steady traffic that needs
-/// more keeps them while it lasts, and a queue that never grew past 64
+/// For a thread that went idle: an empty queue or table that grew past 64
+/// slots goes back to 16 (answers whether it did). Steady traffic that
+/// needs more keeps them while it lasts, and one that never grew past 64
 /// never reallocates.
-pub(crate) fn shrink_when_idle<T>(queue: &mut Vec<T>) -> bool {
-    let shrink = queue.is_empty() && queue.capacity() > 64;
+pub(crate) fn shrink_when_idle(table: &mut impl Slots) -> bool {
+    let shrink = table.is_empty() && table.capacity() > 64;
     if shrink {
-        queue.shrink_to(16);
+        table.shrink_to(16);
     }
     shrink
+}
+
+/// The collections a node's threads keep between bursts.
+pub(crate) trait Slots {
+    fn is_empty(&self) -> bool;
+    fn capacity(&self) -> usize;
+    fn shrink_to(&mut self, slots: usize);
+}
+
+/// Each collection answers with its own inherent methods of these names.
+macro_rules! slots {
+    ($(impl[$($g:tt)*] $ty:ty;)*) => {$(
+        impl<$($g)*> Slots for $ty {
+            fn is_empty(&self) -> bool {
+                self.is_empty()
+            }
+            fn capacity(&self) -> usize {
+                self.capacity()
+            }
+            fn shrink_to(&mut self, slots: usize) {
+                self.shrink_to(slots);
+            }
+        }
+    )*};
+}
+
+slots! {
+    impl[T] Vec<T>;
+    impl[T] std::collections::VecDeque<T>;
+    impl[K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher] std::collections::HashMap<K, V, S>;
 }
 
 #[cfg(test)]
@@ -129,6 +159,17 @@ mod tests {
             before,
             "steady traffic never reallocates"
         );
+        // Deques and maps alike.
+        let mut deque: std::collections::VecDeque<u64> = (0..1000).collect();
+        deque.clear();
+        assert!(super::shrink_when_idle(&mut deque) && deque.capacity() <= 64);
+        let mut map: std::collections::HashMap<u64, u64> = (0..1000).map(|i| (i, i)).collect();
+        assert!(
+            !super::shrink_when_idle(&mut map),
+            "a table in use keeps its slots"
+        );
+        map.clear();
+        assert!(super::shrink_when_idle(&mut map) && map.capacity() <= 64);
     }
 
     #[test]

@@ -345,7 +345,6 @@ fn eight_digits_value(chunk: u64) -> u64 {
     low.wrapping_add(high) >> 32
 }
 
-#[derive(Clone)]
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
@@ -537,6 +536,16 @@ mod tests {
         }
     }
 
+    /// The number `Cursor::u64` reads at the start of `text`, and where
+    /// the cursor then stands.
+    fn read(text: &str) -> (Option<u64>, usize) {
+        let mut c = Cursor {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        (c.u64(), c.i)
+    }
+
     #[test]
     fn numbers_read_eight_digits_at_a_time_as_one_at_a_time() {
         let mut n: u64 = 1;
@@ -554,12 +563,7 @@ mod tests {
         for n in samples {
             for tail in tails {
                 let text = format!("{n}{tail}");
-                let mut c = Cursor {
-                    b: text.as_bytes(),
-                    i: 0,
-                };
-                assert_eq!(c.u64(), Some(n), "{text}");
-                assert_eq!(c.i, n.to_string().len(), "{text}");
+                assert_eq!(read(&text), (Some(n), n.to_string().len()), "{text}");
             }
         }
         // Every length, at every offset within a chunk.
@@ -567,11 +571,7 @@ mod tests {
             let digits = &"18446744073709551615"[..len];
             for tail in tails {
                 let text = format!("{digits}{tail}");
-                let c = Cursor {
-                    b: text.as_bytes(),
-                    i: 0,
-                };
-                assert_eq!(c.clone().u64(), digits.parse().ok(), "{text}");
+                assert_eq!(read(&text).0, digits.parse().ok(), "{text}");
             }
         }
         let bad = [
@@ -586,11 +586,7 @@ mod tests {
         for bad in bad {
             for tail in tails {
                 let text = format!("{bad}{tail}");
-                let mut c = Cursor {
-                    b: text.as_bytes(),
-                    i: 0,
-                };
-                assert_eq!(c.u64(), None, "{text}");
+                assert_eq!(read(&text).0, None, "{text}");
             }
         }
         // Bytes just outside '0'..='9' on either side break a chunk.

@@ -338,8 +338,8 @@ impl Handoff {
     /// Interpreter, going idle: the shared queues give back a burst's
     /// slots (each lock is taken once, briefly); answers whether any did.
     pub fn shrink_when_idle(&self) -> bool {
-        let events = heap::shrink_when_idle(&mut lock(&self.events));
-        heap::shrink_when_idle(&mut lock(&self.commands)) | events
+        let events = heap::shrink_when_idle(&mut *lock(&self.events));
+        heap::shrink_when_idle(&mut *lock(&self.commands)) | events
     }
 
     /// Wakes the interpreter without an event (used to ask it to stop).

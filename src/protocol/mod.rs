@@ -272,8 +272,9 @@ pub enum Event {
     },
     /// The first connection to `machine` finished its hellos. Its
     /// directory snapshot follows; ours is owed ([`Core::send_snapshot`],
-    /// given `up`, which names this coming up: a snapshot taken for an
-    /// earlier one is not sent on a later connection).
+    /// given `up`: how many times `machine` has come up, which names this
+    /// time, so a snapshot taken for an earlier one is not sent on a later
+    /// connection).
     PeerUp {
         machine: MachineId,
         prefix: u16,
@@ -321,11 +322,6 @@ pub struct Core {
     next_serial: u32,
     /// The connection calls to each machine go out on.
     active: HashMap<MachineId, ConnId, BuildHasherDefault<IdHasher>>,
-    /// For each machine that is up, which `PeerUp` brought it up (a
-    /// count): the snapshot owed for it names the same one. A tie between
-    /// two connections, or a spare taking over, keeps it.
-    ups: HashMap<MachineId, u64, BuildHasherDefault<IdHasher>>,
-    last_up: u64,
     dials: Vec<DialSlot>,
     /// Calls in flight on all connections together (bounded by `max_pending`).
     outbound_total: usize,
@@ -376,8 +372,6 @@ impl Core {
             conns: Slab::with_capacity(16),
             next_serial: 1,
             active: HashMap::default(),
-            ups: HashMap::default(),
-            last_up: 0,
             dials,
             outbound_total: 0,
             chains: ChainClock::default(),
@@ -473,9 +467,7 @@ impl Core {
     pub fn shrink_when_idle(&mut self) {
         crate::heap::shrink_when_idle(&mut self.events);
         crate::heap::shrink_when_idle(&mut self.dirty);
-        if self.actions.is_empty() && self.actions.capacity() > 64 {
-            self.actions.shrink_to(16);
-        }
+        crate::heap::shrink_when_idle(&mut self.actions);
         self.chains.shrink_when_idle();
     }
 

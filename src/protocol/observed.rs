@@ -66,10 +66,18 @@ impl CloseReason {
 
 impl Observed {
     /// A peer's first connection finished its hellos.
-    pub(super) fn peer_up(&mut self, machine: &MachineId, address: String) {
+    /// `machine` came up: answers how many times it has (its `connects`,
+    /// which also names this coming up for the snapshot owed to it).
+    pub(super) fn peer_up(&mut self, machine: &MachineId, address: String) -> u64 {
         let totals = self.peers.entry(machine.clone()).or_default();
         totals.connects += 1;
         totals.address = address;
+        totals.connects
+    }
+
+    /// How many times `machine` has come up.
+    pub(super) fn connects(&self, machine: &MachineId) -> u64 {
+        self.peers.get(machine).map_or(0, |t| t.connects)
     }
 
     /// `c` closed: its traffic joins its peer's history; `down` when it

@@ -221,14 +221,12 @@ impl Core {
             self.dials[slot].reached = Some(machine.clone());
         }
         let Some(&other) = self.active.get(&machine) else {
-            self.observed.peer_up(&machine, remote);
+            let up = self.observed.peer_up(&machine, remote);
             self.active.insert(machine.clone(), conn);
-            self.last_up += 1;
-            self.ups.insert(machine.clone(), self.last_up);
             self.events.push(Event::PeerUp {
                 machine,
                 prefix: peer.prefix,
-                up: self.last_up,
+                up,
             });
             return Ok(());
         };
@@ -466,7 +464,6 @@ impl Core {
                     self.active.insert(peer.machine.clone(), spare.id);
                 } else {
                     down = true;
-                    self.ups.remove(&peer.machine);
                     self.events.push(Event::PeerDown {
                         machine: peer.machine.clone(),
                         reason: reason.clone(),

@@ -326,15 +326,17 @@ impl Core {
         names: Vec<(Arc<str>, ObjectId)>,
         epochs: Vec<(ObjectId, u16)>,
     ) {
-        // Gone since, or gone and back: a snapshot taken then could name
-        // objects destroyed before this connection's notices began. The
-        // `PeerUp` of the new connection asks anew.
-        if self.ups.get(machine) != Some(&up) {
-            debug!("{machine}: a snapshot owed to an earlier connection dropped");
-            return;
-        }
-        let Some(&conn) = self.active.get(machine) else {
-            return;
+        // Gone since (not active), or gone and back (it came up again): a
+        // snapshot taken then could name objects destroyed before this
+        // connection's notices began. The new `PeerUp` asks anew. A tie
+        // between two connections, or a spare taking over, is not coming
+        // up again: the snapshot goes to the survivor.
+        let conn = match self.active.get(machine) {
+            Some(&conn) if self.observed.connects(machine) == up => conn,
+            _ => {
+                debug!("{machine}: a snapshot owed to an earlier connection dropped");
+                return;
+            }
         };
         self.conns[conn.key()].snapshot = Some(Box::new(Snapshot {
             objects,

@@ -907,16 +907,10 @@ impl Vm {
             self.chains = Slab::new();
             gave = true;
         }
-        if self.runnable.is_empty() && self.runnable.capacity() > IDLE_SLOTS {
-            self.runnable.shrink_to(IDLE_SLOTS);
-            gave = true;
-        }
+        gave |= heap::shrink_when_idle(&mut self.runnable);
         let w = &mut self.world;
-        if w.chain_keys.is_empty() && w.chain_keys.capacity() > IDLE_SLOTS {
-            w.chain_keys.shrink_to(IDLE_SLOTS);
-            gave = true;
-        }
-        gave |= w.turns.shrink_to(IDLE_SLOTS);
+        gave |= heap::shrink_when_idle(&mut w.chain_keys);
+        gave |= w.turns.shrink_when_idle();
         gave |= heap::shrink_when_idle(&mut w.woken);
         gave |= heap::shrink_when_idle(&mut w.to_fail);
         gave |= heap::shrink_when_idle(&mut w.new_waits);

@@ -28,6 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use super::ids::{shrink_if_sparse, ChainId, IdHasher, ObjectId};
+use crate::heap;
 
 /// A call waiting for a turn: its chain's slab key in the vm, and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,18 +83,11 @@ impl Turns {
         }
     }
 
-    /// Gives back the tables' slots past `slots` while no turn is held
-    /// (after a burst of calls); answers whether it did.
-    pub(crate) fn shrink_to(&mut self, slots: usize) -> bool {
-        let held = self.held.is_empty() && self.held.capacity() > slots;
-        if held {
-            self.held.shrink_to(slots);
-        }
-        let waits = self.waits.is_empty() && self.waits.capacity() > slots;
-        if waits {
-            self.waits.shrink_to(slots);
-        }
-        held || waits
+    /// Gives back what a burst of calls grew, while no turn is held or
+    /// waited for ([`heap::shrink_when_idle`]); answers whether it did.
+    pub(crate) fn shrink_when_idle(&mut self) -> bool {
+        let held = heap::shrink_when_idle(&mut self.held);
+        heap::shrink_when_idle(&mut self.waits) | held
     }
 
     /// A call of `chain` (vm chain `key`) asks for `object`'s turn.
