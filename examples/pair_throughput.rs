@@ -7,6 +7,7 @@
 //! AVM_NODES=4 cargo run --release --example pair_throughput  # 4 nodes, all-to-all
 //! AVM_K=1024 cargo run --release --example pair_throughput   # one K only
 //! AVM_SPIN_US=20 cargo run --release --example pair_throughput  # NodeConfig::spin
+//! AVM_FLOOR=1 cargo run --release --example pair_throughput  # and the design's floor
 //! ```
 //!
 //! Embedded nodes on loopback. With two (the default), alpha runs K
@@ -17,8 +18,21 @@
 //! every link both ways. Every answer is counted. Per K: calls per second
 //! over the measured window, and the CPU the process used per wall second
 //! (200% is both cores of this machine).
+//!
+//! With `AVM_FLOOR=1` (two nodes only), each K is then run through the
+//! design's floor (`benches/common/design_floor.rs`: the same four threads
+//! and hand-offs, moving the same frames with no codec and no vm), and the
+//! line ends with avm's rate as a fraction of it, measured minutes apart
+//! rather than hours: the machine's speed changes by the hour.
 
 mod common;
+// Only the pipelined floor and the frames it sends are used here.
+#[allow(dead_code)]
+#[path = "../benches/common/design_floor.rs"]
+mod design_floor;
+#[allow(dead_code)]
+#[path = "../benches/common/floor.rs"]
+mod floor;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,6 +103,8 @@ fn main() {
     println!("pair_throughput: {shape}; {cores} core(s), {seconds} s per K");
     // With two nodes only the first calls (the pair); with more, all do.
     let callers = if n == 2 { 1 } else { n };
+    let mut design = (n == 2 && common::env_u64("AVM_FLOOR", 0) == 1)
+        .then(|| design_floor::DesignFloor::start(NodeConfig::new("default").spin));
     let ks = match common::env_u64("AVM_K", 0) {
         0 => vec![1usize, 32, 256, 1024],
         k => vec![k as usize],
@@ -126,10 +142,17 @@ fn main() {
             run.recv().unwrap().unwrap();
         }
         let wall = (t1 - t0).as_secs_f64();
+        let rate = (n1 - n0) as f64 / wall;
+        let floor = match &mut design {
+            Some(design) => {
+                let floor = design.throughput(k, Duration::from_secs(seconds));
+                format!("; design floor {floor:>9.0}, avm x{:.2}", rate / floor)
+            }
+            None => String::new(),
+        };
         println!(
-            "  K = {k:>4}{}: {:>9.0} calls/s, CPU {:>3.0}%",
+            "  K = {k:>4}{}: {rate:>9.0} calls/s, CPU {:>3.0}%{floor}",
             if callers > 1 { " per node" } else { "" },
-            (n1 - n0) as f64 / wall,
             (c1 - c0).as_secs_f64() / wall * 100.0
         );
     }
