@@ -66,6 +66,10 @@ pub enum DecodeError {
     /// `cycle` over [`MAX_WAIT_PATH`](super::MAX_WAIT_PATH) edges. Found at
     /// the first entry too many, before it is parsed.
     TooLong { field: &'static str },
+    /// A compact frame (`compact.rs`) is truncated, has bytes after its
+    /// value, or holds an unknown tag or flag, a string that is not UTF-8,
+    /// at byte `at` of the payload.
+    Compact { at: usize },
 }
 
 impl DecodeError {
@@ -93,6 +97,7 @@ impl fmt::Display for DecodeError {
             DecodeError::DuplicateField { field } => write!(f, "duplicate field `{field}`"),
             DecodeError::TooDeep { field } => write!(f, "field `{field}` nests too deep"),
             DecodeError::TooLong { field } => write!(f, "field `{field}` has too many entries"),
+            DecodeError::Compact { at } => write!(f, "malformed compact frame at byte {at}"),
         }
     }
 }

@@ -17,8 +17,8 @@
 use std::borrow::Cow;
 
 use super::{
-    decode, encode, encode_limited, EncodeError, FrameDecoder, FrameError, Message,
-    DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
+    compact, decode, encode, encode_for, encode_limited, EncodeError, FrameDecoder, FrameError,
+    Message, DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
     Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Meta, MoveNotify,
@@ -137,7 +137,8 @@ pub fn frame_decoder(data: &[u8]) {
 }
 
 /// Parses one payload; a message that parses must survive a round trip,
-/// and the fast path, where it answers, must answer what serde does.
+/// and the fast path, where it answers, must answer what serde does. A
+/// compact payload that parses re-encodes to exactly its own bytes.
 fn parse_frame(payload: &[u8]) {
     if let Some(fast) = super::fast::decode(payload) {
         assert_eq!(super::parse::decode_with_serde(payload), Ok(fast));
@@ -145,6 +146,11 @@ fn parse_frame(payload: &[u8]) {
     let Ok(msg) = decode(payload) else {
         return;
     };
+    if compact::is_compact(payload) {
+        let mut again = Vec::new();
+        assert!(compact::encode(&mut again, &msg), "compact re-encodes");
+        assert_eq!(again, payload, "compact payload not canonical");
+    }
     let mut out = Vec::new();
     // Re-encoding can differ in bytes (escapes, whitespace, unknown fields
     // dropped), never in meaning.
@@ -202,6 +208,26 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
     assert_eq!(decode(payload).as_ref(), Ok(msg));
     assert_eq!(dec.next_frame(), Ok(None));
     assert_eq!(dec.buffered(), 0);
+    compact_roundtrip(msg);
+}
+
+/// For a peer that reads compact frames: a `call` (sender's machine name
+/// up to 255 bytes) or an `Ok` `call_response` goes compact and decodes
+/// back to `msg`; anything else goes as the same JSON as before.
+fn compact_roundtrip(msg: &Message<'_>) {
+    let mut out = Vec::new();
+    encode_for(&mut out, msg, u32::MAX as usize, true).expect("encoded as JSON above");
+    let payload = &out[HEADER_LEN..];
+    let carried = match msg {
+        Message::Call(c) => c.sender_machine.len() <= 255,
+        Message::CallResponse(r) => r.result.is_ok(),
+        _ => false,
+    };
+    assert_eq!(compact::is_compact(payload), carried, "{msg:?}");
+    if !carried {
+        assert_eq!(payload, serde_json::to_vec(msg).unwrap().as_slice());
+    }
+    assert_eq!(decode(payload).as_ref(), Ok(msg));
 }
 
 fn vals<'m>(msg: &'m Message<'_>) -> Vec<&'m Val> {
@@ -321,6 +347,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             node_prefix: g.u64() as u16,
             nonce: g.u8().is_multiple_of(2).then(|| g.string()),
             boot: g.u8().is_multiple_of(2).then(|| g.u64()),
+            compact: g.u8().is_multiple_of(2).then(|| g.u64() as u32),
         }),
         1 => Message::Call(g.call()),
         2 => Message::CallResponse(CallResponse {

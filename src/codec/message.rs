@@ -80,6 +80,10 @@ pub struct Hello<'a> {
     /// so a peer tells a restarted node from a second connection of the
     /// same one. Omitted on the wire when `None`.
     pub boot: Option<u64>,
+    /// The compact frame version the sender reads (`compact.rs`): a peer
+    /// may then send it `call` and `call_response` compact. Omitted on
+    /// the wire when `None` (JSON only).
+    pub compact: Option<u32>,
 }
 
 /// A call to an object hosted by the receiver.
@@ -318,6 +322,7 @@ impl<'a> Message<'a> {
                 node_prefix: h.node_prefix,
                 nonce: h.nonce.map(own),
                 boot: h.boot,
+                compact: h.compact,
             }),
             Message::Call(c) => Message::Call(Call {
                 sender_machine: own(c.sender_machine),
@@ -401,6 +406,18 @@ pub fn encode_limited(
     msg: &Message<'_>,
     max_frame: usize,
 ) -> Result<(), EncodeError> {
+    encode_for(out, msg, max_frame, false)
+}
+
+/// [`encode_limited`] for a peer that reads compact frames (its `hello`
+/// offered them) when `compact`: a `call`, or a `call_response` with an
+/// `Ok` result, then goes compact; everything else is JSON.
+pub fn encode_for(
+    out: &mut Vec<u8>,
+    msg: &Message<'_>,
+    max_frame: usize,
+    compact: bool,
+) -> Result<(), EncodeError> {
     // The peer would refuse it: checked before a byte is written.
     if msg.wait_edges().is_some_and(|e| e.len() > MAX_WAIT_PATH) {
         return Err(EncodeError::TooLong);
@@ -408,6 +425,9 @@ pub fn encode_limited(
     // Writing to a Vec cannot fail, and our Serialize impls fail only on
     // a Val past MAX_VAL_DEPTH.
     frame_with(out, max_frame, |w| {
+        if compact && super::compact::encode(w, msg) {
+            return Ok(());
+        }
         if super::fast::encode(w, msg) {
             return Ok(());
         }
@@ -432,6 +452,9 @@ impl Serialize for Message<'_> {
                 }
                 if let Some(boot) = &h.boot {
                     m.serialize_field("boot", boot)?;
+                }
+                if let Some(compact) = &h.compact {
+                    m.serialize_field("compact", compact)?;
                 }
             }
             Message::Meta(meta) => {

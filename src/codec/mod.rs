@@ -32,6 +32,7 @@
 //! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
 //! [`EncodeError`].
 
+pub mod compact;
 mod error;
 mod fast;
 mod frame;
@@ -46,9 +47,9 @@ pub use error::{DecodeError, EncodeError, FrameError};
 pub(crate) use fast::put_u64;
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
-    encode, encode_limited, Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello,
-    Message, Meta, MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
-    MAX_WAIT_PATH,
+    encode, encode_for, encode_limited, Auth, Call, CallResponse, CreateNotify, Deadlock,
+    DestroyNotify, Hello, Message, Meta, MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe,
+    SnapshotEnd, WaitEdge, MAX_WAIT_PATH,
 };
 pub use parse::decode;
 pub use val::{MAX_IGNORED_DEPTH, MAX_VAL_DEPTH};

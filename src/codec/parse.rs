@@ -44,6 +44,10 @@ const CALL_FIELDS: [&str; 7] = [
 
 /// Parse one frame payload (no header).
 pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
+    // The same two messages from a peer that writes them compact.
+    if super::compact::is_compact(payload) {
+        return super::compact::decode(payload);
+    }
     // The two messages of every remote call, in avm's own shape (`fast`).
     if let Some(msg) = super::fast::decode(payload) {
         return Ok(msg);
@@ -517,16 +521,24 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
     }
 
     fn hello(&mut self) -> Result<Hello<'de>, A::Error> {
-        const F: &[&str] = &["version", "machine_id", "node_prefix", "nonce", "boot"];
+        const F: &[&str] = &[
+            "version",
+            "machine_id",
+            "node_prefix",
+            "nonce",
+            "boot",
+            "compact",
+        ];
         let (mut version, mut machine_id, mut node_prefix) = (None, None, None);
-        let (mut nonce, mut boot) = (None, None);
+        let (mut nonce, mut boot, mut compact) = (None, None, None);
         while let Some(i) = self.key(F)? {
             match i {
                 0 => self.value(F[0], &mut version, PhantomData)?,
                 1 => self.str(F[1], &mut machine_id)?,
                 2 => self.value(F[2], &mut node_prefix, PhantomData)?,
                 3 => self.str(F[3], &mut nonce)?,
-                _ => self.value(F[4], &mut boot, PhantomData)?,
+                4 => self.value(F[4], &mut boot, PhantomData)?,
+                _ => self.value(F[5], &mut compact, PhantomData)?,
             }
         }
         Ok(Hello {
@@ -535,6 +547,7 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
             node_prefix: self.need(F[2], node_prefix)?,
             nonce,
             boot,
+            compact,
         })
     }
 

@@ -22,7 +22,7 @@ const GOLDEN: [&str; 17] = [
     r#"{"type":"ping","nonce":1}"#,
     r#"{"type":"probe","initiator":2533556265372614657,"blocked":2534119215326035969,"path":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2534119215326035968,"machine":"gamma"}]}"#,
     r#"{"type":"deadlock","victim":2533556265372614657,"object":2533837740349325312,"cycle":[{"chain":2533556265372614657,"object":2533837740349325312,"machine":"beta"},{"chain":2533837740349325313,"object":2533556265372614656,"machine":"alpha"}]}"#,
-    r#"{"type":"hello","version":2,"machine_id":"beta","node_prefix":9002,"nonce":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f","boot":7}"#,
+    r#"{"type":"hello","version":2,"machine_id":"beta","node_prefix":9002,"nonce":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f","boot":7,"compact":1}"#,
     r#"{"type":"auth","proof":"43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02"}"#,
     r#"{"type":"snapshot_end","objects":1}"#,
     r#"{"type":"probe","initiator":1,"blocked":2,"path":[],"hops":3}"#,
@@ -50,6 +50,7 @@ fn golden_messages() -> Vec<Message<'static>> {
             node_prefix: 9002,
             nonce: None,
             boot: None,
+            compact: None,
         }),
         Message::CreateNotify(CreateNotify {
             object_id: pong,
@@ -105,6 +106,7 @@ fn golden_messages() -> Vec<Message<'static>> {
             node_prefix: 9002,
             nonce: Some("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f".into()),
             boot: Some(7),
+            compact: Some(1),
         }),
         Message::Auth(Auth {
             proof: "43668d16993abee71a1944219096931a908d95716c6878dbe947ff62609a1d02".into(),
@@ -936,4 +938,139 @@ fn a_calls_op_field_is_unknown_and_ignored_a_metas_is_required() {
         decode(meta).unwrap_err(),
         DecodeError::MissingField { field: "op" }
     );
+}
+
+/// The compact call of `docs/protocol.md`'s worked example, byte for byte.
+#[test]
+fn compact_call_golden_bytes() {
+    let call = Message::Call(Call {
+        request_id: 7,
+        target: ObjectId(0x2329_0000_0000_0001),
+        input: Val::just(Val::Nat(3)),
+        sender: ObjectId(0x2328_0000_0000_0002),
+        sender_machine: "alpha".into(),
+        chain: Some(ChainId(0x2328_0000_0000_0005)),
+    });
+    let mut out = Vec::new();
+    encode_for(&mut out, &call, DEFAULT_MAX_FRAME, true).unwrap();
+    let expected: &[u8] = &[
+        0, 0, 0, 50, // length, big-endian
+        0x01, 0x01, // call, chain present
+        7, 0, 0, 0, 0, 0, 0, 0, // request_id
+        1, 0, 0, 0, 0, 0, 0x29, 0x23, // target
+        2, 0, 0, 0, 0, 0, 0x28, 0x23, // sender
+        5, 0, 0, 0, 0, 0, 0x28, 0x23, // chain
+        5, b'a', b'l', b'p', b'h', b'a', // sender_machine
+        0x07, 0x01, 3, 0, 0, 0, 0, 0, 0, 0, // Just(Nat(3))
+    ];
+    assert_eq!(out, expected);
+    assert_eq!(decode(&out[HEADER_LEN..]), Ok(call));
+
+    let answer = Message::CallResponse(CallResponse {
+        request_id: 7,
+        result: Ok(Val::Nothing),
+    });
+    out.clear();
+    encode_for(&mut out, &answer, DEFAULT_MAX_FRAME, true).unwrap();
+    assert_eq!(out, [0, 0, 0, 10, 0x02, 7, 0, 0, 0, 0, 0, 0, 0, 0x00]);
+    assert_eq!(decode(&out[HEADER_LEN..]), Ok(answer));
+}
+
+#[test]
+fn compact_is_only_for_peers_that_offered_it_and_only_for_calls() {
+    let call = Message::Call(Call {
+        request_id: 1,
+        target: ObjectId(2),
+        input: Val::Nat(3),
+        sender: ObjectId(4),
+        sender_machine: "alpha".into(),
+        chain: None,
+    });
+    let mut json = Vec::new();
+    encode_for(&mut json, &call, DEFAULT_MAX_FRAME, false).unwrap();
+    assert_eq!(json[HEADER_LEN], b'{');
+    // An error answer, a notice and a long machine name stay JSON.
+    let long_name = Message::Call(Call {
+        sender_machine: "m".repeat(256).into(),
+        ..match call.clone() {
+            Message::Call(c) => c,
+            _ => unreachable!(),
+        }
+    });
+    let others = [
+        Message::CallResponse(CallResponse {
+            request_id: 1,
+            result: Err("no such object".into()),
+        }),
+        Message::DestroyNotify(DestroyNotify {
+            object_id: ObjectId(9),
+        }),
+        long_name,
+    ];
+    for msg in others {
+        let mut out = Vec::new();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
+        assert_eq!(out[HEADER_LEN], b'{', "{msg:?}");
+        assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
+    }
+}
+
+#[test]
+fn compact_decode_error_grid() {
+    let good: &[u8] = &[0x02, 7, 0, 0, 0, 0, 0, 0, 0, 0x01, 3, 0, 0, 0, 0, 0, 0, 0];
+    assert!(decode(good).is_ok());
+    let compact_at = |at| Err(DecodeError::Compact { at });
+    // Truncated anywhere: the byte where the missing field starts.
+    assert_eq!(decode(&good[..5]), compact_at(1));
+    assert_eq!(decode(&good[..9]), compact_at(9));
+    assert_eq!(decode(&good[..12]), compact_at(10));
+    // A byte after the value.
+    assert_eq!(decode(&[good, &[0]].concat()), compact_at(18));
+    // An unknown value tag.
+    let mut bad = good.to_vec();
+    bad[9] = 0x0a;
+    assert_eq!(decode(&bad), compact_at(9));
+    // A call with an unknown flag, and one whose machine is not UTF-8.
+    let call: &[u8] = &[
+        0x01, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 1,
+        b'a', 0x00,
+    ];
+    assert!(decode(call).is_ok());
+    let mut bad = call.to_vec();
+    bad[1] = 0x02;
+    assert_eq!(decode(&bad), compact_at(2));
+    bad = call.to_vec();
+    bad[27] = 0xff;
+    assert_eq!(decode(&bad), compact_at(28));
+    // A list that claims more items than the payload holds fails at its
+    // end, having reserved no more than the payload's length.
+    let list: &[u8] = &[
+        0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x09, 0xff, 0xff, 0xff, 0xff, 0x00,
+    ];
+    assert_eq!(decode(list), compact_at(15));
+    // A string that is not UTF-8.
+    let s: &[u8] = &[0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x06, 1, 0, 0, 0, 0xc3];
+    assert_eq!(decode(s), compact_at(15));
+}
+
+#[test]
+fn compact_val_depth_128_accepted_129_too_deep() {
+    let payload = |depth: usize| {
+        let mut p = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0];
+        p.extend(std::iter::repeat_n(0x07, depth - 1));
+        p.push(0x00);
+        p
+    };
+    assert!(decode(&payload(MAX_VAL_DEPTH)).is_ok());
+    assert_eq!(
+        decode(&payload(MAX_VAL_DEPTH + 1)),
+        Err(DecodeError::TooDeep { field: "result" })
+    );
+    // A million levels: refused at the limit, not by the stack.
+    on_small_stack(move || {
+        assert_eq!(
+            decode(&payload(1_000_000)),
+            Err(DecodeError::TooDeep { field: "result" })
+        );
+    });
 }

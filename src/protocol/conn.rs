@@ -72,6 +72,9 @@ pub struct Conn {
     pub their_nonce: [u8; NONCE_LEN],
     /// The peer's life, from its `hello` (0 if it sent none).
     pub their_boot: u64,
+    /// The peer's `hello` offered compact frames: its calls and answers
+    /// go compact (`codec::compact`).
+    pub compact: bool,
     /// Lost the duplicate-connection tie: no new calls go out on it; it
     /// closes once nothing is in flight either way.
     pub retired: bool,
@@ -147,6 +150,7 @@ impl Conn {
             nonce,
             their_nonce: [0; NONCE_LEN],
             their_boot: 0,
+            compact: false,
             retired: false,
             retired_at: None,
             outbound: IdTable::new(max_pending),
@@ -182,7 +186,7 @@ impl Conn {
     /// Appends one frame to the write buffer; a message over the frame
     /// maximum is refused (and nothing is appended).
     pub fn queue(&mut self, msg: &Message<'_>) -> Result<(), codec::EncodeError> {
-        codec::encode_limited(&mut self.out, msg, self.max_frame)?;
+        codec::encode_for(&mut self.out, msg, self.max_frame, self.compact)?;
         self.traffic.frames_out += 1;
         Ok(())
     }

@@ -181,6 +181,7 @@ mod tests {
             node_prefix: prefix,
             nonce: Some(crate::protocol::auth::to_hex(&NONCE).into()),
             boot: Some(1),
+            compact: None,
         }
     }
 

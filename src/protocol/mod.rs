@@ -556,6 +556,7 @@ impl Core {
             node_prefix: self.us.prefix,
             nonce: Some(auth::to_hex(&conn.nonce).into()),
             boot: Some(self.config.boot),
+            compact: Some(codec::compact::VERSION),
         });
         conn.queue(&hello).expect("a hello always fits in a frame");
         entry.insert(conn);

@@ -303,6 +303,76 @@ fn a_call_and_its_answer_cross_and_the_chain_leaves_the_clock() {
     assert_eq!(a.core.chains_waiting(), 0);
 }
 
+/// The payloads `side` has queued on `conn` and not yet written.
+fn queued_payloads(side: &Side, conn: ConnId) -> Vec<Vec<u8>> {
+    let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
+    let mut rest = side.core.unsent(conn);
+    let mut payloads = Vec::new();
+    while !rest.is_empty() {
+        let n = decoder.fill(rest);
+        rest = &rest[n..];
+        while let Some(payload) = decoder.next_frame().expect("well-framed") {
+            payloads.push(payload.to_vec());
+        }
+    }
+    payloads
+}
+
+/// Two avm cores offer compact frames in their hellos, so their calls and
+/// answers go compact; a peer whose hello offered nothing gets JSON.
+#[test]
+fn calls_go_compact_only_to_a_peer_that_offered_it() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
+    let sent = queued_payloads(&a, link.ca);
+    assert_eq!(sent.last().map(|p| p[0]), Some(codec::compact::CALL));
+    pump(&mut a, &mut b, &link, now);
+    let inbound = b
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Inbound { inbound, .. } => Some(inbound),
+            _ => None,
+        })
+        .expect("the call arrived");
+    b.core.reply(inbound, Ok(Val::Nat(8)));
+    let answer = queued_payloads(&b, link.cb);
+    assert_eq!(
+        answer.last().map(|p| p[0]),
+        Some(codec::compact::CALL_RESPONSE)
+    );
+
+    // A client that offered nothing: its call is answered in JSON.
+    let c = b.core.handle_accepted(addr(43101), now);
+    assert_eq!(greet(&mut b, c, "client", 7, now), Status::Greeted);
+    let call = Message::Call(Call {
+        request_id: 1,
+        target: ObjectId(2 << 48 | 1),
+        input: Val::Nat(1),
+        sender: ObjectId(7 << 48 | 1),
+        sender_machine: "client".into(),
+        chain: None,
+    });
+    assert_eq!(b.core.handle_message(c, call, now), Status::Open);
+    let inbound = b
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Inbound { inbound, .. } => Some(inbound),
+            _ => None,
+        })
+        .expect("the client's call arrived");
+    b.core.reply(inbound, Ok(Val::Nat(2)));
+    let answer = queued_payloads(&b, c);
+    assert!(
+        answer
+            .last()
+            .is_some_and(|p| p.starts_with(br#"{"type":"call_response""#)),
+        "{answer:?}"
+    );
+}
+
 /// Both nodes dial each other at once: each sees two connections, and
 /// both keep the one dialled by alpha (the lower machine_id).
 #[test]
@@ -591,6 +661,7 @@ fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
         node_prefix: prefix,
         nonce: Some(auth::to_hex(&CLIENT_NONCE).into()),
         boot: Some(u64::from(prefix)),
+        compact: None,
     })
 }
 
