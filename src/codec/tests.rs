@@ -945,11 +945,11 @@ fn a_calls_op_field_is_unknown_and_ignored_a_metas_is_required() {
 fn compact_call_golden_bytes() {
     let call = Message::Call(Call {
         request_id: 7,
-        target: ObjectId(0x2329_0000_0000_0001),
+        target: ObjectId(0x232a_0000_0000_0001),
         input: Val::just(Val::Nat(3)),
-        sender: ObjectId(0x2328_0000_0000_0002),
+        sender: ObjectId(0x2329_0000_0000_0002),
         sender_machine: "alpha".into(),
-        chain: Some(ChainId(0x2328_0000_0000_0005)),
+        chain: Some(ChainId(0x2329_0000_0000_0005)),
     });
     let mut out = Vec::new();
     encode_for(&mut out, &call, DEFAULT_MAX_FRAME, true).unwrap();
@@ -957,9 +957,9 @@ fn compact_call_golden_bytes() {
         0, 0, 0, 50, // length, big-endian
         0x01, 0x01, // call, chain present
         7, 0, 0, 0, 0, 0, 0, 0, // request_id
-        1, 0, 0, 0, 0, 0, 0x29, 0x23, // target
-        2, 0, 0, 0, 0, 0, 0x28, 0x23, // sender
-        5, 0, 0, 0, 0, 0, 0x28, 0x23, // chain
+        1, 0, 0, 0, 0, 0, 0x2a, 0x23, // target: beta's (prefix 9002) object 1
+        2, 0, 0, 0, 0, 0, 0x29, 0x23, // sender: alpha's (prefix 9001) object 2
+        5, 0, 0, 0, 0, 0, 0x29, 0x23, // chain: alpha's chain 5
         5, b'a', b'l', b'p', b'h', b'a', // sender_machine
         0x07, 0x01, 3, 0, 0, 0, 0, 0, 0, 0, // Just(Nat(3))
     ];
