@@ -71,8 +71,9 @@ pub(super) fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
             request_id,
             result: Ok(v),
         }) => {
-            out.push(CALL_RESPONSE);
-            out.extend_from_slice(&request_id.to_le_bytes());
+            let mut head = [CALL_RESPONSE; 9];
+            head[1..].copy_from_slice(&request_id.to_le_bytes());
+            out.extend_from_slice(&head);
             put_val(out, v, 1)
         }
         _ => false,
@@ -87,15 +88,22 @@ fn put_call(out: &mut Vec<u8>, c: &Call<'_>) -> bool {
     let Ok(machine_len) = u8::try_from(c.sender_machine.len()) else {
         return false;
     };
-    let flags = if c.chain.is_some() { HAS_CHAIN } else { 0 };
-    out.extend_from_slice(&[CALL, flags]);
-    out.extend_from_slice(&c.request_id.to_le_bytes());
-    out.extend_from_slice(&c.target.0.to_le_bytes());
-    out.extend_from_slice(&c.sender.0.to_le_bytes());
-    if let Some(chain) = c.chain {
-        out.extend_from_slice(&chain.0.to_le_bytes());
-    }
-    out.push(machine_len);
+    // The fixed part goes in one copy.
+    let mut head = [0; 35];
+    head[0] = CALL;
+    head[2..10].copy_from_slice(&c.request_id.to_le_bytes());
+    head[10..18].copy_from_slice(&c.target.0.to_le_bytes());
+    head[18..26].copy_from_slice(&c.sender.0.to_le_bytes());
+    let len = match c.chain {
+        Some(chain) => {
+            head[1] = HAS_CHAIN;
+            head[26..34].copy_from_slice(&chain.0.to_le_bytes());
+            35
+        }
+        None => 27,
+    };
+    head[len - 1] = machine_len;
+    out.extend_from_slice(&head[..len]);
     out.extend_from_slice(c.sender_machine.as_bytes());
     put_val(out, &c.input, 1)
 }
@@ -155,95 +163,101 @@ fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
 pub(super) fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut r = Reader {
         b: payload,
-        i: 1,
-        field: "input",
+        i: 0,
+        too_deep: false,
     };
-    let msg = match payload.first() {
-        Some(&CALL) => {
-            let flags = r.u8()?;
-            if flags & !HAS_CHAIN != 0 {
-                return Err(r.error());
-            }
-            let request_id = r.u64()?;
-            let target = ObjectId(r.u64()?);
-            let sender = ObjectId(r.u64()?);
-            let chain = if flags & HAS_CHAIN != 0 {
-                Some(ChainId(r.u64()?))
-            } else {
-                None
-            };
-            let len = usize::from(r.u8()?);
-            let machine = r.take(len)?;
-            let sender_machine = std::str::from_utf8(machine).map_err(|_| r.error())?;
-            Message::Call(Call {
-                request_id,
-                target,
-                input: r.val(1)?,
-                sender,
-                sender_machine: Cow::Borrowed(sender_machine),
-                chain,
-            })
-        }
-        Some(&CALL_RESPONSE) => {
-            r.field = "result";
-            let request_id = r.u64()?;
-            Message::CallResponse(CallResponse {
-                request_id,
-                result: Ok(r.val(1)?),
-            })
-        }
-        _ => return Err(DecodeError::Compact { at: 0 }),
-    };
-    if r.i != payload.len() {
-        return Err(r.error());
+    match r.message() {
+        Some(msg) if r.i == payload.len() => Ok(msg),
+        _ if r.too_deep => Err(DecodeError::TooDeep {
+            field: match payload.first() {
+                Some(&CALL) => "input",
+                _ => "result",
+            },
+        }),
+        // Each read leaves `i` where the part it could not read begins.
+        _ => Err(DecodeError::Compact { at: r.i }),
     }
-    Ok(msg)
 }
 
+/// Reads in place. Every read answers `None` without moving past what it
+/// could not read, so on failure `i` is where the payload went wrong (the
+/// cheap `Option` keeps the error's construction off the hot path).
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
-    /// The message's value field, named by a too-deep error.
-    field: &'static str,
+    /// The `None` was a value nested past [`MAX_VAL_DEPTH`].
+    too_deep: bool,
 }
 
 impl<'a> Reader<'a> {
-    fn error(&self) -> DecodeError {
-        DecodeError::Compact { at: self.i }
+    fn message(&mut self) -> Option<Message<'a>> {
+        match self.u8()? {
+            CALL => {
+                let flags = self.u8()?;
+                if flags & !HAS_CHAIN != 0 {
+                    return None;
+                }
+                let request_id = self.u64()?;
+                let target = ObjectId(self.u64()?);
+                let sender = ObjectId(self.u64()?);
+                let chain = if flags & HAS_CHAIN != 0 {
+                    Some(ChainId(self.u64()?))
+                } else {
+                    None
+                };
+                let len = usize::from(self.u8()?);
+                let sender_machine = std::str::from_utf8(self.take(len)?).ok()?;
+                Some(Message::Call(Call {
+                    request_id,
+                    target,
+                    input: self.val(1)?,
+                    sender,
+                    sender_machine: Cow::Borrowed(sender_machine),
+                    chain,
+                }))
+            }
+            CALL_RESPONSE => {
+                let request_id = self.u64()?;
+                Some(Message::CallResponse(CallResponse {
+                    request_id,
+                    result: Ok(self.val(1)?),
+                }))
+            }
+            _ => {
+                self.i -= 1;
+                None
+            }
+        }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let bytes = self
-            .b
-            .get(self.i..)
-            .and_then(|rest| rest.get(..n))
-            .ok_or_else(|| self.error())?;
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let bytes = self.b.get(self.i..self.i.checked_add(n)?)?;
         self.i += n;
-        Ok(bytes)
+        Some(bytes)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+    fn u8(&mut self) -> Option<u8> {
+        let byte = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(byte)
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        let bytes = self.take(4)?;
-        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
 
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        let bytes = self.take(8)?;
-        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
     /// A value at `depth`: refused past [`MAX_VAL_DEPTH`] before reading
     /// its tag, so no payload recurses deeper than that.
-    fn val(&mut self, depth: usize) -> Result<Val, DecodeError> {
+    fn val(&mut self, depth: usize) -> Option<Val> {
         if depth > MAX_VAL_DEPTH {
-            return Err(DecodeError::TooDeep { field: self.field });
+            self.too_deep = true;
+            return None;
         }
-        let at = self.i;
-        Ok(match self.u8()? {
+        Some(match self.u8()? {
             NOTHING => Val::Nothing,
             NAT => Val::Nat(self.u64()?),
             OBJECT_REF => Val::ObjectRef(ObjectId(self.u64()?)),
@@ -252,9 +266,7 @@ impl<'a> Reader<'a> {
             TRUE => Val::Bool(true),
             STR => {
                 let len = self.u32()? as usize;
-                let bytes = self.take(len)?;
-                let s = std::str::from_utf8(bytes).map_err(|_| self.error())?;
-                Val::Str(s.to_owned())
+                Val::Str(std::str::from_utf8(self.take(len)?).ok()?.to_owned())
             }
             JUST => Val::just(self.val(depth + 1)?),
             PAIR => {
@@ -271,7 +283,10 @@ impl<'a> Reader<'a> {
                 }
                 Val::List(items)
             }
-            _ => return Err(DecodeError::Compact { at }),
+            _ => {
+                self.i -= 1;
+                return None;
+            }
         })
     }
 }
