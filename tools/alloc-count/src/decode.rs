@@ -4,7 +4,8 @@
 //! Three frames: a `call` with a `Nat` input and a `call_response` with a
 //! `Nat` result (values need no heap: every allocation is the codec's),
 //! and a PingPong `call` whose `List[Str, Nat, Nat, ObjectRef]` input owns
-//! a Vec and a String (the value's, counted by building it alone).
+//! a Vec and a String (the value's, counted by building it alone). The
+//! first two again as compact frames, the form avm nodes send each other.
 
 use std::hint::black_box;
 
@@ -18,7 +19,7 @@ const FRAMES: u64 = 100_000;
 /// Frames per socket read the decoder is fed.
 const BATCH: u64 = 16;
 
-fn call(input: Val) -> Vec<u8> {
+fn call(input: Val, compact: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let msg = Message::Call(Call {
         request_id: 1 << 32,
@@ -28,17 +29,17 @@ fn call(input: Val) -> Vec<u8> {
         sender_machine: "alpha".into(),
         chain: Some(ChainId(0x2329_0000_0000_0002)),
     });
-    codec::encode(&mut out, &msg).unwrap();
+    codec::encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, compact).unwrap();
     out
 }
 
-fn reply(result: Val) -> Vec<u8> {
+fn reply(result: Val, compact: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let msg = Message::CallResponse(CallResponse {
         request_id: 1 << 32,
         result: Ok(result),
     });
-    codec::encode(&mut out, &msg).unwrap();
+    codec::encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, compact).unwrap();
     out
 }
 
@@ -66,21 +67,23 @@ fn per_frame(frame: &[u8]) -> (f64, f64) {
 
 pub fn run() {
     println!("decoded frame (FrameDecoder + decode, {FRAMES} frames, {BATCH} per read):");
-    let nat_call = call(Val::Nat(1234));
-    let (a, b) = per_frame(&nat_call);
-    println!(
-        "  call, Nat input ({} bytes): {a:.3} allocations, {b:.1} bytes (values need 0)",
-        nat_call.len()
-    );
-    let nat_reply = reply(Val::Nat(1234));
-    let (a, b) = per_frame(&nat_reply);
-    println!(
-        "  call_response, Nat ({} bytes): {a:.3} allocations, {b:.1} bytes (values need 0)",
-        nat_reply.len()
-    );
+    for (form, compact) in [("", false), (", compact", true)] {
+        let nat_call = call(Val::Nat(1234), compact);
+        let (a, b) = per_frame(&nat_call);
+        println!(
+            "  call{form}, Nat input ({} bytes): {a:.3} allocations, {b:.1} bytes (values need 0)",
+            nat_call.len()
+        );
+        let nat_reply = reply(Val::Nat(1234), compact);
+        let (a, b) = per_frame(&nat_reply);
+        println!(
+            "  call_response{form}, Nat ({} bytes): {a:.3} allocations, {b:.1} bytes (values need 0)",
+            nat_reply.len()
+        );
+    }
     let ping = pingpong::msg("Ping", 1, 2, ObjectId(7));
     let (_, value, value_bytes) = measure(|| black_box(ping.clone()));
-    let ping_call = call(ping);
+    let ping_call = call(ping, false);
     let (a, b) = per_frame(&ping_call);
     println!(
         "  call, PingPong List input ({} bytes): {a:.3} allocations, {b:.1} bytes \
