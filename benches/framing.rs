@@ -12,6 +12,11 @@
 //!  encode_floor  serde_json::to_writer of the body struct, same Vec
 //! ```
 //!
+//! `call_compact` and `call_response_compact` are the demo-sized frames
+//! in the compact form avm nodes send each other (`codec::compact`), with
+//! the JSON path of the same message as their floor: the ratio is what
+//! compact costs against JSON (below 1 is faster).
+//!
 //! `stream` feeds 10,000 call frames in 1,500-byte chunks (an Ethernet
 //! MTU's worth per read); its floor parses the 10,000 payloads pre-split.
 //!
@@ -28,7 +33,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use avm::codec::{
-    decode, encode, Call, CallResponse, FrameDecoder, Message, DEFAULT_MAX_FRAME, HEADER_LEN,
+    decode, encode, encode_for, Call, CallResponse, FrameDecoder, Message, DEFAULT_MAX_FRAME,
+    HEADER_LEN,
 };
 use avm::vm::{ChainId, ObjectId, Val};
 use criterion::{criterion_group, Criterion, Throughput};
@@ -177,8 +183,65 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// A compact case: decode and encode of `msg` in compact form, each
+/// against the same through JSON.
+fn compact_case(name: &'static str, msg: Message<'static>) -> Case {
+    let framed = |compact: bool| {
+        let mut out = Vec::new();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, compact).unwrap();
+        out
+    };
+    let (compact, json) = (framed(true), framed(false));
+    let len = (compact.len() - HEADER_LEN) as u64;
+    let decoder = |bytes: Vec<u8>| {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        move || {
+            feed_and_decode(&mut dec, black_box(&bytes), usize::MAX);
+        }
+    };
+    let encoder = |compact: bool| {
+        let msg = msg.clone();
+        let mut out = Vec::with_capacity(json.len());
+        move || {
+            out.clear();
+            encode_for(&mut out, black_box(&msg), DEFAULT_MAX_FRAME, compact).unwrap();
+        }
+    };
+    Case {
+        name,
+        bytes: len,
+        runs: [
+            ("decode", Box::new(decoder(compact))),
+            ("decode_json", Box::new(decoder(json.clone()))),
+            ("encode", Box::new(encoder(true))),
+            ("encode_json", Box::new(encoder(false))),
+        ],
+    }
+}
+
+fn compact_cases() -> Vec<Case> {
+    let nat_call = match call(0) {
+        Message::Call(c) => Message::Call(Call {
+            input: Val::Nat(1),
+            ..c
+        }),
+        _ => unreachable!(),
+    };
+    vec![
+        compact_case("call_compact", call(0)),
+        compact_case("call_nat_compact", nat_call),
+        compact_case(
+            "call_response_compact",
+            Message::CallResponse(CallResponse {
+                request_id: 7,
+                result: Ok(Val::Nat(1)),
+            }),
+        ),
+    ]
+}
+
 fn messages(c: &mut Criterion) {
-    for mut case in cases() {
+    for mut case in cases().into_iter().chain(compact_cases()) {
         let mut g = c.benchmark_group(case.name);
         g.throughput(Throughput::Bytes(case.bytes));
         for (name, f) in &mut case.runs {
@@ -318,7 +381,7 @@ fn ab(name: &str, bytes: u64, frames: u64, a: &mut dyn FnMut(), b: &mut dyn FnMu
 }
 
 fn ab_all() {
-    for mut case in cases() {
+    for mut case in cases().into_iter().chain(compact_cases()) {
         let [(_, dec), (_, dec_floor), (_, enc), (_, enc_floor)] = &mut case.runs;
         ab(
             &format!("{} decode", case.name),
