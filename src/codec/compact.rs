@@ -24,9 +24,11 @@
 //!
 //! Invariants, checked by the unit tests and the fuzz targets: a payload
 //! [`decode`] accepts ends exactly where its value does, nests at most
-//! [`MAX_VAL_DEPTH`] deep (checked before descending), and re-encodes to
-//! the same bytes; [`encode`] writes nothing for what it cannot carry (the
-//! caller sends JSON instead).
+//! [`MAX_VAL_DEPTH`] deep (checked before descending), holds at most one
+//! value per 8 bytes ([`value_budget`]: memory stays within a few times
+//! the frame's size, as with JSON), and re-encodes to the same bytes;
+//! [`encode`] writes nothing for what it cannot carry (the caller sends
+//! JSON instead).
 
 use std::borrow::Cow;
 
@@ -43,6 +45,20 @@ pub const CALL_RESPONSE: u8 = 0x02;
 pub const VERSION: u32 = 1;
 
 const HAS_CHAIN: u8 = 1;
+/// Items a list reserves before they arrive, whatever its count says.
+const LIST_RESERVE: usize = 16;
+/// Payload bytes per value, at least (see [`value_budget`]).
+const BYTES_PER_VALUE: usize = 8;
+
+/// The most values (Val nodes, the message's own counted) a compact
+/// payload of `len` bytes may hold: one per [`BYTES_PER_VALUE`] bytes,
+/// plus one. A decoded value takes 32 bytes of memory however few bytes
+/// it took on the wire (`Nothing` takes one), so without this bound a
+/// frame would cost 32 times its size; with it, at most 4 times, about
+/// what JSON costs (`"Nothing",` is 10 bytes). Denser values go as JSON.
+fn value_budget(len: usize) -> usize {
+    len / BYTES_PER_VALUE + 1
+}
 
 const NOTHING: u8 = 0x00;
 const NAT: u8 = 0x01;
@@ -65,8 +81,9 @@ pub fn is_compact(payload: &[u8]) -> bool {
 /// long, writes nothing and answers false.
 pub(super) fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
     let start = out.len();
+    let mut values = 0;
     let written = match msg {
-        Message::Call(c) => put_call(out, c),
+        Message::Call(c) => put_call(out, c, &mut values),
         Message::CallResponse(CallResponse {
             request_id,
             result: Ok(v),
@@ -74,17 +91,19 @@ pub(super) fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
             let mut head = [CALL_RESPONSE; 9];
             head[1..].copy_from_slice(&request_id.to_le_bytes());
             out.extend_from_slice(&head);
-            put_val(out, v, 1)
+            put_val(out, v, 1, &mut values)
         }
         _ => false,
     };
+    // A value too dense for its bytes goes as JSON (see `value_budget`).
+    let written = written && values <= value_budget(out.len() - start);
     if !written {
         out.truncate(start);
     }
     written
 }
 
-fn put_call(out: &mut Vec<u8>, c: &Call<'_>) -> bool {
+fn put_call(out: &mut Vec<u8>, c: &Call<'_>, values: &mut usize) -> bool {
     let Ok(machine_len) = u8::try_from(c.sender_machine.len()) else {
         return false;
     };
@@ -105,15 +124,16 @@ fn put_call(out: &mut Vec<u8>, c: &Call<'_>) -> bool {
     head[len - 1] = machine_len;
     out.extend_from_slice(&head[..len]);
     out.extend_from_slice(c.sender_machine.as_bytes());
-    put_val(out, &c.input, 1)
+    put_val(out, &c.input, 1, values)
 }
 
 /// `v` at `depth` (1 for a message's value); false past
 /// [`MAX_VAL_DEPTH`] or for a string or list over `u32::MAX`.
-fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
+fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize, values: &mut usize) -> bool {
     if depth > MAX_VAL_DEPTH {
         return false;
     }
+    *values += 1;
     let tagged = |out: &mut Vec<u8>, tag: u8, n: u64| {
         out.push(tag);
         out.extend_from_slice(&n.to_le_bytes());
@@ -142,11 +162,11 @@ fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
         }
         Val::Just(inner) => {
             out.push(JUST);
-            put_val(out, inner, depth + 1)
+            put_val(out, inner, depth + 1, values)
         }
         Val::Pair(a, b) => {
             out.push(PAIR);
-            put_val(out, a, depth + 1) && put_val(out, b, depth + 1)
+            put_val(out, a, depth + 1, values) && put_val(out, b, depth + 1, values)
         }
         Val::List(items) => {
             let Ok(count) = u32::try_from(items.len()) else {
@@ -154,7 +174,9 @@ fn put_val(out: &mut Vec<u8>, v: &Val, depth: usize) -> bool {
             };
             out.push(LIST);
             out.extend_from_slice(&count.to_le_bytes());
-            items.iter().all(|item| put_val(out, item, depth + 1))
+            items
+                .iter()
+                .all(|item| put_val(out, item, depth + 1, values))
         }
     }
 }
@@ -164,6 +186,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut r = Reader {
         b: payload,
         i: 0,
+        values_left: value_budget(payload.len()),
         too_deep: false,
     };
     match r.message() {
@@ -179,12 +202,16 @@ pub(super) fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
     }
 }
 
-/// Reads in place. Every read answers `None` without moving past what it
-/// could not read, so on failure `i` is where the payload went wrong (the
-/// cheap `Option` keeps the error's construction off the hot path).
+/// Reads in place. A read that fails answers `None` and leaves `i` at the
+/// byte where the payload went wrong: the start of a field that is cut
+/// short, an unknown tag or flags byte, the first byte that is not UTF-8,
+/// the first value past the budget, the first byte after the value (the cheap `Option` keeps the error's
+/// construction off the hot path).
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
+    /// Values this payload may still hold ([`value_budget`]).
+    values_left: usize,
     /// The `None` was a value nested past [`MAX_VAL_DEPTH`].
     too_deep: bool,
 }
@@ -195,6 +222,7 @@ impl<'a> Reader<'a> {
             CALL => {
                 let flags = self.u8()?;
                 if flags & !HAS_CHAIN != 0 {
+                    self.i -= 1;
                     return None;
                 }
                 let request_id = self.u64()?;
@@ -206,7 +234,7 @@ impl<'a> Reader<'a> {
                     None
                 };
                 let len = usize::from(self.u8()?);
-                let sender_machine = std::str::from_utf8(self.take(len)?).ok()?;
+                let sender_machine = self.utf8(len)?;
                 Some(Message::Call(Call {
                     request_id,
                     target,
@@ -236,6 +264,18 @@ impl<'a> Reader<'a> {
         Some(bytes)
     }
 
+    /// `len` bytes of UTF-8; on failure `i` is the first bad byte.
+    fn utf8(&mut self, len: usize) -> Option<&'a str> {
+        let start = self.i;
+        match std::str::from_utf8(self.take(len)?) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.i = start + e.valid_up_to();
+                None
+            }
+        }
+    }
+
     fn u8(&mut self) -> Option<u8> {
         let byte = *self.b.get(self.i)?;
         self.i += 1;
@@ -257,6 +297,7 @@ impl<'a> Reader<'a> {
             self.too_deep = true;
             return None;
         }
+        self.values_left = self.values_left.checked_sub(1)?;
         Some(match self.u8()? {
             NOTHING => Val::Nothing,
             NAT => Val::Nat(self.u64()?),
@@ -266,7 +307,7 @@ impl<'a> Reader<'a> {
             TRUE => Val::Bool(true),
             STR => {
                 let len = self.u32()? as usize;
-                Val::Str(std::str::from_utf8(self.take(len)?).ok()?.to_owned())
+                Val::Str(self.utf8(len)?.to_owned())
             }
             JUST => Val::just(self.val(depth + 1)?),
             PAIR => {
@@ -275,9 +316,11 @@ impl<'a> Reader<'a> {
             }
             LIST => {
                 let count = self.u32()? as usize;
-                // Each item takes at least its tag byte: a count the
-                // payload cannot hold reserves nothing it could not fill.
-                let mut items = Vec::with_capacity(count.min(self.b.len() - self.i));
+                // The count is the sender's word: reserve a little and
+                // let the list grow as items really arrive (a reservation
+                // per count would be 32 bytes per payload byte, again at
+                // every nesting level).
+                let mut items = Vec::with_capacity(count.min(LIST_RESERVE));
                 for _ in 0..count {
                     items.push(self.val(depth + 1)?);
                 }

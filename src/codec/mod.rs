@@ -32,7 +32,7 @@
 //! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
 //! [`EncodeError`].
 
-pub mod compact;
+pub(crate) mod compact;
 mod error;
 mod fast;
 mod frame;

@@ -1038,27 +1038,30 @@ fn compact_decode_error_grid() {
     assert!(decode(call).is_ok());
     let mut bad = call.to_vec();
     bad[1] = 0x02;
-    assert_eq!(decode(&bad), compact_at(2));
+    assert_eq!(decode(&bad), compact_at(1));
     bad = call.to_vec();
     bad[27] = 0xff;
-    assert_eq!(decode(&bad), compact_at(28));
+    assert_eq!(decode(&bad), compact_at(27));
     // A list that claims more items than the payload holds fails at its
-    // end, having reserved no more than the payload's length.
+    // end (what it may reserve meanwhile: `tools/alloc-count`).
     let list: &[u8] = &[
         0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x09, 0xff, 0xff, 0xff, 0xff, 0x00,
     ];
     assert_eq!(decode(list), compact_at(15));
-    // A string that is not UTF-8.
-    let s: &[u8] = &[0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x06, 1, 0, 0, 0, 0xc3];
+    // A string that is not UTF-8: the first bad byte.
+    let s: &[u8] = &[0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x06, 2, 0, 0, 0, b'a', 0xc3];
     assert_eq!(decode(s), compact_at(15));
 }
 
 #[test]
 fn compact_val_depth_128_accepted_129_too_deep() {
+    // Justs around a string long enough that the value budget (one
+    // value per 8 bytes) is not what stops them.
     let payload = |depth: usize| {
         let mut p = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0];
         p.extend(std::iter::repeat_n(0x07, depth - 1));
-        p.push(0x00);
+        p.extend_from_slice(&[0x06, 0, 4, 0, 0]);
+        p.extend(std::iter::repeat_n(b'x', 1024));
         p
     };
     assert!(decode(&payload(MAX_VAL_DEPTH)).is_ok());
@@ -1073,4 +1076,32 @@ fn compact_val_depth_128_accepted_129_too_deep() {
             Err(DecodeError::TooDeep { field: "result" })
         );
     });
+}
+
+/// One value per 8 payload bytes (plus one): a denser compact payload is
+/// refused at its first value past the budget, and the encoder sends such
+/// a value as JSON, so a frame never costs more than a few times its size.
+#[test]
+fn compact_values_are_at_most_one_per_8_bytes() {
+    // 9 + 5 + 15 = 29 bytes: a budget of 4 values, for a list and 15 items.
+    let mut dense = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x09, 15, 0, 0, 0];
+    dense.extend(std::iter::repeat_n(0x00, 15));
+    assert_eq!(decode(&dense), Err(DecodeError::Compact { at: 17 }));
+    let msg = Message::CallResponse(CallResponse {
+        request_id: 1,
+        result: Ok(Val::List(vec![Val::Nothing; 15])),
+    });
+    let mut out = Vec::new();
+    encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
+    assert_eq!(out[HEADER_LEN], b'{', "too dense: JSON");
+    assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
+    // Three Nats (9 bytes each) fit: 9 + 5 + 27 = 41 bytes, budget 6.
+    let nats = Message::CallResponse(CallResponse {
+        request_id: 1,
+        result: Ok(Val::List(vec![Val::Nat(7); 3])),
+    });
+    out.clear();
+    encode_for(&mut out, &nats, DEFAULT_MAX_FRAME, true).unwrap();
+    assert_eq!(out[HEADER_LEN], compact::CALL_RESPONSE);
+    assert_eq!(decode(&out[HEADER_LEN..]), Ok(nats));
 }

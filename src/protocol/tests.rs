@@ -343,34 +343,58 @@ fn calls_go_compact_only_to_a_peer_that_offered_it() {
         Some(codec::compact::CALL_RESPONSE)
     );
 
-    // A client that offered nothing: its call is answered in JSON.
-    let c = b.core.handle_accepted(addr(43101), now);
-    assert_eq!(greet(&mut b, c, "client", 7, now), Status::Greeted);
-    let call = Message::Call(Call {
-        request_id: 1,
-        target: ObjectId(2 << 48 | 1),
-        input: Val::Nat(1),
-        sender: ObjectId(7 << 48 | 1),
-        sender_machine: "client".into(),
-        chain: None,
-    });
-    assert_eq!(b.core.handle_message(c, call, now), Status::Open);
-    let inbound = b
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::Inbound { inbound, .. } => Some(inbound),
-            _ => None,
-        })
-        .expect("the client's call arrived");
-    b.core.reply(inbound, Ok(Val::Nat(2)));
-    let answer = queued_payloads(&b, c);
-    assert!(
-        answer
-            .last()
-            .is_some_and(|p| p.starts_with(br#"{"type":"call_response""#)),
-        "{answer:?}"
-    );
+    // Clients: what each offer gets back for an answer and for an error.
+    let cases = [
+        (None, false),
+        (Some(0), false),
+        (Some(1), true),
+        (Some(2), true),
+    ];
+    for (i, (offer, compact)) in cases.into_iter().enumerate() {
+        let c = b.core.handle_accepted(addr(43101 + i as u16), now);
+        let machine = format!("client{i}");
+        let prefix = 7 + i as u16;
+        assert_eq!(
+            greet_offering(&mut b, c, &machine, prefix, offer, now),
+            Status::Greeted
+        );
+        for request_id in [1, 2] {
+            let call = Message::Call(Call {
+                request_id,
+                target: ObjectId(2 << 48 | 1),
+                input: Val::Nat(1),
+                sender: ObjectId(u64::from(prefix) << 48 | 1),
+                sender_machine: machine.as_str().into(),
+                chain: None,
+            });
+            assert_eq!(b.core.handle_message(c, call, now), Status::Open);
+        }
+        let inbound: Vec<_> = b
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Inbound { inbound, .. } => Some(inbound),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(inbound.len(), 2);
+        b.core.reply(inbound[0], Ok(Val::Nat(2)));
+        b.core.reply(inbound[1], Err("no such object".into()));
+        let answers = queued_payloads(&b, c);
+        let [.., ok, err] = answers.as_slice() else {
+            panic!("{answers:?}")
+        };
+        let first = if compact {
+            codec::compact::CALL_RESPONSE
+        } else {
+            b'{'
+        };
+        assert_eq!(ok[0], first, "offer {offer:?}");
+        assert!(
+            err.starts_with(br#"{"type":"call_response""#),
+            "an error answer is JSON: {err:?}"
+        );
+    }
 }
 
 /// Both nodes dial each other at once: each sees two connections, and
@@ -655,13 +679,22 @@ fn bad_hellos_are_refused_and_close_the_connection() {
 }
 
 fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
+    hello_offering(machine, prefix, version, None)
+}
+
+fn hello_offering(
+    machine: &str,
+    prefix: u16,
+    version: u32,
+    compact: Option<u32>,
+) -> Message<'static> {
     Message::Hello(codec::Hello {
         version,
         machine_id: machine.to_owned().into(),
         node_prefix: prefix,
         nonce: Some(auth::to_hex(&CLIENT_NONCE).into()),
         boot: Some(u64::from(prefix)),
-        compact: None,
+        compact,
     })
 }
 
@@ -694,10 +727,20 @@ fn proof_msg(
 
 /// A client dials `side` as `machine`: its hello, then its proof.
 fn greet(side: &mut Side, conn: ConnId, machine: &str, prefix: u16, now: Instant) -> Status {
-    match side
-        .core
-        .handle_message(conn, hello_msg(machine, prefix, VERSION), now)
-    {
+    greet_offering(side, conn, machine, prefix, None, now)
+}
+
+/// [`greet`], with a hello that offers `compact`.
+fn greet_offering(
+    side: &mut Side,
+    conn: ConnId,
+    machine: &str,
+    prefix: u16,
+    compact: Option<u32>,
+    now: Instant,
+) -> Status {
+    let hello = hello_offering(machine, prefix, VERSION, compact);
+    match side.core.handle_message(conn, hello, now) {
         Status::Open => {}
         other => return other,
     }

@@ -91,4 +91,27 @@ pub fn run() {
         ping_call.len(),
         a - value as f64
     );
+    hostile_counts();
+}
+
+/// A hostile compact frame: a 16 MiB `call_response` whose value is 127
+/// nested lists, each claiming 2^32 - 1 items, the innermost filled with
+/// `Nothing`s (one byte each). Decoding must not reserve what the counts
+/// claim (32 bytes per item, at every level), and the value budget (one
+/// value per 8 payload bytes) stops the filler at 2M values: 64 MiB of
+/// list, 128 MiB allocated in all as it doubles, then the frame is refused.
+pub fn hostile_counts() {
+    let mut payload = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0];
+    for _ in 0..127 {
+        payload.extend_from_slice(&[0x09, 0xff, 0xff, 0xff, 0xff]);
+    }
+    payload.resize(DEFAULT_MAX_FRAME, 0x00);
+    let (refused, allocations, bytes) = measure(|| codec::decode(black_box(&payload)).is_err());
+    println!(
+        "hostile compact list counts (16 MiB frame, 127 levels of 2^32-1 items, Nothing filler): \
+         refused {refused}, {allocations} allocations, {} MiB allocated in all",
+        bytes >> 20
+    );
+    assert!(refused, "past the value budget: it must be refused");
+    assert!(bytes < 160 << 20, "decoding allocated {bytes} bytes");
 }
