@@ -3,9 +3,9 @@
 //!
 //! Why: with every number a 17-20 digit decimal, JSON took about 2,100 of
 //! the 8,100 instructions of a remote call (callgrind, `pair_throughput`
-//! at 256 calls in flight), and the design's own floor carries six to
-//! eight times avm's calls per second. Reading and writing these frames
-//! is a few loads and stores per field.
+//! at 256 calls in flight), while the design's own floor carried 7 to
+//! 14 times avm's calls per second (BENCHMARKS.md, "fifth pass"). Reading
+//! and writing these frames is a few loads and stores per field.
 //!
 //! A compact payload starts with a byte no JSON payload starts with (JSON
 //! starts with `{`), so one decoder reads both kinds, whoever sent them:
@@ -77,8 +77,8 @@ pub fn is_compact(payload: &[u8]) -> bool {
 }
 
 /// Writes `msg`'s compact payload (no header) and answers true; for any
-/// other message, a machine name over 255 bytes, or a Val too deep or too
-/// long, writes nothing and answers false.
+/// other message, a machine name over 255 bytes, or a Val too deep, too
+/// long or too dense ([`value_budget`]), writes nothing and answers false.
 pub(super) fn encode(out: &mut Vec<u8>, msg: &Message<'_>) -> bool {
     let start = out.len();
     let mut values = 0;

@@ -80,9 +80,9 @@ pub struct Hello<'a> {
     /// so a peer tells a restarted node from a second connection of the
     /// same one. Omitted on the wire when `None`.
     pub boot: Option<u64>,
-    /// The compact frame version the sender reads (`compact.rs`): a peer
-    /// may then send it `call` and `call_response` compact. Omitted on
-    /// the wire when `None` (JSON only).
+    /// The sender reads compact frames (`compact.rs`) of every version up
+    /// to this one, so a peer may send it `call` and `call_response`
+    /// compact. Omitted on the wire when `None` (JSON only).
     pub compact: Option<u32>,
 }
 

@@ -26,7 +26,12 @@
 //! - one meaning: `call` and `call_response` in avm's own shape with a
 //!   scalar value take a hand-written path (`fast`, for speed), which
 //!   writes serde_json's bytes and reads what serde reads, or leaves the
-//!   payload to serde.
+//!   payload to serde;
+//! - two forms: to a peer whose `hello` offered them, `call` and
+//!   `call_response` go as compact binary frames (`compact`, told apart
+//!   from JSON by their first byte); [`decode`] reads both forms from
+//!   anyone, [`encode_for`] writes compact only when told the peer reads
+//!   it, and [`encode`] never does.
 //!
 //! Errors are small `Copy` enums: [`FrameError`] (close the connection),
 //! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
