@@ -33,11 +33,16 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Value> {
 }
 
 pub fn recv(s: &mut TcpStream) -> Value {
+    serde_json::from_slice(&recv_payload(s)).unwrap()
+}
+
+/// The next frame's payload, as bytes.
+pub fn recv_payload(s: &mut TcpStream) -> Vec<u8> {
     let mut head = [0u8; 4];
     s.read_exact(&mut head).unwrap();
     let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
     s.read_exact(&mut body).unwrap();
-    serde_json::from_slice(&body).unwrap()
+    body
 }
 
 /// What the proof transcript starts with (protocol version 2).
@@ -314,6 +319,117 @@ fn protocol_client_plays_alpha_against_demo_beta() {
         outer,
         json!({"type":"call_response","request_id":1,"result":{"Ok":done}})
     );
+}
+
+/// Compact frames as the protocol page lays them out, built by hand.
+mod compact {
+    pub fn nat(n: u64) -> Vec<u8> {
+        [&[0x01][..], &n.to_le_bytes()].concat()
+    }
+
+    pub fn object(id: u64) -> Vec<u8> {
+        [&[0x02][..], &id.to_le_bytes()].concat()
+    }
+
+    pub fn str(s: &str) -> Vec<u8> {
+        let len = s.len() as u32;
+        [&[0x06][..], &len.to_le_bytes(), s.as_bytes()].concat()
+    }
+
+    pub fn list(items: &[Vec<u8>]) -> Vec<u8> {
+        let count = items.len() as u32;
+        [vec![0x09], count.to_le_bytes().to_vec(), items.concat()].concat()
+    }
+
+    /// A whole `call` frame, header included, with a chain.
+    pub fn call(request_id: u64, target: u64, sender: u64, chain: u64, input: &[u8]) -> Vec<u8> {
+        let machine = b"client";
+        let payload = [
+            &[0x01, 0x01][..],
+            &request_id.to_le_bytes(),
+            &target.to_le_bytes(),
+            &sender.to_le_bytes(),
+            &chain.to_le_bytes(),
+            &[machine.len() as u8],
+            machine,
+            input,
+        ]
+        .concat();
+        [&(payload.len() as u32).to_be_bytes()[..], &payload].concat()
+    }
+
+    /// A whole `call_response` frame (an `Ok` result), header included.
+    pub fn answer(request_id: u64, result: &[u8]) -> Vec<u8> {
+        let payload = [&[0x02][..], &request_id.to_le_bytes(), result].concat();
+        [&(payload.len() as u32).to_be_bytes()[..], &payload].concat()
+    }
+}
+
+/// The same game as `protocol_client_plays_alpha_against_demo_beta`, by a
+/// client that offers compact frames in its `hello` and builds and reads
+/// them by hand from the protocol page: beta, which offers them too,
+/// calls it back and answers it compact.
+#[test]
+fn compact_client_plays_alpha_against_demo_beta() {
+    let beta = NodeProc::start("beta", 0, &["--demo"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let mut s = TcpStream::connect(("127.0.0.1", beta.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let key = test_key();
+    let dialler = Side::fresh("client", PREFIX);
+    let mut hello = dialler.hello();
+    hello["compact"] = json!(1);
+    send(&mut s, &hello);
+    let theirs = recv(&mut s);
+    assert_eq!(theirs["compact"], 1, "beta offers compact frames: {theirs}");
+    let acceptor = Side::of_hello(&theirs);
+    send(
+        &mut s,
+        &auth(&proof(&key, true, dialler.parts(), acceptor.parts())),
+    );
+    assert_eq!(
+        proof_of(&recv(&mut s)),
+        proof(&key, false, dialler.parts(), acceptor.parts())
+    );
+    // The snapshot stays JSON: pong, its name, the end.
+    let pong = recv(&mut s)["object_id"]
+        .as_u64()
+        .expect("pong's create_notify");
+    assert_eq!(recv(&mut s)["type"], "name_notify");
+    assert_eq!(recv(&mut s)["type"], "snapshot_end");
+
+    let chain = (PREFIX << 48) | 1;
+    let msg = |tag: &str, n: u64| {
+        compact::list(&[
+            compact::str(tag),
+            compact::nat(n),
+            compact::nat(3),
+            compact::object(pong),
+        ])
+    };
+    s.write_all(&compact::call(1, pong, OUR_OBJECT, chain, &msg("Pong", 1)))
+        .unwrap();
+    // pong calls us back, compact: 01, flags (chain), request_id, target,
+    // sender, chain, "beta", then the value.
+    let back = recv_payload(&mut s);
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(&back[..2], &[0x01, 0x01], "a compact call with a chain");
+    let back_id = u64_at(&back, 2);
+    assert_eq!(u64_at(&back, 10), OUR_OBJECT);
+    assert_eq!(u64_at(&back, 18), pong);
+    assert_eq!(u64_at(&back, 26), chain, "the chain id is carried");
+    assert_eq!(&back[34..39], b"\x04beta");
+    assert_eq!(&back[39..], msg("Ping", 2).as_slice());
+    // As ping: call pong with count 3 in the same chain, then answer
+    // pong's call with that reply.
+    s.write_all(&compact::call(2, pong, OUR_OBJECT, chain, &msg("Pong", 3)))
+        .unwrap();
+    let done = compact::list(&[compact::str("done"), compact::nat(3)]);
+    let inner = recv_payload(&mut s);
+    assert_eq!(inner, compact::answer(2, &done)[4..]);
+    s.write_all(&compact::answer(back_id, &done)).unwrap();
+    let outer = recv_payload(&mut s);
+    assert_eq!(outer, compact::answer(1, &done)[4..]);
 }
 
 /// Does the handshake with a `--demo` beta on two connections as `aaa` (which sorts
