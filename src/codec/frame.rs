@@ -236,7 +236,7 @@ impl FrameDecoder {
         Ok(Some(&self.buf[payload]))
     }
 
-    /// Size of the buffer (for the fuzzing invariants).
+    /// Size of the buffer (for the fuzzing invariants and `/health`).
     pub(crate) fn buf_len(&self) -> usize {
         self.buf.len()
     }

@@ -176,6 +176,10 @@ pub struct NodeView {
     pub commands_queued: u64,
     pub calls_in_flight: u64,
     pub calls_owed: u64,
+    /// Capacity of the peer connections' read and write buffers: what a
+    /// burst grew comes back once the node is idle.
+    pub read_buffer_bytes: u64,
+    pub write_buffer_bytes: u64,
     pub connections: u64,
     pub http_connections: u64,
     pub subscribers: u64,
@@ -234,6 +238,10 @@ pub fn render_health(view: &NodeView) -> Vec<u8> {
             "events": view.events_queued,
             "commands": view.commands_queued,
             "waiting_for_turns": view.waiting_for_turns,
+        },
+        "buffers": {
+            "read_bytes": view.read_buffer_bytes,
+            "write_bytes": view.write_buffer_bytes,
         },
     });
     serde_json::to_vec_pretty(&health).expect("a JSON value")
@@ -331,6 +339,15 @@ pub fn render_metrics(view: &NodeView) -> Vec<u8> {
             ("queue=\"events\"".to_string(), view.events_queued),
             ("queue=\"commands\"".to_string(), view.commands_queued),
             ("queue=\"turns\"".to_string(), view.waiting_for_turns),
+        ],
+    );
+    m.family(
+        "avm_buffer_bytes",
+        "gauge",
+        "Capacity of the peer connections' read and write buffers.",
+        [
+            ("kind=\"read\"".to_string(), view.read_buffer_bytes),
+            ("kind=\"write\"".to_string(), view.write_buffer_bytes),
         ],
     );
     let counters: [(&str, &str, u64); 4] = [
@@ -603,6 +620,7 @@ mod tests {
             "objects",
             "suspended_chains",
             "queues",
+            "buffers",
         ] {
             assert!(v.get(key).is_some(), "{key} missing: {v}");
         }

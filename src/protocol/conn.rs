@@ -191,6 +191,11 @@ impl Conn {
         Ok(())
     }
 
+    /// The write buffer's capacity, in bytes (`/health`).
+    pub fn out_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// Bytes queued and not yet written to the socket.
     pub fn unsent(&self) -> &[u8] {
         &self.out[self.written..]

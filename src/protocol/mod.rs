@@ -508,6 +508,11 @@ impl Core {
         self.inbound.len()
     }
 
+    /// Bytes the peer connections' write buffers hold (their capacity).
+    pub fn write_buffer_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.out_capacity()).sum()
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {

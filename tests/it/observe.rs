@@ -210,3 +210,50 @@ fn a_thousand_idle_http_connections_do_not_stop_the_demo() {
     let metrics = get(port, "/metrics");
     assert!(metric(&metrics, "avm_connections{kind=\"http\"}") >= 1000.0);
 }
+
+/// A burst of big frames grows a connection's read buffer (reading ahead,
+/// up to 64 KiB); once the node has been idle a moment, `/health` shows
+/// it back at its first size while the connection stays open.
+#[test]
+fn read_buffers_come_back_after_a_burst() {
+    let (beta, port) = beta_with_http();
+    let (mut s, _pong) = crate::wire::hello_beta(beta.port(), "client", 77);
+    let idle = health(port)["buffers"]["read_bytes"].as_u64().unwrap();
+    assert!(
+        idle > 0 && idle <= 8 << 10,
+        "one connection's buffer: {idle}"
+    );
+    // 64 calls of 30 KB each to an object nobody hosts, in one write: each
+    // is answered with an error, and the reads fill the buffer.
+    let big = "x".repeat(30_000);
+    let mut burst = Vec::new();
+    for i in 0..64 {
+        let body = serde_json::to_vec(&serde_json::json!({"type":"call","request_id":i,
+            "target":12345,"input":{"Str":big},"sender":(77u64 << 48) | 1,
+            "sender_machine":"client"}))
+        .unwrap();
+        burst.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        burst.extend_from_slice(&body);
+    }
+    s.write_all(&burst).unwrap();
+    for _ in 0..64 {
+        let answer = crate::wire::recv(&mut s);
+        assert!(answer["result"]["Err"].is_string(), "{answer}");
+    }
+    // Idle for well over `heap::IDLE_AFTER` (100 ms), connection open (a
+    // client that answers no ping is dropped after a few seconds: the
+    // check comes well before).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = health(port)["buffers"]["read_bytes"].as_u64().unwrap();
+        assert!(now > 0, "the connection closed");
+        if now <= 8 << 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the read buffer stayed at {now} bytes (it was {idle} before the burst)"
+        );
+    }
+}
