@@ -25,8 +25,8 @@
 //! Invariants, checked by the unit tests and the fuzz targets: a payload
 //! [`decode`] accepts ends exactly where its value does, nests at most
 //! [`MAX_VAL_DEPTH`] deep (checked before descending), holds at most one
-//! value per 8 bytes ([`value_budget`]: memory stays within a few times
-//! the frame's size, as with JSON), and re-encodes to the same bytes;
+//! value per 8 bytes plus 16 ([`value_budget`]: memory stays within a few
+//! times the frame's size, as with JSON), and re-encodes to the same bytes;
 //! [`encode`] writes nothing for what it cannot carry (the caller sends
 //! JSON instead).
 
@@ -49,15 +49,18 @@ const HAS_CHAIN: u8 = 1;
 const LIST_RESERVE: usize = 16;
 /// Payload bytes per value, at least (see [`value_budget`]).
 const BYTES_PER_VALUE: usize = 8;
+/// Values any payload may hold beyond that: small structured answers
+/// (`Pair(Bool, Bool)`, a replica's record) stay compact.
+const VALUE_SLACK: usize = 16;
 
-/// The most values (Val nodes, the message's own counted) a compact
-/// payload of `len` bytes may hold: one per [`BYTES_PER_VALUE`] bytes,
-/// plus one. A decoded value takes 32 bytes of memory however few bytes
-/// it took on the wire (`Nothing` takes one), so without this bound a
-/// frame would cost 32 times its size; with it, at most 4 times, about
-/// what JSON costs (`"Nothing",` is 10 bytes). Denser values go as JSON.
-fn value_budget(len: usize) -> usize {
-    len / BYTES_PER_VALUE + 1
+/// The most values (Val nodes) a compact payload of `len` bytes may hold:
+/// one per [`BYTES_PER_VALUE`] bytes, plus [`VALUE_SLACK`]. A decoded
+/// value takes 32 bytes of memory however few bytes it took on the wire
+/// (`Nothing` takes one), so without this bound a frame would cost 32
+/// times its size; with it, 4 times (plus a list's growth), about what
+/// JSON costs (`"Nothing",` is 10 bytes). Denser values go as JSON.
+pub(super) fn value_budget(len: usize) -> usize {
+    len / BYTES_PER_VALUE + VALUE_SLACK
 }
 
 const NOTHING: u8 = 0x00;

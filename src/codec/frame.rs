@@ -236,9 +236,14 @@ impl FrameDecoder {
         Ok(Some(&self.buf[payload]))
     }
 
-    /// Size of the buffer (for the fuzzing invariants and `/health`).
+    /// Size of the buffer (for the fuzzing invariants).
     pub(crate) fn buf_len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes the buffer holds from the allocator (`/health`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The length in the header at `start`, once its 4 bytes are here.

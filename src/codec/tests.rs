@@ -1078,30 +1078,38 @@ fn compact_val_depth_128_accepted_129_too_deep() {
     });
 }
 
-/// One value per 8 payload bytes (plus one): a denser compact payload is
+/// One value per 8 payload bytes, plus 16: a denser compact payload is
 /// refused at its first value past the budget, and the encoder sends such
 /// a value as JSON, so a frame never costs more than a few times its size.
 #[test]
-fn compact_values_are_at_most_one_per_8_bytes() {
-    // 9 + 5 + 15 = 29 bytes: a budget of 4 values, for a list and 15 items.
-    let mut dense = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x09, 15, 0, 0, 0];
-    dense.extend(std::iter::repeat_n(0x00, 15));
-    assert_eq!(decode(&dense), Err(DecodeError::Compact { at: 17 }));
+fn compact_values_are_at_most_one_per_8_bytes_plus_16() {
+    // 9 + 5 + 40 = 54 bytes: a budget of 6 + 16 = 22 values, for a list
+    // and 40 items; the 22nd item (at 14 + 21) is one too many.
+    let mut dense = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0, 0x09, 40, 0, 0, 0];
+    dense.extend(std::iter::repeat_n(0x00, 40));
+    assert_eq!(decode(&dense), Err(DecodeError::Compact { at: 35 }));
     let msg = Message::CallResponse(CallResponse {
         request_id: 1,
-        result: Ok(Val::List(vec![Val::Nothing; 15])),
+        result: Ok(Val::List(vec![Val::Nothing; 40])),
     });
     let mut out = Vec::new();
     encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
     assert_eq!(out[HEADER_LEN], b'{', "too dense: JSON");
     assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
-    // Three Nats (9 bytes each) fit: 9 + 5 + 27 = 41 bytes, budget 6.
-    let nats = Message::CallResponse(CallResponse {
-        request_id: 1,
-        result: Ok(Val::List(vec![Val::Nat(7); 3])),
-    });
-    out.clear();
-    encode_for(&mut out, &nats, DEFAULT_MAX_FRAME, true).unwrap();
-    assert_eq!(out[HEADER_LEN], compact::CALL_RESPONSE);
-    assert_eq!(decode(&out[HEADER_LEN..]), Ok(nats));
+    // Small structured answers fit in the slack: Pair(Bool, Bool) is 12
+    // bytes and 3 values; a list of 100 Nats is 914 bytes and 101 values.
+    let fits = [
+        Val::pair(Val::Bool(true), Val::Bool(false)),
+        Val::List(vec![Val::Nat(7); 100]),
+    ];
+    for v in fits {
+        let msg = Message::CallResponse(CallResponse {
+            request_id: 1,
+            result: Ok(v),
+        });
+        out.clear();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
+        assert_eq!(out[HEADER_LEN], compact::CALL_RESPONSE, "{msg:?}");
+        assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
+    }
 }

@@ -92,8 +92,9 @@ pub struct HttpSide {
 pub struct Sources<'a> {
     pub core: &'a Core,
     pub handoff: &'a Handoff,
-    /// Bytes the peer sockets' read buffers hold (their capacity).
-    pub read_buffer_bytes: usize,
+    /// Bytes the peer sockets' read buffers hold (their capacity), summed
+    /// only when a view is built.
+    pub read_buffer_bytes: &'a dyn Fn() -> usize,
 }
 
 impl HttpSide {
@@ -325,7 +326,7 @@ impl HttpSide {
             commands_queued: from.handoff.commands_queued() as u64,
             calls_in_flight: core.calls_in_flight() as u64,
             calls_owed: core.calls_owed() as u64,
-            read_buffer_bytes: from.read_buffer_bytes as u64,
+            read_buffer_bytes: (from.read_buffer_bytes)() as u64,
             write_buffer_bytes: core.write_buffer_bytes() as u64,
             connections: core.connections() as u64,
             http_connections: self.server.len() as u64,

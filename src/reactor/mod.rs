@@ -291,16 +291,15 @@ impl Reactor {
 
     fn http_event(&mut self, key: usize, now: Instant) {
         if let Some(http) = &mut self.http {
-            let read_buffer_bytes = self
-                .sockets
-                .iter()
-                .flatten()
-                .map(|s| s.decoder.buf_len())
-                .sum();
+            let sockets = &self.sockets;
+            let read_buffer_bytes = || {
+                let buffers = sockets.iter().flatten();
+                buffers.map(|s| s.decoder.capacity()).sum()
+            };
             let from = http::Sources {
                 core: &self.core,
                 handoff: &self.handoff,
-                read_buffer_bytes,
+                read_buffer_bytes: &read_buffer_bytes,
             };
             http.handle(key, self.poll.registry(), &from, now);
         }

@@ -45,6 +45,26 @@ pub fn recv_payload(s: &mut TcpStream) -> Vec<u8> {
     body
 }
 
+/// The next payload that is not the node's keepalive `ping` (which can
+/// come between any two frames, once a second): each ping on the way is
+/// answered with its `pong`.
+pub fn recv_answering_pings(s: &mut TcpStream) -> Vec<u8> {
+    loop {
+        let payload = recv_payload(s);
+        if payload.starts_with(br#"{"type":"ping""#) {
+            let ping: Value = serde_json::from_slice(&payload).unwrap();
+            send(s, &json!({"type":"pong","nonce":ping["nonce"]}));
+            continue;
+        }
+        return payload;
+    }
+}
+
+/// [`recv_answering_pings`], parsed as JSON.
+pub fn recv_json_answering_pings(s: &mut TcpStream) -> Value {
+    serde_json::from_slice(&recv_answering_pings(s)).unwrap()
+}
+
 /// What the proof transcript starts with (protocol version 2).
 const PROOF_LABEL: &[u8] = b"avm cluster proof v2";
 
@@ -289,7 +309,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
                 "sender":OUR_OBJECT,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
     );
     // pong calls its sender (us) back with count 2.
-    let back = recv(&mut s);
+    let back = recv_json_answering_pings(&mut s);
     assert_eq!(back["type"], "call", "{back}");
     assert_eq!(back["target"], OUR_OBJECT);
     assert_eq!(back["sender"], pong);
@@ -304,7 +324,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
                 "sender":OUR_OBJECT,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
     );
     let done = json!({"List":[{"Str":"done"},{"Nat":3}]});
-    let inner = recv(&mut s);
+    let inner = recv_json_answering_pings(&mut s);
     assert_eq!(
         inner,
         json!({"type":"call_response","request_id":2,"result":{"Ok":done}})
@@ -314,7 +334,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
         &mut s,
         &json!({"type":"call_response","request_id":back["request_id"],"result":{"Ok":done}}),
     );
-    let outer = recv(&mut s);
+    let outer = recv_json_answering_pings(&mut s);
     assert_eq!(
         outer,
         json!({"type":"call_response","request_id":1,"result":{"Ok":done}})
@@ -411,7 +431,7 @@ fn compact_client_plays_alpha_against_demo_beta() {
         .unwrap();
     // pong calls us back, compact: 01, flags (chain), request_id, target,
     // sender, chain, "beta", then the value.
-    let back = recv_payload(&mut s);
+    let back = recv_answering_pings(&mut s);
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     assert_eq!(&back[..2], &[0x01, 0x01], "a compact call with a chain");
     let back_id = u64_at(&back, 2);
@@ -425,10 +445,10 @@ fn compact_client_plays_alpha_against_demo_beta() {
     s.write_all(&compact::call(2, pong, OUR_OBJECT, chain, &msg("Pong", 3)))
         .unwrap();
     let done = compact::list(&[compact::str("done"), compact::nat(3)]);
-    let inner = recv_payload(&mut s);
+    let inner = recv_answering_pings(&mut s);
     assert_eq!(inner, compact::answer(2, &done)[4..]);
     s.write_all(&compact::answer(back_id, &done)).unwrap();
-    let outer = recv_payload(&mut s);
+    let outer = recv_answering_pings(&mut s);
     assert_eq!(outer, compact::answer(1, &done)[4..]);
 }
 

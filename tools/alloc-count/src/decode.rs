@@ -98,7 +98,7 @@ pub fn run() {
 /// nested lists, each claiming 2^32 - 1 items, the innermost filled with
 /// `Nothing`s (one byte each). Decoding must not reserve what the counts
 /// claim (32 bytes per item, at every level), and the value budget (one
-/// value per 8 payload bytes) stops the filler at 2M values: 64 MiB of
+/// value per 8 payload bytes, plus 16) stops the filler at 2M values: 64 MiB of
 /// list, 128 MiB allocated in all as it doubles, then the frame is refused.
 pub fn hostile_counts() {
     let mut payload = vec![0x02, 1, 0, 0, 0, 0, 0, 0, 0];
