@@ -200,7 +200,6 @@ pub(super) fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
                 _ => "result",
             },
         }),
-        // Each read leaves `i` where the part it could not read begins.
         _ => Err(DecodeError::Compact { at: r.i }),
     }
 }
@@ -208,8 +207,8 @@ pub(super) fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
 /// Reads in place. A read that fails answers `None` and leaves `i` at the
 /// byte where the payload went wrong: the start of a field that is cut
 /// short, an unknown tag or flags byte, the first byte that is not UTF-8,
-/// the first value past the budget, the first byte after the value (the cheap `Option` keeps the error's
-/// construction off the hot path).
+/// the first value past the budget, the first byte after the value. (The
+/// cheap `Option` keeps building the error off the hot path.)
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
