@@ -38,6 +38,10 @@ pub struct DialSlot {
     /// The "peer probably refused us" warning was logged since the last
     /// connection that outlived the refusal window (later ones go to debug).
     pub warned_refusal: bool,
+    /// A failed TLS handshake was logged as a warning since then: every
+    /// redial fails the same way until someone fixes a certificate or a
+    /// flag, so later ones go to debug.
+    pub warned_tls: bool,
     /// The machine this address led to last (for `/health`: an address
     /// never reached is listed by itself).
     pub reached: Option<MachineId>,
@@ -65,6 +69,7 @@ impl DialSlot {
             attempt: 0,
             failures: 0,
             warned_refusal: false,
+            warned_tls: false,
             reached: None,
         }
     }

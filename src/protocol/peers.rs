@@ -431,6 +431,7 @@ impl Core {
         if let (true, Some(slot)) = (lasted, c.dial_slot) {
             self.dials[slot].failures = 0;
             self.dials[slot].warned_refusal = false;
+            self.dials[slot].warned_tls = false;
         }
         if log {
             self.log_close(&c, &label, &reason, now);
@@ -494,7 +495,16 @@ impl Core {
         } else if let CloseReason::Tls(_) = reason {
             // Before any hello, but the operator must hear of it: a wrong
             // CA, a plaintext peer, a name the certificate does not cover.
-            warn!("connection to {label} closed: {reason}");
+            // Once per address we dial, not once per redial.
+            let warned = c
+                .dial_slot
+                .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_tls, true));
+            let level = if warned {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(level, "connection to {label} closed: {reason}");
         } else if c.is_ready()
             && *reason == CloseReason::PeerClosed
             && c.retired_at.is_none()

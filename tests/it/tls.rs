@@ -192,6 +192,16 @@ fn a_tls_node_never_connects_to_a_plaintext_node() {
     );
     let line = log_line(&alpha, "TLS failed");
     assert!(line.contains("connection to 127.0.0.1:"), "{line}");
+    // alpha redials for its 3 s wait, and every attempt fails the same
+    // way: beta saw several, alpha warned once.
+    let attempts = beta.stderr().matches("accepted a connection").count();
+    let log = alpha.stderr();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("TLS failed"))
+        .count();
+    assert!(attempts >= 2, "beta saw {attempts}:\n{}", beta.stderr());
+    assert_eq!(warnings, 1, "{log}");
 }
 
 /// Alpha's certificate comes from another CA (though alpha trusts beta's
