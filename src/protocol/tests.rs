@@ -1340,6 +1340,26 @@ fn a_snapshot_gives_way_to_calls() {
     assert!(a.core.snapshot_ready(quiet));
     a.core.pump_snapshots(quiet);
     assert!(a.core.unsent(link.ca).len() - before >= SNAPSHOT_STEP);
+    assert!(
+        a.core.snapshot_ready(quiet),
+        "flat out: ready again at once"
+    );
+    // An operation on alpha's objects from beta (`meta`) is traffic too:
+    // a paced step, then nothing until more accrues.
+    let op = Message::Meta(codec::Meta {
+        op: "reflect".into(),
+        call: Call {
+            request_id: 1,
+            target: ObjectId(1 << 48 | 1),
+            input: Val::Nothing,
+            sender: ObjectId(2 << 48 | 1),
+            sender_machine: "beta".into(),
+            chain: None,
+        },
+    });
+    a.core.handle_message(link.ca, op, quiet);
+    a.core.pump_snapshots(quiet);
+    assert!(!a.core.snapshot_ready(quiet), "paced after a meta call");
 }
 
 /// Calls every 10 ms, and the reactor woken only by its poll, which rounds

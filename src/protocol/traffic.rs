@@ -50,16 +50,20 @@ impl Core {
                 }
             };
         };
+        if matches!(
+            msg,
+            Message::Call(_) | Message::Meta(_) | Message::CallResponse(_)
+        ) {
+            // Traffic that a streaming snapshot gives way to.
+            self.calls_seen_at = Some(now);
+        }
         match msg {
             Message::Hello(_) | Message::Auth(_) => {
                 let why = format!("a second `{}`", msg.type_name());
                 self.protocol_error(conn, why, now);
                 return Status::Closed;
             }
-            Message::Call(call) => {
-                self.calls_seen_at = Some(now);
-                self.handle_call(conn, &peer, call, None, now)
-            }
+            Message::Call(call) => self.handle_call(conn, &peer, call, None, now),
             Message::Meta(meta) => match vm::RemoteOp::from_name(&meta.op) {
                 Some(op) => self.handle_call(conn, &peer, meta.call, Some(op), now),
                 None => {
@@ -70,10 +74,7 @@ impl Core {
                     self.queue(conn, &answer);
                 }
             },
-            Message::CallResponse(resp) => {
-                self.calls_seen_at = Some(now);
-                self.handle_response(conn, &peer, resp, now)
-            }
+            Message::CallResponse(resp) => self.handle_response(conn, &peer, resp, now),
             Message::CreateNotify(notify) => {
                 let machine = claimed(&peer.machine, &notify.machine_id);
                 self.events.push(Event::Notice {
