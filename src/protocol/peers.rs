@@ -167,7 +167,7 @@ impl Core {
         let c = &mut self.conns[conn.key()];
         c.their_nonce = their_nonce;
         c.their_boot = hello.boot.unwrap_or(0);
-        // Version 1 is the only compact version: any offer reads it.
+        // An offer of N reads every version up to N, and ours is 1.
         c.compact = hello.compact.is_some_and(|v| v >= codec::compact::VERSION);
         c.phase = Phase::AwaitProof;
         let we_dialled = c.dial_slot.is_some();
