@@ -849,6 +849,15 @@ fn write_seed_corpus() {
             &[&[0u8, 0][..], &frame].concat(),
         );
     }
+    // The same messages in compact form, where it carries them.
+    for (i, msg) in golden_messages().iter().enumerate() {
+        let mut frame = Vec::new();
+        encode_for(&mut frame, msg, DEFAULT_MAX_FRAME, true).unwrap();
+        if compact::is_compact(&frame[HEADER_LEN..]) {
+            let seed = [&[12u8, i as u8][..], &frame].concat();
+            write("frame_decoder", &format!("compact_{i}"), &seed);
+        }
+    }
     for (mode, name) in [
         (0u8, "stream_1"),
         (4, "stream_8"),
