@@ -61,6 +61,12 @@ const READ_AHEAD: usize = 64 * 1024;
 /// An empty read buffer larger than this shrinks back to [`INITIAL_BUF`].
 pub const SHRINK_ABOVE: usize = 1 << 20;
 
+/// A decoder's first buffer: [`INITIAL_BUF`], or one maximal frame if
+/// that is smaller (a connection before its hello).
+fn first_size(max_frame: usize) -> usize {
+    INITIAL_BUF.min(max_frame + HEADER_LEN)
+}
+
 /// Splits one connection's byte stream into frame payloads.
 pub struct FrameDecoder {
     buf: Vec<u8>,
@@ -95,7 +101,7 @@ impl FrameDecoder {
     pub fn new(max_frame: usize) -> FrameDecoder {
         let max_frame = max_frame.clamp(1, u32::MAX as usize);
         FrameDecoder {
-            buf: vec![0; INITIAL_BUF.min(max_frame + HEADER_LEN)],
+            buf: vec![0; first_size(max_frame)],
             start: 0,
             end: 0,
             max_frame,
@@ -140,9 +146,7 @@ impl FrameDecoder {
         }
         if self.start == self.end && self.buf.len() > SHRINK_ABOVE {
             // A burst is over: give its memory back.
-            self.buf.truncate(INITIAL_BUF);
-            self.buf.shrink_to_fit();
-            self.filled = false;
+            self.shrink_to_first_size();
         }
         let need = self.need();
         let len = self.buf.len();
@@ -173,12 +177,18 @@ impl FrameDecoder {
     /// ahead or a big frame grew): for a node gone idle. While traffic
     /// flows the buffer keeps its size; with bytes waiting, nothing moves.
     pub fn shrink_when_idle(&mut self) {
-        let initial = INITIAL_BUF.min(self.max_frame + HEADER_LEN);
-        if self.start == self.end && self.buf.len() > initial && self.poisoned.is_none() {
-            self.buf.truncate(initial);
-            self.buf.shrink_to_fit();
-            self.filled = false;
+        let drained = self.start == self.end && self.poisoned.is_none();
+        if drained && self.buf.len() > first_size(self.max_frame) {
+            self.shrink_to_first_size();
         }
+    }
+
+    /// The buffer, drained, goes back to the size a new decoder starts
+    /// with (the caller checked that nothing waits in it).
+    fn shrink_to_first_size(&mut self) {
+        self.buf.truncate(first_size(self.max_frame));
+        self.buf.shrink_to_fit();
+        self.filled = false;
     }
 
     /// Records that the caller wrote `n` bytes at the start of the last

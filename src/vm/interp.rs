@@ -363,16 +363,13 @@ impl Vm {
     /// Every object this node owns (replicas, which other nodes own, are
     /// not in it), for its directory snapshot.
     pub fn snapshot_objects(&self) -> OwnedObjects {
-        let replicas = &self.world.replicas;
-        let mut objects =
-            Vec::with_capacity(self.world.objects.len().saturating_sub(replicas.len()));
-        objects.extend(
-            self.world
-                .objects
-                .iter()
-                .filter(|(id, _)| !replicas.contains_key(id))
-                .map(|(id, o)| (*id, o.behavior)),
-        );
+        let owned = self
+            .world
+            .objects
+            .len()
+            .saturating_sub(self.world.replicas.len());
+        let mut objects = Vec::with_capacity(owned);
+        objects.extend(self.world.owned().map(|(id, o)| (*id, o.behavior)));
         let reg = &self.world.behaviors;
         let behaviors = (0..reg.len() as u32)
             .map(|i| reg.get(i).name.clone())
@@ -384,11 +381,8 @@ impl Vm {
     /// which other nodes own, are not in it).
     pub fn local_objects(&self) -> impl Iterator<Item = (ObjectId, &Arc<str>)> + '_ {
         let reg = &self.world.behaviors;
-        let replicas = &self.world.replicas;
         self.world
-            .objects
-            .iter()
-            .filter(move |(id, _)| !replicas.contains_key(id))
+            .owned()
             .map(move |(id, o)| (*id, &reg.get(o.behavior).name))
     }
 

@@ -76,6 +76,12 @@ impl World {
         self.objects.contains_key(&id) && !self.replicas.contains_key(&id)
     }
 
+    /// The objects hosted here as their own: [`World::owns`] for each.
+    pub(crate) fn owned(&self) -> impl Iterator<Item = (&ObjectId, &Obj)> + '_ {
+        let objects = self.objects.iter();
+        objects.filter(|(id, _)| !self.replicas.contains_key(id))
+    }
+
     /// Notes that `id`'s committed record changed (for a durable node).
     pub(crate) fn mark_changed(&mut self, id: ObjectId) {
         if let Some(changed) = &mut self.changed {
