@@ -26,10 +26,8 @@
 //! ends before the cycle closes breaks the path: traffic without a cycle
 //! is never taken for a deadlock.
 
-use slab::Slab;
-
 use super::error::{Cycle, VmError, WaitEdge};
-use super::exec::Chain;
+use super::exec::Chains;
 use super::ids::{ChainId, ObjectId, COUNTER_MAX};
 use super::output::{Output, Probe, MAX_PROBE_HOPS};
 use super::world::World;
@@ -47,7 +45,7 @@ enum Blocked {
 /// A call of `chain` (vm chain `key`) just started waiting for `object`.
 pub(crate) fn on_wait(
     w: &mut World,
-    chains: &Slab<Chain>,
+    chains: &Chains,
     chain: ChainId,
     object: ObjectId,
     out: &mut Vec<Output>,
@@ -61,12 +59,7 @@ pub(crate) fn on_wait(
 }
 
 /// A probe from another node.
-pub(crate) fn on_probe(
-    w: &mut World,
-    chains: &Slab<Chain>,
-    mut probe: Probe,
-    out: &mut Vec<Output>,
-) {
+pub(crate) fn on_probe(w: &mut World, chains: &Chains, mut probe: Probe, out: &mut Vec<Output>) {
     if probe.hops >= MAX_PROBE_HOPS || probe.path.len() >= MAX_PROBE_HOPS as usize {
         return;
     }
@@ -100,7 +93,7 @@ pub(crate) fn on_victim(w: &mut World, cycle: Cycle, out: &mut Vec<Output>) {
 /// Follows waits from `path`'s last edge through this vm's turns.
 fn chase(
     w: &mut World,
-    chains: &Slab<Chain>,
+    chains: &Chains,
     initiator: ChainId,
     mut path: Vec<WaitEdge>,
     hops: u32,
@@ -139,7 +132,7 @@ fn chase(
 
 /// What `chain` waits for here: a turn, or (its innermost call here being
 /// suspended) the answer from another node.
-fn blocked(w: &World, chains: &Slab<Chain>, chain: ChainId) -> Blocked {
+fn blocked(w: &World, chains: &Chains, chain: ChainId) -> Blocked {
     if let Some(object) = w.turns.waiting_for(chain) {
         return Blocked::Turn(object);
     }

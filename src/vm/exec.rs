@@ -109,6 +109,11 @@ pub(crate) struct MoveStep {
     pub(crate) granted: bool,
 }
 
+/// The vm's chains by key. Boxed, so a chain's 248 bytes stay where they
+/// are as it enters and leaves the table (three copies per inbound call,
+/// when they were inline), and a finished one goes to the spare pool whole.
+pub(crate) type Chains = slab::Slab<Box<Chain>>;
+
 pub(crate) struct Chain {
     pub(crate) id: ChainId,
     pub(crate) origin: u64,
@@ -120,8 +125,8 @@ pub(crate) struct Chain {
     pub(crate) token: Option<SuspendToken>,
     /// Target of the remote call this chain waits on (for error messages).
     pub(crate) remote_target: ObjectId,
-    /// Boxed: most chains run no transaction, and a chain is moved
-    /// whole into and out of the chain table (it was 392 bytes with
+    /// Boxed: most chains run no transaction, and every chain in flight
+    /// and every spare pays for the chain's size (it was 392 bytes with
     /// the transaction inline).
     pub(crate) tx: Option<Box<Tx>>,
     /// Why the chain's last failed call failed (that `call` answered
@@ -134,6 +139,29 @@ pub(crate) struct Chain {
     /// Where the object this chain moves is being adopted (its remote
     /// call is the `adopt`; the chain holds the object's turn meanwhile).
     pub(crate) moving_to: Option<MachineId>,
+}
+
+impl Chain {
+    /// A chain with no id and nothing to run, holding these buffers
+    /// (emptied): a spare, or one about to be given its first step.
+    pub(crate) fn empty(frames: Vec<Frame>, conts: Vec<Box<ContFn>>, inputs: Vec<Val>) -> Chain {
+        debug_assert!(frames.is_empty() && conts.is_empty() && inputs.is_empty());
+        Chain {
+            id: ChainId(0),
+            origin: 0,
+            frames,
+            conts,
+            inputs,
+            next: None,
+            token: None,
+            remote_target: ObjectId(0),
+            tx: None,
+            last_failure: None,
+            remote_op: None,
+            scry: None,
+            moving_to: None,
+        }
+    }
 }
 
 /// A `scry_meta` on its way round the cluster.
@@ -1442,8 +1470,8 @@ mod tests {
 
     #[test]
     fn a_chain_fits_in_four_cache_lines() {
-        // A chain moves whole into and out of the chain table for every
-        // inbound call: rare parts (a transaction, a scry) stay boxed.
+        // Every chain in flight, and every spare, costs this: rare parts
+        // (a transaction, a scry) stay boxed.
         assert!(
             std::mem::size_of::<Chain>() <= 256,
             "{}",

@@ -72,10 +72,11 @@
 //! assert_eq!(v, Val::just(Val::Nat(42)));
 //! ```
 //!
-//! Allocation: the `Vec<Output>` is the caller's and reused; chains live in
-//! a `Slab` and finished chains give their frame and continuation `Vec`s
-//! back to a small pool, so steady-state local calls and remote round
-//! trips allocate only for the values the behaviors build.
+//! Allocation: the `Vec<Output>` is the caller's and reused; chains live
+//! boxed in a `Slab` (entering and leaving the table moves a pointer, not
+//! the chain) and a finished chain goes back to a small pool whole, its
+//! frame and continuation `Vec`s with it, so steady-state local calls and
+//! remote round trips allocate only for the values the behaviors build.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -86,7 +87,7 @@ use slab::Slab;
 use super::deadlock;
 use super::directory::Directory;
 use super::error::{Cycle, RemoteFailure, VmError};
-use super::exec::{self, Chain, Frame, Next, Status};
+use super::exec::{self, Chain, Chains, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
 use super::output::{ObjectRecord, Output, OwnedObjects, Probe, RemoteOp, StartCall};
 use super::program::{ContFn, Program};
@@ -140,43 +141,44 @@ impl VmConfig {
     }
 }
 
-/// Finished chains' buffers kept for reuse, and their bounds. A node
-/// serving many callers at once starts a chain per inbound call: with
-/// fewer spares than calls in a burst (it was 32), most of them allocated
-/// their frame and input buffers afresh, 1.75 allocations per call at 256
-/// in flight. Up to 1,024 spares are kept, within [`SPARE_BYTES`] all
-/// together; a deep chain's buffers are cut back to [`SPARE_CAPACITY`]
-/// slots, so steady traffic of chains up to that deep never reallocates.
+/// Finished chains kept for reuse, and their bounds. A node serving many
+/// callers at once starts a chain per inbound call: with fewer spares
+/// than calls in a burst (it was 32), most of them allocated their frame
+/// and input buffers afresh, 1.75 allocations per call at 256 in flight.
+/// Up to 1,024 spares are kept, within [`SPARE_BYTES`] all together; a
+/// deep chain's buffers are cut back to [`SPARE_CAPACITY`] slots, so
+/// steady traffic of chains up to that deep never reallocates.
 const SPARE_CHAINS: usize = 1024;
 const SPARE_CAPACITY: usize = 4096;
-/// What the spare pool's buffers may hold in all: 1,024 one-call chains
-/// take about 320 KiB of it.
+/// What the spare pool may hold in all: 1,024 one-call chains take about
+/// 570 KiB of it.
 const SPARE_BYTES: usize = 1 << 20;
 /// Spares kept once the node is idle ([`Vm::release_idle_memory`]).
 const SPARE_CHAINS_IDLE: usize = 32;
 /// Past this many slots, an empty table is given back when idle.
 const IDLE_SLOTS: usize = 64;
 
-/// A finished chain's buffers.
-type Spare = (Vec<Frame>, Vec<Box<ContFn>>, Vec<Val>);
-
-/// What a spare's buffers hold, in bytes.
-fn spare_bytes((frames, conts, inputs): &Spare) -> usize {
+/// What a spare chain holds, in bytes: itself and its buffers.
+fn spare_bytes(chain: &Chain) -> usize {
     use std::mem::size_of;
-    frames.capacity() * size_of::<Frame>()
-        + conts.capacity() * size_of::<Box<ContFn>>()
-        + inputs.capacity() * size_of::<Val>()
+    size_of::<Chain>()
+        + chain.frames.capacity() * size_of::<Frame>()
+        + chain.conts.capacity() * size_of::<Box<ContFn>>()
+        + chain.inputs.capacity() * size_of::<Val>()
 }
 
 /// The interpreter. See the module docs for the driver loop.
 pub struct Vm {
     world: World,
-    chains: Slab<Chain>,
+    chains: Chains,
     runnable: VecDeque<usize>,
     /// Outputs of host-side actions, emitted by the next `run`.
     pending: Vec<Output>,
-    spare: Vec<Spare>,
-    /// What `spare`'s buffers hold, in bytes (bounded by [`SPARE_BYTES`]).
+    /// Finished chains, emptied, for new chains to reuse. Boxed as the
+    /// table holds them: a spare goes back into it as it is.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Chain>>,
+    /// What `spare` holds, in bytes (bounded by [`SPARE_BYTES`]).
     spare_bytes: usize,
 }
 
@@ -417,28 +419,17 @@ impl Vm {
     }
 
     fn new_chain(&mut self, id: ChainId, origin: u64, next: Next) -> usize {
-        let (frames, conts, inputs) = match self.spare.pop() {
+        let mut chain = match self.spare.pop() {
             Some(spare) => {
                 self.spare_bytes -= spare_bytes(&spare);
                 spare
             }
-            None => Default::default(),
+            None => Box::new(Chain::empty(Vec::new(), Vec::new(), Vec::new())),
         };
-        let key = self.chains.insert(Chain {
-            id,
-            origin,
-            frames,
-            conts,
-            inputs,
-            next: Some(next),
-            token: None,
-            remote_target: ObjectId(0),
-            tx: None,
-            last_failure: None,
-            remote_op: None,
-            scry: None,
-            moving_to: None,
-        });
+        chain.id = id;
+        chain.origin = origin;
+        chain.next = Some(next);
+        let key = self.chains.insert(chain);
         self.world.chain_keys.entry(id).or_default().push(key);
         self.runnable.push_back(key);
         key
@@ -847,7 +838,11 @@ impl Vm {
     /// The most frame slots a spare holds (for tests: deep chains reuse).
     #[cfg(test)]
     pub(crate) fn spare_frame_slots(&self) -> usize {
-        self.spare.iter().map(|s| s.0.capacity()).max().unwrap_or(0)
+        self.spare
+            .iter()
+            .map(|s| s.frames.capacity())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Chain ids with chains here (for tests: the index must empty).
@@ -867,22 +862,46 @@ impl Vm {
         self.world.turns.waiting()
     }
 
-    fn recycle(&mut self, chain: Chain) {
+    /// Empties a finished chain into the spare pool, if there is room.
+    fn recycle(&mut self, mut chain: Box<Chain>) {
         if self.spare.len() >= SPARE_CHAINS {
             return;
         }
-        let (mut frames, mut conts, mut inputs) = (chain.frames, chain.conts, chain.inputs);
+        // Field by field, as `Chain::empty` leaves them: no field is
+        // missed (the pattern names them all) and the chain never moves.
+        let Chain {
+            id,
+            origin,
+            frames,
+            conts,
+            inputs,
+            next,
+            token,
+            remote_target,
+            tx,
+            last_failure,
+            remote_op,
+            scry,
+            moving_to,
+        } = &mut *chain;
+        (*id, *origin, *remote_target) = (ChainId(0), 0, ObjectId(0));
         frames.clear();
         conts.clear();
         inputs.clear();
         frames.shrink_to(SPARE_CAPACITY);
         conts.shrink_to(SPARE_CAPACITY);
         inputs.shrink_to(SPARE_CAPACITY);
-        let spare = (frames, conts, inputs);
-        let bytes = spare_bytes(&spare);
+        *next = None;
+        *token = None;
+        *tx = None;
+        *last_failure = None;
+        *remote_op = None;
+        *scry = None;
+        *moving_to = None;
+        let bytes = spare_bytes(&chain);
         if self.spare_bytes + bytes <= SPARE_BYTES {
             self.spare_bytes += bytes;
-            self.spare.push(spare);
+            self.spare.push(chain);
         }
     }
 
@@ -895,7 +914,7 @@ impl Vm {
         let spares = self.spare.len();
         self.spare.truncate(SPARE_CHAINS_IDLE);
         self.spare.shrink_to(SPARE_CHAINS_IDLE);
-        self.spare_bytes = self.spare.iter().map(spare_bytes).sum();
+        self.spare_bytes = self.spare.iter().map(|c| spare_bytes(c)).sum();
         let mut gave = self.spare.len() < spares;
         if self.chains.is_empty() && self.chains.capacity() > IDLE_SLOTS {
             self.chains = Slab::new();
