@@ -142,16 +142,15 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
-    /// A chain with no id and nothing to run, holding these buffers
-    /// (emptied): a spare, or one about to be given its first step.
-    pub(crate) fn empty(frames: Vec<Frame>, conts: Vec<Box<ContFn>>, inputs: Vec<Val>) -> Chain {
-        debug_assert!(frames.is_empty() && conts.is_empty() && inputs.is_empty());
+    /// A chain with no id and nothing to run, as a spare is (`Vm::recycle`
+    /// resets one to this, keeping its buffers' capacity).
+    pub(crate) fn empty() -> Chain {
         Chain {
             id: ChainId(0),
             origin: 0,
-            frames,
-            conts,
-            inputs,
+            frames: Vec::new(),
+            conts: Vec::new(),
+            inputs: Vec::new(),
             next: None,
             token: None,
             remote_target: ObjectId(0),

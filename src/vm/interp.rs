@@ -424,8 +424,9 @@ impl Vm {
                 self.spare_bytes -= spare_bytes(&spare);
                 spare
             }
-            None => Box::new(Chain::empty(Vec::new(), Vec::new(), Vec::new())),
+            None => Box::new(Chain::empty()),
         };
+        debug_assert!(chain.next.is_none() && chain.token.is_none() && chain.frames.is_empty());
         chain.id = id;
         chain.origin = origin;
         chain.next = Some(next);
@@ -828,7 +829,7 @@ impl Vm {
         self.world.objects.capacity()
     }
 
-    /// Finished chains' buffers kept, and the chain table's slots (for
+    /// Spare chains kept, and the chain table's slots (for
     /// tests: a burst's memory comes back when idle).
     #[cfg(test)]
     pub(crate) fn spare_and_chain_slots(&self) -> (usize, usize) {
@@ -905,7 +906,7 @@ impl Vm {
         }
     }
 
-    /// Gives back what a burst of chains left: the spare buffers past a
+    /// Gives back what a burst of chains left: the spare chains past a
     /// few, and the chain tables once no chain is left. For a host that
     /// finds the vm idle (the node's interpreter, once it has been idle a
     /// while): under steady traffic these stay as they are and nothing
