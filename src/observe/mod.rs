@@ -113,7 +113,10 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&mut self, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.observe_us(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    pub fn observe_us(&mut self, us: u64) {
         let bucket = RTT_BUCKETS_US.partition_point(|&bound| bound < us);
         self.counts[bucket] += 1;
         self.sum_us = self.sum_us.saturating_add(us);

@@ -31,8 +31,9 @@ pub struct Outbound {
     pub token: SuspendToken,
     pub target: ObjectId,
     pub chain: ChainId,
-    /// When it left (its answer's round trip goes into the histogram).
-    pub sent: Instant,
+    /// When it left, in the core's microseconds (its answer's round trip
+    /// goes into the histogram).
+    pub sent_us: u64,
 }
 
 /// Where one call in flight is: its connection and wire request_id.

@@ -346,6 +346,7 @@ pub struct Core {
     rng: Rng,
     stopping: bool,
     observed: observed::Observed,
+    clock: observed::MicroClock,
 }
 
 impl Core {
@@ -389,6 +390,7 @@ impl Core {
             rng: Rng::new(config.seed),
             stopping: false,
             observed: observed::Observed::default(),
+            clock: observed::MicroClock::new(now),
             config,
         }
     }

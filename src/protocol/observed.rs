@@ -13,6 +13,37 @@ use crate::vm::MachineId;
 use super::conn::Conn;
 use super::{CloseReason, Core};
 
+/// Microseconds since the core started, to stamp calls as they leave and
+/// time their answers. A reactor iteration hands every message it read
+/// the same `now`, so a burst of answers works the microseconds out once,
+/// not once per answer (an `Instant` subtraction and a `Duration`'s
+/// microseconds took 55 instructions per call).
+#[derive(Debug)]
+pub(super) struct MicroClock {
+    origin: Instant,
+    at: Instant,
+    micros: u64,
+}
+
+impl MicroClock {
+    pub(super) fn new(now: Instant) -> MicroClock {
+        MicroClock {
+            origin: now,
+            at: now,
+            micros: 0,
+        }
+    }
+
+    pub(super) fn micros(&mut self, now: Instant) -> u64 {
+        if now != self.at {
+            self.at = now;
+            let since = now.saturating_duration_since(self.origin).as_micros();
+            self.micros = u64::try_from(since).unwrap_or(u64::MAX);
+        }
+        self.micros
+    }
+}
+
 /// A peer's history over its past connections.
 #[derive(Debug, Default)]
 pub(super) struct PeerTotals {
@@ -168,5 +199,27 @@ impl Core {
     /// Open peer connections (any phase).
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_micro_clock_counts_from_its_start_and_follows_each_new_now() {
+        let t0 = Instant::now();
+        let mut clock = MicroClock::new(t0);
+        assert_eq!(clock.micros(t0), 0);
+        let t1 = t0 + Duration::from_micros(1_500);
+        assert_eq!(clock.micros(t1), 1_500);
+        assert_eq!(clock.micros(t1), 1_500, "the same now again");
+        assert_eq!(clock.micros(t0 + Duration::from_secs(3)), 3_000_000);
+        // An earlier `now` (never from the reactor) reads as the start.
+        if let Some(earlier) = t0.checked_sub(Duration::from_millis(1)) {
+            assert_eq!(clock.micros(earlier), 0);
+        }
     }
 }

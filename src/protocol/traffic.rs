@@ -166,12 +166,13 @@ impl Core {
             );
         }
         self.calls_seen_at = Some(now);
+        let sent_us = self.clock.micros(now);
         let c = &mut self.conns[conn.key()];
         let Some(request_id) = c.outbound.insert(Outbound {
             token: call.token,
             target: call.target,
             chain: call.chain,
-            sent: now,
+            sent_us,
         }) else {
             return self.fail_call(call.token, "too many calls in flight".into());
         };
@@ -600,9 +601,8 @@ impl Core {
         match c.outbound.remove(resp.request_id) {
             Some(p) => {
                 self.outbound_total -= 1;
-                self.observed
-                    .rtt
-                    .observe(now.saturating_duration_since(p.sent));
+                let took = self.clock.micros(now).saturating_sub(p.sent_us);
+                self.observed.rtt.observe_us(took);
                 self.chains.answered(
                     p.chain,
                     CallRef {
