@@ -347,6 +347,8 @@ pub struct Core {
     stopping: bool,
     observed: observed::Observed,
     clock: observed::MicroClock,
+    /// Addresses whose TLS clients this plaintext node warned of, and when.
+    tls_strangers: HashMap<std::net::IpAddr, Instant>,
 }
 
 impl Core {
@@ -391,6 +393,7 @@ impl Core {
             stopping: false,
             observed: observed::Observed::default(),
             clock: observed::MicroClock::new(now),
+            tls_strangers: HashMap::new(),
             config,
         }
     }

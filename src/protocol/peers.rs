@@ -6,7 +6,7 @@
 //! calls to its next greeted connection (a retired spare is promoted),
 //! reports the machine down when none is left, and re-arms dialling.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,15 @@ impl Core {
         };
         let greeted = c.peer.is_some();
         let why = match bad {
+            BadInput::Frame(codec::FrameError::TooLarge { len, .. })
+                if !greeted && starts_a_tls_record(len) =>
+            {
+                let (label, ip) = (c.label(), c.remote.ip());
+                self.tls_stranger(&label, ip, now);
+                let why = "a TLS handshake on a plaintext port".to_string();
+                self.close(conn, CloseReason::Protocol(why), false, now);
+                return Status::Closed;
+            }
             BadInput::Message(e) if e.is_unknown_type() && greeted => {
                 warn!("{}: ignoring a message: {e}", c.label());
                 return Status::Open;
@@ -130,6 +139,38 @@ impl Core {
         for conn in all {
             self.close(conn, CloseReason::ShuttingDown, true, now);
         }
+    }
+
+    /// A TLS client dialled this plaintext node: a setup mistake, said
+    /// once per address per [`TLS_STRANGER_QUIET`] at WARN (its node
+    /// redials all along), otherwise at DEBUG.
+    fn tls_stranger(&mut self, label: &str, ip: IpAddr, now: Instant) {
+        let quiet = |at: &Instant| now.saturating_duration_since(*at) < TLS_STRANGER_QUIET;
+        let again = self.tls_strangers.get(&ip).is_some_and(quiet);
+        if !again {
+            if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
+                self.tls_strangers.retain(|_, at| quiet(at));
+            }
+            self.tls_strangers.insert(ip, now);
+        }
+        let level = if again {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
+            "{label}: a TLS handshake arrived on this plaintext port (is `--tls` missing here, or \
+             given to that node by mistake?); closing this connection (said once per address \
+             every {} minutes)",
+            TLS_STRANGER_QUIET.as_secs() / 60
+        );
+    }
+
+    /// When this node last warned of a TLS client from `ip` (for tests).
+    #[cfg(test)]
+    pub(crate) fn tls_warned_at(&self, ip: IpAddr) -> Option<Instant> {
+        self.tls_strangers.get(&ip).copied()
     }
 
     pub(super) fn protocol_error(&mut self, conn: ConnId, why: String, now: Instant) {
@@ -534,6 +575,21 @@ impl Core {
     }
 }
 
+/// How long a plaintext node stays quiet about TLS clients from one
+/// address, and how many addresses it remembers at most.
+const TLS_STRANGER_QUIET: Duration = Duration::from_secs(600);
+const TLS_STRANGERS_KEPT: usize = 256;
+
+/// Whether a frame header is the start of a TLS record: a handshake
+/// (content type 22) with a record version of 3.0-3.4 (SSL 3 to TLS 1.3;
+/// a ClientHello says 3.1 or 3.3 there, whatever it negotiates).
+/// Read as a length it is over 369 MB, so a plaintext node sees it as a
+/// frame far too large before any `hello`.
+fn starts_a_tls_record(header: u32) -> bool {
+    let [kind, major, minor, _] = header.to_be_bytes();
+    kind == 0x16 && major == 3 && minor <= 4
+}
+
 pub(super) fn keepalive_tick(interval: Duration) -> Duration {
     (interval / KEEPALIVE_TICKS).max(Duration::from_millis(1))
 }
@@ -565,5 +621,21 @@ fn roles<'a>(
         (prover, me, peer)
     } else {
         (prover, peer, me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_a_tls_record;
+
+    #[test]
+    fn tls_records_are_told_from_frame_lengths() {
+        for tls in [0x1603_0100, 0x1603_0301, 0x1603_00ff, 0x1603_04ff] {
+            assert!(starts_a_tls_record(tls), "{tls:#x}");
+        }
+        // Other content types, versions past 3.4, SSL 2, and real lengths.
+        for not in [0x1703_0300, 0x1503_0100, 0x1603_0500, 0x1602_0000, 5000, 0] {
+            assert!(!starts_a_tls_record(not), "{not:#x}");
+        }
     }
 }

@@ -838,6 +838,49 @@ fn unknown_types_are_ignored_only_after_the_hello() {
     );
 }
 
+/// A TLS ClientHello on a plaintext node is named as such before any
+/// hello, warned of once per address per quiet period, and closed every
+/// time; after the hellos the same bytes are a bad frame like any other.
+#[test]
+fn a_tls_client_on_a_plaintext_port_is_named_once_per_address() {
+    use crate::codec::FrameError;
+    let now = Instant::now();
+    let (_a, mut b, link) = greeted_pair(now);
+    // The first four bytes of rustls's ClientHello: handshake, TLS 1.0
+    // record version, then the length's high byte.
+    let hello = u32::from_be_bytes([0x16, 0x03, 0x01, 0x00]);
+    let tls = BadInput::Frame(FrameError::TooLarge {
+        len: hello,
+        max: 4096,
+    });
+    let ip = addr(0).ip();
+    assert_eq!(b.core.tls_warned_at(ip), None);
+    let first = b.core.handle_accepted(addr(45001), now);
+    assert_eq!(b.core.handle_bad_input(first, tls, now), Status::Closed);
+    assert_eq!(b.core.tls_warned_at(ip), Some(now));
+    let later = now + Duration::from_secs(60);
+    let second = b.core.handle_accepted(addr(45002), later);
+    assert_eq!(b.core.handle_bad_input(second, tls, later), Status::Closed);
+    assert_eq!(b.core.tls_warned_at(ip), Some(now), "quiet the second time");
+    let much_later = now + Duration::from_secs(601);
+    let third = b.core.handle_accepted(addr(45003), much_later);
+    assert_eq!(
+        b.core.handle_bad_input(third, tls, much_later),
+        Status::Closed
+    );
+    assert_eq!(b.core.tls_warned_at(ip), Some(much_later), "warned again");
+    // A greeted peer's oversized frame is no TLS stranger.
+    let greeted = BadInput::Frame(FrameError::TooLarge {
+        len: hello,
+        max: 1 << 24,
+    });
+    assert_eq!(
+        b.core.handle_bad_input(link.cb, greeted, much_later),
+        Status::Closed
+    );
+    assert_eq!(b.core.tls_warned_at(ip), Some(much_later));
+}
+
 /// A call fails when its chain shows no progress for the call timeout,
 /// not when the call itself is old: a call back into this node on the
 /// same chain is progress.

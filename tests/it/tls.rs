@@ -193,15 +193,29 @@ fn a_tls_node_never_connects_to_a_plaintext_node() {
     let line = log_line(&alpha, "TLS failed");
     assert!(line.contains("connection to 127.0.0.1:"), "{line}");
     // alpha redials for its 3 s wait, and every attempt fails the same
-    // way: beta saw several, alpha warned once.
+    // way: beta saw several, and each side warned once, beta naming the
+    // mistake.
     let attempts = beta.stderr().matches("accepted a connection").count();
-    let log = alpha.stderr();
-    let warnings = log
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("TLS failed"))
-        .count();
+    let warnings = |log: &str, what: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains(what))
+            .count()
+    };
     assert!(attempts >= 2, "beta saw {attempts}:\n{}", beta.stderr());
-    assert_eq!(warnings, 1, "{log}");
+    assert_eq!(
+        warnings(&alpha.stderr(), "TLS failed"),
+        1,
+        "{}",
+        alpha.stderr()
+    );
+    let stranger = "a TLS handshake arrived on this plaintext port";
+    assert_eq!(warnings(&beta.stderr(), stranger), 1, "{}", beta.stderr());
+    assert_eq!(
+        warnings(&beta.stderr(), "protocol error"),
+        0,
+        "{}",
+        beta.stderr()
+    );
 }
 
 /// Alpha's certificate comes from another CA (though alpha trusts beta's
