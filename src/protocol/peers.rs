@@ -151,6 +151,11 @@ impl Core {
             if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
                 self.tls_strangers.retain(|_, at| quiet(at));
             }
+            if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
+                // Hundreds of addresses at once: forget them all rather
+                // than grow (some warn twice).
+                self.tls_strangers.clear();
+            }
             self.tls_strangers.insert(ip, now);
         }
         let level = if again {
