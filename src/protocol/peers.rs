@@ -158,13 +158,8 @@ impl Core {
             }
             self.tls_strangers.insert(ip, now);
         }
-        let level = if again {
-            log::Level::Debug
-        } else {
-            log::Level::Warn
-        };
         log::log!(
-            level,
+            warn_once(again),
             "{label}: a TLS handshake arrived on this plaintext port (is `--tls` missing here, or \
              given to that node by mistake?); closing this connection (said once per address \
              every {} minutes)",
@@ -545,12 +540,7 @@ impl Core {
             let warned = c
                 .dial_slot
                 .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_tls, true));
-            let level = if warned {
-                log::Level::Debug
-            } else {
-                log::Level::Warn
-            };
-            log::log!(level, "connection to {label} closed: {reason}");
+            log::log!(warn_once(warned), "connection to {label} closed: {reason}");
         } else if c.is_ready()
             && *reason == CloseReason::PeerClosed
             && c.retired_at.is_none()
@@ -562,13 +552,8 @@ impl Core {
                 return info!("connection to {label} closed: {reason}");
             };
             let warned = std::mem::replace(&mut self.dials[slot].warned_refusal, true);
-            let level = if warned {
-                log::Level::Debug
-            } else {
-                log::Level::Warn
-            };
             log::log!(
-                level,
+                warn_once(warned),
                 "connection to {label} closed right after the hellos ({reason}): the peer probably \
                  refused us (is our machine_id or node_prefix already in use there? see its log)"
             );
@@ -577,6 +562,16 @@ impl Core {
         } else {
             debug!("connection to {label} closed before hello: {reason}");
         }
+    }
+}
+
+/// WARN the first time, DEBUG once said: for a mistake that a redialling
+/// peer repeats every few seconds.
+fn warn_once(said_before: bool) -> log::Level {
+    if said_before {
+        log::Level::Debug
+    } else {
+        log::Level::Warn
     }
 }
 
