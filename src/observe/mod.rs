@@ -127,6 +127,10 @@ impl Histogram {
         self.count
     }
 
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us
+    }
+
     /// The upper bound (µs) of the bucket holding the `q` quantile: "at
     /// most this"; `None` when nothing was observed. Past the last bound
     /// it answers that bound.

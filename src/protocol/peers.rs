@@ -109,9 +109,23 @@ impl Core {
                 if !greeted && starts_a_tls_record(len) =>
             {
                 let (label, ip) = (c.label(), c.remote.ip());
-                self.tls_stranger(&label, ip, now);
-                let why = "a TLS handshake on a plaintext port".to_string();
-                self.close(conn, CloseReason::Protocol(why), false, now);
+                let why = match c.dial_slot {
+                    // We dialled a TLS node: it answered our hello with an alert.
+                    Some(slot) => {
+                        let said = std::mem::replace(&mut self.dials[slot].warned_tls, true);
+                        log::log!(
+                            warn_once(said),
+                            "connection to {label} closed: the peer answered in TLS (it runs \
+                             with `--tls-*` and this node without); closing this connection"
+                        );
+                        "the peer speaks TLS"
+                    }
+                    None => {
+                        self.tls_stranger(&label, ip, now);
+                        "a TLS handshake on a plaintext port"
+                    }
+                };
+                self.close(conn, CloseReason::Protocol(why.into()), false, now);
                 return Status::Closed;
             }
             BadInput::Message(e) if e.is_unknown_type() && greeted => {
@@ -580,14 +594,15 @@ fn warn_once(said_before: bool) -> log::Level {
 const TLS_STRANGER_QUIET: Duration = Duration::from_secs(600);
 const TLS_STRANGERS_KEPT: usize = 256;
 
-/// Whether a frame header is the start of a TLS record: a handshake
-/// (content type 22) with a record version of 3.0-3.4 (SSL 3 to TLS 1.3;
-/// a ClientHello says 3.1 or 3.3 there, whatever it negotiates).
-/// Read as a length it is over 369 MB, so a plaintext node sees it as a
-/// frame far too large before any `hello`.
+/// Whether a frame header is the start of a TLS record: an alert (content
+/// type 21, what a TLS node answers a plaintext `hello` with) or a
+/// handshake (22, a TLS client's first bytes), with a record version of
+/// 3.0-3.4 (SSL 3 to TLS 1.3; a ClientHello says 3.1 or 3.3 there,
+/// whatever it negotiates). Read as a length it is over 352 MB, so a
+/// plaintext node sees a frame far too large before any `hello`.
 fn starts_a_tls_record(header: u32) -> bool {
     let [kind, major, minor, _] = header.to_be_bytes();
-    kind == 0x16 && major == 3 && minor <= 4
+    (kind == 0x15 || kind == 0x16) && major == 3 && minor <= 4
 }
 
 pub(super) fn keepalive_tick(interval: Duration) -> Duration {
@@ -630,11 +645,18 @@ mod tests {
 
     #[test]
     fn tls_records_are_told_from_frame_lengths() {
-        for tls in [0x1603_0100, 0x1603_0301, 0x1603_00ff, 0x1603_04ff] {
+        // Handshakes (a ClientHello), and alerts (rustls refusing our hello).
+        for tls in [
+            0x1603_0100,
+            0x1603_0301,
+            0x1603_00ff,
+            0x1603_04ff,
+            0x1503_0300,
+        ] {
             assert!(starts_a_tls_record(tls), "{tls:#x}");
         }
         // Other content types, versions past 3.4, SSL 2, and real lengths.
-        for not in [0x1703_0300, 0x1503_0100, 0x1603_0500, 0x1602_0000, 5000, 0] {
+        for not in [0x1703_0300, 0x1403_0100, 0x1603_0500, 0x1602_0000, 5000, 0] {
             assert!(!starts_a_tls_record(not), "{not:#x}");
         }
     }

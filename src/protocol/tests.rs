@@ -869,13 +869,15 @@ fn a_tls_client_on_a_plaintext_port_is_named_once_per_address() {
         Status::Closed
     );
     assert_eq!(b.core.tls_warned_at(ip), Some(much_later), "warned again");
-    // A greeted peer's oversized frame is no TLS stranger.
+    // A greeted peer's oversized frame is no TLS stranger (past the quiet
+    // period, so a stranger would have been warned of again).
     let greeted = BadInput::Frame(FrameError::TooLarge {
         len: hello,
         max: 1 << 24,
     });
+    let after_quiet = much_later + Duration::from_secs(601);
     assert_eq!(
-        b.core.handle_bad_input(link.cb, greeted, much_later),
+        b.core.handle_bad_input(link.cb, greeted, after_quiet),
         Status::Closed
     );
     assert_eq!(b.core.tls_warned_at(ip), Some(much_later));
@@ -1504,6 +1506,11 @@ fn metrics_count_round_trips_traffic_and_a_peer_going_down() {
     b.core.reply(inbound, Ok(Val::Nat(8)));
     pump(&mut a, &mut b, &link, now + ms(3));
     assert_eq!(a.core.rtt().count(), 1, "one round trip observed");
+    assert_eq!(
+        a.core.rtt().sum_us(),
+        3_000,
+        "sent at now, answered 3 ms later"
+    );
 
     let views = a.core.peer_views(now + ms(3));
     let beta = views

@@ -160,7 +160,8 @@ fn two_tls_nodes_run_the_demo() {
 
 /// A node without TLS dials a node with TLS: its hello is no TLS record,
 /// so beta closes the connection, naming it and the TLS error, and alpha
-/// never sees pong.
+/// never sees pong. Alpha reads beta's TLS alert and says, once, that
+/// the peer speaks TLS.
 #[test]
 fn a_plaintext_node_never_connects_to_a_tls_node() {
     let dir = temp_dir("avm-it-tls-plain");
@@ -174,6 +175,14 @@ fn a_plaintext_node_never_connects_to_a_tls_node() {
     );
     let line = log_line(&beta, "TLS failed");
     assert!(line.contains("connection to 127.0.0.1:"), "{line}");
+    let log = alpha.stderr();
+    let warned = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains(what))
+            .count()
+    };
+    assert_eq!(warned("the peer answered in TLS"), 1, "{log}");
+    assert_eq!(warned("protocol error"), 0, "{log}");
 }
 
 /// The other way round: a TLS node dials a plaintext one, whose answer
