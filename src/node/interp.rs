@@ -413,7 +413,11 @@ impl Interpreter {
                 };
                 self.vm.start_call(call, inbound.0);
             }
-            protocol::Event::Reply { token, result } => {
+            protocol::Event::Reply {
+                token,
+                result,
+                lost,
+            } => {
                 if let Err(reason) = &result {
                     let failures = self.stats.count_failure(reason);
                     let chain = self
@@ -426,19 +430,27 @@ impl Interpreter {
                         debug!("remote call failed (chain {chain}): {reason}");
                     }
                 }
-                if let Err(e) = self.vm.resume(token, result) {
+                let resumed = match result {
+                    Err(reason) if lost => self.vm.resume_lost(token, reason),
+                    result => self.vm.resume(token, result),
+                };
+                if let Err(e) = resumed {
                     warn!("reply for a chain the vm does not know: {e}");
                 }
             }
             protocol::Event::Notice { from, notice } => {
                 self.hosted_stale = true;
-                if let Notice::Created { id, .. } = &notice {
-                    if self.vm.owns(*id) {
-                        // Ours (the new home's word while our move's answer
-                        // is on its way): the directory names others only.
+                if let Notice::Created { id, epoch, .. } = &notice {
+                    // Ours, unless it moved on through a move of ours whose
+                    // answer was lost (a newer epoch): the directory names
+                    // others only.
+                    if self.vm.owns(*id) && !self.vm.announced_elsewhere(*id, &from, *epoch) {
                         debug!("directory: {from} announces {id}, which is here; ignored");
                         return;
                     }
+                }
+                if let Notice::Destroyed { id } = &notice {
+                    self.vm.destroyed_elsewhere(*id, &from);
                 }
                 match self.vm.directory_mut().apply(&from, notice.clone()) {
                     Ok(_) => debug!("directory: {from}: {notice:?}"),
@@ -471,6 +483,7 @@ impl Interpreter {
             }
             protocol::Event::Synced { machine, objects } => {
                 self.vm.directory_mut().mark_synced(&machine);
+                self.vm.peer_synced(&machine);
                 match self.peer_up_at.remove(&machine) {
                     Some(at) => info!(
                         "directory: learned {objects} objects from {machine} in {:.2?}",

@@ -262,9 +262,12 @@ pub enum Event {
     },
     /// The answer to [`Core::call`]: `Err` when it failed anywhere
     /// (unreachable machine, lost connection, timeout, the callee's error).
+    /// `lost`: the call left, but its answer never came (the connection
+    /// closed, or the call timed out), so it may have run there.
     Reply {
         token: SuspendToken,
         result: Result<Val, String>,
+        lost: bool,
     },
     Notice {
         from: MachineId,

@@ -501,6 +501,7 @@ impl Core {
             events.push(Event::Reply {
                 token: p.token,
                 result: Err(lost.clone()),
+                lost: true,
             });
         });
         self.outbound_total -= failed;

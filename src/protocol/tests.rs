@@ -221,14 +221,16 @@ fn remote_call(token: u64, machine: &str, chain: u64) -> RemoteCall {
     }
 }
 
-fn failed_replies(events: &[Event]) -> Vec<(SuspendToken, String)> {
+/// Failed calls: token, reason, and whether the call left (its answer lost).
+fn failed_replies(events: &[Event]) -> Vec<(SuspendToken, String, bool)> {
     events
         .iter()
         .filter_map(|e| match e {
             Event::Reply {
                 token,
                 result: Err(why),
-            } => Some((*token, why.clone())),
+                lost,
+            } => Some((*token, why.clone(), *lost)),
             _ => None,
         })
         .collect()
@@ -296,6 +298,7 @@ fn a_call_and_its_answer_cross_and_the_chain_leaves_the_clock() {
         Some(Event::Reply {
             token,
             result: Ok(v),
+            lost: false,
         }) => assert_eq!((token, v), (SuspendToken(7), Val::Nat(8))),
         other => panic!("{other:?}"),
     }
@@ -542,6 +545,7 @@ fn a_silent_peer_is_down_after_three_intervals_and_its_calls_fail() {
     let failed = failed_replies(&events);
     assert_eq!(failed.len(), 1);
     assert!(failed[0].1.contains("lost"), "{failed:?}");
+    assert!(failed[0].2, "it left: its answer is lost, not refused");
     assert_eq!(a.core.calls_in_flight(), 0);
 }
 
@@ -916,6 +920,7 @@ fn calls_time_out_by_chain_progress() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].0, SuspendToken(2));
     assert!(failed[0].1.contains("timed out"), "{failed:?}");
+    assert!(failed[0].2, "it left: its answer is lost");
     // At 50 s, 30 s after its last progress, the first times out too.
     let t50 = now + Duration::from_secs(50);
     a.core.handle_heard(link.ca, 1, t50);
@@ -939,6 +944,7 @@ fn a_call_to_an_unconnected_machine_fails_at_once() {
     let failed = failed_replies(&a.events());
     assert_eq!(failed.len(), 1);
     assert!(failed[0].1.contains("not connected"), "{failed:?}");
+    assert!(!failed[0].2, "it never left");
 }
 
 /// Shutting down closes every connection with its unsent bytes to

@@ -541,6 +541,7 @@ impl Core {
         self.events.push(Event::Reply {
             token,
             result: Err(reason),
+            lost: false,
         });
     }
 
@@ -614,6 +615,7 @@ impl Core {
                 self.events.push(Event::Reply {
                     token: p.token,
                     result: resp.result.map_err(|e| e.into_owned()),
+                    lost: false,
                 });
             }
             None if c.outbound.was_issued(resp.request_id) => debug!(
@@ -668,6 +670,7 @@ impl Core {
                         "call to object {} on {label} timed out: its chain showed no progress for {timeout:?}",
                         p.target
                     )),
+                    lost: true,
                 });
             }
         }

@@ -39,7 +39,7 @@ use super::trace::{Event, EventKind};
 use super::turns::Take;
 use super::tx::Tx;
 use super::value::Val;
-use super::world::{Obj, Replica, World};
+use super::world::{InDoubt, Obj, Replica, World};
 
 /// No object: ids are never minted as 0.
 const NONE: ObjectId = ObjectId(0);
@@ -529,27 +529,11 @@ pub(crate) fn finish_move(
         .expect("a chain awaiting adopt knows where");
     c.remote_op = None;
     w.moving.remove(&target);
+    w.in_doubt.remove(&target);
     let adopted = matches!(result, Ok(Val::Bool(true)));
     if adopted {
-        if let Some(o) = w.objects.remove(&target) {
-            shrink_if_sparse(&mut w.objects);
-            let epoch = w.epochs.remove(&target).unwrap_or(0).wrapping_add(1);
-            let behavior = w.behaviors.get(o.behavior).name.clone();
-            w.mark_changed(target);
-            w.directory.moved_away(target, &to, &behavior, epoch);
-            w.trace
-                .record(EventKind::ObjectMoved, || Event::ObjectMoved {
-                    id: target,
-                    machine: to.clone(),
-                });
-            out.push(Output::Moved {
-                id: target,
-                machine: to,
-                epoch,
-            });
-            // Calls waiting for it wake one by one and follow it.
-            w.turns.forget(target);
-        }
+        let epoch = w.epochs.get(&target).copied().unwrap_or(0).wrapping_add(1);
+        leave(w, target, to, epoch, out);
     } else {
         let e = match result {
             Err(reason) => VmError::RemoteFailed(Box::new(RemoteFailure { target, reason })),
@@ -562,6 +546,54 @@ pub(crate) fn finish_move(
     }
     release_turn(w, target);
     Val::Bool(adopted)
+}
+
+/// Object `target` lives on `to` now, at `epoch`: it leaves here. Its
+/// directory entry and names point there, peers are told (`Output::Moved`),
+/// and calls waiting for its turn wake one by one and follow it.
+pub(crate) fn leave(
+    w: &mut World,
+    target: ObjectId,
+    to: MachineId,
+    epoch: u16,
+    out: &mut Vec<Output>,
+) {
+    let Some(o) = w.objects.remove(&target) else {
+        return;
+    };
+    shrink_if_sparse(&mut w.objects);
+    w.epochs.remove(&target);
+    let behavior = w.behaviors.get(o.behavior).name.clone();
+    w.mark_changed(target);
+    w.directory.moved_away(target, &to, &behavior, epoch);
+    w.trace
+        .record(EventKind::ObjectMoved, || Event::ObjectMoved {
+            id: target,
+            machine: to.clone(),
+        });
+    out.push(Output::Moved {
+        id: target,
+        machine: to,
+        epoch,
+    });
+    w.turns.forget(target);
+}
+
+/// A move's `adopt` left, and its answer was lost (the connection closed,
+/// or it timed out): the new home may hold the object now. It stays
+/// frozen here (still `moving`, its turn held by the mover, parked under
+/// `key`) until the new home's word settles it.
+pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, reason: &str) {
+    let target = c.remote_target;
+    let to = c
+        .moving_to
+        .clone()
+        .expect("a chain awaiting adopt knows where");
+    warn!(
+        "move of {target} to {to}: the adopt's answer was lost ({reason}); the object stays \
+         frozen here until {to}'s directory says whether it took it"
+    );
+    w.in_doubt.insert(target, InDoubt { key, to });
 }
 
 /// Installs an object another node moved here (`adopt`): answers whether

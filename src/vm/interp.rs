@@ -85,7 +85,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::deadlock;
-use super::directory::Directory;
+use super::directory::{epoch_newer, Directory};
 use super::error::{Cycle, RemoteFailure, VmError};
 use super::exec::{self, Chain, Chains, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
@@ -204,6 +204,7 @@ impl Vm {
                 replicas: IdMap::default(),
                 epochs: IdMap::default(),
                 moving: Default::default(),
+                in_doubt: IdMap::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -707,6 +708,106 @@ impl Vm {
         chain.next = Some(Next::Answer(answer));
         self.runnable.push_back(key);
         Ok(())
+    }
+
+    /// Like [`Vm::resume`] with `Err(reason)`, for a call that left and
+    /// whose answer never came (its connection closed, or it timed out):
+    /// it may have run there. For a move's `adopt` that means the new home
+    /// may hold the object now, so the object stays frozen here, its
+    /// mover waiting, until the new home's word: [`Vm::announced_elsewhere`]
+    /// (it took it) or [`Vm::peer_synced`] (it did not).
+    pub fn resume_lost(&mut self, token: SuspendToken, reason: String) -> Result<(), VmError> {
+        let key = (token.0 & 0xffff_ffff) as usize;
+        match self.chains.get_mut(key) {
+            Some(c) if c.token == Some(token) && c.remote_op == Some(RemoteOp::Adopt) => {
+                c.token = None;
+                self.world
+                    .trace
+                    .record(EventKind::CallResumed, || Event::CallResumed {
+                        token,
+                        ok: false,
+                    });
+                exec::park_lost_adopt(&mut self.world, c, key, &reason);
+                Ok(())
+            }
+            _ => self.resume(token, Err(reason)),
+        }
+    }
+
+    /// Another node announced object `id` at `epoch` (its `create_notify`).
+    /// If this node owns `id` at an older epoch, the object moved on
+    /// through a move of ours whose answer was lost: a move in doubt ends
+    /// as made (its mover gets `true`), and a copy not in doubt (this node
+    /// restarted from its store before the answer came) is dropped, unless
+    /// a call is inside it. Answers whether the object left; the driver
+    /// then applies the notice to the directory as usual.
+    pub fn announced_elsewhere(&mut self, id: ObjectId, from: &MachineId, epoch: u16) -> bool {
+        let ours = self.world.epochs.get(&id).copied().unwrap_or(0);
+        if !self.world.owns(id) || !epoch_newer(epoch, ours) {
+            return false;
+        }
+        if self.world.in_doubt.contains_key(&id) {
+            log::info!("move of {id}: {from} announces it at epoch {epoch}; the move was made");
+            self.settle_doubt(id, Ok(Val::Bool(true)));
+        } else if self.world.turns.owner(id).is_none() && !self.world.moving.contains(&id) {
+            log::warn!(
+                "{id} is here at epoch {ours}, and {from} announces it at epoch {epoch}: it moved \
+                 on, this copy is dropped"
+            );
+            exec::leave(&mut self.world, id, from.clone(), epoch, &mut self.pending);
+        } else {
+            return false;
+        }
+        self.apply_effects();
+        true
+    }
+
+    /// `from` says it destroyed object `id` (its `destroy_notify`). If a
+    /// move of `id` to `from` is in doubt here, `from` held it, so the
+    /// move was made: it ends as for [`Vm::announced_elsewhere`], and the
+    /// driver then applies the notice to the directory as usual.
+    pub fn destroyed_elsewhere(&mut self, id: ObjectId, from: &MachineId) {
+        if self.world.in_doubt.get(&id).is_some_and(|d| d.to == *from) {
+            log::info!("move of {id}: {from} destroyed it; the move was made");
+            self.settle_doubt(id, Ok(Val::Bool(true)));
+            self.apply_effects();
+        }
+    }
+
+    /// `machine`'s directory snapshot to this node ended ("directory
+    /// synced"). A move to it still in doubt did not land there: its
+    /// snapshot would have announced the object first. The object stays
+    /// here and thaws, and its mover gets `false`.
+    pub fn peer_synced(&mut self, machine: &MachineId) {
+        let stayed: Vec<ObjectId> = self
+            .world
+            .in_doubt
+            .iter()
+            .filter(|(_, d)| d.to == *machine)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stayed {
+            log::info!("move of {id} to {machine}: it did not take it; the object stays here");
+            let reason = format!(
+                "the adopt's answer was lost, and {machine}'s directory, synced since, does not hold it"
+            );
+            self.settle_doubt(id, Err(reason));
+        }
+        self.apply_effects();
+    }
+
+    /// Ends the move of `id` in doubt with the answer its `adopt` would
+    /// have had; the mover runs on.
+    fn settle_doubt(&mut self, id: ObjectId, answer: Result<Val, String>) {
+        let Some(doubt) = self.world.in_doubt.remove(&id) else {
+            return;
+        };
+        let Some(chain) = self.chains.get_mut(doubt.key) else {
+            return;
+        };
+        let moved = exec::finish_move(&mut self.world, chain, answer, &mut self.pending);
+        chain.next = Some(Next::Answer(moved));
+        self.runnable.push_back(doubt.key);
     }
 
     /// Run every runnable chain until it finishes or suspends, appending

@@ -496,7 +496,10 @@ pub fn teleport(machine: impl Into<Arc<str>>) -> Program {
 /// The move waits for the object's turn like a call, so it never cuts a
 /// call in half; calls that arrive during or after the move are forwarded
 /// to the new home and answered once. Inside a transaction it fails the
-/// call (a move cannot be rolled back).
+/// call (a move cannot be rolled back). If the record left and its answer
+/// was lost (the link broke), the move waits, the object frozen here,
+/// until the new home's directory says whether it took it (see
+/// [`Vm::resume_lost`](crate::vm::Vm::resume_lost)).
 pub fn move_object(id: ObjectId, machine: impl Into<Arc<str>>) -> Program {
     trigger(Instr::MoveObject(id, machine.into()))
 }

@@ -18,8 +18,9 @@
 //!   object whose committed record (state, controller, version, or
 //!   existence) changed since the driver last drained it: what the next
 //!   group commit must write.
-//! - `moving` holds exactly the objects whose `adopt` awaits its answer;
-//!   nothing changes their committed record meanwhile.
+//! - `moving` holds exactly the objects whose `adopt` awaits its answer,
+//!   or lost it (those are also in `in_doubt`); nothing changes their
+//!   committed record meanwhile.
 //! - `turns` holds an object's turn exactly while a call is inside it
 //!   (see `turns`); `woken`, `to_fail` and `new_waits` are empty between
 //!   two steps of the vm (the engine fills them, the vm drains them).
@@ -99,6 +100,14 @@ impl World {
 
 pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
 
+/// A move whose `adopt` answer was lost: the parked mover (its chain's
+/// key) and where the object was going.
+#[derive(Debug)]
+pub(crate) struct InDoubt {
+    pub(crate) key: usize,
+    pub(crate) to: MachineId,
+}
+
 /// A set of object ids, hashed by `IdHasher`.
 pub(crate) type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
 
@@ -126,6 +135,11 @@ pub(crate) struct World {
     /// meanwhile: destroy, transfer, freeze and commits touching them are
     /// refused (the mover holds their turn, which stops calls).
     pub(crate) moving: IdSet,
+    /// Moving objects whose `adopt` left but whose answer was lost (the
+    /// connection broke, or it timed out): the new home may hold them
+    /// now. Each stays frozen, its mover parked holding its turn, until
+    /// the new home's word (see `Vm::announced_elsewhere`, `Vm::peer_synced`).
+    pub(crate) in_doubt: IdMap<InDoubt>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

@@ -350,7 +350,7 @@ fn a_failed_adopt_leaves_the_object_where_it_was() {
     alpha.run(&mut out);
     assert_eq!(alpha.waiting_count(), 1);
     alpha
-        .resume(adopt.token, Err("connection to beta lost".into()))
+        .resume(adopt.token, Err("machine beta is not connected".into()))
         .unwrap();
     alpha.run(&mut out);
     assert_eq!(finished(&mut out, mover), Ok(Val::Bool(false)));
@@ -358,6 +358,112 @@ fn a_failed_adopt_leaves_the_object_where_it_was() {
     assert!(alpha.owns(t));
     assert_eq!(alpha.epoch(t), 0);
     assert!(!out.iter().any(|o| matches!(o, Output::Moved { .. })));
+}
+
+/// alpha moving a tally to beta, its adopt on the wire and a call waiting
+/// for the turn, when the adopt's answer is lost.
+fn lost_adopt() -> (Vm, ObjectId, ChainId, Vec<Output>) {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    alpha.directory_mut().peer_up(&MachineId::new("beta"), 2);
+    let t = alpha.create_object("tally").unwrap();
+    let mover = alpha.start_program(move_object(t, "beta"), 1).unwrap();
+    let mut out = Vec::new();
+    alpha.run(&mut out);
+    let adopt = remote_calls(&mut out).pop().expect("the adopt");
+    start_call(&mut alpha, t, Val::Nat(0), ChainId(77));
+    alpha.run(&mut out);
+    alpha
+        .resume_lost(adopt.token, "connection to beta lost".into())
+        .unwrap();
+    alpha.run(&mut out);
+    (alpha, t, mover, out)
+}
+
+/// The adopt left and its answer was lost: beta may hold the object now.
+/// Until beta's word, the object stays frozen at alpha (the call waits,
+/// a destroy is refused, the mover has no answer); beta announcing it at
+/// the new epoch ends the move as made, and the waiting call follows it.
+#[test]
+fn a_lost_adopt_answer_freezes_the_object_until_the_new_home_announces_it() {
+    let (mut alpha, t, mover, mut out) = lost_adopt();
+    assert!(!out.iter().any(|o| matches!(o, Output::Finished { .. })));
+    assert_eq!(alpha.waiting_count(), 1);
+    assert_eq!(
+        alpha.serve_op(RemoteOp::Destroy, t, &Val::Nothing),
+        Val::Bool(false)
+    );
+    assert!(alpha.owns(t));
+    let beta = MachineId::new("beta");
+    assert!(
+        !alpha.announced_elsewhere(t, &beta, 0),
+        "not newer than ours"
+    );
+    assert!(alpha.announced_elsewhere(t, &beta, 1));
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(true)));
+    assert!(!alpha.hosts(t));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Moved { id, epoch: 1, .. } if *id == t)));
+    let forwarded = remote_calls(&mut out);
+    assert!(
+        forwarded
+            .iter()
+            .any(|rc| rc.target == t && rc.machine == beta),
+        "the waiting call follows it: {forwarded:?}"
+    );
+}
+
+/// The same, but beta says it destroyed the object: it held it, so the
+/// move was made (what another machine destroys settles nothing).
+#[test]
+fn a_lost_adopt_answer_is_settled_by_the_new_homes_destroy_notify() {
+    let (mut alpha, t, mover, mut out) = lost_adopt();
+    alpha.destroyed_elsewhere(t, &MachineId::new("gamma"));
+    alpha.run(&mut out);
+    assert!(alpha.owns(t), "gamma's word is not beta's");
+    alpha.destroyed_elsewhere(t, &MachineId::new("beta"));
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(true)));
+    assert!(!alpha.hosts(t));
+}
+
+/// The same, but beta's next snapshot ends without the object: the adopt
+/// never landed. The object thaws at alpha, the mover gets false, and
+/// the waiting call runs here. Another machine's snapshot settles nothing.
+#[test]
+fn a_lost_adopt_answer_thaws_when_the_new_homes_directory_lacks_the_object() {
+    let (mut alpha, t, mover, mut out) = lost_adopt();
+    alpha.peer_synced(&MachineId::new("gamma"));
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 1, "gamma's word is not beta's");
+    alpha.peer_synced(&MachineId::new("beta"));
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(false)));
+    assert_eq!(finished(&mut out, ChainId(77)), Ok(Val::Nat(1)));
+    assert!(alpha.owns(t));
+    assert_eq!(alpha.epoch(t), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::Moved { .. })));
+    assert_eq!(
+        alpha.serve_op(RemoteOp::Destroy, t, &Val::Nothing),
+        Val::Bool(true)
+    );
+}
+
+/// A node that owns an object and hears another announce it at a newer
+/// epoch (it restarted from its store before a move's answer came) drops
+/// its copy and places the object there; not while a call is inside it.
+#[test]
+fn an_object_announced_elsewhere_at_a_newer_epoch_leaves_this_node() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    alpha.directory_mut().peer_up(&beta, 2);
+    let t = alpha.create_object("tally").unwrap();
+    assert!(!alpha.announced_elsewhere(t, &beta, 0));
+    assert!(alpha.announced_elsewhere(t, &beta, 3));
+    assert!(!alpha.hosts(t));
+    assert_eq!(alpha.directory().machine_of(t), Some(&beta));
+    assert_eq!(alpha.directory().epoch_of(t), 3);
 }
 
 /// While the record is on its way (the adopt not yet answered), nothing
