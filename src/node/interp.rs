@@ -440,11 +440,16 @@ impl Interpreter {
             }
             protocol::Event::Notice { from, notice } => {
                 self.hosted_stale = true;
-                if let Notice::Created { id, epoch, .. } = &notice {
+                if let Notice::Created {
+                    id, epoch, machine, ..
+                } = &notice
+                {
                     // Ours, unless it moved on through a move of ours whose
-                    // answer was lost (a newer epoch): the directory names
-                    // others only.
-                    if self.vm.owns(*id) && !self.vm.announced_elsewhere(*id, &from, *epoch) {
+                    // answer was lost (a newer epoch, from its holder): the
+                    // directory names others only.
+                    let moved_on =
+                        *machine == from && self.vm.announced_elsewhere(*id, &from, *epoch);
+                    if self.vm.owns(*id) && !moved_on {
                         debug!("directory: {from} announces {id}, which is here; ignored");
                         return;
                     }

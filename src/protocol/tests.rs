@@ -936,6 +936,27 @@ fn calls_time_out_by_chain_progress() {
     assert!(a.core.is_open(link.ca));
 }
 
+/// The callee's own error is an answer: the call is not lost (a move
+/// whose adopt is refused must not wait in doubt).
+#[test]
+fn an_error_answer_is_not_a_lost_one() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.call(remote_call(5, "beta", 1 << 48 | 3), now);
+    pump(&mut a, &mut b, &link, now);
+    let Some(Event::Inbound { inbound, .. }) = b.events().pop() else {
+        panic!("no inbound call")
+    };
+    b.core.reply(inbound, Err("object not found".into()));
+    pump(&mut a, &mut b, &link, now);
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].1.contains("object not found"), "{failed:?}");
+    assert!(!failed[0].2, "an answer came");
+}
+
 #[test]
 fn a_call_to_an_unconnected_machine_fails_at_once() {
     let now = Instant::now();

@@ -170,6 +170,9 @@ struct PeerInfo {
     synced: bool,
     /// Connected now (up since its last `peer_up`, not down since).
     up: bool,
+    /// How many times it came up (`peer_up`), so a snapshot can be told
+    /// from one that began before some event.
+    ups: u32,
 }
 
 /// Whether epoch `a` is newer than `b`: serial-number arithmetic
@@ -251,6 +254,7 @@ impl Directory {
             self.hosted[usize::from(m)] = 0;
         }
         self.forget_names_on(machine);
+        let ups = self.ups(machine).wrapping_add(1);
         self.peers.insert(
             machine.clone(),
             PeerInfo {
@@ -258,9 +262,15 @@ impl Directory {
                 learned: VecDeque::new(),
                 synced: false,
                 up: true,
+                ups,
             },
         );
         before - self.entries.len()
+    }
+
+    /// How many times `machine` came up (0: never).
+    pub fn ups(&self, machine: &MachineId) -> u32 {
+        self.peers.get(machine).map_or(0, |p| p.ups)
     }
 
     /// `machine` was declared down: its names go (calls to its objects

@@ -382,6 +382,12 @@ fn call_local(
     sender: ObjectId,
     granted: bool,
 ) -> Flow {
+    if !granted && w.moving.contains(&target) && w.turns.owner(target) == Some(c.id) {
+        // The moving chain itself re-entering (its id came back from
+        // another node): the record is on its way, or in doubt, so nothing
+        // may run inside it, and waiting would wait on itself.
+        return Flow::Go(Next::CallFailed(VmError::Busy(target)));
+    }
     if !granted {
         match w.turns.take(target, c.id, key) {
             Take::Granted => {}
@@ -530,6 +536,7 @@ pub(crate) fn finish_move(
     c.remote_op = None;
     w.moving.remove(&target);
     w.in_doubt.remove(&target);
+    w.heard_while_moving.remove(&target);
     let adopted = matches!(result, Ok(Val::Bool(true)));
     if adopted {
         let epoch = w.epochs.get(&target).copied().unwrap_or(0).wrapping_add(1);
@@ -593,7 +600,8 @@ pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, reason: &str
         "move of {target} to {to}: the adopt's answer was lost ({reason}); the object stays \
          frozen here until {to}'s directory says whether it took it"
     );
-    w.in_doubt.insert(target, InDoubt { key, to });
+    let ups = w.directory.ups(&to);
+    w.in_doubt.insert(target, InDoubt { key, to, ups });
 }
 
 /// Installs an object another node moved here (`adopt`): answers whether

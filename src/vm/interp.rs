@@ -205,6 +205,7 @@ impl Vm {
                 epochs: IdMap::default(),
                 moving: Default::default(),
                 in_doubt: IdMap::default(),
+                heard_while_moving: IdMap::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -727,7 +728,15 @@ impl Vm {
                         token,
                         ok: false,
                     });
+                let target = c.remote_target;
                 exec::park_lost_adopt(&mut self.world, c, key, &reason);
+                if self.world.heard_while_moving.contains_key(&target) {
+                    log::info!(
+                        "move of {target}: its new home announced it already; the move was made"
+                    );
+                    self.settle_doubt(target, Ok(Val::Bool(true)));
+                    self.apply_effects();
+                }
                 Ok(())
             }
             _ => self.resume(token, Err(reason)),
@@ -749,6 +758,11 @@ impl Vm {
         if self.world.in_doubt.contains_key(&id) {
             log::info!("move of {id}: {from} announces it at epoch {epoch}; the move was made");
             self.settle_doubt(id, Ok(Val::Bool(true)));
+        } else if self.world.moving.contains(&id) {
+            // The new home's word before its answer: kept, in case the
+            // answer is lost.
+            self.world.heard_while_moving.insert(id, epoch);
+            return false;
         } else if self.world.turns.owner(id).is_none() && !self.world.moving.contains(&id) {
             log::warn!(
                 "{id} is here at epoch {ours}, and {from} announces it at epoch {epoch}: it moved \
@@ -779,11 +793,14 @@ impl Vm {
     /// snapshot would have announced the object first. The object stays
     /// here and thaws, and its mover gets `false`.
     pub fn peer_synced(&mut self, machine: &MachineId) {
+        // Only a snapshot from a connection newer than the lost answer's:
+        // an older one may have been listed before the adopt landed.
+        let ups = self.world.directory.ups(machine);
         let stayed: Vec<ObjectId> = self
             .world
             .in_doubt
             .iter()
-            .filter(|(_, d)| d.to == *machine)
+            .filter(|(_, d)| d.to == *machine && d.ups != ups)
             .map(|(&id, _)| id)
             .collect();
         for id in stayed {
@@ -802,9 +819,10 @@ impl Vm {
         let Some(doubt) = self.world.in_doubt.remove(&id) else {
             return;
         };
-        let Some(chain) = self.chains.get_mut(doubt.key) else {
-            return;
-        };
+        let chain = self
+            .chains
+            .get_mut(doubt.key)
+            .expect("a parked mover is never runnable, so never finishes");
         let moved = exec::finish_move(&mut self.world, chain, answer, &mut self.pending);
         chain.next = Some(Next::Answer(moved));
         self.runnable.push_back(doubt.key);

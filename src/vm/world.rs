@@ -101,11 +101,13 @@ impl World {
 pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
 
 /// A move whose `adopt` answer was lost: the parked mover (its chain's
-/// key) and where the object was going.
+/// key), where the object was going, and how many times that machine
+/// had come up then (only a snapshot from a later connection counts).
 #[derive(Debug)]
 pub(crate) struct InDoubt {
     pub(crate) key: usize,
     pub(crate) to: MachineId,
+    pub(crate) ups: u32,
 }
 
 /// A set of object ids, hashed by `IdHasher`.
@@ -140,6 +142,10 @@ pub(crate) struct World {
     /// now. Each stays frozen, its mover parked holding its turn, until
     /// the new home's word (see `Vm::announced_elsewhere`, `Vm::peer_synced`).
     pub(crate) in_doubt: IdMap<InDoubt>,
+    /// Newer epochs announced for moving objects by other nodes while the
+    /// move was under way (ignored then: the answer is on its way), kept
+    /// in case that answer is lost.
+    pub(crate) heard_while_moving: IdMap<u16>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

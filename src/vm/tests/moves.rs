@@ -430,14 +430,21 @@ fn a_lost_adopt_answer_is_settled_by_the_new_homes_destroy_notify() {
 
 /// The same, but beta's next snapshot ends without the object: the adopt
 /// never landed. The object thaws at alpha, the mover gets false, and
-/// the waiting call runs here. Another machine's snapshot settles nothing.
+/// the waiting call runs here. Another machine's snapshot settles
+/// nothing, nor does the end of a snapshot beta began before the answer
+/// was lost (it may have listed its objects before the adopt landed).
 #[test]
 fn a_lost_adopt_answer_thaws_when_the_new_homes_directory_lacks_the_object() {
     let (mut alpha, t, mover, mut out) = lost_adopt();
+    let beta = MachineId::new("beta");
     alpha.peer_synced(&MachineId::new("gamma"));
+    alpha.peer_synced(&beta);
     alpha.run(&mut out);
-    assert_eq!(alpha.waiting_count(), 1, "gamma's word is not beta's");
-    alpha.peer_synced(&MachineId::new("beta"));
+    assert_eq!(alpha.waiting_count(), 1, "neither settles it");
+    // beta reconnects, and its new snapshot ends without the object.
+    alpha.directory_mut().peer_down(&beta);
+    alpha.directory_mut().peer_up(&beta, 2);
+    alpha.peer_synced(&beta);
     alpha.run(&mut out);
     assert_eq!(finished(&mut out, mover), Ok(Val::Bool(false)));
     assert_eq!(finished(&mut out, ChainId(77)), Ok(Val::Nat(1)));
@@ -448,6 +455,45 @@ fn a_lost_adopt_answer_thaws_when_the_new_homes_directory_lacks_the_object() {
         alpha.serve_op(RemoteOp::Destroy, t, &Val::Nothing),
         Val::Bool(true)
     );
+}
+
+/// beta's create_notify came while the move was under way (before its
+/// answer, as beta sends it), and then the answer was lost: that word is
+/// kept, and settles the move as made at once.
+#[test]
+fn a_new_homes_word_heard_before_a_lost_answer_settles_the_move() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    alpha.directory_mut().peer_up(&beta, 2);
+    let t = alpha.create_object("tally").unwrap();
+    let mover = alpha.start_program(move_object(t, "beta"), 1).unwrap();
+    let mut out = Vec::new();
+    alpha.run(&mut out);
+    let adopt = remote_calls(&mut out).pop().expect("the adopt");
+    assert!(
+        !alpha.announced_elsewhere(t, &beta, 1),
+        "ignored: the answer is on its way"
+    );
+    assert!(alpha.owns(t));
+    alpha.resume_lost(adopt.token, "timed out".into()).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(true)));
+    assert!(!alpha.hosts(t));
+}
+
+/// The moving chain's own id coming back into the object (a remote move
+/// runs under its asker's chain) is refused while the record is away:
+/// nothing may run inside it, and it cannot wait on itself.
+#[test]
+fn the_moving_chain_cannot_reenter_an_object_in_doubt() {
+    let (mut alpha, t, mover, mut out) = lost_adopt();
+    start_call(&mut alpha, t, Val::Nat(0), mover);
+    alpha.run(&mut out);
+    assert!(
+        matches!(finished(&mut out, mover), Err(VmError::Busy(id)) if id == t),
+        "{out:?}"
+    );
+    assert_eq!(alpha.state(t), Some(&[][..]), "nothing ran inside it");
 }
 
 /// A node that owns an object and hears another announce it at a newer
