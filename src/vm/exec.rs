@@ -382,7 +382,8 @@ fn call_local(
     sender: ObjectId,
     granted: bool,
 ) -> Flow {
-    if !granted && w.moving.contains(&target) && w.turns.owner(target) == Some(c.id) {
+    let moving = !w.moving.is_empty() && w.moving.contains(&target);
+    if !granted && moving && w.turns.owner(target) == Some(c.id) {
         // The moving chain itself re-entering (its id came back from
         // another node): the record is on its way, or in doubt, so nothing
         // may run inside it, and waiting would wait on itself.
