@@ -360,9 +360,9 @@ fn a_failed_adopt_leaves_the_object_where_it_was() {
     assert!(!out.iter().any(|o| matches!(o, Output::Moved { .. })));
 }
 
-/// alpha moving a tally to beta, its adopt on the wire and a call waiting
-/// for the turn, when the adopt's answer is lost.
-fn lost_adopt() -> (Vm, ObjectId, ChainId, Vec<Output>) {
+/// alpha moving a tally to beta, its adopt on the wire: alpha, the tally,
+/// the mover, the outputs so far and the adopt.
+fn moving_to_beta() -> (Vm, ObjectId, ChainId, Vec<Output>, RemoteCall) {
     let mut alpha = vm("alpha", 1, TraceMode::Full);
     alpha.directory_mut().peer_up(&MachineId::new("beta"), 2);
     let t = alpha.create_object("tally").unwrap();
@@ -370,6 +370,13 @@ fn lost_adopt() -> (Vm, ObjectId, ChainId, Vec<Output>) {
     let mut out = Vec::new();
     alpha.run(&mut out);
     let adopt = remote_calls(&mut out).pop().expect("the adopt");
+    (alpha, t, mover, out, adopt)
+}
+
+/// The same with a call waiting for the turn, when the adopt's answer is
+/// lost.
+fn lost_adopt() -> (Vm, ObjectId, ChainId, Vec<Output>) {
+    let (mut alpha, t, mover, mut out, adopt) = moving_to_beta();
     start_call(&mut alpha, t, Val::Nat(0), ChainId(77));
     alpha.run(&mut out);
     alpha
@@ -462,14 +469,8 @@ fn a_lost_adopt_answer_thaws_when_the_new_homes_directory_lacks_the_object() {
 /// kept, and settles the move as made at once.
 #[test]
 fn a_new_homes_word_heard_before_a_lost_answer_settles_the_move() {
-    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let (mut alpha, t, mover, mut out, adopt) = moving_to_beta();
     let beta = MachineId::new("beta");
-    alpha.directory_mut().peer_up(&beta, 2);
-    let t = alpha.create_object("tally").unwrap();
-    let mover = alpha.start_program(move_object(t, "beta"), 1).unwrap();
-    let mut out = Vec::new();
-    alpha.run(&mut out);
-    let adopt = remote_calls(&mut out).pop().expect("the adopt");
     assert!(
         !alpha.announced_elsewhere(t, &beta, 1),
         "ignored: the answer is on its way"
