@@ -612,8 +612,106 @@ impl Interpreter {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use super::*;
     use crate::node::{Node, NodeConfig};
-    use crate::vm::{call, done, BehaviorRegistry, ObjectId, PureRegistry, Val};
+    use crate::vm::{
+        call, done, move_object, BehaviorRegistry, MachineId, Notice, ObjectId, PureRegistry,
+        RemoteOp, SuspendToken, Val, VmConfig, VmError,
+    };
+
+    /// An interpreter on alpha, with beta up, and a tally on its way to
+    /// beta: the adopt is out, its token returned.
+    fn moving(poll: &mio::Poll) -> (Interpreter, ObjectId, SuspendToken) {
+        let mut behaviors = BehaviorRegistry::new();
+        behaviors.register("tally", done);
+        let config = VmConfig::new(MachineId::new("alpha"), 1);
+        let mut vm = Vm::new(config, behaviors, PureRegistry::new());
+        vm.directory_mut().peer_up(&MachineId::new("beta"), 2);
+        let t = vm.create_object("tally").unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(1)).unwrap();
+        let handoff = Handoff::new(waker);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(NodeStats::default());
+        let mut interp = Interpreter::new(vm, handoff, stop, stats, Duration::ZERO, None);
+        interp.vm.start_program(move_object(t, "beta"), 0).unwrap();
+        interp.vm.run(&mut interp.outputs);
+        let adopt = interp
+            .outputs
+            .drain(..)
+            .find_map(|o| match o {
+                Output::RemoteCall(rc) if rc.op == Some(RemoteOp::Adopt) => Some(rc.token),
+                _ => None,
+            })
+            .expect("the adopt");
+        (interp, t, adopt)
+    }
+
+    fn lose(interp: &mut Interpreter, token: SuspendToken) {
+        interp.handle_peer_event(protocol::Event::Reply {
+            token,
+            result: Err("connection to beta lost".into()),
+            lost: true,
+        });
+        interp.vm.run(&mut interp.outputs);
+    }
+
+    /// The move's answer, once it has one.
+    fn moved(interp: &mut Interpreter) -> Option<Result<Val, VmError>> {
+        interp.outputs.drain(..).find_map(|o| match o {
+            Output::Finished { result, .. } => Some(result),
+            _ => None,
+        })
+    }
+
+    /// The node's side of a move in doubt: a lost reply parks it (the
+    /// object stays), and beta's create_notify at the new epoch, applied
+    /// as a notice, ends it as made and places the object on beta.
+    #[test]
+    fn a_lost_adopt_reply_parks_the_move_and_the_new_homes_notice_ends_it() {
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        lose(&mut interp, adopt);
+        assert!(interp.vm.owns(t), "in doubt, it stays");
+        assert_eq!(moved(&mut interp), None, "the mover waits");
+        let beta = MachineId::new("beta");
+        interp.handle_peer_event(protocol::Event::Notice {
+            from: beta.clone(),
+            notice: Notice::Created {
+                id: t,
+                machine: beta.clone(),
+                behavior: Some("tally".into()),
+                epoch: 1,
+            },
+        });
+        interp.vm.run(&mut interp.outputs);
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
+        assert!(!interp.vm.hosts(t));
+        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+    }
+
+    /// The same, but beta reconnects and its snapshot ends without the
+    /// object: the move did not happen, and the object serves again.
+    #[test]
+    fn a_lost_adopt_reply_thaws_after_the_new_homes_next_snapshot() {
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        lose(&mut interp, adopt);
+        let beta = MachineId::new("beta");
+        interp.handle_peer_event(protocol::Event::PeerUp {
+            machine: beta.clone(),
+            prefix: 2,
+            up: 2,
+        });
+        interp.handle_peer_event(protocol::Event::Synced {
+            machine: beta,
+            objects: 0,
+        });
+        interp.vm.run(&mut interp.outputs);
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(false))));
+        assert!(interp.vm.owns(t));
+        let destroy = interp.vm.serve_op(RemoteOp::Destroy, t, &Val::Nothing);
+        assert_eq!(destroy, Val::Bool(true), "thawed: no longer moving");
+    }
 
     /// A burst of chains leaves its buffers for reuse, and the interpreter
     /// gives them back once the node has been idle for `heap::IDLE_AFTER`.
