@@ -108,24 +108,19 @@ impl Core {
             BadInput::Frame(codec::FrameError::TooLarge { len, .. })
                 if !greeted && starts_a_tls_record(len) =>
             {
+                if c.dial_slot.is_some() {
+                    // We dialled a TLS node: it answered our hello with an
+                    // alert. A TLS failure, logged as those are (once per
+                    // address we dial).
+                    let why = "the peer answered in TLS (it runs with `--tls-*` and this node \
+                               without)";
+                    self.close(conn, CloseReason::Tls(why.into()), true, now);
+                    return Status::Closed;
+                }
                 let (label, ip) = (c.label(), c.remote.ip());
-                let why = match c.dial_slot {
-                    // We dialled a TLS node: it answered our hello with an alert.
-                    Some(slot) => {
-                        let said = std::mem::replace(&mut self.dials[slot].warned_tls, true);
-                        log::log!(
-                            warn_once(said),
-                            "connection to {label} closed: the peer answered in TLS (it runs \
-                             with `--tls-*` and this node without); closing this connection"
-                        );
-                        "the peer speaks TLS"
-                    }
-                    None => {
-                        self.tls_stranger(&label, ip, now);
-                        "a TLS handshake on a plaintext port"
-                    }
-                };
-                self.close(conn, CloseReason::Protocol(why.into()), false, now);
+                self.tls_stranger(&label, ip, now);
+                let why = "a TLS handshake on a plaintext port".to_string();
+                self.close(conn, CloseReason::Protocol(why), false, now);
                 return Status::Closed;
             }
             BadInput::Message(e) if e.is_unknown_type() && greeted => {

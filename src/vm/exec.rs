@@ -591,16 +591,12 @@ pub(crate) fn leave(
 /// or it timed out): the new home may hold the object now. It stays
 /// frozen here (still `moving`, its turn held by the mover, parked under
 /// `key`) until the new home's word settles it.
-pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, reason: &str) {
+pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize) {
     let target = c.remote_target;
     let to = c
         .moving_to
         .clone()
         .expect("a chain awaiting adopt knows where");
-    warn!(
-        "move of {target} to {to}: the adopt's answer was lost ({reason}); the object stays \
-         frozen here until {to}'s directory says whether it took it"
-    );
     let ups = w.directory.ups(&to);
     w.in_doubt.insert(target, InDoubt { key, to, ups });
 }
@@ -806,7 +802,7 @@ fn suspend(
 ) -> Flow {
     // Generation in the high half: a stale token never matches a later
     // suspension that reuses the slab slot.
-    let token = SuspendToken((u64::from(w.next_gen) << 32) | key as u64);
+    let token = SuspendToken::new(w.next_gen, key);
     w.next_gen = w.next_gen.wrapping_add(1);
     c.token = Some(token);
     c.remote_target = target;

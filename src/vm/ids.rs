@@ -78,6 +78,17 @@ impl fmt::Display for ChainId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SuspendToken(pub u64);
 
+impl SuspendToken {
+    pub(crate) fn new(generation: u32, slot: usize) -> SuspendToken {
+        SuspendToken((u64::from(generation) << 32) | slot as u64)
+    }
+
+    /// The chain slot it was minted for.
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+}
+
 /// A machine (a node), named by its `machine_id` string.
 ///
 /// Backed by `Arc<str>`: cloning it for every remote call costs a reference

@@ -205,7 +205,7 @@ impl Vm {
                 epochs: IdMap::default(),
                 moving: Default::default(),
                 in_doubt: IdMap::default(),
-                heard_while_moving: IdMap::default(),
+                heard_while_moving: Default::default(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -353,7 +353,7 @@ impl Vm {
 
     /// The chain a suspended call's token belongs to, while it waits.
     pub fn chain_of(&self, token: SuspendToken) -> Option<ChainId> {
-        let key = (token.0 & 0xffff_ffff) as usize;
+        let key = token.slot();
         self.chains
             .get(key)
             .filter(|c| c.token == Some(token))
@@ -649,7 +649,7 @@ impl Vm {
         token: SuspendToken,
         result: Result<Val, String>,
     ) -> Result<(), VmError> {
-        let key = (token.0 & 0xffff_ffff) as usize;
+        let key = token.slot();
         let chain = match self.chains.get_mut(key) {
             Some(c) if c.token == Some(token) => c,
             _ => return Err(VmError::UnknownToken(token)),
@@ -718,7 +718,7 @@ impl Vm {
     /// mover waiting, until the new home's word: [`Vm::announced_elsewhere`]
     /// (it took it) or [`Vm::peer_synced`] (it did not).
     pub fn resume_lost(&mut self, token: SuspendToken, reason: String) -> Result<(), VmError> {
-        let key = (token.0 & 0xffff_ffff) as usize;
+        let key = token.slot();
         match self.chains.get_mut(key) {
             Some(c) if c.token == Some(token) && c.remote_op == Some(RemoteOp::Adopt) => {
                 c.token = None;
@@ -729,13 +729,14 @@ impl Vm {
                         ok: false,
                     });
                 let target = c.remote_target;
-                exec::park_lost_adopt(&mut self.world, c, key, &reason);
-                if self.world.heard_while_moving.contains_key(&target) {
-                    log::info!(
-                        "move of {target}: its new home announced it already; the move was made"
-                    );
+                exec::park_lost_adopt(&mut self.world, c, key);
+                let to = &self.world.in_doubt[&target].to;
+                if self.world.heard_while_moving.contains(&target) {
+                    log::info!("move of {target} to {to}: its answer was lost ({reason}), but it announced the object already; the move was made");
                     self.settle_doubt(target, Ok(Val::Bool(true)));
                     self.apply_effects();
+                } else {
+                    log::warn!("move of {target} to {to}: the adopt's answer was lost ({reason}); the object stays frozen here until {to}'s directory says whether it took it");
                 }
                 Ok(())
             }
@@ -761,9 +762,9 @@ impl Vm {
         } else if self.world.moving.contains(&id) {
             // The new home's word before its answer: kept, in case the
             // answer is lost.
-            self.world.heard_while_moving.insert(id, epoch);
+            self.world.heard_while_moving.insert(id);
             return false;
-        } else if self.world.turns.owner(id).is_none() && !self.world.moving.contains(&id) {
+        } else if self.world.turns.owner(id).is_none() {
             log::warn!(
                 "{id} is here at epoch {ours}, and {from} announces it at epoch {epoch}: it moved \
                  on, this copy is dropped"

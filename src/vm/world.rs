@@ -142,10 +142,10 @@ pub(crate) struct World {
     /// now. Each stays frozen, its mover parked holding its turn, until
     /// the new home's word (see `Vm::announced_elsewhere`, `Vm::peer_synced`).
     pub(crate) in_doubt: IdMap<InDoubt>,
-    /// Newer epochs announced for moving objects by other nodes while the
-    /// move was under way (ignored then: the answer is on its way), kept
-    /// in case that answer is lost.
-    pub(crate) heard_while_moving: IdMap<u16>,
+    /// Moving objects that their new home announced at a newer epoch while
+    /// the move was under way (not acted on then: the answer is on its
+    /// way), kept in case that answer is lost.
+    pub(crate) heard_while_moving: IdSet,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).
