@@ -364,8 +364,19 @@ fn call_failed(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
 /// Gives back one hold of `object`'s turn; the next waiter, if the turn
 /// passes to it, becomes runnable.
 fn release_turn(w: &mut World, object: ObjectId) {
+    let superseded = !w.superseded.is_empty() && w.superseded.contains_key(&object);
+    let holder = if superseded {
+        w.turns.owner(object)
+    } else {
+        None
+    };
     if let Some(next) = w.turns.release(object) {
         w.woken.push(next.key);
+    }
+    if superseded && w.turns.owner(object) != holder {
+        // The call inside ended: the copy leaves before the next one,
+        // woken now, runs (it will follow the object).
+        w.superseded_free.push(object);
     }
 }
 

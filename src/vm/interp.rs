@@ -206,6 +206,8 @@ impl Vm {
                 moving: Default::default(),
                 in_doubt: IdMap::default(),
                 heard_while_moving: Default::default(),
+                superseded: Default::default(),
+                superseded_free: Vec::new(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -771,6 +773,19 @@ impl Vm {
             );
             exec::leave(&mut self.world, id, from.clone(), epoch, &mut self.pending);
         } else {
+            // A call is inside: it ends here, and the copy leaves then,
+            // before the next call runs in it (those follow it).
+            let newest = match self.world.superseded.get(&id) {
+                Some((_, known)) => epoch_newer(epoch, *known),
+                None => true,
+            };
+            if newest {
+                log::warn!(
+                    "{id} is here at epoch {ours}, and {from} announces it at epoch {epoch}: it \
+                     moved on, this copy is dropped when the call inside it ends"
+                );
+                self.world.superseded.insert(id, (from.clone(), epoch));
+            }
             return false;
         }
         self.apply_effects();
@@ -934,6 +949,11 @@ impl Vm {
                         _ => Next::CallFailed(e),
                     });
                     self.runnable.push_back(key);
+                }
+            }
+            for id in std::mem::take(&mut self.world.superseded_free) {
+                if let Some((to, epoch)) = self.world.superseded.remove(&id) {
+                    exec::leave(&mut self.world, id, to, epoch, &mut self.pending);
                 }
             }
             self.runnable.extend(self.world.woken.drain(..));

@@ -94,7 +94,10 @@ impl World {
 
     /// Whether the engine left work for the vm (see the fields).
     pub(crate) fn has_effects(&self) -> bool {
-        !(self.woken.is_empty() && self.to_fail.is_empty() && self.new_waits.is_empty())
+        !(self.woken.is_empty()
+            && self.to_fail.is_empty()
+            && self.new_waits.is_empty()
+            && self.superseded_free.is_empty())
     }
 }
 
@@ -146,6 +149,15 @@ pub(crate) struct World {
     /// the move was under way (not acted on then: the answer is on its
     /// way), kept in case that answer is lost.
     pub(crate) heard_while_moving: IdSet,
+    /// Local objects another node announced at a newer epoch while a call
+    /// was inside them (a move of theirs whose answer this node lost, then
+    /// restarted): where each went, and at which epoch. Each leaves when
+    /// the call inside ends (`superseded_free`), before the next call
+    /// runs in it.
+    pub(crate) superseded: IdMap<(MachineId, u16)>,
+    /// Superseded objects whose turn just came free: the vm makes them
+    /// leave.
+    pub(crate) superseded_free: Vec<ObjectId>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

@@ -513,6 +513,58 @@ fn an_object_announced_elsewhere_at_a_newer_epoch_leaves_this_node() {
     assert_eq!(alpha.directory().epoch_of(t), 3);
 }
 
+/// The same with a call inside the object (suspended on a remote call):
+/// the call runs to its end here, and the copy leaves then, before the
+/// call that waited for its turn runs; that one follows the object to
+/// its new home. Only the newest announcement counts.
+#[test]
+fn an_object_announced_elsewhere_with_a_call_inside_leaves_when_the_call_ends() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    alpha.directory_mut().peer_up(&beta, 2);
+    let t = alpha.create_object("tally").unwrap();
+    let far = ObjectId((2 << 48) | 9);
+    alpha
+        .directory_mut()
+        .insert(far, beta.clone(), Some("echo"));
+    let mut out = Vec::new();
+    // Chain 70 enters the tally and waits inside it on beta's echo.
+    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70));
+    alpha.run(&mut out);
+    let inner = remote_calls(&mut out).pop().expect("the call to beta");
+    // Chain 71 waits for the tally's turn.
+    start_call(&mut alpha, t, Val::Nat(0), ChainId(71));
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 1);
+    assert!(!alpha.announced_elsewhere(t, &beta, 3), "a call is inside");
+    assert!(
+        !alpha.announced_elsewhere(t, &beta, 2),
+        "older than the word kept"
+    );
+    assert!(alpha.hosts(t), "the call inside runs on");
+    alpha.resume(inner.token, Ok(Val::Nat(1))).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, ChainId(70)), Ok(Val::Nat(1)));
+    assert!(!alpha.hosts(t), "it left as the call ended");
+    assert_eq!(alpha.directory().machine_of(t), Some(&beta));
+    assert_eq!(alpha.directory().epoch_of(t), 3);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Moved { id, epoch: 3, .. } if *id == t)));
+    let forwarded = remote_calls(&mut out);
+    assert!(
+        forwarded
+            .iter()
+            .any(|rc| rc.target == t && rc.machine == beta),
+        "the waiting call follows it: {forwarded:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Finished { chain, .. } if *chain == ChainId(71))),
+        "it did not run here: {out:?}"
+    );
+}
+
 /// While the record is on its way (the adopt not yet answered), nothing
 /// may change it at the old home: a destroy, a transfer and a freeze
 /// asked by other nodes are refused, and the move completes with the
