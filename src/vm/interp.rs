@@ -707,8 +707,10 @@ impl Vm {
             self.runnable.push_back(key);
             return Ok(());
         }
-        let answer = exec::resumed_answer(&mut self.world, chain, result);
-        chain.next = Some(Next::Answer(answer));
+        chain.next = Some(match result {
+            Ok(v) if chain.remote_op.is_none() => Next::Reply(v),
+            result => Next::Answer(exec::resumed_answer(&mut self.world, chain, result)),
+        });
         self.runnable.push_back(key);
         Ok(())
     }
