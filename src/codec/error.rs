@@ -49,8 +49,9 @@ pub enum DecodeError {
     InvalidJson { line: usize, column: usize },
     /// The payload is JSON but not a JSON object.
     NotAnObject,
-    /// The `"type"` names no message of protocol version 1.
-    UnknownType,
+    /// The `"type"` names no message this version knows (its name, for
+    /// the log).
+    UnknownType(TypeName),
     /// A field the message type requires is absent (`"type"` included).
     MissingField { field: &'static str },
     /// A field has the wrong JSON type or is out of range (a `u16` over
@@ -76,7 +77,44 @@ impl DecodeError {
     /// True for an unknown `"type"`: the protocol says log and ignore it,
     /// the connection stays up.
     pub fn is_unknown_type(&self) -> bool {
-        matches!(self, DecodeError::UnknownType)
+        matches!(self, DecodeError::UnknownType(_))
+    }
+}
+
+/// The first [`TypeName::MAX`] bytes of an unknown message type, kept
+/// inline so a [`DecodeError`] stays `Copy` and costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TypeName {
+    bytes: [u8; TypeName::MAX],
+    len: u8,
+}
+
+impl TypeName {
+    /// Longer names are cut here (on a character boundary).
+    pub const MAX: usize = 22;
+
+    pub fn new(name: &str) -> TypeName {
+        let mut len = name.len().min(Self::MAX);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        TypeName {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Cut on a character boundary of a `str`, so always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -91,7 +129,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "invalid JSON at line {line} column {column}")
             }
             DecodeError::NotAnObject => f.write_str("payload is not a JSON object"),
-            DecodeError::UnknownType => f.write_str("unknown message type"),
+            // The peer's text, escaped: it goes to the log.
+            DecodeError::UnknownType(name) => {
+                write!(f, "unknown message type `{}`", name.as_str().escape_debug())
+            }
             DecodeError::MissingField { field } => write!(f, "missing field `{field}`"),
             DecodeError::WrongType { field } => write!(f, "field `{field}` has the wrong type"),
             DecodeError::DuplicateField { field } => write!(f, "duplicate field `{field}`"),

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::error::DecodeError;
+use super::error::{DecodeError, TypeName};
 use super::message::{
     Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Meta,
     MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
@@ -148,34 +148,37 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-/// The `"type"` value: `Some(kind)`, or `None` for a type this version
+/// The `"type"` value: `Ok(kind)`, or `Err(name)` for a type this version
 /// does not know.
 struct TypeSeed;
 
 impl<'de> DeserializeSeed<'de> for TypeSeed {
-    type Value = Option<Kind>;
+    type Value = Result<Kind, TypeName>;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Kind>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for TypeSeed {
-    type Value = Option<Kind>;
+    type Value = Result<Kind, TypeName>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a message type")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<Kind>, E> {
-        Ok(TYPE_NAMES.iter().position(|n| *n == v).map(|i| KINDS[i]))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(match TYPE_NAMES.iter().position(|n| *n == v) {
+            Some(i) => Ok(KINDS[i]),
+            None => Err(TypeName::new(v)),
+        })
     }
 }
 
 fn read_type<'de, A: MapAccess<'de>>(ctx: &Ctx, map: &mut A) -> Result<Kind, A::Error> {
     match map.next_value_seed(TypeSeed) {
-        Ok(Some(kind)) => Ok(kind),
-        Ok(None) => Err(ctx.fail(DecodeError::UnknownType)),
+        Ok(Ok(kind)) => Ok(kind),
+        Ok(Err(name)) => Err(ctx.fail(DecodeError::UnknownType(name))),
         Err(e) => {
             ctx.note(DecodeError::WrongType { field: "type" });
             Err(e)

@@ -423,11 +423,11 @@ impl Interpreter {
                     let chain = self
                         .vm
                         .chain_of(token)
-                        .map_or_else(|| "?".into(), |c| c.to_string());
+                        .map_or_else(|| "chain ?".into(), |c| c.to_string());
                     if failures <= LOUD_FAILURES {
-                        warn!("remote call failed (chain {chain}): {reason}");
+                        warn!("remote call failed ({chain}): {reason}");
                     } else {
-                        debug!("remote call failed (chain {chain}): {reason}");
+                        debug!("remote call failed ({chain}): {reason}");
                     }
                 }
                 let resumed = match result {
@@ -528,7 +528,7 @@ impl Interpreter {
                     ..
                 } if origin & LOCAL_ORIGIN == 0 => {
                     let reason = e.to_string();
-                    debug!("inbound call failed here (chain {chain}): {reason}");
+                    debug!("inbound call failed here ({chain}): {reason}");
                     self.stats.count_failed_here(&reason);
                     self.commands.push(Command::Reply {
                         inbound: protocol::InboundId(origin),

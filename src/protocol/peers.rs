@@ -134,7 +134,7 @@ impl Core {
             }
             BadInput::Message(e) => format!("bad message: {e}"),
             BadInput::Frame(e) if greeted => format!("bad frame: {e}"),
-            BadInput::Frame(e) => format!("bad frame before `hello`: {e}"),
+            BadInput::Frame(e) => format!("bad frame before the handshake completed: {e}"),
         };
         self.protocol_error(conn, why, now);
         Status::Closed

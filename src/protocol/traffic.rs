@@ -177,7 +177,7 @@ impl Core {
             return self.fail_call(call.token, "too many calls in flight".into());
         };
         debug!(
-            "call #{request_id:#x} -> {} object {} chain {}",
+            "call #{request_id:#x} -> {} object {} {}",
             call.machine, call.target, call.chain
         );
         let wire_call = codec::Call {

@@ -237,7 +237,7 @@ impl Trace {
     /// answered `Nothing` says why somewhere, whatever the trace mode.
     pub(crate) fn error(&mut self, e: &VmError) {
         match self.chain {
-            Some(chain) => log::debug!("chain {chain}: {e}"),
+            Some(chain) => log::debug!("{chain}: {e}"),
             None => log::debug!("{e}"),
         }
         self.record(EventKind::ErrorOccurred, || Event::ErrorOccurred(e.clone()));

@@ -141,8 +141,9 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
     #[rustfmt::skip]
     let cases: Vec<(&str, Opening, Vec<u8>, Expect)> = vec![
         ("no hello first", Raw, json_frame(&json!({"type":"ping","nonce":1})), Expect::Closed("first frame was `ping`")),
-        ("unknown type before hello", Raw, json_frame(&json!({"type":"gossip"})), Expect::Closed("first frame was not `hello`: unknown message type")),
-        ("frame over 4 KiB before hello", Raw, 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before `hello`: frame length 5000 over the maximum 4096")),
+        ("unknown type before hello", Raw, json_frame(&json!({"type":"gossip"})), Expect::Closed("first frame was not `hello`: unknown message type `gossip`")),
+        ("frame over 4 KiB before hello", Raw, 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
+        ("frame over 4 KiB after the hello, before the proof", Raw, [hello("c20", 320), 5000u32.to_be_bytes().to_vec()].concat(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
         ("second hello", Handshake("c2", 302), hello("c2", 302), Expect::Closed("a second `hello`")),
         ("length 0", Handshake("c3", 303), vec![0, 0, 0, 0], Expect::Closed("frame length 0")),
         ("length over the maximum", Handshake("c4", 304), (max_frame + 1).to_be_bytes().to_vec(), Expect::Closed("over the maximum")),
@@ -157,7 +158,7 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
         ("hello with beta's own machine_id", Hello("beta", 312, 2), vec![], Expect::Closed("our own machine_id")),
         ("hello with beta's own node_prefix", Hello("c13", own_prefix, 2), vec![], Expect::Closed("has our node_prefix")),
         ("call_response for an unknown request_id", Handshake("c14", 314), json_frame(&json!({"type":"call_response","request_id":999,"result":{"Ok":"Nothing"}})), Expect::Open("unknown request_id")),
-        ("unknown type", Handshake("c15", 315), json_frame(&json!({"type":"gossip","about":"x"})), Expect::Open("unknown message type")),
+        ("unknown type", Handshake("c15", 315), json_frame(&json!({"type":"gossip","about":"x"})), Expect::Open("ignoring a message: unknown message type `gossip`")),
         ("create_notify placing an object elsewhere", Handshake("c17", 317), json_frame(&json!({"type":"create_notify","object_id":(317u64 << 48) | 1,"machine_id":"ghost"})), Expect::Open("not on the sender; ignored")),
         ("a frame up to --max-frame after the handshake", Handshake("c18", 318), json_frame(&json!({"type":"gossip","pad":"x".repeat(6000)})), Expect::Open("hello from c18")),
     ];
