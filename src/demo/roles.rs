@@ -1,10 +1,11 @@
 //! The distributed PingPong demo's two roles, played on a running
 //! [`Node`] through its public API only (`submit`, `query`, `stats`):
 //!
-//! - [`serve`]: create a `pong` object (announced to every peer by
-//!   `create_notify`) and let the node serve calls until it is shut down.
-//! - [`orchestrate`]: wait until some object whose behavior is `pong`
-//!   shows up in the directory (no hard-coded ids), then run the
+//! - [`serve`]: create a `pong` object, name it `pong` cluster-wide
+//!   (announced to every peer by `create_notify` and `name_notify`), and
+//!   let the node serve calls until it is shut down.
+//! - [`orchestrate`]: wait until the name `pong` shows up in the
+//!   directory (no hard-coded ids), then run the
 //!   orchestrator program (a transaction around the creation of `ping`,
 //!   then `call(ping, ["Ping", 0, rounds, pong])`) and report.
 //!

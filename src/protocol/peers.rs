@@ -127,8 +127,11 @@ impl Core {
                 warn!("{}: ignoring a message: {e}", c.label());
                 return Status::Open;
             }
-            // Lifecycle rule 1: the first frame must be `hello`, even where
-            // an unknown type would later be ignored.
+            // Lifecycle rule 1: nothing but the handshake before it is done,
+            // even where an unknown type would later be ignored.
+            BadInput::Message(e) if e.is_unknown_type() && c.claimed.is_some() => {
+                format!("{e} before the proof")
+            }
             BadInput::Message(e) if e.is_unknown_type() => {
                 format!("first frame was not `hello`: {e}")
             }

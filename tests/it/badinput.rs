@@ -144,6 +144,7 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
         ("unknown type before hello", Raw, json_frame(&json!({"type":"gossip"})), Expect::Closed("first frame was not `hello`: unknown message type `gossip`")),
         ("frame over 4 KiB before hello", Raw, 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
         ("frame over 4 KiB after the hello, before the proof", Raw, [hello("c20", 320), 5000u32.to_be_bytes().to_vec()].concat(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
+        ("unknown type after the hello, before the proof", Raw, [hello("c21", 321), json_frame(&json!({"type":"gossip"}))].concat(), Expect::Closed("unknown message type `gossip` before the proof")),
         ("second hello", Handshake("c2", 302), hello("c2", 302), Expect::Closed("a second `hello`")),
         ("length 0", Handshake("c3", 303), vec![0, 0, 0, 0], Expect::Closed("frame length 0")),
         ("length over the maximum", Handshake("c4", 304), (max_frame + 1).to_be_bytes().to_vec(), Expect::Closed("over the maximum")),
