@@ -86,6 +86,7 @@ impl DecodeError {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TypeName {
     bytes: [u8; TypeName::MAX],
+    /// The length kept; the top bit says the name was longer.
     len: u8,
 }
 
@@ -100,15 +101,25 @@ impl TypeName {
         }
         let mut bytes = [0; Self::MAX];
         bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        let cut = if len < name.len() { Self::CUT } else { 0 };
         TypeName {
             bytes,
-            len: len as u8,
+            len: len as u8 | cut,
         }
     }
 
+    const CUT: u8 = 0x80;
+
+    /// The name as kept (its first [`TypeName::MAX`] bytes at most).
     pub fn as_str(&self) -> &str {
+        let len = usize::from(self.len & !Self::CUT);
         // Cut on a character boundary of a `str`, so always UTF-8.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+        std::str::from_utf8(&self.bytes[..len]).unwrap_or("")
+    }
+
+    /// The name was longer than [`TypeName::as_str`].
+    pub fn is_cut(&self) -> bool {
+        self.len & Self::CUT != 0
     }
 }
 
@@ -131,7 +142,12 @@ impl fmt::Display for DecodeError {
             DecodeError::NotAnObject => f.write_str("payload is not a JSON object"),
             // The peer's text, escaped: it goes to the log.
             DecodeError::UnknownType(name) => {
-                write!(f, "unknown message type `{}`", name.as_str().escape_debug())
+                let more = if name.is_cut() { "…" } else { "" };
+                write!(
+                    f,
+                    "unknown message type `{}{more}`",
+                    name.as_str().escape_debug()
+                )
             }
             DecodeError::MissingField { field } => write!(f, "missing field `{field}`"),
             DecodeError::WrongType { field } => write!(f, "field `{field}` has the wrong type"),

@@ -762,6 +762,19 @@ fn error_types_are_small_and_display() {
         FrameError::TooLarge { len: 9, max: 8 }.to_string(),
         "frame length 9 over the maximum 8"
     );
+    // An unknown type is named: escaped, and cut (on a character
+    // boundary) with a mark.
+    let named = |t: &str| DecodeError::UnknownType(TypeName::new(t)).to_string();
+    assert_eq!(named("gossip"), "unknown message type `gossip`");
+    assert_eq!(named("a\nb"), "unknown message type `a\\nb`");
+    assert_eq!(
+        named("create_notify_extended_v2"),
+        "unknown message type `create_notify_extended…`"
+    );
+    assert_eq!(
+        named(&"é".repeat(12)),
+        format!("unknown message type `{}…`", "é".repeat(11))
+    );
 }
 
 #[test]

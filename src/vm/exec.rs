@@ -371,19 +371,18 @@ fn call_failed(w: &mut World, c: &mut Chain, e: VmError) -> Flow {
 /// Gives back one hold of `object`'s turn; the next waiter, if the turn
 /// passes to it, becomes runnable.
 fn release_turn(w: &mut World, object: ObjectId) {
-    let superseded = !w.superseded.is_empty() && w.superseded.contains_key(&object);
-    let holder = if superseded {
-        w.turns.owner(object)
-    } else {
-        None
-    };
+    if !w.superseded.is_empty() && w.turns.last_hold(object) {
+        // The call inside a copy announced elsewhere ends: the copy leaves
+        // now, so no call enters it again (not even this chain's next);
+        // the waiting ones follow it.
+        if let Some((to, epoch)) = w.superseded.remove(&object) {
+            if depart(w, object, &to, epoch) {
+                w.departed.push((object, to, epoch));
+            }
+        }
+    }
     if let Some(next) = w.turns.release(object) {
         w.woken.push(next.key);
-    }
-    if superseded && w.turns.owner(object) != holder {
-        // The call inside ended: the copy leaves before the next one,
-        // woken now, runs (it will follow the object).
-        w.superseded_free.push(object);
     }
 }
 
@@ -584,25 +583,33 @@ pub(crate) fn leave(
     epoch: u16,
     out: &mut Vec<Output>,
 ) {
+    if depart(w, target, &to, epoch) {
+        out.push(Output::Moved {
+            id: target,
+            machine: to,
+            epoch,
+        });
+    }
+}
+
+/// [`leave`] but for telling peers (`Output::Moved`), which the caller
+/// owes when this answers true (the object was here).
+fn depart(w: &mut World, target: ObjectId, to: &MachineId, epoch: u16) -> bool {
     let Some(o) = w.objects.remove(&target) else {
-        return;
+        return false;
     };
     shrink_if_sparse(&mut w.objects);
     w.epochs.remove(&target);
     let behavior = w.behaviors.get(o.behavior).name.clone();
     w.mark_changed(target);
-    w.directory.moved_away(target, &to, &behavior, epoch);
+    w.directory.moved_away(target, to, &behavior, epoch);
     w.trace
         .record(EventKind::ObjectMoved, || Event::ObjectMoved {
             id: target,
             machine: to.clone(),
         });
-    out.push(Output::Moved {
-        id: target,
-        machine: to,
-        epoch,
-    });
     w.turns.forget(target);
+    true
 }
 
 /// A move's `adopt` left, and its answer was lost (the connection closed,
@@ -1400,13 +1407,22 @@ fn destroy(
 /// Whether `id`'s record is on its way to a new home (see
 /// `World::moving`): then nothing may change it, and the refusal is traced.
 pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
-    let moving = w.moving.contains(&id);
-    if moving {
+    if w.moving.contains(&id) {
         w.trace.error(&VmError::Unsupported(
             "destroy, transfer, freeze or commit of an object that is moving",
         ));
+        return true;
     }
-    moving
+    // A copy announced elsewhere (rule 8) leaves as its call ends: what
+    // the call does to it stays behind, and it is not this node's to
+    // destroy (peers would forget the real one).
+    if !w.superseded.is_empty() && w.superseded.contains_key(&id) {
+        w.trace.error(&VmError::Unsupported(
+            "destroy, transfer, freeze or commit of an object that moved on elsewhere",
+        ));
+        return true;
+    }
+    false
 }
 
 /// The controller of object `id` as chain `c` sees it (its transaction's

@@ -207,7 +207,7 @@ impl Vm {
                 in_doubt: IdMap::default(),
                 heard_while_moving: Default::default(),
                 superseded: Default::default(),
-                superseded_free: Vec::new(),
+                departed: Vec::new(),
                 ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 chain_ids: FreshIdGen::with_prefix_from(config.node_prefix, first),
                 next_tx: 0,
@@ -953,10 +953,8 @@ impl Vm {
                     self.runnable.push_back(key);
                 }
             }
-            for id in std::mem::take(&mut self.world.superseded_free) {
-                if let Some((to, epoch)) = self.world.superseded.remove(&id) {
-                    exec::leave(&mut self.world, id, to, epoch, &mut self.pending);
-                }
+            for (id, machine, epoch) in self.world.departed.drain(..) {
+                self.pending.push(Output::Moved { id, machine, epoch });
             }
             self.runnable.extend(self.world.woken.drain(..));
             if !self.world.has_effects() {

@@ -143,6 +143,13 @@ impl Turns {
         }
     }
 
+    /// True when `object`'s turn is held once: the next
+    /// [`Turns::release`] gives it up (whoever waits next, whatever its
+    /// chain).
+    pub(crate) fn last_hold(&self, object: ObjectId) -> bool {
+        self.held.get(&object).is_some_and(|t| t.holds == 1)
+    }
+
     /// `object` was destroyed: its entry goes (at once, or when its turn
     /// comes free). Its waiters must have been drained first.
     pub(crate) fn forget(&mut self, object: ObjectId) {

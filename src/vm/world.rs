@@ -97,7 +97,7 @@ impl World {
         !(self.woken.is_empty()
             && self.to_fail.is_empty()
             && self.new_waits.is_empty()
-            && self.superseded_free.is_empty())
+            && self.departed.is_empty())
     }
 }
 
@@ -155,9 +155,9 @@ pub(crate) struct World {
     /// the call inside ends (`superseded_free`), before the next call
     /// runs in it.
     pub(crate) superseded: IdMap<(MachineId, u16)>,
-    /// Superseded objects whose turn just came free: the vm makes them
-    /// leave.
-    pub(crate) superseded_free: Vec<ObjectId>,
+    /// Superseded objects that left as their call ended: the vm tells
+    /// peers (`Output::Moved`).
+    pub(crate) departed: Vec<(ObjectId, MachineId, u16)>,
     pub(crate) ids: FreshIdGen,
     pub(crate) chain_ids: FreshIdGen,
     /// The last transaction id handed out (ids start at 1).

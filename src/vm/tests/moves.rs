@@ -565,6 +565,109 @@ fn an_object_announced_elsewhere_with_a_call_inside_leaves_when_the_call_ends() 
     );
 }
 
+/// alpha owns a tally with chain 70's call inside it, waiting on beta's
+/// echo, when beta announces the tally at epoch 3: the tally, the echo
+/// and that call.
+fn superseded_with_a_call_inside(
+    program: Option<Program>,
+) -> (Vm, ObjectId, Vec<Output>, RemoteCall) {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    alpha.directory_mut().peer_up(&beta, 2);
+    let t = alpha.create_object("tally").unwrap();
+    let far = ObjectId((2 << 48) | 9);
+    alpha
+        .directory_mut()
+        .insert(far, beta.clone(), Some("echo"));
+    let mut out = Vec::new();
+    match program {
+        Some(p) => {
+            alpha.start_program(p(t, far), 70).unwrap();
+        }
+        None => start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70)),
+    }
+    alpha.run(&mut out);
+    let inner = remote_calls(&mut out).pop().expect("the call to beta");
+    assert!(!alpha.announced_elsewhere(t, &beta, 3), "a call is inside");
+    (alpha, t, out, inner)
+}
+
+type Program = fn(ObjectId, ObjectId) -> crate::vm::Program;
+
+/// The chain whose call ended does not get back into the copy: its next
+/// call of the tally follows it to beta.
+#[test]
+fn the_chain_that_was_inside_a_superseded_copy_calls_the_object_where_it_went() {
+    let (mut alpha, t, mut out, inner) = superseded_with_a_call_inside(Some(|t, far| {
+        call(t, Val::ObjectRef(far)).then(call(t, Val::Nat(0)))
+    }));
+    alpha.resume(inner.token, Ok(Val::Nat(1))).unwrap();
+    alpha.run(&mut out);
+    assert!(!alpha.hosts(t));
+    let forwarded = remote_calls(&mut out);
+    assert!(
+        forwarded
+            .iter()
+            .any(|rc| rc.target == t && rc.machine == MachineId::new("beta")),
+        "its second call goes to beta: {forwarded:?} {out:?}"
+    );
+}
+
+/// A superseded copy is not this node's to destroy: the call inside may
+/// not, and neither may another node; the object stays placed on beta
+/// once the copy leaves.
+#[test]
+fn a_superseded_copy_cannot_be_destroyed_here() {
+    let (mut alpha, t, mut out, inner) = superseded_with_a_call_inside(None);
+    assert_eq!(
+        alpha.serve_op(RemoteOp::Destroy, t, &Val::Nothing),
+        Val::Bool(false)
+    );
+    alpha.resume(inner.token, Ok(Val::Nat(1))).unwrap();
+    alpha.run(&mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Destroyed { .. })));
+    assert_eq!(
+        alpha.directory().machine_of(t),
+        Some(&MachineId::new("beta"))
+    );
+}
+
+/// Two calls of one chain wait behind another chain's: when the first of
+/// them, inside the copy as beta announces it elsewhere, ends, the copy
+/// leaves, although the turn passes to the same chain id.
+#[test]
+fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    alpha.directory_mut().peer_up(&beta, 2);
+    let t = alpha.create_object("tally").unwrap();
+    let far = ObjectId((2 << 48) | 9);
+    alpha
+        .directory_mut()
+        .insert(far, beta.clone(), Some("echo"));
+    let mut out = Vec::new();
+    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(69));
+    alpha.run(&mut out);
+    let first = remote_calls(&mut out).pop().expect("69's call to beta");
+    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70));
+    start_call(&mut alpha, t, Val::Nat(0), ChainId(70));
+    alpha.run(&mut out);
+    alpha.resume(first.token, Ok(Val::Nat(1))).unwrap();
+    alpha.run(&mut out);
+    let second = remote_calls(&mut out).pop().expect("70's call to beta");
+    assert!(!alpha.announced_elsewhere(t, &beta, 3), "70 is inside");
+    alpha.resume(second.token, Ok(Val::Nat(1))).unwrap();
+    alpha.run(&mut out);
+    assert!(!alpha.hosts(t));
+    let forwarded = remote_calls(&mut out);
+    assert!(
+        forwarded
+            .iter()
+            .any(|rc| rc.target == t && rc.machine == beta),
+        "70's second call goes to beta: {forwarded:?} {out:?}"
+    );
+}
+
 /// While the record is on its way (the adopt not yet answered), nothing
 /// may change it at the old home: a destroy, a transfer and a freeze
 /// asked by other nodes are refused, and the move completes with the
