@@ -519,24 +519,13 @@ fn an_object_announced_elsewhere_at_a_newer_epoch_leaves_this_node() {
 /// its new home. Only the newest announcement counts.
 #[test]
 fn an_object_announced_elsewhere_with_a_call_inside_leaves_when_the_call_ends() {
-    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    // Chain 70 is inside the tally, waiting on beta's echo.
+    let (mut alpha, t, mut out, inner) = superseded_with_a_call_inside(None);
     let beta = MachineId::new("beta");
-    alpha.directory_mut().peer_up(&beta, 2);
-    let t = alpha.create_object("tally").unwrap();
-    let far = ObjectId((2 << 48) | 9);
-    alpha
-        .directory_mut()
-        .insert(far, beta.clone(), Some("echo"));
-    let mut out = Vec::new();
-    // Chain 70 enters the tally and waits inside it on beta's echo.
-    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70));
-    alpha.run(&mut out);
-    let inner = remote_calls(&mut out).pop().expect("the call to beta");
     // Chain 71 waits for the tally's turn.
     start_call(&mut alpha, t, Val::Nat(0), ChainId(71));
     alpha.run(&mut out);
     assert_eq!(alpha.waiting_count(), 1);
-    assert!(!alpha.announced_elsewhere(t, &beta, 3), "a call is inside");
     assert!(
         !alpha.announced_elsewhere(t, &beta, 2),
         "older than the word kept"
@@ -565,12 +554,8 @@ fn an_object_announced_elsewhere_with_a_call_inside_leaves_when_the_call_ends() 
     );
 }
 
-/// alpha owns a tally with chain 70's call inside it, waiting on beta's
-/// echo, when beta announces the tally at epoch 3: the tally, the echo
-/// and that call.
-fn superseded_with_a_call_inside(
-    program: Option<Program>,
-) -> (Vm, ObjectId, Vec<Output>, RemoteCall) {
+/// alpha, beta up, alpha's tally and beta's echo.
+fn tally_and_far_echo() -> (Vm, MachineId, ObjectId, ObjectId) {
     let mut alpha = vm("alpha", 1, TraceMode::Full);
     let beta = MachineId::new("beta");
     alpha.directory_mut().peer_up(&beta, 2);
@@ -579,10 +564,18 @@ fn superseded_with_a_call_inside(
     alpha
         .directory_mut()
         .insert(far, beta.clone(), Some("echo"));
+    (alpha, beta, t, far)
+}
+
+/// alpha owns a tally with chain 70's call inside it (a host call, or
+/// `calls(tally, echo)` as a program), waiting on beta's echo, when beta
+/// announces the tally at epoch 3: the tally, the outputs and that call.
+fn superseded_with_a_call_inside(calls: Option<Calls>) -> (Vm, ObjectId, Vec<Output>, RemoteCall) {
+    let (mut alpha, beta, t, far) = tally_and_far_echo();
     let mut out = Vec::new();
-    match program {
-        Some(p) => {
-            alpha.start_program(p(t, far), 70).unwrap();
+    match calls {
+        Some(calls) => {
+            alpha.start_program(calls(t, far), 70).unwrap();
         }
         None => start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70)),
     }
@@ -592,7 +585,8 @@ fn superseded_with_a_call_inside(
     (alpha, t, out, inner)
 }
 
-type Program = fn(ObjectId, ObjectId) -> crate::vm::Program;
+/// A program calling a tally and an echo.
+type Calls = fn(ObjectId, ObjectId) -> Program;
 
 /// The chain whose call ended does not get back into the copy: its next
 /// call of the tally follows it to beta.
@@ -637,14 +631,7 @@ fn a_superseded_copy_cannot_be_destroyed_here() {
 /// leaves, although the turn passes to the same chain id.
 #[test]
 fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
-    let mut alpha = vm("alpha", 1, TraceMode::Full);
-    let beta = MachineId::new("beta");
-    alpha.directory_mut().peer_up(&beta, 2);
-    let t = alpha.create_object("tally").unwrap();
-    let far = ObjectId((2 << 48) | 9);
-    alpha
-        .directory_mut()
-        .insert(far, beta.clone(), Some("echo"));
+    let (mut alpha, beta, t, far) = tally_and_far_echo();
     let mut out = Vec::new();
     start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(69));
     alpha.run(&mut out);
