@@ -151,9 +151,9 @@ pub(crate) struct World {
     pub(crate) heard_while_moving: IdSet,
     /// Local objects another node announced at a newer epoch while a call
     /// was inside them (a move of theirs whose answer this node lost, then
-    /// restarted): where each went, and at which epoch. Each leaves when
-    /// the call inside ends (`superseded_free`), before the next call
-    /// runs in it.
+    /// restarted): where each went, and at which epoch. Each leaves as
+    /// the call inside ends (its last hold of the turn is given back),
+    /// before any call enters it again.
     pub(crate) superseded: IdMap<(MachineId, u16)>,
     /// Superseded objects that left as their call ended: the vm tells
     /// peers (`Output::Moved`).
