@@ -520,6 +520,33 @@ fn a_retired_connection_is_promoted_when_the_survivor_closes() {
     assert!(peer_downs(&b.events()).is_empty());
 }
 
+/// Calls to one machine, whose name is one `MachineId` as the vm's are,
+/// follow its connection when it changes: after the survivor closes, the
+/// next call goes out on the promoted spare, not on the connection the
+/// last call went out on.
+#[test]
+fn calls_follow_their_machines_connection_when_it_changes() {
+    let now = Instant::now();
+    let (mut a, _b, by_alpha, by_beta) = cross_dialled(now);
+    let beta = MachineId::new("beta");
+    let call = |token: u64| RemoteCall {
+        machine: beta.clone(),
+        ..remote_call(token, "beta", 1 << 48 | token)
+    };
+    let queued = |a: &Side, conn| queued_payloads(a, conn).len();
+    let (before_alpha, before_beta) = (queued(&a, by_alpha.ca), queued(&a, by_beta.ca));
+    a.core.call(call(1), now);
+    a.core.call(call(2), now);
+    assert_eq!(queued(&a, by_alpha.ca), before_alpha + 2, "on the survivor");
+    a.core
+        .handle_closed(by_alpha.ca, CloseReason::PeerClosed, now + ms(10));
+    assert_eq!(a.active("beta"), Some(by_beta.ca));
+    a.events();
+    a.core.call(call(3), now + ms(10));
+    assert_eq!(queued(&a, by_beta.ca), before_beta + 1, "on the spare");
+    assert!(failed_replies(&a.events()).iter().all(|(t, ..)| t.0 != 3));
+}
+
 #[test]
 fn a_silent_peer_is_down_after_three_intervals_and_its_calls_fail() {
     let now = Instant::now();

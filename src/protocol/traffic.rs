@@ -144,8 +144,8 @@ impl Core {
     /// Sends `call` to the machine the vm named; the answer comes back as
     /// [`Event::Reply`] (at once, as an error, if it cannot be sent).
     pub fn call(&mut self, call: RemoteCall, now: Instant) {
-        let conn = match self.active.get(&call.machine) {
-            Some(&conn) => conn,
+        let conn = match self.active.conn_for(&call.machine) {
+            Some(conn) => conn,
             None => {
                 return self.fail_call(
                     call.token,

@@ -797,14 +797,15 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
             observe(w, c, target);
             call_local(w, c, key, target, b, input, sender, false)
         }
-        // Unknown here, or moved away from here: the directory knows where.
-        Err(VmError::UnknownObject(_) | VmError::DestroyedObject(_))
-            if w.directory.machine_of(target).is_some() =>
-        {
-            let machine = w.directory.machine_of(target).expect("checked").clone();
-            suspend(w, c, key, machine, target, input, sender, None, out)
-        }
         Err(e) => {
+            // Unknown here, or moved away from here: the directory knows
+            // where (one lookup: this is every remote call's path).
+            if let VmError::UnknownObject(_) | VmError::DestroyedObject(_) = e {
+                if let Some(machine) = w.directory.machine_of(target) {
+                    let machine = machine.clone();
+                    return suspend(w, c, key, machine, target, input, sender, None, out);
+                }
+            }
             w.trace.error(&e);
             c.last_failure = Some(e);
             Flow::Go(Next::Answer(Val::Nothing))

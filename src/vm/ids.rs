@@ -104,6 +104,12 @@ impl MachineId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// True when both are clones of one `MachineId`: then they are equal,
+    /// known without comparing the names (false says nothing).
+    pub(crate) fn same_name_as(&self, other: &MachineId) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Debug for MachineId {
