@@ -21,8 +21,8 @@ use super::{
     Message, DEFAULT_MAX_FRAME, HEADER_LEN, MAX_VAL_DEPTH, MAX_WAIT_PATH,
 };
 use super::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Meta, MoveNotify,
-    NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
+    Auth, Call, CallResponse, Close, CreateNotify, Deadlock, DestroyNotify, Hello, Meta,
+    MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -374,7 +374,7 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 15 {
+    match g.u8() % 16 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -429,6 +429,7 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             machine_id: g.string(),
             epoch: g.u64() as u16,
         }),
+        15 => Message::Close(Close { reason: g.string() }),
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),
             object: ObjectId(g.u64()),

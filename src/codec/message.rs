@@ -65,6 +65,7 @@ pub enum Message<'a> {
     MoveNotify(MoveNotify<'a>),
     NameDrop(NameDrop<'a>),
     Meta(Meta<'a>),
+    Close(Close<'a>),
 }
 
 /// First frame on a connection, both ways.
@@ -185,6 +186,14 @@ pub struct Auth<'a> {
     pub proof: Cow<'a, str>,
 }
 
+/// The sender is about to close this connection, for `reason` (a protocol
+/// error, or a refused `hello` or proof): sent once, at any point, so that
+/// the other side learns why rather than seeing only the close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close<'a> {
+    pub reason: Cow<'a, str>,
+}
+
 /// The directory snapshot after the handshake is complete: the sender
 /// announced `objects` objects in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,9 +245,10 @@ pub(crate) enum Kind {
     NameDrop,
     Meta,
     MoveNotify,
+    Close,
 }
 
-pub(crate) const TYPE_NAMES: [&str; 15] = [
+pub(crate) const TYPE_NAMES: [&str; 16] = [
     "hello",
     "call",
     "call_response",
@@ -254,8 +264,9 @@ pub(crate) const TYPE_NAMES: [&str; 15] = [
     "name_drop",
     "meta",
     "move_notify",
+    "close",
 ];
-pub(crate) const KINDS: [Kind; 15] = [
+pub(crate) const KINDS: [Kind; 16] = [
     Kind::Hello,
     Kind::Call,
     Kind::CallResponse,
@@ -271,6 +282,7 @@ pub(crate) const KINDS: [Kind; 15] = [
     Kind::NameDrop,
     Kind::Meta,
     Kind::MoveNotify,
+    Kind::Close,
 ];
 
 impl<'a> Message<'a> {
@@ -296,6 +308,7 @@ impl<'a> Message<'a> {
             Message::NameDrop(_) => Kind::NameDrop,
             Message::Meta(_) => Kind::Meta,
             Message::MoveNotify(_) => Kind::MoveNotify,
+            Message::Close(_) => Kind::Close,
         }
     }
 
@@ -363,6 +376,9 @@ impl<'a> Message<'a> {
             }),
             Message::Auth(a) => Message::Auth(Auth {
                 proof: own(a.proof),
+            }),
+            Message::Close(c) => Message::Close(Close {
+                reason: own(c.reason),
             }),
             Message::SnapshotEnd(e) => Message::SnapshotEnd(e),
             Message::NameNotify(n) => Message::NameNotify(NameNotify {
@@ -498,6 +514,7 @@ impl Serialize for Message<'_> {
                 m.serialize_field("cycle", &d.cycle)?;
             }
             Message::Auth(a) => m.serialize_field("proof", &a.proof)?,
+            Message::Close(c) => m.serialize_field("reason", &c.reason)?,
             Message::SnapshotEnd(e) => m.serialize_field("objects", &e.objects)?,
             Message::NameNotify(n) => {
                 m.serialize_field("name", &n.name)?;

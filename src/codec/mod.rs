@@ -52,7 +52,7 @@ pub use error::{DecodeError, EncodeError, FrameError, TypeName};
 pub(crate) use fast::put_u64;
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
-    encode, encode_for, encode_limited, Auth, Call, CallResponse, CreateNotify, Deadlock,
+    encode, encode_for, encode_limited, Auth, Call, CallResponse, Close, CreateNotify, Deadlock,
     DestroyNotify, Hello, Message, Meta, MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe,
     SnapshotEnd, WaitEdge, MAX_WAIT_PATH,
 };

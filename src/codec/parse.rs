@@ -24,8 +24,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::error::{DecodeError, TypeName};
 use super::message::{
-    Auth, Call, CallResponse, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message, Meta,
-    MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
+    Auth, Call, CallResponse, Close, CreateNotify, Deadlock, DestroyNotify, Hello, Kind, Message,
+    Meta, MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, KINDS, TYPE_NAMES,
 };
 use super::val::{Ctx, IgnoreSeed, ValSeed};
 use super::wait::{EdgesSeed, CYCLE, PATH};
@@ -285,6 +285,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             Kind::Probe => body.probe().map(Message::Probe),
             Kind::Deadlock => body.deadlock().map(Message::Deadlock),
             Kind::Auth => body.auth().map(Message::Auth),
+            Kind::Close => body.close().map(Message::Close),
             Kind::SnapshotEnd => body.snapshot_end().map(Message::SnapshotEnd),
             Kind::NameNotify => body.name_notify().map(Message::NameNotify),
             Kind::NameDrop => body.name_drop().map(Message::NameDrop),
@@ -747,6 +748,17 @@ impl<'de, A: MapAccess<'de>> Body<'_, A> {
         }
         Ok(Auth {
             proof: self.need(F[0], proof)?,
+        })
+    }
+
+    fn close(&mut self) -> Result<Close<'de>, A::Error> {
+        const F: &[&str] = &["reason"];
+        let mut reason = None;
+        while self.key(F)?.is_some() {
+            self.str(F[0], &mut reason)?;
+        }
+        Ok(Close {
+            reason: self.need(F[0], reason)?,
         })
     }
 

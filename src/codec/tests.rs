@@ -13,7 +13,7 @@ use crate::vm::{ChainId, ObjectId, Val};
 /// deadlock-detection types are not in PROTOCOL.md's examples yet; then
 /// version 2's `hello` and `auth` (docs/protocol.md's worked example), a
 /// `snapshot_end`, and a probe that was passed on (`hops`).
-const GOLDEN: [&str; 17] = [
+const GOLDEN: [&str; 18] = [
     r#"{"type":"hello","version":1,"machine_id":"beta","node_prefix":9002}"#,
     r#"{"type":"create_notify","object_id":2533837740349325312,"machine_id":"beta","behavior":"pong"}"#,
     r#"{"type":"call","request_id":7,"target":2533837740349325312,"input":{"List":[{"Str":"Ping"},{"Nat":0},{"Nat":3},{"ObjectRef":2533837740349325312}]},"sender":2533556265372614656,"sender_machine":"alpha"}"#,
@@ -31,6 +31,7 @@ const GOLDEN: [&str; 17] = [
     r#"{"type":"meta","op":"destroy","request_id":9,"target":2533837740349325312,"input":{"Just":{"Nat":5}},"sender":0,"sender_machine":"alpha","chain":2533556265372614657}"#,
     r#"{"type":"move_notify","object_id":2533556265372614657,"machine_id":"beta","epoch":1}"#,
     r#"{"type":"create_notify","object_id":2533556265372614657,"machine_id":"beta","behavior":"cell","epoch":1}"#,
+    r#"{"type":"close","reason":"peer `gamma` has our node_prefix 9002"}"#,
 ];
 
 fn edge(chain: u64, object: u64, machine: &'static str) -> WaitEdge<'static> {
@@ -148,6 +149,9 @@ fn golden_messages() -> Vec<Message<'static>> {
             machine_id: "beta".into(),
             behavior: Some("cell".into()),
             epoch: 1,
+        }),
+        Message::Close(Close {
+            reason: "peer `gamma` has our node_prefix 9002".into(),
         }),
     ]
 }

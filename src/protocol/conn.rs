@@ -32,6 +32,10 @@ use super::ConnId;
 /// make us buffer a full `max_frame` (16 MiB by default) per connection.
 pub const HELLO_MAX_FRAME: usize = 4096;
 
+/// The longest `close` reason sent or kept (bytes; cut on a character
+/// boundary): a reason names a peer or a frame, never a payload.
+pub const CLOSE_REASON_MAX: usize = 512;
+
 /// A write buffer's capacity at the start.
 const OUT_INITIAL: usize = 4096;
 /// An emptied write buffer larger than this shrinks back to
@@ -80,6 +84,11 @@ pub struct Conn {
     pub retired: bool,
     /// When it lost a tie (stays set if later promoted back).
     pub retired_at: Option<Instant>,
+    /// Why the peer said it is closing this connection (its `close`), cut
+    /// to [`CLOSE_REASON_MAX`] bytes: logged when the connection closes.
+    pub peer_closing: Option<String>,
+    /// We sent our `close` on it (at most one).
+    pub closing_said: bool,
     /// Our calls on this connection awaiting a `call_response`, by request_id.
     pub outbound: IdTable<Outbound>,
     /// The peer's calls on this connection we have not answered yet.
@@ -153,6 +162,8 @@ impl Conn {
             compact: false,
             retired: false,
             retired_at: None,
+            peer_closing: None,
+            closing_said: false,
             outbound: IdTable::new(max_pending),
             calls_in: 0,
             out: Vec::with_capacity(OUT_INITIAL),

@@ -87,6 +87,22 @@ impl fmt::Display for Refusal {
     }
 }
 
+impl Refusal {
+    /// What the refused peer is told (its `close`): as the log says, but
+    /// naming no other peer, since the refused one has proved nothing.
+    pub fn told(&self) -> String {
+        match self {
+            Refusal::PrefixTaken {
+                machine, prefix, ..
+            } => format!(
+                "peer `{machine}` has node_prefix {prefix}, already used by another connected \
+                 peer (the prefix defaults to the port: give one node another --node-prefix)"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Checks `hello` against our identity and the peers connected now
 /// (`(machine, prefix)` of each), and answers who it claims to be and its
 /// challenge. A peer already connected under the same machine_id is not

@@ -16,7 +16,7 @@ use crate::codec::{self, Message};
 use crate::vm::MachineId;
 
 use super::auth;
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Phase, CLOSE_REASON_MAX};
 use super::dial::{self, DialState, BACKOFF_CAP, REFUSAL_WINDOW};
 use super::hello::{self, Peer, Refusal};
 use super::timer::Timer;
@@ -192,7 +192,25 @@ impl Core {
                 c.label()
             );
         }
+        self.say_closing(conn, &why);
         self.close(conn, CloseReason::Protocol(why), false, now);
+    }
+
+    /// Tells the peer on `conn` why it is about to be closed (a `close`,
+    /// once: the first reason given stands): it learns why, not only that
+    /// the connection closed. The frame goes out as the connection's last
+    /// bytes, best effort.
+    pub(super) fn say_closing(&mut self, conn: ConnId, why: &str) {
+        let Some(c) = self.conn_mut(conn) else {
+            return;
+        };
+        if std::mem::replace(&mut c.closing_said, true) {
+            return;
+        }
+        let close = codec::Close {
+            reason: super::traffic::cut(why, CLOSE_REASON_MAX).into(),
+        };
+        self.queue(conn, &Message::Close(close));
     }
 
     /// The peer's `hello`: checked, its claim and challenge kept (not yet
@@ -214,6 +232,7 @@ impl Core {
                 if matches!(refusal, Refusal::OurMachineId(_)) {
                     self.abandon_if_self(conn);
                 }
+                self.say_closing(conn, &refusal.told());
                 return Err(refusal.to_string());
             }
         };
@@ -554,6 +573,18 @@ impl Core {
                 .dial_slot
                 .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_tls, true));
             log::log!(warn_once(warned), "connection to {label} closed: {reason}");
+        } else if let Some(said) = &c.peer_closing {
+            // The peer said why (its `close`): a refusal of us, or our
+            // protocol error. A dialler repeats it at every redial.
+            let said = said.escape_debug();
+            let Some(slot) = c.dial_slot else {
+                return info!("connection from {label} closed ({reason}); the peer said: {said}");
+            };
+            let warned = std::mem::replace(&mut self.dials[slot].warned_refusal, true);
+            log::log!(
+                warn_once(warned),
+                "connection to {label} closed ({reason}); the peer said: {said}"
+            );
         } else if c.is_ready()
             && *reason == CloseReason::PeerClosed
             && c.retired_at.is_none()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::codec::{Call, FrameDecoder};
+use crate::protocol::conn::CLOSE_REASON_MAX;
 use crate::protocol::hello::VERSION;
 use crate::protocol::timer::Timer;
 use crate::vm::{OwnedObjects, RemoteCall};
@@ -703,10 +704,63 @@ fn bad_hellos_are_refused_and_close_the_connection() {
         let c = b.core.handle_accepted(addr(41000 + i as u16), now);
         assert_eq!(b.core.handle_message(c, msg, now), Status::Closed, "{why}");
         assert!(!b.core.is_open(c));
-        assert_eq!(b.closed(), vec![c]);
+        // Closed, its last frame saying why.
+        let closes: Vec<_> = b
+            .actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Close { conn, linger } => Some((conn, last_close_reason(&linger))),
+                Action::Dial { .. } => None,
+            })
+            .collect();
+        assert_eq!(closes.len(), 1, "{why}");
+        assert_eq!(closes[0].0, c);
+        let said = closes[0]
+            .1
+            .as_deref()
+            .unwrap_or_else(|| panic!("no close for {why}"));
+        assert!(said.contains(why), "{said:?} does not say {why:?}");
     }
     // Nothing reached the interpreter.
     assert!(b.events().is_empty());
+}
+
+/// The reason of the last frame in `bytes`, if it is a `close`.
+fn last_close_reason(bytes: &[u8]) -> Option<String> {
+    let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
+    decoder.fill(bytes);
+    let mut last = None;
+    while let Some(payload) = decoder.next_frame().expect("well-framed") {
+        last = match codec::decode(payload).expect("a message") {
+            Message::Close(c) => Some(c.reason.into_owned()),
+            _ => None,
+        };
+    }
+    last
+}
+
+/// A `close` is taken at any point, even as the first frame, and what it
+/// says is kept for the log line when the connection closes; it closes
+/// nothing by itself.
+#[test]
+fn a_peers_close_is_heard_before_the_handshake_too() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let c = b.core.handle_accepted(addr(41100), now);
+    let close = Message::Close(codec::Close {
+        reason: "peer `beta` has our node_prefix 2".into(),
+    });
+    assert_eq!(b.core.handle_message(c, close, now), Status::Open);
+    assert!(b.core.is_open(c));
+    let kept = b.core.conns[c.key()].peer_closing.clone();
+    assert_eq!(kept.as_deref(), Some("peer `beta` has our node_prefix 2"));
+    // A long one is cut on a character boundary.
+    let long = Message::Close(codec::Close {
+        reason: "é".repeat(CLOSE_REASON_MAX).into(),
+    });
+    assert_eq!(b.core.handle_message(c, long, now), Status::Open);
+    let kept = b.core.conns[c.key()].peer_closing.clone().unwrap();
+    assert_eq!(kept, "é".repeat(CLOSE_REASON_MAX / 2));
 }
 
 fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {

@@ -11,7 +11,7 @@ use crate::codec::{self, Message};
 use crate::vm::{self, MachineId, ObjectId, OwnedObjects, RemoteCall, SuspendToken, Val};
 
 use super::calls::{CallRef, Outbound};
-use super::conn::{Conn, Phase, Snapshot};
+use super::conn::{Conn, Phase, Snapshot, CLOSE_REASON_MAX};
 use super::hello::Peer;
 use super::timer::Timer;
 use super::{
@@ -26,6 +26,13 @@ impl Core {
             return Status::Closed;
         };
         c.traffic.frames_in += 1;
+        if let Message::Close(close) = &msg {
+            // At any point, even before the hellos: the peer says why it is
+            // about to close (a refusal, or our protocol error). Kept for
+            // the log line when the close comes.
+            c.peer_closing = Some(cut(&close.reason, CLOSE_REASON_MAX).to_owned());
+            return Status::Open;
+        }
         let awaiting_proof = c.phase == Phase::AwaitProof;
         let Some(peer) = c.peer.clone() else {
             // The handshake: a hello, then (after ours) a proof; nothing
@@ -58,6 +65,8 @@ impl Core {
             self.calls_seen_at = Some(now);
         }
         match msg {
+            // Taken before the handshake's gate, above.
+            Message::Close(_) => {}
             Message::Hello(_) | Message::Auth(_) => {
                 let why = format!("a second `{}`", msg.type_name());
                 self.protocol_error(conn, why, now);
@@ -709,4 +718,13 @@ fn claimed(sender: &MachineId, named: &str) -> MachineId {
     } else {
         MachineId::new(named)
     }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(super) fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

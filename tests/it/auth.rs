@@ -15,7 +15,7 @@ use crate::util::{
     assert_demo_done, assert_start_refused, hex, temp_dir, test_key, test_key_file, unique_bytes,
     with_picked_ports, write_key_file, NodeProc, KEY_FLAG,
 };
-use crate::wire::{auth, greet, proof_of, recv, send, Greeted};
+use crate::wire::{auth, greet, handshake, proof_of, recv, send, Greeted};
 
 const WAIT: Duration = Duration::from_secs(10);
 const STARTUP: Duration = Duration::from_secs(30);
@@ -57,16 +57,26 @@ fn frames_until_closed(s: &mut TcpStream, case: &str) -> Vec<Value> {
 
 /// Asserts the node closed `s` having sent nothing a peer gets only once
 /// proven: no directory snapshot, no answer, no call. (Its hello, its
-/// proof, and a keepalive `ping` while it waits for ours carry nothing.)
-fn closed_unproven(s: &mut TcpStream, case: &str) {
+/// proof, a keepalive `ping` while it waits for ours, and the `close`
+/// saying why carry nothing: the `close` names no peer of the node's,
+/// here `holder`.) Answers the `close`'s reason, if one came.
+fn closed_unproven(s: &mut TcpStream, case: &str) -> Option<String> {
     let frames = frames_until_closed(s, case);
     for frame in &frames {
         let kind = frame["type"].as_str().unwrap_or_default();
         assert!(
-            ["hello", "auth", "ping"].contains(&kind),
+            ["hello", "auth", "ping", "close"].contains(&kind),
             "{case}: the node sent `{kind}` to an unproven peer: {frames:?}"
         );
     }
+    let reason = frames
+        .iter()
+        .find(|f| f["type"] == "close")
+        .map(|f| f["reason"].as_str().expect("a reason").to_owned());
+    if let Some(r) = &reason {
+        assert!(!r.contains("holder"), "{case}: the close names a peer: {r}");
+    }
+    reason
 }
 
 /// `call` of pong with a one-round game, from `machine`.
@@ -116,14 +126,37 @@ fn each_failed_handshake_is_refused_and_the_node_serves_on() {
         let mut s = connect(port);
         let me = s.local_addr().unwrap().to_string();
         act(&mut s);
-        closed_unproven(&mut s, name);
+        let told = closed_unproven(&mut s, name);
         let line = beta.wait_for_log_after(mark, log, WAIT);
         assert!(line.contains(&me), "{name}: `{line}` does not name {me}");
+        told
     };
 
-    case("no handshake", "first frame was `call`", &|s| {
+    let told = case("no handshake", "first frame was `call`", &|s| {
         send(s, &call_pong(pong, "nobody"));
     });
+    assert_eq!(
+        told.as_deref(),
+        Some("first frame was `call`, not `hello`"),
+        "the peer is told why"
+    );
+
+    // A hello with a connected peer's prefix is refused before any proof:
+    // the stranger is told why, but not which peer holds the prefix.
+    let mut holder = connect(port);
+    handshake(&mut holder, "holder", 504);
+    let told = case(
+        "a prefix a connected peer holds",
+        "already used by connected peer `holder`",
+        &|s| {
+            greet(s, "taker", 504);
+        },
+    );
+    let told = told.expect("a close");
+    assert!(
+        told.contains("already used by another connected peer"),
+        "{told}"
+    );
 
     case("a v1 hello", "protocol version 1", &|s| {
         send(
