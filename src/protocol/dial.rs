@@ -38,6 +38,9 @@ pub struct DialSlot {
     /// The "peer probably refused us" warning was logged since the last
     /// connection that outlived the refusal window (later ones go to debug).
     pub warned_refusal: bool,
+    /// The last reason a peer gave in its `close` that was logged as a
+    /// warning (later closes for the same reason go to debug).
+    pub said_warned: Option<String>,
     /// A failed TLS handshake was logged as a warning since then: every
     /// redial fails the same way until someone fixes a certificate or a
     /// flag, so later ones go to debug.
@@ -69,6 +72,7 @@ impl DialSlot {
             attempt: 0,
             failures: 0,
             warned_refusal: false,
+            said_warned: None,
             warned_tls: false,
             reached: None,
         }

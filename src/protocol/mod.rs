@@ -316,7 +316,6 @@ struct Inbound {
     request_id: u64,
 }
 
-/// The node's side of the peer protocol. See the module docs.
 /// The connection calls to each machine go out on, with the last lookup
 /// kept: calls come in runs to one machine, and a `MachineId` the vm hands
 /// out is a clone of its directory's, so the same name is the same
@@ -365,6 +364,7 @@ impl Active {
     }
 }
 
+/// The node's side of the peer protocol. See the module docs.
 #[derive(Debug)]
 pub struct Core {
     config: Config,

@@ -473,7 +473,8 @@ impl Core {
             let label = self.conns[conn.key()].label();
             match reason {
                 CloseReason::Handshake { .. } => {
-                    warn!("protocol error from {label}: {reason}; closing this connection")
+                    warn!("protocol error from {label}: {reason}; closing this connection");
+                    self.say_closing(conn, &reason.to_string());
                 }
                 _ => warn!("{label}: {reason}; declaring it down"),
             }
@@ -503,6 +504,7 @@ impl Core {
         if let (true, Some(slot)) = (lasted, c.dial_slot) {
             self.dials[slot].failures = 0;
             self.dials[slot].warned_refusal = false;
+            self.dials[slot].said_warned = None;
             self.dials[slot].warned_tls = false;
         }
         if log {
@@ -576,11 +578,18 @@ impl Core {
         } else if let Some(said) = &c.peer_closing {
             // The peer said why (its `close`): a refusal of us, or our
             // protocol error. A dialler repeats it at every redial.
-            let said = said.escape_debug();
             let Some(slot) = c.dial_slot else {
+                let said = said.escape_debug();
                 return info!("connection from {label} closed ({reason}); the peer said: {said}");
             };
-            let warned = std::mem::replace(&mut self.dials[slot].warned_refusal, true);
+            // Once per reason: a peer that refuses us for another reason
+            // now is news.
+            let last = &mut self.dials[slot].said_warned;
+            let warned = last.as_deref() == Some(said.as_str());
+            if !warned {
+                *last = Some(said.clone());
+            }
+            let said = said.escape_debug();
             log::log!(
                 warn_once(warned),
                 "connection to {label} closed ({reason}); the peer said: {said}"

@@ -739,28 +739,43 @@ fn last_close_reason(bytes: &[u8]) -> Option<String> {
     last
 }
 
-/// A `close` is taken at any point, even as the first frame, and what it
-/// says is kept for the log line when the connection closes; it closes
-/// nothing by itself.
+/// A `close` is taken at any point, even as the first frame: the
+/// connection closes at once (a peer cannot keep it open by sending
+/// more), as an orderly close; after the hellos the peer is down.
 #[test]
-fn a_peers_close_is_heard_before_the_handshake_too() {
+fn a_peers_close_closes_the_connection_in_any_phase() {
     let now = Instant::now();
+    let close = || {
+        Message::Close(codec::Close {
+            reason: "peer `beta` has our node_prefix 2".into(),
+        })
+    };
     let mut b = side("beta", 2, &[], now);
     let c = b.core.handle_accepted(addr(41100), now);
-    let close = Message::Close(codec::Close {
-        reason: "peer `beta` has our node_prefix 2".into(),
-    });
-    assert_eq!(b.core.handle_message(c, close, now), Status::Open);
-    assert!(b.core.is_open(c));
-    let kept = b.core.conns[c.key()].peer_closing.clone();
-    assert_eq!(kept.as_deref(), Some("peer `beta` has our node_prefix 2"));
-    // A long one is cut on a character boundary.
-    let long = Message::Close(codec::Close {
-        reason: "é".repeat(CLOSE_REASON_MAX).into(),
-    });
-    assert_eq!(b.core.handle_message(c, long, now), Status::Open);
-    let kept = b.core.conns[c.key()].peer_closing.clone().unwrap();
-    assert_eq!(kept, "é".repeat(CLOSE_REASON_MAX / 2));
+    assert_eq!(b.core.handle_message(c, close(), now), Status::Closed);
+    assert!(!b.core.is_open(c));
+    assert_eq!(b.closed(), vec![c]);
+
+    let (mut a, _b, link) = greeted_pair(now);
+    a.events();
+    assert_eq!(a.core.handle_message(link.ca, close(), now), Status::Closed);
+    assert!(!a.core.is_open(link.ca));
+    assert_eq!(
+        peer_downs(&a.events()),
+        vec![(MachineId::new("beta"), CloseReason::PeerClosed)]
+    );
+}
+
+/// A reason is cut to its maximum on a character boundary.
+#[test]
+fn a_close_reason_is_cut_on_a_character_boundary() {
+    let long = "é".repeat(CLOSE_REASON_MAX);
+    assert_eq!(
+        traffic::cut(&long, CLOSE_REASON_MAX),
+        "é".repeat(CLOSE_REASON_MAX / 2)
+    );
+    assert_eq!(traffic::cut("abc", CLOSE_REASON_MAX), "abc");
+    assert_eq!(traffic::cut("aé", 2), "a");
 }
 
 fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
@@ -1219,8 +1234,23 @@ fn a_handshake_that_stalls_is_closed_after_3_s() {
     assert!(b.core.is_open(quiet) && b.core.is_open(half));
     b.core.handle_timeout(now + HANDSHAKE_TIMEOUT + ms(100));
     assert!(!b.core.is_open(quiet) && !b.core.is_open(half));
-    let reason = CloseReason::Handshake { what: "proof" }.to_string();
-    assert_eq!(reason, "no proof within 3 s");
+    // Each is told why, last thing before the close.
+    let told: Vec<_> = b
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, linger } => Some((conn, last_close_reason(&linger))),
+            Action::Dial { .. } => None,
+        })
+        .collect();
+    assert!(
+        told.contains(&(quiet, Some("no hello within 3 s".into()))),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&(half, Some("no proof within 3 s".into()))),
+        "{told:?}"
+    );
 }
 
 /// A stale id must not close the connection that reuses its slot.

@@ -15,8 +15,9 @@ use super::conn::{Conn, Phase, Snapshot, CLOSE_REASON_MAX};
 use super::hello::Peer;
 use super::timer::Timer;
 use super::{
-    ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK, SNAPSHOT_PACED_MAX,
-    SNAPSHOT_PACED_RATE, SNAPSHOT_PACED_STEP, SNAPSHOT_STEP, SNAPSHOT_YIELD_FOR,
+    CloseReason, ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK,
+    SNAPSHOT_PACED_MAX, SNAPSHOT_PACED_RATE, SNAPSHOT_PACED_STEP, SNAPSHOT_STEP,
+    SNAPSHOT_YIELD_FOR,
 };
 
 impl Core {
@@ -28,10 +29,11 @@ impl Core {
         c.traffic.frames_in += 1;
         if let Message::Close(close) = &msg {
             // At any point, even before the hellos: the peer says why it is
-            // about to close (a refusal, or our protocol error). Kept for
-            // the log line when the close comes.
+            // closing (a refusal, or our protocol error), so we close too,
+            // and the log line says why. Nothing more is read from it.
             c.peer_closing = Some(cut(&close.reason, CLOSE_REASON_MAX).to_owned());
-            return Status::Open;
+            self.close(conn, CloseReason::PeerClosed, true, now);
+            return Status::Closed;
         }
         let awaiting_proof = c.phase == Phase::AwaitProof;
         let Some(peer) = c.peer.clone() else {
@@ -177,6 +179,7 @@ impl Core {
         self.calls_seen_at = Some(now);
         let sent_us = self.clock.micros(now);
         let c = &mut self.conns[conn.key()];
+        debug_assert_eq!(c.id, conn, "a stale connection for {}", call.machine);
         let Some(request_id) = c.outbound.insert(Outbound {
             token: call.token,
             target: call.target,

@@ -165,22 +165,24 @@ fn each_failed_handshake_is_refused_and_the_node_serves_on() {
         );
     });
 
-    case("a proof under another key", "bad proof", &|s| {
+    let told = case("a proof under another key", "bad proof", &|s| {
         let other_key = hex(&unique_bytes()).into_bytes();
         let greeted = greet(s, "stranger", 501);
         send(s, &auth(&greeted.our_proof(&other_key)));
     });
+    assert!(told.is_some_and(|t| t.starts_with("bad proof")), "told why");
 
     // The node proves itself only after we have: a stranger that says
     // hello gets no proof to reflect or to test key guesses against, and
     // is closed when its own proof does not come.
-    case(
+    let told = case(
         "the node's proof before ours",
         "no proof within 3 s",
         &|s| {
             greet(s, "mirror", 502);
         },
     );
+    assert_eq!(told.as_deref(), Some("no proof within 3 s"));
 
     // A whole good handshake recorded, then replayed on a new connection,
     // our hello (nonce and all) and our proof byte for byte: the node's
