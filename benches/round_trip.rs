@@ -44,6 +44,10 @@
 //! clock on alpha's interpreter thread, so submitting the program and
 //! returning its result are not timed.
 
+/// The nodes run on the allocator `avm-node` runs on.
+#[global_allocator]
+static HEAP: avm::heap::SmallBlocks = avm::heap::SmallBlocks;
+
 #[path = "common/design_floor.rs"]
 mod design_floor;
 #[path = "common/floor.rs"]

@@ -20,13 +20,19 @@
 //! BENCHMARKS.md): after 1M objects created and destroyed, RSS went from
 //! 1.46x to 1.11-1.13x what it was before.
 //!
-//! These are the crate's two `unsafe` calls. [`return_freed_memory`]
+//! These are two of the crate's three places with `unsafe` (the third is
+//! [`SmallBlocks`], a per-thread cache of small blocks a program may
+//! install as its allocator). [`return_freed_memory`]
 //! changes a process-wide setting, so the library never makes it on its
 //! own: `avm-node` calls it at start-up, and a program that embeds nodes
 //! may. [`trim`] runs only in a process that did. Elsewhere than Linux
 //! with glibc both do nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+mod small_blocks;
+
+pub use small_blocks::SmallBlocks;
 
 /// The process called [`return_freed_memory`] and the setting took.
 static OPTED_IN: AtomicBool = AtomicBool::new(false);

@@ -19,12 +19,15 @@
 //!   and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors, and the PingPong roles.
 //! - [`heap`]: hand memory freed after a burst back to the system (the
-//!   crate's two `unsafe` calls; `avm-node` opts in at start-up).
+//!   crate's two `unsafe` calls; `avm-node` opts in at start-up), and
+//!   [`heap::SmallBlocks`], a per-thread cache of small blocks that
+//!   `avm-node` installs as its allocator.
 //! - [`logger`]: the stderr logger `avm-node` installs. The library itself
 //!   logs only through the [`log`](https://docs.rs/log) facade, so an
 //!   application that embeds nodes routes or silences their lines with its
 //!   own logger.
-// Denied, not forbidden: `heap` allows it for two calls, each with its SAFETY.
+// Denied, not forbidden: `heap` allows it for two calls and for
+// `SmallBlocks` (an allocator is unsafe by contract), each with its SAFETY.
 #![deny(unsafe_code)]
 
 pub mod codec;
@@ -38,3 +41,9 @@ pub mod quiet_panic;
 pub mod reactor;
 pub mod store;
 pub mod vm;
+
+/// The unit tests run on the allocator `avm-node` installs, so every one
+/// of them exercises it too.
+#[cfg(test)]
+#[global_allocator]
+static TEST_HEAP: heap::SmallBlocks = heap::SmallBlocks;

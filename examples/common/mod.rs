@@ -6,6 +6,11 @@
 use avm::node::{Node, NodeConfig};
 use avm::vm::{create_obj, done, BehaviorRegistry, ObjectId, Program, PureRegistry, Val};
 
+/// The examples run on the allocator `avm-node` runs on, so what they
+/// measure (calls per second, RSS) is what the node does.
+#[global_allocator]
+static HEAP: avm::heap::SmallBlocks = avm::heap::SmallBlocks;
+
 /// Objects created per submitted program: large enough to amortise the
 /// handoff, small enough that progress is visible.
 pub const BATCH: u64 = 10_000;
