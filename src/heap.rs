@@ -20,9 +20,9 @@
 //! BENCHMARKS.md): after 1M objects created and destroyed, RSS went from
 //! 1.46x to 1.11-1.13x what it was before.
 //!
-//! These are two of the crate's three places with `unsafe` (the third is
-//! [`SmallBlocks`], a per-thread cache of small blocks a program may
-//! install as its allocator). [`return_freed_memory`]
+//! These two calls and [`SmallBlocks`] (a per-thread cache of small
+//! blocks a program may install as its allocator, `small_blocks.rs`) are
+//! the crate's only `unsafe` code. [`return_freed_memory`]
 //! changes a process-wide setting, so the library never makes it on its
 //! own: `avm-node` calls it at start-up, and a program that embeds nodes
 //! may. [`trim`] runs only in a process that did. Elsewhere than Linux
@@ -82,6 +82,9 @@ pub fn trim() -> bool {
     if !trimming() {
         return false;
     }
+    // This thread's kept small blocks first: scattered through its arena,
+    // each would keep a page resident.
+    SmallBlocks::release_here();
     // SAFETY: `malloc_trim` takes an integer by value (the padding to leave
     // at the top of the main heap; 0 leaves none) and only returns free
     // pages to the system, under each arena's own lock. It reads or writes

@@ -18,10 +18,10 @@
 //! - [`node`]: the interpreter thread, the handoff between the threads,
 //!   and the glue that starts a node.
 //! - [`demo`]: the PingPong and Battleship behaviors, and the PingPong roles.
-//! - [`heap`]: hand memory freed after a burst back to the system (the
-//!   crate's two `unsafe` calls; `avm-node` opts in at start-up), and
-//!   [`heap::SmallBlocks`], a per-thread cache of small blocks that
-//!   `avm-node` installs as its allocator.
+//! - [`heap`]: hand memory freed after a burst back to the system
+//!   (`avm-node` opts in at start-up), and [`heap::SmallBlocks`], a
+//!   per-thread cache of small blocks that `avm-node` installs as its
+//!   allocator: the crate's only `unsafe` code.
 //! - [`logger`]: the stderr logger `avm-node` installs. The library itself
 //!   logs only through the [`log`](https://docs.rs/log) facade, so an
 //!   application that embeds nodes routes or silences their lines with its

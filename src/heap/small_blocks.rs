@@ -5,10 +5,10 @@
 //! (each continuation, each `Just` answer) and frees them a few steps
 //! later, on the same thread. glibc spends about 150 instructions on each
 //! such pair (its per-thread cache comes after size and double-free
-//! checks, and overflows on a batch of hundreds); this cache spends about
-//! 20. Measured on the pair at K = 256 (BENCHMARKS.md, issue 16, seventh
-//! pass): the caller's interpreter went from 2,109 to 1,655 instructions
-//! per call, 8% of the four threads together.
+//! checks, and overflows on a batch of hundreds); this cache spends a few
+//! tens. Measured on the pair at K = 256 (BENCHMARKS.md, issue 16, seventh
+//! pass): the caller's interpreter went from 2,109 to 1,703 instructions
+//! per call, the four threads together from 5,537 to 5,143 (-7%).
 //!
 //! What it is: each thread keeps up to [`KEEP`] freed blocks of each of
 //! four size classes (16, 32, 48 and 64 bytes, alignment up to 16) and
@@ -23,20 +23,21 @@
 //!   thread than the one that allocated it is kept there (glibc frees a
 //!   block from any thread when it comes to that).
 //! - A kept block is free: it is in one bin, once, and nobody holds it.
-//! - A thread keeps at most 4 × [`KEEP`] blocks (64 KiB); they go back to
-//!   `System` when the thread ends. So memory freed after a burst comes
-//!   back as it does without the cache (the memory goals of issue 16 hold:
-//!   BENCHMARKS.md).
+//! - A thread keeps at most 4 × [`KEEP`] blocks (64 KiB, in up to 1,024
+//!   pages); they go back to `System` when the thread ends, and the
+//!   calling thread's go back in [`super::trim`] before glibc is asked to
+//!   return free pages, so that kept blocks scattered through a heap do
+//!   not pin its pages after a burst. Other threads' kept blocks can pin
+//!   up to that many pages each until they end. Measured with the cache:
+//!   the memory goals of issue 16 hold (BENCHMARKS.md).
 //!
 //! The `unsafe` here is the allocator contract itself (`GlobalAlloc` is
-//! an unsafe trait) and the calls into `System` that it forwards; each
-//! block says why it holds. The kept pointers live in `Cell`s, so no
-//! reference to them is ever made unsafely. Only on Linux with glibc,
-//! where a thread's destructors are registered without allocating
-//! (`__cxa_thread_atexit_impl`); elsewhere the cache is a plain
-//! pass-through to `System`.
+//! an unsafe trait), the calls into `System` that it forwards and the
+//! bins given back as a thread ends; each says why it holds. The kept
+//! pointers live in `Cell`s, so no reference to them is ever made
+//! unsafely. See [`SmallBlocks`] for where it runs.
 
-#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -60,13 +61,47 @@ fn class_of(layout: Layout) -> Option<usize> {
 
 /// The layout every block of class `k` is allocated with.
 fn class_layout(k: usize) -> Layout {
-    Layout::from_size_align((k + 1) * CLASS_STEP, ALIGN).expect("a small power-of-two alignment")
+    CLASS_LAYOUTS[k]
 }
 
-/// The cache: install it with
+const CLASS_LAYOUTS: [Layout; CLASSES] = {
+    let mut layouts = [Layout::new::<u8>(); CLASSES];
+    let mut k = 0;
+    while k < CLASSES {
+        layouts[k] = match Layout::from_size_align((k + 1) * CLASS_STEP, ALIGN) {
+            Ok(layout) => layout,
+            Err(_) => panic!("a size class is a valid layout"),
+        };
+        k += 1;
+    }
+    layouts
+};
+
+/// A per-thread cache of small blocks in front of [`System`] (see the
+/// module docs): install it with
 /// `#[global_allocator] static HEAP: avm::heap::SmallBlocks = avm::heap::SmallBlocks;`.
+///
+/// It caches only on Linux with glibc 2.18 or later, where a thread's
+/// destructors are registered through glibc's `__cxa_thread_atexit_impl`,
+/// without going through the Rust allocator (std's fallback for older
+/// glibc allocates through it while registering, which an allocator with
+/// a thread-local destructor cannot allow: the process would abort).
+/// Elsewhere it is a plain pass-through to `System`. Each thread that
+/// allocates carries its bins, 8 KiB of thread-local storage. A thread
+/// whose first allocation comes from a foreign thread-exit destructor
+/// (after Rust's have run) does not give its kept blocks back (64 KiB at
+/// most).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SmallBlocks;
+
+impl SmallBlocks {
+    /// Gives this thread's kept blocks back to `System` now (before
+    /// `malloc_trim`, say, so that they pin no page).
+    pub fn release_here() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = bins::BINS.try_with(bins::Bins::release);
+    }
+}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod bins {
@@ -126,20 +161,29 @@ mod bins {
     pub(super) static RETURNED: std::sync::atomic::AtomicUsize =
         std::sync::atomic::AtomicUsize::new(0);
 
-    impl Drop for Bins {
-        fn drop(&mut self) {
+    impl Bins {
+        /// Gives every kept block back to `System`.
+        #[allow(unsafe_code)]
+        pub(super) fn release(&self) {
             for (k, bin) in self.0.iter().enumerate() {
                 #[cfg(test)]
                 RETURNED.fetch_add(bin.len.get(), std::sync::atomic::Ordering::Relaxed);
-                for block in &bin.blocks[..bin.len.get()] {
+                // Emptied first: a block is given back once, even if this
+                // runs again.
+                let kept = bin.len.replace(0);
+                for block in &bin.blocks[..kept] {
                     // SAFETY: a kept block came from `System.alloc` with
                     // `class_layout(k)` and is free (module invariants);
-                    // emptying the bin below makes sure it is given back
-                    // once.
+                    // the bin no longer holds it.
                     unsafe { System.dealloc(block.get(), class_layout(k)) };
                 }
-                bin.len.set(0);
             }
+        }
+    }
+
+    impl Drop for Bins {
+        fn drop(&mut self) {
+            self.release();
         }
     }
 
@@ -175,6 +219,7 @@ pub(crate) fn kept_here() -> usize {
     bins::BINS.with(|b| b.kept())
 }
 
+#[allow(unsafe_code)]
 // SAFETY: every block handed out fits its layout: a small request gets a
 // block of its class, which is at least as large and aligned 16 (at least
 // the request's alignment, by `class_of`); any other request gets what
@@ -207,8 +252,8 @@ unsafe impl GlobalAlloc for SmallBlocks {
                 }
                 block
             }
-            // SAFETY: as `alloc`; `System` gets fresh zeroed pages for a
-            // large block without writing them.
+            // SAFETY: as `alloc` (forwarded: glibc's `calloc` skips the
+            // zeroing for blocks it maps fresh).
             None => unsafe { System.alloc_zeroed(layout) },
         }
     }
@@ -260,6 +305,7 @@ unsafe impl GlobalAlloc for SmallBlocks {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 
@@ -318,12 +364,22 @@ mod tests {
             p.write_bytes(0xAB, 48);
             heap.dealloc(p, l);
             let z = heap.alloc_zeroed(l);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            assert_eq!(z, p, "the kept block, again");
             assert!(
                 (0..48).all(|i| z.add(i).read() == 0),
                 "a kept block comes back zeroed"
             );
             assert_eq!(z as usize % 16, 0);
             heap.dealloc(z, l);
+            // Small but over-aligned: not cached, and aligned as asked.
+            let over = layout(24, 64);
+            let o = heap.alloc_zeroed(over);
+            assert_eq!(o as usize % 64, 0);
+            assert!((0..24).all(|i| o.add(i).read() == 0));
+            let o = heap.realloc(o, over, 40);
+            assert_eq!(o as usize % 64, 0);
+            heap.dealloc(o, layout(40, 64));
         }
     }
 
@@ -365,5 +421,120 @@ mod tests {
             returned() >= before + KEEP,
             "the ended thread's blocks went back"
         );
+    }
+
+    #[repr(align(32))]
+    struct Over([u8; 8]);
+
+    fn fill(v: &mut [u8], tag: u8) {
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = tag ^ i as u8;
+        }
+    }
+
+    fn check(v: &[u8], tag: u8) {
+        assert!(v.iter().enumerate().all(|(i, b)| *b == tag ^ i as u8));
+    }
+
+    /// Six threads allocate, resize (within, into and out of the classes)
+    /// and free blocks, and send some to each other to be freed there: the
+    /// unit tests run on this allocator, so every block here comes from it.
+    /// Each block keeps what was written into it.
+    #[test]
+    fn threads_that_free_each_others_blocks_keep_every_byte() {
+        use std::sync::mpsc;
+        const THREADS: usize = 6;
+        const ROUNDS: usize = 5_000;
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS)
+            .map(|_| mpsc::channel::<(u8, Vec<u8>, Box<Over>)>())
+            .unzip();
+        let workers: Vec<_> = rxs
+            .into_iter()
+            .enumerate()
+            .map(|(id, rx)| {
+                let peers = txs.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for r in 0..ROUNDS {
+                        let tag = (r as u8).wrapping_add(id as u8);
+                        let n = 1 + (r * 7 + id * 13) % 90;
+                        let mut v = vec![0u8; n];
+                        fill(&mut v, tag);
+                        let m = 1 + (r * 11) % 100;
+                        v.resize(m, 0);
+                        v.truncate(m.min(n));
+                        v.shrink_to_fit();
+                        check(&v, tag);
+                        let over = Box::new(Over([tag; 8]));
+                        assert_eq!(&*over as *const Over as usize % 32, 0);
+                        let _ = peers[(id + 1 + r) % THREADS].send((tag, v, over));
+                        if let Ok((t, w, o)) = rx.try_recv() {
+                            check(&w, t);
+                            assert_eq!(o.0, [t; 8]);
+                            held.push(w);
+                        }
+                        if held.len() > 300 {
+                            held.drain(..200);
+                        }
+                        let zeroed = vec![0u64; 1 + r % 8];
+                        assert!(zeroed.iter().all(|&x| x == 0));
+                    }
+                    drop(peers);
+                    while let Ok((t, w, _)) = rx.try_recv() {
+                        check(&w, t);
+                    }
+                })
+            })
+            .collect();
+        drop(txs);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
+
+    /// A thread-local whose destructor runs after the bins are gone (its
+    /// destructor was registered first) frees and allocates small blocks
+    /// then: they go straight to `System`, and nothing breaks.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn blocks_freed_and_allocated_after_a_threads_bins_are_gone_go_to_the_system() {
+        // Boxed: each a small block of its own, which is the point.
+        #[allow(clippy::vec_box)]
+        struct Late(Vec<Box<[u8; 24]>>);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                assert!(bins::BINS.try_with(|_| ()).is_err(), "the bins are gone");
+                let more: Vec<Box<[u8; 40]>> = (0..300).map(|i| Box::new([i as u8; 40])).collect();
+                assert!(more.iter().enumerate().all(|(i, b)| b[39] == i as u8));
+                self.0.clear();
+            }
+        }
+        thread_local! {
+            static LATE: std::cell::RefCell<Late> = const { std::cell::RefCell::new(Late(Vec::new())) };
+        }
+        extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+            // LATE's destructor is registered before any allocation
+            // registers the bins', so it runs after theirs.
+            LATE.with(|_| ());
+            LATE.with(|l| {
+                l.borrow_mut()
+                    .0
+                    .extend((0..600).map(|i| Box::new([i as u8; 24])))
+            });
+            std::ptr::null_mut()
+        }
+        for _ in 0..20 {
+            let mut thread: libc::pthread_t = 0;
+            // SAFETY: a plain thread running `run` (which takes and returns
+            // nothing), joined before the next; `thread` outlives both calls.
+            unsafe {
+                let null = std::ptr::null_mut();
+                assert_eq!(
+                    libc::pthread_create(&mut thread, std::ptr::null(), run, null),
+                    0
+                );
+                assert_eq!(libc::pthread_join(thread, std::ptr::null_mut()), 0);
+            }
+        }
     }
 }
