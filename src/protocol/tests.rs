@@ -90,6 +90,18 @@ impl Side {
             .collect()
     }
 
+    /// The connections the core closes now, each with what its last
+    /// frame told the peer (a `close`'s reason), if anything.
+    fn closes_told(&mut self) -> Vec<(ConnId, Option<String>)> {
+        self.actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Close { conn, linger } => Some((conn, last_close_reason(&linger))),
+                Action::Dial { .. } => None,
+            })
+            .collect()
+    }
+
     /// When dial slot 0 is next dialled.
     fn next_redial(&self) -> Instant {
         self.core
@@ -705,14 +717,7 @@ fn bad_hellos_are_refused_and_close_the_connection() {
         assert_eq!(b.core.handle_message(c, msg, now), Status::Closed, "{why}");
         assert!(!b.core.is_open(c));
         // Closed, its last frame saying why.
-        let closes: Vec<_> = b
-            .actions()
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Close { conn, linger } => Some((conn, last_close_reason(&linger))),
-                Action::Dial { .. } => None,
-            })
-            .collect();
+        let closes = b.closes_told();
         assert_eq!(closes.len(), 1, "{why}");
         assert_eq!(closes[0].0, c);
         let said = closes[0]
@@ -1235,14 +1240,7 @@ fn a_handshake_that_stalls_is_closed_after_3_s() {
     b.core.handle_timeout(now + HANDSHAKE_TIMEOUT + ms(100));
     assert!(!b.core.is_open(quiet) && !b.core.is_open(half));
     // Each is told why, last thing before the close.
-    let told: Vec<_> = b
-        .actions()
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Close { conn, linger } => Some((conn, last_close_reason(&linger))),
-            Action::Dial { .. } => None,
-        })
-        .collect();
+    let told = b.closes_told();
     assert!(
         told.contains(&(quiet, Some("no hello within 3 s".into()))),
         "{told:?}"
