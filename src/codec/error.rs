@@ -94,6 +94,7 @@ impl TypeName {
     /// Longer names are cut here (on a character boundary).
     pub const MAX: usize = 22;
 
+    /// Keeps `name`, or its first [`TypeName::MAX`] bytes.
     pub fn new(name: &str) -> TypeName {
         let mut len = name.len().min(Self::MAX);
         while !name.is_char_boundary(len) {
