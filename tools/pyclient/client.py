@@ -8,7 +8,7 @@ AVM_NODE at a binary). It starts its nodes on free loopback ports with a
 key file of its own, plays a peer against a real node (handshake,
 snapshot, calls, keepalive, malformed frames), then plays beta hosting
 `pong` against the real orchestrator, and exits 1 if any check failed.
-Logs go to target/pyclient/logs.
+Logs go to target/pyclient/logs. `.ci/run` runs it after `cargo test`.
 
 Usage:
   client.py all                      start nodes itself, run every check, kill nodes
