@@ -81,6 +81,16 @@ impl DecodeError {
     }
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary (for a peer's
+/// text kept or sent back with a bound).
+pub fn cut_on_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The first [`TypeName::MAX`] bytes of an unknown message type, kept
 /// inline so a [`DecodeError`] stays `Copy` and costs no allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,10 +106,7 @@ impl TypeName {
 
     /// Keeps `name`, or its first [`TypeName::MAX`] bytes.
     pub fn new(name: &str) -> TypeName {
-        let mut len = name.len().min(Self::MAX);
-        while !name.is_char_boundary(len) {
-            len -= 1;
-        }
+        let len = cut_on_char(name, Self::MAX).len();
         let mut bytes = [0; Self::MAX];
         bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
         let cut = if len < name.len() { Self::CUT } else { 0 };

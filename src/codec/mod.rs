@@ -48,7 +48,7 @@ mod parse;
 mod val;
 mod wait;
 
-pub use error::{DecodeError, EncodeError, FrameError, TypeName};
+pub use error::{cut_on_char, DecodeError, EncodeError, FrameError, TypeName};
 pub(crate) use fast::put_u64;
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{

@@ -53,9 +53,11 @@ pub enum Refusal {
     },
 }
 
+/// How to mend a prefix clash, said in both prefix refusals.
+const PREFIX_HINT: &str = "the prefix defaults to the port: give one node another --node-prefix";
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HINT: &str = "the prefix defaults to the port: give one node another --node-prefix";
         match self {
             Refusal::Version(v) => write!(f, "unsupported protocol version {v}"),
             Refusal::Unauthenticated => f.write_str(
@@ -70,7 +72,7 @@ impl fmt::Display for Refusal {
             ),
             Refusal::OurPrefix { machine, prefix } => write!(
                 f,
-                "peer `{machine}` has our node_prefix {prefix}: its object ids would collide with ours ({HINT})"
+                "peer `{machine}` has our node_prefix {prefix}: its object ids would collide with ours ({PREFIX_HINT})"
             ),
             Refusal::PrefixTaken {
                 machine,
@@ -78,7 +80,7 @@ impl fmt::Display for Refusal {
                 holder,
             } => write!(
                 f,
-                "peer `{machine}` has node_prefix {prefix}, already used by connected peer `{holder}` ({HINT})"
+                "peer `{machine}` has node_prefix {prefix}, already used by connected peer `{holder}` ({PREFIX_HINT})"
             ),
             Refusal::Collision { machine, label } => {
                 write!(f, "machine_id `{machine}` collides with connected peer {label}")
@@ -96,7 +98,7 @@ impl Refusal {
                 machine, prefix, ..
             } => format!(
                 "peer `{machine}` has node_prefix {prefix}, already used by another connected \
-                 peer (the prefix defaults to the port: give one node another --node-prefix)"
+                 peer ({PREFIX_HINT})"
             ),
             other => other.to_string(),
         }

@@ -208,7 +208,7 @@ impl Core {
             return;
         }
         let close = codec::Close {
-            reason: super::traffic::cut(why, CLOSE_REASON_MAX).into(),
+            reason: codec::cut_on_char(why, CLOSE_REASON_MAX).into(),
         };
         self.queue(conn, &Message::Close(close));
     }

@@ -234,6 +234,23 @@ fn remote_call(token: u64, machine: &str, chain: u64) -> RemoteCall {
     }
 }
 
+/// alpha sends `call` to beta over `link`: the inbound call beta's core
+/// hands its interpreter.
+fn call_arrives(
+    a: &mut Side,
+    b: &mut Side,
+    link: &Link,
+    call: RemoteCall,
+    now: Instant,
+) -> InboundId {
+    a.core.call(call, now);
+    pump(a, b, link, now);
+    match b.events().pop() {
+        Some(Event::Inbound { inbound, .. }) => inbound,
+        other => panic!("no inbound call: {other:?}"),
+    }
+}
+
 /// Failed calls: token, reason, and whether the call left (its answer lost).
 fn failed_replies(events: &[Event]) -> Vec<(SuspendToken, String, bool)> {
     events
@@ -776,11 +793,11 @@ fn a_peers_close_closes_the_connection_in_any_phase() {
 fn a_close_reason_is_cut_on_a_character_boundary() {
     let long = "é".repeat(CLOSE_REASON_MAX);
     assert_eq!(
-        traffic::cut(&long, CLOSE_REASON_MAX),
+        codec::cut_on_char(&long, CLOSE_REASON_MAX),
         "é".repeat(CLOSE_REASON_MAX / 2)
     );
-    assert_eq!(traffic::cut("abc", CLOSE_REASON_MAX), "abc");
-    assert_eq!(traffic::cut("aé", 2), "a");
+    assert_eq!(codec::cut_on_char("abc", CLOSE_REASON_MAX), "abc");
+    assert_eq!(codec::cut_on_char("aé", 2), "a");
 }
 
 fn hello_msg(machine: &str, prefix: u16, version: u32) -> Message<'static> {
@@ -1045,11 +1062,13 @@ fn an_error_answer_is_not_a_lost_one() {
     let (mut a, mut b, link) = greeted_pair(now);
     a.events();
     b.events();
-    a.core.call(remote_call(5, "beta", 1 << 48 | 3), now);
-    pump(&mut a, &mut b, &link, now);
-    let Some(Event::Inbound { inbound, .. }) = b.events().pop() else {
-        panic!("no inbound call")
-    };
+    let inbound = call_arrives(
+        &mut a,
+        &mut b,
+        &link,
+        remote_call(5, "beta", 1 << 48 | 3),
+        now,
+    );
     b.core.reply(inbound, Err("object not found".into()));
     pump(&mut a, &mut b, &link, now);
     let failed = failed_replies(&a.events());
@@ -1634,11 +1653,13 @@ fn metrics_count_round_trips_traffic_and_a_peer_going_down() {
     let (mut a, mut b, link) = greeted_pair(now);
     a.events();
     b.events();
-    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
-    pump(&mut a, &mut b, &link, now);
-    let Some(Event::Inbound { inbound, .. }) = b.events().pop() else {
-        panic!("no inbound call")
-    };
+    let inbound = call_arrives(
+        &mut a,
+        &mut b,
+        &link,
+        remote_call(7, "beta", 1 << 48 | 9),
+        now,
+    );
     b.core.reply(inbound, Ok(Val::Nat(8)));
     pump(&mut a, &mut b, &link, now + ms(3));
     assert_eq!(a.core.rtt().count(), 1, "one round trip observed");

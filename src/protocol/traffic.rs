@@ -31,7 +31,7 @@ impl Core {
             // At any point, even before the hellos: the peer says why it is
             // closing (a refusal, or our protocol error), so we close too,
             // and the log line says why. Nothing more is read from it.
-            c.peer_closing = Some(cut(&close.reason, CLOSE_REASON_MAX).to_owned());
+            c.peer_closing = Some(codec::cut_on_char(&close.reason, CLOSE_REASON_MAX).to_owned());
             self.close(conn, CloseReason::PeerClosed, true, now);
             return Status::Closed;
         }
@@ -721,13 +721,4 @@ fn claimed(sender: &MachineId, named: &str) -> MachineId {
     } else {
         MachineId::new(named)
     }
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub(super) fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -360,6 +360,13 @@ fn a_failed_adopt_leaves_the_object_where_it_was() {
     assert!(!out.iter().any(|o| matches!(o, Output::Moved { .. })));
 }
 
+/// Whether one of `calls` goes to object `t` on `machine`.
+fn sent_to(calls: &[RemoteCall], t: ObjectId, machine: &MachineId) -> bool {
+    calls
+        .iter()
+        .any(|rc| rc.target == t && rc.machine == *machine)
+}
+
 /// alpha moving a tally to beta, its adopt on the wire: alpha, the tally,
 /// the mover, the outputs so far and the adopt.
 fn moving_to_beta() -> (Vm, ObjectId, ChainId, Vec<Output>, RemoteCall) {
@@ -414,9 +421,7 @@ fn a_lost_adopt_answer_freezes_the_object_until_the_new_home_announces_it() {
         .any(|o| matches!(o, Output::Moved { id, epoch: 1, .. } if *id == t)));
     let forwarded = remote_calls(&mut out);
     assert!(
-        forwarded
-            .iter()
-            .any(|rc| rc.target == t && rc.machine == beta),
+        sent_to(&forwarded, t, &beta),
         "the waiting call follows it: {forwarded:?}"
     );
 }
@@ -542,9 +547,7 @@ fn an_object_announced_elsewhere_with_a_call_inside_leaves_when_the_call_ends() 
         .any(|o| matches!(o, Output::Moved { id, epoch: 3, .. } if *id == t)));
     let forwarded = remote_calls(&mut out);
     assert!(
-        forwarded
-            .iter()
-            .any(|rc| rc.target == t && rc.machine == beta),
+        sent_to(&forwarded, t, &beta),
         "the waiting call follows it: {forwarded:?}"
     );
     assert!(
@@ -600,9 +603,7 @@ fn the_chain_that_was_inside_a_superseded_copy_calls_the_object_where_it_went() 
     assert!(!alpha.hosts(t));
     let forwarded = remote_calls(&mut out);
     assert!(
-        forwarded
-            .iter()
-            .any(|rc| rc.target == t && rc.machine == MachineId::new("beta")),
+        sent_to(&forwarded, t, &MachineId::new("beta")),
         "its second call goes to beta: {forwarded:?} {out:?}"
     );
 }
@@ -648,9 +649,7 @@ fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
     assert!(!alpha.hosts(t));
     let forwarded = remote_calls(&mut out);
     assert!(
-        forwarded
-            .iter()
-            .any(|rc| rc.target == t && rc.machine == beta),
+        sent_to(&forwarded, t, &beta),
         "70's second call goes to beta: {forwarded:?} {out:?}"
     );
 }
