@@ -279,8 +279,9 @@ fn each_failed_handshake_is_refused_and_the_node_serves_on() {
 /// alpha never learns of pong and its demo gives up.
 #[test]
 fn nodes_with_different_keys_never_connect() {
-    let (beta_key, _) = write_key_file(&temp_dir("avm-it-key-beta"));
-    let (alpha_key, _) = write_key_file(&temp_dir("avm-it-key-alpha"));
+    let (beta_dir, alpha_dir) = (temp_dir("avm-it-key-beta"), temp_dir("avm-it-key-alpha"));
+    let (beta_key, _) = write_key_file(&beta_dir);
+    let (alpha_key, _) = write_key_file(&alpha_dir);
     let beta_key = beta_key.to_str().unwrap();
     let alpha_key = alpha_key.to_str().unwrap();
     let beta = NodeProc::start("beta", 0, &["--demo", KEY_FLAG, beta_key]);
@@ -311,7 +312,8 @@ fn nodes_with_different_keys_never_connect() {
 /// A key file others may read is refused: the node does not start.
 #[test]
 fn key_file_others_can_read_is_refused_at_start() {
-    let (path, _) = write_key_file(&temp_dir("avm-it-key-open"));
+    let dir = temp_dir("avm-it-key-open");
+    let (path, _) = write_key_file(&dir);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_start_refused("beta", &[KEY_FLAG, path.to_str().unwrap()], "chmod 600");
 }
@@ -322,7 +324,7 @@ fn key_file_others_can_read_is_refused_at_start() {
 #[test]
 fn without_a_key_flag_the_key_is_made_in_home_and_the_demo_runs() {
     let home = temp_dir("avm-it-home");
-    let env = [("HOME", home.as_path())];
+    let env = [("HOME", &*home)];
     let (mut alpha, beta) = with_picked_ports(1, |ports| {
         let peer_alpha = format!("127.0.0.1:{}", ports[0]);
         let beta = NodeProc::start_without_key("beta", 0, &["--peer", &peer_alpha, "--demo"], &env);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::observe::{beta_with_http, get};
-use crate::util::{temp_dir, NodeProc};
+use crate::util::{temp_dir, NodeProc, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -38,6 +38,8 @@ fn chromium() -> Option<String> {
 struct Browser {
     child: Child,
     devtools_port: u16,
+    /// Dropped after the child is killed and reaped (`Drop` runs first).
+    _profile: TempDir,
 }
 
 impl Browser {
@@ -53,6 +55,8 @@ impl Browser {
                 &format!("--user-data-dir={}", profile.display()),
                 url,
             ])
+            // Chromium's own scratch files go with the profile too.
+            .env("TMPDIR", &*profile)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -72,6 +76,7 @@ impl Browser {
         Browser {
             child,
             devtools_port,
+            _profile: profile,
         }
     }
 

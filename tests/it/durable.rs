@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{temp_dir, NodeProc, Rng};
+use crate::util::{temp_dir, NodeProc, Rng, TempDir};
 use crate::wire::{handshake, send, take_frame};
 
 const ACCOUNTS: usize = 4;
@@ -321,7 +321,6 @@ fn acknowledged_writes_survive_kill_9_and_transactions_are_whole_or_absent() {
          atomic transfers, all found after restarts"
     );
     assert!(total_acks > 0, "no deposit was ever acknowledged");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `transfer_tx` of `n` from `from` (on the node `client` talks to) to
@@ -394,11 +393,10 @@ fn a_peer_reaches_a_restarted_nodes_objects_by_their_old_ids() {
     assert_eq!(ids, beta_accounts, "beta's accounts kept their ids");
     assert_eq!(at_beta.balance(target), OPENING + 15);
     assert_eq!(at_alpha.balance(alpha_account), OPENING - 15);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A node with a store that was stopped cleanly: the store's file.
-fn stored_bank(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+fn stored_bank(tag: &str) -> (TempDir, std::path::PathBuf) {
     let dir = temp_dir(tag);
     let mut node = start("vault", 0, &bank_args(&dir));
     node.wait_for_log("bank: created 4 accounts", LIMIT);
@@ -516,5 +514,4 @@ fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
     let node = start("vault", 0, &bank_args(&dir));
     let (mut client, _) = Client::connect(node.port());
     assert_eq!(client.balance(ids[0]), OPENING + 3);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -105,17 +105,53 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A fresh, empty directory under the system's temp dir, named after
-/// `tag`, this process and the clock. Left behind when the tests end
-/// (a few bytes each).
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    dir
+/// A fresh, empty directory, removed with all it holds when dropped.
+///
+/// It lives in cargo's scratch dir for integration tests (`target/tmp`),
+/// named after its tag, this process and the clock, so whatever outlives
+/// the test process (the shared key's directory, or one a killed run left)
+/// is never in the system's `/tmp` and goes with `cargo clean`. A test that
+/// hands the path to a node keeps the guard alive until the node is done.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("{tag}-{}-{nanos}", std::process::id());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    /// The directory, kept for the rest of the process (the shared key's,
+    /// which spawned nodes read until the last test ends).
+    fn keep(self) -> PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty [`TempDir`] named after `tag`.
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(tag)
 }
 
 /// Writes a fresh cluster key (64 lowercase hex chars and a newline) to
@@ -137,7 +173,8 @@ pub fn write_key_file(dir: &Path) -> (PathBuf, Vec<u8>) {
 }
 
 /// The test process's cluster key file, written on first use in a fresh
-/// temp dir (`avm-it-key-<pid>-<nanos>/cluster-key`, mode 0600).
+/// [`TempDir`] kept for the process (`target/tmp/avm-it-key-<pid>-<nanos>/cluster-key`,
+/// mode 0600).
 pub fn test_key_file() -> PathBuf {
     shared_key().0.clone()
 }
@@ -150,7 +187,7 @@ pub fn test_key() -> Vec<u8> {
 
 fn shared_key() -> &'static (PathBuf, Vec<u8>) {
     static KEY: OnceLock<(PathBuf, Vec<u8>)> = OnceLock::new();
-    KEY.get_or_init(|| write_key_file(&temp_dir("avm-it-key")))
+    KEY.get_or_init(|| write_key_file(&temp_dir("avm-it-key").keep()))
 }
 
 /// Gives an embedded node's config the test key, as [`NodeProc`] gives it
