@@ -438,6 +438,9 @@ impl Interpreter {
                     warn!("reply for a chain the vm does not know: {e}");
                 }
             }
+            protocol::Event::LateAdoptAnswer { token, result } => {
+                self.vm.late_adopt_answer(token, result);
+            }
             protocol::Event::Notice { from, notice } => {
                 self.hosted_stale = true;
                 if let Notice::Created {
@@ -711,6 +714,45 @@ mod tests {
         assert!(interp.vm.owns(t));
         let destroy = interp.vm.serve_op(RemoteOp::Destroy, t, &Val::Nothing);
         assert_eq!(destroy, Val::Bool(true), "thawed: no longer moving");
+    }
+
+    /// The adopt timed out with beta still connected, and beta's answer
+    /// comes late: a no thaws the object (the mover gets `false`), a yes
+    /// ends the move as made. An answer naming another token, or coming
+    /// after the doubt was settled, changes nothing.
+    #[test]
+    fn a_late_adopt_answer_settles_the_move_in_doubt() {
+        let beta = MachineId::new("beta");
+        let late = |interp: &mut Interpreter, token, result| {
+            interp.handle_peer_event(protocol::Event::LateAdoptAnswer { token, result });
+            interp.vm.run(&mut interp.outputs);
+        };
+
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        lose(&mut interp, adopt);
+        late(
+            &mut interp,
+            SuspendToken(adopt.0 ^ 1 << 40),
+            Ok(Val::Bool(true)),
+        );
+        assert_eq!(moved(&mut interp), None, "not this move's answer");
+        late(&mut interp, adopt, Ok(Val::Bool(false)));
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(false))));
+        assert!(interp.vm.owns(t));
+        let destroy = interp.vm.serve_op(RemoteOp::Destroy, t, &Val::Nothing);
+        assert_eq!(destroy, Val::Bool(true), "thawed: no longer moving");
+
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        lose(&mut interp, adopt);
+        late(&mut interp, adopt, Ok(Val::Bool(true)));
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
+        assert!(!interp.vm.hosts(t));
+        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+        late(&mut interp, adopt, Ok(Val::Bool(false)));
+        assert_eq!(moved(&mut interp), None, "settled already");
+        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
     }
 
     /// A burst of chains leaves its buffers for reuse, and the interpreter

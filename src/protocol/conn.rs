@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::codec::{self, Message};
-use crate::vm::{MachineId, ObjectId, OwnedObjects};
+use crate::vm::{MachineId, ObjectId, OwnedObjects, SuspendToken};
 
 use super::auth::NONCE_LEN;
 use super::calls::Outbound;
@@ -91,6 +91,11 @@ pub struct Conn {
     pub closing_said: bool,
     /// Our calls on this connection awaiting a `call_response`, by request_id.
     pub outbound: IdTable<Outbound>,
+    /// The `adopt`s we sent on it and have no answer to, in time or late
+    /// (request_id, the mover's token): a late answer to one settles a
+    /// move in doubt ([`Event::LateAdoptAnswer`](super::Event::LateAdoptAnswer)).
+    /// Moves are rare; this stays empty on the call path.
+    pub adopts: Vec<(u64, SuspendToken)>,
     /// The peer's calls on this connection we have not answered yet.
     pub calls_in: u32,
     out: Vec<u8>,
@@ -165,6 +170,7 @@ impl Conn {
             peer_closing: None,
             closing_said: false,
             outbound: IdTable::new(max_pending),
+            adopts: Vec::new(),
             calls_in: 0,
             out: Vec::with_capacity(OUT_INITIAL),
             written: 0,

@@ -269,6 +269,14 @@ pub enum Event {
         result: Result<Val, String>,
         lost: bool,
     },
+    /// The answer to a move's `adopt` that came after the call timed out
+    /// (its [`Event::Reply`] said lost), on the connection it left on:
+    /// the move waits in doubt, and this is the new home's word on it
+    /// ([`Vm::late_adopt_answer`](crate::vm::Vm::late_adopt_answer)).
+    LateAdoptAnswer {
+        token: SuspendToken,
+        result: Result<Val, String>,
+    },
     Notice {
         from: MachineId,
         notice: Notice,

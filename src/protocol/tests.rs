@@ -1054,6 +1054,79 @@ fn calls_time_out_by_chain_progress() {
     assert!(a.core.is_open(link.ca));
 }
 
+/// Late answers: `(token, result)` of each [`Event::LateAdoptAnswer`].
+fn late_adopt_answers(events: &[Event]) -> Vec<(SuspendToken, Result<Val, String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LateAdoptAnswer { token, result } => Some((*token, result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An `adopt` that timed out on a connection that stayed up keeps its
+/// request_id: its answer, when it comes, is handed on (it settles a move
+/// in doubt). A late answer to an ordinary call is still dropped, and an
+/// adopt answered in time leaves nothing behind.
+#[test]
+fn a_late_answer_to_an_adopt_is_handed_on() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    let adopt = |token| RemoteCall {
+        op: Some(vm::RemoteOp::Adopt),
+        ..remote_call(token, "beta", 1 << 48 | token)
+    };
+    let on_time = call_arrives(&mut a, &mut b, &link, adopt(3), now);
+    b.core.reply(on_time, Ok(Val::Bool(true)));
+    pump(&mut a, &mut b, &link, now);
+    assert!(a.events().iter().any(|e| matches!(
+        e,
+        Event::Reply {
+            token: SuspendToken(3),
+            lost: false,
+            ..
+        }
+    )));
+    assert!(
+        a.core.conn(link.ca).unwrap().adopts.is_empty(),
+        "answered in time"
+    );
+
+    let adopt_in = call_arrives(&mut a, &mut b, &link, adopt(1), now);
+    let call_in = call_arrives(
+        &mut a,
+        &mut b,
+        &link,
+        remote_call(2, "beta", 1 << 48 | 2),
+        now,
+    );
+    let t30 = now + Duration::from_secs(30);
+    a.core.handle_heard(link.ca, 1, t30);
+    a.core.handle_timeout(t30);
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|f| f.2), "both lost: {failed:?}");
+
+    b.core.reply(call_in, Ok(Val::Nat(2)));
+    b.core.reply(adopt_in, Ok(Val::Bool(false)));
+    pump(&mut a, &mut b, &link, t30);
+    let events = a.events();
+    assert_eq!(
+        late_adopt_answers(&events),
+        vec![(SuspendToken(1), Ok(Val::Bool(false)))],
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Reply { .. })),
+        "the ordinary call's late answer is dropped: {events:?}"
+    );
+    assert!(a.core.conn(link.ca).unwrap().adopts.is_empty());
+    assert!(a.core.is_open(link.ca));
+}
+
 /// The callee's own error is an answer: the call is not lost (a move
 /// whose adopt is refused must not wait in doubt).
 #[test]

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use crate::codec::{self, Message};
 use crate::vm::{self, MachineId, ObjectId, OwnedObjects, RemoteCall, SuspendToken, Val};
@@ -213,6 +213,9 @@ impl Core {
                 call.token,
                 format!("call to object {} not sent: {e}", call.target),
             );
+        }
+        if call.op == Some(vm::RemoteOp::Adopt) {
+            c.adopts.push((request_id, call.token));
         }
         self.outbound_total += 1;
         self.chains
@@ -611,6 +614,11 @@ impl Core {
         now: Instant,
     ) {
         let c = &mut self.conns[conn.key()];
+        // Empty unless a move is under way or in doubt.
+        let adopt = match c.adopts.iter().position(|&(id, _)| id == resp.request_id) {
+            Some(i) => Some(c.adopts.swap_remove(i).1),
+            None => None,
+        };
         match c.outbound.remove(resp.request_id) {
             Some(p) => {
                 self.outbound_total -= 1;
@@ -628,6 +636,18 @@ impl Core {
                     token: p.token,
                     result: resp.result.map_err(|e| e.into_owned()),
                     lost: false,
+                });
+            }
+            // An adopt that timed out with the connection up: its move
+            // waits in doubt, and this answer settles it.
+            None if adopt.is_some() => {
+                info!(
+                    "{}: the answer to adopt #{:#x} came after it timed out",
+                    peer.machine, resp.request_id
+                );
+                self.events.push(Event::LateAdoptAnswer {
+                    token: adopt.expect("matched"),
+                    result: resp.result.map_err(|e| e.into_owned()),
                 });
             }
             None if c.outbound.was_issued(resp.request_id) => debug!(
@@ -652,7 +672,8 @@ impl Core {
     }
 
     /// Fails every call whose chain has shown no progress for the call
-    /// timeout. A late answer then finds no entry and is dropped.
+    /// timeout. A late answer then finds no entry and is dropped, except
+    /// an `adopt`'s ([`Event::LateAdoptAnswer`]).
     pub(super) fn expire_calls(&mut self, now: Instant) {
         self.timeouts_armed = None;
         let timeout = self.config.call_timeout;

@@ -616,14 +616,22 @@ fn depart(w: &mut World, target: ObjectId, to: &MachineId, epoch: u16) -> bool {
 /// or it timed out): the new home may hold the object now. It stays
 /// frozen here (still `moving`, its turn held by the mover, parked under
 /// `key`) until the new home's word settles it.
-pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize) {
+pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, token: SuspendToken) {
     let target = c.remote_target;
     let to = c
         .moving_to
         .clone()
         .expect("a chain awaiting adopt knows where");
     let ups = w.directory.ups(&to);
-    w.in_doubt.insert(target, InDoubt { key, to, ups });
+    w.in_doubt.insert(
+        target,
+        InDoubt {
+            key,
+            to,
+            ups,
+            token,
+        },
+    );
 }
 
 /// Installs an object another node moved here (`adopt`): answers whether

@@ -720,7 +720,8 @@ impl Vm {
     /// it may have run there. For a move's `adopt` that means the new home
     /// may hold the object now, so the object stays frozen here, its
     /// mover waiting, until the new home's word: [`Vm::announced_elsewhere`]
-    /// (it took it) or [`Vm::peer_synced`] (it did not).
+    /// (it took it), [`Vm::peer_synced`] (it did not), or the answer itself
+    /// come late ([`Vm::late_adopt_answer`]).
     pub fn resume_lost(&mut self, token: SuspendToken, reason: String) -> Result<(), VmError> {
         let key = token.slot();
         match self.chains.get_mut(key) {
@@ -733,14 +734,14 @@ impl Vm {
                         ok: false,
                     });
                 let target = c.remote_target;
-                exec::park_lost_adopt(&mut self.world, c, key);
+                exec::park_lost_adopt(&mut self.world, c, key, token);
                 let to = &self.world.in_doubt[&target].to;
                 if self.world.heard_while_moving.contains(&target) {
                     log::info!("move of {target} to {to}: its answer was lost ({reason}), but it announced the object already; the move was made");
                     self.settle_doubt(target, Ok(Val::Bool(true)));
                     self.apply_effects();
                 } else {
-                    log::warn!("move of {target} to {to}: the adopt's answer was lost ({reason}); the object stays frozen here until {to}'s directory says whether it took it");
+                    log::warn!("move of {target} to {to}: the adopt's answer was lost ({reason}); the object stays frozen here until {to} answers after all, or its directory says whether it took it");
                 }
                 Ok(())
             }
@@ -828,6 +829,28 @@ impl Vm {
             );
             self.settle_doubt(id, Err(reason));
         }
+        self.apply_effects();
+    }
+
+    /// The answer to the `adopt` that left with `token` came after all:
+    /// the call had timed out, and its connection stayed up. If that move
+    /// is still in doubt (the new home's notices did not settle it first),
+    /// the answer settles it: `true`, the move was made; anything else,
+    /// the object stays here and thaws, and its mover gets `false`.
+    pub fn late_adopt_answer(&mut self, token: SuspendToken, result: Result<Val, String>) {
+        let doubt = self.world.in_doubt.iter().find(|(_, d)| d.token == token);
+        let Some((&id, d)) = doubt else {
+            return;
+        };
+        if matches!(result, Ok(Val::Bool(true))) {
+            log::info!(
+                "move of {id} to {}: its late answer says it took it; the move was made",
+                d.to
+            );
+        } else {
+            log::info!("move of {id} to {}: its late answer says it did not take it; the object stays here", d.to);
+        }
+        self.settle_doubt(id, result);
         self.apply_effects();
     }
 

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use super::directory::Directory;
 use super::error::VmError;
-use super::ids::{ChainId, ControllerId, FreshIdGen, IdHasher, MachineId, ObjectId};
+use super::ids::{ChainId, ControllerId, FreshIdGen, IdHasher, MachineId, ObjectId, SuspendToken};
 use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::Trace;
 use super::turns::Turns;
@@ -111,6 +111,9 @@ pub(crate) struct InDoubt {
     pub(crate) key: usize,
     pub(crate) to: MachineId,
     pub(crate) ups: u32,
+    /// The token the `adopt` left with: its answer, if it comes late
+    /// (the call timed out, its connection stayed up), names it.
+    pub(crate) token: SuspendToken,
 }
 
 /// A set of object ids, hashed by `IdHasher`.

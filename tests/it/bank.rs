@@ -244,6 +244,12 @@ impl Client {
         }
     }
 
+    /// Answers the node's `call` or `meta` `request_id` with `result`.
+    pub(crate) fn respond(&mut self, request_id: &Value, result: Value) {
+        let msg = json!({"type":"call_response","request_id":request_id,"result":result});
+        send(&mut self.stream, &msg);
+    }
+
     /// The `result` of the `call_response` to `request_id`; panics after
     /// `limit`.
     pub(crate) fn answer(&mut self, request_id: u64, limit: Duration) -> Value {

@@ -7,6 +7,9 @@
 //!   afterwards is forwarded, and every node's directory places it on beta.
 //! - pong, named `pong` on beta, moves to gamma: a demo that starts later
 //!   on alpha finds it on gamma by its name and plays.
+//! - A new home (a raw client) answers `adopt` only after alpha's call
+//!   timed out, on a connection that stayed up: the move waits in doubt,
+//!   and the late answer settles it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -225,4 +228,62 @@ fn a_named_pong_moved_to_gamma_is_found_there_by_a_later_demo() {
     assert_demo_done(&mut alpha, 3, LIMIT);
     let found = alpha.log_value("demo: found pong ", LIMIT);
     assert_eq!(found, format!("{pong} on gamma"));
+}
+
+/// The answer to `adopt` comes after alpha's call timeout (300 ms), the
+/// connection staying up, as from a new home whose interpreter was held
+/// up: the move waits in doubt, the account frozen, a deposit queued
+/// behind it. The late `false` settles it: the mover hears `false`, and
+/// the deposit is served at alpha.
+#[test]
+fn a_late_no_to_adopt_thaws_the_object_at_the_old_home() {
+    let alpha = NodeProc::start(
+        "alpha",
+        0,
+        &[
+            "--bank-accounts",
+            "1",
+            "--bank-balance",
+            "1000000",
+            "--call-timeout-ms",
+            "300",
+        ],
+    );
+    let expect = ("account", 1);
+    let (mut home, ids) = Client::connect_expecting("alpha", alpha.port(), "slowhome", 77, expect);
+    let (mut asker, _) = Client::connect_expecting("alpha", alpha.port(), "asker", 78, expect);
+    let account = ids[0];
+    let mark = alpha.log_mark();
+    let moving = asker.meta("move", account, &move_to("slowhome"));
+    let deadline = Instant::now() + LIMIT;
+    let adopt = loop {
+        let msg = home.next(deadline).expect("no adopt reached the new home");
+        if msg["type"] == "meta" && msg["op"] == "adopt" {
+            break msg;
+        }
+    };
+    assert_eq!(adopt["target"], account, "{adopt}");
+    alpha.wait_for_log_after(mark, "the adopt's answer was lost", LIMIT);
+    let deposit = asker.call(account, &json!({"List":[{"Str":"deposit"},{"Nat":5}]}));
+
+    home.respond(&adopt["request_id"], json!({"Ok":{"Bool":false}}));
+    // Both answers, in whichever order they come.
+    let mut answers = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answers.len() < 2 {
+        let Some(msg) = asker.next(deadline) else {
+            panic!("answers so far {answers:?}\n{}", alpha.stderr());
+        };
+        if msg["type"] == "call_response" {
+            answers.insert(msg["request_id"].as_u64().unwrap(), msg["result"].clone());
+        }
+    }
+    assert_eq!(answers[&moving], json!({"Ok":{"Bool":false}}));
+    assert_eq!(
+        answers[&deposit],
+        json!({"Ok":{"List":[{"Str":"ok"},{"Nat":OPENING + 5}]}}),
+        "{}",
+        alpha.stderr()
+    );
+    alpha.wait_for_log_after(mark, "its late answer says it did not take it", LIMIT);
 }
