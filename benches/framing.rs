@@ -188,7 +188,7 @@ fn cases() -> Vec<Case> {
 fn compact_case(name: &'static str, msg: Message<'static>) -> Case {
     let framed = |compact: bool| {
         let mut out = Vec::new();
-        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, compact).unwrap();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, u32::from(compact)).unwrap();
         out
     };
     let (compact, json) = (framed(true), framed(false));
@@ -204,7 +204,13 @@ fn compact_case(name: &'static str, msg: Message<'static>) -> Case {
         let mut out = Vec::with_capacity(json.len());
         move || {
             out.clear();
-            encode_for(&mut out, black_box(&msg), DEFAULT_MAX_FRAME, compact).unwrap();
+            encode_for(
+                &mut out,
+                black_box(&msg),
+                DEFAULT_MAX_FRAME,
+                u32::from(compact),
+            )
+            .unwrap();
         }
     };
     Case {

@@ -188,6 +188,9 @@ pub enum EncodeError {
     TooLong,
     /// The serializer given to [`encode_with`](super::encode_with) failed.
     Serialize,
+    /// An `objects` for a peer that did not offer compact version 2: it
+    /// has no JSON form (its entries go as `create_notify`s instead).
+    NoJsonForm,
 }
 
 impl fmt::Display for EncodeError {
@@ -200,6 +203,9 @@ impl fmt::Display for EncodeError {
             EncodeError::TooDeep => f.write_str("Val nests too deep to send"),
             EncodeError::TooLong => f.write_str("wait path too long to send"),
             EncodeError::Serialize => f.write_str("serialization failed"),
+            EncodeError::NoJsonForm => {
+                f.write_str("`objects` has no JSON form (the peer did not offer compact 2)")
+            }
         }
     }
 }

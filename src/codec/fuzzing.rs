@@ -22,7 +22,7 @@ use super::{
 };
 use super::{
     Auth, Call, CallResponse, Close, CreateNotify, Deadlock, DestroyNotify, Hello, Meta,
-    MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
+    MoveNotify, NameDrop, NameNotify, Objects, Ping, Pong, Probe, SnapshotEnd, WaitEdge,
 };
 use crate::vm::{ChainId, ObjectId, TxId, Val};
 
@@ -151,6 +151,14 @@ fn parse_frame(payload: &[u8]) {
         assert!(compact::encode(&mut again, &msg), "compact re-encodes");
         assert_eq!(again, payload, "compact payload not canonical");
     }
+    if let Message::Objects(objects) = &msg {
+        // No JSON form; its entries read back without failing.
+        assert_eq!(objects.iter().count(), objects.len());
+        let table = objects.behaviors().len();
+        assert!(objects.iter().all(|e| usize::from(e.behavior) < table));
+        assert_eq!(objects.wire_len(), payload.len());
+        return;
+    }
     let mut out = Vec::new();
     // Re-encoding can differ in bytes (escapes, whitespace, unknown fields
     // dropped), never in meaning.
@@ -173,6 +181,12 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
     let mut out = prefix.to_vec();
     let too_deep = vals(msg).iter().any(|v| v.depth() > MAX_VAL_DEPTH);
     let too_long = msg.wait_edges().is_some_and(|e| e.len() > MAX_WAIT_PATH);
+    if let Message::Objects(_) = msg {
+        assert_eq!(encode(&mut out, msg), Err(EncodeError::NoJsonForm));
+        assert_eq!(out, prefix, "encode error left bytes behind");
+        compact_roundtrip(msg);
+        return;
+    }
     match encode(&mut out, msg) {
         Err(EncodeError::TooDeep) if too_deep => {
             assert_eq!(out, prefix, "encode error left bytes behind");
@@ -218,7 +232,7 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
 /// worked out here from the protocol page's layout, not by the encoder.
 fn compact_roundtrip(msg: &Message<'_>) {
     let mut out = Vec::new();
-    encode_for(&mut out, msg, u32::MAX as usize, true).expect("encoded as JSON above");
+    encode_for(&mut out, msg, u32::MAX as usize, compact::VERSION).expect("encoded as JSON above");
     let payload = &out[HEADER_LEN..];
     let (fixed, value) = match msg {
         Message::Call(c) if c.sender_machine.len() <= 255 => (
@@ -226,6 +240,13 @@ fn compact_roundtrip(msg: &Message<'_>) {
             Some(&c.input),
         ),
         Message::CallResponse(CallResponse { result: Ok(v), .. }) => (1 + 8, Some(v)),
+        Message::Objects(o) => {
+            let table: usize = o.behaviors().iter().map(|b| 1 + b.len()).sum();
+            assert!(compact::is_compact(payload), "objects always go compact");
+            assert_eq!(payload.len(), 1 + 1 + table + 4 + 11 * o.len());
+            assert_eq!(decode(payload).as_ref(), Ok(msg));
+            return;
+        }
         _ => (0, None),
     };
     let expected = value.is_some_and(|v| {
@@ -374,7 +395,7 @@ impl Gen<'_> {
 /// [`Message`]'s order.
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut g = Gen { data, budget: 64 };
-    match g.u8() % 16 {
+    match g.u8() % 17 {
         0 => Message::Hello(Hello {
             version: g.u64() as u32,
             machine_id: g.string(),
@@ -430,6 +451,19 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             epoch: g.u64() as u16,
         }),
         15 => Message::Close(Close { reason: g.string() }),
+        16 => {
+            let mut objects = Objects::default();
+            let names: Vec<Cow<'static, str>> = (0..g.u8() % 4).map(|_| g.string()).collect();
+            for _ in 0..g.u8() % 40 {
+                if names.is_empty() {
+                    break;
+                }
+                let name = &names[usize::from(g.u8()) % names.len()];
+                let behavior = objects.behavior_index(name).expect("a short name");
+                objects.push(ObjectId(g.u64()), behavior, g.u64() as u16);
+            }
+            Message::Objects(objects)
+        }
         _ => Message::Deadlock(Deadlock {
             victim: ChainId(g.u64()),
             object: ObjectId(g.u64()),

@@ -42,6 +42,7 @@ use std::borrow::Cow;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
+use super::compact::{OBJECTS, OBJECT_ENTRY};
 use super::error::EncodeError;
 use super::frame::{frame_with, DEFAULT_MAX_FRAME};
 use super::val::BoundedVal;
@@ -66,6 +67,9 @@ pub enum Message<'a> {
     NameDrop(NameDrop<'a>),
     Meta(Meta<'a>),
     Close(Close<'a>),
+    /// Compact only (version 2): never JSON, never sent to a peer that
+    /// did not offer it.
+    Objects(Objects<'a>),
 }
 
 /// First frame on a connection, both ways.
@@ -104,6 +108,109 @@ pub struct Call<'a> {
 pub struct CallResponse<'a> {
     pub request_id: u64,
     pub result: Result<Val, Cow<'a, str>>,
+}
+
+/// A run of `create_notify`s, one per entry, each for an object the
+/// sender hosts: what a directory snapshot is made of between peers that
+/// offered compact version 2 (`codec::compact`; it has no JSON form).
+///
+/// Invariant: `entries` is whole entries of `OBJECT_ENTRY` (11) bytes, and
+/// every entry's behavior indexes `behaviors` (the decoder checks it, the
+/// builder keeps it), so reading it back cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Objects<'a> {
+    pub(super) behaviors: Vec<Cow<'a, str>>,
+    pub(super) entries: Cow<'a, [u8]>,
+}
+
+/// One entry of an [`Objects`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub object_id: ObjectId,
+    /// An index into [`Objects::behaviors`].
+    pub behavior: u8,
+    pub epoch: u16,
+}
+
+impl<'a> Objects<'a> {
+    /// The behavior names the entries index (at most 255 of at most 255
+    /// bytes each).
+    pub fn behaviors(&self) -> &[Cow<'a, str>] {
+        &self.behaviors
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len() / OBJECT_ENTRY
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = ObjectEntry> + '_ {
+        self.entries
+            .chunks_exact(OBJECT_ENTRY)
+            .map(|e| ObjectEntry {
+                object_id: ObjectId(u64::from_le_bytes(e[..8].try_into().expect("8 bytes"))),
+                behavior: e[8],
+                epoch: u16::from_le_bytes([e[9], e[10]]),
+            })
+    }
+
+    /// `name`'s index in the table, added if new; `None` when the table
+    /// is full (255 names) or `name` is over 255 bytes.
+    pub fn behavior_index(&mut self, name: &str) -> Option<u8> {
+        if let Some(i) = self.behaviors.iter().position(|b| b == name) {
+            return u8::try_from(i).ok();
+        }
+        if name.len() > usize::from(u8::MAX) || self.behaviors.len() >= usize::from(u8::MAX) {
+            return None;
+        }
+        self.behaviors.push(Cow::Owned(name.to_owned()));
+        u8::try_from(self.behaviors.len() - 1).ok()
+    }
+
+    /// Appends an entry; `behavior` must come from [`Objects::behavior_index`].
+    pub fn push(&mut self, object_id: ObjectId, behavior: u8, epoch: u16) {
+        assert!(
+            usize::from(behavior) < self.behaviors.len(),
+            "behavior {behavior} is not in the table"
+        );
+        let entries = self.entries.to_mut();
+        entries.extend_from_slice(&object_id.0.to_le_bytes());
+        entries.push(behavior);
+        entries.extend_from_slice(&epoch.to_le_bytes());
+    }
+
+    /// Its compact payload's size in bytes.
+    pub fn wire_len(&self) -> usize {
+        let table: usize = self.behaviors.iter().map(|b| 1 + b.len()).sum();
+        2 + table + 4 + self.entries.len()
+    }
+
+    /// Writes its compact payload (see `codec::compact`).
+    pub(super) fn write(&self, out: &mut Vec<u8>) {
+        out.push(OBJECTS);
+        out.push(u8::try_from(self.behaviors.len()).expect("at most 255 behaviors"));
+        for name in &self.behaviors {
+            out.push(u8::try_from(name.len()).expect("names of at most 255 bytes"));
+            out.extend_from_slice(name.as_bytes());
+        }
+        let count = u32::try_from(self.len()).expect("at most u32::MAX entries");
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&self.entries);
+    }
+
+    fn into_owned(self) -> Objects<'static> {
+        Objects {
+            behaviors: self
+                .behaviors
+                .into_iter()
+                .map(|b| Cow::Owned(b.into_owned()))
+                .collect(),
+            entries: Cow::Owned(self.entries.into_owned()),
+        }
+    }
 }
 
 /// An object exists, hosted by `machine_id`.
@@ -286,13 +393,18 @@ pub(crate) const KINDS: [Kind; 16] = [
 ];
 
 impl<'a> Message<'a> {
-    /// The wire `"type"`.
+    /// The wire `"type"` (for `objects`, which has no JSON form, its
+    /// name on the protocol page).
     pub fn type_name(&self) -> &'static str {
-        TYPE_NAMES[self.kind() as usize]
+        match self.kind() {
+            Some(kind) => TYPE_NAMES[kind as usize],
+            None => "objects",
+        }
     }
 
-    fn kind(&self) -> Kind {
-        match self {
+    fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Message::Objects(_) => return None,
             Message::Hello(_) => Kind::Hello,
             Message::Call(_) => Kind::Call,
             Message::CallResponse(_) => Kind::CallResponse,
@@ -309,7 +421,7 @@ impl<'a> Message<'a> {
             Message::Meta(_) => Kind::Meta,
             Message::MoveNotify(_) => Kind::MoveNotify,
             Message::Close(_) => Kind::Close,
-        }
+        })
     }
 
     /// Copies borrowed strings so the message outlives the read buffer
@@ -380,6 +492,7 @@ impl<'a> Message<'a> {
             Message::Close(c) => Message::Close(Close {
                 reason: own(c.reason),
             }),
+            Message::Objects(o) => Message::Objects(o.into_owned()),
             Message::SnapshotEnd(e) => Message::SnapshotEnd(e),
             Message::NameNotify(n) => Message::NameNotify(NameNotify {
                 name: own(n.name),
@@ -422,26 +535,31 @@ pub fn encode_limited(
     msg: &Message<'_>,
     max_frame: usize,
 ) -> Result<(), EncodeError> {
-    encode_for(out, msg, max_frame, false)
+    encode_for(out, msg, max_frame, 0)
 }
 
-/// [`encode_limited`] for a peer that reads compact frames (its `hello`
-/// offered them) when `compact`: a `call`, or a `call_response` with an
-/// `Ok` result, then goes compact; everything else is JSON.
+/// [`encode_limited`] for a peer whose `hello` offered compact frames up
+/// to version `compact` (0: none). From version 1, a `call`, or a
+/// `call_response` with an `Ok` result, goes compact; from version 2 an
+/// `objects` may be sent (below that it is [`EncodeError::NoJsonForm`]);
+/// everything else is JSON.
 pub fn encode_for(
     out: &mut Vec<u8>,
     msg: &Message<'_>,
     max_frame: usize,
-    compact: bool,
+    compact: u32,
 ) -> Result<(), EncodeError> {
     // The peer would refuse it: checked before a byte is written.
     if msg.wait_edges().is_some_and(|e| e.len() > MAX_WAIT_PATH) {
         return Err(EncodeError::TooLong);
     }
+    if matches!(msg, Message::Objects(_)) && compact < super::compact::OBJECTS_VERSION {
+        return Err(EncodeError::NoJsonForm);
+    }
     // Writing to a Vec cannot fail, and our Serialize impls fail only on
     // a Val past MAX_VAL_DEPTH.
     frame_with(out, max_frame, |w| {
-        if compact && super::compact::encode(w, msg) {
+        if compact >= 1 && super::compact::encode(w, msg) {
             return Ok(());
         }
         if super::fast::encode(w, msg) {
@@ -456,6 +574,9 @@ pub fn encode_for(
 /// `chain` and `behavior` omitted when `None`.
 impl Serialize for Message<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Message::Objects(_) = self {
+            return Err(serde::ser::Error::custom("`objects` has no JSON form"));
+        }
         let mut m = s.serialize_struct("Message", 7)?;
         m.serialize_field("type", self.type_name())?;
         match self {
@@ -515,6 +636,8 @@ impl Serialize for Message<'_> {
             }
             Message::Auth(a) => m.serialize_field("proof", &a.proof)?,
             Message::Close(c) => m.serialize_field("reason", &c.reason)?,
+            // Refused above.
+            Message::Objects(_) => {}
             Message::SnapshotEnd(e) => m.serialize_field("objects", &e.objects)?,
             Message::NameNotify(n) => {
                 m.serialize_field("name", &n.name)?;

@@ -31,7 +31,8 @@
 //!   `call_response` go as compact binary frames (`compact`, told apart
 //!   from JSON by their first byte); [`decode`] reads both forms from
 //!   anyone, [`encode_for`] writes compact only when told the peer reads
-//!   it, and [`encode`] never does.
+//!   it, and [`encode`] never does. [`Objects`] (a snapshot's run of
+//!   `create_notify`s) exists only compact, from version 2.
 //!
 //! Errors are small `Copy` enums: [`FrameError`] (close the connection),
 //! [`DecodeError`] (close it, unless [`DecodeError::is_unknown_type`]),
@@ -53,8 +54,8 @@ pub(crate) use fast::put_u64;
 pub use frame::{encode_raw, encode_with, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
     encode, encode_for, encode_limited, Auth, Call, CallResponse, Close, CreateNotify, Deadlock,
-    DestroyNotify, Hello, Message, Meta, MoveNotify, NameDrop, NameNotify, Ping, Pong, Probe,
-    SnapshotEnd, WaitEdge, MAX_WAIT_PATH,
+    DestroyNotify, Hello, Message, Meta, MoveNotify, NameDrop, NameNotify, ObjectEntry, Objects,
+    Ping, Pong, Probe, SnapshotEnd, WaitEdge, MAX_WAIT_PATH,
 };
 pub use parse::decode;
 pub use val::{MAX_IGNORED_DEPTH, MAX_VAL_DEPTH};

@@ -827,7 +827,13 @@ fn fuzz_frame_decoder_seeded_random() {
         for _ in 0..rng.below(6) {
             let len = rng.below(80);
             let msg = fuzzing::message_from_bytes(&rng.bytes(len));
-            if encode(&mut input, &msg).is_err() {
+            // Half as a compact peer gets them (`objects` has no JSON form).
+            let version = if rng.below(2) == 0 {
+                compact::VERSION
+            } else {
+                0
+            };
+            if encode_for(&mut input, &msg, DEFAULT_MAX_FRAME, version).is_err() {
                 continue;
             }
         }
@@ -872,7 +878,7 @@ fn write_seed_corpus() {
     // The same messages in compact form, where it carries them.
     for (i, msg) in golden_messages().iter().enumerate() {
         let mut frame = Vec::new();
-        encode_for(&mut frame, msg, DEFAULT_MAX_FRAME, true).unwrap();
+        encode_for(&mut frame, msg, DEFAULT_MAX_FRAME, 1).unwrap();
         if compact::is_compact(&frame[HEADER_LEN..]) {
             let seed = [&[12u8, i as u8][..], &frame].concat();
             write("frame_decoder", &format!("compact_{i}"), &seed);
@@ -981,7 +987,7 @@ fn compact_call_golden_bytes() {
         chain: Some(ChainId(0x2329_0000_0000_0005)),
     });
     let mut out = Vec::new();
-    encode_for(&mut out, &call, DEFAULT_MAX_FRAME, true).unwrap();
+    encode_for(&mut out, &call, DEFAULT_MAX_FRAME, 1).unwrap();
     let expected: &[u8] = &[
         0, 0, 0, 50, // length, big-endian
         0x01, 0x01, // call, chain present
@@ -1000,7 +1006,7 @@ fn compact_call_golden_bytes() {
         result: Ok(Val::Nothing),
     });
     out.clear();
-    encode_for(&mut out, &answer, DEFAULT_MAX_FRAME, true).unwrap();
+    encode_for(&mut out, &answer, DEFAULT_MAX_FRAME, 1).unwrap();
     assert_eq!(out, [0, 0, 0, 10, 0x02, 7, 0, 0, 0, 0, 0, 0, 0, 0x00]);
     assert_eq!(decode(&out[HEADER_LEN..]), Ok(answer));
 }
@@ -1016,7 +1022,7 @@ fn compact_is_only_for_peers_that_offered_it_and_only_for_calls() {
         chain: None,
     });
     let mut json = Vec::new();
-    encode_for(&mut json, &call, DEFAULT_MAX_FRAME, false).unwrap();
+    encode_for(&mut json, &call, DEFAULT_MAX_FRAME, 0).unwrap();
     assert_eq!(json[HEADER_LEN], b'{');
     // An error answer, a notice and a long machine name stay JSON.
     let long_name = Message::Call(Call {
@@ -1038,7 +1044,7 @@ fn compact_is_only_for_peers_that_offered_it_and_only_for_calls() {
     ];
     for msg in others {
         let mut out = Vec::new();
-        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, 1).unwrap();
         assert_eq!(out[HEADER_LEN], b'{', "{msg:?}");
         assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
     }
@@ -1122,7 +1128,7 @@ fn compact_values_are_at_most_one_per_8_bytes_plus_16() {
         result: Ok(Val::List(vec![Val::Nothing; 40])),
     });
     let mut out = Vec::new();
-    encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
+    encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, 1).unwrap();
     assert_eq!(out[HEADER_LEN], b'{', "too dense: JSON");
     assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
     // Small structured answers fit in the slack: Pair(Bool, Bool) is 12
@@ -1137,8 +1143,149 @@ fn compact_values_are_at_most_one_per_8_bytes_plus_16() {
             result: Ok(v),
         });
         out.clear();
-        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, true).unwrap();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, 1).unwrap();
         assert_eq!(out[HEADER_LEN], compact::CALL_RESPONSE, "{msg:?}");
         assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
     }
+}
+
+/// Two of alpha's (prefix 9001) objects in one `objects` frame, as
+/// docs/protocol.md's worked example shows them.
+fn two_objects() -> Objects<'static> {
+    let mut objects = Objects::default();
+    let ping = objects.behavior_index("ping").unwrap();
+    let pong = objects.behavior_index("pong").unwrap();
+    objects.push(ObjectId(0x2329_0000_0000_0001), ping, 0);
+    objects.push(ObjectId(0x2329_0000_0000_0002), pong, 3);
+    objects
+}
+
+#[test]
+fn compact_objects_golden_bytes() {
+    let msg = Message::Objects(two_objects());
+    let mut out = Vec::new();
+    encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, 2).unwrap();
+    let expected: &[u8] = &[
+        0, 0, 0, 38,   // length, big-endian
+        0x03, // objects
+        2,    // behaviors
+        4, b'p', b'i', b'n', b'g', // behavior 0
+        4, b'p', b'o', b'n', b'g', // behavior 1
+        2, 0, 0, 0, // count
+        1, 0, 0, 0, 0, 0, 0x29, 0x23, 0, 0, 0, // object 1, ping, epoch 0
+        2, 0, 0, 0, 0, 0, 0x29, 0x23, 1, 3, 0, // object 2, pong, epoch 3
+    ];
+    assert_eq!(out, expected);
+    let Message::Objects(objects) = decode(&out[HEADER_LEN..]).unwrap() else {
+        panic!("not objects");
+    };
+    assert_eq!(objects, two_objects());
+    let entries: Vec<ObjectEntry> = objects.iter().collect();
+    assert_eq!(
+        entries,
+        [
+            ObjectEntry {
+                object_id: ObjectId(0x2329_0000_0000_0001),
+                behavior: 0,
+                epoch: 0
+            },
+            ObjectEntry {
+                object_id: ObjectId(0x2329_0000_0000_0002),
+                behavior: 1,
+                epoch: 3
+            },
+        ]
+    );
+    assert_eq!(objects.behaviors(), ["ping", "pong"]);
+    assert_eq!(
+        Message::Objects(objects).into_owned().type_name(),
+        "objects"
+    );
+    assert_eq!(two_objects().wire_len(), 38);
+}
+
+/// `objects` has no JSON form: below compact version 2 it is refused,
+/// and nothing is written.
+#[test]
+fn compact_objects_only_for_a_peer_that_offered_version_2() {
+    let msg = Message::Objects(two_objects());
+    for version in [0, 1] {
+        let mut out = b"before".to_vec();
+        assert_eq!(
+            encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, version),
+            Err(EncodeError::NoJsonForm)
+        );
+        assert_eq!(out, b"before");
+    }
+    assert!(encode(&mut Vec::new(), &msg).is_err());
+    assert!(serde_json::to_string(&msg).is_err());
+}
+
+#[test]
+fn compact_objects_decode_error_grid() {
+    let mut frame = Vec::new();
+    encode_for(
+        &mut frame,
+        &Message::Objects(two_objects()),
+        DEFAULT_MAX_FRAME,
+        2,
+    )
+    .unwrap();
+    let good = &frame[HEADER_LEN..];
+    assert!(decode(good).is_ok());
+    let compact_at = |at| Err(DecodeError::Compact { at });
+    // Cut short: the table, the count, the entries (where they start).
+    assert_eq!(decode(&good[..1]), compact_at(1));
+    assert_eq!(decode(&good[..4]), compact_at(3));
+    assert_eq!(decode(&good[..14]), compact_at(12));
+    assert_eq!(decode(&good[..20]), compact_at(16));
+    assert_eq!(decode(&good[..good.len() - 1]), compact_at(16));
+    // A byte after the last entry.
+    assert_eq!(decode(&[good, &[0]].concat()), compact_at(good.len()));
+    // A behavior index past the table: that index's byte.
+    let mut bad = good.to_vec();
+    bad[16 + 11 + 8] = 2;
+    assert_eq!(decode(&bad), compact_at(16 + 11 + 8));
+    // A behavior name that is not UTF-8: its first bad byte.
+    bad = good.to_vec();
+    bad[9] = 0xff;
+    assert_eq!(decode(&bad), compact_at(9));
+    // A count the payload cannot hold, even one that overflows.
+    bad = good.to_vec();
+    bad[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(decode(&bad), compact_at(16));
+    // No table and no entries is a (useless) run of nothing.
+    let empty: &[u8] = &[0x03, 0, 0, 0, 0, 0];
+    assert_eq!(decode(empty), Ok(Message::Objects(Objects::default())));
+    // An entry with no table to index.
+    let orphan: &[u8] = &[0x03, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(decode(orphan), compact_at(6 + 8));
+}
+
+/// The table takes each name once, and refuses what the layout cannot
+/// carry: a name over 255 bytes, a 256th name.
+#[test]
+fn compact_objects_table_limits() {
+    let mut objects = Objects::default();
+    assert_eq!(objects.behavior_index("a"), Some(0));
+    assert_eq!(objects.behavior_index("b"), Some(1));
+    assert_eq!(objects.behavior_index("a"), Some(0));
+    assert_eq!(objects.behavior_index(&"x".repeat(256)), None);
+    assert_eq!(objects.behavior_index(&"x".repeat(255)), Some(2));
+    for i in 3..255 {
+        assert_eq!(objects.behavior_index(&i.to_string()), Some(i as u8));
+    }
+    assert_eq!(objects.behavior_index("one too many"), None);
+    assert_eq!(objects.behavior_index("a"), Some(0));
+    objects.push(ObjectId(1), 254, 0);
+    let mut out = Vec::new();
+    encode_for(
+        &mut out,
+        &Message::Objects(objects.clone()),
+        DEFAULT_MAX_FRAME,
+        2,
+    )
+    .unwrap();
+    assert_eq!(out.len(), HEADER_LEN + objects.wire_len());
+    assert_eq!(decode(&out[HEADER_LEN..]), Ok(Message::Objects(objects)));
 }

@@ -76,9 +76,10 @@ pub struct Conn {
     pub their_nonce: [u8; NONCE_LEN],
     /// The peer's life, from its `hello` (0 if it sent none).
     pub their_boot: u64,
-    /// The peer's `hello` offered compact frames: its calls and answers
-    /// go compact (`codec::compact`).
-    pub compact: bool,
+    /// The compact version the peer's `hello` offered (0: none): from 1
+    /// its calls and answers go compact, from 2 our snapshot goes as
+    /// `objects` (`codec::compact`).
+    pub compact: u32,
     /// Lost the duplicate-connection tie: no new calls go out on it; it
     /// closes once nothing is in flight either way.
     pub retired: bool,
@@ -164,7 +165,7 @@ impl Conn {
             nonce,
             their_nonce: [0; NONCE_LEN],
             their_boot: 0,
-            compact: false,
+            compact: 0,
             retired: false,
             retired_at: None,
             peer_closing: None,
@@ -206,6 +207,11 @@ impl Conn {
         codec::encode_for(&mut self.out, msg, self.max_frame, self.compact)?;
         self.traffic.frames_out += 1;
         Ok(())
+    }
+
+    /// The largest frame we send on it.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// The write buffer's capacity, in bytes (`/health`).

@@ -239,8 +239,9 @@ impl Core {
         let c = &mut self.conns[conn.key()];
         c.their_nonce = their_nonce;
         c.their_boot = hello.boot.unwrap_or(0);
-        // An offer of N reads every version up to N, and ours is 1.
-        c.compact = hello.compact.is_some_and(|v| v >= codec::compact::VERSION);
+        // An offer of N reads every version up to N: what we send is
+        // checked against it message by message.
+        c.compact = hello.compact.unwrap_or(0);
         c.phase = Phase::AwaitProof;
         let we_dialled = c.dial_slot.is_some();
         if we_dialled {

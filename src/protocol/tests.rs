@@ -1471,26 +1471,43 @@ fn a_snapshot_owed_to_an_earlier_connection_is_not_sent_on_a_later_one() {
 /// A large directory snapshot streams out a chunk at a time, as the
 /// socket takes it: the write buffer never holds it whole, every object
 /// arrives, and an object destroyed while it streams is not announced
-/// after its `destroy_notify`.
+/// after its `destroy_notify`. To a peer that offered compact version 2
+/// it goes as `objects` frames (11 bytes an object, so ten times as
+/// many objects fill the chunk); to one that offered less, as JSON
+/// `create_notify`s.
 #[test]
 fn a_large_snapshot_streams_as_the_socket_takes_it() {
+    large_snapshot_streams(200_000, codec::compact::VERSION);
+    large_snapshot_streams(20_000, 1);
+}
+
+/// alpha owes beta its snapshot of `n` objects; beta's `hello` offered
+/// compact version `compact`.
+fn large_snapshot_streams(n: u64, compact: u32) {
     let now = Instant::now();
-    const N: u64 = 20_000;
+    #[allow(non_snake_case)]
+    let N = n;
     let (mut a, mut b, link) = snapshot_owed(now, N, Vec::new());
-    // One step at a time: the reactor's other work waits for no more.
+    a.core.conn_mut(link.ca).unwrap().compact = compact;
+    let mut frames = 0;
+    // One step at a time: the reactor's other work waits for no more. To
+    // a v2 peer a step is one frame of the entries the step pays for.
+    let most = match compact {
+        2.. => objects_frame_len(SNAPSHOT_STEP / SNAPSHOT_OBJECT_COST),
+        _ => SNAPSHOT_STEP + 256,
+    };
     a.core.pump_snapshots(now);
     let step = a.core.unsent(link.ca).len();
-    assert!(
-        (SNAPSHOT_STEP..SNAPSHOT_STEP + 256).contains(&step),
-        "{step} bytes queued by the first step"
-    );
+    match compact {
+        2.. => assert_eq!(step, most, "the first step"),
+        _ => assert!(
+            (SNAPSHOT_STEP..most).contains(&step),
+            "{step} bytes queued by the first step"
+        ),
+    }
     a.core.pump_snapshots(now);
     let two = a.core.unsent(link.ca).len();
-    assert!(
-        two - step <= SNAPSHOT_STEP + 256,
-        "{} bytes in a step",
-        two - step
-    );
+    assert!(two - step <= most, "{} bytes in a step", two - step);
     // Steps fill the chunk, then stop until the socket takes bytes.
     let mut steps = 2;
     while a.core.snapshot_ready(now) {
@@ -1499,25 +1516,22 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
     }
     let queued = a.core.unsent(link.ca).len();
     assert!(
-        (SNAPSHOT_CHUNK..SNAPSHOT_CHUNK + 1024).contains(&queued),
+        (SNAPSHOT_CHUNK..SNAPSHOT_CHUNK + most).contains(&queued),
         "{queued} bytes queued"
     );
-    assert!(
-        steps >= SNAPSHOT_CHUNK / (SNAPSHOT_STEP + 256),
-        "{steps} steps"
-    );
+    assert!(steps >= SNAPSHOT_CHUNK / most, "{steps} steps");
     a.core.pump_snapshots(now);
     assert_eq!(a.core.unsent(link.ca).len(), queued, "a full chunk waits");
     // The last object is destroyed before its notice went out.
     let last = ObjectId(1 << 48 | N);
     a.core.broadcast_destroyed(last);
     // The reactor writes a little at a time; the core tops the buffer up.
-    let mut most = 0;
+    let mut most_held = 0;
     let mut created = 0;
     let mut destroyed_at = None;
     let mut synced = None;
     while !a.core.unsent(link.ca).is_empty() {
-        most = most.max(a.core.unsent(link.ca).len());
+        most_held = most_held.max(a.core.unsent(link.ca).len());
         let bytes = a.core.unsent(link.ca)[..]
             .iter()
             .take(64 << 10)
@@ -1526,11 +1540,30 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
         // Whole frames only, as a reader of the socket would see them in time.
         let mut taken = 0;
-        decoder.fill(&bytes);
-        while let Ok(Some(payload)) = decoder.next_frame() {
-            taken += payload.len() + crate::codec::HEADER_LEN;
-            let msg = crate::codec::decode(payload).unwrap();
-            b.core.handle_message(link.cb, msg, now);
+        let mut rest = &bytes[..];
+        loop {
+            let filled = decoder.fill(rest);
+            rest = &rest[filled..];
+            let mut got = false;
+            while let Ok(Some(payload)) = decoder.next_frame() {
+                got = true;
+                taken += payload.len() + crate::codec::HEADER_LEN;
+                let msg = crate::codec::decode(payload).unwrap();
+                let batched = matches!(msg, Message::Objects(_));
+                assert!(
+                    batched || !matches!(msg, Message::CreateNotify(_)) || compact < 2,
+                    "a create_notify to a peer that reads objects"
+                );
+                assert!(
+                    !batched || compact >= 2,
+                    "objects to a peer that offered {compact}"
+                );
+                frames += 1;
+                b.core.handle_message(link.cb, msg, now);
+            }
+            if filled == 0 && !got {
+                break;
+            }
         }
         a.core.advance(link.ca, taken);
         while a.core.snapshot_ready(now) {
@@ -1559,22 +1592,52 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
         }
     }
     assert!(
-        most < SNAPSHOT_CHUNK + 1024,
-        "the buffer held {most} bytes at most"
+        most_held < SNAPSHOT_CHUNK + most,
+        "the buffer held {most_held} bytes at most"
     );
     assert_eq!(created, N - 1, "every object but the destroyed one");
     assert!(destroyed_at.is_some());
     assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
+    if compact >= 2 {
+        assert!(frames < N / 100, "{frames} frames for {N} objects");
+    }
+}
+
+/// The bytes of an `objects` frame of `n` of [`pongs`]' entries.
+fn objects_frame_len(n: usize) -> usize {
+    codec::HEADER_LEN + 1 + 1 + (1 + "pong".len()) + 4 + n * codec::compact::OBJECT_ENTRY
+}
+
+/// The entries of the `objects` frames in `bytes` (whole frames).
+fn objects_entries(bytes: &[u8]) -> usize {
+    let mut decoder = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
+    let (mut rest, mut entries) = (bytes, 0);
+    loop {
+        let filled = decoder.fill(rest);
+        rest = &rest[filled..];
+        let mut got = false;
+        while let Ok(Some(payload)) = decoder.next_frame() {
+            got = true;
+            if let Ok(Message::Objects(o)) = codec::decode(payload) {
+                entries += o.len();
+            }
+        }
+        if filled == 0 && !got {
+            return entries;
+        }
+    }
 }
 
 /// While the node serves calls, its snapshot yields to them: a step takes
 /// what accrued at the paced rate since the last, none under a paced step,
 /// and the reactor may sleep until one is due. With no calls, it streams
-/// flat out.
+/// flat out. (Measured in JSON bytes, to a peer that offered compact 1;
+/// an `objects` entry counts as [`SNAPSHOT_OBJECT_COST`] of them, below.)
 #[test]
 fn a_snapshot_gives_way_to_calls() {
     let now = Instant::now();
     let (mut a, _b, link) = snapshot_owed(now, 5_000, Vec::new());
+    a.core.conn_mut(link.ca).unwrap().compact = 1;
     assert!(a.core.unsent(link.ca).is_empty(), "steps are the pump's");
     // No calls: a whole step at once.
     a.core.pump_snapshots(now);
@@ -1640,9 +1703,18 @@ fn a_snapshot_gives_way_to_calls() {
 /// paced rate, since a step takes what accrued.
 #[test]
 fn a_paced_snapshot_keeps_its_rate_when_calls_are_sparse() {
+    paced_snapshot_rate(1);
+    paced_snapshot_rate(codec::compact::VERSION);
+}
+
+/// [`a_paced_snapshot_keeps_its_rate_when_calls_are_sparse`] to a peer that
+/// offered compact version `compact`: JSON bytes at the paced rate, or
+/// `objects` entries at the rate over [`SNAPSHOT_OBJECT_COST`].
+fn paced_snapshot_rate(compact: u32) {
     let now = Instant::now();
     let (mut a, _b, link) = snapshot_owed(now, 100_000, Vec::new());
-    let mut sent = 0;
+    a.core.conn_mut(link.ca).unwrap().compact = compact;
+    let (mut sent, mut entries) = (0, 0);
     for tick in 1..=100u32 {
         let t = now + ms(u64::from(tick));
         if tick % 10 == 1 {
@@ -1653,13 +1725,20 @@ fn a_paced_snapshot_keeps_its_rate_when_calls_are_sparse() {
         // The socket takes everything.
         let n = a.core.unsent(link.ca).len();
         sent += n;
+        entries += objects_entries(a.core.unsent(link.ca));
         a.core.advance(link.ca, n);
     }
-    // 100 ms at 32 bytes per microsecond, the calls' frames aside.
-    let expected = 100_000 * SNAPSHOT_PACED_RATE;
+    // 100 ms at the paced rate, the calls' frames aside.
+    let (got, expected) = match compact {
+        2.. => (
+            entries,
+            100_000 * SNAPSHOT_PACED_RATE / SNAPSHOT_OBJECT_COST,
+        ),
+        _ => (sent, 100_000 * SNAPSHOT_PACED_RATE),
+    };
     assert!(
-        sent > expected * 9 / 10 && sent < expected * 11 / 10,
-        "{sent} bytes in 100 ms, expected about {expected}"
+        got > expected * 9 / 10 && got < expected * 11 / 10,
+        "{got} in 100 ms, expected about {expected} (compact {compact})"
     );
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -16,8 +18,8 @@ use super::hello::Peer;
 use super::timer::Timer;
 use super::{
     CloseReason, ConnId, Core, Event, Inbound, InboundId, Notice, Status, SNAPSHOT_CHUNK,
-    SNAPSHOT_PACED_MAX, SNAPSHOT_PACED_RATE, SNAPSHOT_PACED_STEP, SNAPSHOT_STEP,
-    SNAPSHOT_YIELD_FOR,
+    SNAPSHOT_OBJECT_COST, SNAPSHOT_PACED_MAX, SNAPSHOT_PACED_RATE, SNAPSHOT_PACED_STEP,
+    SNAPSHOT_STEP, SNAPSHOT_YIELD_FOR,
 };
 
 impl Core {
@@ -97,6 +99,26 @@ impl Core {
                         epoch: notify.epoch,
                     },
                 });
+            }
+            Message::Objects(objects) => {
+                // One name per behavior for the whole run, not per object.
+                let names: SmallVec<[Arc<str>; 4]> = objects
+                    .behaviors()
+                    .iter()
+                    .map(|b| Arc::from(&**b))
+                    .collect();
+                self.events.reserve(objects.len());
+                for entry in objects.iter() {
+                    self.events.push(Event::Notice {
+                        from: peer.machine.clone(),
+                        notice: Notice::Created {
+                            id: entry.object_id,
+                            machine: peer.machine.clone(),
+                            behavior: Some(names[usize::from(entry.behavior)].clone()),
+                            epoch: entry.epoch,
+                        },
+                    });
+                }
             }
             Message::MoveNotify(notify) => self.events.push(Event::Notice {
                 from: peer.machine,
@@ -454,7 +476,13 @@ impl Core {
         };
         let start = c.unsent().len();
         let room = |c: &Conn| c.unsent().len() < SNAPSHOT_CHUNK && c.unsent().len() - start < step;
-        while room(c) && snap.next < snap.objects.objects.len() {
+        let batched = c.compact >= codec::compact::OBJECTS_VERSION;
+        if batched && c.unsent().len() < SNAPSHOT_CHUNK && snap.next < snap.objects.objects.len() {
+            // One frame per step; an entry counts as what its work costs.
+            let entries = (step / SNAPSHOT_OBJECT_COST).max(1);
+            queue_objects(c, &mut snap, entries, &us);
+        }
+        while !batched && room(c) && snap.next < snap.objects.objects.len() {
             let (i, id) = (snap.next, snap.objects.objects[snap.next].0);
             snap.next += 1;
             if snap.gone.contains(&id) {
@@ -707,6 +735,70 @@ impl Core {
                 });
             }
         }
+    }
+}
+
+/// Queues the next run of `snap`'s objects on `c` as one `objects` frame
+/// (compact version 2): about `step` bytes of entries, fewer if the
+/// peer's frame limit is lower. An object whose behavior name is too long
+/// for the frame's table (over 255 bytes) goes as a `create_notify`.
+fn queue_objects(c: &mut Conn, snap: &mut Snapshot, most: usize, us: &MachineId) {
+    const HEAD: usize = 1 + 1 + 4;
+    let most = most.min(c.max_frame() / 2 / codec::compact::OBJECT_ENTRY);
+    let mut run = codec::Objects::default();
+    // The snapshot's behavior index -> the frame's.
+    let mut local: SmallVec<[(u32, u8); 4]> = SmallVec::new();
+    let mut table_bytes = 0;
+    while snap.next < snap.objects.objects.len() && run.len() < most.max(1) {
+        let (i, (id, global)) = (snap.next, snap.objects.objects[snap.next]);
+        if snap.gone.contains(&id) {
+            snap.next += 1;
+            continue;
+        }
+        let epoch = snap.epochs.get(&id).copied().unwrap_or(0);
+        let behavior = match local.iter().find(|(g, _)| *g == global) {
+            Some(&(_, b)) => Some(b),
+            None => {
+                let name = snap.objects.behavior(i);
+                // The table counts against the frame too.
+                let fits = HEAD + table_bytes + 1 + name.len() < c.max_frame() / 2;
+                let b = fits.then(|| run.behavior_index(name)).flatten();
+                if let Some(b) = b {
+                    table_bytes += 1 + name.len();
+                    local.push((global, b));
+                }
+                b
+            }
+        };
+        match behavior {
+            Some(b) => run.push(id, b, epoch),
+            // A full table: this object starts the next frame.
+            None if !run.is_empty() => break,
+            // A name no table can hold: this object alone, as JSON.
+            None => {
+                let notify = Message::CreateNotify(codec::CreateNotify {
+                    object_id: id,
+                    machine_id: us.as_str().into(),
+                    behavior: Some(snap.objects.behavior(i).into()),
+                    epoch,
+                });
+                snap.next += 1;
+                match c.queue(&notify) {
+                    Ok(()) => snap.sent += 1,
+                    Err(e) => warn!("create_notify for {id} not sent: {e}"),
+                }
+                return;
+            }
+        }
+        snap.next += 1;
+    }
+    if run.is_empty() {
+        return;
+    }
+    let sent = run.len() as u64;
+    match c.queue(&Message::Objects(run)) {
+        Ok(()) => snap.sent += sent,
+        Err(e) => warn!("objects frame of {sent} entries not sent: {e}"),
     }
 }
 

@@ -186,6 +186,10 @@ pub fn epoch_newer(a: u16, b: u16) -> bool {
 struct Names<T> {
     by_index: Vec<T>,
     index: HashMap<T, u16>,
+    /// The last name interned: a snapshot's notices name the same machine
+    /// and behavior object after object, and comparing (a pointer first,
+    /// as `Arc<str>` does) costs less than hashing the string.
+    last: Option<(T, u16)>,
 }
 
 impl<T> Default for Names<T> {
@@ -193,6 +197,7 @@ impl<T> Default for Names<T> {
         Names {
             by_index: Vec::new(),
             index: HashMap::new(),
+            last: None,
         }
     }
 }
@@ -200,14 +205,23 @@ impl<T> Default for Names<T> {
 impl<T: Clone + Eq + std::hash::Hash> Names<T> {
     /// `name`'s index, stored now if new; `None` when the table is full.
     fn intern(&mut self, name: &T) -> Option<u16> {
-        if let Some(&i) = self.index.get(name) {
-            return Some(i);
+        if let Some((last, i)) = &self.last {
+            if last == name {
+                return Some(*i);
+            }
         }
-        let i = u16::try_from(self.by_index.len())
-            .ok()
-            .filter(|i| *i < NO_NAME)?;
-        self.by_index.push(name.clone());
-        self.index.insert(name.clone(), i);
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = u16::try_from(self.by_index.len())
+                    .ok()
+                    .filter(|i| *i < NO_NAME)?;
+                self.by_index.push(name.clone());
+                self.index.insert(name.clone(), i);
+                i
+            }
+        };
+        self.last = Some((name.clone(), i));
         Some(i)
     }
 

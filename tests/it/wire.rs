@@ -401,7 +401,7 @@ fn compact_client_plays_alpha_against_demo_beta() {
     hello["compact"] = json!(1);
     send(&mut s, &hello);
     let theirs = recv(&mut s);
-    assert_eq!(theirs["compact"], 1, "beta offers compact frames: {theirs}");
+    assert_eq!(theirs["compact"], 2, "beta offers compact frames: {theirs}");
     let acceptor = Side::of_hello(&theirs);
     send(
         &mut s,
@@ -411,7 +411,8 @@ fn compact_client_plays_alpha_against_demo_beta() {
         proof_of(&recv(&mut s)),
         proof(&key, false, dialler.parts(), acceptor.parts())
     );
-    // The snapshot stays JSON: pong, its name, the end.
+    // We offered version 1: the snapshot stays JSON (pong, its name, the
+    // end), no `objects`.
     let pong = recv(&mut s)["object_id"]
         .as_u64()
         .expect("pong's create_notify");
@@ -450,6 +451,51 @@ fn compact_client_plays_alpha_against_demo_beta() {
     s.write_all(&compact::answer(back_id, &done)).unwrap();
     let outer = recv_answering_pings(&mut s);
     assert_eq!(outer, compact::answer(1, &done)[4..]);
+}
+
+/// A client that offers compact version 2 gets beta's snapshot objects
+/// as one `objects` frame, laid out as the protocol page says (pong, with
+/// behavior `pong`, epoch 0), then pong's name and the end marker; and a
+/// call to the id it read there is answered.
+#[test]
+fn a_compact_2_client_gets_the_snapshot_as_objects() {
+    let beta = NodeProc::start("beta", 0, &["--demo"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let mut s = TcpStream::connect(("127.0.0.1", beta.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let key = test_key();
+    let dialler = Side::fresh("client", PREFIX);
+    let mut hello = dialler.hello();
+    hello["compact"] = json!(2);
+    send(&mut s, &hello);
+    let acceptor = Side::of_hello(&recv(&mut s));
+    send(
+        &mut s,
+        &auth(&proof(&key, true, dialler.parts(), acceptor.parts())),
+    );
+    recv(&mut s);
+    let objects = recv_answering_pings(&mut s);
+    // 03, one name of 4 bytes, "pong", count 1, then the entry.
+    assert_eq!(
+        &objects[..11],
+        b"\x03\x01\x04pong\x01\x00\x00\x00",
+        "{objects:?}"
+    );
+    assert_eq!(objects.len(), 11 + 11, "{objects:?}");
+    let pong = u64::from_le_bytes(objects[11..19].try_into().unwrap());
+    assert_eq!(&objects[19..], [0, 0, 0], "behavior 0, epoch 0");
+    let named: Value = serde_json::from_slice(&recv_answering_pings(&mut s)).unwrap();
+    assert_eq!(named["type"], "name_notify");
+    assert_eq!(named["object_id"], pong);
+    let end: Value = serde_json::from_slice(&recv_answering_pings(&mut s)).unwrap();
+    assert_eq!(end, json!({"type":"snapshot_end","objects":1}));
+    send(
+        &mut s,
+        &json!({"type":"call","request_id":1,"target":pong,"input":"Nothing",
+                "sender":0,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
+    );
+    let answer = recv_answering_pings(&mut s);
+    assert_eq!(answer[0], 0x02, "answered (compact): {answer:?}");
 }
 
 /// Does the handshake with a `--demo` beta on two connections as `aaa` (which sorts

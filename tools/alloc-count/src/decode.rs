@@ -29,7 +29,7 @@ fn call(input: Val, compact: bool) -> Vec<u8> {
         sender_machine: "alpha".into(),
         chain: Some(ChainId(0x2329_0000_0000_0002)),
     });
-    codec::encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, compact).unwrap();
+    codec::encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, u32::from(compact)).unwrap();
     out
 }
 
@@ -39,7 +39,7 @@ fn reply(result: Val, compact: bool) -> Vec<u8> {
         request_id: 1 << 32,
         result: Ok(result),
     });
-    codec::encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, compact).unwrap();
+    codec::encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, u32::from(compact)).unwrap();
     out
 }
 
