@@ -1,5 +1,7 @@
-//! Compact frames: `call` and `call_response` in fixed-width binary, for
-//! peers that offered them in their `hello` (`"compact":1`).
+//! Compact frames: `call` and `call_response` in fixed-width binary
+//! (version 1), and a snapshot's runs of `create_notify`s as `objects`
+//! (version 2), for peers that offered them in their `hello`
+//! (`"compact":N` reads every version up to N).
 //!
 //! Why: with every number a 17-20 digit decimal, JSON took about 2,100 of
 //! the 8,100 instructions of a remote call (callgrind, `pair_throughput`
@@ -26,12 +28,14 @@
 //! Integers are little-endian. Other flag bits are zero.
 //!
 //! Invariants, checked by the unit tests and the fuzz targets: a payload
-//! [`decode`] accepts ends exactly where its value does, nests at most
-//! [`MAX_VAL_DEPTH`] deep (checked before descending), holds at most one
-//! value per 8 bytes plus 16 ([`value_budget`]: memory stays within a few
-//! times the frame's size, as with JSON), and re-encodes to the same bytes;
-//! [`encode`] writes nothing for what it cannot carry (the caller sends
-//! JSON instead).
+//! [`decode`] accepts ends exactly where its value (or its last `objects`
+//! entry) does, nests at most [`MAX_VAL_DEPTH`] deep (checked before
+//! descending), holds at most one value per 8 bytes plus 16
+//! ([`value_budget`]: memory stays within a few times the frame's size, as
+//! with JSON), and re-encodes to the same bytes; an `objects` borrows its
+//! entries from the payload, holds at most [`MAX_OBJECTS_PER_FRAME`] and
+//! every behavior index is in its table; [`encode`] writes nothing for
+//! what it cannot carry (the caller sends JSON instead).
 
 use std::borrow::Cow;
 
@@ -57,6 +61,11 @@ pub const VERSION: u32 = 2;
 pub const OBJECTS_VERSION: u32 = 2;
 /// Bytes per `objects` entry: object_id u64, behavior index u8, epoch u16.
 pub const OBJECT_ENTRY: usize = 11;
+/// The most entries an `objects` frame may hold. Each becomes one event
+/// for the interpreter, and the reactor's backlog limit counts events, so
+/// one frame must not be a million of them. avm sends at most
+/// `SNAPSHOT_STEP / SNAPSHOT_OBJECT_COST` (204).
+pub const MAX_OBJECTS_PER_FRAME: usize = 4096;
 
 const HAS_CHAIN: u8 = 1;
 /// Items a list reserves before they arrive, whatever its count says.
@@ -284,13 +293,19 @@ impl<'a> Reader<'a> {
     /// each behavior index checked against the table (on failure `i` is
     /// the index's byte).
     fn objects(&mut self) -> Option<Objects<'a>> {
-        let names = self.u8()?;
-        let mut behaviors = Vec::with_capacity(usize::from(names));
+        let names = usize::from(self.u8()?);
+        // A name takes at least its length byte: reserve no more than fit.
+        let mut behaviors = Vec::with_capacity(names.min(self.b.len() - self.i));
         for _ in 0..names {
             let len = usize::from(self.u8()?);
             behaviors.push(Cow::Borrowed(self.utf8(len)?));
         }
+        let count_at = self.i;
         let count = self.u32()? as usize;
+        if count > MAX_OBJECTS_PER_FRAME {
+            self.i = count_at;
+            return None;
+        }
         let at = self.i;
         // The count is the sender's word: the bytes must be here.
         let entries = self.take(count.checked_mul(OBJECT_ENTRY)?)?;

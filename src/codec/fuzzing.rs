@@ -185,6 +185,19 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
         assert_eq!(encode(&mut out, msg), Err(EncodeError::NoJsonForm));
         assert_eq!(out, prefix, "encode error left bytes behind");
         compact_roundtrip(msg);
+        // Through the frame decoder too, split at `split`.
+        let mut frame = Vec::new();
+        encode_for(&mut frame, msg, DEFAULT_MAX_FRAME, compact::VERSION).unwrap();
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let split = split % (frame.len() + 1);
+        for part in [&frame[..split], &frame[split..]] {
+            let mut part = part;
+            while !part.is_empty() {
+                part = &part[dec.fill(part)..];
+            }
+        }
+        let payload = dec.next_frame().unwrap().expect("one whole frame");
+        assert_eq!(decode(payload).as_ref(), Ok(msg));
         return;
     }
     match encode(&mut out, msg) {

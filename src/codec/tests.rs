@@ -884,6 +884,20 @@ fn write_seed_corpus() {
             write("frame_decoder", &format!("compact_{i}"), &seed);
         }
     }
+    // A snapshot's `objects` (compact version 2), which has no JSON form.
+    let mut frame = Vec::new();
+    encode_for(
+        &mut frame,
+        &Message::Objects(two_objects()),
+        DEFAULT_MAX_FRAME,
+        compact::VERSION,
+    )
+    .unwrap();
+    write(
+        "frame_decoder",
+        "compact_objects",
+        &[&[12u8, 0][..], &frame].concat(),
+    );
     for (mode, name) in [
         (0u8, "stream_1"),
         (4, "stream_8"),
@@ -1250,10 +1264,26 @@ fn compact_objects_decode_error_grid() {
     bad = good.to_vec();
     bad[9] = 0xff;
     assert_eq!(decode(&bad), compact_at(9));
-    // A count the payload cannot hold, even one that overflows.
+    // A count the payload cannot hold: where the entries start; one over
+    // the most a frame may hold: the count.
     bad = good.to_vec();
-    bad[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    bad[12..16].copy_from_slice(&100u32.to_le_bytes());
     assert_eq!(decode(&bad), compact_at(16));
+    bad[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(decode(&bad), compact_at(12));
+    // More entries than a frame may hold, even with the bytes there: the
+    // count's offset (4,096 is the most).
+    let entries = |count: usize| {
+        let mut frame = vec![0x03, 1, 1, b'x'];
+        frame.extend_from_slice(&(count as u32).to_le_bytes());
+        frame.extend(std::iter::repeat_n(0, count * compact::OBJECT_ENTRY));
+        frame
+    };
+    assert!(decode(&entries(compact::MAX_OBJECTS_PER_FRAME)).is_ok());
+    assert_eq!(
+        decode(&entries(compact::MAX_OBJECTS_PER_FRAME + 1)),
+        compact_at(4)
+    );
     // No table and no entries is a (useless) run of nothing.
     let empty: &[u8] = &[0x03, 0, 0, 0, 0, 0];
     assert_eq!(decode(empty), Ok(Message::Objects(Objects::default())));

@@ -460,8 +460,10 @@ impl Interpreter {
                 if let Notice::Destroyed { id } = &notice {
                     self.vm.destroyed_elsewhere(*id, &from);
                 }
-                match self.vm.directory_mut().apply(&from, notice.clone()) {
-                    Ok(_) => debug!("directory: {from}: {notice:?}"),
+                // Cloned only to be logged: a snapshot is a million of these.
+                let shown = log::log_enabled!(log::Level::Debug).then(|| format!("{notice:?}"));
+                match self.vm.directory_mut().apply(&from, notice) {
+                    Ok(_) => debug!("directory: {from}: {}", shown.unwrap_or_default()),
                     Err(refused) if refused.is_forgery() => warn!("{from}: {refused}"),
                     Err(refused) => debug!("{from}: {refused}"),
                 }

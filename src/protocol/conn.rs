@@ -95,7 +95,10 @@ pub struct Conn {
     /// The `adopt`s we sent on it and have no answer to, in time or late
     /// (request_id, the mover's token): a late answer to one settles a
     /// move in doubt ([`Event::LateAdoptAnswer`](super::Event::LateAdoptAnswer)).
-    /// Moves are rare; this stays empty on the call path.
+    /// An entry stays until its answer comes or the connection closes,
+    /// even once the move was settled otherwise; at most [`ADOPTS_KEPT`],
+    /// the oldest dropped first. Moves are rare: on the call path this is
+    /// empty, or a few entries scanned per answer.
     pub adopts: Vec<(u64, SuspendToken)>,
     /// The peer's calls on this connection we have not answered yet.
     pub calls_in: u32,
@@ -117,8 +120,12 @@ pub struct Conn {
     pub traffic: super::observed::Traffic,
 }
 
-/// A directory snapshot on its way: one `create_notify` per object, queued
-/// a chunk at a time as the socket takes them, so a million objects never
+/// Unanswered `adopt`s a connection remembers ([`Conn::adopts`]).
+pub const ADOPTS_KEPT: usize = 64;
+
+/// A directory snapshot on its way: one `create_notify` per object (or an
+/// `objects` entry, to a peer that offered compact version 2), queued a
+/// step at a time as the socket takes them, so a million objects never
 /// sit in the write buffer at once.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -133,10 +140,10 @@ pub struct Snapshot {
     /// every object. A name taken or dropped while the snapshot streams is
     /// removed from those still to come (its live notice went out).
     pub next_name: usize,
-    /// `create_notify`s queued so far.
+    /// Objects queued so far (`create_notify`s or `objects` entries).
     pub sent: u64,
     /// Destroyed while the snapshot streams: their `destroy_notify` went
-    /// out already, so their `create_notify` must not follow it.
+    /// out already, so their `create_notify` (or entry) must not follow it.
     pub gone: HashSet<ObjectId>,
 }
 

@@ -13,7 +13,7 @@
 //!             call / reply / broadcast_* / send_snapshot / shutdown ──▶ │
 //!                                                                       ▼
 //!   ◀── poll_action (Dial, Close)   poll_dirty + unsent/advance (bytes to write)
-//!   ◀── take_events (Inbound, Reply, Notice, PeerUp, PeerDown)   poll_timeout
+//!   ◀── take_events (Inbound, Reply, LateAdoptAnswer, Notice, PeerUp, ...)   poll_timeout
 //!   reactor, once per iteration: pump_snapshots(now) (snapshot_ready: do not block)
 //! ```
 //!
@@ -36,8 +36,10 @@
 //! its calls fails with an [`Event::Reply`] error at once, so no chain
 //! waits forever; `active` maps a machine to a greeted, open connection;
 //! a directory snapshot never has more than [`SNAPSHOT_CHUNK`] (plus one
-//! notice) waiting to be written, and one `pump_snapshots` queues at most
-//! one step of it per connection.
+//! step) waiting to be written, and one `pump_snapshots` queues at most
+//! one step of it per connection; an `adopt`'s request_id stays in its
+//! connection's `adopts` until its answer comes or the connection closes,
+//! so a move in doubt gets at most one [`Event::LateAdoptAnswer`].
 
 pub mod auth;
 mod calls;
@@ -84,7 +86,8 @@ pub use hello::{Peer, Refusal, VERSION};
 pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 
 /// At most this much of a snapshot is queued per [`Core::pump_snapshots`]
-/// (one reactor iteration, about 170 `create_notify`s) on a node serving
+/// (one reactor iteration: about 170 `create_notify`s, or 204 `objects`
+/// entries, see [`SNAPSHOT_OBJECT_COST`]) on a node serving
 /// no calls: the snapshot streams flat out, yet any other work waits for
 /// one step, never a whole chunk. Topping a chunk up at once, as the socket
 /// took bytes, held the reactor for 0.5-4.6 ms at a time.
@@ -95,7 +98,8 @@ pub const SNAPSHOT_STEP: usize = 16 << 10;
 pub const SNAPSHOT_YIELD_FOR: Duration = Duration::from_millis(20);
 
 /// Bytes per microsecond a snapshot streams at while the node serves calls:
-/// 16 MB/s, a million objects in about 6 s. Flat out, a million-object
+/// 16 MB/s, a million objects in about 6 s as JSON (5 s as `objects`
+/// entries, each counted as [`SNAPSHOT_OBJECT_COST`] bytes). Flat out, a million-object
 /// snapshot and the joiner learning it keep more than a core busy for most
 /// of a second, and on a small machine every other call waits on the
 /// scheduler meanwhile: a client's p99 went from ~85 us to 2.4-7.8 ms.
@@ -116,11 +120,13 @@ pub const SNAPSHOT_PACED_MAX: usize = 16 << 10;
 /// What one entry of an `objects` frame (compact version 2) counts for
 /// against a snapshot's step and pace, in bytes. It is 11 bytes on the
 /// wire, but the work it makes on both nodes (above all the receiver's
-/// directory insert) is what the pace is for: counted at 80, a paced
-/// snapshot carries about 200,000 objects a second (a million in about
-/// 3 s, against 6 s as JSON), and the client's p99 beside it measured
-/// as at the JSON pace (x1.67-2.33 at 100,000 objects, five runs each);
-/// counted at 40 it was x2.0-4.1. Flat out, a step is 204 objects.
+/// directory insert) is what the pace is for. Counted at 80, a paced
+/// snapshot carries 200,000 objects a second (a million in 5 s, against
+/// 6 s as JSON), and the p99 of a client calling the host beside it
+/// (`examples/late_joiner`, 100,000 objects) measured as at the JSON
+/// pace: median x1.93 over ten runs, against x2.04 over five; counted at
+/// 40 (twice the rate), median x2.46 over five. Flat out, a step is 204
+/// entries.
 pub const SNAPSHOT_OBJECT_COST: usize = 80;
 
 /// A connection must finish its hellos and proofs this soon after it

@@ -1485,9 +1485,7 @@ fn a_large_snapshot_streams_as_the_socket_takes_it() {
 /// compact version `compact`.
 fn large_snapshot_streams(n: u64, compact: u32) {
     let now = Instant::now();
-    #[allow(non_snake_case)]
-    let N = n;
-    let (mut a, mut b, link) = snapshot_owed(now, N, Vec::new());
+    let (mut a, mut b, link) = snapshot_owed(now, n, Vec::new());
     a.core.conn_mut(link.ca).unwrap().compact = compact;
     let mut frames = 0;
     // One step at a time: the reactor's other work waits for no more. To
@@ -1523,7 +1521,7 @@ fn large_snapshot_streams(n: u64, compact: u32) {
     a.core.pump_snapshots(now);
     assert_eq!(a.core.unsent(link.ca).len(), queued, "a full chunk waits");
     // The last object is destroyed before its notice went out.
-    let last = ObjectId(1 << 48 | N);
+    let last = ObjectId(1 << 48 | n);
     a.core.broadcast_destroyed(last);
     // The reactor writes a little at a time; the core tops the buffer up.
     let mut most_held = 0;
@@ -1595,11 +1593,11 @@ fn large_snapshot_streams(n: u64, compact: u32) {
         most_held < SNAPSHOT_CHUNK + most,
         "the buffer held {most_held} bytes at most"
     );
-    assert_eq!(created, N - 1, "every object but the destroyed one");
+    assert_eq!(created, n - 1, "every object but the destroyed one");
     assert!(destroyed_at.is_some());
-    assert_eq!(synced, Some(N - 1), "the end marker counts what was sent");
+    assert_eq!(synced, Some(n - 1), "the end marker counts what was sent");
     if compact >= 2 {
-        assert!(frames < N / 100, "{frames} frames for {N} objects");
+        assert!(frames < n / 100, "{frames} frames for {n} objects");
     }
 }
 
@@ -1625,6 +1623,85 @@ fn objects_entries(bytes: &[u8]) -> usize {
         if filled == 0 && !got {
             return entries;
         }
+    }
+}
+
+/// To a v2 peer, a snapshot's `objects` frames carry each object's epoch
+/// and behavior: 300 behaviors spread over two frames, each with its own
+/// table, and an object whose behavior name is over 255 bytes (no table
+/// can hold it) goes alone as a JSON `create_notify`, in its place. (A
+/// frame's table cannot fill up today: a step is 204 entries, under its
+/// 255 names.)
+#[test]
+fn objects_frames_carry_epochs_and_every_behavior() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    let up = peer_up(&mut a, "beta").expect("beta came up");
+    b.events();
+    let long: Arc<str> = Arc::from("b".repeat(256));
+    let mut behaviors: Vec<Arc<str>> = (0..300).map(|i| Arc::from(format!("kind{i}"))).collect();
+    behaviors.push(long.clone());
+    let id = |n: u64| ObjectId(1 << 48 | n);
+    let objects = OwnedObjects {
+        objects: (0..301u32).map(|i| (id(u64::from(i) + 1), i)).collect(),
+        behaviors,
+    };
+    let epochs = vec![(id(7), 3), (id(301), 9)];
+    a.core
+        .send_snapshot(&MachineId::new("beta"), up, objects, Vec::new(), epochs);
+    let mut kinds = Vec::new();
+    for _ in 0..100 {
+        a.core.pump_snapshots(now);
+        let bytes = a.core.unsent(link.ca).to_vec();
+        let mut decoder = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
+        decoder.fill(&bytes);
+        while let Ok(Some(payload)) = decoder.next_frame() {
+            let msg = codec::decode(payload).unwrap();
+            kinds.push(match &msg {
+                Message::Objects(o) => format!("objects {}", o.len()),
+                other => other.type_name().to_owned(),
+            });
+            b.core.handle_message(link.cb, msg, now);
+        }
+        let n = bytes.len();
+        a.core.advance(link.ca, n);
+    }
+    assert_eq!(
+        kinds,
+        ["objects 204", "objects 96", "create_notify", "snapshot_end"],
+        "two frames of a step each; the long name goes alone"
+    );
+    let mut learned = Vec::new();
+    for e in b.events() {
+        if let Event::Notice {
+            notice:
+                Notice::Created {
+                    id,
+                    behavior,
+                    epoch,
+                    ..
+                },
+            ..
+        } = e
+        {
+            learned.push((id, behavior.unwrap(), epoch));
+        }
+    }
+    assert_eq!(learned.len(), 301);
+    for (n, (got, behavior, epoch)) in learned.into_iter().enumerate() {
+        assert_eq!(got, id(n as u64 + 1), "in order");
+        let want = if n == 300 {
+            long.to_string()
+        } else {
+            format!("kind{n}")
+        };
+        assert_eq!(&*behavior, want);
+        let want_epoch = match n + 1 {
+            7 => 3,
+            301 => 9,
+            _ => 0,
+        };
+        assert_eq!(epoch, want_epoch, "object {}", n + 1);
     }
 }
 

@@ -3,17 +3,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-
-use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+use smallvec::SmallVec;
 
 use crate::codec::{self, Message};
 use crate::vm::{self, MachineId, ObjectId, OwnedObjects, RemoteCall, SuspendToken, Val};
 
 use super::calls::{CallRef, Outbound};
-use super::conn::{Conn, Phase, Snapshot, CLOSE_REASON_MAX};
+use super::conn::{Conn, Phase, Snapshot, ADOPTS_KEPT, CLOSE_REASON_MAX};
 use super::hello::Peer;
 use super::timer::Timer;
 use super::{
@@ -237,6 +236,9 @@ impl Core {
             );
         }
         if call.op == Some(vm::RemoteOp::Adopt) {
+            if c.adopts.len() >= ADOPTS_KEPT {
+                c.adopts.remove(0);
+            }
             c.adopts.push((request_id, call.token));
         }
         self.outbound_total += 1;
@@ -465,8 +467,10 @@ impl Core {
         !self.yielding(now) || self.paced_allowance(now) >= SNAPSHOT_PACED_STEP
     }
 
-    /// Queues one step of `conn`'s snapshot: up to `step` bytes, while less
-    /// than [`SNAPSHOT_CHUNK`] waits to be written. Objects first, then
+    /// Queues one step of `conn`'s snapshot, while less than
+    /// [`SNAPSHOT_CHUNK`] waits to be written: up to `step` bytes of JSON,
+    /// or to a peer that offered compact version 2 one `objects` frame of
+    /// `step` / [`SNAPSHOT_OBJECT_COST`] entries. Objects first, then
     /// names, then `snapshot_end`.
     fn pump_snapshot(&mut self, conn: ConnId, step: usize) {
         let us = self.us.machine.clone();
@@ -642,9 +646,9 @@ impl Core {
         now: Instant,
     ) {
         let c = &mut self.conns[conn.key()];
-        // Empty unless a move is under way or in doubt.
+        // Empty unless moves were made on this connection.
         let adopt = match c.adopts.iter().position(|&(id, _)| id == resp.request_id) {
-            Some(i) => Some(c.adopts.swap_remove(i).1),
+            Some(i) => Some(c.adopts.remove(i).1),
             None => None,
         };
         match c.outbound.remove(resp.request_id) {
@@ -668,13 +672,13 @@ impl Core {
             }
             // An adopt that timed out with the connection up: its move
             // waits in doubt, and this answer settles it.
-            None if adopt.is_some() => {
+            None if let Some(token) = adopt => {
                 info!(
                     "{}: the answer to adopt #{:#x} came after it timed out",
                     peer.machine, resp.request_id
                 );
                 self.events.push(Event::LateAdoptAnswer {
-                    token: adopt.expect("matched"),
+                    token,
                     result: resp.result.map_err(|e| e.into_owned()),
                 });
             }
@@ -739,15 +743,18 @@ impl Core {
 }
 
 /// Queues the next run of `snap`'s objects on `c` as one `objects` frame
-/// (compact version 2): about `step` bytes of entries, fewer if the
-/// peer's frame limit is lower. An object whose behavior name is too long
-/// for the frame's table (over 255 bytes) goes as a `create_notify`.
+/// (compact version 2) of at most `most` entries (and never more than
+/// half our frame limit in bytes). An object whose behavior name is too
+/// long for the frame's table (over 255 bytes) goes alone, as a
+/// `create_notify`.
 fn queue_objects(c: &mut Conn, snap: &mut Snapshot, most: usize, us: &MachineId) {
     const HEAD: usize = 1 + 1 + 4;
-    let most = most.min(c.max_frame() / 2 / codec::compact::OBJECT_ENTRY);
+    let most = most
+        .min(c.max_frame() / 2 / codec::compact::OBJECT_ENTRY)
+        .min(codec::compact::MAX_OBJECTS_PER_FRAME);
     let mut run = codec::Objects::default();
     // The snapshot's behavior index -> the frame's.
-    let mut local: SmallVec<[(u32, u8); 4]> = SmallVec::new();
+    let mut frame_index_of: SmallVec<[(u32, u8); 4]> = SmallVec::new();
     let mut table_bytes = 0;
     while snap.next < snap.objects.objects.len() && run.len() < most.max(1) {
         let (i, (id, global)) = (snap.next, snap.objects.objects[snap.next]);
@@ -756,7 +763,7 @@ fn queue_objects(c: &mut Conn, snap: &mut Snapshot, most: usize, us: &MachineId)
             continue;
         }
         let epoch = snap.epochs.get(&id).copied().unwrap_or(0);
-        let behavior = match local.iter().find(|(g, _)| *g == global) {
+        let behavior = match frame_index_of.iter().find(|(g, _)| *g == global) {
             Some(&(_, b)) => Some(b),
             None => {
                 let name = snap.objects.behavior(i);
@@ -765,14 +772,16 @@ fn queue_objects(c: &mut Conn, snap: &mut Snapshot, most: usize, us: &MachineId)
                 let b = fits.then(|| run.behavior_index(name)).flatten();
                 if let Some(b) = b {
                     table_bytes += 1 + name.len();
-                    local.push((global, b));
+                    frame_index_of.push((global, b));
                 }
                 b
             }
         };
         match behavior {
             Some(b) => run.push(id, b, epoch),
-            // A full table: this object starts the next frame.
+            // A full table (not reached at today's step: 204 entries, 255
+            // names), or a name too long for any: this object starts the
+            // next frame, or goes alone as JSON (below).
             None if !run.is_empty() => break,
             // A name no table can hold: this object alone, as JSON.
             None => {

@@ -122,7 +122,9 @@ impl TempDir {
             .as_nanos();
         let name = format!("{tag}-{}-{nanos}", std::process::id());
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        // A fresh one: never another guard's (which would remove it).
+        std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         TempDir(dir)
     }
 
