@@ -17,7 +17,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use avm::demo::{self, DemoReport};
-use avm::node::{defaults, Node, NodeConfig, Outcome, TlsFiles};
+use avm::node::{defaults, Node, NodeConfig, Outcome, TlsFiles, NODE_STOPPED};
 use avm::vm::{BehaviorRegistry, PureRegistry};
 
 // Every default below names its constant in `avm::node::defaults`; the
@@ -304,20 +304,16 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     let node = Node::start(config, behaviors, PureRegistry::new())
         .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
     if let Some(wanted) = args.bank_accounts {
-        let held = local_objects_of(&node, demo::bank::ACCOUNT)?;
-        let n = wanted.saturating_sub(held);
-        if held > 0 {
-            log::info!("bank: {held} accounts restored from the store");
-        }
-        if n > 0 {
-            demo::bank::open(&node, n, args.bank_balance)?;
-            log::info!("bank: created {n} accounts; {} each", args.bank_balance);
+        if let Err(e) = open_bank(&node, wanted, args.bank_balance) {
+            return stopped_while_starting(node, e);
         }
     }
     match (args.demo, args.rounds) {
         (false, _) => finish(node.wait()),
         (true, None) => {
-            demo::serve(&node)?;
+            if let Err(e) = demo::serve(&node) {
+                return stopped_while_starting(node, e);
+            }
             finish(node.wait())
         }
         (true, Some(rounds)) => {
@@ -326,6 +322,37 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
             node.wait();
             report(played)
         }
+    }
+}
+
+/// `--bank-accounts`: makes the accounts the store did not restore.
+fn open_bank(node: &Node, wanted: u64, balance: u64) -> Result<(), String> {
+    let held = local_objects_of(node, demo::bank::ACCOUNT)?;
+    let n = wanted.saturating_sub(held);
+    if held > 0 {
+        log::info!("bank: {held} accounts restored from the store");
+    }
+    if n > 0 {
+        demo::bank::open(node, n, balance)?;
+        log::info!("bank: created {n} accounts; {balance} each");
+    }
+    Ok(())
+}
+
+/// A step of starting up (the bank's accounts, the demo's `pong`) failed
+/// with `e`. If it failed because the node was told to stop meanwhile (a
+/// SIGTERM while a million accounts are made, say), its error names the
+/// stop, and that is the clean stop that was asked for: exit 0, as any
+/// other. Otherwise the node is stopped and `e` is the error.
+fn stopped_while_starting(node: Node, e: String) -> Result<ExitCode, String> {
+    node.shutdown();
+    match node.wait() {
+        Outcome::Stopped if e.contains(NODE_STOPPED) => {
+            log::info!("stopped before it finished starting ({e})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Stopped => Err(e),
+        Outcome::Failed(reason) => Err(format!("{e} ({reason})")),
     }
 }
 

@@ -449,6 +449,25 @@ fn sigterm_and_sigint_exit_zero_promptly() {
     }
 }
 
+/// A SIGTERM while the node is still making its bank's accounts (a
+/// million, so it takes seconds) is the clean stop it asks for: exit 0,
+/// and the log says it stopped before it finished starting.
+#[test]
+fn sigterm_while_starting_up_exits_zero() {
+    let mut vault = NodeProc::start("vault", 0, &["--bank-accounts", "1000000"]);
+    vault.wait_for_log("listening on", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    vault.signal("TERM");
+    let status = vault.wait_exit(Duration::from_secs(30));
+    let log = vault.stderr();
+    assert!(
+        !log.contains("bank: created"),
+        "the accounts were all made before the signal; the test proves nothing:\n{log}"
+    );
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("stopped before it finished starting"), "{log}");
+}
+
 /// A client that floods calls and never reads the answers is cut off once
 /// its unsent answers pass the write limit; the node's memory stays bounded
 /// and it goes on serving.
