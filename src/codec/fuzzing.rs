@@ -188,14 +188,7 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
         // Through the frame decoder too, split at `split`.
         let mut frame = Vec::new();
         encode_for(&mut frame, msg, DEFAULT_MAX_FRAME, compact::VERSION).unwrap();
-        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
-        let split = split % (frame.len() + 1);
-        for part in [&frame[..split], &frame[split..]] {
-            let mut part = part;
-            while !part.is_empty() {
-                part = &part[dec.fill(part)..];
-            }
-        }
+        let mut dec = fed_in_two(&frame, split);
         let payload = dec.next_frame().unwrap().expect("one whole frame");
         assert_eq!(decode(payload).as_ref(), Ok(msg));
         return;
@@ -223,6 +216,17 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
         serde_json::to_vec(msg).unwrap().as_slice()
     );
 
+    let mut dec = fed_in_two(frame, split);
+    let payload = dec.next_frame().unwrap().expect("one whole frame");
+    assert_eq!(decode(payload).as_ref(), Ok(msg));
+    assert_eq!(dec.next_frame(), Ok(None));
+    assert_eq!(dec.buffered(), 0);
+    compact_roundtrip(msg);
+}
+
+/// A fresh decoder fed `frame` in two parts, cut at `split` (modulo its
+/// length + 1).
+fn fed_in_two(frame: &[u8], split: usize) -> FrameDecoder {
     let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
     let split = split % (frame.len() + 1);
     for part in [&frame[..split], &frame[split..]] {
@@ -231,11 +235,7 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
             part = &part[dec.fill(part)..];
         }
     }
-    let payload = dec.next_frame().unwrap().expect("one whole frame");
-    assert_eq!(decode(payload).as_ref(), Ok(msg));
-    assert_eq!(dec.next_frame(), Ok(None));
-    assert_eq!(dec.buffered(), 0);
-    compact_roundtrip(msg);
+    dec
 }
 
 /// For a peer that reads compact frames: a `call` (sender's machine name

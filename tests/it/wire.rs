@@ -385,12 +385,10 @@ mod compact {
     }
 }
 
-/// The same game as `protocol_client_plays_alpha_against_demo_beta`, by a
-/// client that offers compact frames in its `hello` and builds and reads
-/// them by hand from the protocol page: beta, which offers them too,
-/// calls it back and answers it compact.
-#[test]
-fn compact_client_plays_alpha_against_demo_beta() {
+/// A `--demo` beta, and a connection to it that offered compact frames up
+/// to `compact` in its `hello` and passed the handshake (beta offers 2,
+/// and its proof checks out); nothing of the snapshot is read yet.
+fn greeted_by_demo_beta_offering(compact: u32) -> (NodeProc, TcpStream) {
     let beta = NodeProc::start("beta", 0, &["--demo"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
     let mut s = TcpStream::connect(("127.0.0.1", beta.port())).unwrap();
@@ -398,7 +396,7 @@ fn compact_client_plays_alpha_against_demo_beta() {
     let key = test_key();
     let dialler = Side::fresh("client", PREFIX);
     let mut hello = dialler.hello();
-    hello["compact"] = json!(1);
+    hello["compact"] = json!(compact);
     send(&mut s, &hello);
     let theirs = recv(&mut s);
     assert_eq!(theirs["compact"], 2, "beta offers compact frames: {theirs}");
@@ -411,6 +409,16 @@ fn compact_client_plays_alpha_against_demo_beta() {
         proof_of(&recv(&mut s)),
         proof(&key, false, dialler.parts(), acceptor.parts())
     );
+    (beta, s)
+}
+
+/// The same game as `protocol_client_plays_alpha_against_demo_beta`, by a
+/// client that offers compact frames in its `hello` and builds and reads
+/// them by hand from the protocol page: beta, which offers them too,
+/// calls it back and answers it compact.
+#[test]
+fn compact_client_plays_alpha_against_demo_beta() {
+    let (_beta, mut s) = greeted_by_demo_beta_offering(1);
     // We offered version 1: the snapshot stays JSON (pong, its name, the
     // end), no `objects`.
     let pong = recv(&mut s)["object_id"]
@@ -459,21 +467,7 @@ fn compact_client_plays_alpha_against_demo_beta() {
 /// call to the id it read there is answered.
 #[test]
 fn a_compact_2_client_gets_the_snapshot_as_objects() {
-    let beta = NodeProc::start("beta", 0, &["--demo"]);
-    beta.wait_for_log("created pong", Duration::from_secs(30));
-    let mut s = TcpStream::connect(("127.0.0.1", beta.port())).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let key = test_key();
-    let dialler = Side::fresh("client", PREFIX);
-    let mut hello = dialler.hello();
-    hello["compact"] = json!(2);
-    send(&mut s, &hello);
-    let acceptor = Side::of_hello(&recv(&mut s));
-    send(
-        &mut s,
-        &auth(&proof(&key, true, dialler.parts(), acceptor.parts())),
-    );
-    recv(&mut s);
+    let (_beta, mut s) = greeted_by_demo_beta_offering(2);
     let objects = recv_answering_pings(&mut s);
     // 03, one name of 4 bytes, "pong", count 1, then the entry.
     assert_eq!(
