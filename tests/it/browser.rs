@@ -40,11 +40,13 @@ struct Browser {
     devtools_port: u16,
     /// Dropped after the child is killed and reaped (`Drop` runs first).
     _profile: TempDir,
+    _scratch: TempDir,
 }
 
 impl Browser {
     fn open(binary: &str, url: &str) -> Browser {
         let profile = temp_dir("avm-chromium");
+        let scratch = TempDir::short("avm-cr");
         let mut child = Command::new(binary)
             .args([
                 "--headless=new",
@@ -55,8 +57,9 @@ impl Browser {
                 &format!("--user-data-dir={}", profile.display()),
                 url,
             ])
-            // Chromium's own scratch files go with the profile too.
-            .env("TMPDIR", &*profile)
+            // Chromium's own scratch files (and sockets) go where the
+            // guard removes them.
+            .env("TMPDIR", &*scratch)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -77,6 +80,7 @@ impl Browser {
             child,
             devtools_port,
             _profile: profile,
+            _scratch: scratch,
         }
     }
 

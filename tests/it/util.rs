@@ -116,14 +116,24 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        TempDir::under(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+    }
+
+    /// One in the system's temp dir, for a path that must stay short: a
+    /// program that makes unix sockets in it (Chromium's `TMPDIR`) fails
+    /// once their paths pass 107 bytes, as under a deep checkout.
+    pub fn short(tag: &str) -> TempDir {
+        TempDir::under(&std::env::temp_dir(), tag)
+    }
+
+    fn under(parent: &Path, tag: &str) -> TempDir {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let name = format!("{tag}-{}-{nanos}", std::process::id());
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let dir = parent.join(format!("{tag}-{}-{nanos}", std::process::id()));
         // A fresh one: never another guard's (which would remove it).
-        std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        std::fs::create_dir_all(parent).unwrap();
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         TempDir(dir)
     }
