@@ -109,7 +109,9 @@ pub const SNAPSHOT_PACED_RATE: usize = 16;
 
 /// A paced step waits until this much has accrued: small steps matter
 /// more than the rate, as each is a burst of work on both nodes that the
-/// next call may land behind.
+/// next call may land behind. Measured again for `objects` entries (25 a
+/// step at this size): 1, 8 and 16 KiB all gave a worse client p99
+/// (BENCHMARKS.md, eighth pass).
 pub const SNAPSHOT_PACED_STEP: usize = 2 << 10;
 
 /// The most a paced step takes at once: a millisecond's worth, the
