@@ -374,7 +374,7 @@ fn local_objects_of(node: &Node, behavior: &str) -> Result<u64, String> {
             .count() as u64
     })
     .recv()
-    .map_err(|_| "the node stopped while starting".to_string())
+    .map_err(|_| format!("{NODE_STOPPED} while starting"))
 }
 
 /// A process under a file-size limit (`ulimit -f`) is killed by SIGXFSZ

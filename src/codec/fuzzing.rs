@@ -191,6 +191,8 @@ pub fn roundtrip(msg: &Message<'_>, split: usize) {
         let mut dec = fed_in_two(&frame, split);
         let payload = dec.next_frame().unwrap().expect("one whole frame");
         assert_eq!(decode(payload).as_ref(), Ok(msg));
+        assert_eq!(dec.next_frame(), Ok(None));
+        assert_eq!(dec.buffered(), 0);
         return;
     }
     match encode(&mut out, msg) {

@@ -53,7 +53,7 @@ pub fn serve(node: &Node) -> Result<ObjectId, String> {
         }
         Ok(Ok(other)) => Err(format!("creating pong answered {other}")),
         Ok(Err(e)) => Err(format!("creating pong: {e}")),
-        Err(_) => Err("creating pong: the node stopped".into()),
+        Err(_) => Err(format!("creating pong: {}", crate::node::NODE_STOPPED)),
     }
 }
 

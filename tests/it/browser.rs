@@ -47,7 +47,7 @@ impl Browser {
     fn open(binary: &str, url: &str) -> Browser {
         let profile = temp_dir("avm-chromium");
         let scratch = TempDir::short("avm-cr");
-        let mut child = Command::new(binary)
+        let child = Command::new(binary)
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -65,8 +65,16 @@ impl Browser {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start chromium");
+        // The guard first: if Chromium never says where it listens, the
+        // panic below still kills it before its directories go.
+        let mut browser = Browser {
+            child,
+            devtools_port: 0,
+            _profile: profile,
+            _scratch: scratch,
+        };
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let stderr = BufReader::new(browser.child.stderr.take().unwrap());
         let mut port = None;
         for line in stderr.lines() {
             let Ok(line) = line else { break };
@@ -75,13 +83,8 @@ impl Browser {
                 break;
             }
         }
-        let devtools_port = port.expect("chromium printed its DevTools address");
-        Browser {
-            child,
-            devtools_port,
-            _profile: profile,
-            _scratch: scratch,
-        }
+        browser.devtools_port = port.expect("chromium printed its DevTools address");
+        browser
     }
 
     /// `GET /json/list`: the browser's targets. Read by Content-Length:

@@ -107,11 +107,12 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 
 /// A fresh, empty directory, removed with all it holds when dropped.
 ///
-/// It lives in cargo's scratch dir for integration tests (`target/tmp`),
-/// named after its tag, this process and the clock, so whatever outlives
-/// the test process (the shared key's directory, or one a killed run left)
-/// is never in the system's `/tmp` and goes with `cargo clean`. A test that
-/// hands the path to a node keeps the guard alive until the node is done.
+/// [`TempDir::new`] lives in cargo's scratch dir for integration tests
+/// (`target/tmp`), named after its tag, this process and the clock, so
+/// whatever outlives the test process (the shared key's directory, or one
+/// a killed run left) goes with `cargo clean`, not into the system's
+/// `/tmp`; only [`TempDir::short`] is there. A test that hands the path to
+/// a node keeps the guard alive until the node is done.
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -119,9 +120,10 @@ impl TempDir {
         TempDir::under(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
     }
 
-    /// One in the system's temp dir, for a path that must stay short: a
-    /// program that makes unix sockets in it (Chromium's `TMPDIR`) fails
-    /// once their paths pass 107 bytes, as under a deep checkout.
+    /// One in the system's temp dir (`$TMPDIR`, `/tmp` unless set), for a
+    /// path that must stay short: a program that makes unix sockets in it
+    /// (Chromium's `TMPDIR`) fails once their paths pass 107 bytes, as
+    /// under a deep checkout.
     pub fn short(tag: &str) -> TempDir {
         TempDir::under(&std::env::temp_dir(), tag)
     }

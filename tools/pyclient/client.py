@@ -667,7 +667,8 @@ def step_malformed(port, keyfile):
     log("post-handshake: sending invalid JSON frame")
     p.f.send_raw(frame(b"{\"type\":\"ping\",\"nonce\":"))
     closed = p.closed.wait(5)
-    log("post-handshake invalid JSON -> connection closed by node:", closed, p.close_reason)
+    log("%spost-handshake invalid JSON -> connection closed by node:" % ("" if closed else "!! "),
+        closed, p.close_reason)
     s.close()
     s = socket.create_connection(("127.0.0.1", port))
     p = Peer(s, {"machine_id": "mal4", "node_prefix": 59}, key, dialled=True)
@@ -676,7 +677,8 @@ def step_malformed(port, keyfile):
     log("post-handshake: sending a call missing `target`")
     p.f.send({"type": "call", "request_id": 5, "input": "Nothing", "sender": 0, "sender_machine": "mal4"})
     closed = p.closed.wait(4)
-    log("post-handshake call without target -> closed:", closed, p.close_reason, "other:", p.other)
+    log("%spost-handshake call without target -> closed:" % ("" if closed else "!! "),
+        closed, p.close_reason, "other:", p.other)
     s.close()
 
 
@@ -1101,7 +1103,8 @@ def main_all():
                            "--cluster-key-file", keyfile], "beta.log")
         procs.append(beta)
         wait_listening(port)
-        step_dial(port, keyfile)
+        if not step_dial(port, keyfile):
+            log("!! the dial, calls and keepalive steps failed (above)")
         step_malformed(port, keyfile)
         if beta.poll() is not None:
             log("!! beta exited after the malformed frames")
