@@ -489,18 +489,8 @@ impl Core {
         while !batched && room(c) && snap.next < snap.objects.objects.len() {
             let (i, id) = (snap.next, snap.objects.objects[snap.next].0);
             snap.next += 1;
-            if snap.gone.contains(&id) {
-                continue;
-            }
-            let notify = Message::CreateNotify(codec::CreateNotify {
-                object_id: id,
-                machine_id: us.as_str().into(),
-                behavior: Some(snap.objects.behavior(i).into()),
-                epoch: snap.epochs.get(&id).copied().unwrap_or(0),
-            });
-            match c.queue(&notify) {
-                Ok(()) => snap.sent += 1,
-                Err(e) => warn!("create_notify for {id} not sent: {e}"),
+            if !snap.gone.contains(&id) {
+                queue_create_notify(c, &mut snap, i, &us);
             }
         }
         while room(c)
@@ -748,55 +738,41 @@ impl Core {
 /// long for the frame's table (over 255 bytes) goes alone, as a
 /// `create_notify`.
 fn queue_objects(c: &mut Conn, snap: &mut Snapshot, most: usize, us: &MachineId) {
-    const HEAD: usize = 1 + 1 + 4;
     let most = most
         .min(c.max_frame() / 2 / codec::compact::OBJECT_ENTRY)
         .min(codec::compact::MAX_OBJECTS_PER_FRAME);
     let mut run = codec::Objects::default();
     // The snapshot's behavior index -> the frame's.
     let mut frame_index_of: SmallVec<[(u32, u8); 4]> = SmallVec::new();
-    let mut table_bytes = 0;
     while snap.next < snap.objects.objects.len() && run.len() < most.max(1) {
         let (i, (id, global)) = (snap.next, snap.objects.objects[snap.next]);
         if snap.gone.contains(&id) {
             snap.next += 1;
             continue;
         }
-        let epoch = snap.epochs.get(&id).copied().unwrap_or(0);
         let behavior = match frame_index_of.iter().find(|(g, _)| *g == global) {
             Some(&(_, b)) => Some(b),
             None => {
                 let name = snap.objects.behavior(i);
                 // The table counts against the frame too.
-                let fits = HEAD + table_bytes + 1 + name.len() < c.max_frame() / 2;
+                let fits = run.wire_len() + 1 + name.len() < c.max_frame() / 2;
                 let b = fits.then(|| run.behavior_index(name)).flatten();
                 if let Some(b) = b {
-                    table_bytes += 1 + name.len();
                     frame_index_of.push((global, b));
                 }
                 b
             }
         };
         match behavior {
-            Some(b) => run.push(id, b, epoch),
+            Some(b) => run.push(id, b, snap.epochs.get(&id).copied().unwrap_or(0)),
             // A full table (not reached at today's step: 204 entries, 255
             // names), or a name too long for any: this object starts the
             // next frame, or goes alone as JSON (below).
             None if !run.is_empty() => break,
             // A name no table can hold: this object alone, as JSON.
             None => {
-                let notify = Message::CreateNotify(codec::CreateNotify {
-                    object_id: id,
-                    machine_id: us.as_str().into(),
-                    behavior: Some(snap.objects.behavior(i).into()),
-                    epoch,
-                });
                 snap.next += 1;
-                match c.queue(&notify) {
-                    Ok(()) => snap.sent += 1,
-                    Err(e) => warn!("create_notify for {id} not sent: {e}"),
-                }
-                return;
+                return queue_create_notify(c, snap, i, us);
             }
         }
         snap.next += 1;
@@ -808,6 +784,21 @@ fn queue_objects(c: &mut Conn, snap: &mut Snapshot, most: usize, us: &MachineId)
     match c.queue(&Message::Objects(run)) {
         Ok(()) => snap.sent += sent,
         Err(e) => warn!("objects frame of {sent} entries not sent: {e}"),
+    }
+}
+
+/// Queues `snap`'s object `i` on `c` as a JSON `create_notify`.
+fn queue_create_notify(c: &mut Conn, snap: &mut Snapshot, i: usize, us: &MachineId) {
+    let id = snap.objects.objects[i].0;
+    let notify = Message::CreateNotify(codec::CreateNotify {
+        object_id: id,
+        machine_id: us.as_str().into(),
+        behavior: Some(snap.objects.behavior(i).into()),
+        epoch: snap.epochs.get(&id).copied().unwrap_or(0),
+    });
+    match c.queue(&notify) {
+        Ok(()) => snap.sent += 1,
+        Err(e) => warn!("create_notify for {id} not sent: {e}"),
     }
 }
 

@@ -842,14 +842,14 @@ impl Vm {
         let Some((&id, d)) = doubt else {
             return;
         };
-        if matches!(result, Ok(Val::Bool(true))) {
-            log::info!(
-                "move of {id} to {}: its late answer says it took it; the move was made",
-                d.to
-            );
-        } else {
-            log::info!("move of {id} to {}: its late answer says it did not take it; the object stays here", d.to);
-        }
+        let verdict = match result {
+            Ok(Val::Bool(true)) => "took it; the move was made",
+            _ => "did not take it; the object stays here",
+        };
+        log::info!(
+            "move of {id} to {}: its late answer says it {verdict}",
+            d.to
+        );
         self.settle_doubt(id, result);
         self.apply_effects();
     }

@@ -389,24 +389,19 @@ class Peer:
         self.peer_hello = theirs
         self.f.peer_machine = theirs["machine_id"]
         d, a = (mine, theirs) if self.dialled else (theirs, mine)
+        # The dialler proves first (role D); the acceptor answers (role A).
+        ours, node_role, node_name = (b"D", b"A", "acceptor") if self.dialled \
+            else (b"A", b"D", "dialler")
         if self.dialled:
-            self.f.send({"type": "auth", "proof": proof(self.key, b"D", d, a)})
-            m = self.f.recv()
-            if m.get("type") != "auth":
-                raise RuntimeError("expected auth, got %r" % m)
-            want = proof(self.key, b"A", d, a)
-            if not hmac.compare_digest(m["proof"], want):
-                raise RuntimeError("node's proof does not verify")
-            log(self.f.label, "node's acceptor proof verified")
-        else:
-            m = self.f.recv()
-            if m.get("type") != "auth":
-                raise RuntimeError("expected auth, got %r" % m)
-            want = proof(self.key, b"D", d, a)
-            if not hmac.compare_digest(m["proof"], want):
-                raise RuntimeError("dialler's proof does not verify")
-            log(self.f.label, "node's dialler proof verified")
-            self.f.send({"type": "auth", "proof": proof(self.key, b"A", d, a)})
+            self.f.send({"type": "auth", "proof": proof(self.key, ours, d, a)})
+        m = self.f.recv()
+        if m.get("type") != "auth":
+            raise RuntimeError("expected auth, got %r" % m)
+        if not hmac.compare_digest(m["proof"], proof(self.key, node_role, d, a)):
+            raise RuntimeError("node's %s proof does not verify" % node_name)
+        log(self.f.label, "node's %s proof verified" % node_name)
+        if not self.dialled:
+            self.f.send({"type": "auth", "proof": proof(self.key, ours, d, a)})
         # lifecycle rule 2 + snapshot section: our own snapshot
         for oid, beh in self.objects:
             self.f.send({"type": "create_notify", "object_id": oid,
