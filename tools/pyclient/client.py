@@ -4,11 +4,11 @@
 Written from docs/protocol.md alone, without reading avm's source, to
 check that the page is enough to write a client in another language.
 `all` builds nothing: run `cargo build -p avm-node` first (or point
-AVM_NODE at a binary). It starts its nodes on free loopback ports with a
-key file of its own, plays a peer against a real node (handshake,
-snapshot, calls, keepalive, malformed frames), then reads a node's
-snapshot as compact version 2 `objects` frames and compares it with the
-JSON one, then plays beta hosting `pong` against the real orchestrator,
+AVM_NODE at a binary). It starts its nodes on loopback port 0, reading
+each one's port from its log, with a key file of its own, plays a peer
+against a real node (handshake, snapshot, calls, keepalive, malformed
+frames), then reads a node's snapshot as compact version 2 `objects`
+frames and compares it with the JSON one, then plays beta hosting `pong` against the real orchestrator,
 and exits 1 if any check failed.
 Logs go to target/pyclient/logs. `.ci/run` runs it after `cargo test`.
 
@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import socket
 import struct
@@ -547,14 +548,6 @@ def pingpong_handler(self_kind, my_ids):
 
 # ---------------------------------------------------------------- steps
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def step_dial(port, keyfile, stay=12):
     key = read_key(keyfile)
     prefix = 77
@@ -1044,13 +1037,28 @@ def stop(p):
     log("node pid %d exited with %s" % (p.pid, p.returncode))
 
 
-def wait_listening(port):
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+def start_listening(args, logname, deadline=30):
+    """Starts a node on port 0 (the kernel picks a free one, so no other
+    process can take it between our choice and the node's bind) and reads
+    the port from its log line `node NAME: listening on 127.0.0.1:PORT`."""
+    p = start_node(args + ["--port", "0"], logname)
+    path = os.path.join(WORK, "logs", logname)
+    end = time.time() + deadline
+    while time.time() < end:
+        with open(path) as f:
+            m = LISTENING.search(f.read())
+        if m:
+            return p, int(m.group(1))
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    log("!! node %s never said where it listens (exit status %s; see logs/%s)"
+        % (" ".join(args), p.poll(), logname))
+    stop(p)
+    finish()  # exits 1: the line above is a failure
 
 
 BANK_ACCOUNTS = 450  # enough for several objects frames of at most 204 entries
@@ -1058,11 +1066,9 @@ BANK_ACCOUNTS = 450  # enough for several objects frames of at most 204 entries
 
 def run_objects_node(keyfile, procs):
     """Step 6 on a node of its own: pong plus BANK_ACCOUNTS accounts."""
-    port = free_port()
-    delta = start_node(["--name", "delta", "--port", str(port), "--demo",
-                        "--bank-accounts", str(BANK_ACCOUNTS), "--cluster-key-file", keyfile], "delta.log")
+    delta, port = start_listening(["--name", "delta", "--demo", "--bank-accounts",
+                                   str(BANK_ACCOUNTS), "--cluster-key-file", keyfile], "delta.log")
     procs.append(delta)
-    wait_listening(port)
     step_objects(port, keyfile, expect_min=BANK_ACCOUNTS + 1)
     if delta.poll() is not None:
         log("!! delta exited during the objects check")
@@ -1093,11 +1099,9 @@ def main_all():
     keyfile = make_key_file(os.path.join(WORK, "cluster-key"))
     procs = []
     try:
-        port = free_port()
-        beta = start_node(["--name", "beta", "--port", str(port), "--demo",
-                           "--cluster-key-file", keyfile], "beta.log")
+        beta, port = start_listening(["--name", "beta", "--demo", "--cluster-key-file", keyfile],
+                                     "beta.log")
         procs.append(beta)
-        wait_listening(port)
         if not step_dial(port, keyfile):
             log("!! the dial, calls and keepalive steps failed (above)")
         step_malformed(port, keyfile)
@@ -1116,8 +1120,7 @@ def main_all():
         while not os.path.exists(portfile) or not open(portfile).read():
             time.sleep(0.05)
         our = int(open(portfile).read())
-        aport = free_port()
-        alpha = start_node(["--name", "alpha", "--port", str(aport), "--demo", "--rounds", "3",
+        alpha = start_node(["--name", "alpha", "--port", "0", "--demo", "--rounds", "3",
                             "--demo-wait", "20", "--peer", "127.0.0.1:%d" % our,
                             "--cluster-key-file", keyfile], "alpha.log")
         procs.append(alpha)
