@@ -73,17 +73,24 @@ impl Browser {
             _profile: profile,
             _scratch: scratch,
         };
-        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/...",
+        // read on a thread of its own so that a Chromium that hangs without
+        // saying it fails the test at LIMIT instead of hanging it. The
+        // thread then drains the pipe until Chromium exits.
         let stderr = BufReader::new(browser.child.stderr.take().unwrap());
-        let mut port = None;
-        for line in stderr.lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
-                port = rest.split('/').next().and_then(|p| p.parse().ok());
-                break;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                    let _ = tx.send(rest.split('/').next().and_then(|p| p.parse().ok()));
+                }
             }
-        }
-        browser.devtools_port = port.expect("chromium printed its DevTools address");
+        });
+        let port = rx.recv_timeout(LIMIT).ok().flatten();
+        browser.devtools_port = port.unwrap_or_else(|| {
+            panic!("chromium did not print its DevTools address within {LIMIT:?}")
+        });
         browser
     }
 
