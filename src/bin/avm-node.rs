@@ -12,6 +12,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
@@ -273,6 +275,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     for peer in &args.peer {
         check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;
     }
+    let early = EarlyStop::install()?;
     let mut config = NodeConfig::new(&name);
     config.bind = args.bind;
     config.port = port;
@@ -303,6 +306,10 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     demo::battleship::register(&mut behaviors);
     let node = Node::start(config, behaviors, PureRegistry::new())
         .map_err(|e| format!("cannot start node `{name}`: {e}"))?;
+    if early.handed_over() {
+        let e = format!("SIGTERM or SIGINT while starting; {NODE_STOPPED}");
+        return stopped_while_starting(node, e);
+    }
     if let Some(wanted) = args.bank_accounts {
         if let Err(e) = open_bank(&node, wanted, args.bank_balance) {
             return stopped_while_starting(node, e);
@@ -353,6 +360,52 @@ fn stopped_while_starting(node: Node, e: String) -> Result<ExitCode, String> {
         }
         Outcome::Stopped => Err(e),
         Outcome::Failed(reason) => Err(format!("{e} ({reason})")),
+    }
+}
+
+/// SIGTERM and SIGINT from the process's start until the node's reactor
+/// handles them itself. Without this, one that came while the node was
+/// still starting (loading its key and certificates, opening its store,
+/// which takes a while when large) killed the process by signal; now it is
+/// noted and the node stops as soon as it has started, exit 0. A second
+/// one ends the process at once, exit 1, so that a start that hangs can
+/// still be interrupted.
+struct EarlyStop {
+    /// Raised by the first signal.
+    asked: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl EarlyStop {
+    fn install() -> Result<EarlyStop, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let asked = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for signal in [SIGTERM, SIGINT] {
+            let failed = |e| format!("cannot handle signal {signal}: {e}");
+            // The exit first: it looks at the flag before the flag's own
+            // action raises it, so only a second signal exits.
+            let flag = Arc::clone(&asked);
+            ids.push(
+                signal_hook::flag::register_conditional_shutdown(signal, 1, flag)
+                    .map_err(failed)?,
+            );
+            let flag = Arc::clone(&asked);
+            ids.push(signal_hook::flag::register(signal, flag).map_err(failed)?);
+        }
+        Ok(EarlyStop { asked, ids })
+    }
+
+    /// The node has started, and its reactor handles the signals now:
+    /// hands them over, and answers whether one came before.
+    fn handed_over(self) -> bool {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+        // ORDERING: Relaxed: a signal whose store this misses came after
+        // the reactor's own handler was in place, and stops the node that
+        // way.
+        self.asked.load(Ordering::Relaxed)
     }
 }
 

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use avm::node::{Node, NodeConfig, TlsFiles};
@@ -275,6 +276,62 @@ fn a_bad_tls_file_fails_at_start_naming_it() {
         let flags = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", &ca];
         assert_start_refused("beta", &flags, named);
     }
+}
+
+/// A SIGTERM that comes before the node handles signals itself neither
+/// kills it nor is lost: the node finishes starting, then stops, exit 0.
+/// Its certificate is a FIFO here, so that the start waits at a known
+/// point (opening it) until the test writes the PEM.
+#[test]
+fn sigterm_before_the_node_handles_signals_stops_it_after_its_start() {
+    let dir = temp_dir("avm-it-tls-early-term");
+    let ca = Ca::new(&dir, "one");
+    let [cert, key] = ca.node("beta");
+    let fifo = dir.join("cert-fifo.pem");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut beta = NodeProc::start(
+        "beta",
+        0,
+        &[
+            "--tls-cert",
+            &path_str(&fifo),
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca.ca_path(),
+        ],
+    );
+    // Blocked opening the FIFO: the kernel says where it sleeps.
+    let wchan = format!("/proc/{}/wchan", beta.pid());
+    let deadline = Instant::now() + STARTUP;
+    while !std::fs::read_to_string(&wchan)
+        .is_ok_and(|w| w.contains("fifo") || w.contains("partner"))
+    {
+        assert!(!beta.exited(), "beta exited:\n{}", beta.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "beta never waited on its certificate"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    beta.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !beta.exited(),
+        "the SIGTERM killed beta while it started:\n{}",
+        beta.stderr()
+    );
+    // Opening the FIFO to write waits for its reader: beta, still there.
+    std::fs::write(&fifo, std::fs::read(&cert).unwrap()).unwrap();
+    let status = beta.wait_exit(STARTUP);
+    let log = beta.stderr();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("listening on"), "beta never started:\n{log}");
+    assert!(log.contains("stopped before it finished starting"), "{log}");
 }
 
 fn echo_twice(input: Val) -> Program {
