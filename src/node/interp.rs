@@ -480,16 +480,11 @@ impl Interpreter {
                 if forgot > 0 {
                     debug!("directory: forgot {forgot} objects of {machine}; its snapshot follows");
                 }
-                let objects = self.vm.snapshot_objects();
-                let names = self.vm.directory().local_names();
-                let epochs = self.vm.moved_objects();
-                self.commands.push(Command::Snapshot {
-                    machine,
-                    up,
-                    objects,
-                    names,
-                    epochs,
-                });
+                self.send_snapshot(machine, up);
+            }
+            protocol::Event::SnapshotOwed { machine, up } => {
+                info!("peer {machine}: on a spare connection now; sending the directory snapshot again");
+                self.send_snapshot(machine, up);
             }
             protocol::Event::Synced { machine, objects } => {
                 self.vm.directory_mut().mark_synced(&machine);
@@ -517,6 +512,21 @@ impl Interpreter {
                 }
             }
         }
+    }
+
+    /// Our directory snapshot, for `machine` (owed after its `up`th
+    /// coming up).
+    fn send_snapshot(&mut self, machine: MachineId, up: u64) {
+        let objects = self.vm.snapshot_objects();
+        let names = self.vm.directory().local_names();
+        let epochs = self.vm.moved_objects();
+        self.commands.push(Command::Snapshot {
+            machine,
+            up,
+            objects,
+            names,
+            epochs,
+        });
     }
 
     fn route_outputs(&mut self) {

@@ -142,6 +142,12 @@ pub const RETIRE_CHECK: Duration = Duration::from_millis(200);
 /// and such calls arrive up to a round trip after we retired it.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long nothing must have been heard on a retired connection before
+/// it is closed: the peer may still be writing to it (a snapshot, the
+/// broadcasts). Under the keepalive interval, so that a peer that pings
+/// every connection does not keep a retired one open for ever.
+pub const RETIRE_QUIET: Duration = Duration::from_millis(500);
+
 /// What the core needs to know about its node.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -313,6 +319,14 @@ pub enum Event {
     PeerDown {
         machine: MachineId,
         reason: CloseReason,
+    },
+    /// `machine`'s connection closed and a spare one took over without it
+    /// going down: our directory snapshot is owed again, on the spare
+    /// ([`Core::send_snapshot`], given `up`), since what went out on the
+    /// closed one may not have arrived.
+    SnapshotOwed {
+        machine: MachineId,
+        up: u64,
     },
     /// `machine`'s directory snapshot is complete: it announced `objects`.
     Synced {

@@ -22,7 +22,7 @@ use super::hello::{self, Peer, Refusal};
 use super::timer::Timer;
 use super::{
     Action, BadInput, CloseReason, ConnId, Core, Event, Status, HANDSHAKE_TIMEOUT, RETIRE_CHECK,
-    RETIRE_GRACE,
+    RETIRE_GRACE, RETIRE_QUIET,
 };
 
 /// Silence checks per keepalive interval: a silent peer is found at most
@@ -374,7 +374,13 @@ impl Core {
         let graced = c
             .retired_at
             .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_GRACE);
-        if graced && c.outbound.is_empty() && c.calls_in == 0 && c.unsent().is_empty() {
+        // Idle on both sides: the peer may still be writing to it (a
+        // directory snapshot that began on it before the tie streams to
+        // its end there, in order with the broadcasts that go out on it
+        // too), and only silence from the peer says it is done.
+        let ours = c.outbound.is_empty() && c.calls_in == 0 && c.snapshot.is_none();
+        let quiet = !c.paused && now.saturating_duration_since(c.last_heard) >= RETIRE_QUIET;
+        if graced && ours && c.unsent().is_empty() && quiet {
             self.close(conn, CloseReason::Retired, true, now);
         } else {
             self.timers
@@ -451,6 +457,12 @@ impl Core {
                 if now.saturating_duration_since(c.opened) > HANDSHAKE_TIMEOUT {
                     dead.push((c.id, CloseReason::Handshake { what }));
                 }
+                continue;
+            }
+            // A retired connection with nothing in flight is neither
+            // pinged nor declared silent: it goes quiet, and then
+            // `check_retired` closes it.
+            if c.retired && c.outbound.is_empty() && c.calls_in == 0 {
                 continue;
             }
             let (since, what) = match c.phase {
@@ -541,6 +553,14 @@ impl Core {
                 if let Some((_, spare)) = spare {
                     spare.retired = false;
                     self.active.insert(peer.machine.clone(), spare.id);
+                    // What went out on the closed connection may never have
+                    // arrived: a snapshot that streamed (or had just ended)
+                    // on it above all. The spare has had every broadcast,
+                    // so a snapshot sent on it now leaves nothing missed.
+                    self.events.push(Event::SnapshotOwed {
+                        machine: peer.machine.clone(),
+                        up: self.observed.connects(&peer.machine),
+                    });
                 } else {
                     down = true;
                     self.events.push(Event::PeerDown {

@@ -520,7 +520,8 @@ fn a_retired_connection_still_answers_for_its_grace() {
         &mut b,
         &[&by_alpha, &by_beta],
         graced,
-        graced + RETIRE_CHECK,
+        // Once quiet: the keepalive pinged it while the call was owed.
+        graced + RETIRE_QUIET + RETIRE_CHECK,
     );
     assert_eq!(a.closed(), vec![by_beta.ca]);
 }
@@ -1919,4 +1920,174 @@ fn metrics_count_round_trips_traffic_and_a_peer_going_down() {
     assert!(!beta.up && beta.downs == 1, "{beta:?}");
     assert!(beta.frames_in >= 3, "traffic survives the close: {beta:?}");
     assert_eq!(a.core.protocol_errors(), &[("silent", 1)]);
+}
+
+/// Like [`carry`], but the socket takes at most `limit` bytes, in whole
+/// frames: a slow reader.
+fn carry_some(
+    from: &mut Side,
+    fc: ConnId,
+    to: &mut Side,
+    tc: ConnId,
+    now: Instant,
+    limit: usize,
+) -> usize {
+    from.core.pump_snapshots(now);
+    let bytes = from.core.unsent(fc).to_vec();
+    let mut taken = 0;
+    let mut decoder = FrameDecoder::new(crate::codec::DEFAULT_MAX_FRAME);
+    let mut msgs = Vec::new();
+    while taken < limit && taken < bytes.len() {
+        let len = crate::codec::HEADER_LEN
+            + u32::from_be_bytes(bytes[taken..taken + 4].try_into().unwrap()) as usize;
+        decoder.fill(&bytes[taken..taken + len]);
+        msgs.push(decoder.next_frame().unwrap().unwrap().to_vec());
+        taken += len;
+    }
+    from.core.advance(fc, taken);
+    while from.core.poll_dirty().is_some() {}
+    if taken > 0 {
+        to.core.handle_heard(tc, taken, now);
+    }
+    for payload in &msgs {
+        let msg = crate::codec::decode(payload).expect("decodable");
+        to.core.handle_message(tc, msg, now);
+    }
+    taken
+}
+
+/// The objects `side`'s events say were created, and the count of the
+/// `snapshot_end`, if one came.
+fn snapshot_heard(
+    side: &mut Side,
+    created: &mut std::collections::HashSet<ObjectId>,
+) -> Option<u64> {
+    let mut synced = None;
+    for e in side.events() {
+        match e {
+            Event::Notice {
+                notice: Notice::Created { id, .. },
+                ..
+            } => {
+                created.insert(id);
+            }
+            Event::Synced { objects, .. } => synced = Some(objects),
+            _ => {}
+        }
+    }
+    synced
+}
+
+/// At an ordinary start, each node dialling the other, alpha can come up
+/// on beta's dial and start its snapshot there before its own dial lands
+/// and wins the tie. The snapshot then streams to its end on the retired
+/// connection, in order with the broadcasts that go out there too,
+/// however long past the grace that takes: neither side closes it while
+/// alpha still writes (beta cannot tell a snapshot is on it, but it hears
+/// it). Once it is done and quiet, both close it.
+#[test]
+fn a_snapshot_on_the_connection_that_loses_the_tie_finishes_there() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
+    a.core.handle_timeout(now);
+    b.core.handle_timeout(now);
+    assert_eq!((a.dials(), b.dials()), (vec![0], vec![0]));
+    let rev = connect(&mut b, 0, &mut a, 40002, now);
+    let by_beta = Link {
+        ca: rev.cb,
+        cb: rev.ca,
+    };
+    pump(&mut a, &mut b, &by_beta, now);
+    let up = peer_up(&mut a, "beta").expect("beta came up");
+    let n = 20_000;
+    a.core.send_snapshot(
+        &MachineId::new("beta"),
+        up,
+        pongs(n),
+        Vec::new(),
+        Vec::new(),
+    );
+    let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
+    pump(&mut a, &mut b, &by_alpha, now);
+    assert!(a.is_retired(by_beta.ca) && b.is_retired(by_beta.cb));
+    assert_eq!(a.active("beta"), Some(by_alpha.ca));
+    // The loser's socket takes 2 KiB every 50 ms: seconds past the grace.
+    let mut created = std::collections::HashSet::new();
+    let mut t = now;
+    let synced = loop {
+        t += ms(50);
+        assert!(t < now + Duration::from_secs(120), "never finished");
+        a.core.handle_timeout(t);
+        b.core.handle_timeout(t);
+        pump(&mut a, &mut b, &by_alpha, t);
+        carry_some(&mut a, by_beta.ca, &mut b, by_beta.cb, t, 2 << 10);
+        carry(&mut b, by_beta.cb, &mut a, by_beta.ca, t);
+        let synced = snapshot_heard(&mut b, &mut created);
+        for (side, conn) in [(&a, by_beta.ca), (&b, by_beta.cb)] {
+            assert!(
+                side.core.is_open(conn),
+                "closed after {:?} with {} of {n} objects sent",
+                t - now,
+                created.len()
+            );
+        }
+        if let Some(synced) = synced {
+            break synced;
+        }
+    };
+    assert!(
+        t - now > RETIRE_GRACE,
+        "done within the grace: proves nothing"
+    );
+    assert_eq!((created.len() as u64, synced), (n, n));
+    // Done and quiet, it closes on both sides; beta stays up.
+    let later = t + RETIRE_QUIET + RETIRE_CHECK * 2;
+    run(&mut a, &mut b, &[&by_alpha, &by_beta], t, later);
+    assert!(!a.core.is_open(by_beta.ca) && !b.core.is_open(by_beta.cb));
+    assert!(peer_downs(&a.events()).is_empty());
+    assert!(peer_downs(&b.events()).is_empty());
+}
+
+/// The connection a machine is on closes while a spare (the retired one
+/// of a tie) is still there: the spare takes over without the machine
+/// going down, and our snapshot is owed again, on the spare (what went out
+/// on the closed one may not have arrived).
+#[test]
+fn a_spare_that_takes_over_is_owed_the_snapshot_again() {
+    let now = Instant::now();
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    let up = peer_up(&mut a, "beta").expect("beta came up");
+    a.core.send_snapshot(
+        &MachineId::new("beta"),
+        up,
+        pongs(10),
+        Vec::new(),
+        Vec::new(),
+    );
+    let t = now + ms(10);
+    a.core
+        .handle_closed(by_alpha.ca, CloseReason::PeerClosed, t);
+    b.core
+        .handle_closed(by_alpha.cb, CloseReason::PeerClosed, t);
+    assert_eq!(a.active("beta"), Some(by_beta.ca));
+    let events = a.events();
+    assert!(peer_downs(&events).is_empty());
+    let owed = events.iter().find_map(|e| match e {
+        Event::SnapshotOwed { machine, up } if machine.as_str() == "beta" => Some(*up),
+        _ => None,
+    });
+    assert_eq!(owed, Some(up), "owed for the same coming up");
+    a.core.send_snapshot(
+        &MachineId::new("beta"),
+        up,
+        pongs(10),
+        Vec::new(),
+        Vec::new(),
+    );
+    assert!(a.core.streaming.contains(&by_beta.ca));
+    let mut created = std::collections::HashSet::new();
+    pump(&mut a, &mut b, &by_beta, t);
+    assert_eq!(snapshot_heard(&mut b, &mut created), Some(10));
+    assert_eq!(created.len(), 10);
 }
