@@ -537,8 +537,12 @@ impl Vm {
                 let (Some(base), Some(state)) = (base, state) else {
                     return Val::Nothing;
                 };
+                // Not while a chain is inside it: that chain may have read
+                // the state and write it back when it resumes (a turn is
+                // held across remote calls), and would undo this.
+                let busy = self.world.turns.owner(target).is_some();
                 let o = self.world.objects.get_mut(&target).expect("owned");
-                let applied = u64::from(o.version) == base;
+                let applied = u64::from(o.version) == base && !busy;
                 if applied {
                     o.state = state.to_vec();
                     o.version = o.version.wrapping_add(1);

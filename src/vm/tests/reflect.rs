@@ -348,6 +348,65 @@ fn a_freeze_after_the_owner_moved_on_discards_the_replicas_writes() {
     assert_eq!(net.vms[1].state(owned), Some(&[Val::Nat(11)][..]));
 }
 
+/// A replica's `freeze` is not applied while a chain is inside the owner's
+/// object: that chain holds its turn across a remote call, with the state
+/// it read, and would write over the frozen state when it resumes (the
+/// bank's plain transfer does exactly that). The replica is told `false`
+/// and given the owner's record, as for any refused freeze.
+#[test]
+fn a_freeze_is_refused_while_a_chain_is_inside_the_object() {
+    let mut reg = registry();
+    demo::bank::register(&mut reg);
+    let mut vm = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures());
+    let (x, far) = (ObjectId(1 << 48 | 5), ObjectId(2 << 48 | 1));
+    let record = ObjectRecord {
+        behavior: demo::bank::ACCOUNT,
+        controller: Some(ControllerId(7)),
+        version: 0,
+        state: &[Val::Nat(100)],
+        epoch: 0,
+    };
+    vm.restore_object(x, record).unwrap();
+    vm.directory_mut()
+        .insert(far, MachineId::new("beta"), Some("account"));
+    vm.start_call(
+        StartCall {
+            target: x,
+            input: demo::bank::transfer(far, 10),
+            sender: None,
+            chain: None,
+        },
+        1,
+    );
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = out
+        .iter()
+        .find_map(|o| match o {
+            Output::RemoteCall(rc) => Some(rc.token),
+            _ => None,
+        })
+        .expect("the deposit went out");
+    let frozen = Val::pair(Val::Nat(0), Val::List(vec![Val::Nat(500)]));
+    let answer = vm.serve_op(RemoteOp::Freeze, x, &frozen);
+    let Val::Just(answer) = answer else {
+        panic!("{answer}")
+    };
+    let Val::Pair(applied, _) = &*answer else {
+        panic!("{answer}")
+    };
+    assert_eq!(**applied, Val::Bool(false), "applied under a held turn");
+    vm.resume(token, Ok(Val::List(vec![Val::str("ok"), Val::Nat(10)])))
+        .unwrap();
+    vm.run(&mut out);
+    assert_eq!(vm.state(x), Some(&[Val::Nat(90)][..]));
+    // Free again, a freeze from the current version applies.
+    let frozen = Val::pair(Val::Nat(1), Val::List(vec![Val::Nat(500)]));
+    let answer = format!("{}", vm.serve_op(RemoteOp::Freeze, x, &frozen));
+    assert!(answer.contains("true"), "{answer}");
+    assert_eq!(vm.state(x), Some(&[Val::Nat(500)][..]));
+}
+
 #[test]
 fn fetch_and_freeze_of_what_is_not_a_replica_answer_nothing() {
     let (mut net, _, free) = two();
