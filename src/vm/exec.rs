@@ -908,11 +908,25 @@ pub(crate) fn replica_record(w: &World, o: &Obj) -> Val {
 /// false when the record is not one, or its behavior is not registered
 /// here (the reason traced).
 fn install_replica(w: &mut World, id: ObjectId, record: &Val) -> bool {
+    // It moved here while the answer was on its way (the `adopt` came
+    // first): made a replica, it would belong to no one.
+    if w.owns(id) {
+        w.trace.error(&VmError::Unsupported(
+            "a replica of an object that moved here meanwhile; it stays this node's own",
+        ));
+        return false;
+    }
     let fields = record.as_list().unwrap_or_default();
-    let Some(obj) = obj_from_record(w, fields, "a replica record that is not one") else {
+    let Some(mut obj) = obj_from_record(w, fields, "a replica record that is not one") else {
         return false;
     };
     let base = obj.version;
+    // A refreshed replica counts on from its own version, not the owner's:
+    // the owner's may equal the one a transaction read here (both moved
+    // on by one write), and that transaction must still conflict.
+    if let Some(old) = w.objects.get(&id) {
+        obj.version = old.version.wrapping_add(1);
+    }
     w.objects.insert(id, obj);
     w.replicas.insert(id, Replica { base });
     true

@@ -414,6 +414,12 @@ impl Vm {
         self.world.replicas.contains_key(&id)
     }
 
+    /// The version of the object hosted here as `id` (a replica's own).
+    #[cfg(test)]
+    pub(crate) fn version_here(&self, id: ObjectId) -> Option<u32> {
+        self.world.objects.get(&id).map(|o| o.version)
+    }
+
     pub fn directory(&self) -> &Directory {
         &self.world.directory
     }
@@ -497,14 +503,16 @@ impl Vm {
                 _ => Val::Nothing,
             };
         };
+        // A fetch too: its answer could reach the new home after the
+        // object, and make a replica of what it owns.
         let changes = matches!(
             op,
-            RemoteOp::Destroy | RemoteOp::Transfer | RemoteOp::Freeze
+            RemoteOp::Destroy | RemoteOp::Transfer | RemoteOp::Freeze | RemoteOp::Fetch
         );
         if changes && exec::refused_while_moving(&mut self.world, target) {
             log::info!("remote {} of {target} refused: it is moving", op.name());
             return match op {
-                RemoteOp::Freeze => Val::Nothing,
+                RemoteOp::Freeze | RemoteOp::Fetch => Val::Nothing,
                 _ => Val::Bool(false),
             };
         }

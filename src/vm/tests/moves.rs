@@ -657,10 +657,16 @@ fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
 /// While the record is on its way (the adopt not yet answered), nothing
 /// may change it at the old home: a destroy, a transfer and a freeze
 /// asked by other nodes are refused, and the move completes with the
-/// record as it was sent.
+/// record as it was sent. So is a fetch: its answer could reach the new
+/// home after the object, and make a replica of it there.
 #[test]
 fn nothing_changes_an_object_while_its_record_is_on_its_way() {
-    for op in [RemoteOp::Destroy, RemoteOp::Transfer, RemoteOp::Freeze] {
+    for op in [
+        RemoteOp::Destroy,
+        RemoteOp::Transfer,
+        RemoteOp::Freeze,
+        RemoteOp::Fetch,
+    ] {
         let mut net = three();
         net.start(ALPHA, create_obj_for("tally", ControllerId(4)), 1);
         net.start(ALPHA, create_obj_for("mover", ControllerId(4)), 2);
@@ -677,7 +683,7 @@ fn nothing_changes_an_object_while_its_record_is_on_its_way() {
         };
         let answer = net.vms[ALPHA].serve_op(op, t, &input);
         let refused = match op {
-            RemoteOp::Freeze => Val::Nothing,
+            RemoteOp::Freeze | RemoteOp::Fetch => Val::Nothing,
             _ => Val::Bool(false),
         };
         assert_eq!(answer, refused, "{op:?}");
@@ -707,4 +713,51 @@ fn a_late_move_notify_does_not_bring_back_a_destroyed_object() {
     };
     assert_eq!(d.apply(&MachineId::new("alpha"), late), Ok(false));
     assert_eq!(d.machine_of(x), None);
+}
+
+/// A fetch's answer that reaches a node after the object itself (moved
+/// there meanwhile, its `adopt` first on the same connection) does not
+/// turn the node's own object into a replica, which would belong to no
+/// one: the fetch answers `Nothing`, and the object stays the node's.
+#[test]
+fn a_fetch_answer_after_the_object_moved_here_leaves_it_owned() {
+    let mut vm = vm("alpha", 1, TraceMode::Off);
+    let beta = MachineId::new("beta");
+    vm.directory_mut().peer_up(&beta, 2);
+    let x = ObjectId(2 << 48 | 7);
+    vm.directory_mut().insert(x, beta, Some("tally"));
+    vm.start_program(fetch(x), 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = out
+        .iter()
+        .find_map(|o| match o {
+            Output::RemoteCall(rc) => Some(rc.token),
+            _ => None,
+        })
+        .expect("the fetch went out");
+    let record = |epoch: u64| {
+        let mut fields = vec![
+            Val::str("tally"),
+            Val::just(Val::Nat(7)),
+            Val::Nat(3),
+            Val::List(vec![Val::Nat(1)]),
+        ];
+        fields.extend([Val::Nat(epoch), Val::List(Vec::new())]);
+        Val::List(fields)
+    };
+    assert_eq!(vm.serve_op(RemoteOp::Adopt, x, &record(1)), Val::Bool(true));
+    let Val::List(mut fetched) = record(0) else {
+        unreachable!()
+    };
+    fetched.truncate(4);
+    vm.resume(token, Ok(Val::just(Val::List(fetched)))).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    assert!(vm.owns(x) && !vm.is_replica(x));
+    let finished = out.iter().find_map(|o| match o {
+        Output::Finished { result, .. } => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(finished, Some(Ok(Val::Nothing)));
 }

@@ -407,6 +407,34 @@ fn a_freeze_is_refused_while_a_chain_is_inside_the_object() {
     assert_eq!(vm.state(x), Some(&[Val::Nat(500)][..]));
 }
 
+/// A refetched replica counts its version on from its own, not from the
+/// owner's: one write here and one at the owner leave both at the same
+/// number, and a transaction that read the replica before the refetch
+/// must see a change (its commit compares versions).
+#[test]
+fn a_refetched_replica_gets_a_version_it_never_had() {
+    let (mut net, owned, _) = replicated();
+    let version = |net: &mut super::reentrance::Net| net.vms[0].version_here(owned);
+    net.start(0, set(owned, 7), 22);
+    net.start(1, set(owned, 9), 23);
+    net.settle();
+    let written_here = version(&mut net);
+    assert_eq!(
+        written_here,
+        net.vms[1].version_here(owned),
+        "the same number"
+    );
+    net.start(0, fetch(owned), 24);
+    net.settle();
+    assert_eq!(net.result(24), Some(&Ok(Val::Bool(true))));
+    assert_eq!(net.vms[0].state(owned), Some(&[Val::Nat(9)][..]));
+    assert_ne!(
+        version(&mut net),
+        written_here,
+        "the refreshed state's version"
+    );
+}
+
 #[test]
 fn fetch_and_freeze_of_what_is_not_a_replica_answer_nothing() {
     let (mut net, _, free) = two();
