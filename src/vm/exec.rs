@@ -762,6 +762,8 @@ fn enter(
 }
 
 fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Output>) -> Flow {
+    // Moved on from any earlier failure (see `Output::Finished`).
+    c.last_failure = None;
     if let Instr::ScryMeta(filter) = instr {
         return scry_meta(w, c, key, filter, out);
     }

@@ -64,8 +64,10 @@ pub enum Output {
     /// Forward this call to `machine`, then `resume` with the answer.
     RemoteCall(RemoteCall),
     /// A chain ended. `origin` is what the driver passed when starting it.
-    /// `last_failure`: why the chain's last failed call failed (its `call`
-    /// answered `Nothing`), if one did.
+    /// `last_failure`: why a call failed (its `call` answered `Nothing`),
+    /// if one did after the chain's last other instruction: a failure the
+    /// program went on from (it issued another instruction) explains
+    /// nothing about its result.
     Finished {
         origin: u64,
         chain: ChainId,

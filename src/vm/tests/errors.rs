@@ -331,3 +331,36 @@ fn stale_or_unknown_token_is_an_error() {
         Err(VmError::UnknownToken(t))
     );
 }
+
+/// A failed call's reason explains a program's `Nothing` only if the
+/// program did nothing after it: one that went on to another instruction
+/// (here a `whereis` that legitimately answers `Nothing`) finishes with no
+/// failure attached, or the node would report that `Nothing` as the old
+/// failure.
+#[test]
+fn a_failure_explains_nothing_once_the_program_went_on() {
+    let mut vm = vm("alpha", 1, TraceMode::Off);
+    let ghost = ObjectId(42);
+    let finished = |vm: &mut Vm, program: Program| {
+        vm.start_program(program, 7).unwrap();
+        let mut out = Vec::new();
+        vm.run(&mut out);
+        out.into_iter()
+            .find_map(|o| match o {
+                Output::Finished {
+                    result,
+                    last_failure,
+                    ..
+                } => Some((result, last_failure)),
+                _ => None,
+            })
+            .expect("finished")
+    };
+    let (result, why) = finished(&mut vm, call(ghost, Val::Nat(1)));
+    assert_eq!(result, Ok(Val::Nothing));
+    assert_eq!(why, Some(VmError::UnknownObject(ghost)));
+    let went_on = call(ghost, Val::Nat(1)).bind(|_| whereis("nobody"));
+    let (result, why) = finished(&mut vm, went_on);
+    assert_eq!(result, Ok(Val::Nothing));
+    assert_eq!(why, None, "the failure was left behind");
+}
