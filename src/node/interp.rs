@@ -106,6 +106,9 @@ pub struct Interpreter {
     /// subscribers the vm records `Full` and its events are streamed.
     trace_mode: TraceMode,
     streaming: bool,
+    /// With `trace_mode` `Full`: the trace's events before this index went
+    /// to subscribers already (the trace keeps them all).
+    streamed: usize,
     stream_kinds: u32,
     /// When the per-peer object counts were last published.
     hosted_at: Instant,
@@ -157,6 +160,7 @@ impl Interpreter {
             spin,
             trace_mode,
             streaming: false,
+            streamed: 0,
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             hosted_stale: true,
@@ -299,6 +303,8 @@ impl Interpreter {
         let wanted = self.stats.subscribers() > 0;
         if wanted != self.streaming {
             self.streaming = wanted;
+            // Subscribers get what happens from now on.
+            self.streamed = self.vm.trace().events().len();
             let mode = if wanted {
                 TraceMode::Full
             } else {
@@ -337,9 +343,17 @@ impl Interpreter {
             let hosted = hosted.map(|(m, n)| (m.as_str().to_string(), n)).collect();
             self.stats.set_hosted(hosted);
         }
-        if self.streaming && self.trace_mode != TraceMode::Full {
+        if self.streaming {
             let mut events = Vec::new();
-            self.vm.trace_mut().take_events(&mut events);
+            if self.trace_mode == TraceMode::Full {
+                // Configured to keep every event (for `Node::query`):
+                // subscribers get copies of the new ones.
+                let all = self.vm.trace().events();
+                events.extend_from_slice(&all[self.streamed.min(all.len())..]);
+                self.streamed = all.len();
+            } else {
+                self.vm.trace_mut().take_events(&mut events);
+            }
             if !events.is_empty() {
                 self.commands.push(Command::Trace(events));
             }

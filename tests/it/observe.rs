@@ -257,3 +257,56 @@ fn read_buffers_come_back_after_a_burst() {
         );
     }
 }
+
+/// A node embedded with `TraceMode::Full` (it keeps every event, for
+/// `Node::query`) streams to `/events` too: subscribers get copies of the
+/// events recorded after they subscribed, and the node's own record stays
+/// whole.
+#[test]
+fn a_node_that_keeps_its_whole_trace_streams_it_too() {
+    use avm::node::{Node, NodeConfig};
+    use avm::vm::{create_obj, BehaviorRegistry, PureRegistry, TraceMode, Val};
+    let mut behaviors = BehaviorRegistry::new();
+    behaviors.register("thing", |_| avm::vm::done(Val::Nothing));
+    let mut config = NodeConfig::new("keeper");
+    config.bind = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.trace = TraceMode::Full;
+    crate::util::keyed(&mut config);
+    let node = Node::start(config, behaviors, PureRegistry::new()).expect("start keeper");
+    let run = |p| node.submit(p).recv_timeout(LIMIT).expect("an answer");
+    run(create_obj("thing")).expect("created before subscribing");
+    let port = node.http_addr().expect("http").port();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /events?kind=create HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut status = String::new();
+    lines.read_line(&mut status).unwrap();
+    assert_eq!(status.trim(), "HTTP/1.1 200 OK");
+    // The subscription reaches the interpreter between batches: create
+    // until one is streamed, then count three more.
+    let deadline = Instant::now() + LIMIT;
+    let mut streamed = 0;
+    while streamed < 4 {
+        assert!(Instant::now() < deadline, "{streamed} events streamed");
+        run(create_obj("thing")).expect("created");
+        let mut line = String::new();
+        lines
+            .read_line(&mut line)
+            .expect("an event within the limit");
+        if line.starts_with("data: ") {
+            streamed += 1;
+        }
+    }
+    let kept = node
+        .query(|vm| vm.trace().events().len())
+        .recv_timeout(LIMIT)
+        .unwrap();
+    assert!(kept >= 5, "the node's own record holds {kept} events");
+}
