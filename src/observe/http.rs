@@ -173,6 +173,14 @@ impl HttpServer {
         self.conns.is_empty()
     }
 
+    /// Whether `key` only writes what is queued, then closes (what it
+    /// receives meanwhile is dropped).
+    pub fn is_closing(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.state == State::Closing)
+    }
+
     /// Subscribers streaming events now.
     pub fn subscribers(&self) -> usize {
         self.subscribers

@@ -29,6 +29,10 @@ pub const HTTP_FIRST: usize = 1 << 40;
 /// How often idle and slow HTTP connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
+/// Input read and dropped from a connection that is to be closed, at
+/// most, before it is (see [`HttpSide::handle`]).
+const CLOSING_DRAIN: usize = 64 << 10;
+
 /// How long streamed events may wait for their subscriber's socket: a
 /// page does not see 20 ms, a call path would see a write per batch.
 const STREAM_FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -150,15 +154,35 @@ impl HttpSide {
         }
     }
 
-    /// Readable or writable: read what came, answer each whole request,
-    /// write what is queued.
+    /// Readable or writable: write what is queued, answer the next whole
+    /// request, read what came. A connection is read only once its answers
+    /// are written, one request at a time: a client that pipelines
+    /// requests and never reads the answers fills its own socket, not our
+    /// memory, and then waits (the idle sweep cuts it). One that is to be
+    /// closed is read, and what comes dropped, up to [`CLOSING_DRAIN`]
+    /// bytes before it is: closed with unread input, it would reach the
+    /// client as a reset, which can destroy the answer before it is read.
     pub fn handle(&mut self, key: usize, registry: &Registry, from: &Sources, now: Instant) {
+        let mut dropped = 0;
         loop {
+            self.write_out(key, registry, now);
+            if !self.server.unsent(key).is_empty() {
+                break; // writable wakes us
+            }
+            let pending = self.server.pending(key, now);
+            if let Some(route) = pending.map(|r| Route::of(r.method, r.path, r.query)) {
+                self.answer(key, route, from, now);
+                continue;
+            }
+            if self.server.is_closing(key) && dropped > CLOSING_DRAIN {
+                break;
+            }
             let Some(stream) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
                 return;
             };
             match stream.read(&mut self.buf) {
                 Ok(0) => return self.drop_socket(key, registry),
+                Ok(n) if self.server.is_closing(key) => dropped += n,
                 Ok(n) => {
                     let route = self
                         .server
@@ -167,20 +191,13 @@ impl HttpSide {
                     if let Some(route) = route {
                         self.answer(key, route, from, now);
                     }
-                    while let Some(route) = self
-                        .server
-                        .pending(key, now)
-                        .map(|r| Route::of(r.method, r.path, r.query))
-                    {
-                        self.answer(key, route, from, now);
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.drop_socket(key, registry),
             }
         }
-        self.flush(key, registry, now);
+        self.close_finished(registry);
     }
 
     fn answer(&mut self, key: usize, route: Route, from: &Sources, now: Instant) {
@@ -245,6 +262,12 @@ impl HttpSide {
     }
 
     fn flush(&mut self, key: usize, registry: &Registry, now: Instant) {
+        self.write_out(key, registry, now);
+        self.close_finished(registry);
+    }
+
+    /// Writes what `key` has queued, as far as the socket takes it.
+    fn write_out(&mut self, key: usize, registry: &Registry, now: Instant) {
         loop {
             let Some(stream) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
                 return;
@@ -261,7 +284,6 @@ impl HttpSide {
                 Err(_) => return self.drop_socket(key, registry),
             }
         }
-        self.close_finished(registry);
     }
 
     /// Every so often: cuts slow and idle-mid-request connections.

@@ -310,3 +310,35 @@ fn a_node_that_keeps_its_whole_trace_streams_it_too() {
         .unwrap();
     assert!(kept >= 5, "the node's own record holds {kept} events");
 }
+
+/// A client that pipelines requests and never reads the answers neither
+/// grows the node's memory nor keeps its reactor busy: the node answers
+/// one request at a time and reads the next only once the answer is
+/// written, so the client's own writes stall once the sockets' buffers
+/// are full. Other clients are served meanwhile.
+#[test]
+fn pipelined_requests_that_are_never_read_stall_the_client_not_the_node() {
+    let (beta, port) = beta_with_http();
+    let before = beta.rss_kib();
+    let mut greedy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let batch = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n".repeat(1000);
+    let mut written = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match greedy.write(&batch) {
+            Ok(n) => written += n,
+            Err(_) => break, // stalled: the node stopped reading
+        }
+    }
+    // What the sockets' buffers hold, and not much more.
+    let requests = written / 36;
+    assert!(requests < 1_000_000, "{requests} requests written");
+    let grown = beta.rss_kib().saturating_sub(before);
+    assert!(grown < 32 * 1024, "beta grew by {grown} KiB");
+    // Served meanwhile.
+    assert!(health(port)["calls"].is_object());
+    drop(greedy);
+}
