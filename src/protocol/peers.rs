@@ -296,6 +296,22 @@ impl Core {
             self.dials[slot].reached = Some(machine.clone());
         }
         let Some(&other) = self.active.get(&machine) else {
+            // The hello was checked against the machines connected then;
+            // another with this prefix may have been greeted since (two
+            // handshakes that overlapped): their ids would collide.
+            let holder = self.active.values().find_map(|a| {
+                let held = self.conns[a.key()].peer.as_ref()?;
+                (held.prefix == peer.prefix).then(|| held.machine.clone())
+            });
+            if let Some(holder) = holder {
+                self.conns[conn.key()].peer = None;
+                return Err(Refusal::PrefixTaken {
+                    machine,
+                    prefix: peer.prefix,
+                    holder,
+                }
+                .to_string());
+            }
             let up = self.observed.peer_up(&machine, remote);
             self.active.insert(machine.clone(), conn);
             self.events.push(Event::PeerUp {

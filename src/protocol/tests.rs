@@ -2091,3 +2091,39 @@ fn a_spare_that_takes_over_is_owed_the_snapshot_again() {
     assert_eq!(snapshot_heard(&mut b, &mut created), Some(10));
     assert_eq!(created.len(), 10);
 }
+
+/// Two machines claiming one `node_prefix` whose handshakes overlap (each
+/// hello checked while the other was not yet connected) are not both
+/// admitted: the prefix is checked again when the proof verifies, and
+/// the second is refused as at the hello.
+#[test]
+fn overlapping_handshakes_with_one_prefix_admit_one() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let x = b.core.handle_accepted(addr(42001), now);
+    let y = b.core.handle_accepted(addr(42002), now);
+    assert_eq!(
+        b.core
+            .handle_message(x, hello_offering("x", 7, VERSION, None), now),
+        Status::Open
+    );
+    assert_eq!(
+        b.core
+            .handle_message(y, hello_offering("y", 7, VERSION, None), now),
+        Status::Open
+    );
+    let (px, py) = (
+        proof_msg(&b, x, "x", 7, &test_key()),
+        proof_msg(&b, y, "y", 7, &test_key()),
+    );
+    assert_eq!(b.core.handle_message(x, px, now), Status::Greeted);
+    assert_eq!(b.core.handle_message(y, py, now), Status::Closed);
+    assert_eq!(b.active("x"), Some(x));
+    assert_eq!(b.active("y"), None);
+    let ups = b
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::PeerUp { .. }))
+        .count();
+    assert_eq!(ups, 1);
+}
