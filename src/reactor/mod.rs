@@ -78,6 +78,13 @@ const FIRST_CONN: usize = 4;
 /// reaches it, so latency is untouched.
 const HAND_OVER_EVERY: usize = 256;
 
+/// Bytes one connection may have read per reactor iteration before the
+/// others, the timers and the writes get a turn: a peer that writes
+/// frames needing no interpreter (pings, say) faster than they parse
+/// would otherwise keep the reactor reading it for as long as it writes.
+/// The rest is read in the next iteration (`unfinished`).
+const READ_BUDGET: usize = 1 << 20;
+
 /// Poll and waker, created before the threads so the waker can go into
 /// the `Handoff` that both threads share.
 pub struct ReactorSetup {
@@ -145,6 +152,10 @@ pub struct Reactor {
     shrink_at: Option<Instant>,
     /// Connections not read from while the interpreter's backlog is full.
     paused: Vec<ConnId>,
+    /// Connections that used their [`READ_BUDGET`] with bytes still to
+    /// read: read on in the next iteration (edge-triggered, no new event
+    /// would say so).
+    unfinished: Vec<ConnId>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// How long to keep polling without blocking after the last activity.
     spin: Duration,
@@ -194,6 +205,7 @@ impl Reactor {
             commands_seen: 0,
             shrink_at: None,
             paused: Vec::new(),
+            unfinished: Vec::new(),
             signals: setup.signals,
             spin,
             max_backlog,
@@ -226,8 +238,9 @@ impl Reactor {
         while !self.stopping {
             let now = Instant::now();
             let spinning = now < spin_until;
-            // A snapshot with room to stream is work: poll without blocking.
-            let busy = spinning || self.core.snapshot_ready(now);
+            // A snapshot with room to stream, or a read cut short, is work:
+            // poll without blocking.
+            let busy = spinning || !self.unfinished.is_empty() || self.core.snapshot_ready(now);
             let timeout = if busy || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
@@ -263,6 +276,7 @@ impl Reactor {
                 }
             }
             self.resume_paused(now);
+            self.read_unfinished(now);
             if !events.is_empty() || self.commands_seen != commands_before {
                 spin_until = now + self.spin;
                 self.shrink_at = Some(now + heap::IDLE_AFTER);
@@ -508,6 +522,7 @@ impl Reactor {
         if let Some(mut old) = self.sockets[conn.key()].take() {
             let _ = self.poll.registry().deregister(&mut old.stream);
             self.paused.retain(|p| *p != old.conn);
+            self.unfinished.retain(|p| *p != old.conn);
         }
         self.sockets[conn.key()] = Some(socket);
     }
@@ -524,6 +539,7 @@ impl Reactor {
         }
         let _ = self.poll.registry().deregister(&mut socket.stream);
         self.paused.retain(|p| *p != conn);
+        self.unfinished.retain(|p| *p != conn);
     }
 
     fn handle_socket_event(&mut self, key: usize, now: Instant) {
@@ -550,9 +566,24 @@ impl Reactor {
         self.flush(conn, now);
     }
 
+    /// Reads on where [`READ_BUDGET`] stopped the last iteration.
+    fn read_unfinished(&mut self, now: Instant) {
+        if self.unfinished.is_empty() {
+            return;
+        }
+        for conn in std::mem::take(&mut self.unfinished) {
+            if !self.paused.contains(&conn) {
+                self.read(conn, now);
+                self.flush(conn, now);
+            }
+        }
+    }
+
     /// Reads and hands frames to the core until the socket would block,
-    /// the connection closes, or the interpreter's backlog is full.
+    /// the connection closes, the interpreter's backlog is full, or the
+    /// connection used its [`READ_BUDGET`] for this iteration.
     fn read(&mut self, conn: ConnId, now: Instant) {
+        let mut taken = 0;
         loop {
             if self.backlog_full() && self.pause(conn, now) {
                 return;
@@ -563,6 +594,7 @@ impl Reactor {
             let done = socket.read_some();
             if done.is_none() {
                 let bytes = std::mem::take(&mut socket.read_bytes);
+                taken += bytes;
                 self.core.handle_heard(conn, bytes, now);
             }
             loop {
@@ -581,6 +613,12 @@ impl Reactor {
                 }
             }
             let reason = match done {
+                None if taken >= READ_BUDGET => {
+                    if !self.unfinished.contains(&conn) {
+                        self.unfinished.push(conn);
+                    }
+                    return;
+                }
                 None => {
                     self.pass_along_midway(now);
                     continue;

@@ -510,6 +510,51 @@ fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     assert_eq!(recv(&mut s2)["type"], "pong");
 }
 
+/// A keyed client that floods pings (frames that need no interpreter, so
+/// they never fill its backlog) and never reads the pongs does not keep
+/// beta's reactor reading it for as long as it writes: beta reads a
+/// bounded amount per turn, writes between turns, and so cuts the client
+/// once its unsent pongs pass the write limit. Memory stays bounded.
+#[test]
+fn a_ping_flood_that_never_reads_the_pongs_is_cut() {
+    let beta = NodeProc::start("beta", 0, &["--demo", "--max-write-buffer", "1048576"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let port = beta.port();
+    let mark = beta.log_mark();
+    let (mut s, _) = hello_beta(port, "pinger", 73);
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut batch = Vec::new();
+    for nonce in 0..10_000u64 {
+        let body = serde_json::to_vec(&json!({"type":"ping","nonce":nonce})).unwrap();
+        batch.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&body);
+    }
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    for round in 0.. {
+        if s.write_all(&batch).is_err() || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        if round % 20 == 0 {
+            peak_rss = peak_rss.max(beta.rss_kib());
+        }
+    }
+    let flooded = started.elapsed();
+    let cut = beta.wait_for_log_after(mark, "peer is not reading", Duration::from_secs(10));
+    assert!(cut.contains("pinger"), "{cut}");
+    assert!(
+        flooded < Duration::from_secs(20),
+        "the client wrote for {flooded:?} before it was cut"
+    );
+    let mut beta = beta;
+    assert!(!beta.exited(), "beta survived the flood");
+    peak_rss = peak_rss.max(beta.rss_kib());
+    assert!(peak_rss < 100 * 1024, "beta's RSS reached {peak_rss} KiB");
+    let (mut s2, _) = hello_beta(port, "after", 74);
+    send(&mut s2, &json!({"type":"ping","nonce":1}));
+    assert_eq!(recv(&mut s2)["type"], "pong");
+}
+
 /// A peer that hangs (SIGSTOP: its sockets stay open, nothing answers) is
 /// declared down after 3 missed keepalive intervals, and the calls waiting
 /// on it fail.
