@@ -149,6 +149,11 @@ impl Core {
         self.stopping = true;
         let all: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         for conn in all {
+            // Said, so that a peer tells a node that left from one that
+            // refused it (a close right after the hellos looks like one).
+            if self.conn(conn).is_some_and(Conn::is_ready) {
+                self.say_closing(conn, SHUTTING_DOWN_SAID);
+            }
             self.close(conn, CloseReason::ShuttingDown, true, now);
         }
     }
@@ -612,6 +617,8 @@ impl Core {
                 .dial_slot
                 .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_tls, true));
             log::log!(warn_once(warned), "connection to {label} closed: {reason}");
+        } else if c.peer_closing.as_deref() == Some(SHUTTING_DOWN_SAID) {
+            info!("connection to {label} closed: the peer is shutting down");
         } else if let Some(said) = &c.peer_closing {
             // The peer said why (its `close`): a refusal of us, or our
             // protocol error. A dialler repeats it at every redial.
@@ -654,6 +661,9 @@ impl Core {
         }
     }
 }
+
+/// The `close` reason of a node that shuts down (`CloseReason::ShuttingDown`).
+const SHUTTING_DOWN_SAID: &str = "node shutting down";
 
 /// WARN the first time, DEBUG once said: for a mistake that a redialling
 /// peer repeats every few seconds.

@@ -1163,7 +1163,8 @@ fn a_call_to_an_unconnected_machine_fails_at_once() {
 }
 
 /// Shutting down closes every connection with its unsent bytes to
-/// linger, fails the calls in flight, and dials no more.
+/// linger, ending with a `close` that says the node is shutting down,
+/// fails the calls in flight, and dials no more.
 #[test]
 fn shutdown_closes_everything_and_stops_dialling() {
     let now = Instant::now();
@@ -1174,6 +1175,14 @@ fn shutdown_closes_everything_and_stops_dialling() {
     let actions = a.actions();
     assert!(
         matches!(&actions[..], [Action::Close { conn, linger }] if *conn == link.ca && !linger.is_empty())
+    );
+    // Said, last, so that the peer does not take it for a refusal.
+    let Action::Close { linger, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        last_close_reason(linger).as_deref(),
+        Some(CloseReason::ShuttingDown.to_string().as_str())
     );
     let events = a.events();
     assert_eq!(failed_replies(&events).len(), 1);
