@@ -189,7 +189,7 @@ struct Tail {
     #[argh(option)]
     chain: Option<u64>,
     /// only these kinds, comma-separated: create, destroy, call, state, tx,
-    /// call_out, call_in, resumed, error
+    /// call_out, call_in, resumed, error, move
     #[argh(option)]
     kind: Option<String>,
 }
