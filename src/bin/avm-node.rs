@@ -182,11 +182,12 @@ struct Tail {
     /// the node's --http address: a port (127.0.0.1) or HOST:PORT
     #[argh(option, from_str_fn(parse_http_addr))]
     http: std::net::SocketAddr,
-    /// only events about this object id
-    #[argh(option)]
+    /// only events about this object id (decimal, or 0x-hexadecimal)
+    #[argh(option, from_str_fn(parse_id))]
     object: Option<u64>,
-    /// only events of this chain id
-    #[argh(option)]
+    /// only events of this chain id (decimal, or 0x-hexadecimal as the logs
+    /// print it)
+    #[argh(option, from_str_fn(parse_id))]
     chain: Option<u64>,
     /// only these kinds, comma-separated: create, destroy, call, state, tx,
     /// call_out, call_in, resumed, error, move
@@ -236,6 +237,13 @@ fn main() -> ExitCode {
     if args.version {
         println!("avm-node {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if let (Some(_), Some(flag)) = (&args.command, first_node_flag(&args)) {
+        eprintln!(
+            "error: {flag} is a flag of a node, and is not used with a subcommand \
+             (a subcommand's flags come after its name: avm-node demo-local --rounds 5)"
+        );
+        return ExitCode::FAILURE;
     }
     let result = match args.command {
         Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),
@@ -409,13 +417,57 @@ impl EarlyStop {
     }
 }
 
-/// `--http`: `PORT` (loopback) or `HOST:PORT`.
+/// The first flag given that only running a node uses, if any: given
+/// before a subcommand, argh takes it as the node's and it would do
+/// nothing.
+fn first_node_flag(args: &Args) -> Option<&'static str> {
+    [
+        ("--name", args.name.is_some()),
+        ("--port", args.port.is_some()),
+        ("--peer", !args.peer.is_empty()),
+        ("--demo", args.demo),
+        ("--rounds", args.rounds.is_some()),
+        ("--node-prefix", args.node_prefix.is_some()),
+        ("--bank-accounts", args.bank_accounts.is_some()),
+        ("--http", args.http.is_some()),
+        ("--data-dir", args.data_dir.is_some()),
+        ("--cluster-key-file", args.cluster_key_file.is_some()),
+        ("--tls-cert", args.tls_cert.is_some()),
+        ("--tls-key", args.tls_key.is_some()),
+        ("--tls-ca", args.tls_ca.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+}
+
+/// `--http`: `PORT` (loopback) or `HOST:PORT`, the host a name or an
+/// address (a name's first IPv4 address, else its first).
 fn parse_http_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
     if let Ok(port) = text.parse::<u16>() {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    text.parse()
-        .map_err(|_| format!("`{text}`: expected PORT or HOST:PORT, as in 9101 or 0.0.0.0:9101"))
+    let expected = || format!("`{text}`: expected PORT or HOST:PORT, as in 9101 or 0.0.0.0:9101");
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<_> = text.to_socket_addrs().map_err(|_| expected())?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(expected)
+}
+
+/// `--chain` and `--object`: decimal, or hexadecimal after `0x` (as the
+/// logs print chain ids).
+fn parse_id(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("`{text}`: expected an id, decimal or 0x-hexadecimal"))
 }
 
 /// How many objects of `behavior` the node hosts (restored ones, at start).
@@ -526,9 +578,15 @@ fn demo_local(rounds: u64) -> Result<ExitCode, String> {
         demo::pingpong::register(&mut behaviors);
         behaviors
     };
+    // Both nodes are in this process: a key of their own, never written
+    // (no ~/.avm needed, none created).
+    let mut secret = [0; 32];
+    getrandom::getrandom(&mut secret).map_err(|e| format!("no random key: {e}"))?;
+    let key = avm::node::key::ClusterKey::from_bytes(&secret)?;
     let mut beta = NodeConfig::new("beta");
     beta.bind = loopback;
     beta.handle_signals = true;
+    beta.cluster_key = Some(key.clone());
     let beta = Node::start(beta, behaviors(), PureRegistry::new())
         .map_err(|e| format!("cannot start beta: {e}"))?;
     demo::serve(&beta)?;
@@ -537,6 +595,7 @@ fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     alpha.bind = loopback;
     alpha.handle_signals = true;
     alpha.peers = vec![beta.local_addr().to_string()];
+    alpha.cluster_key = Some(key);
     let alpha = Node::start(alpha, behaviors(), PureRegistry::new())
         .map_err(|e| format!("cannot start alpha: {e}"))?;
     let played = demo::orchestrate(&alpha, rounds, Duration::from_secs(10));
@@ -670,6 +729,36 @@ mod tests {
         assert_eq!(args.bank_accounts, None);
         assert_eq!(args.bank_balance, demo::bank::DEFAULT_BALANCE);
         assert_eq!(args.max_waiting, config.max_waiting);
+    }
+
+    #[test]
+    fn node_flags_before_a_subcommand_are_named() {
+        let args = parse(&["--rounds", "5", "demo-local"]).unwrap();
+        assert_eq!(first_node_flag(&args), Some("--rounds"));
+        let args = parse(&["--http", "9102", "status", "--http", "9103"]).unwrap();
+        assert_eq!(first_node_flag(&args), Some("--http"));
+        let args = parse(&["demo-local", "--rounds", "5"]).unwrap();
+        assert_eq!(first_node_flag(&args), None);
+        assert_eq!(first_node_flag(&parse(&[]).unwrap()), None);
+    }
+
+    #[test]
+    fn ids_are_decimal_or_hexadecimal() {
+        assert_eq!(parse_id("42"), Ok(42));
+        assert_eq!(parse_id("0x2a"), Ok(42));
+        assert_eq!(parse_id("0X2A"), Ok(42));
+        assert!(parse_id("0xzz").unwrap_err().contains("0x-hexadecimal"));
+        assert!(parse_id("-1").is_err());
+    }
+
+    #[test]
+    fn http_addresses_take_a_port_an_address_or_a_name() {
+        let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_http_addr("9102"), Ok(loopback(9102)));
+        assert_eq!(parse_http_addr("127.0.0.1:9102"), Ok(loopback(9102)));
+        assert_eq!(parse_http_addr("localhost:9102"), Ok(loopback(9102)));
+        let err = parse_http_addr("no port").unwrap_err();
+        assert!(err.contains("expected PORT or HOST:PORT"), "{err}");
     }
 
     #[test]
