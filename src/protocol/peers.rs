@@ -162,6 +162,19 @@ impl Core {
     /// once per address per [`TLS_STRANGER_QUIET`] at WARN (its node
     /// redials all along), otherwise at DEBUG.
     fn tls_stranger(&mut self, label: &str, ip: IpAddr, now: Instant) {
+        let again = self.said_lately(ip, now);
+        log::log!(
+            warn_once(again),
+            "{label}: a TLS handshake arrived on this plaintext port (is `--tls` missing here, or \
+             given to that node by mistake?); closing this connection (said once per address \
+             every {} minutes)",
+            TLS_STRANGER_QUIET.as_secs() / 60
+        );
+    }
+
+    /// Whether a TLS mismatch with `ip` was said within the last
+    /// [`TLS_STRANGER_QUIET`]; notes that it is being said now if not.
+    fn said_lately(&mut self, ip: IpAddr, now: Instant) -> bool {
         let quiet = |at: &Instant| now.saturating_duration_since(*at) < TLS_STRANGER_QUIET;
         let again = self.tls_strangers.get(&ip).is_some_and(quiet);
         if !again {
@@ -175,13 +188,7 @@ impl Core {
             }
             self.tls_strangers.insert(ip, now);
         }
-        log::log!(
-            warn_once(again),
-            "{label}: a TLS handshake arrived on this plaintext port (is `--tls` missing here, or \
-             given to that node by mistake?); closing this connection (said once per address \
-             every {} minutes)",
-            TLS_STRANGER_QUIET.as_secs() / 60
-        );
+        again
     }
 
     /// When this node last warned of a TLS client from `ip` (for tests).
@@ -612,10 +619,12 @@ impl Core {
         } else if let CloseReason::Tls(_) = reason {
             // Before any hello, but the operator must hear of it: a wrong
             // CA, a plaintext peer, a name the certificate does not cover.
-            // Once per address we dial, not once per redial.
-            let warned = c
-                .dial_slot
-                .is_some_and(|slot| std::mem::replace(&mut self.dials[slot].warned_tls, true));
+            // Once per address we dial, not once per redial; once per
+            // address per quiet period for one that dials us.
+            let warned = match c.dial_slot {
+                Some(slot) => std::mem::replace(&mut self.dials[slot].warned_tls, true),
+                None => self.said_lately(c.remote.ip(), now),
+            };
             log::log!(warn_once(warned), "connection to {label} closed: {reason}");
         } else if c.peer_closing.as_deref() == Some(SHUTTING_DOWN_SAID) {
             info!("connection to {label} closed: the peer is shutting down");

@@ -138,7 +138,10 @@ impl Socket {
                         // Tell the peer why (the alert rustls queued), if
                         // the socket takes it now.
                         let _ = tls.write_tls(&mut self.stream);
-                        return Some(ReadOutcome::Tls(e.to_string()));
+                        return Some(ReadOutcome::Tls(explained_tls_error(
+                            &e,
+                            tls.is_handshaking(),
+                        )));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -219,5 +222,18 @@ impl Socket {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// rustls's error, said as what it most likely means where that is not
+/// plain: bytes that are no TLS record at all, before the handshake is
+/// done, are a peer that speaks plaintext.
+fn explained_tls_error(e: &rustls::Error, handshaking: bool) -> String {
+    use rustls::{Error, InvalidMessage};
+    match e {
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) if handshaking => {
+            "the peer spoke plaintext, not TLS (are `--tls-*` missing there?)".into()
+        }
+        e => e.to_string(),
     }
 }
