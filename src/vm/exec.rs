@@ -731,6 +731,10 @@ fn enter(
             Flow::Go(Next::Answer(Val::Nothing))
         };
     }
+    // The version as the call enters, not as it asked for the turn: a
+    // chain that held the turn meanwhile may have written it, and what
+    // this transaction sees comes after that.
+    observe(w, c, target);
     let behavior = w.behaviors.get(b);
     let input_kept = behavior.keeps_input || w.trace.wants(EventKind::ObjectCalled);
     if input_kept {
@@ -803,10 +807,7 @@ fn exec(w: &mut World, c: &mut Chain, key: usize, instr: Instr, out: &mut Vec<Ou
     };
     let sender = c.frames.last().map_or(NONE, |f| f.self_id);
     match resolve(w, c.tx.as_deref(), target) {
-        Ok(b) => {
-            observe(w, c, target);
-            call_local(w, c, key, target, b, input, sender, false)
-        }
+        Ok(b) => call_local(w, c, key, target, b, input, sender, false),
         Err(e) => {
             // Unknown here, or moved away from here: the directory knows
             // where (one lookup: this is every remote call's path).

@@ -250,3 +250,43 @@ fn a_remote_call_inside_a_transaction_is_marked_in_the_trace() {
         "runs now, not undone by abort"
     );
 }
+
+/// A transaction's call that had to wait for the object's turn records
+/// the object's version when it enters, not when it queued: the chain
+/// that held the turn wrote the object before giving it up, and the
+/// transaction saw that write, so it commits (it used to conflict every
+/// time it had waited).
+#[test]
+fn a_transaction_that_waited_for_a_turn_commits_over_what_came_before() {
+    let mut vm = vm("alpha", 1, TraceMode::Off);
+    let tally = vm.create_object("tally").unwrap();
+    let far = ObjectId(2 << 48 | 1);
+    vm.directory_mut().insert(far, MachineId::new("beta"), None);
+    // Another chain holds tally's turn across a remote call, then counts.
+    vm.start_program(call(tally, Val::ObjectRef(far)), 1)
+        .unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = remote_calls(&mut out)[0].token;
+    let p = prog! {
+        let tx <- begin_tx(None);
+        let n <- call(tally, Val::Nothing);
+        let ok <- commit_tx(tx_of(tx));
+        done(Val::List(vec![n, ok]))
+    };
+    vm.start_program(p, 2).unwrap();
+    vm.run(&mut out);
+    assert_eq!(vm.waiting_count(), 1, "the transaction waits for the turn");
+    vm.resume(token, Ok(Val::Nat(1))).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    let result = out.iter().find_map(|o| match o {
+        Output::Finished {
+            origin: 2, result, ..
+        } => Some(result.clone()),
+        _ => None,
+    });
+    let counted_twice = list(&[Val::just(Val::Nat(2)), Val::Bool(true)]);
+    assert_eq!(result, Some(Ok(counted_twice)));
+    assert_eq!(vm.state(tally), Some(&[Val::Nat(2)][..]));
+}
