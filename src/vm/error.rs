@@ -32,6 +32,13 @@ pub enum VmError {
     CounterExhausted(CounterExhausted),
     /// The instruction (named) is not supported in this context.
     Unsupported(&'static str),
+    /// The instruction was understood and refused (why, named): not the
+    /// controller, a peer not connected, a version that moved on...
+    Refused(&'static str),
+    /// A call into an object whose move is not settled, by the chain that
+    /// moves it: nothing may run inside it while its record is away, and
+    /// the chain cannot wait on itself.
+    Moving(ObjectId),
     /// `get_input` in a behavior registered with
     /// [`BehaviorRegistry::register_consuming`](super::BehaviorRegistry::register_consuming),
     /// which hands its input over instead of keeping a copy.
@@ -106,6 +113,12 @@ impl fmt::Display for VmError {
             VmError::NoSuchTx(tx) => write!(f, "{tx} is not this chain's open transaction"),
             VmError::CounterExhausted(e) => write!(f, "{e}"),
             VmError::Unsupported(what) => write!(f, "unsupported instruction: {what}"),
+            VmError::Refused(why) => write!(f, "refused: {why}"),
+            VmError::Moving(id) => write!(
+                f,
+                "object {id} is moving to another node, and its move is not settled: \
+                 the chain moving it cannot call into it"
+            ),
             VmError::InputNotKept(b) => {
                 write!(f, "get_input in behavior {b}, which consumes its input")
             }

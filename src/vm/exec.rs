@@ -404,7 +404,7 @@ fn call_local(
         // The moving chain itself re-entering (its id came back from
         // another node): the record is on its way, or in doubt, so nothing
         // may run inside it, and waiting would wait on itself.
-        return Flow::Go(Next::CallFailed(VmError::Busy(target)));
+        return Flow::Go(Next::CallFailed(VmError::Moving(target)));
     }
     if !granted {
         match w.turns.take(target, c.id, key) {
@@ -469,7 +469,7 @@ fn move_local(
     let owner = w.objects[&target].controller;
     if !authorized(owner, step.caller) {
         log::info!("move_object of {target} refused: not its controller");
-        let e = VmError::Unsupported("move_object by a chain not under the object's controller");
+        let e = VmError::Refused("move_object by a chain not under the object's controller");
         return refuse_move(w, c, &step, step.granted, e);
     }
     if step.to == w.machine {
@@ -479,13 +479,13 @@ fn move_local(
         return Flow::Go(Next::Answer(Val::Bool(true)));
     }
     if !w.directory.is_up(&step.to) {
-        let e = VmError::Unsupported("move_object to a machine that is not a connected peer");
+        let e = VmError::Refused("move_object to a machine that is not a connected peer");
         return refuse_move(w, c, &step, step.granted, e);
     }
     if !step.granted {
         if w.turns.owner(target) == Some(c.id) {
             // Its frame, on this chain (here or suspended), cannot cross.
-            let e = VmError::Unsupported("move_object of an object running on the moving chain");
+            let e = VmError::Refused("move_object of an object running on the moving chain");
             return refuse_move(w, c, &step, false, e);
         }
         match w.turns.take(target, c.id, key) {
@@ -562,7 +562,7 @@ pub(crate) fn finish_move(
     } else {
         let e = match result {
             Err(reason) => VmError::RemoteFailed(Box::new(RemoteFailure { target, reason })),
-            Ok(_) => VmError::Unsupported(
+            Ok(_) => VmError::Refused(
                 "move_object: the target node did not adopt the object (is its behavior registered there?)",
             ),
         };
@@ -914,7 +914,7 @@ fn install_replica(w: &mut World, id: ObjectId, record: &Val) -> bool {
     // It moved here while the answer was on its way (the `adopt` came
     // first): made a replica, it would belong to no one.
     if w.owns(id) {
-        w.trace.error(&VmError::Unsupported(
+        w.trace.error(&VmError::Refused(
             "a replica of an object that moved here meanwhile; it stays this node's own",
         ));
         return false;
@@ -1434,7 +1434,7 @@ fn destroy(
 /// `World::moving`): then nothing may change it, and the refusal is traced.
 pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
     if w.moving.contains(&id) {
-        w.trace.error(&VmError::Unsupported(
+        w.trace.error(&VmError::Refused(
             "destroy, transfer, freeze or commit of an object that is moving",
         ));
         return true;
@@ -1443,7 +1443,7 @@ pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
     // the call does to it stays behind, and it is not this node's to
     // destroy (peers would forget the real one).
     if !w.superseded.is_empty() && w.superseded.contains_key(&id) {
-        w.trace.error(&VmError::Unsupported(
+        w.trace.error(&VmError::Refused(
             "destroy, transfer, freeze or commit of an object that moved on elsewhere",
         ));
         return true;
@@ -1525,7 +1525,7 @@ pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, S
             };
             let record = (**record).clone();
             if !applied {
-                w.trace.error(&VmError::Unsupported(
+                w.trace.error(&VmError::Refused(
                     "freeze conflict: the owner's version moved on; the replica's writes are discarded",
                 ));
             }

@@ -496,7 +496,7 @@ fn the_moving_chain_cannot_reenter_an_object_in_doubt() {
     start_call(&mut alpha, t, Val::Nat(0), mover);
     alpha.run(&mut out);
     assert!(
-        matches!(finished(&mut out, mover), Err(VmError::Busy(id)) if id == t),
+        matches!(finished(&mut out, mover), Err(VmError::Moving(id)) if id == t),
         "{out:?}"
     );
     assert_eq!(alpha.state(t), Some(&[][..]), "nothing ran inside it");
