@@ -233,6 +233,7 @@ impl Core {
         &mut self,
         conn: ConnId,
         hello: codec::Hello<'_>,
+        now: Instant,
     ) -> Result<(), String> {
         let connected = self
             .active
@@ -248,6 +249,9 @@ impl Core {
                 return Err(refusal.to_string());
             }
         };
+        if self.reached_again(conn, &peer, hello.boot.unwrap_or(0), now) {
+            return Ok(());
+        }
         let c = &mut self.conns[conn.key()];
         c.their_nonce = their_nonce;
         c.their_boot = hello.boot.unwrap_or(0);
@@ -261,6 +265,36 @@ impl Core {
         }
         self.conns[conn.key()].claimed = Some(peer);
         Ok(())
+    }
+
+    /// Whether our dial `conn` reached, by another `--peer` address (an
+    /// alias and an IP, say), the very node (same name, prefix and life)
+    /// that a dial of ours already connected: if so `conn` is closed and
+    /// its slot covered by that connection while it lasts. Otherwise the
+    /// two would collide (as two dials from one side must), and the slot
+    /// would redial into the same refusal every few seconds for ever.
+    fn reached_again(&mut self, conn: ConnId, peer: &Peer, boot: u64, now: Instant) -> bool {
+        let Some(slot) = self.conns[conn.key()].dial_slot else {
+            return false;
+        };
+        let Some(&other) = self.active.get(&peer.machine) else {
+            return false;
+        };
+        let o = &self.conns[other.key()];
+        let same = o.peer.as_ref().is_some_and(|p| p.prefix == peer.prefix) && o.their_boot == boot;
+        if !same || o.dial_slot.is_none() {
+            return false;
+        }
+        let (here, there) = (self.conns[conn.key()].remote, o.remote);
+        info!(
+            "{here} is {}, already connected at {there}; not dialling it again while that \
+             connection lasts",
+            peer.machine
+        );
+        self.say_closing(conn, &format!("already connected to you at {there}"));
+        self.close(conn, CloseReason::Retired, false, now);
+        self.dials[slot].state = DialState::Covered(peer.machine.clone());
+        true
     }
 
     /// Queues our proof for the handshake on `conn` with `peer`.

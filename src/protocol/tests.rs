@@ -2136,3 +2136,31 @@ fn overlapping_handshakes_with_one_prefix_admit_one() {
         .count();
     assert_eq!(ups, 1);
 }
+
+/// Two `--peer` addresses that reach one node (an alias and an address):
+/// the second connection collides with the first, and its dial slot is
+/// then covered by the first connection instead of redialling into the
+/// same refusal for ever. The first stays up.
+#[test]
+fn a_second_address_of_a_connected_node_is_not_redialled() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002", "localhost:9002"], now);
+    let mut b = side("beta", 2, &[], now);
+    a.core.handle_timeout(now);
+    assert_eq!(a.dials(), vec![0, 1]);
+    let first = connect(&mut a, 0, &mut b, 40001, now);
+    pump(&mut a, &mut b, &first, now);
+    let second = connect(&mut a, 1, &mut b, 40002, now);
+    pump(&mut a, &mut b, &second, now);
+    assert!(!a.core.is_open(second.ca));
+    assert_eq!(a.active("beta"), Some(first.ca));
+    let later = now + Duration::from_secs(30);
+    run(&mut a, &mut b, &[&first], now, later);
+    assert!(a.dials().is_empty(), "the second address was dialled again");
+    assert!(a.core.is_open(first.ca));
+    // Once the first connection goes, the second address may serve.
+    a.core
+        .handle_closed(first.ca, CloseReason::PeerClosed, later);
+    run(&mut a, &mut b, &[], later, later + Duration::from_secs(5));
+    assert!(a.dials().contains(&1), "{:?}", a.dials());
+}

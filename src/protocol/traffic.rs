@@ -44,7 +44,9 @@ impl Core {
                 (true, Message::Auth(a)) => self.handle_auth(conn, &a.proof, now).map(|()| true),
                 (true, Message::Hello(_)) => Err("a second `hello`".into()),
                 (true, other) => Err(format!("`{}` before the proof", other.type_name())),
-                (false, Message::Hello(hello)) => self.handle_hello(conn, hello).map(|()| false),
+                (false, Message::Hello(hello)) => {
+                    self.handle_hello(conn, hello, now).map(|()| false)
+                }
                 (false, other) => Err(format!(
                     "first frame was `{}`, not `hello`",
                     other.type_name()
