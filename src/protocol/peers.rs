@@ -46,7 +46,12 @@ impl Core {
         now: Instant,
     ) -> ConnId {
         let id = self.add_conn(remote, Some(slot), now);
-        self.conns[id.key()].local = Some(local);
+        // Closed at once (no random bytes for its challenge): that close
+        // rescheduled the dial, which must stay scheduled.
+        let Some(c) = self.conn_mut(id) else {
+            return id;
+        };
+        c.local = Some(local);
         if let Some(dial) = self.dials.get_mut(slot) {
             dial.state = DialState::Connected(id);
         }

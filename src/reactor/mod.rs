@@ -78,6 +78,10 @@ const FIRST_CONN: usize = 4;
 /// reaches it, so latency is untouched.
 const HAND_OVER_EVERY: usize = 256;
 
+/// How long after a failed `accept` (out of file descriptors) the
+/// listener is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Bytes one connection may have read per reactor iteration before the
 /// others, the timers and the writes get a turn: a peer that writes
 /// frames needing no interpreter (pings, say) faster than they parse
@@ -156,6 +160,8 @@ pub struct Reactor {
     /// read: read on in the next iteration (edge-triggered, no new event
     /// would say so).
     unfinished: Vec<ConnId>,
+    /// When to call `accept` again after it failed (out of descriptors).
+    accept_retry: Option<Instant>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// How long to keep polling without blocking after the last activity.
     spin: Duration,
@@ -206,6 +212,7 @@ impl Reactor {
             shrink_at: None,
             paused: Vec::new(),
             unfinished: Vec::new(),
+            accept_retry: None,
             signals: setup.signals,
             spin,
             max_backlog,
@@ -245,10 +252,15 @@ impl Reactor {
                 Some(Duration::ZERO)
             } else {
                 let http = self.http.as_ref().and_then(http::HttpSide::deadline);
-                let wake = [self.core.poll_timeout(), http, self.shrink_if_idle(now)]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let wake = [
+                    self.core.poll_timeout(),
+                    http,
+                    self.shrink_if_idle(now),
+                    self.accept_retry,
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 wake.map(|at| at.saturating_duration_since(now))
             };
             let polled = self.poll.poll(&mut events, timeout);
@@ -277,6 +289,9 @@ impl Reactor {
             }
             self.resume_paused(now);
             self.read_unfinished(now);
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept_all(now);
+            }
             if !events.is_empty() || self.commands_seen != commands_before {
                 spin_until = now + self.spin;
                 self.shrink_at = Some(now + heap::IDLE_AFTER);
@@ -428,16 +443,25 @@ impl Reactor {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
+                    self.accept_retry = None;
                     let conn = self.core.handle_accepted(addr, now);
                     let tls = self.tls.as_ref().map(TlsConfig::accept);
                     self.add_socket(conn, stream, addr, false, tls, now);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry = None;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next
-                    // readiness rather than spin.
-                    warn!("accept failed: {e}");
+                    // EMFILE and friends. Readiness is edge-triggered: the
+                    // connections waiting now would wait for the next one
+                    // to arrive. Try again shortly instead (not at once:
+                    // that would spin), saying so once per spell.
+                    if self.accept_retry.is_none() {
+                        warn!("accept failed: {e}; trying again every {ACCEPT_RETRY:?}");
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }

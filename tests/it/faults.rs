@@ -555,6 +555,77 @@ fn a_ping_flood_that_never_reads_the_pongs_is_cut() {
     assert_eq!(recv(&mut s2)["type"], "pong");
 }
 
+/// A node out of file descriptors cannot accept; the connections that
+/// wait meanwhile are accepted once descriptors are free again, without
+/// waiting for yet another connection to arrive (readiness is
+/// edge-triggered: the node tries the listener again on its own).
+#[test]
+fn connections_that_waited_out_a_descriptor_shortage_are_accepted() {
+    use std::io::Read;
+    let beta = NodeProc::start("beta", 0, &["--demo"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let port = beta.port();
+    // The limit is on descriptor numbers, and new ones fill the lowest
+    // free numbers: the smallest limit under which `room` are free.
+    let fds: std::collections::HashSet<usize> =
+        std::fs::read_dir(format!("/proc/{}/fd", beta.pid()))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    let room = 4;
+    let mut limit = 0;
+    let mut free = 0;
+    while free < room {
+        free += usize::from(!fds.contains(&limit));
+        limit += 1;
+    }
+    let limit = limit.to_string();
+    let set = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &beta.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(set.success(), "prlimit");
+    let mark = beta.log_mark();
+    // Each accepted connection gets beta's hello at once.
+    let greeted = |s: &mut TcpStream, within: Duration| {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header).is_ok()
+    };
+    let mut first: Vec<TcpStream> = (0..room)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut waiting: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    beta.wait_for_log_after(mark, "accept failed", Duration::from_secs(10));
+    for s in &mut first {
+        assert!(
+            greeted(s, Duration::from_secs(5)),
+            "accepted before the limit"
+        );
+    }
+    assert!(
+        !greeted(&mut waiting[0], Duration::from_millis(300)),
+        "accepted past the limit: it did not bite"
+    );
+    // Descriptors free again: beta closes the first ones (we leave).
+    drop(first);
+    for s in &mut waiting {
+        assert!(
+            greeted(s, Duration::from_secs(5)),
+            "a waiting connection was never accepted:\n{}",
+            beta.stderr()
+        );
+    }
+    let warned = beta.stderr().matches("accept failed").count();
+    assert_eq!(warned, 1, "said once per spell:\n{}", beta.stderr());
+}
+
 /// A peer that hangs (SIGSTOP: its sockets stay open, nothing answers) is
 /// declared down after 3 missed keepalive intervals, and the calls waiting
 /// on it fail.
