@@ -173,12 +173,13 @@ impl HttpServer {
         self.conns.is_empty()
     }
 
-    /// Whether `key` only writes what is queued, then closes (what it
-    /// receives meanwhile is dropped).
+    /// Whether `key` is done with requests: it only writes what is
+    /// queued, then closes, or it is closed already (what it receives
+    /// meanwhile is dropped).
     pub fn is_closing(&self, key: usize) -> bool {
         self.conns
             .get(key)
-            .is_some_and(|c| c.state == State::Closing)
+            .is_none_or(|c| c.state == State::Closing)
     }
 
     /// Subscribers streaming events now.

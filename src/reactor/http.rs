@@ -169,20 +169,28 @@ impl HttpSide {
             if !self.server.unsent(key).is_empty() {
                 break; // writable wakes us
             }
+            // Written out, a closing connection has left the server (it
+            // waits in `close_finished`'s list): only its input is left.
+            let closing = self.server.is_closing(key);
+            if closing && dropped > CLOSING_DRAIN {
+                break;
+            }
             let pending = self.server.pending(key, now);
             if let Some(route) = pending.map(|r| Route::of(r.method, r.path, r.query)) {
                 self.answer(key, route, from, now);
                 continue;
             }
-            if self.server.is_closing(key) && dropped > CLOSING_DRAIN {
-                break;
-            }
             let Some(stream) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
-                return;
+                break;
             };
             match stream.read(&mut self.buf) {
-                Ok(0) => return self.drop_socket(key, registry),
-                Ok(n) if self.server.is_closing(key) => dropped += n,
+                // Not `return`: a key closed above must still go through
+                // `close_finished`, before the slab hands it out again.
+                Ok(0) => {
+                    self.drop_socket(key, registry);
+                    break;
+                }
+                Ok(n) if closing => dropped += n,
                 Ok(n) => {
                     let route = self
                         .server
@@ -194,7 +202,10 @@ impl HttpSide {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.drop_socket(key, registry),
+                Err(_) => {
+                    self.drop_socket(key, registry);
+                    break;
+                }
             }
         }
         self.close_finished(registry);

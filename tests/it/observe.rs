@@ -342,3 +342,50 @@ fn pipelined_requests_that_are_never_read_stall_the_client_not_the_node() {
     assert!(health(port)["calls"].is_object());
     drop(greedy);
 }
+
+/// A client that sends a request the node refuses and half-closes (as
+/// `nc -N` does) is closed cleanly, and its slot does not take the next
+/// connection down with it: a keep-alive client that gets the slot next
+/// is served again after the sweep has run.
+#[test]
+fn a_refused_request_that_half_closes_leaves_the_next_client_alone() {
+    let (_beta, port) = beta_with_http();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+    let mut keep = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    keep.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ask = |s: &mut TcpStream| {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte)?;
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        s.read_exact(&mut body)?;
+        Ok::<String, std::io::Error>(head)
+    };
+    assert!(ask(&mut keep).unwrap().starts_with("HTTP/1.1 200"));
+    // The sweep runs every 500 ms: a stale close would come now.
+    std::thread::sleep(Duration::from_millis(1200));
+    let again = ask(&mut keep);
+    assert!(
+        again.as_ref().is_ok_and(|h| h.starts_with("HTTP/1.1 200")),
+        "the keep-alive client was cut: {again:?}"
+    );
+}
