@@ -312,7 +312,9 @@ impl Interpreter {
             };
             self.vm.trace_mut().set_mode(mode);
         }
-        let kinds = if wanted {
+        // A node configured to keep every event keeps them all whatever
+        // subscribers filter (`Node::query` reads its record).
+        let kinds = if wanted && self.trace_mode != TraceMode::Full {
             self.stats.stream_kinds()
         } else {
             ALL_KINDS
