@@ -55,7 +55,7 @@ mod traffic;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
@@ -142,11 +142,10 @@ pub const RETIRE_CHECK: Duration = Duration::from_millis(200);
 /// and such calls arrive up to a round trip after we retired it.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
-/// How long nothing must have been heard on a retired connection before
-/// it is closed: the peer may still be writing to it (a snapshot, the
-/// broadcasts). Under the keepalive interval, so that a peer that pings
-/// every connection does not keep a retired one open for ever.
-pub const RETIRE_QUIET: Duration = Duration::from_millis(500);
+/// A retired connection waits for the peer's directory snapshot to end
+/// (it may stream on it) at most this long after the tie: for a peer
+/// that never sends `snapshot_end`.
+pub const RETIRE_LONGEST: Duration = Duration::from_secs(60);
 
 /// What the core needs to know about its node.
 #[derive(Clone, Debug)]
@@ -427,6 +426,9 @@ pub struct Core {
     dirty: Vec<ConnId>,
     /// Connections with a directory snapshot still to queue.
     streaming: Vec<ConnId>,
+    /// Machines whose directory snapshot ended (`snapshot_end`) since they
+    /// last came up.
+    synced: HashSet<MachineId>,
     /// When a call was last sent or received (snapshots yield to calls).
     calls_seen_at: Option<Instant>,
     /// When the last paced snapshot step was taken (the next one's
@@ -476,6 +478,7 @@ impl Core {
             events: Vec::with_capacity(64),
             dirty: Vec::with_capacity(16),
             streaming: Vec::new(),
+            synced: HashSet::new(),
             calls_seen_at: None,
             paced_at: now,
             next_nonce: 1,

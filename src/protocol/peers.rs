@@ -22,7 +22,7 @@ use super::hello::{self, Peer, Refusal};
 use super::timer::Timer;
 use super::{
     Action, BadInput, CloseReason, ConnId, Core, Event, Status, HANDSHAKE_TIMEOUT, RETIRE_CHECK,
-    RETIRE_GRACE, RETIRE_QUIET,
+    RETIRE_GRACE, RETIRE_LONGEST,
 };
 
 /// Silence checks per keepalive interval: a silent peer is found at most
@@ -347,6 +347,7 @@ impl Core {
             self.dials[slot].reached = Some(machine.clone());
         }
         let Some(&other) = self.active.get(&machine) else {
+            self.synced.remove(&machine);
             // The hello was checked against the machines connected then;
             // another with this prefix may have been greeted since (two
             // handshakes that overlapped): their ids would collide.
@@ -441,13 +442,19 @@ impl Core {
         let graced = c
             .retired_at
             .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_GRACE);
-        // Idle on both sides: the peer may still be writing to it (a
-        // directory snapshot that began on it before the tie streams to
+        // A directory snapshot that began on it before the tie streams to
         // its end there, in order with the broadcasts that go out on it
-        // too), and only silence from the peer says it is done.
+        // too: ours (still to queue or to write), and the peer's, which is
+        // done once its `snapshot_end` came (on any connection). A peer
+        // that never sends one is waited for at most RETIRE_LONGEST.
         let ours = c.outbound.is_empty() && c.calls_in == 0 && c.snapshot.is_none();
-        let quiet = !c.paused && now.saturating_duration_since(c.last_heard) >= RETIRE_QUIET;
-        if graced && ours && c.unsent().is_empty() && quiet {
+        let theirs = c
+            .peer
+            .as_ref()
+            .is_none_or(|p| self.synced.contains(&p.machine))
+            || c.retired_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_LONGEST);
+        if graced && ours && c.unsent().is_empty() && theirs {
             self.close(conn, CloseReason::Retired, true, now);
         } else {
             self.timers
@@ -524,12 +531,6 @@ impl Core {
                 if now.saturating_duration_since(c.opened) > HANDSHAKE_TIMEOUT {
                     dead.push((c.id, CloseReason::Handshake { what }));
                 }
-                continue;
-            }
-            // A retired connection with nothing in flight is neither
-            // pinged nor declared silent: it goes quiet, and then
-            // `check_retired` closes it.
-            if c.retired && c.outbound.is_empty() && c.calls_in == 0 {
                 continue;
             }
             let (since, what) = match c.phase {
@@ -622,14 +623,20 @@ impl Core {
                     self.active.insert(peer.machine.clone(), spare.id);
                     // What went out on the closed connection may never have
                     // arrived: a snapshot that streamed (or had just ended)
-                    // on it above all. The spare has had every broadcast,
-                    // so a snapshot sent on it now leaves nothing missed.
-                    self.events.push(Event::SnapshotOwed {
-                        machine: peer.machine.clone(),
-                        up: self.observed.connects(&peer.machine),
-                    });
+                    // on it above all. The spare has had every broadcast
+                    // since it was greeted, and a snapshot sent on it now
+                    // adds what the closed one carried (a snapshot only
+                    // adds: a destroy said only there, before the spare
+                    // was greeted, is not repaired).
+                    if !self.stopping {
+                        self.events.push(Event::SnapshotOwed {
+                            machine: peer.machine.clone(),
+                            up: self.observed.connects(&peer.machine),
+                        });
+                    }
                 } else {
                     down = true;
+                    self.synced.remove(&peer.machine);
                     self.events.push(Event::PeerDown {
                         machine: peer.machine.clone(),
                         reason: reason.clone(),

@@ -207,6 +207,14 @@ fn cross_dialled(now: Instant) -> (Side, Side, Link, Link) {
     (a, b, by_alpha, by_beta)
 }
 
+/// Each side of `link` hears the other's `snapshot_end` (an empty
+/// directory), as after any greeting between two nodes.
+fn synced(a: &mut Side, b: &mut Side, link: &Link, now: Instant) {
+    let end = || Message::SnapshotEnd(codec::SnapshotEnd { objects: 0 });
+    a.core.handle_message(link.ca, end(), now);
+    b.core.handle_message(link.cb, end(), now);
+}
+
 /// alpha (prefix 1) dials beta (prefix 2); both finish their hellos.
 fn greeted_pair(now: Instant) -> (Side, Side, Link) {
     let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
@@ -463,8 +471,9 @@ fn simultaneous_dials_keep_the_connection_dialled_by_the_lower_machine_id() {
     a.core.call(remote_call(1, "beta", 1), now);
     assert!(!a.core.unsent(by_alpha.ca).is_empty());
     assert!(a.core.unsent(by_beta.ca).is_empty());
-    // Idle and past its grace, the loser closes on both sides; the
-    // machine stays up.
+    // Idle, past its grace, and with both snapshots ended, the loser
+    // closes on both sides; the machine stays up.
+    synced(&mut a, &mut b, &by_alpha, now);
     pump(&mut a, &mut b, &by_alpha, now);
     let later = now + RETIRE_GRACE + RETIRE_CHECK;
     run(&mut a, &mut b, &[&by_alpha, &by_beta], now, later);
@@ -491,6 +500,7 @@ fn simultaneous_dials_keep_the_connection_dialled_by_the_lower_machine_id() {
 fn a_retired_connection_still_answers_for_its_grace() {
     let now = Instant::now();
     let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    synced(&mut a, &mut b, &by_alpha, now);
     a.events();
     // 500 ms later, a call arrives on the retired connection.
     let t = now + ms(500);
@@ -520,8 +530,7 @@ fn a_retired_connection_still_answers_for_its_grace() {
         &mut b,
         &[&by_alpha, &by_beta],
         graced,
-        // Once quiet: the keepalive pinged it while the call was owed.
-        graced + RETIRE_QUIET + RETIRE_CHECK,
+        graced + RETIRE_CHECK,
     );
     assert_eq!(a.closed(), vec![by_beta.ca]);
 }
@@ -1991,9 +2000,9 @@ fn snapshot_heard(
 /// on beta's dial and start its snapshot there before its own dial lands
 /// and wins the tie. The snapshot then streams to its end on the retired
 /// connection, in order with the broadcasts that go out there too,
-/// however long past the grace that takes: neither side closes it while
-/// alpha still writes (beta cannot tell a snapshot is on it, but it hears
-/// it). Once it is done and quiet, both close it.
+/// however long past the grace that takes: neither side closes it before
+/// (alpha while it still has some to write, beta until alpha's
+/// `snapshot_end` came). Once both snapshots ended, both close it.
 #[test]
 fn a_snapshot_on_the_connection_that_loses_the_tie_finishes_there() {
     let now = Instant::now();
@@ -2017,6 +2026,10 @@ fn a_snapshot_on_the_connection_that_loses_the_tie_finishes_there() {
         Vec::new(),
         Vec::new(),
     );
+    let b_up = peer_up(&mut b, "alpha").expect("alpha came up");
+    let alpha = MachineId::new("alpha");
+    b.core
+        .send_snapshot(&alpha, b_up, pongs(0), Vec::new(), Vec::new());
     let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
     pump(&mut a, &mut b, &by_alpha, now);
     assert!(a.is_retired(by_beta.ca) && b.is_retired(by_beta.cb));
@@ -2051,7 +2064,7 @@ fn a_snapshot_on_the_connection_that_loses_the_tie_finishes_there() {
     );
     assert_eq!((created.len() as u64, synced), (n, n));
     // Done and quiet, it closes on both sides; beta stays up.
-    let later = t + RETIRE_QUIET + RETIRE_CHECK * 2;
+    let later = t + RETIRE_CHECK * 2;
     run(&mut a, &mut b, &[&by_alpha, &by_beta], t, later);
     assert!(!a.core.is_open(by_beta.ca) && !b.core.is_open(by_beta.cb));
     assert!(peer_downs(&a.events()).is_empty());
@@ -2163,4 +2176,22 @@ fn a_second_address_of_a_connected_node_is_not_redialled() {
         .handle_closed(first.ca, CloseReason::PeerClosed, later);
     run(&mut a, &mut b, &[], later, later + Duration::from_secs(5));
     assert!(a.dials().contains(&1), "{:?}", a.dials());
+}
+
+/// A peer that never ends a directory snapshot (a client without
+/// `snapshot_end`) keeps a retired connection at most RETIRE_LONGEST.
+#[test]
+fn a_retired_connection_waits_for_a_snapshot_end_but_not_for_ever() {
+    let now = Instant::now();
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    let graced = now + RETIRE_GRACE + RETIRE_CHECK * 2;
+    run(&mut a, &mut b, &[&by_alpha, &by_beta], now, graced);
+    assert!(
+        a.core.is_open(by_beta.ca),
+        "closed before beta's snapshot ended"
+    );
+    let longest = now + RETIRE_LONGEST + RETIRE_CHECK * 2;
+    run(&mut a, &mut b, &[&by_alpha, &by_beta], graced, longest);
+    assert!(!a.core.is_open(by_beta.ca));
+    assert!(a.core.is_open(by_alpha.ca));
 }

@@ -138,10 +138,13 @@ impl Core {
             Message::Ping(ping) => {
                 self.queue(conn, &Message::Pong(codec::Pong { nonce: ping.nonce }));
             }
-            Message::SnapshotEnd(end) => self.events.push(Event::Synced {
-                machine: peer.machine,
-                objects: end.objects,
-            }),
+            Message::SnapshotEnd(end) => {
+                self.synced.insert(peer.machine.clone());
+                self.events.push(Event::Synced {
+                    machine: peer.machine,
+                    objects: end.objects,
+                });
+            }
             Message::Probe(probe) => self.events.push(Event::Probe(vm::Probe {
                 initiator: probe.initiator,
                 blocked: probe.blocked,
