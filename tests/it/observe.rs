@@ -375,7 +375,7 @@ fn a_refused_request_that_half_closes_leaves_the_next_client_alone() {
     }
     let mut keep = TcpStream::connect(("127.0.0.1", port)).unwrap();
     keep.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut ask = |s: &mut TcpStream| {
+    let ask = |s: &mut TcpStream| {
         s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
