@@ -238,7 +238,8 @@ fn main() -> ExitCode {
         println!("avm-node {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    if let (Some(_), Some(flag)) = (&args.command, first_node_flag(&args)) {
+    let argv: Vec<String> = std::env::args().collect();
+    if let (Some(_), Some(flag)) = (&args.command, flag_before_subcommand(&argv)) {
         eprintln!(
             "error: {flag} is a flag of a node, and is not used with a subcommand \
              (a subcommand's flags come after its name: avm-node demo-local --rounds 5)"
@@ -417,27 +418,18 @@ impl EarlyStop {
     }
 }
 
-/// The first flag given that only running a node uses, if any: given
-/// before a subcommand, argh takes it as the node's and it would do
-/// nothing.
-fn first_node_flag(args: &Args) -> Option<&'static str> {
-    [
-        ("--name", args.name.is_some()),
-        ("--port", args.port.is_some()),
-        ("--peer", !args.peer.is_empty()),
-        ("--demo", args.demo),
-        ("--rounds", args.rounds.is_some()),
-        ("--node-prefix", args.node_prefix.is_some()),
-        ("--bank-accounts", args.bank_accounts.is_some()),
-        ("--http", args.http.is_some()),
-        ("--data-dir", args.data_dir.is_some()),
-        ("--cluster-key-file", args.cluster_key_file.is_some()),
-        ("--tls-cert", args.tls_cert.is_some()),
-        ("--tls-key", args.tls_key.is_some()),
-        ("--tls-ca", args.tls_ca.is_some()),
-    ]
-    .into_iter()
-    .find_map(|(flag, given)| given.then_some(flag))
+/// The first flag in `argv` (the program's name first) that comes
+/// before a subcommand's name, if any: argh takes it as the node's, and
+/// with a subcommand it would do nothing.
+fn flag_before_subcommand(argv: &[String]) -> Option<&str> {
+    const SUBCOMMANDS: [&str; 3] = ["demo-local", "status", "tail"];
+    let at = argv
+        .iter()
+        .position(|a| SUBCOMMANDS.contains(&a.as_str()))?;
+    argv.get(1..at)?
+        .iter()
+        .find(|a| a.starts_with('-'))
+        .map(String::as_str)
 }
 
 /// `--http`: `PORT` (loopback) or `HOST:PORT`, the host a name or an
@@ -732,14 +724,26 @@ mod tests {
     }
 
     #[test]
-    fn node_flags_before_a_subcommand_are_named() {
-        let args = parse(&["--rounds", "5", "demo-local"]).unwrap();
-        assert_eq!(first_node_flag(&args), Some("--rounds"));
-        let args = parse(&["--http", "9102", "status", "--http", "9103"]).unwrap();
-        assert_eq!(first_node_flag(&args), Some("--http"));
-        let args = parse(&["demo-local", "--rounds", "5"]).unwrap();
-        assert_eq!(first_node_flag(&args), None);
-        assert_eq!(first_node_flag(&parse(&[]).unwrap()), None);
+    fn flags_before_a_subcommand_are_named() {
+        let argv = |a: &[&str]| {
+            let mut v = vec!["avm-node".to_string()];
+            v.extend(a.iter().map(|s| s.to_string()));
+            v
+        };
+        let before = |a: &[&str]| flag_before_subcommand(&argv(a)).map(str::to_string);
+        assert_eq!(
+            before(&["--rounds", "5", "demo-local"]).as_deref(),
+            Some("--rounds")
+        );
+        // A flag with a default too.
+        let keepalive = before(&["--keepalive-ms", "500", "demo-local"]);
+        assert_eq!(keepalive.as_deref(), Some("--keepalive-ms"));
+        let http = before(&["--http", "9102", "status", "--http", "9103"]);
+        assert_eq!(http.as_deref(), Some("--http"));
+        assert_eq!(before(&["demo-local", "--rounds", "5"]), None);
+        assert_eq!(before(&["tail", "--http", "9102"]), None);
+        // No subcommand: a node, whatever its name.
+        assert_eq!(before(&["--name", "x", "--port", "1"]), None);
     }
 
     #[test]

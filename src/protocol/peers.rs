@@ -297,8 +297,9 @@ impl Core {
             peer.machine
         );
         self.say_closing(conn, &format!("already connected to you at {there}"));
-        self.close(conn, CloseReason::Retired, false, now);
+        // Covered first: the close then schedules no redial.
         self.dials[slot].state = DialState::Covered(peer.machine.clone());
+        self.close(conn, CloseReason::Retired, false, now);
         true
     }
 
@@ -651,6 +652,7 @@ impl Core {
                 Some(peer) if self.active.contains_key(&peer.machine) => {
                     self.dials[slot].state = DialState::Covered(peer.machine)
                 }
+                _ if matches!(self.dials[slot].state, DialState::Covered(_)) => {}
                 _ => self.schedule_redial(slot, now, &reason.to_string()),
             }
         }

@@ -162,6 +162,8 @@ pub struct Reactor {
     unfinished: Vec<ConnId>,
     /// When to call `accept` again after it failed (out of descriptors).
     accept_retry: Option<Instant>,
+    /// The failure was logged in this spell (until the backlog drains).
+    accept_warned: bool,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// How long to keep polling without blocking after the last activity.
     spin: Duration,
@@ -213,6 +215,7 @@ impl Reactor {
             paused: Vec::new(),
             unfinished: Vec::new(),
             accept_retry: None,
+            accept_warned: false,
             signals: setup.signals,
             spin,
             max_backlog,
@@ -290,6 +293,7 @@ impl Reactor {
             self.resume_paused(now);
             self.read_unfinished(now);
             if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept_retry = None;
                 self.accept_all(now);
             }
             if !events.is_empty() || self.commands_seen != commands_before {
@@ -443,13 +447,14 @@ impl Reactor {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
-                    self.accept_retry = None;
                     let conn = self.core.handle_accepted(addr, now);
                     let tls = self.tls.as_ref().map(TlsConfig::accept);
                     self.add_socket(conn, stream, addr, false, tls, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The backlog is drained: the spell is over.
                     self.accept_retry = None;
+                    self.accept_warned = false;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -458,7 +463,7 @@ impl Reactor {
                     // connections waiting now would wait for the next one
                     // to arrive. Try again shortly instead (not at once:
                     // that would spin), saying so once per spell.
-                    if self.accept_retry.is_none() {
+                    if !std::mem::replace(&mut self.accept_warned, true) {
                         warn!("accept failed: {e}; trying again every {ACCEPT_RETRY:?}");
                     }
                     self.accept_retry = Some(now + ACCEPT_RETRY);

@@ -1435,7 +1435,7 @@ fn destroy(
 pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
     if w.moving.contains(&id) {
         w.trace.error(&VmError::Refused(
-            "destroy, transfer, freeze or commit of an object that is moving",
+            "destroy, transfer, fetch, freeze or commit of an object that is moving",
         ));
         return true;
     }
