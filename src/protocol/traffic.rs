@@ -22,6 +22,39 @@ use super::{
 };
 
 impl Core {
+    /// A message before the proof checked out: a hello, then (after ours)
+    /// a proof; nothing else. Out of line: once per connection, and kept
+    /// out of the path every call's message takes.
+    #[cold]
+    #[inline(never)]
+    fn handle_handshake(
+        &mut self,
+        conn: ConnId,
+        awaiting_proof: bool,
+        msg: Message<'_>,
+        now: Instant,
+    ) -> Status {
+        let result = match (awaiting_proof, msg) {
+            (true, Message::Auth(a)) => self.handle_auth(conn, &a.proof, now).map(|()| true),
+            (true, Message::Hello(_)) => Err("a second `hello`".into()),
+            (true, other) => Err(format!("`{}` before the proof", other.type_name())),
+            (false, Message::Hello(hello)) => self.handle_hello(conn, hello, now).map(|()| false),
+            (false, other) => Err(format!(
+                "first frame was `{}`, not `hello`",
+                other.type_name()
+            )),
+        };
+        match result {
+            Ok(true) if self.is_open(conn) => Status::Greeted,
+            Ok(false) if self.is_open(conn) => Status::Open,
+            Ok(_) => Status::Closed,
+            Err(why) => {
+                self.protocol_error(conn, why, now);
+                Status::Closed
+            }
+        }
+    }
+
     /// One decoded message from `conn`.
     pub fn handle_message(&mut self, conn: ConnId, msg: Message<'_>, now: Instant) -> Status {
         let Some(c) = self.conn_mut(conn) else {
@@ -38,29 +71,7 @@ impl Core {
         }
         let awaiting_proof = c.phase == Phase::AwaitProof;
         let Some(peer) = c.peer.clone() else {
-            // The handshake: a hello, then (after ours) a proof; nothing
-            // else until the proof checks out.
-            let result = match (awaiting_proof, msg) {
-                (true, Message::Auth(a)) => self.handle_auth(conn, &a.proof, now).map(|()| true),
-                (true, Message::Hello(_)) => Err("a second `hello`".into()),
-                (true, other) => Err(format!("`{}` before the proof", other.type_name())),
-                (false, Message::Hello(hello)) => {
-                    self.handle_hello(conn, hello, now).map(|()| false)
-                }
-                (false, other) => Err(format!(
-                    "first frame was `{}`, not `hello`",
-                    other.type_name()
-                )),
-            };
-            return match result {
-                Ok(true) if self.is_open(conn) => Status::Greeted,
-                Ok(false) if self.is_open(conn) => Status::Open,
-                Ok(_) => Status::Closed,
-                Err(why) => {
-                    self.protocol_error(conn, why, now);
-                    Status::Closed
-                }
-            };
+            return self.handle_handshake(conn, awaiting_proof, msg, now);
         };
         if matches!(
             msg,
