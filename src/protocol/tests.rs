@@ -186,16 +186,22 @@ fn run(a: &mut Side, b: &mut Side, links: &[&Link], from: Instant, to: Instant) 
     }
 }
 
-/// alpha and beta each dial the other at once; both connections finish
-/// their hellos (both hellos cross on both before either side answers).
-/// Returns the two sides, the link alpha dialled, and the one beta dialled
-/// (as seen from alpha: `ca` is alpha's end).
-fn cross_dialled(now: Instant) -> (Side, Side, Link, Link) {
+/// alpha and beta, each with the other as its `--peer`, both dialling.
+fn dialling_each_other(now: Instant) -> (Side, Side) {
     let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
     let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
     a.core.handle_timeout(now);
     b.core.handle_timeout(now);
     assert_eq!((a.dials(), b.dials()), (vec![0], vec![0]));
+    (a, b)
+}
+
+/// alpha and beta each dial the other at once; both connections finish
+/// their hellos (both hellos cross on both before either side answers).
+/// Returns the two sides, the link alpha dialled, and the one beta dialled
+/// (as seen from alpha: `ca` is alpha's end).
+fn cross_dialled(now: Instant) -> (Side, Side, Link, Link) {
+    let (mut a, mut b) = dialling_each_other(now);
     let by_alpha = connect(&mut a, 0, &mut b, 40001, now);
     let rev = connect(&mut b, 0, &mut a, 40002, now);
     let by_beta = Link {
@@ -2006,11 +2012,7 @@ fn snapshot_heard(
 #[test]
 fn a_snapshot_on_the_connection_that_loses_the_tie_finishes_there() {
     let now = Instant::now();
-    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
-    let mut b = side("beta", 2, &["127.0.0.1:9001"], now);
-    a.core.handle_timeout(now);
-    b.core.handle_timeout(now);
-    assert_eq!((a.dials(), b.dials()), (vec![0], vec![0]));
+    let (mut a, mut b) = dialling_each_other(now);
     let rev = connect(&mut b, 0, &mut a, 40002, now);
     let by_beta = Link {
         ca: rev.cb,
@@ -2080,13 +2082,12 @@ fn a_spare_that_takes_over_is_owed_the_snapshot_again() {
     let now = Instant::now();
     let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
     let up = peer_up(&mut a, "beta").expect("beta came up");
-    a.core.send_snapshot(
-        &MachineId::new("beta"),
-        up,
-        pongs(10),
-        Vec::new(),
-        Vec::new(),
-    );
+    let beta = MachineId::new("beta");
+    let send = |a: &mut Side| {
+        a.core
+            .send_snapshot(&beta, up, pongs(10), Vec::new(), Vec::new())
+    };
+    send(&mut a);
     let t = now + ms(10);
     a.core
         .handle_closed(by_alpha.ca, CloseReason::PeerClosed, t);
@@ -2100,13 +2101,7 @@ fn a_spare_that_takes_over_is_owed_the_snapshot_again() {
         _ => None,
     });
     assert_eq!(owed, Some(up), "owed for the same coming up");
-    a.core.send_snapshot(
-        &MachineId::new("beta"),
-        up,
-        pongs(10),
-        Vec::new(),
-        Vec::new(),
-    );
+    send(&mut a);
     assert!(a.core.streaming.contains(&by_beta.ca));
     let mut created = std::collections::HashSet::new();
     pump(&mut a, &mut b, &by_beta, t);

@@ -478,26 +478,12 @@ fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     let port = beta.port();
     let mark = beta.log_mark();
     let (mut s, pong) = hello_beta(port, "flood", 71);
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut batch = Vec::new();
-    for i in 0..1000u64 {
-        let body = serde_json::to_vec(&json!({"type":"call","request_id":i,"target":pong,
+    let calls = (0..1000u64).map(|i| {
+        json!({"type":"call","request_id":i,"target":pong,
             "input":{"List":[{"Str":"Ping"},{"Nat":1},{"Nat":1},{"ObjectRef":pong}]},
-            "sender":0,"sender_machine":"flood"}))
-        .unwrap();
-        batch.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        batch.extend_from_slice(&body);
-    }
-    let started = Instant::now();
-    let mut peak_rss = 0;
-    for round in 0.. {
-        if s.write_all(&batch).is_err() || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        if round % 50 == 0 {
-            peak_rss = peak_rss.max(beta.rss_kib());
-        }
-    }
+            "sender":0,"sender_machine":"flood"})
+    });
+    let (_, mut peak_rss) = flood(&mut s, calls, &beta, Duration::from_secs(60));
     beta.wait_for_log_after(mark, "peer is not reading", Duration::from_secs(30));
     let mut beta = beta;
     assert!(!beta.exited(), "beta survived the flood");
@@ -508,6 +494,35 @@ fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     let (mut s2, _) = hello_beta(port, "after", 72);
     send(&mut s2, &json!({"type":"ping","nonce":1}));
     assert_eq!(recv(&mut s2)["type"], "pong");
+}
+
+/// Writes `frames` (framed JSON) to `s` again and again, without reading,
+/// until a write fails (beta cut it, or stopped reading) or `limit`
+/// passes; answers how long, and beta's peak RSS in KiB meanwhile.
+fn flood(
+    s: &mut TcpStream,
+    frames: impl Iterator<Item = serde_json::Value>,
+    beta: &NodeProc,
+    limit: Duration,
+) -> (Duration, u64) {
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut batch = Vec::new();
+    for frame in frames {
+        let body = serde_json::to_vec(&frame).unwrap();
+        batch.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&body);
+    }
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    for round in 0.. {
+        if s.write_all(&batch).is_err() || started.elapsed() > limit {
+            break;
+        }
+        if round % 20 == 0 {
+            peak_rss = peak_rss.max(beta.rss_kib());
+        }
+    }
+    (started.elapsed(), peak_rss)
 }
 
 /// A keyed client that floods pings (frames that need no interpreter, so
@@ -522,24 +537,8 @@ fn a_ping_flood_that_never_reads_the_pongs_is_cut() {
     let port = beta.port();
     let mark = beta.log_mark();
     let (mut s, _) = hello_beta(port, "pinger", 73);
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut batch = Vec::new();
-    for nonce in 0..10_000u64 {
-        let body = serde_json::to_vec(&json!({"type":"ping","nonce":nonce})).unwrap();
-        batch.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        batch.extend_from_slice(&body);
-    }
-    let started = Instant::now();
-    let mut peak_rss = 0;
-    for round in 0.. {
-        if s.write_all(&batch).is_err() || started.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-        if round % 20 == 0 {
-            peak_rss = peak_rss.max(beta.rss_kib());
-        }
-    }
-    let flooded = started.elapsed();
+    let pings = (0..10_000u64).map(|nonce| json!({"type":"ping","nonce":nonce}));
+    let (flooded, mut peak_rss) = flood(&mut s, pings, &beta, Duration::from_secs(30));
     let cut = beta.wait_for_log_after(mark, "peer is not reading", Duration::from_secs(10));
     assert!(cut.contains("pinger"), "{cut}");
     assert!(

@@ -729,13 +729,7 @@ fn a_fetch_answer_after_the_object_moved_here_leaves_it_owned() {
     vm.start_program(fetch(x), 1).unwrap();
     let mut out = Vec::new();
     vm.run(&mut out);
-    let token = out
-        .iter()
-        .find_map(|o| match o {
-            Output::RemoteCall(rc) => Some(rc.token),
-            _ => None,
-        })
-        .expect("the fetch went out");
+    let token = remote_calls(&mut out)[0].token;
     let record = |epoch: u64| {
         let mut fields = vec![
             Val::str("tally"),

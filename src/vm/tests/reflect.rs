@@ -380,13 +380,7 @@ fn a_freeze_is_refused_while_a_chain_is_inside_the_object() {
     );
     let mut out = Vec::new();
     vm.run(&mut out);
-    let token = out
-        .iter()
-        .find_map(|o| match o {
-            Output::RemoteCall(rc) => Some(rc.token),
-            _ => None,
-        })
-        .expect("the deposit went out");
+    let token = remote_calls(&mut out)[0].token;
     let frozen = Val::pair(Val::Nat(0), Val::List(vec![Val::Nat(500)]));
     let answer = vm.serve_op(RemoteOp::Freeze, x, &frozen);
     let Val::Just(answer) = answer else {
