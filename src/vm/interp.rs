@@ -773,7 +773,19 @@ impl Vm {
         if !self.world.owns(id) || !epoch_newer(epoch, ours) {
             return false;
         }
-        if self.world.in_doubt.contains_key(&id) {
+        if let Some(d) = self.world.in_doubt.get(&id) {
+            // The new home holds it at the epoch the move gave it (ours
+            // plus one); another node only at a later one (the new home
+            // moved it on). A third node's word for that epoch is no word.
+            if *from != d.to && !epoch_newer(epoch, ours.wrapping_add(1)) {
+                log::warn!(
+                    "move of {id} to {}: {from} announces it at epoch {epoch}, which only {} \
+                     can hold; not believed, the move stays in doubt",
+                    d.to,
+                    d.to
+                );
+                return false;
+            }
             log::info!("move of {id}: {from} announces it at epoch {epoch}; the move was made");
             self.settle_doubt(id, Ok(Val::Bool(true)));
         } else if self.world.moving.contains(&id) {

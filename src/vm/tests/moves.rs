@@ -412,6 +412,13 @@ fn a_lost_adopt_answer_freezes_the_object_until_the_new_home_announces_it() {
         !alpha.announced_elsewhere(t, &beta, 0),
         "not newer than ours"
     );
+    // Only beta can hold it at epoch 1: another node's word is no word.
+    let gamma = MachineId::new("gamma");
+    assert!(!alpha.announced_elsewhere(t, &gamma, 1));
+    assert!(
+        alpha.owns(t) && alpha.waiting_count() == 1,
+        "still in doubt"
+    );
     assert!(alpha.announced_elsewhere(t, &beta, 1));
     alpha.run(&mut out);
     assert_eq!(finished(&mut out, mover), Ok(Val::Bool(true)));
