@@ -321,7 +321,7 @@ impl HttpServer {
         };
         // A pipelined request already buffered: the reactor asks for it
         // with `pending`.
-        self.dirty.push(key);
+        self.mark_dirty(key);
     }
 
     /// A keep-alive client's next request, already buffered.
@@ -348,7 +348,7 @@ impl HttpServer {
         conn.state = State::Streaming;
         conn.filter = Some(filter);
         self.subscribers += 1;
-        self.dirty.push(key);
+        self.mark_dirty(key);
     }
 
     /// Offers one event to every subscriber: `line` is its JSON, and
@@ -381,6 +381,17 @@ impl HttpServer {
             conn.out.extend_from_slice(b"data: ");
             conn.out.extend_from_slice(line);
             conn.out.extend_from_slice(b"\n\n");
+            if !self.dirty.contains(&key) {
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Once per connection until polled: the reactor polls only while
+    /// subscribers stream, so a node scraped for `/health` and never
+    /// watched would otherwise keep a key per answer for ever.
+    fn mark_dirty(&mut self, key: usize) {
+        if !self.dirty.contains(&key) {
             self.dirty.push(key);
         }
     }
@@ -511,6 +522,22 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn answers_never_polled_for_keep_one_dirty_mark_per_connection() {
+        let (mut s, now) = server();
+        let key = s.accept(now).unwrap();
+        for _ in 0..1000 {
+            assert!(s
+                .received(key, b"GET /health HTTP/1.1\r\n\r\n", now)
+                .is_some());
+            s.respond(key, Status::Ok, "text/plain", b"ok", now);
+            let out = s.unsent(key).len();
+            s.advance(key, out, now);
+        }
+        assert_eq!(s.poll_dirty(), Some(key));
+        assert_eq!(s.poll_dirty(), None);
     }
 
     #[test]

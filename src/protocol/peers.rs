@@ -455,7 +455,9 @@ impl Core {
             .is_none_or(|p| self.synced.contains(&p.machine))
             || c.retired_at
                 .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_LONGEST);
-        if graced && ours && c.unsent().is_empty() && theirs {
+        // Not while paused: bytes wait unread in the kernel (calls, the
+        // peer's snapshot), and a close would reset the connection.
+        if graced && ours && c.unsent().is_empty() && theirs && !c.paused {
             self.close(conn, CloseReason::Retired, true, now);
         } else {
             self.timers
@@ -630,6 +632,8 @@ impl Core {
                     // adds: a destroy said only there, before the spare
                     // was greeted, is not repaired).
                     if !self.stopping {
+                        // The peer, promoting too, sends its own again.
+                        self.synced.remove(&peer.machine);
                         self.events.push(Event::SnapshotOwed {
                             machine: peer.machine.clone(),
                             up: self.observed.connects(&peer.machine),

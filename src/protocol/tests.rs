@@ -2081,6 +2081,7 @@ fn a_snapshot_on_the_connection_that_loses_the_tie_finishes_there() {
 fn a_spare_that_takes_over_is_owed_the_snapshot_again() {
     let now = Instant::now();
     let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    synced(&mut a, &mut b, &by_alpha, now);
     let up = peer_up(&mut a, "beta").expect("beta came up");
     let beta = MachineId::new("beta");
     let send = |a: &mut Side| {
@@ -2101,6 +2102,9 @@ fn a_spare_that_takes_over_is_owed_the_snapshot_again() {
         _ => None,
     });
     assert_eq!(owed, Some(up), "owed for the same coming up");
+    // beta, promoting its spare too, sends its snapshot again: until its
+    // end comes, beta's is not over.
+    assert!(!a.core.synced.contains(&MachineId::new("beta")));
     send(&mut a);
     assert!(a.core.streaming.contains(&by_beta.ca));
     let mut created = std::collections::HashSet::new();
@@ -2189,4 +2193,28 @@ fn a_retired_connection_waits_for_a_snapshot_end_but_not_for_ever() {
     run(&mut a, &mut b, &[&by_alpha, &by_beta], graced, longest);
     assert!(!a.core.is_open(by_beta.ca));
     assert!(a.core.is_open(by_alpha.ca));
+}
+
+/// A retired connection whose reading is paused (the interpreter is
+/// behind) is not closed, whatever else says it may be: bytes wait unread
+/// in the kernel, and a close would reset the connection and lose them.
+/// Read again, it closes.
+#[test]
+fn a_paused_retired_connection_is_not_closed() {
+    let now = Instant::now();
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    synced(&mut a, &mut b, &by_alpha, now);
+    a.core.set_paused(by_beta.ca, true, now);
+    let graced = now + RETIRE_GRACE + RETIRE_CHECK * 2;
+    run(&mut a, &mut b, &[&by_alpha, &by_beta], now, graced);
+    assert!(a.core.is_open(by_beta.ca), "closed while paused");
+    a.core.set_paused(by_beta.ca, false, graced);
+    run(
+        &mut a,
+        &mut b,
+        &[&by_alpha],
+        graced,
+        graced + RETIRE_CHECK * 2,
+    );
+    assert!(!a.core.is_open(by_beta.ca));
 }
