@@ -32,28 +32,49 @@ const NOTE_EVERY: Duration = Duration::from_secs(5);
 pub const PONG_NAME: &str = "pong";
 
 /// Creates `pong` on `node` and names it [`PONG_NAME`] cluster-wide;
-/// answers its id. A name already taken (another node serves too) leaves
-/// this pong unnamed, with a warning: orchestrators find the named one.
+/// answers its id. A node restarted from its store (`--data-dir`) has its
+/// pong back, and serves that one rather than one more beside it (names
+/// are not stored: it is named again). A name already taken (another node
+/// serves too) leaves this pong unnamed, with a warning: orchestrators
+/// find the named one.
 pub fn serve(node: &Node) -> Result<ObjectId, String> {
-    let program = prog! {
-        let pong <- create_obj("pong");
-        let Val::ObjectRef(id) = pong else { return done(pong) };
-        let named <- register_name(PONG_NAME, id);
-        done(Val::pair(Val::ObjectRef(id), named))
+    let stopped = || format!("creating pong: {}", crate::node::NODE_STOPPED);
+    let restored = node
+        .query(|vm| {
+            vm.local_objects()
+                .find(|(_, behavior)| &***behavior == "pong")
+                .map(|(id, _)| id)
+        })
+        .recv()
+        .map_err(|_| stopped())?;
+    let program = match restored {
+        Some(id) => register_name(PONG_NAME, id)
+            .bind(move |named| done(Val::pair(Val::ObjectRef(id), named))),
+        None => prog! {
+            let pong <- create_obj("pong");
+            let Val::ObjectRef(id) = pong else { return done(pong) };
+            let named <- register_name(PONG_NAME, id);
+            done(Val::pair(Val::ObjectRef(id), named))
+        },
+    };
+    let how = if restored.is_some() {
+        "restored"
+    } else {
+        "created"
     };
     match node.submit(program).recv() {
         Ok(Ok(Val::Pair(pong, named))) if pong.as_object().is_some() => {
             let pong = pong.as_object().expect("checked");
             if *named == Val::Bool(true) {
-                info!("demo: created pong {pong}; named `{PONG_NAME}`; serving");
+                info!("demo: {how} pong {pong}; named `{PONG_NAME}`; serving");
             } else {
-                warn!("demo: created pong {pong}; the name `{PONG_NAME}` is taken; serving");
+                warn!("demo: {how} pong {pong}; the name `{PONG_NAME}` is taken; serving");
             }
             Ok(pong)
         }
         Ok(Ok(other)) => Err(format!("creating pong answered {other}")),
         Ok(Err(e)) => Err(format!("creating pong: {e}")),
-        Err(_) => Err(format!("creating pong: {}", crate::node::NODE_STOPPED)),
+        Err(_) => Err(stopped()),
     }
 }
 

@@ -515,3 +515,29 @@ fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
     let (mut client, _) = Client::connect(node.port());
     assert_eq!(client.balance(ids[0]), OPENING + 3);
 }
+
+/// The demo's serving node with a store serves the pong it had when it
+/// restarts, named again, instead of making one more each time.
+#[test]
+fn a_restarted_demo_node_serves_its_stored_pong() {
+    let dir = temp_dir("avm-durable-pong");
+    let args = [
+        "--demo".to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ];
+    let mut first = start("beta", 0, &args);
+    let pong = first.log_value("demo: created pong ", LIMIT);
+    first.signal("TERM");
+    assert!(first.wait_exit(LIMIT).success(), "{}", first.stderr());
+    for _ in 0..2 {
+        let mut again = start("beta", 0, &args);
+        again.wait_for_log("demo: restored pong ", LIMIT);
+        let log = again.stderr();
+        let served = format!("demo: restored pong {pong}; named `pong`; serving");
+        assert!(log.contains(&served), "{log}");
+        assert!(log.contains("loaded 1 objects"), "{log}");
+        again.signal("TERM");
+        assert!(again.wait_exit(LIMIT).success(), "{}", again.stderr());
+    }
+}
