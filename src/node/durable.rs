@@ -19,17 +19,21 @@
 //!   a value that depends on a write (a bank debits here, then credits
 //!   there), and the other node's effect must not outlive ours. Output of
 //!   a batch that wrote nothing waits only when earlier output still
-//!   waits, so order is kept and a node that writes nothing never waits.
+//!   waits or an earlier batch is still on its way (it may hold a write
+//!   this output reflects), so order is kept and a node that writes
+//!   nothing never waits.
 //! - *Group commit.* While the store thread writes, the interpreter keeps
 //!   running chains; the batches it drains meanwhile queue up and go to
 //!   disk together in the next transaction, so one fsync covers many.
 //! - *Atomic.* A transaction commits in one step of the vm, so its writes
 //!   are in one drain, one `Batch`, one redb transaction.
-//! - *Failure.* When a write fails (disk full, I/O error), the answers it
-//!   held fail with `not durable: <reason>` and a log line, calls it held
-//!   fail in their chains instead of leaving, and the objects it carried
-//!   are marked changed again, so the next successful write stores their
-//!   state as it is then. Nothing is acknowledged that is not on disk.
+//! - *Failure.* When a write fails (disk full, I/O error), the answers
+//!   held behind it, and behind every batch sent before its failure was
+//!   known (they were computed on top of it), fail with `not durable:
+//!   <reason>` and a log line; calls held there fail in their chains
+//!   instead of leaving; the objects it carried are marked changed again,
+//!   so the next successful write stores their state as it is then.
+//!   Nothing is acknowledged that is not on disk.
 //! - *Bounded.* At most [`MAX_IN_FLIGHT`] batches wait for the disk; past
 //!   that the interpreter waits for the store instead of running more.
 
@@ -81,7 +85,11 @@ pub struct Durable {
     submitted: u64,
     /// Every batch up to this one has been answered.
     answered: u64,
-    /// Up to here answered `Err`: output held behind them fails.
+    /// Output held behind a batch after `failed_after` and up to
+    /// `failed_through` fails: a write failed there, and every batch sent
+    /// until then was computed on top of it (its objects are written again
+    /// only in a later batch).
+    failed_after: u64,
     failed_through: u64,
     failure: String,
     held: VecDeque<Held>,
@@ -108,6 +116,7 @@ impl Durable {
             store_thread: Some(store_thread),
             submitted: 0,
             answered: 0,
+            failed_after: 0,
             failed_through: 0,
             failure: String::new(),
             held: VecDeque::new(),
@@ -127,7 +136,10 @@ impl Durable {
     ) {
         let wrote = self.submit_changes(vm);
         self.take_answers(vm, false);
-        if !wrote && self.held.is_empty() {
+        // Output goes at once only when nothing is on its way to the disk:
+        // a batch in flight from an earlier round (one that sent nothing,
+        // say) may hold a write this output reflects.
+        if !wrote && self.held.is_empty() && self.answered == self.submitted {
             return;
         }
         if !commands.is_empty() || !results.is_empty() {
@@ -150,7 +162,7 @@ impl Durable {
         results: &mut Vec<(ResultSender, Result<Val, String>)>,
     ) {
         let wrote = self.submit_changes(vm);
-        if wrote || !self.held.is_empty() {
+        if wrote || !self.held.is_empty() || self.answered < self.submitted {
             self.hold(commands, results);
         }
         drop(self.to_store.take());
@@ -236,6 +248,7 @@ impl Durable {
     }
 
     fn on_answer(&mut self, vm: &mut Vm, done: Done) {
+        let durable_before = self.answered;
         self.answered = self.answered.max(done.through);
         let mut batches = done.batches;
         if let Err(reason) = done.result {
@@ -243,7 +256,12 @@ impl Durable {
                 "store write failed, {} objects not durable: {reason}",
                 batches.iter().map(Batch::len).sum::<usize>()
             );
-            self.failed_through = done.through;
+            // A new spell starts after what was durable; one not yet past
+            // grows.
+            if self.failed_through <= durable_before {
+                self.failed_after = durable_before;
+            }
+            self.failed_through = self.failed_through.max(self.submitted);
             self.failure = reason;
             for batch in &batches {
                 batch.ids(|id| vm.mark_changed(ObjectId(id)));
@@ -269,7 +287,7 @@ impl Durable {
                 return;
             }
             let held = self.held.pop_front().expect("front exists");
-            if held.after <= self.failed_through && held.after > 0 {
+            if held.after > self.failed_after && held.after <= self.failed_through {
                 let why = format!("not durable: {}", self.failure);
                 fail_held(vm, held, &why, commands, results);
             } else {
@@ -336,5 +354,116 @@ fn write_batches(
             return;
         }
         handoff.unpark_interpreter();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::{done, BehaviorRegistry, MachineId, PureRegistry, VmConfig};
+
+    type Results = Vec<(ResultSender, Result<Val, String>)>;
+
+    /// A `Durable` with no store thread: the test is the store, taking
+    /// batches from the first channel and answering on the second.
+    fn durable() -> (Durable, Receiver<(u64, Batch)>, Sender<Done>) {
+        let (to_store, batches) = mpsc::channel();
+        let (answer, answers) = mpsc::channel();
+        let d = Durable {
+            to_store: Some(to_store),
+            done: answers,
+            store_thread: None,
+            submitted: 0,
+            answered: 0,
+            failed_after: 0,
+            failed_through: 0,
+            failure: String::new(),
+            held: VecDeque::new(),
+            spare: Vec::new(),
+        };
+        (d, batches, answer)
+    }
+
+    /// A vm that tracks changes, with one object.
+    fn vm() -> (Vm, ObjectId) {
+        let mut behaviors = BehaviorRegistry::new();
+        behaviors.register("cell", done);
+        let config = VmConfig::new(MachineId::new("alpha"), 1);
+        let mut vm = Vm::new(config, behaviors, PureRegistry::new());
+        vm.track_changes();
+        let id = vm.create_object("cell").unwrap();
+        (vm, id)
+    }
+
+    fn answer(to: &Sender<Done>, through: u64, result: Result<(), String>) {
+        let batches = Vec::new();
+        to.send(Done {
+            through,
+            result,
+            batches,
+        })
+        .unwrap();
+    }
+
+    /// A result of this round, for the gate.
+    fn result(results: &mut Results) -> Receiver<Result<Val, String>> {
+        let (tx, rx) = mpsc::channel();
+        results.push((tx, Ok(Val::Nat(7))));
+        rx
+    }
+
+    /// A round that writes and sends nothing, then one that writes
+    /// nothing and answers: the answer waits for the first round's batch,
+    /// which holds the write it may reflect.
+    #[test]
+    fn output_waits_for_a_batch_in_flight_from_a_round_that_sent_nothing() {
+        let (mut d, batches, store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        d.gate(&mut vm, &mut commands, &mut results); // the create
+        answer(&store, 1, Ok(()));
+        d.gate(&mut vm, &mut commands, &mut results);
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert_eq!(batches.try_iter().count(), 2, "the create, then the write");
+        let _rx = result(&mut results);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(results.is_empty(), "released before batch 2 is durable");
+        answer(&store, 2, Ok(()));
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].1, Ok(Val::Nat(7)));
+    }
+
+    /// A write fails: the output of every batch sent until then fails
+    /// with it, even when their own writes succeed (they were computed on
+    /// top of the lost one), while output already durable goes out.
+    #[test]
+    fn a_failed_write_fails_the_output_of_the_batches_built_on_it() {
+        let (mut d, _batches, store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        // Batch 1 (the create) holds an answer that will be durable.
+        let _durable = result(&mut results);
+        d.gate(&mut vm, &mut commands, &mut results);
+        // Batch 2 writes x; batch 3 holds an answer that read x.
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results);
+        let _reflects = result(&mut results);
+        vm.set_state(x, vec![Val::Nat(2)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(results.is_empty());
+        // All three answers at once: 1 written, 2 lost, 3 written.
+        answer(&store, 1, Ok(()));
+        answer(&store, 2, Err("disk full".into()));
+        answer(&store, 3, Ok(()));
+        d.gate(&mut vm, &mut commands, &mut results);
+        let answers: Vec<_> = results.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[0], Ok(Val::Nat(7)), "batch 1 was durable");
+        assert!(
+            answers[1].as_ref().is_err_and(|e| e.contains("disk full")),
+            "batch 3 reflects batch 2's lost write: {answers:?}"
+        );
     }
 }
