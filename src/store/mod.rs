@@ -300,6 +300,20 @@ impl Store {
                 file: self.file.clone(),
                 detail: format!("object {id}: {detail}"),
             };
+            // A newer avm's record: not damage, and not to be deleted.
+            if let Some(&format) = bytes
+                .value()
+                .first()
+                .filter(|&&f| f > record::RECORD_FORMAT)
+            {
+                return Err(StoreError::Format {
+                    file: self.file.clone(),
+                    detail: format!(
+                        "object {id}: record format {format}, newer than {}",
+                        record::RECORD_FORMAT
+                    ),
+                });
+            }
             let decoded = record::decode(bytes.value()).map_err(corrupt)?;
             restore(id, decoded.as_record()).map_err(|detail| StoreError::Corrupt {
                 file: self.file.clone(),
@@ -658,6 +672,25 @@ mod tests {
         let e = store.load(|_, _| Ok(())).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("object 5:"), "{e}");
+    }
+
+    /// A record a newer avm wrote is a format this build cannot read, not
+    /// damage: the error says to run that avm, not to delete the store.
+    #[test]
+    fn a_record_from_a_newer_avm_is_a_format_error() {
+        let dir = TempDir::new("newer-record");
+        let store = Store::open(&dir.0, "beta", None, 9002).unwrap();
+        let write = store.db().unwrap().begin_write().unwrap();
+        let newer = [record::RECORD_FORMAT + 1, 0, 0, 0, 0, 0];
+        write
+            .open_table(OBJECTS)
+            .unwrap()
+            .insert(5, &newer[..])
+            .unwrap();
+        write.commit().unwrap();
+        let e = store.load(|_, _| Ok(())).unwrap_err();
+        assert!(matches!(e, StoreError::Format { .. }), "{e}");
+        assert!(e.to_string().contains("run the avm that wrote it"), "{e}");
     }
 
     #[test]
