@@ -110,10 +110,20 @@ impl Durable {
         let store_thread = std::thread::Builder::new()
             .name(format!("{name}/store"))
             .spawn(move || write_batches(store, batches, answer, handoff, stats))?;
-        Ok(Durable {
+        Ok(Durable::around(to_store, done, Some(store_thread)))
+    }
+
+    /// Nothing sent yet: batches go to `to_store`, answers come from
+    /// `done` (a store thread's, or a test's).
+    fn around(
+        to_store: Sender<(u64, Batch)>,
+        done: Receiver<Done>,
+        store_thread: Option<JoinHandle<()>>,
+    ) -> Durable {
+        Durable {
             to_store: Some(to_store),
             done,
-            store_thread: Some(store_thread),
+            store_thread,
             submitted: 0,
             answered: 0,
             failed_after: 0,
@@ -121,7 +131,7 @@ impl Durable {
             failure: String::new(),
             held: VecDeque::new(),
             spare: Vec::new(),
-        })
+        }
     }
 
     /// After each batch of interpreter work: sends the vm's changes to the
@@ -369,19 +379,7 @@ mod tests {
     fn durable() -> (Durable, Receiver<(u64, Batch)>, Sender<Done>) {
         let (to_store, batches) = mpsc::channel();
         let (answer, answers) = mpsc::channel();
-        let d = Durable {
-            to_store: Some(to_store),
-            done: answers,
-            store_thread: None,
-            submitted: 0,
-            answered: 0,
-            failed_after: 0,
-            failed_through: 0,
-            failure: String::new(),
-            held: VecDeque::new(),
-            spare: Vec::new(),
-        };
-        (d, batches, answer)
+        (Durable::around(to_store, answers, None), batches, answer)
     }
 
     /// A vm that tracks changes, with one object.

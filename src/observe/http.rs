@@ -321,7 +321,7 @@ impl HttpServer {
         };
         // A pipelined request already buffered: the reactor asks for it
         // with `pending`.
-        self.mark_dirty(key);
+        mark_dirty(&mut self.dirty, key);
     }
 
     /// A keep-alive client's next request, already buffered.
@@ -348,7 +348,7 @@ impl HttpServer {
         conn.state = State::Streaming;
         conn.filter = Some(filter);
         self.subscribers += 1;
-        self.mark_dirty(key);
+        mark_dirty(&mut self.dirty, key);
     }
 
     /// Offers one event to every subscriber: `line` is its JSON, and
@@ -381,18 +381,7 @@ impl HttpServer {
             conn.out.extend_from_slice(b"data: ");
             conn.out.extend_from_slice(line);
             conn.out.extend_from_slice(b"\n\n");
-            if !self.dirty.contains(&key) {
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// Once per connection until polled: the reactor polls only while
-    /// subscribers stream, so a node scraped for `/health` and never
-    /// watched would otherwise keep a key per answer for ever.
-    fn mark_dirty(&mut self, key: usize) {
-        if !self.dirty.contains(&key) {
-            self.dirty.push(key);
+            mark_dirty(&mut self.dirty, key);
         }
     }
 
@@ -469,6 +458,15 @@ impl HttpServer {
             log::debug!("http: connection {key} idle too long; closing");
             self.close(key);
         }
+    }
+}
+
+/// Marks `key` as having bytes to write, once until polled: the reactor
+/// polls only while subscribers stream, so a node scraped for `/health`
+/// and never watched would otherwise keep a key per answer for ever.
+fn mark_dirty(dirty: &mut Vec<usize>, key: usize) {
+    if !dirty.contains(&key) {
+        dirty.push(key);
     }
 }
 
