@@ -36,6 +36,13 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     outcome.map_err(|payload| message(&*payload))
 }
 
+/// Runs `f`; a panic is printed by the hook as usual (it is a bug, and its
+/// backtrace helps) and comes back as `Err` with its message, so that a
+/// node's thread can stop in order instead of vanishing.
+pub fn catch_printed<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| message(&*payload))
+}
+
 /// A panic payload's message (`panic!` gives a `&str` or a `String`).
 fn message(payload: &(dyn Any + Send)) -> String {
     payload
@@ -59,5 +66,9 @@ mod tests {
         let nested = catch(|| catch(|| -> u8 { panic!("inner") }));
         assert_eq!(nested, Ok(Err("inner".into())));
         assert_eq!(catch(|| -> u8 { panic!("after") }), Err("after".into()));
+        assert_eq!(
+            catch_printed(|| -> u8 { panic!("printed {}", 2) }),
+            Err("printed 2".into())
+        );
     }
 }

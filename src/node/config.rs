@@ -42,6 +42,12 @@ pub mod defaults {
     pub const MAX_WAITING: usize = crate::vm::DEFAULT_MAX_WAITING;
     /// How long the demo orchestrator waits for a `pong` to appear.
     pub const DEMO_WAIT: Duration = Duration::from_secs(60);
+    /// The longest `keepalive` or `call_timeout` a node accepts: a year
+    /// is "never" for a call, and keeps every deadline computable.
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// The longest `spin` a node accepts: past this, spinning is only
+    /// burning a core.
+    pub const MAX_SPIN: Duration = Duration::from_secs(1);
 }
 
 /// Everything a node is told at start.
@@ -134,5 +140,60 @@ impl NodeConfig {
             data_dir: None,
             http: None,
         }
+    }
+
+    /// Why this configuration cannot run, naming the setting: the checks
+    /// `Node::start` makes before it binds anything (an empty name would
+    /// be refused by every peer, a zero `keepalive` would declare every
+    /// peer down at once, and a deadline past the clock's range would
+    /// stop the reactor at the first call).
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("NodeConfig::name (the machine_id) must not be empty".into());
+        }
+        let intervals = [
+            ("keepalive", self.keepalive),
+            ("call_timeout", self.call_timeout),
+        ];
+        for (field, value) in intervals {
+            if value < Duration::from_millis(1) || value > defaults::MAX_INTERVAL {
+                return Err(format!(
+                    "NodeConfig::{field} is {value:?}: it must be from 1 ms to {} days",
+                    defaults::MAX_INTERVAL.as_secs() / 86_400
+                ));
+            }
+        }
+        if self.spin > defaults::MAX_SPIN {
+            return Err(format!(
+                "NodeConfig::spin is {:?}: it must be at most {:?}",
+                self.spin,
+                defaults::MAX_SPIN
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_that_cannot_run_is_refused_by_name() {
+        assert_eq!(NodeConfig::new("alpha").check(), Ok(()));
+        let refused = |change: fn(&mut NodeConfig)| {
+            let mut config = NodeConfig::new("alpha");
+            change(&mut config);
+            config.check().unwrap_err()
+        };
+        assert!(refused(|c| c.name.clear()).contains("name"));
+        assert!(refused(|c| c.keepalive = Duration::ZERO).contains("keepalive"));
+        assert!(refused(|c| c.call_timeout = Duration::MAX).contains("call_timeout"));
+        assert!(refused(|c| c.spin = Duration::MAX).contains("spin"));
+        let mut longest = NodeConfig::new("alpha");
+        longest.call_timeout = defaults::MAX_INTERVAL;
+        longest.keepalive = Duration::from_millis(1);
+        longest.spin = defaults::MAX_SPIN;
+        assert_eq!(longest.check(), Ok(()));
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use slab::Slab;
 
 use crate::heap;
@@ -175,7 +175,19 @@ impl Interpreter {
 
     pub fn run(mut self) -> Outcome {
         self.handoff.register_interpreter();
-        let outcome = self.event_loop();
+        let outcome = match crate::quiet_panic::catch_printed(|| self.event_loop()) {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                // A bug: the vm may be half way through a step, so nothing
+                // more of its output goes out (not even what waits for the
+                // disk). The reactor stops too: peers see the node leave,
+                // not a node that answers pings and never calls.
+                error!("interpreter panicked: {why}; the node stops");
+                self.durable = None;
+                self.handoff.send_commands(&mut vec![Command::Shutdown]);
+                Outcome::Failed(format!("interpreter panicked: {why}"))
+            }
+        };
         if let Some(durable) = &mut self.durable {
             // What is on its way to disk gets there, and its output out.
             durable.finish(&mut self.vm, &mut self.commands, &mut self.results);
@@ -372,7 +384,13 @@ impl Interpreter {
                     let _ = reply.send(Err(e.to_string()));
                 }
             }
-            Event::Query(query) => query(&mut self.vm),
+            Event::Query(query) => {
+                // The embedder's code: a panic there drops its answer (the
+                // receiver sees the channel close) and nothing else.
+                if let Err(why) = crate::quiet_panic::catch_printed(|| query(&mut self.vm)) {
+                    warn!("a query panicked, and was not answered: {why}");
+                }
+            }
             Event::ReactorStopped { reason } => {
                 self.outcome = Some(reason.map_or(Outcome::Stopped, Outcome::Failed));
             }

@@ -8,8 +8,9 @@
 //!
 //! The interpreter owns the vm and the location directory; the reactor
 //! owns every socket. They meet only in the `Handoff` queues. `Node::wait`
-//! joins the interpreter, which ends when its demo role finishes or when
-//! the node is shut down.
+//! joins the interpreter, which ends only when the node is told to stop
+//! (`Node::shutdown`, or a signal with `NodeConfig::handle_signals`) or
+//! when one of its threads fails.
 //!
 //! # Writing and registering a behavior
 //!
@@ -94,14 +95,18 @@ pub struct Node {
 impl Node {
     /// Binds, then starts both threads. `behaviors` is what this node's
     /// objects can run; `pures` the pure functions programs may call.
-    /// Fails, naming the address, when the listener cannot be bound, and
-    /// naming the file, when a TLS file (`NodeConfig::tls`) is unreadable
-    /// or not what it should be.
+    /// Fails, naming the setting, when the configuration cannot run
+    /// ([`NodeConfig::check`]); naming the address, when the listener
+    /// cannot be bound; and naming the file, when a TLS file
+    /// (`NodeConfig::tls`) is unreadable or not what it should be.
     pub fn start(
         config: NodeConfig,
         behaviors: BehaviorRegistry,
         pures: PureRegistry,
     ) -> io::Result<Node> {
+        config
+            .check()
+            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         // Read before anything starts: a bad file fails the start, naming it.
         let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
         let addr = SocketAddr::new(config.bind, config.port);
@@ -139,6 +144,15 @@ impl Node {
                 key
             }
         };
+        let boot = boot_epoch_counter();
+        if first_counter(boot) < boot && store.is_none() {
+            log::warn!(
+                "node {}: the clock is past 2108, where ObjectIds stop counting from \
+                 the boot time: a restart without a store (NodeConfig::data_dir, \
+                 --data-dir) may hand out ids of an earlier life again",
+                config.name
+            );
+        }
         let setup = ReactorSetup::new(listener, config.handle_signals)?;
         let handoff = Arc::clone(setup.handoff());
         let now = Instant::now();
@@ -153,8 +167,8 @@ impl Node {
                 keepalive: config.keepalive,
                 call_timeout: config.call_timeout,
                 max_write_buffer: config.max_write_buffer,
-                seed: boot_epoch_counter() ^ u64::from(local_addr.port()),
-                boot: boot_epoch_counter(),
+                seed: boot ^ u64::from(local_addr.port()),
+                boot,
                 key,
             },
             now,
@@ -186,7 +200,7 @@ impl Node {
         vm_config.trace = config.trace;
         // Past every id a stored life minted, even if the clock went back.
         vm_config.first_counter =
-            boot_epoch_counter().max(store.as_ref().map_or(1, Store::next_counter));
+            first_counter(boot).max(store.as_ref().map_or(1, Store::next_counter));
         vm_config.max_depth = config.max_call_depth;
         vm_config.max_waiting = config.max_waiting;
         let vm = Vm::new(vm_config, behaviors, pures);
@@ -216,7 +230,11 @@ impl Node {
         );
 
         let reactor = spawn_node_thread(format!("{}/reactor", config.name), move || reactor.run())?;
-        let interp = spawn_node_thread(format!("{}/interp", config.name), move || interp.run())?;
+        let interp = spawn_node_thread(format!("{}/interp", config.name), move || interp.run())
+            .inspect_err(|_| {
+                // The reactor alone would hold the port for ever.
+                handoff.send_commands(&mut vec![Command::Shutdown]);
+            })?;
         Ok(Node {
             name: config.name,
             local_addr,
@@ -260,7 +278,9 @@ impl Node {
     /// connected ...") instead of `Ok(Nothing)`: a result that says why.
     /// The value arrives on the caller's thread: one nested deeper than
     /// that thread's stack allows (a recursion's answer gains a `Just` per
-    /// call) must be taken apart level by level there, not just dropped.
+    /// call) must be taken apart level by level there. Dropping, printing
+    /// (`Display`, `Debug`), cloning or comparing it whole recurses once
+    /// per level, and overflows that stack.
     pub fn submit(&self, program: Program) -> Receiver<Result<Val, String>> {
         let (reply, result) = std::sync::mpsc::channel();
         self.handoff
@@ -298,6 +318,10 @@ impl Node {
     }
 
     /// Waits for the interpreter to end, then stops and joins the reactor.
+    /// A node runs until told to stop: this blocks until [`Node::shutdown`]
+    /// is called (from another thread, or through a clone of an `Arc`
+    /// holding the node), a signal arrives (`NodeConfig::handle_signals`),
+    /// or a thread of the node fails.
     pub fn wait(mut self) -> Outcome {
         let outcome = self
             .interp
@@ -340,7 +364,7 @@ fn restore(vm: Vm, store: Store) -> io::Result<(Vm, Store)> {
         let mut vm = vm;
         let loaded = store.load(|id, record| {
             vm.restore_object(id, record)
-                .map_err(|e| format!("{e} (register it, or restore the store it came with)"))
+                .map_err(|e| format!("{e}: register it, or restore the store it came with"))
         });
         (vm, store, loaded)
     })?;
@@ -366,20 +390,35 @@ fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), msg)
 }
 
-/// Where this life's ObjectId counter starts: the boot time in
-/// milliseconds, shifted into the counter's top bits (`unix_ms << 6`).
+/// This life's `boot`, as `hello` carries it: the boot time in unix
+/// milliseconds, shifted left by 6 (so that, until the clamp in
+/// [`first_counter`], it is also where the life's counter starts).
+pub fn boot_epoch_counter() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (ms << 6).max(1)
+}
+
+/// Room every life keeps to mint ids in, even one that starts at the
+/// clamp: 2^40, a million ids a second for 35 years.
+const MINTING_ROOM: u64 = 1 << 40;
+
+/// Where a life booted at `boot` ([`boot_epoch_counter`]) starts its
+/// ObjectId counter.
 ///
 /// A restarted node must never mint an id its previous life handed out,
 /// or a stale reference would reach a new, unrelated object. Counting from
 /// the boot millisecond gives each life a fresh range without any storage:
 /// a life can mint 64 ids per millisecond it has been up (64,000 a second,
 /// on average over its life) before it reaches the range of a life booted
-/// later, and the 48-bit counter lasts until the year 2109.
-pub fn boot_epoch_counter() -> u64 {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    (ms << 6).clamp(1, crate::vm::ids::COUNTER_MAX >> 1)
+/// later. The 48-bit counter holds this until late in the year 2108
+/// (`2^48 - 2^40`, leaving each life [`MINTING_ROOM`]); past that, every
+/// life starts at the same counter, which only a node with a store (it
+/// also starts past its stored high-water mark) survives: `Node::start`
+/// warns.
+pub fn first_counter(boot: u64) -> u64 {
+    boot.clamp(1, crate::vm::ids::COUNTER_MAX - MINTING_ROOM)
 }
 
 /// Stack reserved for each of a node's two threads. Call depth never
@@ -431,4 +470,29 @@ fn node_stack_size() -> Option<usize> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `unix_ms << 6`, as `boot_epoch_counter` computes it at that time.
+    fn boot_at(unix_ms: u64) -> u64 {
+        unix_ms << 6
+    }
+
+    #[test]
+    fn lives_get_fresh_counters_until_2108_and_keep_room_to_mint_after() {
+        let now = boot_epoch_counter();
+        assert_eq!(first_counter(now), now, "today's life starts at its boot");
+        // 2040 and 2100: two lives a second apart still start apart.
+        for year_ms in [2_208_988_800_000u64, 4_102_444_800_000] {
+            let (earlier, later) = (boot_at(year_ms), boot_at(year_ms + 1000));
+            assert!(first_counter(earlier) < first_counter(later), "{year_ms}");
+        }
+        // 2110: clamped, with room left to mint.
+        let clamped = first_counter(boot_at(4_418_000_000_000));
+        assert_eq!(clamped, crate::vm::ids::COUNTER_MAX - MINTING_ROOM);
+        assert_eq!(first_counter(0), 1, "a clock before 1970 still starts at 1");
+    }
 }

@@ -227,12 +227,24 @@ impl Reactor {
 
     /// Runs until `Command::Shutdown`, a signal, or a fatal poll error;
     /// then closes every connection and tells the interpreter it stopped.
+    /// A panic (a bug) also tells the interpreter, so that the node stops
+    /// and its callers get answers instead of waiting on a dead thread;
+    /// its connections then just drop.
     pub fn run(mut self) {
-        let reason = match self.event_loop() {
-            Ok(()) => None,
-            Err(e) => {
+        let reason = match crate::quiet_panic::catch_printed(|| self.event_loop()) {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
                 error!("reactor failed: {e}");
                 Some(format!("reactor failed: {e}"))
+            }
+            Err(why) => {
+                error!("reactor panicked: {why}; the node stops");
+                self.events.clear();
+                self.events.push(Event::ReactorStopped {
+                    reason: Some(format!("reactor panicked: {why}")),
+                });
+                self.handoff.send_events(&mut self.events);
+                return;
             }
         };
         self.core.shutdown(Instant::now());

@@ -170,3 +170,32 @@ fn start_on_a_port_in_use_names_the_address() {
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     assert_eq!(err.to_string(), format!("address 127.0.0.1:{port} in use"));
 }
+
+#[test]
+fn a_query_that_panics_loses_its_answer_and_nothing_else() {
+    let node = start("alpha", vec![], BehaviorRegistry::new());
+    let lost = node.query(|_| -> u8 { panic!("the embedder's bug") });
+    assert!(
+        lost.recv_timeout(Duration::from_secs(20)).is_err(),
+        "the panicked query's channel closes without an answer"
+    );
+    // The node still serves: programs and queries after it are answered.
+    assert_eq!(run(&node, done(Val::Nat(1))), Ok(Val::Nat(1)));
+    let objects = node.query(|vm| vm.object_count());
+    assert_eq!(objects.recv_timeout(Duration::from_secs(20)), Ok(0));
+    node.shutdown();
+}
+
+#[test]
+fn a_setting_that_cannot_run_fails_the_start_by_name() {
+    let mut config = NodeConfig::new("alpha");
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    keyed(&mut config);
+    // "No timeout" asked the natural way: it used to stop the reactor at
+    // the first remote call, and every caller then waited for ever.
+    config.call_timeout = Duration::MAX;
+    let err = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
+        .expect_err("a deadline past the clock's range");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("call_timeout"), "{err}");
+}
