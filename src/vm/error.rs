@@ -106,7 +106,10 @@ impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VmError::UnknownObject(id) => write!(f, "object not found: {id}"),
-            VmError::UnknownBehavior(b) => write!(f, "unknown behavior: {b}"),
+            VmError::UnknownBehavior(b) => write!(
+                f,
+                "unknown behavior: {b} (no behavior of that name is registered on this node)"
+            ),
             VmError::UnknownPure(p) => write!(f, "unknown pure function: {p}"),
             VmError::DestroyedObject(id) => write!(f, "object destroyed: {id}"),
             VmError::TxAlreadyOpen(tx) => write!(f, "begin_tx while {tx} is open"),
@@ -130,7 +133,8 @@ impl fmt::Display for VmError {
             VmError::UnknownToken(t) => write!(f, "no suspended call has token {}", t.0),
             VmError::Busy(id) => write!(
                 f,
-                "busy: object {id} has too many calls waiting for its turn"
+                "busy: object {id} has too many calls waiting for its turn \
+                 (the node's max_waiting, avm-node --max-waiting)"
             ),
             VmError::Deadlock(cycle) => write!(f, "deadlock: {cycle}"),
             VmError::TxLeftOpen(tx) => write!(
@@ -140,7 +144,8 @@ impl fmt::Display for VmError {
             VmError::TooDeep(max) => {
                 write!(
                     f,
-                    "call past the limit of {max} frames (all chains together)"
+                    "call past the limit of {max} frames, all chains together \
+                     (the node's max_call_depth, avm-node --max-call-depth)"
                 )
             }
         }

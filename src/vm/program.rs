@@ -305,16 +305,18 @@ pub fn create_obj_for(behavior: impl Into<Cow<'static, str>>, controller: Contro
     })
 }
 
-/// Destroys local object `id`: answers `Bool(true)`, or `Bool(false)` if it
-/// was already gone. Calls waiting for its turn fail (`object destroyed`).
-/// Inside a transaction it happens at commit. A remote object: an error
-/// (unsupported across nodes for now).
+/// Destroys object `id`, here or on the node that hosts it: answers
+/// `Bool(true)`, or `Bool(false)` if it was unknown or already gone, or
+/// if the chain does not run under its controller (see
+/// [`get_current_controller`]). Calls waiting for its turn fail (`object
+/// destroyed`). Inside a transaction it happens at commit.
 pub fn destroy_obj(id: ObjectId) -> Program {
     trigger(Instr::DestroyObj(id))
 }
 
-/// Gives local object `id` to `controller`: answers `Bool(true)`, or
-/// `Bool(false)` if it is gone. Inside a transaction it happens at commit.
+/// Gives object `id` (here or on the node that hosts it) to
+/// `controller`: answers `Bool(true)`, or `Bool(false)` as
+/// [`destroy_obj`] does. Inside a transaction it happens at commit.
 pub fn transfer_obj(id: ObjectId, controller: ControllerId) -> Program {
     trigger(Instr::TransferObj(id, controller))
 }

@@ -57,7 +57,9 @@ impl BehaviorRegistry {
         BehaviorRegistry::default()
     }
 
-    /// Register `f` under `name` (replacing an earlier one). The vm keeps a
+    /// Register `f` under `name` (replacing an earlier one, and what
+    /// [`allow_reflection`](Self::allow_reflection) allowed it: a new
+    /// function is not trusted for the old one's sake). The vm keeps a
     /// copy of each call's input so the program may also ask `get_input`.
     pub fn register<F>(&mut self, name: &str, f: F)
     where
