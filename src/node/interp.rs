@@ -412,6 +412,11 @@ impl Interpreter {
                 debug!("{sender_machine} asks {} of object {target}", op.name());
                 if op.answers_at_once() {
                     let answer = self.vm.serve_op(op, target, &input);
+                    // What the op announces (an adopt's create_notify, a
+                    // destroy's destroy_notify) leaves before its answer:
+                    // whoever hears the answer has heard the notice.
+                    self.vm.take_pending(&mut self.outputs);
+                    self.route_outputs();
                     self.commands.push(Command::Reply {
                         inbound,
                         result: Ok(answer),
@@ -665,34 +670,78 @@ mod tests {
     use crate::node::{Node, NodeConfig};
     use crate::vm::{
         call, done, move_object, BehaviorRegistry, MachineId, Notice, ObjectId, PureRegistry,
-        RemoteOp, SuspendToken, Val, VmConfig, VmError,
+        RemoteCall, RemoteOp, SuspendToken, Val, VmConfig, VmError,
     };
 
-    /// An interpreter on alpha, with beta up, and a tally on its way to
-    /// beta: the adopt is out, its token returned.
-    fn moving(poll: &mio::Poll) -> (Interpreter, ObjectId, SuspendToken) {
+    /// An interpreter on `name` (prefix `prefix`), hosting tallies, with
+    /// `peer` (prefix `peer_prefix`) up.
+    fn interpreter(poll: &mio::Poll, name: &str, prefix: u16, peer: (&str, u16)) -> Interpreter {
         let mut behaviors = BehaviorRegistry::new();
         behaviors.register("tally", done);
-        let config = VmConfig::new(MachineId::new("alpha"), 1);
+        let config = VmConfig::new(MachineId::new(name), prefix);
         let mut vm = Vm::new(config, behaviors, PureRegistry::new());
-        vm.directory_mut().peer_up(&MachineId::new("beta"), 2);
-        let t = vm.create_object("tally").unwrap();
+        vm.directory_mut().peer_up(&MachineId::new(peer.0), peer.1);
         let waker = mio::Waker::new(poll.registry(), mio::Token(1)).unwrap();
         let handoff = Handoff::new(waker);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());
-        let mut interp = Interpreter::new(vm, handoff, stop, stats, Duration::ZERO, None);
+        Interpreter::new(vm, handoff, stop, stats, Duration::ZERO, None)
+    }
+
+    /// An interpreter on alpha, with beta up, and a tally on its way to
+    /// beta: the adopt is out, its token returned.
+    fn moving(poll: &mio::Poll) -> (Interpreter, ObjectId, SuspendToken) {
+        let (interp, t, adopt) = moving_call(poll);
+        (interp, t, adopt.token)
+    }
+
+    /// [`moving`], answering the whole adopt call.
+    fn moving_call(poll: &mio::Poll) -> (Interpreter, ObjectId, RemoteCall) {
+        let mut interp = interpreter(poll, "alpha", 1, ("beta", 2));
+        let t = interp.vm.create_object("tally").unwrap();
         interp.vm.start_program(move_object(t, "beta"), 0).unwrap();
         interp.vm.run(&mut interp.outputs);
         let adopt = interp
             .outputs
             .drain(..)
             .find_map(|o| match o {
-                Output::RemoteCall(rc) if rc.op == Some(RemoteOp::Adopt) => Some(rc.token),
+                Output::RemoteCall(rc) if rc.op == Some(RemoteOp::Adopt) => Some(rc),
                 _ => None,
             })
             .expect("the adopt");
         (interp, t, adopt)
+    }
+
+    /// The new home announces an adopted object before it answers the
+    /// adopt: a node that hears the answer has heard the create_notify.
+    #[test]
+    fn the_new_home_announces_before_it_answers_the_adopt() {
+        let poll = mio::Poll::new().unwrap();
+        let (_alpha, t, adopt) = moving_call(&poll);
+        let beta_poll = mio::Poll::new().unwrap();
+        let mut beta = interpreter(&beta_poll, "beta", 2, ("alpha", 1));
+        beta.handle_peer_event(protocol::Event::Inbound {
+            inbound: protocol::InboundId(7),
+            target: t,
+            input: adopt.input,
+            sender: None,
+            sender_machine: MachineId::new("alpha"),
+            chain: Some(adopt.chain),
+            op: Some(RemoteOp::Adopt),
+        });
+        let said: Vec<&str> = beta
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Created { id, .. } if *id == t => "create_notify",
+                Command::Reply {
+                    result: Ok(Val::Bool(true)),
+                    ..
+                } => "adopted",
+                _ => "something else",
+            })
+            .collect();
+        assert_eq!(said, ["create_notify", "adopted"]);
     }
 
     fn lose(interp: &mut Interpreter, token: SuspendToken) {

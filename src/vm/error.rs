@@ -49,6 +49,10 @@ pub enum VmError {
     PurePanicked(Arc<str>),
     /// A remote call failed; the driver's reason, boxed to keep this type small.
     RemoteFailed(Box<RemoteFailure>),
+    /// A call this node forwarded to where its object moved failed there:
+    /// the reason as that node gave it, relayed word for word (so the
+    /// caller can read `object not found`, `busy:`... at its start).
+    Relayed(Box<str>),
     /// `resume` with a token that names no suspended call (unknown or stale).
     UnknownToken(SuspendToken),
     /// A call past the frame limit of all chains (`VmConfig::max_depth`).
@@ -130,6 +134,7 @@ impl fmt::Display for VmError {
             VmError::RemoteFailed(r) => {
                 write!(f, "remote call to {} failed: {}", r.target, r.reason)
             }
+            VmError::Relayed(reason) => f.write_str(reason),
             VmError::UnknownToken(t) => write!(f, "no suspended call has token {}", t.0),
             VmError::Busy(id) => write!(
                 f,

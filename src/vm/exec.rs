@@ -635,12 +635,18 @@ pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, token: Suspe
 }
 
 /// Installs an object another node moved here (`adopt`): answers whether
-/// it now lives here. Refused when the record is not one, its behavior is
-/// not registered here, or this node already owns the id.
+/// it now lives here. Refused when the record is not one (an epoch past
+/// u16 included), its behavior is not registered here, the id is 0 or
+/// this node already owns it, or a call is inside a replica of it here.
 pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Output>) -> bool {
     const NOT_ONE: &str = "an adopt record that is not one";
     let fields = record.as_list().unwrap_or_default();
     let [_, _, _, _, Val::Nat(epoch), Val::List(names)] = fields else {
+        w.trace.error(&VmError::Unsupported(NOT_ONE));
+        return false;
+    };
+    // Epochs are u16 on the wire: a larger one is no record of ours.
+    let Ok(epoch) = u16::try_from(*epoch) else {
         w.trace.error(&VmError::Unsupported(NOT_ONE));
         return false;
     };
@@ -654,7 +660,6 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
     // A replica of it here becomes the object itself.
     w.replicas.remove(&id);
     w.objects.insert(id, obj);
-    let epoch = u16::try_from(*epoch).unwrap_or(0);
     if epoch == 0 {
         w.epochs.remove(&id);
     } else {

@@ -711,10 +711,7 @@ impl Vm {
             // is relayed as it came, failure included.
             chain.next = Some(match result {
                 Ok(v) => Next::Answer(v),
-                Err(reason) => Next::Fail(VmError::RemoteFailed(Box::new(RemoteFailure {
-                    target: chain.remote_target,
-                    reason,
-                }))),
+                Err(reason) => Next::Fail(VmError::Relayed(reason.into())),
             });
             self.runnable.push_back(key);
             return Ok(());
@@ -899,6 +896,13 @@ impl Vm {
     /// stay responsive uses [`Vm::run_for`].
     pub fn run(&mut self, out: &mut Vec<Output>) {
         while self.run_for(u32::MAX, out) {}
+    }
+
+    /// Moves into `out` what operations served outside a run
+    /// ([`Vm::serve_op`], notices) have to say, so that it can leave before
+    /// the operation's answer; a run takes it too.
+    pub fn take_pending(&mut self, out: &mut Vec<Output>) {
+        out.append(&mut self.pending);
     }
 
     /// Like [`Vm::run`], but returns once chains have taken about `steps`
