@@ -370,7 +370,7 @@ fn write_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::{done, BehaviorRegistry, MachineId, PureRegistry, VmConfig};
+    use crate::vm::{done, BehaviorRegistry, MachineId, Output, PureRegistry, VmConfig};
 
     type Results = Vec<(ResultSender, Result<Val, String>)>;
 
@@ -431,6 +431,50 @@ mod tests {
         d.gate(&mut vm, &mut commands, &mut results);
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].1, Ok(Val::Nat(7)));
+    }
+
+    /// A call held behind a write that fails never leaves: it fails in
+    /// its chain, which is then ready to run (the interpreter must not
+    /// park with it pending), and the program learns why.
+    #[test]
+    fn a_call_held_behind_a_failed_write_fails_in_its_ready_chain() {
+        let (mut d, _batches, store) = durable();
+        let (mut vm, x) = vm();
+        let beta = MachineId::new("beta");
+        vm.directory_mut().peer_up(&beta, 2);
+        let far = ObjectId(2 << 48 | 5);
+        vm.directory_mut().insert(far, beta, Some("cell"));
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        vm.start_program(crate::vm::call(far, Val::Nat(1)), 0)
+            .unwrap();
+        let mut out = Vec::new();
+        vm.run(&mut out);
+        let mut commands: Vec<Command> = out
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::RemoteCall(rc) => Some(Command::Call(rc)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(commands.len(), 1);
+        let mut results = Results::new();
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(commands.is_empty(), "the call waits for the write");
+        assert!(!vm.has_work());
+        answer(&store, 1, Err("disk full".into()));
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(commands.is_empty(), "the call never leaves");
+        assert!(vm.has_work(), "its chain is ready to run");
+        vm.run(&mut out);
+        let failure = out.iter().find_map(|o| match o {
+            Output::Finished { last_failure, .. } => Some(last_failure.clone()),
+            _ => None,
+        });
+        let failure = failure.expect("the program finished").expect("why");
+        assert!(
+            failure.to_string().contains("not durable: disk full"),
+            "{failure}"
+        );
     }
 
     /// A write fails: the output of every batch sent until then fails

@@ -208,13 +208,16 @@ impl Interpreter {
         let mut spin_until = Instant::now();
         loop {
             self.follow_subscribers();
-            let more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
+            let mut more = self.vm.run_for(STEP_BUDGET, &mut self.outputs);
             // One clock reading for the iteration's bookkeeping.
             let now = Instant::now();
             self.route_outputs();
             self.report(now);
             if let Some(durable) = &mut self.durable {
                 durable.gate(&mut self.vm, &mut self.commands, &mut self.results);
+                // A failed write fails the calls it held in their chains,
+                // which are then ready to run: no parking on them.
+                more |= self.vm.has_work();
             }
             if !(self.commands.is_empty() && self.results.is_empty()) {
                 // Output out means answers, or new work, come back soon.
@@ -811,6 +814,34 @@ mod tests {
         assert_eq!(destroy, Val::Bool(true), "thawed: no longer moving");
     }
 
+    /// beta announced the object, then answered the adopt with an error
+    /// (its store write failed): it holds the object, so the move was
+    /// made, and alpha's copy leaves instead of thawing into a second one.
+    #[test]
+    fn an_adopt_refused_after_its_announcement_counts_as_made() {
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        let beta = MachineId::new("beta");
+        interp.handle_peer_event(protocol::Event::Notice {
+            from: beta.clone(),
+            notice: Notice::Created {
+                id: t,
+                machine: beta.clone(),
+                behavior: Some("tally".into()),
+                epoch: 1,
+            },
+        });
+        interp.handle_peer_event(protocol::Event::Reply {
+            token: adopt,
+            result: Err("not durable: store beta.redb: cannot write: disk full".into()),
+            lost: false,
+        });
+        interp.vm.run(&mut interp.outputs);
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
+        assert!(!interp.vm.hosts(t));
+        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+    }
+
     /// The adopt timed out with beta still connected, and beta's answer
     /// comes late: a no thaws the object (the mover gets `false`), a yes
     /// ends the move as made. An answer naming another token, or coming
@@ -856,7 +887,10 @@ mod tests {
     fn an_idle_node_gives_back_a_burst() {
         let mut behaviors = BehaviorRegistry::new();
         behaviors.register("echo", done);
-        let node = Node::start(NodeConfig::new("solo"), behaviors, PureRegistry::new()).unwrap();
+        let mut config = NodeConfig::new("solo");
+        // A key of its own: no test reads or writes the real ~/.avm.
+        config.cluster_key = Some(crate::node::key::ClusterKey::from_bytes(b"a test key").unwrap());
+        let node = Node::start(config, behaviors, PureRegistry::new()).unwrap();
         let burst = node.query(|vm| {
             let echo = vm.create_object("echo").unwrap();
             for n in 0..600 {

@@ -700,6 +700,20 @@ impl Vm {
             return Ok(());
         }
         if chain.remote_op == Some(RemoteOp::Adopt) {
+            let target = chain.remote_target;
+            let result = match result {
+                // The new home announced the object before it answered no
+                // (its store write failed, say): it holds the object, and
+                // serves it. Thawing ours too would make two live copies.
+                Err(reason) if self.world.heard_while_moving.contains(&target) => {
+                    log::warn!(
+                        "move of {target}: the new home announced it, then answered `{reason}`; \
+                         it holds the object, so the move was made"
+                    );
+                    Ok(Val::Bool(true))
+                }
+                result => result,
+            };
             let answer = exec::finish_move(&mut self.world, chain, result, &mut self.pending);
             chain.next = Some(Next::Answer(answer));
             self.runnable.push_back(key);
@@ -903,6 +917,12 @@ impl Vm {
     /// the operation's answer; a run takes it too.
     pub fn take_pending(&mut self, out: &mut Vec<Output>) {
         out.append(&mut self.pending);
+    }
+
+    /// Whether a run would do anything: a chain ready to run, or output
+    /// waiting (after [`Vm::resume`] outside a run, say).
+    pub fn has_work(&self) -> bool {
+        !self.runnable.is_empty() || !self.pending.is_empty()
     }
 
     /// Like [`Vm::run`], but returns once chains have taken about `steps`
