@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use avm::prog;
-//! use avm::node::{Node, NodeConfig};
+//! use avm::node::{key::ClusterKey, Node, NodeConfig};
 //! use avm::vm::{call, create_obj, done, get_state, set_state, BehaviorRegistry, Program, PureRegistry, Val};
 //!
 //! /// A counter: adds its input to the count in its state, answers the sum.
@@ -39,6 +39,9 @@
 //! behaviors.register("counter", counter);
 //! let mut config = NodeConfig::new("alpha");
 //! config.bind = [127, 0, 0, 1].into();
+//! // Every node of a cluster shares one key (without one, a node uses
+//! // ~/.avm/cluster-key, made on first use).
+//! config.cluster_key = Some(ClusterKey::from_bytes(b"our shared secret").unwrap());
 //! let node = Node::start(config, behaviors, PureRegistry::new()).unwrap();
 //!
 //! // A program from outside the node: create a counter, call it twice.

@@ -24,7 +24,21 @@
 //!         call(ping, input)
 //!     }
 //! }
-//! # let _ = start_game(Val::Nat(0));
+//!
+//! // Run it on a vm of its own, where "ping" answers what it was sent.
+//! use avm::vm::{BehaviorRegistry, MachineId, Output, PureRegistry, Vm, VmConfig};
+//! let mut behaviors = BehaviorRegistry::new();
+//! behaviors.register("ping", |input| done(Val::pair(Val::str("pong"), input)));
+//! let config = VmConfig::new(MachineId::new("solo"), 1);
+//! let mut vm = Vm::new(config, behaviors, PureRegistry::new());
+//! vm.start_program(start_game(Val::Nat(7)), 0).unwrap();
+//! let mut outputs = Vec::new();
+//! vm.run(&mut outputs);
+//! let answer = outputs.into_iter().find_map(|o| match o {
+//!     Output::Finished { result, .. } => Some(result),
+//!     _ => None,
+//! });
+//! assert_eq!(answer, Some(Ok(Val::just(Val::pair(Val::str("pong"), Val::Nat(7))))));
 //! ```
 //!
 //! Invariants:

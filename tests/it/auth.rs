@@ -175,14 +175,19 @@ fn each_failed_handshake_is_refused_and_the_node_serves_on() {
     // The node proves itself only after we have: a stranger that says
     // hello gets no proof to reflect or to test key guesses against, and
     // is closed when its own proof does not come.
-    let told = case(
-        "the node's proof before ours",
-        "no proof within 3 s",
-        &|s| {
-            greet(s, "mirror", 502);
-        },
+    let mut mirror = connect(port);
+    greet(&mut mirror, "mirror", 502);
+    let frames = frames_until_closed(&mut mirror, "the node's proof before ours");
+    assert!(
+        frames.iter().all(|f| f["type"] != "auth"),
+        "the node sent its proof before ours: {frames:?}"
     );
-    assert_eq!(told.as_deref(), Some("no proof within 3 s"));
+    let told = frames.iter().find(|f| f["type"] == "close");
+    assert_eq!(
+        told.and_then(|f| f["reason"].as_str()),
+        Some("no proof within 3 s"),
+        "{frames:?}"
+    );
 
     // A whole good handshake recorded, then replayed on a new connection,
     // our hello (nonce and all) and our proof byte for byte: the node's
@@ -251,10 +256,9 @@ fn each_failed_handshake_is_refused_and_the_node_serves_on() {
         took >= PROOF_WAIT - Duration::from_millis(100),
         "closed after {took:?}: before the proof was due"
     );
-    assert!(
-        took < Duration::from_millis(3500),
-        "closed only after {took:?}"
-    );
+    // No upper bound here: the exact 3 s is the protocol core's, tested
+    // on a virtual clock (src/protocol/tests.rs); this machine's load is not.
+    eprintln!("a silent peer was closed after {took:?}");
 
     demo_against(&beta.addr());
 

@@ -517,6 +517,23 @@ fn run_bank(op: &str, per_node: usize, in_flight: usize) {
         total as i64 - expected as i64,
     );
     assert_eq!(tally.answered(), per_node * NODES.len());
+    // Conservation proves nothing if no money moved: a bank that only
+    // ever answered "failed" or "busy" would keep every sum.
+    assert!(
+        tally.done * 10 >= tally.answered(),
+        "only {} of {} transfers were done (seed {seed}): {} failed, {} insufficient, \
+         {} conflict, {} refused",
+        tally.done,
+        tally.answered(),
+        tally.failed,
+        tally.insufficient,
+        tally.conflict,
+        tally.refused
+    );
+    assert!(
+        all.iter().any(|&b| b != OPENING),
+        "every balance is still the opening {OPENING}: {all:?}"
+    );
     assert!(
         tally.unexpected.is_empty(),
         "{} answers of no expected shape, such as {:?}",

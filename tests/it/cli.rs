@@ -32,9 +32,9 @@ fn peer_without_a_port_fails_at_start_and_names_it() {
 
 #[test]
 fn second_node_on_a_port_in_use_names_the_address() {
-    let port = free_port();
-    let first = NodeProc::start("cli-first", port, &[]);
+    let first = NodeProc::start("cli-first", 0, &[]);
     first.wait_for_log("listening on", Duration::from_secs(10));
+    let port = first.port();
     let mut second = NodeProc::start("cli-second", port, &[]);
     let status = second.wait_exit(Duration::from_secs(10));
     assert!(!status.success());

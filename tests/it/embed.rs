@@ -56,7 +56,9 @@ fn custom_behavior_is_called_across_nodes() {
     // A behavior alpha does not have: beta hosts the object, so it runs there.
     let local = run(&alpha, create_obj("echo_twice"));
     assert!(
-        local.is_err(),
+        local
+            .as_ref()
+            .is_err_and(|e| e.contains("unknown behavior: echo_twice")),
         "alpha has no echo_twice behavior: {local:?}"
     );
     alpha.shutdown();

@@ -213,7 +213,8 @@ fn a_named_pong_moved_to_gamma_is_found_there_by_a_later_demo() {
         Client::connect_expecting("beta", beta.port(), "client", 77, ("pong", 1));
     let pong = pong[0];
 
-    // Nowhere to go: false, and pong stays.
+    // Nowhere to go: false, and pong stays (the move below, made by beta,
+    // could not be made otherwise).
     let request = client.meta("move", pong, &move_to("nowhere"));
     assert_eq!(client.answer(request, LIMIT), json!({"Ok":{"Bool":false}}));
     let request = client.meta("move", pong, &move_to("gamma"));

@@ -102,6 +102,32 @@ fn log_line(node: &NodeProc, needle: &str) -> String {
     log.lines().find(|l| l.contains(needle)).unwrap().to_owned()
 }
 
+/// Proves the node at `addr` speaks only TLS: a plaintext peer's `hello`
+/// gets no `hello` back (a plaintext node sends its own at once), only a
+/// TLS alert record (content type 21) or the connection's end.
+fn assert_only_tls(addr: &str) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let hello = br#"{"type":"hello","version":2,"machine_id":"plain","node_prefix":7,"nonce":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    stream
+        .write_all(&(hello.len() as u32).to_be_bytes())
+        .unwrap();
+    stream.write_all(hello).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = Vec::new();
+    // Until the node closes (a reset counts as closed); WAIT at most.
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        !text.contains("\"hello\""),
+        "{addr} answered a plaintext hello in plaintext: {text}"
+    );
+    assert!(
+        answer.first().is_none_or(|&b| b == 21),
+        "{addr} answered neither a TLS alert nor nothing: {answer:?}"
+    );
+}
+
 fn path_str(path: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
@@ -157,6 +183,8 @@ fn two_tls_nodes_run_the_demo() {
     for node in [&alpha, &beta] {
         assert!(!node.stderr().contains("TLS failed"), "{}", node.stderr());
     }
+    // And it was TLS: the demo would run as well over plaintext.
+    assert_only_tls(&beta.addr());
 }
 
 /// A node without TLS dials a node with TLS: its hello is no TLS record,
@@ -409,6 +437,8 @@ fn large_frames_cross_tls_whole() {
             "round {round}: the echo differs"
         );
     }
+    // The frames crossed TLS, not plaintext.
+    assert_only_tls(&beta.local_addr().to_string());
     alpha.shutdown();
     beta.shutdown();
 }

@@ -570,18 +570,28 @@ def step_dial(port, keyfile, stay=12):
         log("!! no pong object found")
         return False
     log("=== step 2: calls")
+
+    def expect(what, got, want):
+        """Logs the answer; a `!!` line (a failure) unless `want(got)`."""
+        log("%s%s ->" % ("" if want(got) else "!! ", what), json.dumps(got))
+
+    def not_found(oid):
+        return lambda r: r.get("Err", "").startswith("object not found: %d" % oid)
+
     r = peer.call(pong, L({"Str": "Pong"}, {"Nat": 3}, {"Nat": 3}, {"ObjectRef": pong}))
-    log("pong(Pong,3,3) ->", json.dumps(r))
+    expect("pong(Pong,3,3)", r, lambda r: r == {"Ok": L({"Str": "done"}, {"Nat": 3})})
     r = peer.call(pong, {"Str": "garbage"})
-    log("pong(Str garbage) ->", json.dumps(r))
+    # Not a game message: pong answers, and the connection stays up.
+    expect("pong(Str garbage)", r, lambda r: "Ok" in r or "Err" in r)
     # nested: pong calls our (never announced) sender object back on the chain
     r = peer.call(pong, L({"Str": "Pong"}, {"Nat": 0}, {"Nat": 4}, {"ObjectRef": pong}), sender=my_ping)
-    log("pong(Pong,0,4) from our ping object ->", json.dumps(r))
+    expect("pong(Pong,0,4) from our ping object", r,
+           lambda r: r == {"Ok": L({"Str": "done"}, {"Nat": 4})})
     bogus = (peer.peer_hello["node_prefix"] << 48) | 12345
     r = peer.call(bogus, "Nothing")
-    log("call to missing %d ->" % bogus, json.dumps(r))
+    expect("call to missing %d" % bogus, r, not_found(bogus))
     r = peer.call(123, "Nothing")
-    log("call to missing 123 ->", json.dumps(r))
+    expect("call to missing 123", r, not_found(123))
     log("=== step 3: keepalive for %d s" % stay)
     t = time.time()
     while time.time() - t < stay and not peer.closed.is_set():
@@ -589,9 +599,14 @@ def step_dial(port, keyfile, stay=12):
     alive = not peer.closed.is_set()
     log("after %.1fs: connected=%s pings received=%d pongs received=%d other=%s" %
         (time.time() - t, alive, peer.pings_rx, peer.pongs_rx, peer.other))
+    # The node pings every second (the page's keepalive): our own pings
+    # alone would keep the connection up, so count the node's.
+    if peer.pings_rx < stay - 2:
+        log("!! the node sent %d pings in %d s" % (peer.pings_rx, stay))
     if alive:
         r = peer.call(pong, L({"Str": "Pong"}, {"Nat": 9}, {"Nat": 9}, {"ObjectRef": pong}))
-        log("call after keepalive period ->", json.dumps(r))
+        expect("call after keepalive period", r,
+               lambda r: r == {"Ok": L({"Str": "done"}, {"Nat": 9})})
     peer.closed.set()
     s.shutdown(socket.SHUT_RDWR)
     s.close()
@@ -625,7 +640,9 @@ def raw_try(port, label, payload_bytes, wait=5):
         n = struct.unpack(">I", got[:4])[0]
         frames.append(got[4:4 + n].decode("utf-8", "replace"))
         got = got[4 + n:]
-    log(label, "->", reason, "after %.2fs;" % (time.time() - t), "node sent:", frames)
+    # Each of these is a protocol error: the node must close, not wait.
+    bad = "" if reason in ("closed by node (EOF)", "reset by node") else "!! "
+    log(bad + label, "->", reason, "after %.2fs;" % (time.time() - t), "node sent:", frames)
 
 
 def frame(obj):
@@ -1117,7 +1134,10 @@ def main_all():
             os.remove(portfile)
         th = threading.Thread(target=step_serve, args=(keyfile, portfile, 30), daemon=True)
         th.start()
+        deadline = time.time() + 30
         while not os.path.exists(portfile) or not open(portfile).read():
+            if time.time() > deadline:
+                raise RuntimeError("our beta never wrote its port (step 4 failed to listen)")
             time.sleep(0.05)
         our = int(open(portfile).read())
         alpha = start_node(["--name", "alpha", "--port", "0", "--demo", "--rounds", "3",
