@@ -175,7 +175,8 @@ struct Status {
 }
 
 /// Follow a running node's trace (its /events) as readable lines, until
-/// Ctrl-C.
+/// Ctrl-C; if the node stops or goes silent (no heartbeat for 15 s), says
+/// so and exits 1.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "tail")]
 struct Tail {

@@ -110,22 +110,33 @@ fn format_status(h: &Value) -> String {
 }
 
 /// Follows a node's `/events?query`, writing one readable line per
-/// event to `out` until the node closes the stream.
+/// event to `out`. Ends `Ok` when `out` is closed (a closed pipe), and
+/// `Err` saying why when the stream ends: the node closed it (it
+/// stopped), or sent nothing, not even its heartbeat, for three
+/// heartbeats (gone, or stuck). A query the node would refuse is refused
+/// here first, naming what is wrong.
 pub fn tail(addr: SocketAddr, query: &str, mut out: impl Write) -> Result<(), String> {
+    crate::observe::events::Filter::parse(query)?;
     let target = if query.is_empty() {
         "/events".to_string()
     } else {
         format!("/events?{query}")
     };
     let reader = get(addr, &target)?;
-    // A stream is quiet while the cluster is: no read timeout.
+    // A quiet stream still carries the node's heartbeat.
+    let silence = 3 * crate::observe::http::Limits::default().heartbeat;
     reader
         .get_ref()
-        .set_read_timeout(None)
+        .set_read_timeout(Some(silence))
         .map_err(|e| e.to_string())?;
     let mut event_name = String::new();
     for line in reader.lines() {
-        let line = line.map_err(|e| format!("{addr}: {e}"))?;
+        let line = line.map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("{addr}: nothing for {silence:?}, not even a heartbeat: the node is gone or stuck")
+            }
+            _ => format!("{addr}: {e}"),
+        })?;
         if let Some(name) = line.strip_prefix("event: ") {
             event_name = name.to_string();
         } else if let Some(data) = line.strip_prefix("data: ") {
@@ -145,7 +156,7 @@ pub fn tail(addr: SocketAddr, query: &str, mut out: impl Write) -> Result<(), St
             }
         }
     }
-    Ok(())
+    Err(format!("{addr} closed the stream (the node stopped?)"))
 }
 
 fn format_event(e: &Value) -> String {

@@ -9,7 +9,9 @@
 //! Kinds: `create`, `destroy`, `call` (a call to a local object returned),
 //! `state`, `tx` (`"step":"begin"|"commit"|"abort"`), `call_out` (a call
 //! left for another machine), `call_in` (a call from another machine
-//! arrived), `resumed` (an answer came back, `ok`), `error`. Values are shown as text, cut at [`MAX_VALUE_TEXT`] bytes.
+//! arrived), `resumed` (an answer came back, `ok`), `error`, `move` (an
+//! object left for another machine, or came here). Values are shown as
+//! text, cut at [`MAX_VALUE_TEXT`] bytes.
 
 use std::fmt::Write as _;
 
@@ -34,12 +36,14 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Reads `object=ID&chain=ID&kind=a,b`; any other key, or a value
-    /// that is not one, is an error naming it.
+    /// Reads `object=ID&chain=ID&kind=a,b` (percent-encoded or not, as
+    /// a form encoder sends `kind=a%2Cb`); any other key, or a value that
+    /// is not one, is an error naming it.
     pub fn parse(query: &str) -> Result<Filter, String> {
         let mut filter = Filter::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = &*percent_decoded(value);
             let number = || {
                 value
                     .parse::<u64>()
@@ -220,17 +224,64 @@ fn kind_and_object(event: &Event) -> (&'static str, Option<u64>) {
     }
 }
 
-/// `v` as text in `into`, cut at [`MAX_VALUE_TEXT`] bytes.
+/// `value` with its `%XX` escapes decoded (a bad escape stays as it is:
+/// the filter then names it as not a number or not a kind).
+fn percent_decoded(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains('%') {
+        return value.into();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex
+            .filter(|_| bytes[i] == b'%')
+            .map(|h| u8::from_str_radix(h, 16))
+        {
+            Some(Ok(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+/// `v` as text in `into`, cut at [`MAX_VALUE_TEXT`] bytes. Formatting
+/// stops there too: a 16 MiB argument costs the reactor a few hundred
+/// bytes of text, not 16 MiB of it.
 fn val_text(into: &mut String, v: &Val) {
     into.clear();
-    let _ = write!(into, "{v}");
-    if into.len() > MAX_VALUE_TEXT {
+    let mut capped = Capped(into);
+    if write!(capped, "{v}").is_err() {
         let mut cut = MAX_VALUE_TEXT;
         while !into.is_char_boundary(cut) {
             cut -= 1;
         }
         into.truncate(cut);
         into.push('…');
+    }
+}
+
+/// A `fmt::Write` that takes text up to just past [`MAX_VALUE_TEXT`]
+/// bytes, then fails (so formatting stops).
+struct Capped<'a>(&'a mut String);
+
+impl std::fmt::Write for Capped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.push_str(s);
+        if self.0.len() > MAX_VALUE_TEXT {
+            Err(std::fmt::Error)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -390,6 +441,16 @@ mod tests {
             };
             assert_ne!(f.trace_kinds(), 0, "{name}");
         }
+    }
+
+    #[test]
+    fn a_percent_encoded_filter_reads_as_the_plain_one() {
+        let plain = Filter::parse("kind=call,error&object=12").unwrap();
+        let encoded = Filter::parse("kind=call%2Cerror&object=%31%32").unwrap();
+        assert_eq!(plain.kinds, encoded.kinds);
+        assert_eq!(plain.object, encoded.object);
+        let err = Filter::parse("kind=call%2").unwrap_err();
+        assert!(err.contains("kind=call%2"), "{err}");
     }
 
     #[test]

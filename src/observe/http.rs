@@ -15,8 +15,9 @@
 //! - A request is at most `max_request` bytes of head, with at most
 //!   [`MAX_HEADERS`] headers, and must arrive whole within `idle` of the
 //!   previous one (or of the accept): a slow or oversized sender is
-//!   answered 400 or 431 and closed. Requests have no body: a request
-//!   with `Content-Length` or `Transfer-Encoding` is answered 400.
+//!   answered 400 or 431 and closed, and a connection that sends nothing
+//!   for `idle` is closed. Requests have no body: a request with
+//!   `Content-Length` or `Transfer-Encoding` is answered 400.
 //! - Requests are parsed (httparse) from the connection's own buffer:
 //!   the method, path and query are borrowed from it, nothing is copied
 //!   until a route keeps its filter.
@@ -26,7 +27,11 @@
 //!   out buffer holds under `max_stream_buffer` bytes; past that, events
 //!   are dropped and counted, and once it has room again it gets an
 //!   `event: dropped` with the count before the next event. Its buffer
-//!   never grows past the bound.
+//!   never grows past the bound (what it has read is dropped from the
+//!   front). After `heartbeat` without an event it gets a comment line,
+//!   so that a client can tell a quiet node from a lost one. It may send
+//!   nothing: input on a stream closes it. At most `max_subscribers`
+//!   stream at once; one more is answered 503.
 
 use std::time::{Duration, Instant};
 
@@ -38,20 +43,28 @@ pub const MAX_HEADERS: usize = 32;
 /// The bounds an [`HttpServer`] holds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// Well under a process's usual 1024 descriptors, which the peers and
+    /// the store need too.
     pub max_conns: usize,
     pub max_request: usize,
     pub max_stream_buffer: usize,
-    /// A request must arrive whole, and a response be read, within this.
+    pub max_subscribers: usize,
+    /// A request must arrive whole, and a response be read, within this;
+    /// a connection silent this long is closed.
     pub idle: Duration,
+    /// A stream quiet this long gets a comment line.
+    pub heartbeat: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_conns: 4096,
+            max_conns: 256,
             max_request: 8 << 10,
             max_stream_buffer: 256 << 10,
+            max_subscribers: 64,
             idle: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -95,6 +108,8 @@ struct HttpConn {
     /// The client asked to close after this answer (`Connection: close`,
     /// or HTTP/1.0).
     close_after: bool,
+    /// In the dirty list, until polled.
+    dirty: bool,
 }
 
 impl HttpConn {
@@ -121,6 +136,7 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     HeadersTooLarge,
+    ServiceUnavailable,
 }
 
 impl Status {
@@ -131,6 +147,7 @@ impl Status {
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+            Status::ServiceUnavailable => "503 Service Unavailable",
         }
     }
 }
@@ -161,6 +178,7 @@ impl HttpServer {
             dropped: 0,
             filter: None,
             close_after: false,
+            dirty: false,
         }))
     }
 
@@ -203,9 +221,15 @@ impl HttpServer {
         let conn = self.conns.get_mut(key)?;
         match conn.state {
             State::Reading => {}
-            // Bytes from a subscriber or a closing client are ignored;
-            // the next request of a keep-alive client waits its turn.
-            State::Streaming | State::Closing => return None,
+            // A subscriber only reads: one that sends is not one.
+            State::Streaming => {
+                log::debug!("http: a subscriber sent bytes; closing");
+                self.close(key);
+                return None;
+            }
+            // Bytes from a closing client are ignored; the next request
+            // of a keep-alive client waits its turn.
+            State::Closing => return None,
             State::Answering => {
                 conn.inbuf.extend_from_slice(bytes);
                 return None;
@@ -305,9 +329,14 @@ impl HttpServer {
         let _ = write!(
             conn.out,
             "HTTP/1.1 {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
-             cache-control: no-store\r\nconnection: {}\r\n\r\n",
+             cache-control: no-store\r\n{}connection: {}\r\n\r\n",
             status.line(),
             body.len(),
+            if status == Status::MethodNotAllowed {
+                "allow: GET\r\n"
+            } else {
+                ""
+            },
             if close { "close" } else { "keep-alive" }
         );
         conn.out.extend_from_slice(body);
@@ -321,7 +350,7 @@ impl HttpServer {
         };
         // A pipelined request already buffered: the reactor asks for it
         // with `pending`.
-        mark_dirty(&mut self.dirty, key);
+        mark_dirty(&mut self.dirty, conn, key);
     }
 
     /// A keep-alive client's next request, already buffered.
@@ -334,21 +363,38 @@ impl HttpServer {
         self.next_request(key, now, limits)
     }
 
-    /// Turns `key` into an event stream with `filter`.
-    pub fn subscribe(&mut self, key: usize, filter: crate::observe::events::Filter) {
+    /// Turns `key` into an event stream with `filter`; at
+    /// `max_subscribers` answers 503 instead.
+    pub fn subscribe(&mut self, key: usize, filter: crate::observe::events::Filter, now: Instant) {
+        if self.subscribers >= self.limits.max_subscribers {
+            let why = format!(
+                "at most {} subscribers at once",
+                self.limits.max_subscribers
+            );
+            self.finish(
+                key,
+                Status::ServiceUnavailable,
+                "text/plain",
+                why.as_bytes(),
+                true,
+                now,
+            );
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.out.extend_from_slice(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n\
-              connection: keep-alive\r\n\r\n: avm trace stream\n\n",
+              connection: close\r\n\r\n: avm trace stream\n\n",
         );
         conn.inbuf.clear();
         conn.consumed = 0;
         conn.state = State::Streaming;
         conn.filter = Some(filter);
+        conn.waiting_since = now;
         self.subscribers += 1;
-        mark_dirty(&mut self.dirty, key);
+        mark_dirty(&mut self.dirty, conn, key);
     }
 
     /// Offers one event to every subscriber: `line` is its JSON, and
@@ -357,6 +403,7 @@ impl HttpServer {
         &mut self,
         line: &[u8],
         matches: impl Fn(&crate::observe::events::Filter) -> bool,
+        now: Instant,
     ) {
         if self.subscribers == 0 {
             return;
@@ -373,6 +420,11 @@ impl HttpServer {
                 conn.dropped += 1;
                 continue;
             }
+            if conn.unsent().is_empty() {
+                // The subscriber has this long to read it from now, not
+                // from whenever it last had something to read.
+                conn.waiting_since = now;
+            }
             if conn.dropped > 0 {
                 let note = format!("event: dropped\ndata: {{\"dropped\":{}}}\n\n", conn.dropped);
                 conn.out.extend_from_slice(note.as_bytes());
@@ -381,13 +433,17 @@ impl HttpServer {
             conn.out.extend_from_slice(b"data: ");
             conn.out.extend_from_slice(line);
             conn.out.extend_from_slice(b"\n\n");
-            mark_dirty(&mut self.dirty, key);
+            mark_dirty(&mut self.dirty, conn, key);
         }
     }
 
     /// A connection with bytes queued since the last call.
     pub fn poll_dirty(&mut self) -> Option<usize> {
-        self.dirty.pop()
+        let key = self.dirty.pop()?;
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.dirty = false;
+        }
+        Some(key)
     }
 
     /// What `key` has left to write.
@@ -403,6 +459,12 @@ impl HttpServer {
         conn.written += n;
         if conn.written > 0 {
             conn.waiting_since = now;
+        }
+        if conn.written >= 4 << 10 && conn.written * 2 >= conn.out.len() {
+            // A reader that keeps up only partly never empties its buffer:
+            // what it has read goes, so the buffer holds only what it has not.
+            conn.out.drain(..conn.written);
+            conn.written = 0;
         }
         if conn.written == conn.out.len() {
             conn.out.clear();
@@ -436,24 +498,34 @@ impl HttpServer {
     }
 
     /// Closes connections that waited past `idle`: a request that does
-    /// not arrive whole, a response not read. Subscribers are kept while
-    /// they read (a full buffer drops events instead), and cut when they
-    /// stop reading for `idle`.
+    /// not arrive whole, a response not read, a client that sends nothing.
+    /// Subscribers are kept while they read (a full buffer drops events
+    /// instead), cut when they stop reading for `idle`, and sent a
+    /// heartbeat comment after `heartbeat` without an event.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let idle = self.limits.idle;
-        let stale: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                let late = now.saturating_duration_since(c.waiting_since) > idle;
-                match c.state {
-                    State::Reading => late && !(c.inbuf.is_empty() && c.unsent().is_empty()),
-                    State::Answering => false,
-                    State::Streaming | State::Closing => late && !c.unsent().is_empty(),
+        let Limits {
+            idle, heartbeat, ..
+        } = self.limits;
+        let mut stale = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            let waited = now.saturating_duration_since(conn.waiting_since);
+            let late = waited > idle;
+            let cut = match conn.state {
+                State::Reading => late,
+                State::Answering => false,
+                State::Closing => late && !conn.unsent().is_empty(),
+                State::Streaming if conn.unsent().is_empty() && waited >= heartbeat => {
+                    conn.out.extend_from_slice(b": heartbeat\n\n");
+                    conn.waiting_since = now;
+                    mark_dirty(&mut self.dirty, conn, key);
+                    false
                 }
-            })
-            .map(|(k, _)| k)
-            .collect();
+                State::Streaming => late && !conn.unsent().is_empty(),
+            };
+            if cut {
+                stale.push(key);
+            }
+        }
         for key in stale {
             log::debug!("http: connection {key} idle too long; closing");
             self.close(key);
@@ -463,18 +535,23 @@ impl HttpServer {
 
 /// Marks `key` as having bytes to write, once until polled: the reactor
 /// polls only while subscribers stream, so a node scraped for `/health`
-/// and never watched would otherwise keep a key per answer for ever.
-fn mark_dirty(dirty: &mut Vec<usize>, key: usize) {
-    if !dirty.contains(&key) {
+/// and never watched would otherwise keep a key per answer for ever. A
+/// flag, not a search of the list: one event marks every subscriber.
+fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut HttpConn, key: usize) {
+    if !conn.dirty {
+        conn.dirty = true;
         dirty.push(key);
     }
 }
 
-/// Whether the client asked for the connection to close after the answer.
+/// Whether the client asked for the connection to close after the answer
+/// (`close` among the `Connection` header's tokens).
 fn asks_to_close(headers: &[httparse::Header<'_>]) -> bool {
-    headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
-    })
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// Whether the headers announce no body (`Content-Length: 0` is none).
@@ -558,6 +635,7 @@ mod tests {
     fn connection_close_and_http_1_0_close_after_the_answer() {
         for raw in [
             &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n",
             b"GET / HTTP/1.0\r\n\r\n",
         ] {
             let (mut s, now) = server();
@@ -604,21 +682,102 @@ mod tests {
         assert!(s.accept(now).is_none());
     }
 
+    /// A slow sender, a slow reader and a client that sends nothing are
+    /// all cut after `idle`: silent connections would otherwise hold the
+    /// slots (and descriptors) for ever. One that is served stays.
     #[test]
-    fn a_slow_sender_and_a_slow_reader_are_cut_an_idle_client_is_not() {
+    fn slow_senders_slow_readers_and_silent_clients_are_cut() {
         let (mut s, now) = server();
         let slow_sender = s.accept(now).unwrap();
         let slow_reader = s.accept(now).unwrap();
-        let idle = s.accept(now).unwrap();
+        let silent = s.accept(now).unwrap();
+        let served = s.accept(now).unwrap();
         s.received(slow_sender, b"GET / HT", now);
         s.received(slow_reader, b"GET / HTTP/1.1\r\n\r\n", now)
             .unwrap();
         s.respond(slow_reader, Status::Ok, "text/plain", b"unread", now);
+        let later = now + Duration::from_secs(9);
+        s.received(served, b"GET / HTTP/1.1\r\n\r\n", later)
+            .unwrap();
+        s.respond(served, Status::Ok, "text/plain", b"read", later);
+        take_out(&mut s, served, later);
         s.handle_timeout(now + Duration::from_secs(11));
-        let mut closed = vec![s.poll_close(), s.poll_close(), s.poll_close()];
+        let mut closed: Vec<_> = std::iter::from_fn(|| s.poll_close()).collect();
         closed.sort();
-        assert_eq!(closed, vec![None, Some(slow_sender), Some(slow_reader)]);
-        assert_eq!(s.len(), 1, "the idle keep-alive client {idle} stays");
+        assert_eq!(closed, vec![slow_sender, slow_reader, silent]);
+        assert_eq!(s.len(), 1, "{served}, served 2 s ago, stays");
+    }
+
+    fn subscriber(s: &mut HttpServer, now: Instant) -> usize {
+        let key = s.accept(now).unwrap();
+        s.received(key, b"GET /events HTTP/1.1\r\n\r\n", now)
+            .unwrap();
+        s.subscribe(key, Filter::default(), now);
+        take_out(s, key, now);
+        key
+    }
+
+    /// A stream quiet for a while gets a heartbeat, and an event after a
+    /// long quiet is the subscriber's to read from then: neither cuts a
+    /// subscriber that reads.
+    #[test]
+    fn a_quiet_stream_gets_heartbeats_and_is_not_cut_by_its_next_event() {
+        let (mut s, now) = server();
+        let key = subscriber(&mut s, now);
+        let at = |secs| now + Duration::from_secs(secs);
+        s.handle_timeout(at(6));
+        assert_eq!(take_out(&mut s, key, at(6)), ": heartbeat\n\n");
+        // 11 s of quiet after the heartbeat, then an event, then a sweep
+        // before it is written.
+        s.publish(b"{}", |_| true, at(17));
+        s.handle_timeout(at(17));
+        assert_eq!(s.poll_close(), None, "cut at its first event");
+        assert_eq!(take_out(&mut s, key, at(17)), "data: {}\n\n");
+        // One that stops reading is still cut.
+        s.publish(b"{}", |_| true, at(18));
+        s.handle_timeout(at(29));
+        assert_eq!(s.poll_close(), Some(key));
+    }
+
+    /// A subscriber that reads only part of each batch never empties its
+    /// buffer; what it has read is dropped, so the buffer stays bounded.
+    #[test]
+    fn a_partial_reader_holds_only_what_it_has_not_read() {
+        let (mut s, now) = server();
+        let key = subscriber(&mut s, now);
+        let event = [b'x'; 1000];
+        for _ in 0..1000 {
+            for _ in 0..3 {
+                s.publish(&event, |_| true, now);
+            }
+            let unsent = s.unsent(key).len();
+            s.advance(key, unsent - 1, now);
+        }
+        let conn = &s.conns[key];
+        assert!(conn.out.len() < 16 << 10, "{} bytes held", conn.out.len());
+    }
+
+    /// A subscriber only reads: bytes from one close it. Past
+    /// `max_subscribers`, a subscription is answered 503 and closed.
+    #[test]
+    fn subscribers_send_nothing_and_are_bounded() {
+        let limits = Limits {
+            max_subscribers: 1,
+            ..Limits::default()
+        };
+        let mut s = HttpServer::new(limits);
+        let now = Instant::now();
+        let first = subscriber(&mut s, now);
+        let second = s.accept(now).unwrap();
+        s.received(second, b"GET /events HTTP/1.1\r\n\r\n", now)
+            .unwrap();
+        s.subscribe(second, Filter::default(), now);
+        assert!(take_out(&mut s, second, now).starts_with("HTTP/1.1 503"));
+        assert_eq!(s.poll_close(), Some(second));
+        assert_eq!(s.subscribers(), 1);
+        assert!(s.received(first, b"more", now).is_none());
+        assert_eq!(s.poll_close(), Some(first));
+        assert_eq!(s.subscribers(), 0);
     }
 
     #[test]
@@ -632,16 +791,16 @@ mod tests {
         let key = s.accept(now).unwrap();
         s.received(key, b"GET /events HTTP/1.1\r\n\r\n", now)
             .unwrap();
-        s.subscribe(key, Filter::default());
+        s.subscribe(key, Filter::default(), now);
         assert_eq!(s.subscribers(), 1);
         take_out(&mut s, key, now);
         let event = [b'x'; 100];
         for _ in 0..5 {
-            s.publish(&event, |_| true);
+            s.publish(&event, |_| true, now);
         }
         let first = take_out(&mut s, key, now);
         assert_eq!(first.matches("data: ").count(), 2, "{first}");
-        s.publish(&event, |_| true);
+        s.publish(&event, |_| true, now);
         let second = take_out(&mut s, key, now);
         assert!(
             second.starts_with("event: dropped\ndata: {\"dropped\":3}\n\n"),

@@ -440,8 +440,14 @@ pub fn render_metrics(view: &NodeView) -> Vec<u8> {
     m.0.into_bytes()
 }
 
+/// A peer's label: its machine, or, for a `--peer` not reached yet (no
+/// name known), its address, so that two such peers stay two series.
 fn peer(p: &PeerView) -> String {
-    format!("peer=\"{}\"", escape(&p.machine))
+    if p.machine.is_empty() {
+        format!("peer=\"\",address=\"{}\"", escape(&p.address))
+    } else {
+        format!("peer=\"{}\"", escape(&p.machine))
+    }
 }
 
 /// A label value, escaped as the exposition format wants.
@@ -586,6 +592,33 @@ mod tests {
             assert!(name.starts_with("avm_"), "{line}");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    /// Two `--peer`s not reached yet have no machine name: each is still
+    /// its own series (the format forbids two samples with one label set).
+    #[test]
+    fn peers_not_reached_yet_are_told_apart_by_address() {
+        let unreached = ["127.0.0.1:9002", "127.0.0.1:9003"].map(|a| PeerView {
+            address: a.into(),
+            ..PeerView::default()
+        });
+        let view = NodeView {
+            peers: unreached.to_vec(),
+            ..NodeView::default()
+        };
+        let text = String::from_utf8(render_metrics(&view)).unwrap();
+        let mut samples = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            assert!(
+                samples.insert(series.to_string()),
+                "{series} twice:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("avm_peer_up{peer=\"\",address=\"127.0.0.1:9003\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

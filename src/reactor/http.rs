@@ -229,7 +229,7 @@ impl HttpSide {
                 observe::render_metrics(&self.view(from, now)),
             ),
             Route::Events(filter) => {
-                self.server.subscribe(key, filter);
+                self.server.subscribe(key, filter, now);
                 self.tell_subscribers();
                 return;
             }
@@ -241,19 +241,23 @@ impl HttpSide {
     /// Hands each event to the subscribers whose filter wants it. The
     /// bytes wait in their buffers until [`flush_streams`](Self::flush_streams):
     /// a write per batch per subscriber would sit on every call's path.
-    pub fn publish(&mut self, trace: Vec<TraceEvent>) {
+    pub fn publish(&mut self, trace: Vec<TraceEvent>, now: Instant) {
         for event in &trace {
             let rendered = self.renderer.render(&self.name, event);
-            self.server.publish(&rendered.json, |f| f.matches(rendered));
+            self.server
+                .publish(&rendered.json, |f| f.matches(rendered), now);
         }
         if self.stream_flush_at.is_none() && self.server.subscribers() > 0 {
-            self.stream_flush_at = Some(Instant::now() + STREAM_FLUSH_EVERY);
+            self.stream_flush_at = Some(now + STREAM_FLUSH_EVERY);
         }
     }
 
-    /// When the reactor must wake to write streamed events, if any wait.
+    /// When the reactor must wake: to write streamed events, if any wait,
+    /// and, while connections are open, for the sweep (idle cuts and
+    /// heartbeats must come on a node with no other traffic too).
     pub fn deadline(&self) -> Option<Instant> {
-        self.stream_flush_at
+        let sweep = (!self.server.is_empty()).then_some(self.next_sweep);
+        self.stream_flush_at.into_iter().chain(sweep).min()
     }
 
     /// Writes what waits for subscribers, once its time has come.
@@ -304,7 +308,8 @@ impl HttpSide {
         }
         self.next_sweep = now + SWEEP_EVERY;
         self.server.handle_timeout(now);
-        self.close_finished(registry);
+        // Heartbeats queued: out now.
+        self.flush_dirty(registry, now);
     }
 
     fn close_finished(&mut self, registry: &Registry) {

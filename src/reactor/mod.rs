@@ -445,7 +445,7 @@ impl Reactor {
                 Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
                 Command::Trace(events) => {
                     if let Some(http) = &mut self.http {
-                        http.publish(events);
+                        http.publish(events, now);
                     }
                 }
                 Command::Shutdown => self.stopping = true,
