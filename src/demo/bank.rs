@@ -13,7 +13,8 @@
 //!   balance to `b - n` (the value read *before* the call, on purpose) and
 //!   answers `["done"]`. Any other answer (`Nothing`: the deposit failed,
 //!   as a deadlock victim, for a full queue, or because the peer is down)
-//!   answers `["failed"]` with the balance untouched.
+//!   answers `["failed"]` with the balance untouched. A transfer to the
+//!   account itself changes nothing and answers `["done"]`.
 //! - `["transfer_tx", ObjectRef to, Nat n]`: the same debit inside a
 //!   transaction: `begin_tx`, read `b`, on `b < n` abort and answer
 //!   `["insufficient", b]`, else `set_state([b - n])` and `commit_tx`
@@ -43,6 +44,15 @@
 //! read before the call, so it conserves money either way, provided each
 //! local read-modify-write runs without another call interleaved.
 //!
+//! `["failed"]` is sure only when the deposit never ran: refused as busy,
+//! as a deadlock victim, or because its account is unknown or its node
+//! down. A deposit whose call timed out, or whose connection was lost,
+//! after it left may have run at the other end (nothing cancels it
+//! there); the payer then keeps (or is given back) the money, and the sum
+//! grows by `n`. A bank that must hold through such failures needs an
+//! idempotent deposit keyed by a transfer id, and a way to ask what
+//! became of it; this demo does not have them.
+//!
 //! [`open_accounts`] is the top-level program a node runs to create
 //! accounts with an opening balance; [`open`] runs it on a running node
 //! (`avm-node --bank-accounts N` uses it). Accounts are announced to peers
@@ -53,8 +63,8 @@ use std::time::Duration;
 use crate::node::Node;
 use crate::prog;
 use crate::vm::{
-    abort_tx, begin_tx, call, commit_tx, create_obj, done, get_state, set_state, BehaviorRegistry,
-    ObjectId, Program, TxId, Val,
+    abort_tx, begin_tx, call, commit_tx, create_obj, done, get_self, get_state, set_state,
+    BehaviorRegistry, ObjectId, Program, TxId, Val,
 };
 
 /// The behavior's name.
@@ -173,6 +183,10 @@ fn transfer_plain(to: ObjectId, n: u64) -> Program {
         let state <- get_state();
         let b = balance_in(&state);
         let true = (b >= n) else { return done(tagged("insufficient", Some(b))) };
+        let me <- get_self();
+        // To itself: nothing moves. (The deposit would re-enter, and the
+        // write-back of `b - n` would then undo it: money lost.)
+        let false = (me.as_object() == Some(to)) else { return done(tagged("done", None)) };
         let answer <- call(to, deposit(n));
         let true = (deposited(&answer)) else { return done(tagged("failed", None)) };
         // The balance read before the call, deliberately: see the module docs.
@@ -395,6 +409,10 @@ mod tests {
         );
         assert_eq!(vm.state(a), Some(&[Val::Nat(50)][..]));
         assert_eq!(vm.state(b), Some(&[Val::Nat(150)][..]));
+        // To itself: nothing moves, and nothing is lost.
+        assert_eq!(ask(&mut vm, a, transfer(a, 20)), list(&[s("done")]));
+        assert_eq!(ask(&mut vm, a, transfer_tx(a, 20)), list(&[s("done")]));
+        assert_eq!(vm.state(a), Some(&[Val::Nat(50)][..]));
     }
 
     #[test]

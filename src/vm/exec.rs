@@ -1318,7 +1318,7 @@ fn exec_local(
             Val::TxRef(id)
         }
         Instr::CommitTx(id) => match c.tx.take() {
-            Some(tx) if tx.id == id => Val::Bool(commit(w, *tx, out)),
+            Some(tx) if tx.id == id => Val::Bool(commit(w, *tx, c.id, out)),
             other => {
                 c.tx = other;
                 return Err(VmError::NoSuchTx(id));
@@ -1479,13 +1479,21 @@ pub(crate) fn abort(w: &mut World, tx: Tx) -> TxId {
 }
 
 /// Validate the read set, then apply creates, transfers, states, destroys.
-fn commit(w: &mut World, tx: Tx, out: &mut Vec<Output>) -> bool {
+/// `chain` commits: another chain holding the turn of an object the
+/// transaction writes is a conflict too, since that chain may have read
+/// the object and will write it back over the commit (versions move only
+/// on writes, so they cannot tell).
+fn commit(w: &mut World, tx: Tx, chain: ChainId, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
     let changed =
         |(o, version): &(ObjectId, u32)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
     // Every object a transaction touched is in its read set.
     let moving = |(o, _): &(ObjectId, u32)| w.moving.contains(o);
-    if tx.reads.iter().any(changed) || tx.reads.iter().any(moving) {
+    let held_elsewhere = |o: &ObjectId| w.turns.owner(*o).is_some_and(|holder| holder != chain);
+    let mut written = (tx.states.iter().map(|(o, _)| o))
+        .chain(tx.transfers.iter().map(|(o, _)| o))
+        .chain(tx.destroys.iter());
+    if tx.reads.iter().any(changed) || tx.reads.iter().any(moving) || written.any(held_elsewhere) {
         abort(w, tx);
         return false;
     }

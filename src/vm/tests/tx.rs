@@ -290,3 +290,41 @@ fn a_transaction_that_waited_for_a_turn_commits_over_what_came_before() {
     assert_eq!(result, Some(Ok(counted_twice)));
     assert_eq!(vm.state(tally), Some(&[Val::Nat(2)][..]));
 }
+
+/// A commit conflicts while another chain holds the turn of an object the
+/// transaction writes: that chain may have read the object before a
+/// remote call and will write it back over the commit.
+#[test]
+fn a_commit_conflicts_while_another_chain_holds_a_written_objects_turn() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let t = vm.create_object("tally").unwrap();
+    let p = prog! {
+        let tx <- begin_tx(None);
+        call(t, Val::Nat(0));
+        call(remote, Val::Nat(0));
+        let ok <- commit_tx(tx_of(tx));
+        done(ok)
+    };
+    let z = vm.start_program(p, 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = out
+        .iter()
+        .find_map(|o| match o {
+            Output::RemoteCall(rc) => Some(rc.token),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{out:?}"));
+    // Another chain enters the tally and holds its turn, waiting on beta.
+    start_call(&mut vm, t, Val::ObjectRef(remote), ChainId(0x77));
+    out.clear();
+    vm.run(&mut out);
+    assert!(matches!(&out[..], [Output::RemoteCall(_)]), "{out:?}");
+    vm.resume(token, Ok(Val::Nothing)).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    assert_eq!(finished(&mut out, z), Ok(Val::Bool(false)));
+}
