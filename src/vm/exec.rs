@@ -689,7 +689,7 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
 fn observe(w: &World, c: &mut Chain, id: ObjectId) {
     if let Some(tx) = &mut c.tx {
         let version = w.objects.get(&id).map_or(0, |o| o.version);
-        tx.observe(id, version);
+        tx.observe(id, version, w.owns(id));
     }
 }
 
@@ -1485,10 +1485,11 @@ pub(crate) fn abort(w: &mut World, tx: Tx) -> TxId {
 /// on writes, so they cannot tell).
 fn commit(w: &mut World, tx: Tx, chain: ChainId, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
-    let changed =
-        |(o, version): &(ObjectId, u32)| w.objects.get(o).map(|obj| obj.version) != Some(*version);
+    let changed = |(o, version, owned): &(ObjectId, u32, bool)| {
+        w.objects.get(o).map(|obj| obj.version) != Some(*version) || w.owns(*o) != *owned
+    };
     // Every object a transaction touched is in its read set.
-    let moving = |(o, _): &(ObjectId, u32)| w.moving.contains(o);
+    let moving = |(o, ..): &(ObjectId, u32, bool)| w.moving.contains(o);
     let held_elsewhere = |o: &ObjectId| w.turns.owner(*o).is_some_and(|holder| holder != chain);
     let mut written = (tx.states.iter().map(|(o, _)| o))
         .chain(tx.transfers.iter().map(|(o, _)| o))

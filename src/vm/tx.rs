@@ -31,8 +31,11 @@ pub(crate) struct Tx {
     pub(crate) transfers: Vec<(ObjectId, ControllerId)>,
     pub(crate) states: Vec<(ObjectId, Vec<Val>)>,
     pub(crate) destroys: Vec<ObjectId>,
-    /// Each observed object and its version when first observed.
-    pub(crate) reads: Vec<(ObjectId, u32)>,
+    /// Each observed object, its version when first observed, and
+    /// whether this node owned it then (not a replica): a commit over a
+    /// copy that became the object, or the reverse, is no commit over
+    /// what was read, whatever the versions say.
+    pub(crate) reads: Vec<(ObjectId, u32, bool)>,
     /// Frames the chain held at `begin_tx`.
     pub(crate) depth: usize,
 }
@@ -60,10 +63,10 @@ impl Tx {
     }
 
     /// Remembers that the transaction depends on `id` as it is now, at
-    /// `version` (the first observation counts).
-    pub(crate) fn observe(&mut self, id: ObjectId, version: u32) {
-        if self.created(id).is_none() && !self.reads.iter().any(|(o, _)| *o == id) {
-            self.reads.push((id, version));
+    /// `version`, `owned` here or not (the first observation counts).
+    pub(crate) fn observe(&mut self, id: ObjectId, version: u32, owned: bool) {
+        if self.created(id).is_none() && !self.reads.iter().any(|(o, ..)| *o == id) {
+            self.reads.push((id, version, owned));
         }
     }
 

@@ -723,18 +723,6 @@ fn a_late_move_notify_does_not_bring_back_a_destroyed_object() {
     assert_eq!(d.machine_of(x), None);
 }
 
-/// An `adopt` record of a `tally` at `epoch`, as an old home sends it.
-fn adopt_record(epoch: u64) -> Val {
-    let mut fields = vec![
-        Val::str("tally"),
-        Val::just(Val::Nat(7)),
-        Val::Nat(3),
-        Val::List(vec![Val::Nat(1)]),
-    ];
-    fields.extend([Val::Nat(epoch), Val::List(Vec::new())]);
-    Val::List(fields)
-}
-
 /// Epochs are u16 on the wire: an `adopt` at a larger one is refused as
 /// no record, not installed at epoch 0.
 #[test]

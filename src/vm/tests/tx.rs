@@ -328,3 +328,54 @@ fn a_commit_conflicts_while_another_chain_holds_a_written_objects_turn() {
     vm.run(&mut out);
     assert_eq!(finished(&mut out, z), Ok(Val::Bool(false)));
 }
+
+/// A transaction that read a replica commits over nothing it read once
+/// the object itself has come here in its place, even at the same
+/// version: the copy it read may have been stale.
+#[test]
+fn a_commit_conflicts_when_a_replica_it_read_became_the_object() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    vm.directory_mut().peer_up(&beta, 2);
+    let x = ObjectId(2 << 48 | 7);
+    vm.directory_mut().insert(x, beta.clone(), Some("tally"));
+    let far = ObjectId(2 << 48 | 1);
+    vm.directory_mut().insert(far, beta, None);
+    // A replica of x, at the owner's version.
+    vm.start_program(fetch(x), 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = remote_calls(&mut out)[0].token;
+    let Val::List(mut record) = adopt_record(1) else {
+        unreachable!()
+    };
+    record.truncate(4);
+    vm.resume(token, Ok(Val::just(Val::List(record)))).unwrap();
+    vm.run(&mut out);
+    assert!(vm.is_replica(x));
+    // A transaction calls the replica, then waits on beta.
+    let p = prog! {
+        let tx <- begin_tx(None);
+        call(x, Val::Nat(0));
+        call(far, Val::Nat(0));
+        let ok <- commit_tx(tx_of(tx));
+        done(ok)
+    };
+    let z = vm.start_program(p, 2).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    let token = remote_calls(&mut out)
+        .first()
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .token;
+    // Meanwhile x itself moves here, at the version the replica had.
+    assert_eq!(
+        vm.serve_op(RemoteOp::Adopt, x, &adopt_record(1)),
+        Val::Bool(true)
+    );
+    assert!(vm.owns(x));
+    vm.resume(token, Ok(Val::Nothing)).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    assert_eq!(finished(&mut out, z), Ok(Val::Bool(false)));
+}
