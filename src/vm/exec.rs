@@ -1457,12 +1457,18 @@ pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
 }
 
 /// The controller of object `id` as chain `c` sees it (its transaction's
-/// creations included).
+/// creations and transfers included: an object the transaction gave away
+/// is no longer the old controller's to destroy or give again).
 fn object_controller(w: &World, c: &Chain, id: ObjectId) -> Option<ControllerId> {
-    match c.tx.as_deref().and_then(|tx| tx.created(id)) {
-        Some(o) => o.controller,
-        None => w.objects.get(&id).and_then(|o| o.controller),
+    if let Some(tx) = c.tx.as_deref() {
+        if let Some((_, to)) = tx.transfers.iter().rev().find(|(o, _)| *o == id) {
+            return Some(*to);
+        }
+        if let Some(o) = tx.created(id) {
+            return o.controller;
+        }
     }
+    w.objects.get(&id).and_then(|o| o.controller)
 }
 
 /// Discards `tx`: its objects never existed outside it, so their turn

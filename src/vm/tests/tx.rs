@@ -379,3 +379,35 @@ fn a_commit_conflicts_when_a_replica_it_read_became_the_object() {
     vm.run(&mut out);
     assert_eq!(finished(&mut out, z), Ok(Val::Bool(false)));
 }
+
+/// Inside a transaction, an object it gave to another controller is no
+/// longer the old controller's: giving it again, or destroying it,
+/// answers false, and the commit applies only the first gift.
+#[test]
+fn a_tx_cannot_act_again_on_an_object_it_gave_away() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let made = prog! {
+        let tx <- begin_tx(Some(ControllerId(7)));
+        let a <- create_obj("cell");
+        let ok <- commit_tx(tx_of(tx));
+        done(Val::List(vec![ok, a]))
+    };
+    let Val::List(r) = run_program(&mut vm, made).unwrap() else {
+        panic!()
+    };
+    let a = obj(&r[1]);
+    assert_eq!(vm.controller(a), Some(ControllerId(7)));
+    let p = prog! {
+        let tx <- begin_tx(Some(ControllerId(7)));
+        let gave <- transfer_obj(a, ControllerId(9));
+        let again <- transfer_obj(a, ControllerId(8));
+        let destroyed <- destroy_obj(a);
+        let ok <- commit_tx(tx_of(tx));
+        done(Val::List(vec![gave, again, destroyed, ok]))
+    };
+    let answers = run_program(&mut vm, p).unwrap();
+    let [t, f] = [Val::Bool(true), Val::Bool(false)];
+    assert_eq!(answers, list(&[t.clone(), f.clone(), f, t]));
+    assert_eq!(vm.controller(a), Some(ControllerId(9)));
+    assert!(vm.hosts(a));
+}
