@@ -416,7 +416,7 @@ const MINTING_ROOM: u64 = 1 << 40;
 /// a life can mint 64 ids per millisecond it has been up (64,000 a second,
 /// on average over its life) before it reaches the range of a life booted
 /// later. The 48-bit counter holds this until late in the year 2108
-/// (`2^48 - 2^40`, leaving each life [`MINTING_ROOM`]); past that, every
+/// (`2^48 - 2^40`, leaving each life `MINTING_ROOM`, 2^40 ids); past that, every
 /// life starts at the same counter, which only a node with a store (it
 /// also starts past its stored high-water mark) survives: `Node::start`
 /// warns.
