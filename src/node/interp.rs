@@ -756,6 +756,20 @@ mod tests {
         interp.vm.run(&mut interp.outputs);
     }
 
+    /// beta's create_notify for `t` at epoch 1: the new home's word.
+    fn announced_by_beta(interp: &mut Interpreter, t: ObjectId) {
+        let beta = MachineId::new("beta");
+        interp.handle_peer_event(protocol::Event::Notice {
+            from: beta.clone(),
+            notice: Notice::Created {
+                id: t,
+                machine: beta,
+                behavior: Some("tally".into()),
+                epoch: 1,
+            },
+        });
+    }
+
     /// The move's answer, once it has one.
     fn moved(interp: &mut Interpreter) -> Option<Result<Val, VmError>> {
         interp.outputs.drain(..).find_map(|o| match o {
@@ -775,15 +789,7 @@ mod tests {
         assert!(interp.vm.owns(t), "in doubt, it stays");
         assert_eq!(moved(&mut interp), None, "the mover waits");
         let beta = MachineId::new("beta");
-        interp.handle_peer_event(protocol::Event::Notice {
-            from: beta.clone(),
-            notice: Notice::Created {
-                id: t,
-                machine: beta.clone(),
-                behavior: Some("tally".into()),
-                epoch: 1,
-            },
-        });
+        announced_by_beta(&mut interp, t);
         interp.vm.run(&mut interp.outputs);
         assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
         assert!(!interp.vm.hosts(t));
@@ -822,15 +828,7 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let (mut interp, t, adopt) = moving(&poll);
         let beta = MachineId::new("beta");
-        interp.handle_peer_event(protocol::Event::Notice {
-            from: beta.clone(),
-            notice: Notice::Created {
-                id: t,
-                machine: beta.clone(),
-                behavior: Some("tally".into()),
-                epoch: 1,
-            },
-        });
+        announced_by_beta(&mut interp, t);
         interp.handle_peer_event(protocol::Event::Reply {
             token: adopt,
             result: Err("not durable: store beta.redb: cannot write: disk full".into()),

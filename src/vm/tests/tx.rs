@@ -323,10 +323,7 @@ fn a_commit_conflicts_while_another_chain_holds_a_written_objects_turn() {
     out.clear();
     vm.run(&mut out);
     assert!(matches!(&out[..], [Output::RemoteCall(_)]), "{out:?}");
-    vm.resume(token, Ok(Val::Nothing)).unwrap();
-    out.clear();
-    vm.run(&mut out);
-    assert_eq!(finished(&mut out, z), Ok(Val::Bool(false)));
+    assert_eq!(answered(&mut vm, token, z), Ok(Val::Bool(false)));
 }
 
 /// A transaction that read a replica commits over nothing it read once
@@ -374,10 +371,7 @@ fn a_commit_conflicts_when_a_replica_it_read_became_the_object() {
         Val::Bool(true)
     );
     assert!(vm.owns(x));
-    vm.resume(token, Ok(Val::Nothing)).unwrap();
-    out.clear();
-    vm.run(&mut out);
-    assert_eq!(finished(&mut out, z), Ok(Val::Bool(false)));
+    assert_eq!(answered(&mut vm, token, z), Ok(Val::Bool(false)));
 }
 
 /// Inside a transaction, an object it gave to another controller is no
@@ -410,4 +404,13 @@ fn a_tx_cannot_act_again_on_an_object_it_gave_away() {
     assert_eq!(answers, list(&[t.clone(), f.clone(), f, t]));
     assert_eq!(vm.controller(a), Some(ControllerId(9)));
     assert!(vm.hosts(a));
+}
+
+/// Resumes the call `token` (answered `Nothing`), runs, and answers how
+/// chain `z` finished.
+fn answered(vm: &mut Vm, token: SuspendToken, z: ChainId) -> Result<Val, VmError> {
+    vm.resume(token, Ok(Val::Nothing)).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    finished(&mut out, z)
 }
