@@ -1149,6 +1149,9 @@ fn exec_local(
                 ));
                 return Ok(Val::Bool(false));
             }
+            if names_frozen(w, id) {
+                return Ok(Val::Bool(false));
+            }
             if !w.directory.register_local(name.clone(), id) {
                 return Ok(Val::Bool(false));
             }
@@ -1159,6 +1162,13 @@ fn exec_local(
             Some(id) => Val::just(Val::ObjectRef(id)),
             None => Val::Nothing,
         },
+        Instr::UnregisterName(name)
+            if w.directory
+                .whereis(&name)
+                .is_some_and(|id| names_frozen(w, id)) =>
+        {
+            Val::Bool(false)
+        }
         Instr::UnregisterName(name) => match w.directory.unregister_local(&name) {
             Some(id) => {
                 out.push(Output::Unnamed { name, id });
@@ -1456,6 +1466,20 @@ pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
     false
 }
 
+/// Whether `id`'s names may not change now: its record (names included)
+/// is on its way to another node, or it moved on and this copy is
+/// leaving. A change made here would not reach the new home as the
+/// object's own (it would keep a dropped name, or never own a new one).
+fn names_frozen(w: &mut World, id: ObjectId) -> bool {
+    let frozen = w.moving.contains(&id) || w.superseded.contains_key(&id);
+    if frozen {
+        w.trace.error(&VmError::Refused(
+            "register_name or unregister_name of an object that is moving or moved on",
+        ));
+    }
+    frozen
+}
+
 /// The controller of object `id` as chain `c` sees it (its transaction's
 /// creations and transfers included: an object the transaction gave away
 /// is no longer the old controller's to destroy or give again).
@@ -1495,7 +1519,10 @@ fn commit(w: &mut World, tx: Tx, chain: ChainId, out: &mut Vec<Output>) -> bool 
         w.objects.get(o).map(|obj| obj.version) != Some(*version) || w.owns(*o) != *owned
     };
     // Every object a transaction touched is in its read set.
-    let moving = |(o, ..): &(ObjectId, u32, bool)| w.moving.contains(o);
+    // A copy that moved on elsewhere (rule 8) leaves as its call ends:
+    // what a commit wrote there would be dropped with it.
+    let moving =
+        |(o, ..): &(ObjectId, u32, bool)| w.moving.contains(o) || w.superseded.contains_key(o);
     let held_elsewhere = |o: &ObjectId| w.turns.owner(*o).is_some_and(|holder| holder != chain);
     let mut written = (tx.states.iter().map(|(o, _)| o))
         .chain(tx.transfers.iter().map(|(o, _)| o))

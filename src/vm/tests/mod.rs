@@ -45,6 +45,19 @@ pub(super) fn registry() -> BehaviorRegistry {
         _ => done(Val::Nothing),
     });
     reg.register("echo", done);
+    // "tx_across": [ObjectRef far]: begins a transaction, writes its own
+    // state in it, calls `far`, then commits, answering the commit's word.
+    reg.register("tx_across", |input: Val| {
+        let Val::ObjectRef(far) = input else {
+            return done(Val::Nothing);
+        };
+        prog! {
+            let tx <- begin_tx(None);
+            set_state(vec![Val::Nat(9)]);
+            call(far, Val::Nat(1));
+            commit_tx(tx.as_tx().unwrap())
+        }
+    });
     // "tally": counts its calls in its state and answers the count; given
     // an ObjectRef, calls it first (holding its turn while that runs).
     reg.register("tally", |input: Val| {

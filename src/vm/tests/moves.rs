@@ -616,6 +616,47 @@ fn the_chain_that_was_inside_a_superseded_copy_calls_the_object_where_it_went() 
     );
 }
 
+/// A transaction of the chain inside a superseded copy does not commit:
+/// what it wrote there would leave with the copy.
+#[test]
+fn a_commit_touching_a_superseded_copy_fails() {
+    let (mut alpha, beta, _, far) = tally_and_far_echo();
+    let t = alpha.create_object("tx_across").unwrap();
+    let mut out = Vec::new();
+    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70));
+    alpha.run(&mut out);
+    let inner = remote_calls(&mut out).pop().expect("the call to beta");
+    assert!(!alpha.announced_elsewhere(t, &beta, 3), "a call is inside");
+    alpha.resume(inner.token, Ok(Val::Nat(1))).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, ChainId(70)), Ok(Val::Bool(false)));
+}
+
+/// Names do not change while their object's record is away: the new home
+/// takes the names the record carries, and would not take a change.
+#[test]
+fn names_of_a_moving_object_do_not_change() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    net.start(ALPHA, register_name("kept", t), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    // The move's adopt is out, unanswered: t is moving.
+    net.start(ALPHA, move_object(t, "beta"), 2);
+    net.vms[ALPHA].run(&mut Vec::new());
+    let alpha = &mut net.vms[ALPHA];
+    for (origin, program) in [(3, register_name("new", t)), (4, unregister_name("kept"))] {
+        alpha.start_program(program, origin).unwrap();
+        let mut out = Vec::new();
+        alpha.run(&mut out);
+        let answer = out.iter().find_map(|o| match o {
+            Output::Finished { result, .. } => Some(result.clone()),
+            _ => None,
+        });
+        assert_eq!(answer, Some(Ok(Val::Bool(false))), "{origin}");
+    }
+}
+
 /// A superseded copy is not this node's to destroy: the call inside may
 /// not, and neither may another node; the object stays placed on beta
 /// once the copy leaves.
