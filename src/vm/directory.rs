@@ -181,6 +181,12 @@ pub fn epoch_newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
 }
 
+/// The epoch a move gives an object at `epoch`: one more, skipping 0,
+/// which means "never moved" (a call for a moved object is forwarded).
+pub fn next_epoch(epoch: u16) -> u16 {
+    epoch.wrapping_add(1).max(1)
+}
+
 /// Strings stored once, named by index (at most `NO_NAME` of them).
 #[derive(Clone, Debug)]
 struct Names<T> {
@@ -325,20 +331,24 @@ impl Directory {
                         claimed: machine,
                     });
                 }
-                let known = self.epoch_of(id);
-                if epoch_newer(known, epoch) {
+                // Unknown is not epoch 0: an object that moved 32,768
+                // times or more would otherwise look older than "never
+                // moved", and no snapshot could place it again.
+                let known = self.entries.get(&id).map(|e| e.epoch);
+                if let Some(known) = known.filter(|&k| epoch_newer(k, epoch)) {
                     return Err(Refused::Stale { id, epoch, known });
                 }
+                let moved_since = known.map_or(epoch != 0, |k| epoch_newer(epoch, k));
                 let holder = self.machine_of(id);
                 let theirs = id.node_prefix() == peer.prefix || holder == Some(from);
-                if !theirs && !epoch_newer(epoch, known) {
+                if !theirs && !moved_since {
                     return Err(Refused::NotTheSendersObject {
                         id,
                         holder: holder.cloned(),
                     });
                 }
                 self.place(id, &machine, behavior.as_ref(), false, epoch);
-                if epoch_newer(epoch, known) {
+                if moved_since {
                     // It moved to the sender: its names are held there now.
                     self.rehome_names(id, Some(&machine));
                 }
@@ -975,6 +985,30 @@ mod tests {
         assert!(!epoch_newer(0, 1));
         assert!(epoch_newer(0, u16::MAX), "0 follows 65535");
         assert!(!epoch_newer(u16::MAX, 0));
+    }
+
+    /// An object that has moved 32,768 times or more is placed by its
+    /// holder's snapshot on a directory that does not know it (a
+    /// reconnect forgets the holder's objects): unknown is not epoch 0.
+    /// And a move past epoch 65,535 goes to 1, never to 0 ("never moved").
+    #[test]
+    fn objects_that_moved_often_are_placed_and_epochs_skip_zero() {
+        for epoch in [1, 32_767, 32_768, 40_000, 65_535] {
+            let mut d = dir();
+            let obj = id(2, 1);
+            let notice = Notice::Created {
+                id: obj,
+                machine: m("mallory"),
+                behavior: Some(Arc::from("cell")),
+                epoch,
+            };
+            assert_eq!(d.apply(&m("mallory"), notice), Ok(true), "{epoch}");
+            assert_eq!(d.machine_of(obj), Some(&m("mallory")), "{epoch}");
+            assert_eq!(d.epoch_of(obj), epoch);
+        }
+        assert_eq!(next_epoch(65_535), 1);
+        assert_eq!(next_epoch(7), 8);
+        assert!(epoch_newer(next_epoch(65_535), 65_535));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 use log::warn;
 use std::sync::Arc;
 
+use super::directory::next_epoch;
 use super::error::{RemoteFailure, VmError};
 use super::ids::{
     shrink_if_sparse, ChainId, ControllerId, MachineId, ObjectId, SuspendToken, TxId,
@@ -503,7 +504,7 @@ fn move_local(
     let Val::List(mut record) = replica_record(w, &w.objects[&target]) else {
         unreachable!("a record is a list")
     };
-    let epoch = w.epochs.get(&target).copied().unwrap_or(0).wrapping_add(1);
+    let epoch = next_epoch(w.epochs.get(&target).copied().unwrap_or(0));
     let names = w.directory.names_of(target);
     record.push(Val::Nat(u64::from(epoch)));
     record.push(Val::List(
@@ -557,7 +558,7 @@ pub(crate) fn finish_move(
     w.heard_while_moving.remove(&target);
     let adopted = matches!(result, Ok(Val::Bool(true)));
     if adopted {
-        let epoch = w.epochs.get(&target).copied().unwrap_or(0).wrapping_add(1);
+        let epoch = next_epoch(w.epochs.get(&target).copied().unwrap_or(0));
         leave(w, target, to, epoch, out);
     } else {
         let e = match result {

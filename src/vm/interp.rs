@@ -85,7 +85,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::deadlock;
-use super::directory::{epoch_newer, Directory};
+use super::directory::{epoch_newer, next_epoch, Directory};
 use super::error::{Cycle, RemoteFailure, VmError};
 use super::exec::{self, Chain, Chains, Frame, Next, Status};
 use super::ids::{ChainId, ControllerId, FreshIdGen, MachineId, ObjectId, SuspendToken};
@@ -788,7 +788,7 @@ impl Vm {
             // The new home holds it at the epoch the move gave it (ours
             // plus one); another node only at a later one (the new home
             // moved it on). A third node's word for that epoch is no word.
-            if *from != d.to && !epoch_newer(epoch, ours.wrapping_add(1)) {
+            if *from != d.to && !epoch_newer(epoch, next_epoch(ours)) {
                 log::warn!(
                     "move of {id} to {}: {from} announces it at epoch {epoch}, which only {} \
                      can hold; not believed, the move stays in doubt",

@@ -47,7 +47,7 @@
 //! world      x   x   x   x       x   x   x   \
 //! tx         x   x                           x   \
 //! output     x   x   x                               \
-//! exec       x   x   x   x   x   x       x   x   x   x   \
+//! exec       x   x   x   x   x   x   x   x   x   x   x   \
 //! deadlock   x       x                       x       x   x   \
 //! interp     x   x   x   x   x   x   x   x   x       x   x   x
 //! ```
@@ -73,7 +73,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use directory::{epoch_newer, Directory, Notice, Refused, LEARNED_PER_PEER};
+pub use directory::{epoch_newer, next_epoch, Directory, Notice, Refused, LEARNED_PER_PEER};
 pub use error::{Cycle, RemoteFailure, VmError, WaitEdge};
 pub(crate) use ids::IdHasher;
 pub use ids::{
