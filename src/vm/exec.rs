@@ -1299,7 +1299,7 @@ fn exec_local(
                 w.trace.error(&e);
                 return Ok(Val::Bool(false));
             }
-            if refused_while_moving(w, id) {
+            if refused_while_moving(w, id) || refused_as_replica(w, id) {
                 return Ok(Val::Bool(false));
             }
             let caller = current_controller(w, c);
@@ -1429,7 +1429,7 @@ fn destroy(
         w.trace.error(&e);
         return Ok(false);
     }
-    if refused_while_moving(w, id) {
+    if refused_while_moving(w, id) || refused_as_replica(w, id) {
         return Ok(false);
     }
     let caller = current_controller(w, c);
@@ -1479,6 +1479,19 @@ fn names_frozen(w: &mut World, id: ObjectId) -> bool {
         ));
     }
     frozen
+}
+
+/// A replica reaches destroy or transfer only when its owner is not placed
+/// here now (the owner's are sent to it): the copy is not this node's,
+/// and destroying it here would tell every peer the object is gone.
+fn refused_as_replica(w: &mut World, id: ObjectId) -> bool {
+    let replica = w.replicas.contains_key(&id);
+    if replica {
+        w.trace.error(&VmError::Refused(
+            "destroy or transfer of a replica whose owner is not placed here now",
+        ));
+    }
+    replica
 }
 
 /// The controller of object `id` as chain `c` sees it (its transaction's

@@ -840,6 +840,18 @@ impl Vm {
             self.settle_doubt(id, Ok(Val::Bool(true)));
             self.apply_effects();
         }
+        // A replica of it goes with it (unless a call is inside: it stays
+        // a copy of nothing until fetched again or dropped by its owner's
+        // next word).
+        let owner_says = self.world.directory.machine_of(id) == Some(from);
+        if owner_says
+            && self.world.replicas.contains_key(&id)
+            && self.world.turns.owner(id).is_none()
+        {
+            self.world.replicas.remove(&id);
+            self.world.objects.remove(&id);
+            log::debug!("replica of {id} dropped: {from}, its owner, destroyed it");
+        }
     }
 
     /// `machine`'s directory snapshot to this node ended ("directory

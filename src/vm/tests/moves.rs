@@ -777,6 +777,41 @@ fn an_adopt_with_an_epoch_past_u16_is_refused() {
     assert_eq!(vm.serve_op(RemoteOp::Adopt, x, &highest), Val::Bool(true));
 }
 
+/// A replica is not this node's object: with its owner not placed here
+/// (a reconnect forgot it), destroying it is refused, not done here and
+/// announced to every peer as the object's end; and when the owner
+/// destroys the object, the replica goes too.
+#[test]
+fn a_replica_is_not_destroyed_here_and_goes_with_its_object() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let beta = MachineId::new("beta");
+    vm.directory_mut().peer_up(&beta, 2);
+    let x = ObjectId(2 << 48 | 7);
+    vm.directory_mut().insert(x, beta.clone(), Some("tally"));
+    vm.start_program(fetch(x), 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = remote_calls(&mut out)[0].token;
+    let Val::List(mut record) = adopt_record(0) else {
+        unreachable!()
+    };
+    record.truncate(4);
+    record[1] = Val::Nothing; // no controller: anyone may destroy it
+    vm.resume(token, Ok(Val::just(Val::List(record)))).unwrap();
+    vm.run(&mut out);
+    assert!(vm.is_replica(x));
+    vm.directory_mut().remove(x);
+    vm.start_program(destroy_obj(x), 2).unwrap();
+    out.clear();
+    vm.run(&mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Destroyed { .. })), "{out:?}");
+    assert!(vm.is_replica(x), "still a replica");
+    // The owner is placed again, and destroys the object.
+    vm.directory_mut().insert(x, beta.clone(), Some("tally"));
+    vm.destroyed_elsewhere(x, &beta);
+    assert!(!vm.is_replica(x) && !vm.hosts(x));
+}
+
 /// A fetch's answer that reaches a node after the object itself (moved
 /// there meanwhile, its `adopt` first on the same connection) does not
 /// turn the node's own object into a replica, which would belong to no
