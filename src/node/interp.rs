@@ -502,6 +502,9 @@ impl Interpreter {
                 if let Notice::Destroyed { id } = &notice {
                     self.vm.destroyed_elsewhere(*id, &from);
                 }
+                if let Notice::Moved { id, epoch, .. } = &notice {
+                    self.vm.moved_elsewhere(*id, &from, *epoch);
+                }
                 // Cloned only to be logged: a snapshot is a million of these.
                 let shown = log::log_enabled!(log::Level::Debug).then(|| format!("{notice:?}"));
                 match self.vm.directory_mut().apply(&from, notice) {
@@ -794,6 +797,42 @@ mod tests {
         assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
         assert!(!interp.vm.hosts(t));
         assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+    }
+
+    /// beta, holding the object, moved it on (its move_notify at a later
+    /// epoch) before its snapshot after the reconnect could announce it:
+    /// the move was made, and alpha's copy does not thaw at the snapshot's
+    /// end into a second owner.
+    #[test]
+    fn a_lost_adopt_reply_is_settled_by_the_new_homes_move_on() {
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        lose(&mut interp, adopt);
+        let beta = MachineId::new("beta");
+        interp.handle_peer_event(protocol::Event::PeerUp {
+            machine: beta.clone(),
+            prefix: 2,
+            up: 2,
+        });
+        interp.handle_peer_event(protocol::Event::Notice {
+            from: beta.clone(),
+            notice: Notice::Moved {
+                id: t,
+                machine: MachineId::new("gamma"),
+                epoch: 2,
+            },
+        });
+        interp.handle_peer_event(protocol::Event::Synced {
+            machine: beta,
+            objects: 0,
+        });
+        interp.vm.run(&mut interp.outputs);
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
+        assert!(!interp.vm.hosts(t));
+        assert_eq!(
+            interp.vm.directory().machine_of(t),
+            Some(&MachineId::new("gamma"))
+        );
     }
 
     /// The same, but beta reconnects and its snapshot ends without the

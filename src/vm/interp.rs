@@ -854,6 +854,21 @@ impl Vm {
         }
     }
 
+    /// `from` says object `id` moved on from it at `epoch` (its
+    /// `move_notify`). If a move of `id` to `from` is in doubt here and
+    /// that epoch is past the one the move gave it, `from` held it and
+    /// moved it on: the move was made (its snapshot, which skips objects
+    /// that left, will not say so). The driver then applies the notice.
+    pub fn moved_elsewhere(&mut self, id: ObjectId, from: &MachineId, epoch: u16) {
+        let ours = self.world.epochs.get(&id).copied().unwrap_or(0);
+        let in_doubt_to_sender = self.world.in_doubt.get(&id).is_some_and(|d| d.to == *from);
+        if in_doubt_to_sender && epoch_newer(epoch, next_epoch(ours)) {
+            log::info!("move of {id}: {from} moved it on at epoch {epoch}; the move was made");
+            self.settle_doubt(id, Ok(Val::Bool(true)));
+            self.apply_effects();
+        }
+    }
+
     /// `machine`'s directory snapshot to this node ended ("directory
     /// synced"). A move to it still in doubt did not land there: its
     /// snapshot would have announced the object first. The object stays

@@ -804,7 +804,10 @@ fn a_replica_is_not_destroyed_here_and_goes_with_its_object() {
     vm.start_program(destroy_obj(x), 2).unwrap();
     out.clear();
     vm.run(&mut out);
-    assert!(!out.iter().any(|o| matches!(o, Output::Destroyed { .. })), "{out:?}");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Destroyed { .. })),
+        "{out:?}"
+    );
     assert!(vm.is_replica(x), "still a replica");
     // The owner is placed again, and destroys the object.
     vm.directory_mut().insert(x, beta.clone(), Some("tally"));
