@@ -131,7 +131,8 @@ fn find_pong(node: &Node, wait: Duration) -> Result<(ObjectId, MachineId), Strin
         if give_up.is_some_and(|g| now >= g) {
             return Err(format!(
                 "no `pong` object appeared within {wait:?} (none named `{PONG_NAME}`); is the \
-                 serving node (--demo without --rounds) running and reachable?"
+                 serving node (--demo without --rounds) running and reachable? If it is, a WARN \
+                 line above says why it refused this node, or this node it (a cluster key, TLS)"
             ));
         }
         if now >= next_note {

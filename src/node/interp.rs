@@ -534,12 +534,16 @@ impl Interpreter {
             protocol::Event::Synced { machine, objects } => {
                 self.vm.directory_mut().mark_synced(&machine);
                 self.vm.peer_synced(&machine);
+                let objects = match objects {
+                    1 => "1 object".to_string(),
+                    n => format!("{n} objects"),
+                };
                 match self.peer_up_at.remove(&machine) {
                     Some(at) => info!(
-                        "directory: learned {objects} objects from {machine} in {:.2?}",
+                        "directory: learned {objects} from {machine} in {:.2?}",
                         at.elapsed()
                     ),
-                    None => info!("directory: learned {objects} objects from {machine}"),
+                    None => info!("directory: learned {objects} from {machine}"),
                 }
             }
             protocol::Event::Probe(probe) => self.vm.handle_probe(probe),
@@ -797,6 +801,32 @@ mod tests {
         assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
         assert!(!interp.vm.hosts(t));
         assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+    }
+
+    /// A third node's word at the move's own epoch is no word: gamma's
+    /// announcement, then beta's error answer, leaves the object here.
+    #[test]
+    fn an_adopt_refused_after_a_third_nodes_announcement_thaws() {
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        let gamma = MachineId::new("gamma");
+        interp.handle_peer_event(protocol::Event::Notice {
+            from: gamma.clone(),
+            notice: Notice::Created {
+                id: t,
+                machine: gamma,
+                behavior: Some("tally".into()),
+                epoch: 1,
+            },
+        });
+        interp.handle_peer_event(protocol::Event::Reply {
+            token: adopt,
+            result: Err("not durable: disk full".into()),
+            lost: false,
+        });
+        interp.vm.run(&mut interp.outputs);
+        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(false))));
+        assert!(interp.vm.owns(t));
     }
 
     /// beta, holding the object, moved it on (its move_notify at a later

@@ -221,7 +221,8 @@ impl Node {
             None => (vm, None),
         };
         // Said once the objects are loaded: from here on calls are served.
-        log::info!("node {}: listening on {local_addr}", config.name);
+        let tls_note = if config.tls.is_some() { " (TLS)" } else { "" };
+        log::info!("node {}: listening on {local_addr}{tls_note}", config.name);
         let stop = Arc::new(AtomicBool::new(false));
         let interp = interp::Interpreter::new(
             vm,
@@ -297,7 +298,9 @@ impl Node {
     /// reading the directory or the objects from outside (the demo waits
     /// for `pong` this way), or host-side setup. Keep it short: the node
     /// serves nothing while it runs. Once the node has stopped, the
-    /// channel closes without an answer.
+    /// channel closes without an answer; so does it when `look` panics
+    /// (the node serves on, and whatever `look` changed before it
+    /// panicked stays changed: keep a query that changes the vm simple).
     pub fn query<T: Send + 'static>(
         &self,
         look: impl FnOnce(&mut Vm) -> T + Send + 'static,
@@ -404,7 +407,7 @@ pub fn boot_epoch_counter() -> u64 {
 }
 
 /// Room every life keeps to mint ids in, even one that starts at the
-/// clamp: 2^40, a million ids a second for 35 years.
+/// clamp: 2^40, a thousand ids a second for 35 years.
 const MINTING_ROOM: u64 = 1 << 40;
 
 /// Where a life booted at `boot` ([`boot_epoch_counter`]) starts its

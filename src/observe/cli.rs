@@ -1,7 +1,7 @@
 //! `avm-node status` and `avm-node tail`: a node's `/health` and
 //! `/events`, read over plain HTTP/1.1 and printed for a terminal.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -26,9 +26,18 @@ fn get(addr: SocketAddr, target: &str) -> Result<BufReader<TcpStream>, String> {
     .map_err(|e| format!("{addr}: {e}"))?;
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
-    reader
-        .read_line(&mut status)
-        .map_err(|e| format!("{addr}: no answer: {e}"))?;
+    let not_http = || {
+        format!(
+            "{addr} did not answer in HTTP: is it the node's --http address, not its peer port?"
+        )
+    };
+    reader.read_line(&mut status).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => not_http(),
+        _ => format!("{addr}: no answer: {e}"),
+    })?;
+    if !status.starts_with("HTTP/") {
+        return Err(not_http());
+    }
     loop {
         let mut header = String::new();
         match reader.read_line(&mut header) {
@@ -112,8 +121,8 @@ fn format_status(h: &Value) -> String {
 /// Follows a node's `/events?query`, writing one readable line per
 /// event to `out`. Ends `Ok` when `out` is closed (a closed pipe), and
 /// `Err` saying why when the stream ends: the node closed it (it
-/// stopped), or sent nothing, not even its heartbeat, for three
-/// heartbeats (gone, or stuck). A query the node would refuse is refused
+/// stopped), or, having sent heartbeats, sent nothing for three of them
+/// (gone, or stuck). A query the node would refuse is refused
 /// here first, naming what is wrong.
 pub fn tail(addr: SocketAddr, query: &str, mut out: impl Write) -> Result<(), String> {
     crate::observe::events::Filter::parse(query)?;
@@ -122,22 +131,40 @@ pub fn tail(addr: SocketAddr, query: &str, mut out: impl Write) -> Result<(), St
     } else {
         format!("/events?{query}")
     };
-    let reader = get(addr, &target)?;
-    // A quiet stream still carries the node's heartbeat.
+    let mut reader = get(addr, &target)?;
+    // On stderr: stdout is the events, for a pipe.
+    eprintln!("following {addr}{target}; Ctrl-C to stop");
+    // A quiet stream carries the node's heartbeat: once one has come, a
+    // silence of three is a node gone or stuck. (Until then none is
+    // awaited: a node from before heartbeats sends none.)
     let silence = 3 * crate::observe::http::Limits::default().heartbeat;
     reader
         .get_ref()
-        .set_read_timeout(Some(silence))
+        .set_read_timeout(None)
         .map_err(|e| e.to_string())?;
+    let mut heartbeats = false;
     let mut event_name = String::new();
-    for line in reader.lines() {
-        let line = line.map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                format!("{addr}: nothing for {silence:?}, not even a heartbeat: the node is gone or stuck")
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!(
+                    "{addr}: nothing for {silence:?}, not even a heartbeat: the node is gone or stuck"
+                ));
             }
-            _ => format!("{addr}: {e}"),
-        })?;
-        if let Some(name) = line.strip_prefix("event: ") {
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.starts_with(": heartbeat") && !heartbeats {
+            heartbeats = true;
+            reader
+                .get_ref()
+                .set_read_timeout(Some(silence))
+                .map_err(|e| e.to_string())?;
+        } else if let Some(name) = line.strip_prefix("event: ") {
             event_name = name.to_string();
         } else if let Some(data) = line.strip_prefix("data: ") {
             let text = match serde_json::from_str::<Value>(data) {

@@ -276,7 +276,14 @@ struct Capped<'a>(&'a mut String);
 
 impl std::fmt::Write for Capped<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.push_str(s);
+        // Only what fits (and a little past, to show the cut), however
+        // long the piece: a 16 MiB string comes as one.
+        let room = (MAX_VALUE_TEXT + 4).saturating_sub(self.0.len());
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.0.push_str(&s[..take]);
         if self.0.len() > MAX_VALUE_TEXT {
             Err(std::fmt::Error)
         } else {

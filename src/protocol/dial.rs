@@ -41,10 +41,10 @@ pub struct DialSlot {
     /// The last reason a peer gave in its `close` that was logged as a
     /// warning (later closes for the same reason go to debug).
     pub said_warned: Option<String>,
-    /// A failed TLS handshake was logged as a warning since then: every
-    /// redial fails the same way until someone fixes a certificate or a
-    /// flag, so later ones go to debug.
-    pub warned_tls: bool,
+    /// The TLS failure last logged as a warning: every redial fails the
+    /// same way until someone fixes a certificate or a flag, so the same
+    /// failure again goes to debug; a different one is news.
+    pub warned_tls: Option<String>,
     /// The machine this address led to last (for `/health`: an address
     /// never reached is listed by itself).
     pub reached: Option<MachineId>,
@@ -73,7 +73,7 @@ impl DialSlot {
             failures: 0,
             warned_refusal: false,
             said_warned: None,
-            warned_tls: false,
+            warned_tls: None,
             reached: None,
         }
     }

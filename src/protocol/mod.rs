@@ -440,8 +440,8 @@ pub struct Core {
     stopping: bool,
     observed: observed::Observed,
     clock: observed::MicroClock,
-    /// Addresses whose TLS clients this plaintext node warned of, and when.
-    tls_strangers: HashMap<std::net::IpAddr, Instant>,
+    /// TLS mismatches this node warned of, by address and mismatch, and when.
+    tls_strangers: HashMap<(std::net::IpAddr, Box<str>), Instant>,
 }
 
 impl Core {

@@ -167,21 +167,24 @@ impl Core {
     /// once per address per [`TLS_STRANGER_QUIET`] at WARN (its node
     /// redials all along), otherwise at DEBUG.
     fn tls_stranger(&mut self, label: &str, ip: IpAddr, now: Instant) {
-        let again = self.said_lately(ip, now);
+        let again = self.said_lately(ip, TLS_CLIENT_HERE, now);
         log::log!(
             warn_once(again),
-            "{label}: a TLS handshake arrived on this plaintext port (is `--tls` missing here, or \
+            "{label}: a TLS handshake arrived on this plaintext port (are `--tls-*` missing here, or \
              given to that node by mistake?); closing this connection (said once per address \
              every {} minutes)",
             TLS_STRANGER_QUIET.as_secs() / 60
         );
     }
 
-    /// Whether a TLS mismatch with `ip` was said within the last
+    /// Whether TLS mismatch `what` with `ip` was said within the last
     /// [`TLS_STRANGER_QUIET`]; notes that it is being said now if not.
-    fn said_lately(&mut self, ip: IpAddr, now: Instant) -> bool {
+    /// Per reason: an operator who fixes one mistake and makes another
+    /// hears of the second at once.
+    fn said_lately(&mut self, ip: IpAddr, what: &str, now: Instant) -> bool {
         let quiet = |at: &Instant| now.saturating_duration_since(*at) < TLS_STRANGER_QUIET;
-        let again = self.tls_strangers.get(&ip).is_some_and(quiet);
+        let key = (ip, Box::<str>::from(what));
+        let again = self.tls_strangers.get(&key).is_some_and(quiet);
         if !again {
             if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
                 self.tls_strangers.retain(|_, at| quiet(at));
@@ -191,7 +194,7 @@ impl Core {
                 // than grow (some warn twice).
                 self.tls_strangers.clear();
             }
-            self.tls_strangers.insert(ip, now);
+            self.tls_strangers.insert(key, now);
         }
         again
     }
@@ -199,7 +202,13 @@ impl Core {
     /// When this node last warned of a TLS client from `ip` (for tests).
     #[cfg(test)]
     pub(crate) fn tls_warned_at(&self, ip: IpAddr) -> Option<Instant> {
-        self.tls_strangers.get(&ip).copied()
+        self.tls_warned_at_for(ip, TLS_CLIENT_HERE)
+    }
+
+    /// When this node last warned of TLS mismatch `what` with `ip`.
+    #[cfg(test)]
+    pub(crate) fn tls_warned_at_for(&self, ip: IpAddr, what: &str) -> Option<Instant> {
+        self.tls_strangers.get(&(ip, Box::from(what))).copied()
     }
 
     pub(super) fn protocol_error(&mut self, conn: ConnId, why: String, now: Instant) {
@@ -589,7 +598,7 @@ impl Core {
             self.dials[slot].failures = 0;
             self.dials[slot].warned_refusal = false;
             self.dials[slot].said_warned = None;
-            self.dials[slot].warned_tls = false;
+            self.dials[slot].warned_tls = None;
         }
         if log {
             self.log_close(&c, &label, &reason, now);
@@ -673,9 +682,13 @@ impl Core {
             // CA, a plaintext peer, a name the certificate does not cover.
             // Once per address we dial, not once per redial; once per
             // address per quiet period for one that dials us.
+            let what = reason.to_string();
             let warned = match c.dial_slot {
-                Some(slot) => std::mem::replace(&mut self.dials[slot].warned_tls, true),
-                None => self.said_lately(c.remote.ip(), now),
+                Some(slot) => {
+                    let last = self.dials[slot].warned_tls.replace(what.clone());
+                    last.as_deref() == Some(what.as_str())
+                }
+                None => self.said_lately(c.remote.ip(), &what, now),
             };
             log::log!(warn_once(warned), "connection to {label} closed: {reason}");
         } else if c.peer_closing.as_deref() == Some(SHUTTING_DOWN_SAID) {
@@ -736,8 +749,11 @@ fn warn_once(said_before: bool) -> log::Level {
     }
 }
 
-/// How long a plaintext node stays quiet about TLS clients from one
-/// address, and how many addresses it remembers at most.
+/// The mismatch a plaintext node sees when a TLS client dials it.
+const TLS_CLIENT_HERE: &str = "a TLS client on a plaintext port";
+
+/// How long a node stays quiet about one TLS mismatch with one address,
+/// and how many (address, mismatch) pairs it remembers at most.
 const TLS_STRANGER_QUIET: Duration = Duration::from_secs(600);
 const TLS_STRANGERS_KEPT: usize = 256;
 

@@ -1019,6 +1019,14 @@ fn a_tls_client_on_a_plaintext_port_is_named_once_per_address() {
         Status::Closed
     );
     assert_eq!(b.core.tls_warned_at(ip), Some(much_later));
+    // Another mismatch from the same address is news, quiet period or not
+    // (a client that dropped TLS, or a certificate another CA signed).
+    let other = "TLS failed: invalid peer certificate: UnknownIssuer";
+    assert_eq!(b.core.tls_warned_at_for(ip, other), None);
+    let fourth = b.core.handle_accepted(addr(45004), much_later);
+    let failed = CloseReason::Tls("invalid peer certificate: UnknownIssuer".into());
+    b.core.handle_closed(fourth, failed, much_later);
+    assert_eq!(b.core.tls_warned_at_for(ip, other), Some(much_later));
 }
 
 /// A call fails when its chain shows no progress for the call timeout,

@@ -421,6 +421,8 @@ fn call_local(
             }
             Take::Busy => return Flow::Go(Next::CallFailed(VmError::Busy(target))),
         }
+    } else {
+        w.turns.entered(target);
     }
     enter(w, c, target, b, input, sender)
 }
@@ -1523,10 +1525,11 @@ pub(crate) fn abort(w: &mut World, tx: Tx) -> TxId {
 }
 
 /// Validate the read set, then apply creates, transfers, states, destroys.
-/// `chain` commits: another chain holding the turn of an object the
+/// `chain` commits: another chain inside an object whose state the
 /// transaction writes is a conflict too, since that chain may have read
-/// the object and will write it back over the commit (versions move only
-/// on writes, so they cannot tell).
+/// the state and will write it back over the commit (versions move only
+/// on writes, so they cannot tell). A waiter handed the turn that has not
+/// run yet has read nothing, and a chain inside writes back only state.
 fn commit(w: &mut World, tx: Tx, chain: ChainId, out: &mut Vec<Output>) -> bool {
     let id = tx.id;
     let changed = |(o, version, owned): &(ObjectId, u32, bool)| {
@@ -1537,11 +1540,10 @@ fn commit(w: &mut World, tx: Tx, chain: ChainId, out: &mut Vec<Output>) -> bool 
     // what a commit wrote there would be dropped with it.
     let moving =
         |(o, ..): &(ObjectId, u32, bool)| w.moving.contains(o) || w.superseded.contains_key(o);
-    let held_elsewhere = |o: &ObjectId| w.turns.owner(*o).is_some_and(|holder| holder != chain);
-    let mut written = (tx.states.iter().map(|(o, _)| o))
-        .chain(tx.transfers.iter().map(|(o, _)| o))
-        .chain(tx.destroys.iter());
-    if tx.reads.iter().any(changed) || tx.reads.iter().any(moving) || written.any(held_elsewhere) {
+    let inside_elsewhere = |o: &ObjectId| w.turns.inside(*o).is_some_and(|in_it| in_it != chain);
+    let mut written = tx.states.iter().map(|(o, _)| o);
+    if tx.reads.iter().any(changed) || tx.reads.iter().any(moving) || written.any(inside_elsewhere)
+    {
         abort(w, tx);
         return false;
     }

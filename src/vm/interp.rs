@@ -801,8 +801,16 @@ impl Vm {
             self.settle_doubt(id, Ok(Val::Bool(true)));
         } else if self.world.moving.contains(&id) {
             // The new home's word before its answer: kept, in case the
-            // answer is lost.
-            self.world.heard_while_moving.insert(id);
+            // answer is lost (or is an error after all). Only the new
+            // home's at the move's own epoch, as for a move in doubt.
+            let to_sender = self.chains.iter().any(|(_, c)| {
+                c.remote_op == Some(RemoteOp::Adopt)
+                    && c.remote_target == id
+                    && c.moving_to.as_ref() == Some(from)
+            });
+            if to_sender || epoch_newer(epoch, next_epoch(ours)) {
+                self.world.heard_while_moving.insert(id);
+            }
             return false;
         } else if self.world.turns.owner(id).is_none() {
             log::warn!(
@@ -850,6 +858,7 @@ impl Vm {
         {
             self.world.replicas.remove(&id);
             self.world.objects.remove(&id);
+            self.world.turns.forget(id);
             log::debug!("replica of {id} dropped: {from}, its owner, destroyed it");
         }
     }

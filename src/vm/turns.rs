@@ -10,7 +10,8 @@
 //!
 //! ```text
 //!   object ──▶ Turn { owner: chain, holds: n ≥ 1, queue: [waiter, ...] }
-//!   release: holds -= 1; at 0 the first waiter becomes the owner (holds 1)
+//!   release: holds -= 1; at 0 the first waiter becomes the owner (holds 1),
+//!            not yet `entered`: its call runs when its chain's turn to run comes
 //! ```
 //!
 //! Invariants: an object's turn is taken (`holds > 0`) exactly while some
@@ -42,6 +43,9 @@ struct Turn {
     /// Meaningful while `holds > 0`.
     owner: ChainId,
     holds: u32,
+    /// The owner's call has begun inside the object (a waiter handed the
+    /// turn has not, until it runs): only then may it have read state.
+    entered: bool,
     /// The object was destroyed while its turn was taken: drop the entry
     /// when the turn comes free.
     forget_when_free: bool,
@@ -98,6 +102,7 @@ impl Turns {
                 Turn {
                     owner: chain,
                     holds: 1,
+                    entered: true,
                     forget_when_free: false,
                     queue: None,
                 },
@@ -107,6 +112,7 @@ impl Turns {
         if turn.holds == 0 || turn.owner == chain {
             turn.owner = chain;
             turn.holds += 1;
+            turn.entered = true;
             return Take::Granted;
         }
         let queue = turn.queue.get_or_insert_with(Box::default);
@@ -131,6 +137,7 @@ impl Turns {
             Some(next) => {
                 turn.owner = next.chain;
                 turn.holds = 1;
+                turn.entered = false;
                 self.waits.remove(&next.chain);
                 Some(next)
             }
@@ -141,6 +148,23 @@ impl Turns {
                 None
             }
         }
+    }
+
+    /// The call handed `object`'s turn (a waiter) begins inside it now.
+    pub(crate) fn entered(&mut self, object: ObjectId) {
+        if let Some(turn) = self.held.get_mut(&object) {
+            turn.entered = true;
+        }
+    }
+
+    /// The chain whose call is inside `object` now: one that holds its
+    /// turn and has begun there (not a waiter handed the turn that has not
+    /// run yet).
+    pub(crate) fn inside(&self, object: ObjectId) -> Option<ChainId> {
+        self.held
+            .get(&object)
+            .filter(|t| t.holds > 0 && t.entered)
+            .map(|t| t.owner)
     }
 
     /// True when `object`'s turn is held once: the next

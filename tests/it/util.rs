@@ -360,9 +360,12 @@ impl NodeProc {
     /// (waiting for it).
     pub fn port(&self) -> u16 {
         let line = self.wait_for_log_after(LogMark(0), "listening on ", STARTUP);
-        line.rsplit(':')
+        // `... listening on 127.0.0.1:PORT`, maybe followed by ` (TLS)`.
+        let after = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
+        let addr = after.split_whitespace().next().unwrap_or("");
+        addr.rsplit(':')
             .next()
-            .and_then(|p| p.trim().parse().ok())
+            .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("{}: no port in `{line}`", self.name))
     }
 

@@ -414,3 +414,35 @@ fn answered(vm: &mut Vm, token: SuspendToken, z: ChainId) -> Result<Val, VmError
     vm.run(&mut out);
     finished(&mut out, z)
 }
+
+/// A waiter handed the turn of an object the transaction wrote has read
+/// nothing yet: the commit is not refused for it (the bank's atomic
+/// transfer into a busy account would otherwise never commit).
+#[test]
+fn a_commit_is_not_refused_for_a_call_that_has_not_begun() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let remote = ObjectId(2 << 48 | 1);
+    vm.directory_mut()
+        .insert(remote, MachineId::new("beta"), None);
+    let t = vm.create_object("tally").unwrap();
+    let mut out = Vec::new();
+    // X holds the tally's turn, waiting on beta.
+    start_call(&mut vm, t, Val::ObjectRef(remote), ChainId(0x77));
+    vm.run(&mut out);
+    let x = remote_calls(&mut out)[0].token;
+    // Z's transaction calls the tally (queued behind X), then commits;
+    // W's call queues behind Z's.
+    let p = prog! {
+        let tx <- begin_tx(None);
+        call(t, Val::Nat(0));
+        let ok <- commit_tx(tx_of(tx));
+        done(ok)
+    };
+    let z = vm.start_program(p, 1).unwrap();
+    vm.run(&mut out);
+    start_call(&mut vm, t, Val::Nat(0), ChainId(0x78));
+    vm.run(&mut out);
+    // X answers and leaves; Z enters, writes, leaves (the turn passes to
+    // W, which has not run) and commits.
+    assert_eq!(answered(&mut vm, x, z), Ok(Val::Bool(true)));
+}
