@@ -309,7 +309,12 @@ impl Directory {
 
     /// The epoch known for `id` (0: never moved, or not known).
     pub fn epoch_of(&self, id: ObjectId) -> u16 {
-        self.entries.get(&id).map_or(0, |e| e.epoch)
+        self.known_epoch(id).unwrap_or(0)
+    }
+
+    /// The epoch known for `id`, if the directory places it at all.
+    pub fn known_epoch(&self, id: ObjectId) -> Option<u16> {
+        self.entries.get(&id).map(|e| e.epoch)
     }
 
     /// Applies a notice from `from` if the rules allow it; `Ok(true)` when

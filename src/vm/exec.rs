@@ -28,7 +28,7 @@
 use log::warn;
 use std::sync::Arc;
 
-use super::directory::next_epoch;
+use super::directory::{epoch_newer, next_epoch};
 use super::error::{RemoteFailure, VmError};
 use super::ids::{
     shrink_if_sparse, ChainId, ControllerId, MachineId, ObjectId, SuspendToken, TxId,
@@ -655,6 +655,14 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
     };
     // A call inside a replica of it here would keep writing apart.
     if w.owns(id) || id.0 == 0 || w.turns.owner(id).is_some() {
+        return false;
+    }
+    // A copy older than the object this node knows of (one restored from
+    // a store after the object moved on) would be a second owner.
+    if (w.directory.known_epoch(id)).is_some_and(|known| epoch_newer(known, epoch)) {
+        w.trace.error(&VmError::Refused(
+            "adopt of a copy older than the object this node knows of",
+        ));
         return false;
     }
     let Some(obj) = obj_from_record(w, fields, NOT_ONE) else {

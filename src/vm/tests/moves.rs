@@ -764,6 +764,27 @@ fn a_late_move_notify_does_not_bring_back_a_destroyed_object() {
     assert_eq!(d.machine_of(x), None);
 }
 
+/// An `adopt` of a copy older than the object the new home knows of (the
+/// directory places it elsewhere at a later epoch: a stale copy restored
+/// from a store) is refused; a newer one is taken.
+#[test]
+fn an_adopt_of_a_copy_older_than_the_known_object_is_refused() {
+    let mut vm = vm("alpha", 1, TraceMode::Off);
+    let gamma = MachineId::new("gamma");
+    vm.directory_mut().peer_up(&gamma, 3);
+    let x = ObjectId(2 << 48 | 7);
+    vm.directory_mut().follow_move(x, &gamma, 5);
+    assert_eq!(
+        vm.serve_op(RemoteOp::Adopt, x, &adopt_record(3)),
+        Val::Bool(false)
+    );
+    assert!(!vm.owns(x));
+    assert_eq!(
+        vm.serve_op(RemoteOp::Adopt, x, &adopt_record(6)),
+        Val::Bool(true)
+    );
+}
+
 /// Epochs are u16 on the wire: an `adopt` at a larger one is refused as
 /// no record, not installed at epoch 0.
 #[test]
