@@ -21,6 +21,11 @@
 //! - Requests are parsed (httparse) from the connection's own buffer:
 //!   the method, path and query are borrowed from it, nothing is copied
 //!   until a route keeps its filter.
+//! - On a loopback listener (`local_only`), a request whose `Host` is a
+//!   name other than `localhost` is refused (403): a web page the user
+//!   visits could otherwise rebind its own name to 127.0.0.1 and read
+//!   the node's `/events` (DNS rebinding). IP literals, `localhost`, and
+//!   requests without a `Host` (not from a browser) pass.
 //! - A response is written whole into the connection's out buffer; a
 //!   client that does not read its response within `idle` is closed.
 //! - A subscriber (`/events`) gets one `data:` line per event while its
@@ -54,6 +59,9 @@ pub struct Limits {
     pub idle: Duration,
     /// A stream quiet this long gets a comment line.
     pub heartbeat: Duration,
+    /// The listener is on loopback: only IP literals and `localhost` are
+    /// accepted as `Host` (see the module docs).
+    pub local_only: bool,
 }
 
 impl Default for Limits {
@@ -65,6 +73,7 @@ impl Default for Limits {
             max_subscribers: 64,
             idle: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
+            local_only: false,
         }
     }
 }
@@ -137,6 +146,7 @@ pub enum Status {
     MethodNotAllowed,
     HeadersTooLarge,
     ServiceUnavailable,
+    Forbidden,
 }
 
 impl Status {
@@ -148,6 +158,7 @@ impl Status {
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
             Status::ServiceUnavailable => "503 Service Unavailable",
+            Status::Forbidden => "403 Forbidden",
         }
     }
 }
@@ -264,6 +275,14 @@ impl HttpServer {
                 }
                 Ok(httparse::Status::Complete(n)) if n > limits.max_request => {
                     Err((Status::HeadersTooLarge, "request head too large"))
+                }
+                Ok(httparse::Status::Complete(_))
+                    if limits.local_only && !local_host(request.headers) =>
+                {
+                    Err((
+                        Status::Forbidden,
+                        "Host must be an IP address or localhost on this loopback address",
+                    ))
                 }
                 Ok(httparse::Status::Complete(n)) => Ok((
                     n,
@@ -554,6 +573,30 @@ fn asks_to_close(headers: &[httparse::Header<'_>]) -> bool {
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
+/// Whether the request's `Host` (if any) names this machine the way only
+/// a user can: an IP literal or `localhost`, with or without a port. A
+/// page's own name that was rebound to 127.0.0.1 does not.
+fn local_host(headers: &[httparse::Header<'_>]) -> bool {
+    let Some(host) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")) else {
+        return true;
+    };
+    let Ok(host) = std::str::from_utf8(host.value) else {
+        return false;
+    };
+    let host = host.trim();
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6
+            .split(']')
+            .next()
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// Whether the headers announce no body (`Content-Length: 0` is none).
 fn has_no_body(headers: &[httparse::Header<'_>]) -> bool {
     !headers.iter().any(|h| {
@@ -668,6 +711,48 @@ mod tests {
             assert_eq!(s.poll_close(), Some(key));
             assert!(s.is_empty());
         }
+    }
+
+    /// On loopback, a `Host` that is a name other than `localhost` is
+    /// refused (a rebound page name); addresses, `localhost` and no `Host`
+    /// pass. Off loopback every `Host` passes.
+    #[test]
+    fn a_rebound_host_name_is_refused_on_loopback() {
+        let guarded = Limits {
+            local_only: true,
+            ..Limits::default()
+        };
+        let now = Instant::now();
+        let ask = |limits: Limits, host: &str| {
+            let mut s = HttpServer::new(limits);
+            let key = s.accept(now).unwrap();
+            let raw = format!("GET /events HTTP/1.1\r\n{host}\r\n");
+            s.received(key, raw.as_bytes(), now).is_some()
+        };
+        for host in [
+            "Host: 127.0.0.1:9102\r\n",
+            "Host: localhost:9102\r\n",
+            "host: LOCALHOST\r\n",
+            "Host: [::1]:9102\r\n",
+            "",
+        ] {
+            assert!(ask(guarded, host), "{host:?} refused");
+        }
+        for host in [
+            "Host: evil.example:9102\r\n",
+            "Host: localhost.evil.example\r\n",
+        ] {
+            assert!(!ask(guarded, host), "{host:?} passed");
+            assert!(
+                ask(Limits::default(), host),
+                "{host:?} refused off loopback"
+            );
+        }
+        let mut s = HttpServer::new(guarded);
+        let key = s.accept(now).unwrap();
+        s.received(key, b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", now);
+        assert!(take_out(&mut s, key, now).starts_with("HTTP/1.1 403 Forbidden"));
+        assert_eq!(s.poll_close(), Some(key));
     }
 
     #[test]

@@ -109,11 +109,17 @@ impl HttpSide {
         name: &str,
     ) -> io::Result<Self> {
         setup.listener.set_nonblocking(true)?;
+        // On loopback the page is for this machine's user alone: guard it
+        // against pages that rebind their own name (see observe::http).
+        let local_only = setup.listener.local_addr()?.ip().is_loopback();
         let mut listener = TcpListener::from_std(setup.listener);
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(HttpSide {
             listener,
-            server: HttpServer::new(Limits::default()),
+            server: HttpServer::new(Limits {
+                local_only,
+                ..Limits::default()
+            }),
             sockets: Vec::new(),
             stats: setup.stats,
             started: setup.started,

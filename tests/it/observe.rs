@@ -36,7 +36,7 @@ pub fn request(port: u16, raw: &[u8]) -> (String, String) {
 }
 
 pub fn get(port: u16, path: &str) -> String {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let (status, body) = request(port, raw.as_bytes());
     assert_eq!(status, "HTTP/1.1 200 OK", "GET {path}: {body}");
     body
@@ -128,7 +128,7 @@ fn events_stream_the_demo_calls_with_their_chain() {
     let (beta, port) = beta_with_http();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
-        .write_all(b"GET /events?kind=call_in,call_out HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /events?kind=call_in,call_out HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -362,7 +362,7 @@ fn a_node_that_keeps_its_whole_trace_streams_it_too() {
     let port = node.http_addr().expect("http").port();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
-        .write_all(b"GET /events?kind=create HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /events?kind=create HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     stream
@@ -420,7 +420,7 @@ fn pipelined_requests_that_are_never_read_stall_the_client_not_the_node() {
     greedy
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let batch = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n".repeat(1000);
+    let batch = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(1000);
     let mut written = 0usize;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -449,7 +449,7 @@ fn a_refused_request_that_half_closes_leaves_the_next_client_alone() {
     for _ in 0..3 {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(LIMIT)).unwrap();
-        s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.write_all(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut answer = String::new();
@@ -459,7 +459,7 @@ fn a_refused_request_that_half_closes_leaves_the_next_client_alone() {
     let mut keep = TcpStream::connect(("127.0.0.1", port)).unwrap();
     keep.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let ask = |s: &mut TcpStream| {
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
