@@ -187,6 +187,15 @@ impl Durable {
         self.release(vm, commands, results);
     }
 
+    /// Gives up without the disk (the interpreter failed): the senders of
+    /// every held result, so that their programs can be told. The store
+    /// thread ends when it finds its channel closed.
+    pub fn abandon(self) -> Vec<ResultSender> {
+        let held = self.held.into_iter();
+        held.flat_map(|h| h.results.into_iter().map(|(reply, _)| reply))
+            .collect()
+    }
+
     /// Holds this round's output behind the last batch sent to the store.
     fn hold(
         &mut self,
@@ -475,6 +484,23 @@ mod tests {
             failure.to_string().contains("not durable: disk full"),
             "{failure}"
         );
+    }
+
+    /// Given up (the interpreter failed), the results still held for the
+    /// disk come back as their senders, so their programs can be told.
+    #[test]
+    fn abandoned_output_gives_back_the_held_results() {
+        let (mut d, _batches, _store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        let waiting = result(&mut results);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(results.is_empty(), "held for the disk");
+        for reply in d.abandon() {
+            reply.send(Err("node stopped".into())).unwrap();
+        }
+        assert_eq!(waiting.try_recv(), Ok(Err("node stopped".into())));
     }
 
     /// A write fails: the output of every batch sent until then fails

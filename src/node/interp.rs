@@ -183,7 +183,12 @@ impl Interpreter {
                 // disk). The reactor stops too: peers see the node leave,
                 // not a node that answers pings and never calls.
                 error!("interpreter panicked: {why}; the node stops");
-                self.durable = None;
+                // Their programs hear that the node stopped, as below.
+                let held = self.durable.take().map(Durable::abandon);
+                let unsent = self.results.drain(..).map(|(reply, _)| reply);
+                for reply in held.into_iter().flatten().chain(unsent) {
+                    let _ = reply.send(Err(NODE_STOPPED.into()));
+                }
                 self.handoff.send_commands(&mut vec![Command::Shutdown]);
                 Outcome::Failed(format!("interpreter panicked: {why}"))
             }
