@@ -688,6 +688,12 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
         behavior,
         epoch,
     });
+    // Its names, as this node's now: a peer that missed the old home's
+    // notices learns them here, not at the next snapshot. (After the
+    // create_notify: a receiver places the object first.)
+    for name in names {
+        out.push(Output::Named { name, id });
+    }
     w.trace
         .record(EventKind::ObjectMoved, || Event::ObjectMoved {
             id,

@@ -785,6 +785,31 @@ fn an_adopt_of_a_copy_older_than_the_known_object_is_refused() {
     );
 }
 
+/// The new home announces an adopted object's names as its own, after
+/// the object itself.
+#[test]
+fn an_adopted_objects_names_are_announced_after_it() {
+    let mut vm = vm("alpha", 1, TraceMode::Off);
+    let x = ObjectId(2 << 48 | 7);
+    let Val::List(mut record) = adopt_record(1) else {
+        unreachable!()
+    };
+    record[5] = Val::List(vec![Val::str("kept")]);
+    let adopted = vm.serve_op(RemoteOp::Adopt, x, &Val::List(record));
+    assert_eq!(adopted, Val::Bool(true));
+    let mut out = Vec::new();
+    vm.take_pending(&mut out);
+    let said: Vec<String> = out
+        .iter()
+        .map(|o| match o {
+            Output::Adopted { id, .. } if *id == x => "adopted".into(),
+            Output::Named { name, id } if *id == x => format!("named {name}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(said, ["adopted", "named kept"]);
+}
+
 /// Epochs are u16 on the wire: an `adopt` at a larger one is refused as
 /// no record, not installed at epoch 0.
 #[test]
