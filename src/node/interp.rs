@@ -504,6 +504,14 @@ impl Interpreter {
                         return;
                     }
                 }
+                if let Notice::Named { id, name, .. } = &notice {
+                    // The new home names an object it adopted before its
+                    // answer reaches us: ours until then, as for Created.
+                    if self.vm.is_moving(*id) {
+                        debug!("directory: {from} names {id} `{name}`, moving there; ignored");
+                        return;
+                    }
+                }
                 if let Notice::Destroyed { id } = &notice {
                     self.vm.destroyed_elsewhere(*id, &from);
                 }

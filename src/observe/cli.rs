@@ -35,6 +35,11 @@ fn get(addr: SocketAddr, target: &str) -> Result<BufReader<TcpStream>, String> {
         std::io::ErrorKind::InvalidData => not_http(),
         _ => format!("{addr}: no answer: {e}"),
     })?;
+    if status.is_empty() {
+        return Err(format!(
+            "{addr} closed the connection without an answer (at its HTTP connection limit?)"
+        ));
+    }
     if !status.starts_with("HTTP/") {
         return Err(not_http());
     }

@@ -21,11 +21,14 @@
 //! - Requests are parsed (httparse) from the connection's own buffer:
 //!   the method, path and query are borrowed from it, nothing is copied
 //!   until a route keeps its filter.
-//! - On a loopback listener (`local_only`), a request whose `Host` is a
-//!   name other than `localhost` is refused (403): a web page the user
-//!   visits could otherwise rebind its own name to 127.0.0.1 and read
-//!   the node's `/events` (DNS rebinding). IP literals, `localhost`, and
-//!   requests without a `Host` (not from a browser) pass.
+//! - On a connection that reached the node at a loopback address
+//!   ([`HttpServer::accept_on`]), a request whose `Host` is a name other
+//!   than `localhost` (or a `.localhost` name) is refused (403): a web
+//!   page the user visits could otherwise rebind its own name to
+//!   127.0.0.1 and read the node's `/events` (DNS rebinding). IP
+//!   literals, `localhost`, and requests without a `Host` (not from a
+//!   browser) pass. A listener on every address (`0.0.0.0`) is guarded
+//!   on its loopback connections alone.
 //! - A response is written whole into the connection's out buffer; a
 //!   client that does not read its response within `idle` is closed.
 //! - A subscriber (`/events`) gets one `data:` line per event while its
@@ -59,9 +62,6 @@ pub struct Limits {
     pub idle: Duration,
     /// A stream quiet this long gets a comment line.
     pub heartbeat: Duration,
-    /// The listener is on loopback: only IP literals and `localhost` are
-    /// accepted as `Host` (see the module docs).
-    pub local_only: bool,
 }
 
 impl Default for Limits {
@@ -73,7 +73,6 @@ impl Default for Limits {
             max_subscribers: 64,
             idle: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
-            local_only: false,
         }
     }
 }
@@ -119,6 +118,8 @@ struct HttpConn {
     close_after: bool,
     /// In the dirty list, until polled.
     dirty: bool,
+    /// Reached at a loopback address: `Host` is checked (module docs).
+    local_only: bool,
 }
 
 impl HttpConn {
@@ -176,6 +177,12 @@ impl HttpServer {
 
     /// A new connection's key, or `None` at `max_conns` (close it).
     pub fn accept(&mut self, now: Instant) -> Option<usize> {
+        self.accept_on(now, false)
+    }
+
+    /// [`accept`](Self::accept) for a connection that reached the node at
+    /// a loopback address (`local_only`): its requests' `Host` is checked.
+    pub fn accept_on(&mut self, now: Instant, local_only: bool) -> Option<usize> {
         if self.conns.len() >= self.limits.max_conns {
             return None;
         }
@@ -190,6 +197,7 @@ impl HttpServer {
             filter: None,
             close_after: false,
             dirty: false,
+            local_only,
         }))
     }
 
@@ -277,7 +285,7 @@ impl HttpServer {
                     Err((Status::HeadersTooLarge, "request head too large"))
                 }
                 Ok(httparse::Status::Complete(_))
-                    if limits.local_only && !local_host(request.headers) =>
+                    if conn.local_only && !local_host(request.headers) =>
                 {
                     Err((
                         Status::Forbidden,
@@ -403,9 +411,11 @@ impl HttpServer {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // A heartbeat at once: it tells a client that this node sends
+        // them (older ones do not), so it may count silence from now.
         conn.out.extend_from_slice(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n\
-              connection: close\r\n\r\n: avm trace stream\n\n",
+              connection: close\r\n\r\n: avm trace stream\n\n: heartbeat\n\n",
         );
         conn.inbuf.clear();
         conn.consumed = 0;
@@ -594,7 +604,13 @@ fn local_host(headers: &[httparse::Header<'_>]) -> bool {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+    // A fully qualified form (`localhost.`) is the same name.
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    // `.localhost` names are loopback by definition (RFC 6761): no page
+    // can own one to rebind it.
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 /// Whether the headers announce no body (`Content-Length: 0` is none).
@@ -713,19 +729,15 @@ mod tests {
         }
     }
 
-    /// On loopback, a `Host` that is a name other than `localhost` is
-    /// refused (a rebound page name); addresses, `localhost` and no `Host`
-    /// pass. Off loopback every `Host` passes.
+    /// On a loopback connection, a `Host` that is a name other than
+    /// `localhost` is refused (a rebound page name); addresses, `localhost`
+    /// and no `Host` pass. Off loopback every `Host` passes.
     #[test]
     fn a_rebound_host_name_is_refused_on_loopback() {
-        let guarded = Limits {
-            local_only: true,
-            ..Limits::default()
-        };
         let now = Instant::now();
-        let ask = |limits: Limits, host: &str| {
-            let mut s = HttpServer::new(limits);
-            let key = s.accept(now).unwrap();
+        let ask = |loopback: bool, host: &str| {
+            let mut s = HttpServer::new(Limits::default());
+            let key = s.accept_on(now, loopback).unwrap();
             let raw = format!("GET /events HTTP/1.1\r\n{host}\r\n");
             s.received(key, raw.as_bytes(), now).is_some()
         };
@@ -733,23 +745,23 @@ mod tests {
             "Host: 127.0.0.1:9102\r\n",
             "Host: localhost:9102\r\n",
             "host: LOCALHOST\r\n",
+            "Host: localhost.:9102\r\n",
+            "Host: node.localhost\r\n",
             "Host: [::1]:9102\r\n",
             "",
         ] {
-            assert!(ask(guarded, host), "{host:?} refused");
+            assert!(ask(true, host), "{host:?} refused");
         }
         for host in [
             "Host: evil.example:9102\r\n",
             "Host: localhost.evil.example\r\n",
+            "Host: 127.0.0.1.evil.example\r\n",
         ] {
-            assert!(!ask(guarded, host), "{host:?} passed");
-            assert!(
-                ask(Limits::default(), host),
-                "{host:?} refused off loopback"
-            );
+            assert!(!ask(true, host), "{host:?} passed");
+            assert!(ask(false, host), "{host:?} refused off loopback");
         }
-        let mut s = HttpServer::new(guarded);
-        let key = s.accept(now).unwrap();
+        let mut s = HttpServer::new(Limits::default());
+        let key = s.accept_on(now, true).unwrap();
         s.received(key, b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", now);
         assert!(take_out(&mut s, key, now).starts_with("HTTP/1.1 403 Forbidden"));
         assert_eq!(s.poll_close(), Some(key));

@@ -183,7 +183,7 @@ impl Core {
     /// hears of the second at once.
     fn said_lately(&mut self, ip: IpAddr, what: &str, now: Instant) -> bool {
         let quiet = |at: &Instant| now.saturating_duration_since(*at) < TLS_STRANGER_QUIET;
-        let key = (ip, Box::<str>::from(what));
+        let key = (ip, failure_kind(what));
         let again = self.tls_strangers.get(&key).is_some_and(quiet);
         if !again {
             if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
@@ -208,7 +208,7 @@ impl Core {
     /// When this node last warned of TLS mismatch `what` with `ip`.
     #[cfg(test)]
     pub(crate) fn tls_warned_at_for(&self, ip: IpAddr, what: &str) -> Option<Instant> {
-        self.tls_strangers.get(&(ip, Box::from(what))).copied()
+        self.tls_strangers.get(&(ip, failure_kind(what))).copied()
     }
 
     pub(super) fn protocol_error(&mut self, conn: ConnId, why: String, now: Instant) {
@@ -685,8 +685,9 @@ impl Core {
             let what = reason.to_string();
             let warned = match c.dial_slot {
                 Some(slot) => {
-                    let last = self.dials[slot].warned_tls.replace(what.clone());
-                    last.as_deref() == Some(what.as_str())
+                    let kind = failure_kind(&what);
+                    let last = self.dials[slot].warned_tls.replace(kind.to_string());
+                    last.as_deref() == Some(&*kind)
                 }
                 None => self.said_lately(c.remote.ip(), &what, now),
             };
@@ -747,6 +748,13 @@ fn warn_once(said_before: bool) -> log::Level {
     } else {
         log::Level::Warn
     }
+}
+
+/// A TLS failure's text without its numbers: what kind of failure it is.
+/// (rustls puts the time in an expiry error, which would make every
+/// redial's failure news.)
+fn failure_kind(what: &str) -> Box<str> {
+    what.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 /// The mismatch a plaintext node sees when a TLS client dials it.

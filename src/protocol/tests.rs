@@ -1027,6 +1027,28 @@ fn a_tls_client_on_a_plaintext_port_is_named_once_per_address() {
     let failed = CloseReason::Tls("invalid peer certificate: UnknownIssuer".into());
     b.core.handle_closed(fourth, failed, much_later);
     assert_eq!(b.core.tls_warned_at_for(ip, other), Some(much_later));
+    // The same failure with other numbers in it (an expiry error names the
+    // time) is not news.
+    let expired = |secs: u64| {
+        CloseReason::Tls(format!(
+            "certificate expired: verification time {secs} (now)"
+        ))
+    };
+    let fifth = b.core.handle_accepted(addr(45005), much_later);
+    b.core.handle_closed(fifth, expired(1795), much_later);
+    let sixth = b
+        .core
+        .handle_accepted(addr(45006), much_later + Duration::from_secs(5));
+    let kind = "TLS failed: certificate expired: verification time 1 (now)";
+    let before = b.core.tls_warned_at_for(ip, kind);
+    b.core
+        .handle_closed(sixth, expired(1799), much_later + Duration::from_secs(5));
+    assert_eq!(before, Some(much_later));
+    assert_eq!(
+        b.core.tls_warned_at_for(ip, kind),
+        Some(much_later),
+        "the same kind"
+    );
 }
 
 /// A call fails when its chain shows no progress for the call timeout,

@@ -109,17 +109,11 @@ impl HttpSide {
         name: &str,
     ) -> io::Result<Self> {
         setup.listener.set_nonblocking(true)?;
-        // On loopback the page is for this machine's user alone: guard it
-        // against pages that rebind their own name (see observe::http).
-        let local_only = setup.listener.local_addr()?.ip().is_loopback();
         let mut listener = TcpListener::from_std(setup.listener);
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(HttpSide {
             listener,
-            server: HttpServer::new(Limits {
-                local_only,
-                ..Limits::default()
-            }),
+            server: HttpServer::new(Limits::default()),
             sockets: Vec::new(),
             stats: setup.stats,
             started: setup.started,
@@ -142,7 +136,11 @@ impl HttpSide {
                     return;
                 }
             };
-            let Some(key) = self.server.accept(now) else {
+            // Reached at a loopback address, the page is for this
+            // machine's user alone: guarded against pages that rebind their
+            // own name (see observe::http).
+            let loopback = stream.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            let Some(key) = self.server.accept_on(now, loopback) else {
                 debug!("http: {addr} refused: too many connections");
                 continue; // dropping the stream closes it
             };

@@ -649,13 +649,19 @@ impl Directory {
 
     /// `id` moved here: out of the directory, and `names` are now held
     /// here (taken over from whichever machine held them).
-    pub fn moved_here(&mut self, id: ObjectId, names: &[Arc<str>]) {
+    /// Object `id` moved here with `names`: it leaves the directory (it
+    /// is local now), and takes each name no other object holds here.
+    /// Answers the names it took.
+    pub fn moved_here(&mut self, id: ObjectId, names: &[Arc<str>]) -> Vec<Arc<str>> {
         self.remove(id);
+        let mut took = Vec::new();
         for name in names {
             if self.names.get(name).is_none_or(|(named, _)| *named == id) {
                 self.names.insert(name.clone(), (id, None));
+                took.push(name.clone());
             }
         }
+        took
     }
 
     pub fn remove(&mut self, id: ObjectId) -> Option<MachineId> {

@@ -566,7 +566,8 @@ pub(crate) fn finish_move(
         let e = match result {
             Err(reason) => VmError::RemoteFailed(Box::new(RemoteFailure { target, reason })),
             Ok(_) => VmError::Refused(
-                "move_object: the target node did not adopt the object (is its behavior registered there?)",
+                "move_object: the target node did not adopt the object (its log says why: its \
+                 behavior not registered there, an older copy than it knows of, ...)",
             ),
         };
         w.trace.error(&e);
@@ -680,7 +681,7 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
         .iter()
         .filter_map(|n| n.as_str().map(Arc::from))
         .collect();
-    w.directory.moved_here(id, &names);
+    let names = w.directory.moved_here(id, &names);
     w.mark_changed(id);
     let behavior = w.behaviors.get(w.objects[&id].behavior).name.clone();
     out.push(Output::Adopted {

@@ -955,6 +955,12 @@ impl Vm {
         out.append(&mut self.pending);
     }
 
+    /// Whether local object `id` is on its way to another node (its move's
+    /// answer not come yet, or lost).
+    pub fn is_moving(&self, id: ObjectId) -> bool {
+        self.world.moving.contains(&id)
+    }
+
     /// Whether a run would do anything: a chain ready to run, or output
     /// waiting (after [`Vm::resume`] outside a run, say).
     pub fn has_work(&self) -> bool {

@@ -808,6 +808,28 @@ fn an_adopted_objects_names_are_announced_after_it() {
         })
         .collect();
     assert_eq!(said, ["adopted", "named kept"]);
+
+    // A name another object holds here stays with it: not taken, and
+    // not announced as this one's.
+    let y = ObjectId(2 << 48 | 8);
+    let other = ObjectId(1 << 48 | 3);
+    vm.directory_mut()
+        .insert_name("held".into(), other, MachineId::new("beta"));
+    let Val::List(mut record) = adopt_record(1) else {
+        unreachable!()
+    };
+    record[5] = Val::List(vec![Val::str("held")]);
+    assert_eq!(
+        vm.serve_op(RemoteOp::Adopt, y, &Val::List(record)),
+        Val::Bool(true)
+    );
+    out.clear();
+    vm.take_pending(&mut out);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Named { .. })),
+        "{out:?}"
+    );
+    assert_eq!(vm.directory().whereis("held"), Some(other));
 }
 
 /// Epochs are u16 on the wire: an `adopt` at a larger one is refused as
