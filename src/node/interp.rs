@@ -790,6 +790,15 @@ mod tests {
         });
     }
 
+    /// beta's connection comes up again (its second life of `up`).
+    fn beta_comes_up_again(interp: &mut Interpreter) {
+        interp.handle_peer_event(protocol::Event::PeerUp {
+            machine: MachineId::new("beta"),
+            prefix: 2,
+            up: 2,
+        });
+    }
+
     /// The move's answer, once it has one.
     fn moved(interp: &mut Interpreter) -> Option<Result<Val, VmError>> {
         interp.outputs.drain(..).find_map(|o| match o {
@@ -852,11 +861,7 @@ mod tests {
         let (mut interp, t, adopt) = moving(&poll);
         lose(&mut interp, adopt);
         let beta = MachineId::new("beta");
-        interp.handle_peer_event(protocol::Event::PeerUp {
-            machine: beta.clone(),
-            prefix: 2,
-            up: 2,
-        });
+        beta_comes_up_again(&mut interp);
         interp.handle_peer_event(protocol::Event::Notice {
             from: beta.clone(),
             notice: Notice::Moved {
@@ -886,11 +891,7 @@ mod tests {
         let (mut interp, t, adopt) = moving(&poll);
         lose(&mut interp, adopt);
         let beta = MachineId::new("beta");
-        interp.handle_peer_event(protocol::Event::PeerUp {
-            machine: beta.clone(),
-            prefix: 2,
-            up: 2,
-        });
+        beta_comes_up_again(&mut interp);
         interp.handle_peer_event(protocol::Event::Synced {
             machine: beta,
             objects: 0,

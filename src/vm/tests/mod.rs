@@ -195,6 +195,27 @@ pub(super) fn adopt_record(epoch: u64) -> Val {
     Val::List(fields)
 }
 
+/// Makes `vm` hold a replica of `x`, which beta owns (beta up, `x` placed
+/// there): a `fetch` answered with `adopt_record`'s record, its
+/// controller set to `controller`.
+pub(super) fn fetch_replica(vm: &mut Vm, x: ObjectId, controller: Val) {
+    let beta = MachineId::new("beta");
+    vm.directory_mut().peer_up(&beta, 2);
+    vm.directory_mut().insert(x, beta, Some("tally"));
+    vm.start_program(fetch(x), 1).unwrap();
+    let mut out = Vec::new();
+    vm.run(&mut out);
+    let token = remote_calls(&mut out)[0].token;
+    let Val::List(mut record) = adopt_record(0) else {
+        unreachable!()
+    };
+    record.truncate(4);
+    record[1] = controller;
+    vm.resume(token, Ok(Val::just(Val::List(record)))).unwrap();
+    vm.run(&mut out);
+    assert!(vm.is_replica(x));
+}
+
 pub(super) fn run_call(vm: &mut Vm, target: ObjectId, input: Val) -> Result<Val, VmError> {
     let chain = ChainId(0xabc);
     start_call(vm, target, input, chain);

@@ -853,21 +853,10 @@ fn an_adopt_with_an_epoch_past_u16_is_refused() {
 fn a_replica_is_not_destroyed_here_and_goes_with_its_object() {
     let mut vm = vm("alpha", 1, TraceMode::Full);
     let beta = MachineId::new("beta");
-    vm.directory_mut().peer_up(&beta, 2);
     let x = ObjectId(2 << 48 | 7);
-    vm.directory_mut().insert(x, beta.clone(), Some("tally"));
-    vm.start_program(fetch(x), 1).unwrap();
+    // No controller: anyone may destroy it.
+    fetch_replica(&mut vm, x, Val::Nothing);
     let mut out = Vec::new();
-    vm.run(&mut out);
-    let token = remote_calls(&mut out)[0].token;
-    let Val::List(mut record) = adopt_record(0) else {
-        unreachable!()
-    };
-    record.truncate(4);
-    record[1] = Val::Nothing; // no controller: anyone may destroy it
-    vm.resume(token, Ok(Val::just(Val::List(record)))).unwrap();
-    vm.run(&mut out);
-    assert!(vm.is_replica(x));
     vm.directory_mut().remove(x);
     vm.start_program(destroy_obj(x), 2).unwrap();
     out.clear();

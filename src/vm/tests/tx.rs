@@ -332,24 +332,12 @@ fn a_commit_conflicts_while_another_chain_holds_a_written_objects_turn() {
 #[test]
 fn a_commit_conflicts_when_a_replica_it_read_became_the_object() {
     let mut vm = vm("alpha", 1, TraceMode::Full);
-    let beta = MachineId::new("beta");
-    vm.directory_mut().peer_up(&beta, 2);
     let x = ObjectId(2 << 48 | 7);
-    vm.directory_mut().insert(x, beta.clone(), Some("tally"));
-    let far = ObjectId(2 << 48 | 1);
-    vm.directory_mut().insert(far, beta, None);
     // A replica of x, at the owner's version.
-    vm.start_program(fetch(x), 1).unwrap();
+    fetch_replica(&mut vm, x, Val::just(Val::Nat(7)));
+    let far = ObjectId(2 << 48 | 1);
+    vm.directory_mut().insert(far, MachineId::new("beta"), None);
     let mut out = Vec::new();
-    vm.run(&mut out);
-    let token = remote_calls(&mut out)[0].token;
-    let Val::List(mut record) = adopt_record(1) else {
-        unreachable!()
-    };
-    record.truncate(4);
-    vm.resume(token, Ok(Val::just(Val::List(record)))).unwrap();
-    vm.run(&mut out);
-    assert!(vm.is_replica(x));
     // A transaction calls the replica, then waits on beta.
     let p = prog! {
         let tx <- begin_tx(None);
