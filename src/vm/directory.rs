@@ -339,7 +339,7 @@ impl Directory {
                 // Unknown is not epoch 0: an object that moved 32,768
                 // times or more would otherwise look older than "never
                 // moved", and no snapshot could place it again.
-                let known = self.entries.get(&id).map(|e| e.epoch);
+                let known = self.known_epoch(id);
                 if let Some(known) = known.filter(|&k| epoch_newer(k, epoch)) {
                     return Err(Refused::Stale { id, epoch, known });
                 }
@@ -647,11 +647,9 @@ impl Directory {
             .collect()
     }
 
-    /// `id` moved here: out of the directory, and `names` are now held
-    /// here (taken over from whichever machine held them).
     /// Object `id` moved here with `names`: it leaves the directory (it
-    /// is local now), and takes each name no other object holds here.
-    /// Answers the names it took.
+    /// is local now), and takes each name no other object holds here
+    /// (from whichever machine held it). Answers the names it took.
     pub fn moved_here(&mut self, id: ObjectId, names: &[Arc<str>]) -> Vec<Arc<str>> {
         self.remove(id);
         let mut took = Vec::new();

@@ -641,7 +641,8 @@ pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, token: Suspe
 /// Installs an object another node moved here (`adopt`): answers whether
 /// it now lives here. Refused when the record is not one (an epoch past
 /// u16 included), its behavior is not registered here, the id is 0 or
-/// this node already owns it, or a call is inside a replica of it here.
+/// this node already owns it, a call is inside a replica of it here, or
+/// the directory knows the object at a newer epoch than the record's.
 pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Output>) -> bool {
     const NOT_ONE: &str = "an adopt record that is not one";
     let fields = record.as_list().unwrap_or_default();
@@ -660,7 +661,10 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
     }
     // A copy older than the object this node knows of (one restored from
     // a store after the object moved on) would be a second owner.
-    if (w.directory.known_epoch(id)).is_some_and(|known| epoch_newer(known, epoch)) {
+    if w.directory
+        .known_epoch(id)
+        .is_some_and(|known| epoch_newer(known, epoch))
+    {
         w.trace.error(&VmError::Refused(
             "adopt of a copy older than the object this node knows of",
         ));
