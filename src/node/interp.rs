@@ -851,6 +851,43 @@ mod tests {
         assert!(interp.vm.owns(t));
     }
 
+    /// The new home's name_notify for an object still moving there (it
+    /// comes before the adopt's answer) changes nothing here: the name
+    /// stays this node's until the move is made.
+    #[test]
+    fn the_new_homes_name_notice_waits_for_the_move() {
+        let poll = mio::Poll::new().unwrap();
+        // "zeta" sorts after "beta": a name notice from beta would win.
+        let mut interp = interpreter(&poll, "zeta", 1, ("beta", 2));
+        // An object of beta's, hosted here (moved here once), named `n`.
+        let t = ObjectId(2 << 48 | 7);
+        let record = Val::List(vec![
+            Val::str("tally"),
+            Val::Nothing,
+            Val::Nat(3),
+            Val::List(vec![Val::Nat(1)]),
+            Val::Nat(1),
+            Val::List(vec![Val::str("n")]),
+        ]);
+        assert_eq!(
+            interp.vm.serve_op(RemoteOp::Adopt, t, &record),
+            Val::Bool(true)
+        );
+        interp.vm.start_program(move_object(t, "beta"), 0).unwrap();
+        interp.vm.run(&mut interp.outputs);
+        assert!(interp.vm.is_moving(t));
+        interp.handle_peer_event(protocol::Event::Notice {
+            from: MachineId::new("beta"),
+            notice: Notice::Named {
+                name: "n".into(),
+                id: t,
+                machine: MachineId::new("beta"),
+            },
+        });
+        assert_eq!(interp.vm.directory().name_holder("n"), None, "still ours");
+        assert_eq!(interp.vm.directory().whereis("n"), Some(t));
+    }
+
     /// beta, holding the object, moved it on (its move_notify at a later
     /// epoch) before its snapshot after the reconnect could announce it:
     /// the move was made, and alpha's copy does not thaw at the snapshot's
