@@ -805,12 +805,18 @@ mod tests {
         assert_eq!(s.len(), 1, "{served}, served 2 s ago, stays");
     }
 
+    /// A subscriber, its response head and opening heartbeat read: a
+    /// stream begins with one, so a client knows heartbeats will come.
     fn subscriber(s: &mut HttpServer, now: Instant) -> usize {
         let key = s.accept(now).unwrap();
         s.received(key, b"GET /events HTTP/1.1\r\n\r\n", now)
             .unwrap();
         s.subscribe(key, Filter::default(), now);
-        take_out(s, key, now);
+        let head = take_out(s, key, now);
+        assert!(
+            head.ends_with("\r\n\r\n: avm trace stream\n\n: heartbeat\n\n"),
+            "{head}"
+        );
         key
     }
 
