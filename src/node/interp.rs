@@ -799,6 +799,15 @@ mod tests {
         });
     }
 
+    /// Runs, then: the move of `t` was made (its mover got `true`), and
+    /// the directory places `t` on `machine`.
+    fn made_to(interp: &mut Interpreter, t: ObjectId, machine: &MachineId) {
+        interp.vm.run(&mut interp.outputs);
+        assert_eq!(moved(interp), Some(Ok(Val::Bool(true))));
+        assert!(!interp.vm.hosts(t));
+        assert_eq!(interp.vm.directory().machine_of(t), Some(machine));
+    }
+
     /// The move's answer, once it has one.
     fn moved(interp: &mut Interpreter) -> Option<Result<Val, VmError>> {
         interp.outputs.drain(..).find_map(|o| match o {
@@ -819,10 +828,7 @@ mod tests {
         assert_eq!(moved(&mut interp), None, "the mover waits");
         let beta = MachineId::new("beta");
         announced_by_beta(&mut interp, t);
-        interp.vm.run(&mut interp.outputs);
-        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
-        assert!(!interp.vm.hosts(t));
-        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+        made_to(&mut interp, t, &beta);
     }
 
     /// A third node's word at the move's own epoch is no word: gamma's
@@ -911,13 +917,7 @@ mod tests {
             machine: beta,
             objects: 0,
         });
-        interp.vm.run(&mut interp.outputs);
-        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
-        assert!(!interp.vm.hosts(t));
-        assert_eq!(
-            interp.vm.directory().machine_of(t),
-            Some(&MachineId::new("gamma"))
-        );
+        made_to(&mut interp, t, &MachineId::new("gamma"));
     }
 
     /// The same, but beta reconnects and its snapshot ends without the
@@ -954,10 +954,7 @@ mod tests {
             result: Err("not durable: store beta.redb: cannot write: disk full".into()),
             lost: false,
         });
-        interp.vm.run(&mut interp.outputs);
-        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
-        assert!(!interp.vm.hosts(t));
-        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+        made_to(&mut interp, t, &beta);
     }
 
     /// The adopt timed out with beta still connected, and beta's answer
@@ -991,9 +988,7 @@ mod tests {
         let (mut interp, t, adopt) = moving(&poll);
         lose(&mut interp, adopt);
         late(&mut interp, adopt, Ok(Val::Bool(true)));
-        assert_eq!(moved(&mut interp), Some(Ok(Val::Bool(true))));
-        assert!(!interp.vm.hosts(t));
-        assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));
+        made_to(&mut interp, t, &beta);
         late(&mut interp, adopt, Ok(Val::Bool(false)));
         assert_eq!(moved(&mut interp), None, "settled already");
         assert_eq!(interp.vm.directory().machine_of(t), Some(&beta));

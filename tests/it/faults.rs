@@ -489,16 +489,27 @@ fn sigterm_while_starting_up_exits_zero() {
     assert!(log.contains("stopped before it finished starting"), "{log}");
 }
 
+/// A `--demo` beta whose write limit is 1 MiB, its port, a log mark, and
+/// a connection from `machine` (prefix `prefix`) that passed the handshake,
+/// with pong's id.
+fn beta_with_a_1_mib_write_limit(
+    machine: &str,
+    prefix: u64,
+) -> (NodeProc, u16, crate::util::LogMark, TcpStream, u64) {
+    let beta = NodeProc::start("beta", 0, &["--demo", "--max-write-buffer", "1048576"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let port = beta.port();
+    let mark = beta.log_mark();
+    let (s, pong) = hello_beta(port, machine, prefix);
+    (beta, port, mark, s, pong)
+}
+
 /// A client that floods calls and never reads the answers is cut off once
 /// its unsent answers pass the write limit; the node's memory stays bounded
 /// and it goes on serving.
 #[test]
 fn client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
-    let beta = NodeProc::start("beta", 0, &["--demo", "--max-write-buffer", "1048576"]);
-    beta.wait_for_log("created pong", Duration::from_secs(30));
-    let port = beta.port();
-    let mark = beta.log_mark();
-    let (mut s, pong) = hello_beta(port, "flood", 71);
+    let (beta, port, mark, mut s, pong) = beta_with_a_1_mib_write_limit("flood", 71);
     let calls = (0..1000u64).map(|i| {
         json!({"type":"call","request_id":i,"target":pong,
             "input":{"List":[{"Str":"Ping"},{"Nat":1},{"Nat":1},{"ObjectRef":pong}]},
@@ -553,11 +564,7 @@ fn flood(
 /// once its unsent pongs pass the write limit. Memory stays bounded.
 #[test]
 fn a_ping_flood_that_never_reads_the_pongs_is_cut() {
-    let beta = NodeProc::start("beta", 0, &["--demo", "--max-write-buffer", "1048576"]);
-    beta.wait_for_log("created pong", Duration::from_secs(30));
-    let port = beta.port();
-    let mark = beta.log_mark();
-    let (mut s, _) = hello_beta(port, "pinger", 73);
+    let (beta, port, mark, mut s, _) = beta_with_a_1_mib_write_limit("pinger", 73);
     let pings = (0..10_000u64).map(|nonce| json!({"type":"ping","nonce":nonce}));
     let (flooded, mut peak_rss) = flood(&mut s, pings, &beta, Duration::from_secs(30));
     let cut = beta.wait_for_log_after(mark, "peer is not reading", Duration::from_secs(10));

@@ -42,6 +42,20 @@ pub fn get(port: u16, path: &str) -> String {
     body
 }
 
+/// Subscribes to `/events?query`, its lines read with `timeout`; the
+/// status line is read (and checked) already.
+fn subscribe(port: u16, query: &str, timeout: Duration) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let raw = format!("GET /events?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(raw.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut status = String::new();
+    lines.read_line(&mut status).unwrap();
+    assert_eq!(status.trim(), "HTTP/1.1 200 OK");
+    lines
+}
+
 pub fn health(port: u16) -> Value {
     serde_json::from_str(&get(port, "/health")).expect("/health is JSON")
 }
@@ -126,17 +140,7 @@ fn health_and_metrics_count_a_1000_round_demo() {
 #[test]
 fn events_stream_the_demo_calls_with_their_chain() {
     let (beta, port) = beta_with_http();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /events?kind=call_in,call_out HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut lines = BufReader::new(stream);
-    let mut status = String::new();
-    lines.read_line(&mut status).unwrap();
-    assert_eq!(status.trim(), "HTTP/1.1 200 OK");
+    let mut lines = subscribe(port, "kind=call_in,call_out", Duration::from_secs(5));
     play(&beta, 20);
     let mut events = Vec::new();
     let deadline = Instant::now() + LIMIT;
@@ -360,18 +364,7 @@ fn a_node_that_keeps_its_whole_trace_streams_it_too() {
     let run = |p| node.submit(p).recv_timeout(LIMIT).expect("an answer");
     run(create_obj("thing")).expect("created before subscribing");
     let port = node.http_addr().expect("http").port();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /events?kind=create HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut lines = BufReader::new(stream);
-    let mut status = String::new();
-    lines.read_line(&mut status).unwrap();
-    assert_eq!(status.trim(), "HTTP/1.1 200 OK");
+    let mut lines = subscribe(port, "kind=create", Duration::from_secs(10));
     // The subscription reaches the interpreter between batches: create
     // until one is streamed, then count three more.
     let deadline = Instant::now() + LIMIT;

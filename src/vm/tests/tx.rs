@@ -301,14 +301,7 @@ fn a_commit_conflicts_while_another_chain_holds_a_written_objects_turn() {
     vm.directory_mut()
         .insert(remote, MachineId::new("beta"), None);
     let t = vm.create_object("tally").unwrap();
-    let p = prog! {
-        let tx <- begin_tx(None);
-        call(t, Val::Nat(0));
-        call(remote, Val::Nat(0));
-        let ok <- commit_tx(tx_of(tx));
-        done(ok)
-    };
-    let z = vm.start_program(p, 1).unwrap();
+    let z = vm.start_program(tx_calling(t, remote), 1).unwrap();
     let mut out = Vec::new();
     vm.run(&mut out);
     let token = out
@@ -339,14 +332,7 @@ fn a_commit_conflicts_when_a_replica_it_read_became_the_object() {
     vm.directory_mut().insert(far, MachineId::new("beta"), None);
     let mut out = Vec::new();
     // A transaction calls the replica, then waits on beta.
-    let p = prog! {
-        let tx <- begin_tx(None);
-        call(x, Val::Nat(0));
-        call(far, Val::Nat(0));
-        let ok <- commit_tx(tx_of(tx));
-        done(ok)
-    };
-    let z = vm.start_program(p, 2).unwrap();
+    let z = vm.start_program(tx_calling(x, far), 2).unwrap();
     out.clear();
     vm.run(&mut out);
     let token = remote_calls(&mut out)
@@ -433,4 +419,16 @@ fn a_commit_is_not_refused_for_a_call_that_has_not_begun() {
     // X answers and leaves; Z enters, writes, leaves (the turn passes to
     // W, which has not run) and commits.
     assert_eq!(answered(&mut vm, x, z), Ok(Val::Bool(true)));
+}
+
+/// A transaction that calls `inside`, then waits on `far` (suspended, so
+/// the test can act meanwhile), then commits, answering the commit's word.
+fn tx_calling(inside: ObjectId, far: ObjectId) -> Program {
+    prog! {
+        let tx <- begin_tx(None);
+        call(inside, Val::Nat(0));
+        call(far, Val::Nat(0));
+        let ok <- commit_tx(tx_of(tx));
+        done(ok)
+    }
 }
