@@ -34,6 +34,14 @@
 //!   instead of leaving; the objects it carried are marked changed again,
 //!   so the next successful write stores their state as it is then.
 //!   Nothing is acknowledged that is not on disk.
+//! - *Nothing half written.* The store refuses, unwritten, every batch
+//!   drained before the interpreter learned of the latest failure: such a
+//!   batch may hold one half of a transaction whose other half was in the
+//!   failed write. The interpreter waits for those refusals (they come at
+//!   once) and marks their objects changed too, so the next batch carries
+//!   every object of the failed spell, whole transactions together.
+//! - *Retried.* After a failure the objects it left unwritten are sent
+//!   again with the next batch, or after [`RETRY_AFTER`] on an idle node.
 //! - *Bounded.* At most [`MAX_IN_FLIGHT`] batches wait for the disk; past
 //!   that the interpreter waits for the store instead of running more.
 
@@ -58,13 +66,30 @@ pub type ResultSender = Sender<Result<Val, String>>;
 /// stops to let the store catch up.
 pub const MAX_IN_FLIGHT: u64 = 256;
 
+/// How long an idle node waits before writing again what a failed write
+/// left unwritten (a busy one writes it with its next batch).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Spare batches kept for reuse.
 const SPARE_BATCHES: usize = 8;
+
+/// A batch on its way to the store thread.
+struct ToStore {
+    /// Batches count from 1, in the order sent.
+    number: u64,
+    /// The failed writes the interpreter had heard of when it drained
+    /// this batch. The store refuses a batch drained before the latest
+    /// failure was heard of (see *Nothing half written*).
+    failures_heard: u64,
+    batch: Batch,
+}
 
 /// The store thread's answer: batches `..=through` were written, or not.
 struct Done {
     through: u64,
     result: Result<(), String>,
+    /// Not attempted: drained before an earlier failure was heard of.
+    refused: bool,
     /// The batches, back for reuse (or, after a failure, for their ids).
     batches: Vec<Batch>,
 }
@@ -78,7 +103,7 @@ struct Held {
 
 /// The interpreter's side of group commit.
 pub struct Durable {
-    to_store: Option<Sender<(u64, Batch)>>,
+    to_store: Option<Sender<ToStore>>,
     done: Receiver<Done>,
     store_thread: Option<JoinHandle<()>>,
     /// Number of the last batch sent to the store (batches count from 1).
@@ -92,6 +117,11 @@ pub struct Durable {
     failed_after: u64,
     failed_through: u64,
     failure: String,
+    /// Failed writes heard of (refusals not counted).
+    failures_heard: u64,
+    /// A failure left objects unwritten, and no batch has carried them
+    /// since.
+    retry_owed: bool,
     held: VecDeque<Held>,
     spare: Vec<Batch>,
 }
@@ -105,18 +135,27 @@ impl Durable {
         handoff: Arc<Handoff>,
         stats: Arc<NodeStats>,
     ) -> std::io::Result<Durable> {
-        let (to_store, batches) = mpsc::channel::<(u64, Batch)>();
+        let (to_store, batches) = mpsc::channel();
         let (answer, done) = mpsc::channel();
+        let mut store = store;
+        let commit = move |group: &[Batch]| {
+            let result = store.commit(group).map_err(|e| e.to_string());
+            if result.is_ok() {
+                stats.count_store_commit(group.iter().map(|b| b.len() as u64).sum());
+            }
+            result
+        };
+        let wake = move || handoff.unpark_interpreter();
         let store_thread = std::thread::Builder::new()
             .name(format!("{name}/store"))
-            .spawn(move || write_batches(store, batches, answer, handoff, stats))?;
+            .spawn(move || write_batches(commit, batches, answer, wake))?;
         Ok(Durable::around(to_store, done, Some(store_thread)))
     }
 
     /// Nothing sent yet: batches go to `to_store`, answers come from
     /// `done` (a store thread's, or a test's).
     fn around(
-        to_store: Sender<(u64, Batch)>,
+        to_store: Sender<ToStore>,
         done: Receiver<Done>,
         store_thread: Option<JoinHandle<()>>,
     ) -> Durable {
@@ -129,6 +168,8 @@ impl Durable {
             failed_after: 0,
             failed_through: 0,
             failure: String::new(),
+            failures_heard: 0,
+            retry_owed: false,
             held: VecDeque::new(),
             spare: Vec::new(),
         }
@@ -145,11 +186,13 @@ impl Durable {
         results: &mut Vec<(ResultSender, Result<Val, String>)>,
     ) {
         let wrote = self.submit_changes(vm);
-        self.take_answers(vm, false);
         // Output goes at once only when nothing is on its way to the disk:
         // a batch in flight from an earlier round (one that sent nothing,
-        // say) may hold a write this output reflects.
-        if !wrote && self.held.is_empty() && self.answered == self.submitted {
+        // say) may hold a write this output reflects. Decided before the
+        // answers are taken: one taken now may be that batch's failure.
+        let at_once = !wrote && self.held.is_empty() && self.answered == self.submitted;
+        self.take_answers(vm, false);
+        if at_once {
             return;
         }
         if !commands.is_empty() || !results.is_empty() {
@@ -185,6 +228,12 @@ impl Durable {
             let _ = thread.join();
         }
         self.release(vm, commands, results);
+    }
+
+    /// When an idle interpreter should wake to write again what a failed
+    /// write left unwritten.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry_owed.then_some(RETRY_AFTER)
     }
 
     /// Gives up without the disk (the interpreter failed): the senders of
@@ -233,35 +282,71 @@ impl Durable {
             return false;
         };
         self.submitted += 1;
-        if to_store.send((self.submitted, batch)).is_err() {
-            // The store thread is gone (it panicked): nothing more is durable.
-            self.on_answer(
-                vm,
-                Done {
-                    through: self.submitted,
-                    result: Err("the store thread has stopped".into()),
-                    batches: Vec::new(),
-                },
-            );
+        self.retry_owed = false;
+        let sent = to_store.send(ToStore {
+            number: self.submitted,
+            failures_heard: self.failures_heard,
+            batch,
+        });
+        if sent.is_err() {
+            self.store_gone(vm);
         }
         true
+    }
+
+    /// The store thread is gone (it cannot panic in redb, so this is a
+    /// bug): nothing more is durable, and nothing waits for it.
+    fn store_gone(&mut self, vm: &mut Vm) {
+        if self.answered < self.submitted {
+            let done = Done {
+                through: self.submitted,
+                result: Err("the store thread has stopped".into()),
+                refused: false,
+                batches: Vec::new(),
+            };
+            self.on_answer(vm, done);
+        }
     }
 
     /// Takes the store's answers; with `wait`, blocks for at least one.
     /// False when the store thread is gone.
     fn take_answers(&mut self, vm: &mut Vm, wait: bool) -> bool {
-        if wait && self.answered < self.submitted {
-            match self.done.recv_timeout(Duration::from_secs(60)) {
+        if wait && self.answered < self.submitted && !self.wait_for_answer(vm) {
+            return false;
+        }
+        loop {
+            match self.done.try_recv() {
                 Ok(done) => self.on_answer(vm, done),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    warn!("the store has not finished a write in 60 s; still waiting");
-                    return true;
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.store_gone(vm);
+                    return false;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
             }
         }
-        while let Ok(done) = self.done.try_recv() {
-            self.on_answer(vm, done);
+        // The batches sent before a failure was heard of are refused, at
+        // once: their objects must be marked changed before the next batch
+        // is drained, so that it carries every half of a transaction.
+        while self.answered < self.failed_through {
+            if !self.wait_for_answer(vm) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Blocks for one answer (a minute at most). False when the store
+    /// thread is gone.
+    fn wait_for_answer(&mut self, vm: &mut Vm) -> bool {
+        match self.done.recv_timeout(Duration::from_secs(60)) {
+            Ok(done) => self.on_answer(vm, done),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                warn!("the store has not finished a write in 60 s; still waiting");
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.store_gone(vm);
+                return false;
+            }
         }
         true
     }
@@ -270,7 +355,16 @@ impl Durable {
         let durable_before = self.answered;
         self.answered = self.answered.max(done.through);
         let mut batches = done.batches;
-        if let Err(reason) = done.result {
+        if done.refused {
+            // Within the failed spell already (sent before it was heard
+            // of): only their objects are still to write.
+            self.retry_owed = true;
+            for batch in &batches {
+                batch.ids(|id| vm.mark_changed(ObjectId(id)));
+            }
+        } else if let Err(reason) = done.result {
+            self.failures_heard += 1;
+            self.retry_owed = true;
             error!(
                 "store write failed, {} objects not durable: {reason}",
                 batches.iter().map(Batch::len).sum::<usize>()
@@ -345,34 +439,59 @@ fn fail_held(
     );
 }
 
-/// The store thread: one transaction per group of queued batches.
+/// The store thread: one transaction (`commit`) per group of queued
+/// batches, and one answer per group; `wake` after each answer.
+///
+/// Batches drained before the interpreter heard of this thread's latest
+/// failure are refused, not written. They arrive before every later
+/// batch, so a group is all refused or all written.
 fn write_batches(
-    mut store: Store,
-    batches: Receiver<(u64, Batch)>,
+    mut commit: impl FnMut(&[Batch]) -> Result<(), String>,
+    batches: Receiver<ToStore>,
     answer: Sender<Done>,
-    handoff: Arc<Handoff>,
-    stats: Arc<NodeStats>,
+    mut wake: impl FnMut(),
 ) {
+    let mut failures = 0;
     let mut group = Vec::new();
-    while let Ok((mut through, first)) = batches.recv() {
-        group.push(first);
-        while let Ok((n, next)) = batches.try_recv() {
-            through = n;
-            group.push(next);
+    // A batch taken from the queue that belongs to the next group.
+    let mut carried: Option<ToStore> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match batches.recv() {
+                Ok(first) => first,
+                Err(_) => return,
+            },
+        };
+        let refused = first.failures_heard < failures;
+        let mut through = first.number;
+        group.push(first.batch);
+        while let Ok(next) = batches.try_recv() {
+            if (next.failures_heard < failures) != refused {
+                carried = Some(next);
+                break;
+            }
+            through = next.number;
+            group.push(next.batch);
         }
-        let result = store.commit(&group).map_err(|e| e.to_string());
-        if result.is_ok() {
-            stats.count_store_commit(group.iter().map(|b| b.len() as u64).sum());
+        let result = if refused {
+            Err("an earlier write failed".to_string())
+        } else {
+            commit(&group)
+        };
+        if result.is_err() && !refused {
+            failures += 1;
         }
         let done = Done {
             through,
             result,
+            refused,
             batches: std::mem::take(&mut group),
         };
         if answer.send(done).is_err() {
             return;
         }
-        handoff.unpark_interpreter();
+        wake();
     }
 }
 
@@ -385,7 +504,7 @@ mod tests {
 
     /// A `Durable` with no store thread: the test is the store, taking
     /// batches from the first channel and answering on the second.
-    fn durable() -> (Durable, Receiver<(u64, Batch)>, Sender<Done>) {
+    fn durable() -> (Durable, Receiver<ToStore>, Sender<Done>) {
         let (to_store, batches) = mpsc::channel();
         let (answer, answers) = mpsc::channel();
         (Durable::around(to_store, answers, None), batches, answer)
@@ -403,13 +522,31 @@ mod tests {
     }
 
     fn answer(to: &Sender<Done>, through: u64, result: Result<(), String>) {
-        let batches = Vec::new();
-        to.send(Done {
+        answer_with(to, through, result, false, Vec::new());
+    }
+
+    fn answer_with(
+        to: &Sender<Done>,
+        through: u64,
+        result: Result<(), String>,
+        refused: bool,
+        batches: Vec<Batch>,
+    ) {
+        let done = Done {
             through,
             result,
+            refused,
             batches,
-        })
-        .unwrap();
+        };
+        to.send(done).unwrap();
+    }
+
+    /// The objects a batch writes or deletes, sorted.
+    fn ids_of(batch: &Batch) -> Vec<u64> {
+        let mut ids = Vec::new();
+        batch.ids(|id| ids.push(id));
+        ids.sort_unstable();
+        ids
     }
 
     /// A result of this round, for the gate.
@@ -533,5 +670,165 @@ mod tests {
             answers[1].as_ref().is_err_and(|e| e.contains("disk full")),
             "batch 3 reflects batch 2's lost write: {answers:?}"
         );
+    }
+
+    /// A round that writes nothing and answers, while the batch before it
+    /// is on its way: that batch's failure, taken in the same round, fails
+    /// the answer too (it may reflect the lost write).
+    #[test]
+    fn an_answer_given_while_a_failing_write_was_on_its_way_fails() {
+        let (mut d, _batches, store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        d.gate(&mut vm, &mut commands, &mut results); // the create
+        answer(&store, 1, Ok(()));
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results); // batch 2: x, no output
+        answer(&store, 2, Err("disk full".into()));
+        let _rx = result(&mut results);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert_eq!(results.len(), 1);
+        assert!(
+            results[0]
+                .1
+                .as_ref()
+                .is_err_and(|e| e.contains("disk full")),
+            "{:?}",
+            results[0].1
+        );
+    }
+
+    /// Batch 2 fails; batch 3, drained before that was heard of, is
+    /// refused. The objects of both go again in one batch, so that a
+    /// transaction split across them reaches the disk whole: the
+    /// interpreter waits for the refusal before it drains again.
+    #[test]
+    fn a_failed_spell_is_written_again_in_one_batch() {
+        let (mut d, batches, store) = durable();
+        let (mut vm, x) = vm();
+        let y = vm.create_object("cell").unwrap();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        d.gate(&mut vm, &mut commands, &mut results); // the creates
+        answer(&store, 1, Ok(()));
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results); // batch 2: x
+        vm.set_state(y, vec![Val::Nat(1)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results); // batch 3: y
+        let sent: Vec<ToStore> = batches.try_iter().collect();
+        assert_eq!(sent.len(), 3);
+        assert!(sent.iter().all(|b| b.failures_heard == 0));
+        let mut sent = sent.into_iter().skip(1).map(|b| b.batch);
+        let (two, three) = (sent.next().unwrap(), sent.next().unwrap());
+        answer_with(&store, 2, Err("disk full".into()), false, vec![two]);
+        // The refusal comes a little later: the interpreter waits for it.
+        let late = store.clone();
+        let refusal = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            answer_with(&late, 3, Err("refused".into()), true, vec![three]);
+        });
+        d.gate(&mut vm, &mut commands, &mut results); // hears of both
+        refusal.join().unwrap();
+        assert_eq!(d.retry_in(), Some(RETRY_AFTER));
+        d.gate(&mut vm, &mut commands, &mut results);
+        let again: Vec<ToStore> = batches.try_iter().collect();
+        assert_eq!(again.len(), 1, "x and y go again together");
+        assert_eq!(ids_of(&again[0].batch), vec![x.0, y.0]);
+        assert_eq!(again[0].failures_heard, 1);
+        assert_eq!(d.retry_in(), None, "on its way");
+    }
+
+    /// A failed write on a node with nothing else to do: the interpreter
+    /// is told to wake and write again, and then does.
+    #[test]
+    fn a_failed_write_is_retried_on_an_idle_node() {
+        let (mut d, batches, store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results);
+        let first = batches.try_recv().unwrap();
+        assert_eq!(d.retry_in(), None);
+        answer_with(&store, 1, Err("disk full".into()), false, vec![first.batch]);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert_eq!(d.retry_in(), Some(RETRY_AFTER), "x is still to write");
+        d.gate(&mut vm, &mut commands, &mut results); // the wake-up's round
+        let again = batches.try_recv().expect("x sent again");
+        assert_eq!(ids_of(&again.batch), vec![x.0]);
+        assert_eq!(d.retry_in(), None);
+    }
+
+    /// The store thread is gone with output held behind it: the output
+    /// fails at the next round instead of waiting for ever.
+    #[test]
+    fn output_held_for_a_store_thread_that_died_fails() {
+        let (mut d, _batches, store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        let waiting = result(&mut results);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(results.is_empty(), "held for the disk");
+        drop(store);
+        d.gate(&mut vm, &mut commands, &mut results);
+        for (reply, result) in results.drain(..) {
+            reply.send(result).unwrap();
+        }
+        let told = waiting.try_recv().expect("an answer");
+        assert!(
+            told.as_ref()
+                .is_err_and(|e| e.contains("store thread has stopped")),
+            "{told:?}"
+        );
+    }
+
+    /// The store thread refuses, unwritten, a batch drained before its
+    /// latest failure was heard of, and writes the next one.
+    #[test]
+    fn the_store_thread_refuses_batches_drained_before_a_failure_was_heard_of() {
+        let (to_store, queue) = mpsc::channel();
+        let (answer, answers) = mpsc::channel();
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = written.clone();
+        let mut commits = 0;
+        let commit = move |group: &[Batch]| {
+            commits += 1;
+            log.lock()
+                .unwrap()
+                .push(group.iter().map(ids_of).collect::<Vec<_>>());
+            if commits == 1 {
+                Err("disk full".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let thread = std::thread::spawn(move || write_batches(commit, queue, answer, || {}));
+        let batch = |id: u64| {
+            let mut b = Batch::default();
+            b.add(ObjectId(id), None).unwrap();
+            b
+        };
+        let send = |number, failures_heard, id| {
+            let batch = batch(id);
+            let sent = ToStore {
+                number,
+                failures_heard,
+                batch,
+            };
+            to_store.send(sent).unwrap();
+        };
+        send(1, 0, 10);
+        let one = answers.recv().unwrap();
+        assert!(one.result.is_err() && !one.refused);
+        send(2, 0, 20); // drained before the failure was heard of
+        send(3, 1, 30);
+        drop(to_store);
+        let two = answers.recv().unwrap();
+        assert_eq!((two.through, two.refused), (2, true));
+        let three = answers.recv().unwrap();
+        assert_eq!((three.through, three.refused), (3, false));
+        assert_eq!(three.result, Ok(()));
+        thread.join().unwrap();
+        let written = written.lock().unwrap().clone();
+        assert_eq!(written, vec![vec![vec![10]], vec![vec![30]]], "20 never");
     }
 }

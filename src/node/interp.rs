@@ -258,7 +258,11 @@ impl Interpreter {
                 let trim_in = self.go_idle(now);
                 // Publish the counts once due, even if nothing else comes.
                 let hosted_in = self.hosted_stale.then_some(NodeStats::HOSTED_EVERY);
-                match trim_in.into_iter().chain(hosted_in).min() {
+                // What a failed write left unwritten goes again even if
+                // nothing else comes.
+                let retry_in = self.durable.as_ref().and_then(Durable::retry_in);
+                let wake_in = trim_in.into_iter().chain(hosted_in).chain(retry_in).min();
+                match wake_in {
                     Some(wait) => std::thread::park_timeout(wait),
                     None => std::thread::park(),
                 }

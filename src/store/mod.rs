@@ -84,17 +84,23 @@ impl fmt::Display for StoreError {
                 file,
                 stored,
                 asked,
-            } => write!(
-                f,
-                "store {} belongs to node {} (prefix {}), not {} (prefix {}): \
-                 start with --name {}, or use another --data-dir",
-                file.display(),
-                stored.machine,
-                stored.prefix,
-                asked.machine,
-                asked.prefix,
-                stored.machine
-            ),
+            } => {
+                write!(
+                    f,
+                    "store {} belongs to node {} (prefix {}), not {} (prefix {}): ",
+                    file.display(),
+                    stored.machine,
+                    stored.prefix,
+                    asked.machine,
+                    asked.prefix,
+                )?;
+                if stored.machine == asked.machine {
+                    write!(f, "start with --node-prefix {}", stored.prefix)?;
+                } else {
+                    write!(f, "start with --name {}", stored.machine)?;
+                }
+                f.write_str(", or use another --data-dir")
+            }
             StoreError::Format { file, detail } => write!(
                 f,
                 "store {} is in a format this build cannot read ({detail}); run the avm \
@@ -216,9 +222,17 @@ impl Store {
             }
         };
         std::fs::create_dir_all(dir).map_err(io("create the data directory"))?;
+        let new_file = !file.exists();
         let db = guarded(&file, || {
             Database::create(&file).map_err(|e| classify(&file, "open", e.into()))
         })?;
+        if new_file {
+            // redb syncs the file, not the directory entry that names it:
+            // without this, a power cut could lose the whole new store.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("sync the data directory"))?;
+        }
         let asked = Identity {
             machine: machine.to_string(),
             prefix: prefix.unwrap_or(default_prefix),
@@ -333,7 +347,11 @@ impl Store {
         if self.db.is_none() {
             self.reopen()?;
         }
-        let result = self.commit_once(batches);
+        // A panic in redb (a damaged file, say) is a failed write like
+        // any other: the store thread lives on, and so do the answers
+        // waiting for it.
+        let file = self.file.clone();
+        let result = guarded(&file, || self.commit_once(batches));
         if result.is_err() {
             if let Err(e) = self.reopen() {
                 log::warn!("{e}; the next write tries again");
@@ -441,15 +459,18 @@ impl Store {
     }
 }
 
-/// Runs `read` (redb reading a file that may be damaged), turning a panic
-/// into [`StoreError::Corrupt`]: redb trusts a cleanly closed file, and
-/// some damage reaches an `unreachable!()` inside it rather than an
-/// error. The panic is reported as that error, not printed.
-fn guarded<T>(file: &Path, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    crate::quiet_panic::catch(read).unwrap_or_else(|why| {
+/// Runs `use_file` (redb reading or writing a file that may be damaged),
+/// turning a panic into [`StoreError::Corrupt`]: redb trusts a cleanly
+/// closed file, and some damage reaches an `unreachable!()` inside it
+/// rather than an error. The panic is reported as that error, not printed.
+fn guarded<T>(
+    file: &Path,
+    use_file: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    crate::quiet_panic::catch(use_file).unwrap_or_else(|why| {
         Err(StoreError::Corrupt {
             file: file.to_path_buf(),
-            detail: format!("redb gave up reading it: {why}"),
+            detail: format!("redb gave up on it: {why}"),
         })
     })
 }
@@ -468,6 +489,13 @@ fn classify(file: &Path, doing: &'static str, e: redb::Error) -> StoreError {
             StoreError::Corrupt {
                 file,
                 detail: io.to_string(),
+            }
+        }
+        // redb read past the end of a file cut short (its header, say).
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StoreError::Corrupt {
+                file,
+                detail: format!("it ends early, truncated? ({io})"),
             }
         }
         redb::Error::Io(io) => StoreError::Io {
@@ -565,8 +593,10 @@ mod tests {
         let e = Store::open(&dir.0, "alpha", None, 9002).unwrap_err();
         assert!(matches!(e, StoreError::OtherIdentity { .. }), "{e}");
         assert!(e.to_string().contains("belongs to node beta"), "{e}");
+        assert!(e.to_string().contains("start with --name beta"), "{e}");
         let e = Store::open(&dir.0, "beta", Some(8), 9002).unwrap_err();
         assert!(matches!(e, StoreError::OtherIdentity { .. }), "{e}");
+        assert!(e.to_string().contains("start with --node-prefix 7"), "{e}");
         assert!(Store::open(&dir.0, "beta", Some(7), 1).is_ok());
     }
 
@@ -621,12 +651,13 @@ mod tests {
         drop(store);
         let file = dir.0.join(FILE_NAME);
         let full = std::fs::read(&file).unwrap();
-        for keep in [full.len() / 2, full.len() / 4, 4096, 100] {
+        for keep in [full.len() / 2, full.len() / 4, 4096, 100, 9] {
             std::fs::write(&file, &full[..keep]).unwrap();
             let outcome =
                 Store::open(&dir.0, "beta", None, 9002).and_then(|s| s.load(|_, _| Ok(())));
             match outcome {
-                Err(StoreError::Corrupt { .. } | StoreError::Io { .. }) => {}
+                // Corrupt, so that the message says what to do about it.
+                Err(StoreError::Corrupt { .. }) => {}
                 Err(e) => panic!("truncated to {keep}: unexpected {e}"),
                 Ok(n) => panic!("truncated to {keep} of {}: loaded {n} objects", full.len()),
             }
