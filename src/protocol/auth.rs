@@ -37,11 +37,10 @@
 //!   echoes our own proof back to us fails, because ours was computed as
 //!   the other role (`b'D'` versus `b'A'`); the same holds if it opens a
 //!   second connection to get us to compute the proof it needs.
-//! - **Both identities: no relay to a third node.** A proof made for a
+//! - **Both identities: a proof is for one peer.** A proof made for a
 //!   handshake between alpha and beta does not verify on a connection
 //!   between alpha and gamma: gamma's `machine_id` and prefix differ, so the
-//!   transcript does. A man in the middle that forwards hellos unchanged
-//!   gets the two real nodes authenticated to each other, not itself.
+//!   transcript does.
 //!
 //! The key never crosses the wire: only nonces and HMAC outputs do, and
 //! HMAC-SHA256 does not give the key back. Proofs are compared in constant
@@ -52,7 +51,11 @@
 //! It authenticates the two ends at the start of a connection; it does not
 //! encrypt, and later frames carry no MAC, so an attacker who can rewrite
 //! TCP traffic on the path can still take over a connection after the
-//! handshake. Keep the cluster on a network you trust, or tunnel it. A
+//! handshake. Nor is the proof bound to the connection: a host that alpha
+//! dials can open its own connection to gamma and pass the handshake
+//! through (gamma's `hello` to alpha, alpha's `hello` and proof to gamma),
+//! and gamma then takes that host's connection for alpha's. Only mutual
+//! TLS closes that. Keep the cluster on a network you trust, or use TLS. A
 //! recorded handshake (or a proof obtained by talking to a node) lets
 //! anyone test guesses of the key offline, so the key must be long and
 //! random: the default key (`node::key`) is 32 random bytes written as 64
