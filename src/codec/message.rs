@@ -17,7 +17,7 @@
 //! Strings borrow from the payload (`Cow::Borrowed`) unless JSON escapes
 //! force a copy. Unknown fields are skipped; unknown types are
 //! [`DecodeError::UnknownType`] and the rest of the object is not examined.
-//! Semantic checks (`version == 1`, a non-empty `machine_id`) belong to the
+//! Semantic checks (the `version`, a non-empty `machine_id`) belong to the
 //! connection lifecycle, not here.
 //!
 //! The protocol table's seven types come first, then two for deadlock
@@ -271,8 +271,8 @@ pub struct Probe<'a> {
     pub blocked: ChainId,
     /// At most [`MAX_WAIT_PATH`] edges; may be empty.
     pub path: Vec<WaitEdge<'a>>,
-    /// Times the probe was passed on without a new edge. Omitted on the
-    /// wire when 0, and 0 when absent.
+    /// Times the probe was sent on from node to node. Omitted on the wire
+    /// when 0, and 0 when absent.
     pub hops: u32,
 }
 
@@ -317,8 +317,9 @@ pub struct NameNotify<'a> {
 }
 
 /// A distribution-layer operation on the receiver's object `call.target`
-/// (`op`: `reflect`, `get_controller`, `destroy`, `transfer`), answered by
-/// a `call_response` like a call; its fields are a call's, plus `op`.
+/// (`op`: `reflect`, `get_controller`, `destroy`, `transfer`, `scry`,
+/// `fetch`, `freeze`, `move`, `adopt`; see `RemoteOp`), answered by a
+/// `call_response` like a call; its fields are a call's, plus `op`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta<'a> {
     pub op: Cow<'a, str>,

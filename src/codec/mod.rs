@@ -1,5 +1,5 @@
-//! The wire codec: bytes <-> protocol messages, version 1
-//! (`shared/PROTOCOL.md`).
+//! The wire codec: bytes <-> protocol messages, version 2
+//! (`docs/protocol.md`; version 1 is its subset without the handshake).
 //!
 //! ```text
 //!  socket bytes, any split          FrameDecoder            decode

@@ -1,4 +1,5 @@
-//! Codec tests beyond one file: golden lines from PROTOCOL.md, the error
+//! Codec tests beyond one file: golden lines (and every example line of
+//! docs/protocol.md), the error
 //! grid, depth bounds on a small stack, round trips, and the fuzz bodies
 //! over the committed corpus plus seeded pseudo-random inputs.
 
@@ -1318,4 +1319,36 @@ fn compact_objects_table_limits() {
     .unwrap();
     assert_eq!(out.len(), HEADER_LEN + objects.wire_len());
     assert_eq!(decode(&out[HEADER_LEN..]), Ok(Message::Objects(objects)));
+}
+
+/// Every one-line message in a `json` (or plain) block of docs/protocol.md
+/// decodes,
+/// and encodes back to the same bytes: the page's examples are what the
+/// code sends.
+#[test]
+fn every_json_example_of_the_protocol_page_round_trips() {
+    let page = include_str!("../../docs/protocol.md");
+    let mut in_json = false;
+    let mut checked = 0;
+    for line in page.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") {
+            in_json = trimmed == "```json" || trimmed == "```";
+            continue;
+        }
+        // `<...>` marks a placeholder, not a message to check.
+        if !in_json || !trimmed.starts_with("{\"type\"") || trimmed.contains('<') {
+            continue;
+        }
+        let msg = decode(trimmed.as_bytes()).unwrap_or_else(|e| panic!("{trimmed}: {e}"));
+        let mut out = Vec::new();
+        encode_for(&mut out, &msg, DEFAULT_MAX_FRAME, 0).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out[HEADER_LEN..]).unwrap(),
+            trimmed,
+            "re-encoded differently"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 29, "found only {checked} examples");
 }

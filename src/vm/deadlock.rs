@@ -13,8 +13,17 @@
 //!   `Output::Probe` the driver sends), carrying the path so far. The
 //!   receiver ([`on_probe`]) looks at what that chain waits for there and
 //!   goes on the same way. A probe that finds its initiator holding the
-//!   turn awaited last has found a cycle; one that finds a chain not
-//!   waiting (running, or answered meanwhile) dies.
+//!   turn awaited last has closed a cycle, if the initiator still waits
+//!   where the probe began; one that finds a chain not waiting (running,
+//!   or answered meanwhile) dies.
+//! - **The first wait, checked last.** The initiator's own wait was looked
+//!   at when the probe set out, and may have ended while the probe
+//!   travelled: the initiator then ran on, perhaps into the object the
+//!   last chain waits for. So a cycle counts only once the first wait is
+//!   seen again, unchanged (the initiator waits for the same object, still
+//!   held by the chain the path names next). Where that wait is on another
+//!   node, the probe goes there to be *confirmed*: a probe whose `blocked`
+//!   chain is its initiator.
 //!
 //! One victim per cycle, the same wherever it is found: the youngest
 //! chain in it (the highest counter, then the highest prefix). Its waiting
@@ -63,6 +72,13 @@ pub(crate) fn on_probe(w: &mut World, chains: &Chains, mut probe: Probe, out: &m
     if probe.hops >= MAX_PROBE_HOPS || probe.path.len() >= MAX_PROBE_HOPS as usize {
         return;
     }
+    if probe.blocked == probe.initiator {
+        // Back where the initiator waits, to confirm the cycle it closed.
+        if first_wait_holds(w, &probe.path) {
+            found(w, probe.path, out);
+        }
+        return;
+    }
     match blocked(w, chains, probe.blocked) {
         Blocked::Turn(object) => {
             probe.path.push(WaitEdge {
@@ -105,7 +121,7 @@ fn chase(
             return; // the turn came free meanwhile
         };
         if owner == initiator {
-            return found(w, path, out);
+            return close(w, initiator, path, hops, out);
         }
         if path.len() >= MAX_PROBE_HOPS as usize || path.iter().any(|e| e.chain == owner) {
             return; // a cycle not through the initiator: its own members find it
@@ -128,6 +144,39 @@ fn chase(
             Blocked::Remote(_) | Blocked::Not => return,
         }
     }
+}
+
+/// The initiator holds the turn awaited last: a cycle, if its own wait
+/// (the path's first edge) is still what it was. Checked here, or by the
+/// node where that wait is.
+fn close(w: &mut World, initiator: ChainId, path: Vec<WaitEdge>, hops: u32, out: &mut Vec<Output>) {
+    let first = &path[0];
+    if first.machine == w.machine {
+        if first_wait_holds(w, &path) {
+            found(w, path, out);
+        }
+        return;
+    }
+    let machine = first.machine.clone();
+    let probe = Probe {
+        initiator,
+        blocked: initiator,
+        path,
+        hops: hops + 1,
+    };
+    out.push(Output::Probe { machine, probe });
+}
+
+/// Whether the path's first wait, which is on this node, still holds: its
+/// chain waits for the same object, and that object's turn is held by the
+/// chain the path names next.
+fn first_wait_holds(w: &World, path: &[WaitEdge]) -> bool {
+    let (Some(first), Some(next)) = (path.first(), path.get(1)) else {
+        return false;
+    };
+    first.machine == w.machine
+        && w.turns.waiting_for(first.chain) == Some(first.object)
+        && w.turns.owner(first.object) == Some(next.chain)
 }
 
 /// What `chain` waits for here: a turn, or (its innermost call here being

@@ -234,6 +234,84 @@ fn relay_holder(alpha: &mut Vm) -> (ObjectId, Vec<Output>) {
     (relay, out)
 }
 
+fn edge(chain: u64, object: ObjectId, machine: &str) -> WaitEdge {
+    WaitEdge {
+        chain: ChainId(chain),
+        object,
+        machine: MachineId::new(machine),
+    }
+}
+
+/// A probe that left beta when chain 1 waited there arrives late: chain 1
+/// has since run on and holds `relay` here, which chain 2 waits for. That
+/// is no cycle unless chain 1 still waits on beta, so nothing fails here:
+/// the probe goes back to beta to be confirmed.
+#[test]
+fn a_late_probe_is_confirmed_where_its_first_wait_was_before_anything_fails() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    let (relay, mut out) = relay_holder(&mut alpha);
+    out.clear();
+    start_call(&mut alpha, relay, Val::Nat(1), ChainId(2));
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 1);
+    let on_beta = ObjectId(2 << 48 | 9);
+    alpha.handle_probe(Probe {
+        initiator: ChainId(1),
+        blocked: ChainId(2),
+        path: vec![edge(1, on_beta, "beta")],
+        hops: 1,
+    });
+    alpha.run(&mut out);
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::DeadlockBroken(_))),
+        "{out:?}"
+    );
+    assert_eq!(alpha.waiting_count(), 1, "chain 2 still waits");
+    let confirm = out.iter().find_map(|o| match o {
+        Output::Probe { machine, probe } if probe.initiator == ChainId(1) => {
+            Some((machine.as_str(), probe))
+        }
+        _ => None,
+    });
+    let (to, probe) = confirm.expect("a probe back to beta");
+    assert_eq!((to, probe.blocked), ("beta", ChainId(1)));
+    assert_eq!(
+        probe.path,
+        vec![edge(1, on_beta, "beta"), edge(2, relay, "alpha")]
+    );
+}
+
+/// At the node of the first wait, a confirming probe closes the cycle
+/// only if that wait is still as the path says.
+#[test]
+fn a_confirming_probe_closes_the_cycle_only_while_the_first_wait_holds() {
+    for still_waits in [true, false] {
+        // On gamma, chain 1 holds `relay` (suspended on beta), and chain
+        // 9 waits for it: the first wait of a probe chain 9 sent.
+        let mut gamma = vm("gamma", 3, TraceMode::Full);
+        let (relay, mut out) = relay_holder(&mut gamma);
+        out.clear();
+        start_call(&mut gamma, relay, Val::Nat(1), ChainId(9));
+        gamma.run(&mut out);
+        assert_eq!(gamma.waiting_count(), 1);
+        // The path's holder of relay: chain 1, or (stale) another chain.
+        let holder = if still_waits { 1 } else { 7 };
+        let on_beta = ObjectId(2 << 48 | 4);
+        let path = vec![edge(9, relay, "gamma"), edge(holder, on_beta, "beta")];
+        gamma.handle_probe(Probe {
+            initiator: ChainId(9),
+            blocked: ChainId(9),
+            path,
+            hops: 2,
+        });
+        gamma.run(&mut out);
+        let cycle_found = out
+            .iter()
+            .any(|o| matches!(o, Output::DeadlockBroken(_) | Output::Victim { .. }));
+        assert_eq!(cycle_found, still_waits, "{out:?}");
+    }
+}
+
 /// Past the queue bound a call fails at once with `busy` naming the object.
 #[test]
 fn a_full_queue_refuses_with_busy() {
