@@ -370,7 +370,7 @@ fn restore(vm: Vm, store: Store) -> io::Result<(Vm, Store)> {
         let mut vm = vm;
         let loaded = store.load(|id, record| {
             vm.restore_object(id, record)
-                .map_err(|e| format!("{e}: register it, or restore the store it came with"))
+                .map_err(|e| format!("{e}: run it with a program that registers that behavior"))
         });
         (vm, store, loaded)
     })?;

@@ -64,6 +64,9 @@ pub enum StoreError {
     Format { file: PathBuf, detail: String },
     /// Damaged: checksums, structure or a record do not hold.
     Corrupt { file: PathBuf, detail: String },
+    /// Intact, but holding an object this node cannot take back (its
+    /// behavior is not registered here, say).
+    Unrestorable { file: PathBuf, detail: String },
     /// The disk or the file system refused (full, read-only, permissions).
     Io {
         file: PathBuf,
@@ -111,6 +114,11 @@ impl fmt::Display for StoreError {
                 f,
                 "store {} is corrupt ({detail}); restore it from a backup, or delete it \
                  to start empty (its objects are then lost)",
+                file.display()
+            ),
+            StoreError::Unrestorable { file, detail } => write!(
+                f,
+                "store {} is intact, but this node cannot restore it: {detail}",
                 file.display()
             ),
             StoreError::Io {
@@ -329,7 +337,7 @@ impl Store {
                 });
             }
             let decoded = record::decode(bytes.value()).map_err(corrupt)?;
-            restore(id, decoded.as_record()).map_err(|detail| StoreError::Corrupt {
+            restore(id, decoded.as_record()).map_err(|detail| StoreError::Unrestorable {
                 file: self.file.clone(),
                 detail: format!("object {id}: {detail}"),
             })?;
@@ -598,6 +606,25 @@ mod tests {
         assert!(matches!(e, StoreError::OtherIdentity { .. }), "{e}");
         assert!(e.to_string().contains("start with --node-prefix 7"), "{e}");
         assert!(Store::open(&dir.0, "beta", Some(7), 1).is_ok());
+    }
+
+    /// An object the node refuses (its behavior is not registered) is
+    /// not damage: the error says the file is intact, not to delete it.
+    #[test]
+    fn an_object_the_node_refuses_is_not_called_corrupt() {
+        let dir = TempDir::new("refused");
+        let mut store = Store::open(&dir.0, "beta", None, 9002).unwrap();
+        let mut batch = Batch::default();
+        batch.add(ObjectId(1), Some(record(&[]))).unwrap();
+        store.commit(&[batch]).unwrap();
+        let e = store
+            .load(|_, _| Err("unknown behavior: cell".into()))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unrestorable { .. }), "{e}");
+        let message = e.to_string();
+        assert!(message.contains("is intact"), "{message}");
+        assert!(!message.contains("delete"), "{message}");
+        assert!(message.contains("unknown behavior: cell"), "{message}");
     }
 
     #[test]
