@@ -151,6 +151,12 @@ impl NodeConfig {
         if self.name.is_empty() {
             return Err("NodeConfig::name (the machine_id) must not be empty".into());
         }
+        if self.name.chars().any(char::is_control) {
+            // Every peer would refuse it (see `protocol::hello`).
+            return Err(
+                "NodeConfig::name (the machine_id) must not hold control characters".into(),
+            );
+        }
         let intervals = [
             ("keepalive", self.keepalive),
             ("call_timeout", self.call_timeout),
@@ -187,6 +193,7 @@ mod tests {
             config.check().unwrap_err()
         };
         assert!(refused(|c| c.name.clear()).contains("name"));
+        assert!(refused(|c| c.name = "a\nb".into()).contains("control characters"));
         assert!(refused(|c| c.keepalive = Duration::ZERO).contains("keepalive"));
         assert!(refused(|c| c.call_timeout = Duration::MAX).contains("call_timeout"));
         assert!(refused(|c| c.spin = Duration::MAX).contains("spin"));

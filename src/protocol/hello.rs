@@ -36,6 +36,9 @@ pub enum Refusal {
     /// A version 2 hello without a 32-byte nonce in hex.
     BadNonce,
     EmptyMachineId,
+    /// A machine_id with control characters: it would forge lines in the
+    /// logs that quote it, before any proof.
+    ControlInMachineId,
     OurMachineId(MachineId),
     OurPrefix {
         machine: MachineId,
@@ -66,6 +69,9 @@ impl fmt::Display for Refusal {
             ),
             Refusal::BadNonce => f.write_str("`hello` without a nonce of 64 hex characters"),
             Refusal::EmptyMachineId => f.write_str("`hello` with an empty machine_id"),
+            Refusal::ControlInMachineId => {
+                f.write_str("`hello` with a machine_id holding control characters")
+            }
             Refusal::OurMachineId(m) => write!(
                 f,
                 "peer claims our own machine_id `{m}` (dialling itself, or two nodes with one name)"
@@ -128,6 +134,9 @@ pub fn check(
         .ok_or(Refusal::BadNonce)?;
     if hello.machine_id.is_empty() {
         return Err(Refusal::EmptyMachineId);
+    }
+    if hello.machine_id.chars().any(char::is_control) {
+        return Err(Refusal::ControlInMachineId);
     }
     let machine = MachineId::new(&hello.machine_id);
     if machine == us.machine {
@@ -237,6 +246,10 @@ mod tests {
         assert_eq!(
             check(&hello("", 2), &us, up()),
             Err(Refusal::EmptyMachineId)
+        );
+        assert_eq!(
+            check(&hello("x\n[ 0.000s] INFO forged", 2), &us, up()),
+            Err(Refusal::ControlInMachineId)
         );
         assert!(matches!(
             check(&hello("alpha", 2), &us, up()),

@@ -29,6 +29,9 @@ use super::{
 /// a twentieth of an interval late.
 const KEEPALIVE_TICKS: u32 = 20;
 
+/// The longest wait between two checks of the handshake limit.
+const HANDSHAKE_CHECK: Duration = Duration::from_millis(250);
+
 impl Core {
     /// The reactor accepted a connection from `remote`.
     pub fn handle_accepted(&mut self, remote: SocketAddr, now: Instant) -> ConnId {
@@ -65,11 +68,13 @@ impl Core {
         }
     }
 
-    /// A dialled connection's TCP handshake finished.
-    pub fn handle_connected(&mut self, conn: ConnId) {
+    /// A dialled connection's TCP handshake finished: the 3 s for ours
+    /// start now.
+    pub fn handle_connected(&mut self, conn: ConnId, now: Instant) {
         if let Some(c) = self.conn_mut(conn) {
             if c.phase == Phase::Connecting {
                 c.phase = Phase::AwaitHello;
+                c.opened = now;
                 info!("connected to {}", c.remote);
                 self.mark_dirty(conn);
             }
@@ -92,6 +97,10 @@ impl Core {
             if !paused {
                 // Bytes may have waited a while: that was us, not the peer.
                 c.last_heard = now;
+                if matches!(c.phase, Phase::AwaitHello | Phase::AwaitProof) {
+                    // Its hello or proof may be among them: a fresh 3 s.
+                    c.opened = now;
+                }
             }
         }
     }
@@ -540,7 +549,7 @@ impl Core {
                 Phase::Ready | Phase::Connecting => None,
             };
             if let Some(what) = handshake {
-                if now.saturating_duration_since(c.opened) > HANDSHAKE_TIMEOUT {
+                if now.saturating_duration_since(c.opened) > HANDSHAKE_TIMEOUT && !c.paused {
                     dead.push((c.id, CloseReason::Handshake { what }));
                 }
                 continue;
@@ -776,8 +785,11 @@ fn starts_a_tls_record(header: u32) -> bool {
     (kind == 0x15 || kind == 0x16) && major == 3 && minor <= 4
 }
 
+/// How often `keepalive` runs: often enough for the interval, and for
+/// the handshake limit whatever the interval (a stalled handshake lasts
+/// at most `HANDSHAKE_TIMEOUT` + [`HANDSHAKE_CHECK`]).
 pub(super) fn keepalive_tick(interval: Duration) -> Duration {
-    (interval / KEEPALIVE_TICKS).max(Duration::from_millis(1))
+    (interval / KEEPALIVE_TICKS).clamp(Duration::from_millis(1), HANDSHAKE_CHECK)
 }
 
 /// The two sides of `c`'s handshake, and whose proof is meant: ours

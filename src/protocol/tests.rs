@@ -133,7 +133,7 @@ fn connect(a: &mut Side, slot: usize, b: &mut Side, ephemeral: u16, now: Instant
     let ca = a
         .core
         .handle_dialled(slot, addr(b.port), addr(ephemeral), now);
-    a.core.handle_connected(ca);
+    a.core.handle_connected(ca, now);
     let cb = b.core.handle_accepted(addr(ephemeral), now);
     Link { ca, cb }
 }
@@ -1207,6 +1207,24 @@ fn a_call_to_an_unconnected_machine_fails_at_once() {
     assert!(!failed[0].2, "it never left");
 }
 
+/// Past `max_pending` calls in flight, a call fails at once, naming the
+/// machine it was for.
+#[test]
+fn a_call_past_the_in_flight_limit_fails_naming_the_machine() {
+    let now = Instant::now();
+    let (mut a, _b, _link) = greeted_pair(now);
+    a.core.config.max_pending = 1;
+    a.core.call(remote_call(1, "beta", 1), now);
+    a.core.call(remote_call(2, "beta", 1), now);
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].1.contains("too many calls in flight"),
+        "{failed:?}"
+    );
+    assert!(failed[0].1.contains("beta"), "{failed:?}");
+}
+
 /// Shutting down closes every connection with its unsent bytes to
 /// linger, ending with a `close` that says the node is shutting down,
 /// fails the calls in flight, and dials no more.
@@ -1244,7 +1262,7 @@ fn a_dial_that_reaches_this_node_is_abandoned() {
     a.core.handle_timeout(now);
     assert_eq!(a.dials(), vec![0]);
     let out = a.core.handle_dialled(0, addr(a.port), addr(45001), now);
-    a.core.handle_connected(out);
+    a.core.handle_connected(out, now);
     let inn = a.core.handle_accepted(addr(45001), now);
     let bytes = a.core.unsent(out).to_vec();
     let mut dec = FrameDecoder::new(4096);
@@ -1372,6 +1390,57 @@ fn the_acceptor_proves_only_after_the_dialler() {
     let good = proof_msg(&b, c, "alpha", 1, &test_key());
     assert_eq!(b.core.handle_message(c, good, now), Status::Greeted);
     assert_eq!(sent(&mut b, c), vec!["auth"]);
+}
+
+/// With a long keepalive (its checks 3 s apart before), a stalled
+/// handshake still ends 3 s after it began, give or take one check.
+#[test]
+fn the_handshake_limit_holds_whatever_the_keepalive() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    b.core.config.keepalive = Duration::from_secs(60);
+    b.core.handle_timeout(now + ms(100)); // the first tick, at the new pace
+    let quiet = b.core.handle_accepted(addr(46010), now + ms(200));
+    b.core.handle_timeout(now + ms(3100));
+    assert!(b.core.is_open(quiet));
+    b.core.handle_timeout(now + ms(3500));
+    assert!(!b.core.is_open(quiet), "3.3 s without a hello");
+}
+
+/// While we do not read a connection (the interpreter is behind), its
+/// handshake is not timed: its hello may be waiting in our socket. Once
+/// read again it has 3 s anew.
+#[test]
+fn a_paused_handshake_is_not_timed_out() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let c = b.core.handle_accepted(addr(46011), now);
+    b.core.set_paused(c, true, now);
+    b.core.handle_timeout(now + Duration::from_secs(5));
+    assert!(b.core.is_open(c), "closed while we were not reading it");
+    b.core.set_paused(c, false, now + Duration::from_secs(5));
+    b.core.handle_timeout(now + Duration::from_secs(7));
+    assert!(b.core.is_open(c));
+    b.core.handle_timeout(now + Duration::from_millis(8500));
+    assert!(!b.core.is_open(c), "3 s after reading resumed");
+}
+
+/// A dialled connection's 3 s start once TCP has connected: a slow
+/// connect does not eat the handshake's time.
+#[test]
+fn the_handshake_limit_starts_at_the_tcp_connect() {
+    let now = Instant::now();
+    let mut a = side("alpha", 1, &["127.0.0.1:9002"], now);
+    a.core.handle_timeout(now);
+    assert_eq!(a.dials(), vec![0]);
+    let out = a.core.handle_dialled(0, addr(9002), addr(45010), now);
+    let connected = now + Duration::from_millis(2900);
+    a.core.handle_connected(out, connected);
+    a.core.handle_timeout(now + Duration::from_millis(3500));
+    assert!(a.core.is_open(out), "0.6 s after the connect");
+    a.core
+        .handle_timeout(connected + Duration::from_millis(3300));
+    assert!(!a.core.is_open(out));
 }
 
 #[test]

@@ -208,8 +208,8 @@ impl Core {
             return self.fail_call(
                 call.token,
                 format!(
-                    "too many calls in flight ({}); call to object {} refused",
-                    self.config.max_pending, call.target
+                    "too many calls in flight ({}); call to object {} on {} refused",
+                    self.config.max_pending, call.target, call.machine
                 ),
             );
         }
@@ -223,7 +223,11 @@ impl Core {
             chain: call.chain,
             sent_us,
         }) else {
-            return self.fail_call(call.token, "too many calls in flight".into());
+            let why = format!(
+                "too many calls in flight to {}; call to object {} refused",
+                call.machine, call.target
+            );
+            return self.fail_call(call.token, why);
         };
         debug!(
             "call #{request_id:#x} -> {} object {} {}",

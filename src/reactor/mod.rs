@@ -593,7 +593,7 @@ impl Reactor {
                 Ok(false) => return,
                 Ok(true) => {
                     socket.connecting = false;
-                    self.core.handle_connected(conn);
+                    self.core.handle_connected(conn, now);
                 }
                 Err(e) => {
                     let reason = CloseReason::ConnectFailed(e.to_string());
