@@ -135,6 +135,12 @@ pub const SNAPSHOT_OBJECT_COST: usize = 80;
 /// opens, or it is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Accepted connections that may be in their handshake at once. Past
+/// this a new one is closed unread: strangers that connect and say
+/// nothing cannot take every file descriptor (and the node's own dials
+/// with them), only these slots, each for 3 s.
+pub const MAX_STRANGERS: usize = 64;
+
 /// Retire timers re-check at this interval.
 pub const RETIRE_CHECK: Duration = Duration::from_millis(200);
 /// A retired connection stays at least this long: the peer may have

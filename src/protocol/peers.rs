@@ -21,8 +21,8 @@ use super::dial::{self, DialState, BACKOFF_CAP, REFUSAL_WINDOW};
 use super::hello::{self, Peer, Refusal};
 use super::timer::Timer;
 use super::{
-    Action, BadInput, CloseReason, ConnId, Core, Event, Status, HANDSHAKE_TIMEOUT, RETIRE_CHECK,
-    RETIRE_GRACE, RETIRE_LONGEST,
+    Action, BadInput, CloseReason, ConnId, Core, Event, Status, HANDSHAKE_TIMEOUT, MAX_STRANGERS,
+    RETIRE_CHECK, RETIRE_GRACE, RETIRE_LONGEST,
 };
 
 /// Silence checks per keepalive interval: a silent peer is found at most
@@ -33,6 +33,15 @@ const KEEPALIVE_TICKS: u32 = 20;
 const HANDSHAKE_CHECK: Duration = Duration::from_millis(250);
 
 impl Core {
+    /// Whether the reactor may take one more accepted connection: fewer
+    /// than [`MAX_STRANGERS`] accepted ones are in their handshake.
+    pub fn may_accept(&self) -> bool {
+        let strangers = self.conns.iter().filter(|(_, c)| {
+            c.dial_slot.is_none() && matches!(c.phase, Phase::AwaitHello | Phase::AwaitProof)
+        });
+        strangers.count() < MAX_STRANGERS
+    }
+
     /// The reactor accepted a connection from `remote`.
     pub fn handle_accepted(&mut self, remote: SocketAddr, now: Instant) -> ConnId {
         info!("accepted a connection from {remote}");

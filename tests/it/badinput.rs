@@ -303,3 +303,35 @@ fn peer_that_is_the_node_itself_is_dropped_not_redialled() {
     let dials = node.stderr().matches("connected to 127.0.0.1").count();
     assert_eq!(dials, 1, "redialled itself:\n{}", node.stderr());
 }
+
+/// Strangers that connect and say nothing hold at most 64 slots: the
+/// 65th connection is closed unread (no `hello` comes back on it), while
+/// the first 64 each got the node's `hello`.
+#[test]
+fn silent_strangers_past_64_are_closed_unread() {
+    let mut config = NodeConfig::new("beta");
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    keyed(&mut config);
+    let beta = Node::start(config, BehaviorRegistry::new(), PureRegistry::new()).unwrap();
+    let held: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(beta.local_addr()).unwrap())
+        .collect();
+    for mut s in &held {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header)
+            .expect("a hello on each of the first 64");
+    }
+    let mut extra = TcpStream::connect(beta.local_addr()).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match extra.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the 65th was served: {other:?}"),
+    }
+    drop(held);
+    beta.shutdown();
+}
