@@ -48,6 +48,10 @@ pub mod defaults {
     /// The longest `spin` a node accepts: past this, spinning is only
     /// burning a core.
     pub const MAX_SPIN: Duration = Duration::from_secs(1);
+    /// The smallest `max_write_buffer` a node accepts: room for a
+    /// streaming snapshot's chunk, four times over.
+    pub const MIN_WRITE_BUFFER: usize = 1 << 20;
+    const _: () = assert!(MIN_WRITE_BUFFER >= 4 * crate::protocol::SNAPSHOT_CHUNK);
 }
 
 /// Everything a node is told at start.
@@ -169,6 +173,16 @@ impl NodeConfig {
                 ));
             }
         }
+        if self.max_write_buffer < defaults::MIN_WRITE_BUFFER {
+            // A streaming snapshot keeps up to 272 KiB queued on purpose
+            // (`protocol::SNAPSHOT_CHUNK` and a step): under a smaller
+            // limit, every joiner would be cut as not reading.
+            return Err(format!(
+                "NodeConfig::max_write_buffer is {} bytes: it must be at least {} (1 MiB)",
+                self.max_write_buffer,
+                defaults::MIN_WRITE_BUFFER
+            ));
+        }
         if self.spin > defaults::MAX_SPIN {
             return Err(format!(
                 "NodeConfig::spin is {:?}: it must be at most {:?}",
@@ -194,6 +208,7 @@ mod tests {
         };
         assert!(refused(|c| c.name.clear()).contains("name"));
         assert!(refused(|c| c.name = "a\nb".into()).contains("control characters"));
+        assert!(refused(|c| c.max_write_buffer = 128 << 10).contains("max_write_buffer"));
         assert!(refused(|c| c.keepalive = Duration::ZERO).contains("keepalive"));
         assert!(refused(|c| c.call_timeout = Duration::MAX).contains("call_timeout"));
         assert!(refused(|c| c.spin = Duration::MAX).contains("spin"));
