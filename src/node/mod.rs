@@ -113,11 +113,11 @@ impl Node {
         // Read before anything starts: a bad file fails the start, naming it.
         let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
         let addr = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+        let listener = TcpListener::bind(addr).map_err(|e| bind_error("", addr, e))?;
         let local_addr = listener.local_addr()?;
         let http = match config.http {
             Some(addr) => {
-                let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+                let listener = TcpListener::bind(addr).map_err(|e| bind_error("HTTP ", addr, e))?;
                 Some(listener)
             }
             None => None,
@@ -388,10 +388,12 @@ fn restore(vm: Vm, store: Store) -> io::Result<(Vm, Store)> {
 }
 
 /// The listener's bind error, naming the address.
-fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+/// `what` says which listener ("HTTP " for `--http`'s, "" for the peer
+/// port's).
+fn bind_error(what: &str, addr: SocketAddr, e: io::Error) -> io::Error {
     let msg = match e.kind() {
-        io::ErrorKind::AddrInUse => format!("address {addr} in use"),
-        _ => format!("cannot listen on {addr}: {e}"),
+        io::ErrorKind::AddrInUse => format!("{what}address {addr} in use"),
+        _ => format!("cannot listen on {what}address {addr}: {e}"),
     };
     io::Error::new(e.kind(), msg)
 }

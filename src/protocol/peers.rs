@@ -160,6 +160,10 @@ impl Core {
             }
             BadInput::Message(e) => format!("bad message: {e}"),
             BadInput::Frame(e) if greeted => format!("bad frame: {e}"),
+            BadInput::Frame(e) if c.hello_at.is_none() => format!(
+                "bad frame before the handshake completed: {e} (no hello came first: \
+                 is it an avm node?)"
+            ),
             BadInput::Frame(e) => format!("bad frame before the handshake completed: {e}"),
         };
         self.protocol_error(conn, why, now);
@@ -514,9 +518,18 @@ impl Core {
         dial.state = DialState::Waiting;
         let delay = dial::backoff(dial.failures, &mut self.rng);
         if dial.failures == 1 {
-            info!(
+            // A name that does not resolve is a mistake more often than a
+            // peer not started yet (the reactor's resolver words it so).
+            let level = if why.starts_with("cannot resolve") {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            };
+            log::log!(
+                level,
                 "peer {} not reachable yet ({why}); retrying with backoff up to {:?}",
-                dial.spec, BACKOFF_CAP
+                dial.spec,
+                BACKOFF_CAP
             );
         } else {
             debug!(

@@ -142,7 +142,7 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
     let cases: Vec<(&str, Opening, Vec<u8>, Expect)> = vec![
         ("no hello first", Raw, json_frame(&json!({"type":"ping","nonce":1})), Expect::Closed("first frame was `ping`")),
         ("unknown type before hello", Raw, json_frame(&json!({"type":"gossip"})), Expect::Closed("first frame was not `hello`: unknown message type `gossip`")),
-        ("frame over 4 KiB before hello", Raw, 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
+        ("frame over 4 KiB before hello", Raw, 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096 (no hello came first: is it an avm node?)")),
         ("frame over 4 KiB after the hello, before the proof", Raw, [hello("c20", 320), 5000u32.to_be_bytes().to_vec()].concat(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
         ("unknown type after the hello, before the proof", Raw, [hello("c21", 321), json_frame(&json!({"type":"gossip"}))].concat(), Expect::Closed("unknown message type `gossip` before the proof")),
         ("second hello", Handshake("c2", 302), hello("c2", 302), Expect::Closed("a second `hello`")),

@@ -173,6 +173,20 @@ fn start_on_a_port_in_use_names_the_address() {
     assert_eq!(err.to_string(), format!("address 127.0.0.1:{port} in use"));
 }
 
+/// A taken `--http` address is told apart from a taken peer port.
+#[test]
+fn start_on_an_http_address_in_use_says_http() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap();
+    let mut config = NodeConfig::new("alpha");
+    config.bind = IpAddr::from([127, 0, 0, 1]);
+    config.http = Some(http);
+    keyed(&mut config);
+    let err = Node::start(config, BehaviorRegistry::new(), PureRegistry::new())
+        .expect_err("the HTTP address is taken");
+    assert_eq!(err.to_string(), format!("HTTP address {http} in use"));
+}
+
 #[test]
 fn a_query_that_panics_loses_its_answer_and_nothing_else() {
     let node = start("alpha", vec![], BehaviorRegistry::new());
