@@ -191,6 +191,10 @@ pub enum EncodeError {
     /// An `objects` for a peer that did not offer compact version 2: it
     /// has no JSON form (its entries go as `create_notify`s instead).
     NoJsonForm,
+    /// An `objects` of more than
+    /// [`MAX_OBJECTS_PER_FRAME`](super::compact::MAX_OBJECTS_PER_FRAME)
+    /// entries: the peer would refuse it, so it is never sent.
+    TooManyObjects,
 }
 
 impl fmt::Display for EncodeError {
@@ -203,6 +207,11 @@ impl fmt::Display for EncodeError {
             EncodeError::TooDeep => f.write_str("Val nests too deep to send"),
             EncodeError::TooLong => f.write_str("wait path too long to send"),
             EncodeError::Serialize => f.write_str("serialization failed"),
+            EncodeError::TooManyObjects => write!(
+                f,
+                "`objects` of more than {} entries",
+                super::compact::MAX_OBJECTS_PER_FRAME
+            ),
             EncodeError::NoJsonForm => {
                 f.write_str("`objects` has no JSON form (the peer did not offer compact 2)")
             }

@@ -554,8 +554,13 @@ pub fn encode_for(
     if msg.wait_edges().is_some_and(|e| e.len() > MAX_WAIT_PATH) {
         return Err(EncodeError::TooLong);
     }
-    if matches!(msg, Message::Objects(_)) && compact < super::compact::OBJECTS_VERSION {
-        return Err(EncodeError::NoJsonForm);
+    if let Message::Objects(o) = msg {
+        if compact < super::compact::OBJECTS_VERSION {
+            return Err(EncodeError::NoJsonForm);
+        }
+        if o.len() > super::compact::MAX_OBJECTS_PER_FRAME {
+            return Err(EncodeError::TooManyObjects);
+        }
     }
     // Writing to a Vec cannot fail, and our Serialize impls fail only on
     // a Val past MAX_VAL_DEPTH.

@@ -429,6 +429,23 @@ fn nested_response(depth: usize, open: &str, close: &str, leaf: &str) -> Vec<u8>
     s.into_bytes()
 }
 
+/// With `"type"` last, every field is skipped once before it is read:
+/// a legal answer as deep as a Val may be (`{"List":[...]}` levels and
+/// the `{"Ok": ...}` around them) must pass that skip too.
+#[test]
+fn the_deepest_legal_answer_decodes_with_type_last() {
+    let leaf = r#"{"List":[]}"#;
+    let first = nested_response(MAX_VAL_DEPTH, r#"{"List":["#, "]}", leaf);
+    let text = String::from_utf8(first).unwrap();
+    let body = text.strip_prefix(r#"{"type":"call_response","#).unwrap();
+    let last = format!(r#"{{{},"type":"call_response"}}"#, &body[..body.len() - 1]);
+    let decoded = decode(last.as_bytes());
+    let Ok(Message::CallResponse(CallResponse { result: Ok(v), .. })) = decoded else {
+        panic!("{decoded:?}")
+    };
+    assert_eq!(v.depth(), MAX_VAL_DEPTH);
+}
+
 #[test]
 fn val_depth_128_accepted_129_too_deep() {
     for (open, close) in [
@@ -1291,6 +1308,27 @@ fn compact_objects_decode_error_grid() {
     // An entry with no table to index.
     let orphan: &[u8] = &[0x03, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     assert_eq!(decode(orphan), compact_at(6 + 8));
+}
+
+/// An `objects` past the decoder's entry limit is refused when encoded,
+/// not sent to be refused by the peer; one at the limit round-trips.
+#[test]
+fn compact_objects_past_the_entry_limit_are_not_encoded() {
+    let mut objects = Objects::default();
+    let b = objects.behavior_index("cell").unwrap();
+    for i in 0..compact::MAX_OBJECTS_PER_FRAME as u64 {
+        objects.push(ObjectId(i + 1), b, 0);
+    }
+    let mut out = Vec::new();
+    let msg = Message::Objects(objects.clone());
+    encode_for(&mut out, &msg, 1 << 20, compact::OBJECTS_VERSION).unwrap();
+    assert_eq!(decode(&out[HEADER_LEN..]), Ok(msg));
+    objects.push(ObjectId(0), b, 0);
+    out.clear();
+    let msg = Message::Objects(objects);
+    let refused = encode_for(&mut out, &msg, 1 << 20, compact::OBJECTS_VERSION);
+    assert_eq!(refused, Err(EncodeError::TooManyObjects));
+    assert!(out.is_empty(), "nothing written");
 }
 
 /// The table takes each name once, and refuses what the layout cannot

@@ -29,9 +29,13 @@ use crate::vm::{ObjectId, TxId, Val};
 
 /// Deepest Val accepted or sent: scalars are depth 1.
 pub const MAX_VAL_DEPTH: usize = 128;
-/// Deepest JSON nesting skipped in an unknown field: room for any legal Val
-/// (each Val level is at most an object and an array).
-pub const MAX_IGNORED_DEPTH: usize = 2 * MAX_VAL_DEPTH;
+/// Deepest JSON nesting skipped in a field: room for any legal Val (each
+/// Val level is at most an object and an array) and the two levels around
+/// it in the deepest known field, `result`'s `{"Ok": ...}` or a wait edge.
+/// With `"type"` last, every field is skipped once before it is read, so
+/// a legal one must fit; an unknown field gets the 256 levels the
+/// protocol page promises, and two more.
+pub const MAX_IGNORED_DEPTH: usize = 2 * MAX_VAL_DEPTH + 2;
 
 /// Side channel for the precise error of one `decode` call.
 #[derive(Debug, Default)]
