@@ -191,9 +191,9 @@ pub enum EncodeError {
     /// An `objects` for a peer that did not offer compact version 2: it
     /// has no JSON form (its entries go as `create_notify`s instead).
     NoJsonForm,
-    /// An `objects` of more than
-    /// [`MAX_OBJECTS_PER_FRAME`](super::compact::MAX_OBJECTS_PER_FRAME)
-    /// entries: the peer would refuse it, so it is never sent.
+    /// An `objects` of more than 4,096 entries
+    /// (`codec::compact::MAX_OBJECTS_PER_FRAME`): the peer would refuse
+    /// it, so it is never sent.
     TooManyObjects,
 }
 

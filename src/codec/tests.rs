@@ -1366,12 +1366,15 @@ fn compact_objects_table_limits() {
 #[test]
 fn every_json_example_of_the_protocol_page_round_trips() {
     let page = include_str!("../../docs/protocol.md");
-    let mut in_json = false;
+    let (mut in_block, mut in_json) = (false, false);
     let mut checked = 0;
     for line in page.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with("```") {
-            in_json = trimmed == "```json" || trimmed == "```";
+            // A fence opens a block (```json or a bare ``` is checked) or
+            // closes the one open.
+            in_block = !in_block;
+            in_json = in_block && (trimmed == "```json" || trimmed == "```");
             continue;
         }
         // `<...>` marks a placeholder, not a message to check.

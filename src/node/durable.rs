@@ -41,7 +41,8 @@
 //!   once) and marks their objects changed too, so the next batch carries
 //!   every object of the failed spell, whole transactions together.
 //! - *Retried.* After a failure the objects it left unwritten are sent
-//!   again with the next batch, or after [`RETRY_AFTER`] on an idle node.
+//!   again with the next batch, or on an idle node after [`RETRY_AFTER`],
+//!   doubled for each failure in a row up to [`RETRY_AFTER_MOST`].
 //! - *Bounded.* At most [`MAX_IN_FLIGHT`] batches wait for the disk; past
 //!   that the interpreter waits for the store instead of running more.
 
@@ -67,8 +68,10 @@ pub type ResultSender = Sender<Result<Val, String>>;
 pub const MAX_IN_FLIGHT: u64 = 256;
 
 /// How long an idle node waits before writing again what a failed write
-/// left unwritten (a busy one writes it with its next batch).
+/// left unwritten (a busy one writes it with its next batch); doubled
+/// after each failure in a row, up to [`RETRY_AFTER_MOST`].
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub const RETRY_AFTER_MOST: Duration = Duration::from_secs(60);
 
 /// Spare batches kept for reuse.
 const SPARE_BATCHES: usize = 8;
@@ -122,6 +125,10 @@ pub struct Durable {
     /// A failure left objects unwritten, and no batch has carried them
     /// since.
     retry_owed: bool,
+    /// Failed writes in a row (the retry's pace).
+    failures_in_a_row: u32,
+    /// The store thread is gone: nothing is worth retrying.
+    store_dead: bool,
     held: VecDeque<Held>,
     spare: Vec<Batch>,
 }
@@ -170,6 +177,8 @@ impl Durable {
             failure: String::new(),
             failures_heard: 0,
             retry_owed: false,
+            failures_in_a_row: 0,
+            store_dead: false,
             held: VecDeque::new(),
             spare: Vec::new(),
         }
@@ -233,7 +242,9 @@ impl Durable {
     /// When an idle interpreter should wake to write again what a failed
     /// write left unwritten.
     pub fn retry_in(&self) -> Option<Duration> {
-        self.retry_owed.then_some(RETRY_AFTER)
+        let doublings = self.failures_in_a_row.saturating_sub(1).min(16);
+        let wait = (RETRY_AFTER * 2u32.pow(doublings)).min(RETRY_AFTER_MOST);
+        (self.retry_owed && !self.store_dead).then_some(wait)
     }
 
     /// Gives up without the disk (the interpreter failed): the senders of
@@ -297,6 +308,7 @@ impl Durable {
     /// The store thread is gone (it cannot panic in redb, so this is a
     /// bug): nothing more is durable, and nothing waits for it.
     fn store_gone(&mut self, vm: &mut Vm) {
+        self.store_dead = true;
         if self.answered < self.submitted {
             let done = Done {
                 through: self.submitted,
@@ -364,6 +376,7 @@ impl Durable {
             }
         } else if let Err(reason) = done.result {
             self.failures_heard += 1;
+            self.failures_in_a_row += 1;
             self.retry_owed = true;
             error!(
                 "store write failed, {} objects not durable: {reason}",
@@ -379,6 +392,8 @@ impl Durable {
             for batch in &batches {
                 batch.ids(|id| vm.mark_changed(ObjectId(id)));
             }
+        } else {
+            self.failures_in_a_row = 0;
         }
         for mut batch in batches.drain(..) {
             if self.spare.len() < SPARE_BATCHES {
@@ -755,6 +770,18 @@ mod tests {
         let again = batches.try_recv().expect("x sent again");
         assert_eq!(ids_of(&again.batch), vec![x.0]);
         assert_eq!(d.retry_in(), None);
+        // It fails again: the next try waits twice as long; a success
+        // resets the pace.
+        answer_with(&store, 2, Err("disk full".into()), false, vec![again.batch]);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert_eq!(d.retry_in(), Some(2 * RETRY_AFTER));
+        d.gate(&mut vm, &mut commands, &mut results);
+        answer(&store, 3, Ok(()));
+        vm.set_state(x, vec![Val::Nat(2)]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results);
+        answer_with(&store, 4, Err("disk full".into()), false, Vec::new());
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert_eq!(d.retry_in(), Some(RETRY_AFTER));
     }
 
     /// The store thread is gone with output held behind it: the output
@@ -779,6 +806,7 @@ mod tests {
                 .is_err_and(|e| e.contains("store thread has stopped")),
             "{told:?}"
         );
+        assert_eq!(d.retry_in(), None, "no point waking to write");
     }
 
     /// The store thread refuses, unwritten, a batch drained before its

@@ -114,6 +114,8 @@ pub struct Conn {
     /// The reactor stopped reading it (the interpreter is behind): silence
     /// is ours, not the peer's.
     pub paused: bool,
+    /// When reading it was last paused (while `paused`).
+    pub paused_at: Option<Instant>,
     /// Our directory snapshot, while it streams out (`Core::pump_snapshot`).
     pub snapshot: Option<Box<Snapshot>>,
     /// Frames and bytes both ways, for metrics.
@@ -187,6 +189,7 @@ impl Conn {
             last_heard: now,
             hello_at: None,
             paused: false,
+            paused_at: None,
             snapshot: None,
             traffic: Default::default(),
         }

@@ -136,9 +136,10 @@ pub const SNAPSHOT_OBJECT_COST: usize = 80;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Accepted connections that may be in their handshake at once. Past
-/// this a new one is closed unread: strangers that connect and say
-/// nothing cannot take every file descriptor (and the node's own dials
-/// with them), only these slots, each for 3 s.
+/// this the oldest is closed for the new one: strangers that connect and
+/// say nothing cannot take every file descriptor (and the node's own
+/// dials with them), and a real peer, whose handshake takes a round trip
+/// or two, is not shut out unless 64 others arrive meanwhile.
 pub const MAX_STRANGERS: usize = 64;
 
 /// Retire timers re-check at this interval.
@@ -234,6 +235,9 @@ pub enum CloseReason {
     Handshake {
         what: &'static str,
     },
+    /// The oldest of [`MAX_STRANGERS`] accepted connections in their
+    /// handshake, closed for a newer one.
+    Crowded,
     ReadFailed(String),
     WriteFailed(String),
     ConnectFailed(String),
@@ -260,6 +264,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Handshake { what } => {
                 write!(f, "no {what} within {} s", HANDSHAKE_TIMEOUT.as_secs())
             }
+            CloseReason::Crowded => write!(
+                f,
+                "the oldest of {MAX_STRANGERS} connections in their handshake, closed for a newer one"
+            ),
             CloseReason::ReadFailed(e) => write!(f, "read failed: {e}"),
             CloseReason::WriteFailed(e) => write!(f, "write failed: {e}"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
@@ -415,6 +423,9 @@ pub struct Core {
     config: Config,
     us: Peer,
     conns: Slab<Conn>,
+    /// Said that strangers crowd out older ones ([`MAX_STRANGERS`]),
+    /// until there is room again.
+    crowded_warned: bool,
     next_serial: u32,
     /// The connection calls to each machine go out on.
     active: Active,
@@ -491,6 +502,7 @@ impl Core {
             last_ping: now,
             rng: Rng::new(config.seed),
             stopping: false,
+            crowded_warned: false,
             observed: observed::Observed::default(),
             clock: observed::MicroClock::new(now),
             tls_strangers: HashMap::new(),

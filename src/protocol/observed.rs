@@ -86,6 +86,7 @@ impl CloseReason {
             CloseReason::Protocol(_) => "protocol",
             CloseReason::Silent { .. } => "silent",
             CloseReason::Handshake { .. } => "handshake",
+            CloseReason::Crowded => "crowded",
             CloseReason::ReadFailed(_) => "read_failed",
             CloseReason::WriteFailed(_) => "write_failed",
             CloseReason::ConnectFailed(_) => "connect_failed",

@@ -33,19 +33,42 @@ const KEEPALIVE_TICKS: u32 = 20;
 const HANDSHAKE_CHECK: Duration = Duration::from_millis(250);
 
 impl Core {
-    /// Whether the reactor may take one more accepted connection: fewer
-    /// than [`MAX_STRANGERS`] accepted ones are in their handshake.
-    pub fn may_accept(&self) -> bool {
-        let strangers = self.conns.iter().filter(|(_, c)| {
-            c.dial_slot.is_none() && matches!(c.phase, Phase::AwaitHello | Phase::AwaitProof)
-        });
-        strangers.count() < MAX_STRANGERS
-    }
-
-    /// The reactor accepted a connection from `remote`.
+    /// The reactor accepted a connection from `remote`. If
+    /// [`MAX_STRANGERS`] accepted connections are in their handshake
+    /// already, the oldest of them is closed (and told why) to make room.
     pub fn handle_accepted(&mut self, remote: SocketAddr, now: Instant) -> ConnId {
         info!("accepted a connection from {remote}");
-        self.add_conn(remote, None, now)
+        let id = self.add_conn(remote, None, now);
+        // After the new one has its slot: the reactor lets the old one's
+        // socket go with its `close` said only if no new one took the slot.
+        self.make_room_for(id, now);
+        id
+    }
+
+    fn make_room_for(&mut self, new: ConnId, now: Instant) {
+        let mut strangers = 0;
+        let mut oldest: Option<(Instant, ConnId)> = None;
+        for (_, c) in &self.conns {
+            if c.dial_slot.is_none() && matches!(c.phase, Phase::AwaitHello | Phase::AwaitProof) {
+                strangers += 1;
+                if c.id != new && oldest.is_none_or(|(at, _)| c.opened < at) {
+                    oldest = Some((c.opened, c.id));
+                }
+            }
+        }
+        let (true, Some((_, conn))) = (strangers > MAX_STRANGERS, oldest) else {
+            self.crowded_warned = false;
+            return;
+        };
+        let label = self.conns[conn.key()].label();
+        let reason = CloseReason::Crowded;
+        if !std::mem::replace(&mut self.crowded_warned, true) {
+            warn!("{label}: {reason}; so for every newer one until there is room");
+        } else {
+            debug!("{label}: {reason}");
+        }
+        self.say_closing(conn, &reason.to_string());
+        self.close(conn, reason, false, now);
     }
 
     /// The reactor started a TCP connect for dial slot `slot` (after
@@ -103,12 +126,15 @@ impl Core {
     pub fn set_paused(&mut self, conn: ConnId, paused: bool, now: Instant) {
         if let Some(c) = self.conn_mut(conn) {
             c.paused = paused;
-            if !paused {
+            if paused {
+                c.paused_at.get_or_insert(now);
+            } else {
                 // Bytes may have waited a while: that was us, not the peer.
                 c.last_heard = now;
-                if matches!(c.phase, Phase::AwaitHello | Phase::AwaitProof) {
-                    // Its hello or proof may be among them: a fresh 3 s.
-                    c.opened = now;
+                if let Some(at) = c.paused_at.take() {
+                    // Its hello or proof may be among them: the handshake's
+                    // 3 s do not count the time we did not read.
+                    c.opened += now.saturating_duration_since(at);
                 }
             }
         }
@@ -520,11 +546,12 @@ impl Core {
         if dial.failures == 1 {
             // A name that does not resolve is a mistake more often than a
             // peer not started yet (the reactor's resolver words it so).
-            let level = if why.starts_with("cannot resolve") {
-                log::Level::Warn
-            } else {
-                log::Level::Info
-            };
+            let level =
+                if why.starts_with("cannot resolve") || why.ends_with("resolves to no address") {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                };
             log::log!(
                 level,
                 "peer {} not reachable yet ({why}); retrying with backoff up to {:?}",

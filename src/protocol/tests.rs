@@ -1408,21 +1408,48 @@ fn the_handshake_limit_holds_whatever_the_keepalive() {
 }
 
 /// While we do not read a connection (the interpreter is behind), its
-/// handshake is not timed: its hello may be waiting in our socket. Once
-/// read again it has 3 s anew.
+/// handshake is not timed: its hello may be waiting in our socket. The
+/// time before the pause still counts.
 #[test]
 fn a_paused_handshake_is_not_timed_out() {
     let now = Instant::now();
     let mut b = side("beta", 2, &[], now);
     let c = b.core.handle_accepted(addr(46011), now);
-    b.core.set_paused(c, true, now);
-    b.core.handle_timeout(now + Duration::from_secs(5));
+    b.core.set_paused(c, true, now + ms(2000));
+    b.core.handle_timeout(now + ms(5000));
     assert!(b.core.is_open(c), "closed while we were not reading it");
-    b.core.set_paused(c, false, now + Duration::from_secs(5));
-    b.core.handle_timeout(now + Duration::from_secs(7));
-    assert!(b.core.is_open(c));
-    b.core.handle_timeout(now + Duration::from_millis(8500));
-    assert!(!b.core.is_open(c), "3 s after reading resumed");
+    b.core.set_paused(c, false, now + ms(5000));
+    b.core.handle_timeout(now + ms(5800));
+    assert!(b.core.is_open(c), "2.8 s of reading");
+    b.core.handle_timeout(now + ms(6500));
+    assert!(!b.core.is_open(c), "3.5 s of reading: 2 before the pause");
+}
+
+/// Past 64 accepted connections in their handshake, the oldest is closed
+/// for the newest (and told why), so a real peer is not shut out.
+#[test]
+fn the_oldest_stranger_makes_room_for_a_new_one() {
+    let now = Instant::now();
+    let mut b = side("beta", 2, &[], now);
+    let strangers: Vec<ConnId> = (0..MAX_STRANGERS as u16)
+        .map(|i| {
+            b.core
+                .handle_accepted(addr(47000 + i), now + ms(u64::from(i)))
+        })
+        .collect();
+    assert!(strangers.iter().all(|&c| b.core.is_open(c)));
+    let newest = b.core.handle_accepted(addr(48000), now + ms(100));
+    assert!(b.core.is_open(newest));
+    assert!(!b.core.is_open(strangers[0]), "the oldest made room");
+    assert!(strangers[1..].iter().all(|&c| b.core.is_open(c)));
+    let told = b.closes_told();
+    assert!(
+        told.iter().any(|(c, why)| *c == strangers[0]
+            && why
+                .as_deref()
+                .is_some_and(|w| w.contains("the oldest of 64"))),
+        "{told:?}"
+    );
 }
 
 /// A dialled connection's 3 s start once TCP has connected: a slow

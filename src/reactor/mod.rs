@@ -60,7 +60,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::codec;
 use crate::heap;
 use crate::node::handoff::{shrink_after_burst, Command, Event, Handoff};
-use crate::protocol::{Action, BadInput, CloseReason, ConnId, Core, Status, MAX_STRANGERS};
+use crate::protocol::{Action, BadInput, CloseReason, ConnId, Core, Status};
 
 use resolve::{Resolved, Resolver};
 use socket::{ReadOutcome, Socket};
@@ -164,9 +164,6 @@ pub struct Reactor {
     accept_retry: Option<Instant>,
     /// The failure was logged in this spell (until the backlog drains).
     accept_warned: bool,
-    /// Said that accepted connections are closed unread
-    /// ([`MAX_STRANGERS`]), until one is taken again.
-    strangers_warned: bool,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// How long to keep polling without blocking after the last activity.
     spin: Duration,
@@ -219,7 +216,6 @@ impl Reactor {
             unfinished: Vec::new(),
             accept_retry: None,
             accept_warned: false,
-            strangers_warned: false,
             signals: setup.signals,
             spin,
             max_backlog,
@@ -463,17 +459,6 @@ impl Reactor {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
-                    if !self.core.may_accept() {
-                        // Dropped: closed unread. Said once per spell.
-                        if !std::mem::replace(&mut self.strangers_warned, true) {
-                            warn!(
-                                "{MAX_STRANGERS} accepted connections are in their handshake: \
-                                 closing {addr} and any more until one finishes"
-                            );
-                        }
-                        continue;
-                    }
-                    self.strangers_warned = false;
                     let conn = self.core.handle_accepted(addr, now);
                     let tls = self.tls.as_ref().map(TlsConfig::accept);
                     self.add_socket(conn, stream, addr, false, tls, now);

@@ -99,8 +99,14 @@ impl fmt::Display for StoreError {
                 )?;
                 if stored.machine == asked.machine {
                     write!(f, "start with --node-prefix {}", stored.prefix)?;
-                } else {
+                } else if stored.prefix == asked.prefix {
                     write!(f, "start with --name {}", stored.machine)?;
+                } else {
+                    write!(
+                        f,
+                        "start with --name {} --node-prefix {}",
+                        stored.machine, stored.prefix
+                    )?;
                 }
                 f.write_str(", or use another --data-dir")
             }
@@ -359,7 +365,16 @@ impl Store {
         // any other: the store thread lives on, and so do the answers
         // waiting for it.
         let file = self.file.clone();
-        let result = guarded(&file, || self.commit_once(batches));
+        let result =
+            crate::quiet_panic::catch(|| self.commit_once(batches)).unwrap_or_else(|why| {
+                // Not `Corrupt`: its advice (delete the file) is not for the
+                // remote caller whose answer this reason becomes.
+                Err(StoreError::Io {
+                    file,
+                    doing: "write",
+                    detail: format!("redb panicked: {why}"),
+                })
+            });
         if result.is_err() {
             if let Err(e) = self.reopen() {
                 log::warn!("{e}; the next write tries again");
@@ -467,15 +482,12 @@ impl Store {
     }
 }
 
-/// Runs `use_file` (redb reading or writing a file that may be damaged),
-/// turning a panic into [`StoreError::Corrupt`]: redb trusts a cleanly
-/// closed file, and some damage reaches an `unreachable!()` inside it
-/// rather than an error. The panic is reported as that error, not printed.
-fn guarded<T>(
-    file: &Path,
-    use_file: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    crate::quiet_panic::catch(use_file).unwrap_or_else(|why| {
+/// Runs `read` (redb reading a file that may be damaged), turning a panic
+/// into [`StoreError::Corrupt`]: redb trusts a cleanly closed file, and
+/// some damage reaches an `unreachable!()` inside it rather than an
+/// error. The panic is reported as that error, not printed.
+fn guarded<T>(file: &Path, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    crate::quiet_panic::catch(read).unwrap_or_else(|why| {
         Err(StoreError::Corrupt {
             file: file.to_path_buf(),
             detail: format!("redb gave up on it: {why}"),

@@ -31,9 +31,9 @@
 //! in the cycle proceeds. The victim may wait on another node than the one
 //! that found the cycle: then an `Output::Victim` tells that node, which
 //! fails the call only if it still waits there for the same object. A wait
-//! is checked where it is, at the moment the probe passes, so a wait that
-//! ends before the cycle closes breaks the path: traffic without a cycle
-//! is never taken for a deadlock.
+//! is checked where it is, as the probe passes, and the first one again
+//! when the path comes back, so a wait that ends before the cycle closes
+//! breaks the path: traffic without a cycle is not taken for a deadlock.
 
 use super::error::{Cycle, VmError, WaitEdge};
 use super::exec::Chains;
