@@ -3,12 +3,15 @@
 //! `to_socket_addrs` blocks for as long as the system resolver takes, and
 //! one slow lookup on the reactor thread would stall every socket. A peer
 //! given as an address (`127.0.0.1:9002`) needs no lookup; one given by
-//! name (`alpha:9001`) is resolved here, on a thread of its own, at every
-//! dial attempt, so a fixed `/etc/hosts` entry takes effect without a
-//! restart. The answer comes back through a mutex-guarded list and the
-//! reactor's waker; the reactor looks at the list only when the `ready`
-//! flag says something is there.
+//! name (`alpha:9001`) is resolved here, at every dial attempt, so a
+//! fixed `/etc/hosts` entry takes effect without a restart. Each dial
+//! slot has a lookup thread of its own (started at its first name): a
+//! lookup that hangs, on a DNS server that does not answer, delays only
+//! its own peer's dials. The answer comes back through a mutex-guarded
+//! list and the reactor's waker; the reactor looks at the list only when
+//! the `ready` flag says something is there.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
@@ -20,9 +23,15 @@ use crate::node::handoff::Handoff;
 /// it asked about (TLS checks the peer's certificate against the host).
 pub type Resolved = (usize, Arc<str>, Result<SocketAddr, String>);
 
+/// Turns `host:port` into an address, blocking ([`resolve`], or a
+/// test's stand-in).
+pub type Lookup = fn(&str) -> Result<SocketAddr, String>;
+
 #[derive(Debug)]
 pub struct Resolver {
-    requests: Option<Sender<(usize, Arc<str>)>>,
+    /// Each dial slot's lookup thread, by slot.
+    requests: HashMap<usize, Sender<Arc<str>>>,
+    lookup: Lookup,
     shared: Arc<Shared>,
     handoff: Arc<Handoff>,
     thread_name: String,
@@ -37,8 +46,13 @@ struct Shared {
 impl Resolver {
     /// No thread is started until a name needs resolving.
     pub fn new(handoff: Arc<Handoff>, thread_name: String) -> Resolver {
+        Resolver::with_lookup(handoff, thread_name, resolve)
+    }
+
+    fn with_lookup(handoff: Arc<Handoff>, thread_name: String, lookup: Lookup) -> Resolver {
         Resolver {
-            requests: None,
+            requests: HashMap::new(),
+            lookup,
             shared: Arc::default(),
             handoff,
             thread_name,
@@ -48,16 +62,17 @@ impl Resolver {
     /// Asks for `spec` to be resolved for `slot`; the answer arrives in
     /// [`Resolver::take`] after a wake of the reactor.
     pub fn request(&mut self, slot: usize, spec: Arc<str>) -> Result<(), String> {
-        if self.requests.is_none() {
-            let (tx, rx) = channel::<(usize, Arc<str>)>();
+        if !self.requests.contains_key(&slot) {
+            let (tx, rx) = channel::<Arc<str>>();
             let shared = Arc::clone(&self.shared);
             let handoff = Arc::clone(&self.handoff);
+            let lookup = self.lookup;
             std::thread::Builder::new()
                 .name(self.thread_name.clone())
                 .spawn(move || {
                     // Ends when the reactor drops its sender.
-                    for (slot, spec) in rx {
-                        let answer = resolve(&spec);
+                    for spec in rx {
+                        let answer = lookup(&spec);
                         shared
                             .answers
                             .lock()
@@ -71,12 +86,10 @@ impl Resolver {
                     }
                 })
                 .map_err(|e| format!("cannot start the resolver thread: {e}"))?;
-            self.requests = Some(tx);
+            self.requests.insert(slot, tx);
         }
-        self.requests
-            .as_ref()
-            .expect("just set")
-            .send((slot, spec))
+        self.requests[&slot]
+            .send(spec)
             .map_err(|_| "the resolver thread has stopped".to_owned())
     }
 
@@ -122,5 +135,32 @@ mod tests {
         );
         assert_eq!(resolve("localhost:9").unwrap().port(), 9);
         assert!(resolve("missing-port").is_err());
+    }
+
+    /// A stand-in for the system resolver: `slow:` names hang for 3 s.
+    fn stand_in(spec: &str) -> Result<SocketAddr, String> {
+        if spec.starts_with("slow:") {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+        Ok("127.0.0.1:9".parse().unwrap())
+    }
+
+    /// A lookup that hangs delays only its own slot: another slot's name
+    /// is answered meanwhile.
+    #[test]
+    fn a_hanging_lookup_delays_only_its_own_slot() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let mut resolver = Resolver::with_lookup(Handoff::new(waker), "test".into(), stand_in);
+        resolver.request(0, "slow:1".into()).unwrap();
+        resolver.request(1, "fast:2".into()).unwrap();
+        let started = std::time::Instant::now();
+        let mut answers = Vec::new();
+        while answers.is_empty() && started.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            resolver.take(&mut answers);
+        }
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].0, 1, "the fast slot first");
     }
 }
