@@ -426,6 +426,9 @@ pub struct Core {
     /// Said that strangers crowd out older ones ([`MAX_STRANGERS`]),
     /// until there is room again.
     crowded_warned: bool,
+    /// Every byte that arrived before this instant has been read (the
+    /// reactor's last [`Core::handle_polling`]); `None`: up to `now`.
+    read_through: Option<Instant>,
     next_serial: u32,
     /// The connection calls to each machine go out on.
     active: Active,
@@ -503,6 +506,7 @@ impl Core {
             rng: Rng::new(config.seed),
             stopping: false,
             crowded_warned: false,
+            read_through: None,
             observed: observed::Observed::default(),
             clock: observed::MicroClock::new(now),
             tls_strangers: HashMap::new(),
@@ -631,6 +635,20 @@ impl Core {
     }
 
     /// Fires every timer due at `now`.
+    /// The reactor is about to poll, at `at`: whatever arrives before
+    /// then is read before the timers of this iteration run. Silence and
+    /// call timeouts are measured up to `at`, not to `now`: a stall of
+    /// the reactor thread after its poll (a loaded machine, SIGSTOP)
+    /// must not count against peers whose bytes wait unread.
+    pub fn handle_polling(&mut self, at: Instant) {
+        self.read_through = Some(at);
+    }
+
+    /// Up to when silence counts: see [`Core::handle_polling`].
+    pub(super) fn heard_until(&self, now: Instant) -> Instant {
+        self.read_through.map_or(now, |at| at.min(now))
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {

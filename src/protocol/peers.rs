@@ -591,6 +591,7 @@ impl Core {
         }
         let mut dead = Vec::new();
         let mut alive = Vec::new();
+        let heard_until = self.heard_until(now);
         for (_, c) in &self.conns {
             let handshake = match c.phase {
                 Phase::AwaitHello => Some("hello"),
@@ -598,7 +599,8 @@ impl Core {
                 Phase::Ready | Phase::Connecting => None,
             };
             if let Some(what) = handshake {
-                if now.saturating_duration_since(c.opened) > HANDSHAKE_TIMEOUT && !c.paused {
+                let waited = heard_until.saturating_duration_since(c.opened);
+                if waited > HANDSHAKE_TIMEOUT && !c.paused {
                     dead.push((c.id, CloseReason::Handshake { what }));
                 }
                 continue;
@@ -607,7 +609,7 @@ impl Core {
                 Phase::Connecting => (c.opened, "TCP connect not finished"),
                 _ => (c.last_heard, "no data or keepalive answer"),
             };
-            if now.saturating_duration_since(since) > limit && !c.paused {
+            if heard_until.saturating_duration_since(since) > limit && !c.paused {
                 dead.push((c.id, CloseReason::Silent { what, limit }));
             } else if c.is_ready() && ping_due {
                 alive.push(c.id);

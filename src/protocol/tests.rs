@@ -638,6 +638,50 @@ fn a_peer_that_keeps_talking_stays_up() {
     assert!(a.core.is_open(link.ca) && b.core.is_open(link.cb));
 }
 
+/// The reactor stalls after a poll (the machine is loaded, or the node
+/// was stopped): silence counts only up to the poll, since bytes that
+/// came after it wait unread. Once a later poll has seen nothing, the
+/// peer is down.
+#[test]
+fn silence_counts_only_up_to_the_last_poll() {
+    let now = Instant::now();
+    let (mut a, _b, link) = greeted_pair(now);
+    a.events();
+    a.core.handle_polling(now + ms(1000));
+    a.core.handle_timeout(now + ms(6000));
+    assert!(
+        peer_downs(&a.events()).is_empty(),
+        "1 s of silence by the poll"
+    );
+    assert!(a.core.is_open(link.ca));
+    a.core.handle_polling(now + ms(6000));
+    a.core.handle_timeout(now + ms(6100));
+    assert_eq!(
+        peer_downs(&a.events()).len(),
+        1,
+        "6 s of silence by the poll"
+    );
+}
+
+/// The same for a call's timeout: its answer may be waiting unread.
+#[test]
+fn a_call_times_out_only_by_what_the_last_poll_saw() {
+    let now = Instant::now();
+    let (mut a, _b, _link) = greeted_pair(now);
+    a.core.config.keepalive = Duration::from_secs(60);
+    a.core.config.call_timeout = Duration::from_secs(4);
+    a.events();
+    a.core.call(remote_call(3, "beta", 1), now);
+    a.core.handle_polling(now + ms(1000));
+    a.core.handle_timeout(now + ms(6000));
+    assert_eq!(a.core.calls_in_flight(), 1, "its answer may be unread");
+    a.core.handle_polling(now + ms(6000));
+    a.core.handle_timeout(now + ms(6100));
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].1.contains("timed out"), "{failed:?}");
+}
+
 /// A paused connection (the interpreter is behind) is not silent: the
 /// silence is ours.
 #[test]

@@ -719,11 +719,16 @@ impl Core {
     pub(super) fn expire_calls(&mut self, now: Instant) {
         self.timeouts_armed = None;
         let timeout = self.config.call_timeout;
+        // An answer that arrived before the poll has been read by now.
+        let heard_until = self.heard_until(now);
         while let Some((chain, last)) = self.chains.oldest() {
             let due = last + timeout;
-            if due > now {
-                self.timeouts_armed = Some(due);
-                self.timers.schedule(due, Timer::CallTimeouts);
+            if due > heard_until {
+                // Due by the clock but not by what was read: look again
+                // after the next poll (a timer due now would fire at once).
+                let at = due.max(now + Duration::from_millis(1));
+                self.timeouts_armed = Some(at);
+                self.timers.schedule(at, Timer::CallTimeouts);
                 return;
             }
             for call in self.chains.take(chain) {

@@ -278,6 +278,7 @@ impl Reactor {
                 .min();
                 wake.map(|at| at.saturating_duration_since(now))
             };
+            self.core.handle_polling(now);
             let polled = self.poll.poll(&mut events, timeout);
             self.handoff.reactor_awake();
             if let Err(e) = polled {
