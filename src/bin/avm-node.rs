@@ -87,8 +87,8 @@ struct Args {
     call_timeout_ms: u64,
 
     /// how much may wait to be sent to a peer before it counts as not reading
-    /// and is disconnected; bytes, or with KiB, MiB, GiB (default 64 MiB,
-    /// at least 1 MiB)
+    /// and is disconnected, at least 1 MiB; bytes, or with KiB, MiB, GiB
+    /// (default 64 MiB)
     #[argh(
         option,
         default = "defaults::MAX_WRITE_BUFFER",

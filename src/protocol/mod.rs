@@ -8,7 +8,7 @@
 //! ```text
 //!             handle_accepted / handle_dialled / handle_dial_failed
 //!   reactor ─ handle_connected / handle_message / handle_bad_input ──▶ Core
-//!             handle_closed / handle_timeout(now)                       │
+//!             handle_closed / handle_polling / handle_timeout(now)      │
 //!   interpreter (through the node's handoff):                           │
 //!             call / reply / broadcast_* / send_snapshot / shutdown ──▶ │
 //!                                                                       ▼
@@ -426,8 +426,8 @@ pub struct Core {
     /// Said that strangers crowd out older ones ([`MAX_STRANGERS`]),
     /// until there is room again.
     crowded_warned: bool,
-    /// Every byte that arrived before this instant has been read (the
-    /// reactor's last [`Core::handle_polling`]); `None`: up to `now`.
+    /// The reactor's last poll ([`Core::handle_polling`]): sockets ready
+    /// by then have been read. `None`: up to `now`.
     read_through: Option<Instant>,
     next_serial: u32,
     /// The connection calls to each machine go out on.
@@ -634,12 +634,14 @@ impl Core {
         self.conns.iter().map(|(_, c)| c.out_capacity()).sum()
     }
 
-    /// Fires every timer due at `now`.
-    /// The reactor is about to poll, at `at`: whatever arrives before
-    /// then is read before the timers of this iteration run. Silence and
-    /// call timeouts are measured up to `at`, not to `now`: a stall of
-    /// the reactor thread after its poll (a loaded machine, SIGSTOP)
-    /// must not count against peers whose bytes wait unread.
+    /// The reactor is about to poll, at `at`: the sockets ready by then
+    /// are read before the timers of this iteration run. Silence and call
+    /// timeouts are measured up to `at`, not to `now`: a stall of the
+    /// reactor thread after its poll (a loaded machine, SIGSTOP) must not
+    /// count against peers whose bytes wait unread. (Bytes the reactor
+    /// does not read, on a connection paused for backpressure or past its
+    /// read budget, are not covered: a paused connection is not declared
+    /// silent, but its calls' timeouts run on.)
     pub fn handle_polling(&mut self, at: Instant) {
         self.read_through = Some(at);
     }
@@ -649,6 +651,7 @@ impl Core {
         self.read_through.map_or(now, |at| at.min(now))
     }
 
+    /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {

@@ -838,7 +838,8 @@ fn starts_a_tls_record(header: u32) -> bool {
 
 /// How often `keepalive` runs: often enough for the interval, and for
 /// the handshake limit whatever the interval (a stalled handshake lasts
-/// at most `HANDSHAKE_TIMEOUT` + [`HANDSHAKE_CHECK`]).
+/// at most `HANDSHAKE_TIMEOUT` + 2 x [`HANDSHAKE_CHECK`]: one check, and
+/// the poll it counts up to, `Core::handle_polling`).
 pub(super) fn keepalive_tick(interval: Duration) -> Duration {
     (interval / KEEPALIVE_TICKS).clamp(Duration::from_millis(1), HANDSHAKE_CHECK)
 }

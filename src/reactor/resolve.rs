@@ -68,7 +68,7 @@ impl Resolver {
             let handoff = Arc::clone(&self.handoff);
             let lookup = self.lookup;
             std::thread::Builder::new()
-                .name(self.thread_name.clone())
+                .name(format!("{}-{slot}", self.thread_name))
                 .spawn(move || {
                     // Ends when the reactor drops its sender.
                     for spec in rx {
@@ -88,9 +88,13 @@ impl Resolver {
                 .map_err(|e| format!("cannot start the resolver thread: {e}"))?;
             self.requests.insert(slot, tx);
         }
-        self.requests[&slot]
-            .send(spec)
-            .map_err(|_| "the resolver thread has stopped".to_owned())
+        if self.requests[&slot].send(spec).is_err() {
+            // Its thread died (a panic in the lookup): the next dial
+            // starts another.
+            self.requests.remove(&slot);
+            return Err("the resolver thread has stopped".to_owned());
+        }
+        Ok(())
     }
 
     /// Moves the answers that arrived into `into`.
