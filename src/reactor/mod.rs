@@ -185,7 +185,7 @@ impl std::fmt::Debug for Reactor {
 }
 
 impl Reactor {
-    /// `name` names the resolver thread (`<name>/resolve`). With `tls`,
+    /// `name` names the resolver thread (`<name>/resolve-<slot>`). With `tls`,
     /// every connection runs inside a mutual TLS session; with `http`, the
     /// node serves its health, metrics, trace and page there.
     pub fn new(
