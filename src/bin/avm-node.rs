@@ -283,6 +283,16 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     if args.rounds.is_some() && !args.demo {
         return Err("--rounds only makes sense with --demo".into());
     }
+    // Said by flag here; `NodeConfig::check` would name the field.
+    if args.keepalive_ms == 0 {
+        return Err("--keepalive-ms must be at least 1".into());
+    }
+    if args.call_timeout_ms == 0 {
+        return Err("--call-timeout-ms must be at least 1".into());
+    }
+    if args.max_write_buffer < defaults::MIN_WRITE_BUFFER {
+        return Err("--max-write-buffer must be at least 1MiB".into());
+    }
     for peer in &args.peer {
         check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;
     }
@@ -300,8 +310,8 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
         config.cluster_key = Some(avm::node::key::load(path)?);
     }
     config.tls = tls_files(args)?;
-    config.keepalive = Duration::from_millis(args.keepalive_ms.max(1));
-    config.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
+    config.keepalive = Duration::from_millis(args.keepalive_ms);
+    config.call_timeout = Duration::from_millis(args.call_timeout_ms);
     config.max_write_buffer = args.max_write_buffer;
     config.handle_signals = true;
     config.data_dir = args.data_dir.clone();

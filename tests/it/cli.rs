@@ -109,3 +109,27 @@ fn stderr_until(args: &[&str], rust_log: &str, want: impl Fn(&str) -> bool) -> S
     assert!(found, "no expected line in 20 s; stderr:\n{text}");
     text
 }
+
+/// Settings the node cannot run with are refused at start, naming the
+/// flag: zero intervals (they were quietly taken as 1 ms), and a write
+/// buffer under 1 MiB.
+#[test]
+fn settings_out_of_range_are_refused_naming_the_flag() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--keepalive-ms", "0"],
+            "--keepalive-ms must be at least 1",
+        ),
+        (
+            &["--call-timeout-ms", "0"],
+            "--call-timeout-ms must be at least 1",
+        ),
+        (
+            &["--max-write-buffer", "128KiB"],
+            "--max-write-buffer must be at least 1MiB",
+        ),
+    ];
+    for (args, why) in cases {
+        crate::util::assert_start_refused("cli-range", args, why);
+    }
+}
