@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::node::key::ClusterKey;
-use crate::vm::TraceMode;
+use crate::vm::{MachineId, NameFault, TraceMode};
 
 /// Every default setting of a node.
 pub mod defaults {
@@ -152,14 +152,17 @@ impl NodeConfig {
     /// peer down at once, and a deadline past the clock's range would
     /// stop the reactor at the first call).
     pub fn check(&self) -> Result<(), String> {
-        if self.name.is_empty() {
-            return Err("NodeConfig::name (the machine_id) must not be empty".into());
-        }
-        if self.name.chars().any(char::is_control) {
-            // Every peer would refuse it (see `protocol::hello`).
-            return Err(
-                "NodeConfig::name (the machine_id) must not hold control characters".into(),
-            );
+        // Every peer would refuse it (see `protocol::hello`).
+        match MachineId::fault(&self.name) {
+            Some(NameFault::Empty) => {
+                return Err("NodeConfig::name (the machine_id) must not be empty".into())
+            }
+            Some(NameFault::ControlCharacters) => {
+                return Err(
+                    "NodeConfig::name (the machine_id) must not hold control characters".into(),
+                )
+            }
+            None => {}
         }
         let intervals = [
             ("keepalive", self.keepalive),

@@ -14,7 +14,7 @@ use std::fmt;
 use crate::codec::Hello;
 
 use super::auth::{from_hex, NONCE_LEN};
-use crate::vm::MachineId;
+use crate::vm::{MachineId, NameFault};
 
 /// The protocol version this node speaks: 2, version 1's messages with a
 /// mutual proof of the cluster key after the hellos (`auth`).
@@ -132,11 +132,10 @@ pub fn check(
         .and_then(from_hex)
         .and_then(|bytes| <[u8; NONCE_LEN]>::try_from(bytes).ok())
         .ok_or(Refusal::BadNonce)?;
-    if hello.machine_id.is_empty() {
-        return Err(Refusal::EmptyMachineId);
-    }
-    if hello.machine_id.chars().any(char::is_control) {
-        return Err(Refusal::ControlInMachineId);
+    match MachineId::fault(&hello.machine_id) {
+        Some(NameFault::Empty) => return Err(Refusal::EmptyMachineId),
+        Some(NameFault::ControlCharacters) => return Err(Refusal::ControlInMachineId),
+        None => {}
     }
     let machine = MachineId::new(&hello.machine_id);
     if machine == us.machine {

@@ -96,9 +96,29 @@ impl SuspendToken {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MachineId(Arc<str>);
 
+/// Why a name cannot be a `machine_id` (see [`MachineId::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameFault {
+    Empty,
+    /// It would forge lines in the logs that quote it.
+    ControlCharacters,
+}
+
 impl MachineId {
     pub fn new(name: &str) -> MachineId {
         MachineId(Arc::from(name))
+    }
+
+    /// What makes `name` unfit to be a `machine_id`, which every node
+    /// refuses in a `hello` and so in its own configuration.
+    pub fn fault(name: &str) -> Option<NameFault> {
+        if name.is_empty() {
+            Some(NameFault::Empty)
+        } else if name.chars().any(char::is_control) {
+            Some(NameFault::ControlCharacters)
+        } else {
+            None
+        }
     }
 
     pub fn as_str(&self) -> &str {

@@ -77,7 +77,8 @@ pub use directory::{epoch_newer, next_epoch, Directory, Notice, Refused, LEARNED
 pub use error::{Cycle, RemoteFailure, VmError, WaitEdge};
 pub(crate) use ids::IdHasher;
 pub use ids::{
-    ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, ObjectId, SuspendToken, TxId,
+    ChainId, ControllerId, CounterExhausted, FreshIdGen, MachineId, NameFault, ObjectId,
+    SuspendToken, TxId,
 };
 pub use interp::{Vm, VmConfig, DEFAULT_MAX_DEPTH, DEFAULT_MAX_WAITING};
 pub use output::{
