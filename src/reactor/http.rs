@@ -33,6 +33,21 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// most, before it is (see [`HttpSide::handle`]).
 const CLOSING_DRAIN: usize = 64 << 10;
 
+/// What one connection gets per reactor iteration: this many requests
+/// answered, or [`HANDLE_BUDGET_BYTES`] read, whichever comes first. The
+/// rest waits for the next iteration ([`HttpSide::handle_unfinished`]):
+/// a client that pipelines requests and reads the answers as fast as they
+/// come would otherwise keep the reactor in one connection for ever,
+/// while peers' keepalives and calls waited.
+const HANDLE_BUDGET_REQUESTS: usize = 32;
+
+/// See [`HANDLE_BUDGET_REQUESTS`].
+const HANDLE_BUDGET_BYTES: usize = 64 << 10;
+
+/// Connections accepted per reactor iteration, at most; the rest wait in
+/// the backlog for the next one (a connect flood does not hold the loop).
+const ACCEPT_BUDGET: usize = 64;
+
 /// How long streamed events may wait for their subscriber's socket: a
 /// page does not see 20 ms, a call path would see a write per batch.
 const STREAM_FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -90,6 +105,11 @@ pub struct HttpSide {
     renderer: events::Renderer,
     /// When the events queued for subscribers get written.
     stream_flush_at: Option<Instant>,
+    /// Connections that used their budget with input left to read; and
+    /// whether the listener may have connections left to accept. Edge
+    /// triggered, neither gets another event: the reactor calls back.
+    unfinished: Vec<usize>,
+    accept_unfinished: bool,
 }
 
 /// What `/health` and `/metrics` read besides the HTTP side itself.
@@ -122,11 +142,16 @@ impl HttpSide {
             buf: vec![0; 16 << 10],
             renderer: events::Renderer::default(),
             stream_flush_at: None,
+            unfinished: Vec::new(),
+            accept_unfinished: false,
         })
     }
 
+    /// Accepts up to [`ACCEPT_BUDGET`] connections; more wait for
+    /// [`handle_unfinished`](Self::handle_unfinished).
     pub fn accept_all(&mut self, registry: &Registry, now: Instant) {
-        loop {
+        self.accept_unfinished = false;
+        for _ in 0..ACCEPT_BUDGET {
             let (mut stream, addr) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -156,6 +181,24 @@ impl HttpSide {
             }
             self.sockets[key] = Some(stream);
         }
+        self.accept_unfinished = true;
+    }
+
+    /// Whether a connection or the listener stopped at its budget with
+    /// work left: the reactor must poll without blocking and call
+    /// [`handle_unfinished`](Self::handle_unfinished).
+    pub fn has_unfinished(&self) -> bool {
+        self.accept_unfinished || !self.unfinished.is_empty()
+    }
+
+    /// Goes on where the budgets stopped the last iteration.
+    pub fn handle_unfinished(&mut self, registry: &Registry, from: &Sources, now: Instant) {
+        if self.accept_unfinished {
+            self.accept_all(registry, now);
+        }
+        for key in std::mem::take(&mut self.unfinished) {
+            self.handle(key, registry, from, now);
+        }
     }
 
     /// Readable or writable: write what is queued, answer the next whole
@@ -166,8 +209,11 @@ impl HttpSide {
     /// closed is read, and what comes dropped, up to [`CLOSING_DRAIN`]
     /// bytes before it is: closed with unread input, it would reach the
     /// client as a reset, which can destroy the answer before it is read.
+    /// Past its budget ([`HANDLE_BUDGET_REQUESTS`]) a connection waits for
+    /// the next iteration.
     pub fn handle(&mut self, key: usize, registry: &Registry, from: &Sources, now: Instant) {
         let mut dropped = 0;
+        let (mut answered, mut read) = (0, 0);
         loop {
             self.write_out(key, registry, now);
             if !self.server.unsent(key).is_empty() {
@@ -179,9 +225,16 @@ impl HttpSide {
             if closing && dropped > CLOSING_DRAIN {
                 break;
             }
+            if answered >= HANDLE_BUDGET_REQUESTS || read >= HANDLE_BUDGET_BYTES {
+                if !self.unfinished.contains(&key) {
+                    self.unfinished.push(key);
+                }
+                break;
+            }
             let pending = self.server.pending(key, now);
             if let Some(route) = pending.map(|r| Route::of(r.method, r.path, r.query)) {
                 self.answer(key, route, from, now);
+                answered += 1;
                 continue;
             }
             let Some(stream) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
@@ -196,12 +249,14 @@ impl HttpSide {
                 }
                 Ok(n) if closing => dropped += n,
                 Ok(n) => {
+                    read += n;
                     let route = self
                         .server
                         .received(key, &self.buf[..n], now)
                         .map(|r| Route::of(r.method, r.path, r.query));
                     if let Some(route) = route {
                         self.answer(key, route, from, now);
+                        answered += 1;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::codec;
 use crate::heap;
@@ -262,7 +262,13 @@ impl Reactor {
             let spinning = now < spin_until;
             // A snapshot with room to stream, or a read cut short, is work:
             // poll without blocking.
-            let busy = spinning || !self.unfinished.is_empty() || self.core.snapshot_ready(now);
+            let busy = spinning
+                || !self.unfinished.is_empty()
+                || self.core.snapshot_ready(now)
+                || self
+                    .http
+                    .as_ref()
+                    .is_some_and(http::HttpSide::has_unfinished);
             let timeout = if busy || !self.handoff.reactor_may_sleep() {
                 Some(Duration::ZERO)
             } else {
@@ -305,6 +311,7 @@ impl Reactor {
             }
             self.resume_paused(now);
             self.read_unfinished(now);
+            self.http_unfinished(now);
             if self.accept_retry.is_some_and(|at| now >= at) {
                 self.accept_retry = None;
                 self.accept_all(now);
@@ -336,6 +343,22 @@ impl Reactor {
     }
 
     fn http_event(&mut self, key: usize, now: Instant) {
+        self.with_http(|http, registry, from| http.handle(key, registry, from, now));
+    }
+
+    /// Goes on with HTTP connections (and accepts) that used their budget.
+    fn http_unfinished(&mut self, now: Instant) {
+        if self
+            .http
+            .as_ref()
+            .is_some_and(http::HttpSide::has_unfinished)
+        {
+            self.with_http(|http, registry, from| http.handle_unfinished(registry, from, now));
+        }
+    }
+
+    /// Runs `f` on the HTTP side, with what `/health` reads of the rest.
+    fn with_http(&mut self, f: impl FnOnce(&mut http::HttpSide, &Registry, &http::Sources)) {
         if let Some(http) = &mut self.http {
             let sockets = &self.sockets;
             let read_buffer_bytes = || {
@@ -347,7 +370,7 @@ impl Reactor {
                 handoff: &self.handoff,
                 read_buffer_bytes: &read_buffer_bytes,
             };
-            http.handle(key, self.poll.registry(), &from, now);
+            f(http, self.poll.registry(), &from);
         }
     }
 

@@ -432,6 +432,82 @@ fn pipelined_requests_that_are_never_read_stall_the_client_not_the_node() {
     drop(greedy);
 }
 
+/// A client that pipelines requests and reads every answer as fast as it
+/// comes keeps its connection's input queued for ever: the node answers
+/// it a budget at a time, and serves everyone else between. (Answered to
+/// the end of its input at once, it held the reactor: a second client
+/// got nothing, and peers' keepalives and calls waited with it.)
+#[test]
+fn a_client_that_pipelines_and_reads_does_not_hold_the_node() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (_beta, port) = beta_with_http();
+    let greedy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    greedy
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (mut s, stop) = (greedy.try_clone().unwrap(), Arc::clone(&stop));
+        let batch = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(2000);
+        std::thread::spawn(move || {
+            // ORDERING: Relaxed: a flag; the joins order the rest.
+            while !stop.load(Ordering::Relaxed) {
+                let _ = s.write(&batch);
+            }
+        })
+    };
+    let reader = {
+        let (mut s, stop, answers) = (
+            greedy.try_clone().unwrap(),
+            Arc::clone(&stop),
+            Arc::clone(&answers),
+        );
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 << 10];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = s.read(&mut buf) {
+                    let heads = buf[..n].windows(4).filter(|w| w == b"HTTP").count();
+                    answers.fetch_add(heads, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // The greedy client is being answered...
+    let deadline = Instant::now() + LIMIT;
+    while answers.load(Ordering::Relaxed) < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "the greedy client got no answers"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...and so is another, promptly, each time.
+    for _ in 0..5 {
+        let mut other = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        other
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let read = other.read_to_string(&mut text);
+        assert!(
+            read.is_ok() && text.starts_with("HTTP/1.1 200"),
+            "a second client got no answer while the first pipelined: {read:?} {text:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = greedy.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+    reader.join().unwrap();
+}
+
 /// A client that sends a request the node refuses and half-closes (as
 /// `nc -N` does) is closed cleanly, and its slot does not take the next
 /// connection down with it: a keep-alive client that gets the slot next
