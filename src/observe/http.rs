@@ -573,6 +573,14 @@ fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut HttpConn, key: usize) {
     }
 }
 
+/// Whether a connection that reached us at `local` came over loopback,
+/// and so gets its `Host` checked ([`HttpServer::accept_on`]). A
+/// dual-stack listener (`[::]`) sees an IPv4 loopback client at
+/// `::ffff:127.0.0.1`, which `Ipv6Addr::is_loopback` alone calls remote.
+pub fn reached_at_loopback(local: std::net::IpAddr) -> bool {
+    local.to_canonical().is_loopback()
+}
+
 /// Whether the client asked for the connection to close after the answer
 /// (`close` among the `Connection` header's tokens).
 fn asks_to_close(headers: &[httparse::Header<'_>]) -> bool {
@@ -726,6 +734,19 @@ mod tests {
             assert!(out.contains("connection: close"), "{out}");
             assert_eq!(s.poll_close(), Some(key));
             assert!(s.is_empty());
+        }
+    }
+
+    /// IPv4 loopback seen through a dual-stack listener is loopback.
+    #[test]
+    fn loopback_is_loopback_through_a_dual_stack_listener() {
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(reached_at_loopback(mapped));
+        for local in ["127.0.0.1", "::1", "127.3.2.1"] {
+            assert!(reached_at_loopback(local.parse().unwrap()), "{local}");
+        }
+        for other in ["::ffff:10.0.0.1", "10.0.0.1", "::2"] {
+            assert!(!reached_at_loopback(other.parse().unwrap()), "{other}");
         }
     }
 

@@ -14,7 +14,7 @@ use mio::{Interest, Registry, Token};
 use crate::node::handoff::Handoff;
 use crate::node::NodeStats;
 use crate::observe::events::{self, Filter};
-use crate::observe::http::{HttpServer, Limits, Status};
+use crate::observe::http::{self, HttpServer, Limits, Status};
 use crate::observe::{self, NodeView};
 use crate::protocol::Core;
 use crate::vm::TraceEvent;
@@ -164,7 +164,9 @@ impl HttpSide {
             // Reached at a loopback address, the page is for this
             // machine's user alone: guarded against pages that rebind their
             // own name (see observe::http).
-            let loopback = stream.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            let loopback = stream
+                .local_addr()
+                .is_ok_and(|a| http::reached_at_loopback(a.ip()));
             let Some(key) = self.server.accept_on(now, loopback) else {
                 debug!("http: {addr} refused: too many connections");
                 continue; // dropping the stream closes it
