@@ -946,6 +946,17 @@ fn install_replica(w: &mut World, id: ObjectId, record: &Val) -> bool {
         ));
         return false;
     }
+    // A chain inside the replica read its state and will write from it.
+    // Refreshed under it, that write would carry the owner's newer
+    // version as its base, and the next `freeze` would apply it over the
+    // owner's change. Kept as it is, the next `freeze` conflicts (and
+    // refreshes, once the replica is free).
+    if w.turns.inside(id).is_some() {
+        w.trace.error(&VmError::Refused(
+            "a replica is not refreshed while a call is inside it",
+        ));
+        return false;
+    }
     let fields = record.as_list().unwrap_or_default();
     let Some(mut obj) = obj_from_record(w, fields, "a replica record that is not one") else {
         return false;

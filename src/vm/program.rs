@@ -477,8 +477,9 @@ pub fn get_current_controller() -> Program {
 /// (its own calls to other objects go to their owners as usual). Writes
 /// to the replica stay here, apart from the owner's state, until
 /// [`freeze`]. Answers `Bool(true)`, or `Nothing` when the object has no
-/// controller (only controlled objects are replicated), is not found, or
-/// is this node's own.
+/// controller (only controlled objects are replicated), is not found, is
+/// this node's own, or its replica here has a call inside (which read the
+/// state it will write from: the replica is not refreshed under it).
 pub fn fetch(id: ObjectId) -> Program {
     trigger(Instr::Fetch(id))
 }
@@ -487,7 +488,8 @@ pub fn fetch(id: ObjectId) -> Program {
 /// version is still the one the replica started from: `Just(Bool(true))`,
 /// and the replica is fresh again. Otherwise `Just(Bool(false))`: the
 /// replica is refreshed from the owner and its writes are discarded (the
-/// trace says so). `Nothing` when `id` has no replica here, or the owner
+/// trace says so); not refreshed while a call is inside it, so the next
+/// `freeze` is refused too. `Nothing` when `id` has no replica here, or the owner
 /// cannot be reached.
 pub fn freeze(id: ObjectId) -> Program {
     trigger(Instr::Freeze(id))

@@ -401,6 +401,75 @@ fn a_freeze_is_refused_while_a_chain_is_inside_the_object() {
     assert_eq!(vm.state(x), Some(&[Val::Nat(500)][..]));
 }
 
+/// A replica is not refreshed while a chain is inside it: that chain read
+/// the old state and writes from it when its remote call comes back. A
+/// refresh under it gave that write the owner's newer version as its
+/// base, and the next `freeze` applied it over the owner's change (the
+/// bank lost a deposit made at the owner meanwhile).
+#[test]
+fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
+    let mut reg = registry();
+    demo::bank::register(&mut reg);
+    let mut vm = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures());
+    let (x, far) = (ObjectId(2 << 48 | 5), ObjectId(2 << 48 | 1));
+    let beta = MachineId::new("beta");
+    vm.directory_mut().insert(x, beta.clone(), Some("account"));
+    vm.directory_mut().insert(far, beta, Some("account"));
+    let record = |version: u64, balance: u64| {
+        Val::just(Val::List(vec![
+            Val::str(demo::bank::ACCOUNT),
+            Val::just(Val::Nat(7)),
+            Val::Nat(version),
+            Val::List(vec![Val::Nat(balance)]),
+        ]))
+    };
+    let mut out = Vec::new();
+    // Fetched at the owner's version 5, balance 100.
+    vm.start_program(fetch(x), 1).unwrap();
+    vm.run(&mut out);
+    let fetched = remote_calls(&mut out)[0].token;
+    vm.resume(fetched, Ok(record(5, 100))).unwrap();
+    vm.run(&mut out);
+    assert!(vm.is_replica(x));
+    // A transfer reads 100 in the replica, and waits on the deposit.
+    vm.start_call(
+        StartCall {
+            target: x,
+            input: demo::bank::transfer(far, 10),
+            sender: None,
+            chain: None,
+        },
+        2,
+    );
+    vm.run(&mut out);
+    let deposit = remote_calls(&mut out)[0].token;
+    // Meanwhile the owner took a deposit (version 6, 150), and another
+    // chain fetches: refused, the transfer is inside.
+    vm.start_program(fetch(x), 3).unwrap();
+    vm.run(&mut out);
+    let refetched = remote_calls(&mut out)[0].token;
+    vm.resume(refetched, Ok(record(6, 150))).unwrap();
+    vm.run(&mut out);
+    assert_eq!(
+        vm.state(x),
+        Some(&[Val::Nat(100)][..]),
+        "refreshed under the transfer"
+    );
+    vm.resume(deposit, Ok(Val::List(vec![Val::str("ok"), Val::Nat(10)])))
+        .unwrap();
+    vm.run(&mut out);
+    assert_eq!(vm.state(x), Some(&[Val::Nat(90)][..]));
+    // The freeze still names version 5, so the owner (at 6) refuses it.
+    vm.start_program(freeze(x), 4).unwrap();
+    vm.run(&mut out);
+    let freeze = remote_calls(&mut out).remove(0);
+    assert_eq!(
+        freeze.input,
+        Val::pair(Val::Nat(5), Val::List(vec![Val::Nat(90)])),
+        "the freeze's base"
+    );
+}
+
 /// A refetched replica counts its version on from its own, not from the
 /// owner's: one write here and one at the owner leave both at the same
 /// number, and a transaction that read the replica before the refetch
