@@ -812,7 +812,9 @@ impl Vm {
                 self.world.heard_while_moving.insert(id);
             }
             return false;
-        } else if self.world.turns.owner(id).is_none() {
+        } else if self.world.turns.inside(id).is_none() {
+            // No call inside (a waiter handed the turn but not yet run is
+            // not): the copy goes now, and its waiters follow the object.
             log::warn!(
                 "{id} is here at epoch {ours}, and {from} announces it at epoch {epoch}: it moved \
                  on, this copy is dropped"

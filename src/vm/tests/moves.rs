@@ -703,6 +703,42 @@ fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
     );
 }
 
+/// A waiter handed the turn as the call inside ended, but not yet run, is
+/// not inside the copy: an announcement from the object's new home then
+/// drops the copy at once, and the waiter follows the object. (Taken for
+/// a call inside, the copy stayed until the waiter had run in it: its
+/// effects left with the copy, and its caller had an answer.)
+#[test]
+fn a_waiter_handed_the_turn_but_not_yet_run_follows_the_object() {
+    let (mut alpha, beta, t, far) = tally_and_far_echo();
+    let mut out = Vec::new();
+    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(69));
+    alpha.run(&mut out);
+    let inner = remote_calls(&mut out).pop().expect("69's call to beta");
+    start_call(&mut alpha, t, Val::Nat(0), ChainId(70));
+    alpha.run(&mut out);
+    assert_eq!(alpha.waiting_count(), 1);
+    alpha.resume(inner.token, Ok(Val::Nat(1))).unwrap();
+    let done = |out: &[Output], id| {
+        out.iter()
+            .any(|o| matches!(o, Output::Finished { chain, .. } if *chain == ChainId(id)))
+    };
+    // A step at a time, until 69 has ended and handed 70 the turn.
+    while !done(&out, 69) {
+        assert!(alpha.run_for(1, &mut out), "69 never ended");
+    }
+    assert!(!done(&out, 70), "70 ran in the same step");
+    assert!(alpha.announced_elsewhere(t, &beta, 3), "nothing is inside");
+    alpha.run(&mut out);
+    let forwarded = remote_calls(&mut out);
+    assert!(
+        sent_to(&forwarded, t, &beta),
+        "70 follows the object: {forwarded:?} {out:?}"
+    );
+    assert!(!done(&out, 70), "70 ran in the dropped copy");
+    assert!(!alpha.hosts(t));
+}
+
 /// While the record is on its way (the adopt not yet answered), nothing
 /// may change it at the old home: a destroy, a transfer and a freeze
 /// asked by other nodes are refused, and the move completes with the
