@@ -23,7 +23,9 @@
 //! object lives (`forget` drops it when the object is destroyed), so
 //! taking and giving back a free turn is one lookup each, with no insert,
 //! no removal and no allocation; the queue is allocated only when a call
-//! first has to wait. An entry is 24 bytes.
+//! has to wait, and freed when it empties (a burst of waiters on one
+//! object does not keep its peak for the object's life). An entry is 24
+//! bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -133,7 +135,9 @@ impl Turns {
         if turn.holds > 0 {
             return None;
         }
-        match turn.queue.as_mut().and_then(|q| q.pop_front()) {
+        let next = turn.queue.as_mut().and_then(|q| q.pop_front());
+        turn.free_empty_queue();
+        match next {
             Some(next) => {
                 turn.owner = next.chain;
                 turn.holds = 1;
@@ -209,19 +213,21 @@ impl Turns {
     /// Takes `chain`'s call out of `object`'s queue (it fails instead);
     /// its waiter, if it was there.
     pub(crate) fn withdraw(&mut self, object: ObjectId, chain: ChainId) -> Option<Waiter> {
-        let queue = self.held.get_mut(&object)?.queue.as_mut()?;
+        let turn = self.held.get_mut(&object)?;
+        let queue = turn.queue.as_mut()?;
         let i = queue.iter().position(|w| w.chain == chain)?;
         let waiter = queue.remove(i)?;
+        turn.free_empty_queue();
         self.waits.remove(&chain);
         Some(waiter)
     }
 
     /// Every call waiting for `object` (destroyed: they fail).
     pub(crate) fn drain_queue(&mut self, object: ObjectId) -> Vec<Waiter> {
-        let Some(queue) = self.held.get_mut(&object).and_then(|t| t.queue.as_mut()) else {
+        let Some(queue) = self.held.get_mut(&object).and_then(|t| t.queue.take()) else {
             return Vec::new();
         };
-        let waiters: Vec<Waiter> = queue.drain(..).collect();
+        let waiters: Vec<Waiter> = queue.into_iter().collect();
         for w in &waiters {
             self.waits.remove(&w.chain);
         }
@@ -231,6 +237,21 @@ impl Turns {
     /// Calls waiting, all objects together.
     pub(crate) fn waiting(&self) -> usize {
         self.waits.len()
+    }
+
+    /// Whether `object` has a waiting queue allocated (for tests).
+    #[cfg(test)]
+    fn has_queue(&self, object: ObjectId) -> bool {
+        self.held.get(&object).is_some_and(|t| t.queue.is_some())
+    }
+}
+
+impl Turn {
+    /// An empty queue is freed: most objects go back to having no waiter.
+    fn free_empty_queue(&mut self) {
+        if self.queue.as_ref().is_some_and(|q| q.is_empty()) {
+            self.queue = None;
+        }
     }
 }
 
@@ -282,6 +303,30 @@ mod tests {
         assert_eq!(t.entries(), 1, "b is taken: it stays until released");
         t.release(b);
         assert_eq!(t.entries(), 0);
+    }
+
+    /// A burst of waiters does not keep its queue's peak: the queue goes
+    /// when it empties, by release, withdrawal or drain.
+    #[test]
+    fn an_emptied_queue_is_freed() {
+        let mut t = Turns::new(2000);
+        t.take(A, ChainId(1), 0);
+        for i in 2..1002 {
+            assert_eq!(t.take(A, ChainId(i), i as usize), Take::Queued);
+        }
+        assert!(t.has_queue(A));
+        for _ in 2..1002 {
+            assert!(t.release(A).is_some());
+        }
+        assert!(!t.has_queue(A), "released to the last waiter");
+        t.take(A, ChainId(5000), 1);
+        t.withdraw(A, ChainId(5000));
+        assert!(!t.has_queue(A), "withdrawn");
+        t.take(A, ChainId(5001), 1);
+        t.drain_queue(A);
+        assert!(!t.has_queue(A), "drained");
+        assert_eq!(t.release(A), None);
+        assert_eq!(t.waiting(), 0);
     }
 
     #[test]
