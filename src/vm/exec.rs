@@ -1130,8 +1130,8 @@ pub(crate) fn scry_here(w: &World, filter: &Val) -> Result<Vec<ObjectId>, VmErro
     if machine.is_some_and(|m| m != w.machine.as_str()) {
         return Ok(Vec::new());
     }
-    Ok(w.objects
-        .iter()
+    // Owned only: a replica here is its owner's object.
+    Ok(w.owned()
         .filter_map(|(id, o)| {
             let b = &w.behaviors.get(o.behavior).name;
             let ok = behavior.is_none_or(|want| want == &**b)

@@ -401,6 +401,25 @@ fn a_freeze_is_refused_while_a_chain_is_inside_the_object() {
     assert_eq!(vm.state(x), Some(&[Val::Nat(500)][..]));
 }
 
+/// A replica is its owner's object, not this node's: `scry_meta` asked of
+/// the replica's node does not list it (the owner's node does).
+#[test]
+fn scry_meta_does_not_count_a_replica_as_its_nodes_own() {
+    let (mut net, owned, _) = replicated();
+    assert!(net.vms[0].is_replica(owned));
+    let by_controller = Val::List(vec![Val::pair(Val::str("controller"), Val::Nat(5))]);
+    assert_eq!(
+        net.vms[0].serve_op(RemoteOp::Scry, owned, &by_controller),
+        Val::List(Vec::new()),
+        "the replica's node"
+    );
+    assert_eq!(
+        net.vms[1].serve_op(RemoteOp::Scry, owned, &by_controller),
+        Val::List(vec![Val::ObjectRef(owned)]),
+        "the owner's node"
+    );
+}
+
 /// A replica is not refreshed while a chain is inside it: that chain read
 /// the old state and writes from it when its remote call comes back. A
 /// refresh under it gave that write the owner's newer version as its
