@@ -9,7 +9,11 @@
 //! - [`Directory::peer_up`]: a machine connected (its first connection
 //!   finished its hellos). What we knew of its objects is forgotten: its
 //!   directory snapshot follows, and after a restart its old objects are
-//!   gone. Its `node_prefix` is remembered for the next rule.
+//!   gone. Its `node_prefix` is remembered for the next rule. Objects
+//!   that moved there (epoch past 0) are kept until its snapshot ends
+//!   ([`Directory::mark_synced`]), and dropped then unless it named them
+//!   again: this node may be the old home that forwards calls to them, and
+//!   forgetting them for the snapshot's length failed those calls.
 //! - [`Directory::apply`] a [`Notice`] from a greeted peer:
 //!   - `create_notify` places an object only on its sender, and only an
 //!     object that belongs to the sender: one with the sender's prefix, or
@@ -158,6 +162,9 @@ struct Entry {
     epoch: u16,
     /// Learned from a call's sender, not announced.
     learned: bool,
+    /// A moved object kept across its machine's `peer_up`, not named in
+    /// its snapshot yet: dropped when the snapshot ends.
+    kept: bool,
 }
 
 const NO_NAME: u16 = u16::MAX;
@@ -173,6 +180,8 @@ struct PeerInfo {
     /// How many times it came up (`peer_up`), so a snapshot can be told
     /// from one that began before some event.
     ups: u32,
+    /// Entries `kept` at its last `peer_up` (0: nothing to drop at sync).
+    kept: usize,
 }
 
 /// Whether epoch `a` is newer than `b`: serial-number arithmetic
@@ -268,10 +277,18 @@ impl Directory {
     /// objects (its snapshot follows). Answers how many were forgotten.
     pub fn peer_up(&mut self, machine: &MachineId, prefix: u16) -> usize {
         let before = self.entries.len();
+        let mut kept = 0;
         if let Some(m) = self.machines.find(machine) {
-            self.entries.retain(|_, e| e.machine != m);
+            self.entries.retain(|_, e| {
+                let keep = e.machine != m || e.epoch != 0;
+                if e.machine == m && keep {
+                    e.kept = true;
+                    kept += 1;
+                }
+                keep
+            });
             shrink_if_sparse(&mut self.entries);
-            self.hosted[usize::from(m)] = 0;
+            self.hosted[usize::from(m)] = kept as u64;
         }
         self.forget_names_on(machine);
         let ups = self.ups(machine).wrapping_add(1);
@@ -283,6 +300,7 @@ impl Directory {
                 synced: false,
                 up: true,
                 ups,
+                kept,
             },
         );
         before - self.entries.len()
@@ -532,6 +550,7 @@ impl Directory {
             behavior,
             epoch,
             learned,
+            kept: false,
         };
         if let Some(old) = self.entries.insert(id, entry) {
             self.hosted[usize::from(old.machine)] -= 1;
@@ -552,10 +571,27 @@ impl Directory {
     }
 
     /// `machine`'s directory snapshot since it came up is complete.
+    /// Moved objects kept from before it came up that it did not name
+    /// again are dropped now (destroyed, or gone with a restart).
     pub fn mark_synced(&mut self, machine: &MachineId) {
-        if let Some(peer) = self.peers.get_mut(machine) {
-            peer.synced = true;
+        let Some(peer) = self.peers.get_mut(machine) else {
+            return;
+        };
+        peer.synced = true;
+        if std::mem::take(&mut peer.kept) == 0 {
+            return;
         }
+        let Some(m) = self.machines.find(machine) else {
+            return;
+        };
+        let mut dropped = 0;
+        self.entries.retain(|_, e| {
+            let stale = e.machine == m && e.kept;
+            dropped += u64::from(stale);
+            !stale
+        });
+        shrink_if_sparse(&mut self.entries);
+        self.hosted[usize::from(m)] -= dropped;
     }
 
     /// Whether the directory holds everything `machine` announced when it
@@ -959,6 +995,47 @@ mod tests {
         d.apply(&m("beta"), created(id(2, 7), "beta", "pong"))
             .unwrap();
         assert_eq!(d.machine_of(id(2, 7)), Some(&m("beta")));
+    }
+
+    /// Moved objects on a machine that comes up again are kept until its
+    /// snapshot ends: those it names again stay, the rest go then; its
+    /// never-moved objects go at once, as before.
+    #[test]
+    fn moved_entries_are_kept_until_the_peers_snapshot_ends() {
+        let mut d = Directory::new();
+        let beta = MachineId::new("beta");
+        d.peer_up(&beta, 2);
+        let (plain, stays, goes) = (
+            ObjectId(2 << 48 | 1),
+            ObjectId(1 << 48 | 2),
+            ObjectId(1 << 48 | 3),
+        );
+        d.insert(plain, beta.clone(), Some("cell"));
+        d.follow_move(stays, &beta, 1);
+        d.follow_move(goes, &beta, 4);
+        assert_eq!(d.peer_up(&beta, 2), 1, "only the never-moved one");
+        assert_eq!(d.machine_of(plain), None);
+        assert_eq!(d.machine_of(stays), Some(&beta));
+        assert_eq!(d.epoch_of(goes), 4);
+        let named_again = Notice::Created {
+            id: stays,
+            machine: beta.clone(),
+            behavior: Some(Arc::from("cell")),
+            epoch: 1,
+        };
+        assert_eq!(d.apply(&beta, named_again), Ok(true));
+        assert_eq!(
+            d.hosted().find(|(m, _)| **m == beta).map(|(_, n)| n),
+            Some(2)
+        );
+        d.mark_synced(&beta);
+        assert_eq!(d.machine_of(stays), Some(&beta));
+        assert_eq!(d.machine_of(goes), None);
+        assert_eq!(
+            d.hosted().find(|(m, _)| **m == beta).map(|(_, n)| n),
+            Some(1)
+        );
+        assert_eq!(d.len(), 1);
     }
 
     #[test]

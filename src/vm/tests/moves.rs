@@ -151,6 +151,33 @@ fn a_call_to_the_old_home_is_forwarded_and_answered_once() {
     );
 }
 
+/// The new home reconnects to the old one (`peer_up`): until its
+/// snapshot ends, the old home still forwards calls to the object. It
+/// answered "object destroyed" for a live object meanwhile. Once the
+/// snapshot ends without the object (destroyed while apart), the entry
+/// goes.
+#[test]
+fn the_old_home_forwards_while_the_new_home_resyncs() {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    net.start(ALPHA, move_object(t, "beta"), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    let beta = MachineId::new("beta");
+    net.vms[ALPHA].directory_mut().peer_up(&beta, 2);
+    assert_eq!(net.vms[ALPHA].directory().machine_of(t), Some(&beta));
+    // gamma still places it on alpha.
+    net.vms[GAMMA]
+        .directory_mut()
+        .insert(t, MachineId::new("alpha"), Some("tally"));
+    net.start(GAMMA, call(t, Val::Nat(0)), 2);
+    net.settle();
+    assert_eq!(net.result(2), Some(&Ok(Val::just(Val::Nat(1)))));
+    // beta's snapshot ends without naming it: the kept entry goes.
+    net.vms[ALPHA].directory_mut().mark_synced(&beta);
+    assert_eq!(net.vms[ALPHA].directory().machine_of(t), None);
+}
+
 #[test]
 fn a_move_from_a_third_node_asks_the_objects_node() {
     let mut net = three();
