@@ -186,7 +186,8 @@ impl Core {
             }
             BadInput::Message(e) => format!("bad message: {e}"),
             BadInput::Frame(e) if greeted => format!("bad frame: {e}"),
-            BadInput::Frame(e) if c.hello_at.is_none() => format!(
+            // `claimed` is set by the hello (`hello_at` only by the proof).
+            BadInput::Frame(e) if c.claimed.is_none() => format!(
                 "bad frame before the handshake completed: {e} (no hello came first: \
                  is it an avm node?)"
             ),

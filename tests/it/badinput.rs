@@ -111,6 +111,8 @@ enum Opening {
 enum Expect {
     /// Closed, with this in the log.
     Closed(&'static str),
+    /// Closed, with the first in the log line and not the second.
+    ClosedWithout(&'static str, &'static str),
     /// Still open, with this in the log.
     Open(&'static str),
 }
@@ -143,7 +145,7 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
         ("no hello first", Raw, json_frame(&json!({"type":"ping","nonce":1})), Expect::Closed("first frame was `ping`")),
         ("unknown type before hello", Raw, json_frame(&json!({"type":"gossip"})), Expect::Closed("first frame was not `hello`: unknown message type `gossip`")),
         ("frame over 4 KiB before hello", Raw, 5000u32.to_be_bytes().to_vec(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096 (no hello came first: is it an avm node?)")),
-        ("frame over 4 KiB after the hello, before the proof", Raw, [hello("c20", 320), 5000u32.to_be_bytes().to_vec()].concat(), Expect::Closed("bad frame before the handshake completed: frame length 5000 over the maximum 4096")),
+        ("frame over 4 KiB after the hello, before the proof", Raw, [hello("c20", 320), 5000u32.to_be_bytes().to_vec()].concat(), Expect::ClosedWithout("bad frame before the handshake completed: frame length 5000 over the maximum 4096", "no hello came first")),
         ("unknown type after the hello, before the proof", Raw, [hello("c21", 321), json_frame(&json!({"type":"gossip"}))].concat(), Expect::Closed("unknown message type `gossip` before the proof")),
         ("second hello", Handshake("c2", 302), hello("c2", 302), Expect::Closed("a second `hello`")),
         ("length 0", Handshake("c3", 303), vec![0, 0, 0, 0], Expect::Closed("frame length 0")),
@@ -189,6 +191,12 @@ fn each_bad_input_is_logged_and_closes_only_its_connection() {
                 expect_closed(&mut s, case);
                 let line = beta.wait_for_log_after(mark, log, wait);
                 assert!(line.contains(&me), "{case}: `{line}` does not name {me}");
+            }
+            Expect::ClosedWithout(log, not) => {
+                expect_closed(&mut s, case);
+                let line = beta.wait_for_log_after(mark, log, wait);
+                assert!(line.contains(&me), "{case}: `{line}` does not name {me}");
+                assert!(!line.contains(not), "{case}: `{line}` says `{not}`");
             }
             Expect::Open(log) => {
                 written.unwrap_or_else(|e| panic!("{case}: {e}"));
