@@ -63,8 +63,8 @@ struct Args {
     #[argh(option)]
     node_prefix: Option<u16>,
 
-    /// largest frame accepted or sent; bytes, or with KiB, MiB, GiB as in
-    /// 64KiB (default 16 MiB)
+    /// largest frame accepted or sent, at least 4 KiB; bytes, or with KiB,
+    /// MiB, GiB as in 64KiB (default 16 MiB)
     #[argh(option, default = "defaults::MAX_FRAME", from_str_fn(parse_size))]
     max_frame: usize,
 
@@ -292,6 +292,9 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     }
     if args.max_write_buffer < defaults::MIN_WRITE_BUFFER {
         return Err("--max-write-buffer must be at least 1MiB".into());
+    }
+    if args.max_frame < defaults::MIN_FRAME {
+        return Err("--max-frame must be at least 4KiB".into());
     }
     for peer in &args.peer {
         check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;

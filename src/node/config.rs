@@ -52,6 +52,10 @@ pub mod defaults {
     /// streaming snapshot's chunk, four times over.
     pub const MIN_WRITE_BUFFER: usize = 1 << 20;
     const _: () = assert!(MIN_WRITE_BUFFER >= 4 * crate::protocol::SNAPSHOT_CHUNK);
+    /// The smallest `max_frame` a node accepts: what a stranger may send
+    /// before its handshake ends. Under it, a greeted connection would
+    /// take less than an ungreeted one.
+    pub const MIN_FRAME: usize = crate::protocol::HELLO_MAX_FRAME;
 }
 
 /// Everything a node is told at start.
@@ -186,6 +190,13 @@ impl NodeConfig {
                 defaults::MIN_WRITE_BUFFER
             ));
         }
+        if self.max_frame < defaults::MIN_FRAME {
+            return Err(format!(
+                "NodeConfig::max_frame is {} bytes: it must be at least {} (4 KiB)",
+                self.max_frame,
+                defaults::MIN_FRAME
+            ));
+        }
         if self.spin > defaults::MAX_SPIN {
             return Err(format!(
                 "NodeConfig::spin is {:?}: it must be at most {:?}",
@@ -212,6 +223,7 @@ mod tests {
         assert!(refused(|c| c.name.clear()).contains("name"));
         assert!(refused(|c| c.name = "a\nb".into()).contains("control characters"));
         assert!(refused(|c| c.max_write_buffer = 128 << 10).contains("max_write_buffer"));
+        assert!(refused(|c| c.max_frame = 100).contains("max_frame"));
         assert!(refused(|c| c.keepalive = Duration::ZERO).contains("keepalive"));
         assert!(refused(|c| c.call_timeout = Duration::MAX).contains("call_timeout"));
         assert!(refused(|c| c.spin = Duration::MAX).contains("spin"));

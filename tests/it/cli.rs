@@ -112,10 +112,10 @@ fn stderr_until(args: &[&str], rust_log: &str, want: impl Fn(&str) -> bool) -> S
 
 /// Settings the node cannot run with are refused at start, naming the
 /// flag: zero intervals (they were quietly taken as 1 ms), and a write
-/// buffer under 1 MiB.
+/// buffer under 1 MiB, a frame limit under 4 KiB.
 #[test]
 fn settings_out_of_range_are_refused_naming_the_flag() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["--keepalive-ms", "0"],
             "--keepalive-ms must be at least 1",
@@ -128,6 +128,7 @@ fn settings_out_of_range_are_refused_naming_the_flag() {
             &["--max-write-buffer", "128KiB"],
             "--max-write-buffer must be at least 1MiB",
         ),
+        (&["--max-frame", "100"], "--max-frame must be at least 4KiB"),
     ];
     for (args, why) in cases {
         crate::util::assert_start_refused("cli-range", args, why);
