@@ -385,6 +385,8 @@ class Peer:
             self.f.compact = self.compact
         self.f.send(mine)
         theirs = self.f.recv()
+        if theirs.get("type") == "close":  # "a `close` may come at any point"
+            raise RuntimeError("the node closed the connection: %s" % theirs.get("reason"))
         if theirs.get("type") != "hello":
             raise RuntimeError("first frame not hello: %r" % theirs)
         self.peer_hello = theirs
@@ -396,9 +398,16 @@ class Peer:
         if self.dialled:
             self.f.send({"type": "auth", "proof": proof(self.key, ours, d, a)})
         m = self.f.recv()
+        if m.get("type") == "close":
+            raise RuntimeError("the node closed the connection: %s" % m.get("reason"))
         if m.get("type") != "auth":
             raise RuntimeError("expected auth, got %r" % m)
-        if not hmac.compare_digest(m["proof"], proof(self.key, node_role, d, a)):
+        # "hex, either case": compared as bytes, not as text.
+        try:
+            theirs_proof = bytes.fromhex(m["proof"])
+        except (TypeError, ValueError):
+            raise RuntimeError("node's %s proof is not hex: %r" % (node_name, m["proof"]))
+        if not hmac.compare_digest(theirs_proof, bytes.fromhex(proof(self.key, node_role, d, a))):
             raise RuntimeError("node's %s proof does not verify" % node_name)
         log(self.f.label, "node's %s proof verified" % node_name)
         if not self.dialled:
@@ -468,6 +477,13 @@ class Peer:
                         p[0].set()
                 elif t == "call":
                     threading.Thread(target=self._serve_call, args=(m,), daemon=True).start()
+                elif t == "meta":
+                    # "it should answer at once": this client implements no op.
+                    self.f.send({"type": "call_response", "request_id": m["request_id"],
+                                 "result": {"Err": "unknown meta op `%s`" % m.get("op")}})
+                elif t == "close":
+                    # "answers nothing, reads nothing more from that connection"
+                    raise Closed("the node said: %s" % m.get("reason"))
                 else:
                     self.other.append(m)
         except Closed as e:
