@@ -191,6 +191,8 @@ pub fn tail(addr: SocketAddr, query: &str, mut out: impl Write) -> Result<(), St
     Err(format!("{addr} closed the stream (the node stopped?)"))
 }
 
+/// One event as a terminal line. Control characters are shown escaped:
+/// an error's text may be a peer's, and must not drive the terminal.
 fn format_event(e: &Value) -> String {
     let mut line = format!(
         "{} {:<8} chain {}",
@@ -205,6 +207,15 @@ fn format_event(e: &Value) -> String {
             let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             line += &format!(" {key}={text}");
         }
+    }
+    if line.contains(char::is_control) {
+        line = line
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect();
     }
     line
 }
@@ -231,6 +242,15 @@ mod tests {
             text.contains("alpha") && text.contains(" up ") && text.contains("12 ms ago"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_peers_control_characters_reach_the_terminal_escaped() {
+        let e = json!({"node":"alpha","chain":7,"kind":"error",
+            "error":"remote call failed: \u{1b}]0;owned\u{7} \r\n"});
+        let line = format_event(&e);
+        assert!(!line.contains(char::is_control), "{line:?}");
+        assert!(line.contains("\\u{1b}]0;owned"), "{line}");
     }
 
     #[test]

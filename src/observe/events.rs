@@ -11,7 +11,8 @@
 //! left for another machine), `call_in` (a call from another machine
 //! arrived), `resumed` (an answer came back, `ok`), `error`, `move` (an
 //! object left for another machine, or came here). Values are shown as
-//! text, cut at [`MAX_VALUE_TEXT`] bytes.
+//! text, cut at [`MAX_VALUE_TEXT`] bytes; errors at [`MAX_ERROR_TEXT`]
+//! (a peer's reason is relayed as it came, whatever its length).
 
 use std::fmt::Write as _;
 
@@ -20,6 +21,9 @@ use crate::vm::{ChainId, Event, TraceEvent, Val};
 
 /// Longest value text in an event; longer ones end with `…`.
 pub const MAX_VALUE_TEXT: usize = 200;
+
+/// Longest error text in an event; longer ones end with `…`.
+pub const MAX_ERROR_TEXT: usize = 512;
 
 /// Every kind, as a subscriber names it.
 pub const KINDS: [&str; 10] = [
@@ -195,8 +199,7 @@ impl Renderer {
                 b",\"ok\":false"
             }),
             Event::ErrorOccurred(e) => {
-                text.clear();
-                let _ = write!(text, "{e}");
+                capped_text(text, e, MAX_ERROR_TEXT);
                 field("error", text);
             }
             Event::ObjectDestroyed { .. } | Event::StateUpdated { .. } => {}
@@ -258,10 +261,15 @@ fn percent_decoded(value: &str) -> std::borrow::Cow<'_, str> {
 /// stops there too: a 16 MiB argument costs the reactor a few hundred
 /// bytes of text, not 16 MiB of it.
 fn val_text(into: &mut String, v: &Val) {
+    capped_text(into, v, MAX_VALUE_TEXT);
+}
+
+/// `v` as text in `into`, cut at `max` bytes (formatting stops there).
+fn capped_text(into: &mut String, v: &impl std::fmt::Display, max: usize) {
     into.clear();
-    let mut capped = Capped(into);
+    let mut capped = Capped(into, max);
     if write!(capped, "{v}").is_err() {
-        let mut cut = MAX_VALUE_TEXT;
+        let mut cut = max;
         while !into.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -270,21 +278,21 @@ fn val_text(into: &mut String, v: &Val) {
     }
 }
 
-/// A `fmt::Write` that takes text up to just past [`MAX_VALUE_TEXT`]
-/// bytes, then fails (so formatting stops).
-struct Capped<'a>(&'a mut String);
+/// A `fmt::Write` that takes text up to just past its limit in bytes,
+/// then fails (so formatting stops).
+struct Capped<'a>(&'a mut String, usize);
 
 impl std::fmt::Write for Capped<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         // Only what fits (and a little past, to show the cut), however
         // long the piece: a 16 MiB string comes as one.
-        let room = (MAX_VALUE_TEXT + 4).saturating_sub(self.0.len());
+        let room = (self.1 + 4).saturating_sub(self.0.len());
         let mut take = s.len().min(room);
         while !s.is_char_boundary(take) {
             take -= 1;
         }
         self.0.push_str(&s[..take]);
-        if self.0.len() > MAX_VALUE_TEXT {
+        if self.0.len() > self.1 {
             Err(std::fmt::Error)
         } else {
             Ok(())
@@ -481,5 +489,22 @@ mod tests {
             "{input}"
         );
         assert_eq!(v["chain"], Value::Null);
+    }
+
+    /// A peer's reason comes back as it came, however long: the event
+    /// cuts it, so one failure cannot make a line too long to stream.
+    #[test]
+    fn long_errors_are_cut() {
+        let reason = "y".repeat(300 << 10);
+        let failure = crate::vm::RemoteFailure {
+            target: ObjectId(1),
+            reason,
+        };
+        let error = crate::vm::VmError::RemoteFailed(Box::new(failure));
+        let out = render("a", &event(None, Event::ErrorOccurred(error)));
+        assert!(out.json.len() < 1024, "{} bytes", out.json.len());
+        let v: Value = serde_json::from_slice(&out.json).unwrap();
+        let error = v["error"].as_str().unwrap();
+        assert!(error.starts_with("remote call to") && error.ends_with('…'));
     }
 }
