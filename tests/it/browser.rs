@@ -312,5 +312,24 @@ fn the_cluster_page_shows_both_nodes_and_a_growing_call_count() {
         }
         assert!(Instant::now() < deadline, "the count stayed at {first}");
     };
-    eprintln!("browser: the page showed {nodes:?}; calls {first} then {later}");
+    // The live log names pong by its exact id: past 2^53 a JavaScript
+    // number would round it (to ...300 for ...313, say).
+    let pong = beta.log_value("created pong", LIMIT);
+    let exact = format!("object {pong}");
+    let log = loop {
+        let text = devtools.evaluate("document.getElementById('log').textContent");
+        let text = text.as_str().unwrap_or("").to_string();
+        if text.contains(&exact) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page's log never named `{exact}`:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "browser: the page showed {nodes:?}; calls {first} then {later}; log:\n{}",
+        log.lines().next().unwrap_or("")
+    );
 }
