@@ -353,12 +353,17 @@ impl Interpreter {
     /// After a batch: the gauges `/health` and `/metrics` read, and the
     /// batch's trace events for subscribers.
     fn report(&mut self, now: Instant) {
+        let trace = self.vm.trace();
         self.stats.set_gauges(Gauges {
             objects: self.vm.object_count() as u64,
             suspended: self.vm.suspended_count() as u64,
             waiting_for_turns: self.vm.waiting_count() as u64,
             directory_entries: self.vm.directory().len() as u64,
-            local_calls: self.vm.trace().count(EventKind::ObjectCalled),
+            // Every call that entered an object here, less those that came
+            // from other nodes (counted as remote in).
+            local_calls: trace
+                .count(EventKind::ObjectCalled)
+                .saturating_sub(trace.count(EventKind::CallArrived)),
         });
         if self.hosted_stale
             && now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY

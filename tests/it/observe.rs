@@ -135,6 +135,9 @@ fn health_and_metrics_count_a_1000_round_demo() {
         "{h}"
     );
     assert_eq!(h["remote_call_latency"]["count"].as_f64(), Some(out), "{h}");
+    // pong's calls go to ping, on alpha: none stays on beta, and the
+    // calls that came in are not counted again as local.
+    assert_eq!(h["calls"]["local"], 0, "{h}");
 }
 
 #[test]
