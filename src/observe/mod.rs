@@ -109,6 +109,8 @@ pub struct Histogram {
     counts: [u64; RTT_BUCKETS_US.len() + 1],
     sum_us: u64,
     count: u64,
+    /// The longest observed: the bound past the last bucket.
+    max_us: u64,
 }
 
 impl Histogram {
@@ -121,6 +123,7 @@ impl Histogram {
         self.counts[bucket] += 1;
         self.sum_us = self.sum_us.saturating_add(us);
         self.count += 1;
+        self.max_us = self.max_us.max(us);
     }
 
     pub fn count(&self) -> u64 {
@@ -133,7 +136,7 @@ impl Histogram {
 
     /// The upper bound (µs) of the bucket holding the `q` quantile: "at
     /// most this"; `None` when nothing was observed. Past the last bound
-    /// it answers that bound.
+    /// (10 s) it answers the longest observed, still "at most this".
     pub fn quantile_us(&self, q: f64) -> Option<u64> {
         if self.count == 0 {
             return None;
@@ -143,10 +146,10 @@ impl Histogram {
         for (i, n) in self.counts.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Some(RTT_BUCKETS_US[i.min(RTT_BUCKETS_US.len() - 1)]);
+                return Some(RTT_BUCKETS_US.get(i).copied().unwrap_or(self.max_us));
             }
         }
-        RTT_BUCKETS_US.last().copied()
+        Some(self.max_us)
     }
 }
 
@@ -633,6 +636,11 @@ mod tests {
         assert_eq!(h.quantile_us(0.5), Some(500));
         assert_eq!(h.quantile_us(0.9), Some(500));
         assert_eq!(h.quantile_us(0.99), Some(10_000));
+        // Past the last bucket: the longest seen, not the last bound.
+        h.observe(Duration::from_secs(25));
+        h.observe(Duration::from_secs(20));
+        assert_eq!(h.quantile_us(0.99), Some(25_000_000));
+        assert_eq!(h.quantile_us(0.5), Some(500));
     }
 
     #[test]
