@@ -120,8 +120,12 @@ pub enum Command {
         cycle: Box<Cycle>,
     },
     /// Trace events for `/events` subscribers (sent only while there are
-    /// some).
-    Trace(Vec<crate::vm::TraceEvent>),
+    /// some), after `dropped` events the interpreter could not hand over
+    /// (`node::stats::MAX_TRACE_IN_FLIGHT`).
+    Trace {
+        events: Vec<crate::vm::TraceEvent>,
+        dropped: u64,
+    },
     /// Close everything and end the reactor thread.
     Shutdown,
 }

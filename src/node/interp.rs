@@ -30,7 +30,7 @@ use crate::vm::{EventKind, MachineId, Notice, Output, StartCall, TraceMode, Val,
 
 use super::durable::{Durable, ResultSender};
 use super::handoff::{shrink_after_burst, Command, Event, Handoff};
-use super::stats::{Gauges, NodeStats};
+use super::stats::{Gauges, NodeStats, TraceGate};
 
 /// Steps the vm takes between hand-offs to and from the reactor: a chain
 /// that runs long (or for ever) on this node delays inbound calls, replies
@@ -109,6 +109,8 @@ pub struct Interpreter {
     /// With `trace_mode` `Full`: the trace's events before this index went
     /// to subscribers already (the trace keeps them all).
     streamed: usize,
+    /// Bounds the trace events waiting for the reactor.
+    trace_gate: TraceGate,
     stream_kinds: u32,
     /// When the per-peer object counts were last published.
     hosted_at: Instant,
@@ -161,6 +163,7 @@ impl Interpreter {
             trace_mode,
             streaming: false,
             streamed: 0,
+            trace_gate: TraceGate::default(),
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             hosted_stale: true,
@@ -335,6 +338,10 @@ impl Interpreter {
                 self.trace_mode
             };
             self.vm.trace_mut().set_mode(mode);
+            // The stream renders a state event without its state: no copy
+            // of it at every write, unless the node keeps its own record.
+            let payloads = !wanted || self.trace_mode == TraceMode::Full;
+            self.vm.trace_mut().keep_state_payloads(payloads);
         }
         // A node configured to keep every event keeps them all whatever
         // subscribers filter (`Node::query` reads its record).
@@ -385,8 +392,12 @@ impl Interpreter {
             } else {
                 self.vm.trace_mut().take_events(&mut events);
             }
-            if !events.is_empty() {
-                self.commands.push(Command::Trace(events));
+            if let Some(dropped) = self
+                .trace_gate
+                .admit(events.len(), self.stats.trace_in_flight())
+            {
+                self.stats.trace_sent(events.len());
+                self.commands.push(Command::Trace { events, dropped });
             }
         }
     }

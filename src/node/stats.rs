@@ -30,9 +30,43 @@ pub struct NodeStats {
     subscribers: AtomicUsize,
     /// The trace kinds they want (bit `EventKind as usize`).
     stream_kinds: AtomicU32,
+    /// Trace events the interpreter handed the reactor that it has not
+    /// published yet (see [`MAX_TRACE_IN_FLIGHT`]).
+    trace_in_flight: AtomicUsize,
     /// Objects the directory places on each peer, refreshed by the
     /// interpreter every [`HOSTED_EVERY`](Self::HOSTED_EVERY) at most.
     hosted: Mutex<Vec<(String, u64)>>,
+}
+
+/// Trace events that may wait between the interpreter and the reactor;
+/// past this the interpreter drops a batch's events and counts them, and
+/// subscribers get an `event: dropped` with the count. A vm making local
+/// calls outruns the reactor rendering them, and nothing else bounded
+/// that queue.
+pub const MAX_TRACE_IN_FLIGHT: usize = 1 << 16;
+
+/// The interpreter's side of [`MAX_TRACE_IN_FLIGHT`]: which batches of
+/// trace events go to the reactor, and how many were dropped before each.
+#[derive(Debug, Default)]
+pub(crate) struct TraceGate {
+    dropped: u64,
+}
+
+impl TraceGate {
+    /// A batch of `n` events, with `in_flight` already on their way:
+    /// `Some(events dropped before it)` when it goes, `None` when it is
+    /// dropped (and counted) or empty. A batch goes whatever its size when
+    /// nothing is in flight.
+    pub(crate) fn admit(&mut self, n: usize, in_flight: usize) -> Option<u64> {
+        if n == 0 {
+            return None;
+        }
+        if in_flight > 0 && in_flight + n > MAX_TRACE_IN_FLIGHT {
+            self.dropped += n as u64;
+            return None;
+        }
+        Some(std::mem::take(&mut self.dropped))
+    }
 }
 
 /// How many gauges [`Gauges`] has.
@@ -45,7 +79,7 @@ pub struct Gauges {
     pub suspended: u64,
     pub waiting_for_turns: u64,
     pub directory_entries: u64,
-    /// Calls to local objects so far (the trace's count).
+    /// Calls that entered an object here, less those from other nodes.
     pub local_calls: u64,
 }
 
@@ -162,6 +196,22 @@ impl NodeStats {
         *self.hosted.lock().unwrap_or_else(|e| e.into_inner()) = hosted;
     }
 
+    /// Trace events handed to the reactor, not yet published.
+    pub fn trace_in_flight(&self) -> usize {
+        // ORDERING: Relaxed: a bound that may be passed by one batch.
+        self.trace_in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn trace_sent(&self, n: usize) {
+        // ORDERING: Relaxed, see `trace_in_flight`.
+        self.trace_in_flight.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn trace_published(&self, n: usize) {
+        // ORDERING: Relaxed, see `trace_in_flight`.
+        self.trace_in_flight.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// `/events` subscribers now.
     pub fn subscribers(&self) -> usize {
         // ORDERING: Relaxed: the interpreter acts on a change within a
@@ -210,5 +260,26 @@ impl NodeStats {
             *first = Some(reason.to_owned());
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the bound a batch is dropped and counted; the next batch that
+    /// goes carries the count (subscribers are told), and the count
+    /// starts again from 0.
+    #[test]
+    fn trace_batches_past_the_bound_are_dropped_and_counted() {
+        let mut gate = TraceGate::default();
+        assert_eq!(gate.admit(0, 0), None, "nothing to send");
+        assert_eq!(gate.admit(100, 0), Some(0));
+        assert_eq!(gate.admit(100, MAX_TRACE_IN_FLIGHT - 100), Some(0));
+        assert_eq!(gate.admit(100, MAX_TRACE_IN_FLIGHT - 99), None);
+        assert_eq!(gate.admit(7, MAX_TRACE_IN_FLIGHT), None);
+        assert_eq!(gate.admit(5, 10), Some(107));
+        assert_eq!(gate.admit(5, 10), Some(0));
+        assert_eq!(gate.admit(MAX_TRACE_IN_FLIGHT * 2, 0), Some(0), "alone");
     }
 }

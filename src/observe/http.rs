@@ -466,6 +466,19 @@ impl HttpServer {
         }
     }
 
+    /// `n` events were lost before they reached the server: each
+    /// subscriber counts them as dropped (told before its next event).
+    pub fn dropped_for_all(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        for (_, conn) in self.conns.iter_mut() {
+            if conn.state == State::Streaming {
+                conn.dropped += n;
+            }
+        }
+    }
+
     /// A connection with bytes queued since the last call.
     pub fn poll_dirty(&mut self) -> Option<usize> {
         let key = self.dirty.pop()?;
@@ -902,6 +915,24 @@ mod tests {
         assert!(s.received(first, b"more", now).is_none());
         assert_eq!(s.poll_close(), Some(first));
         assert_eq!(s.subscribers(), 0);
+    }
+
+    /// Events lost before they reached the server (the interpreter's
+    /// bound) are told to every subscriber before its next event.
+    #[test]
+    fn events_lost_on_the_way_are_told_to_every_subscriber() {
+        let mut s = HttpServer::new(Limits::default());
+        let now = Instant::now();
+        let (a, b) = (subscriber(&mut s, now), subscriber(&mut s, now));
+        s.dropped_for_all(40);
+        s.publish(b"{}", |_| true, now);
+        for key in [a, b] {
+            let out = take_out(&mut s, key, now);
+            assert!(
+                out.ends_with("event: dropped\ndata: {\"dropped\":40}\n\ndata: {}\n\n"),
+                "{out}"
+            );
+        }
     }
 
     #[test]

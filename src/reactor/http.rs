@@ -302,7 +302,11 @@ impl HttpSide {
     /// Hands each event to the subscribers whose filter wants it. The
     /// bytes wait in their buffers until [`flush_streams`](Self::flush_streams):
     /// a write per batch per subscriber would sit on every call's path.
-    pub fn publish(&mut self, trace: Vec<TraceEvent>, now: Instant) {
+    /// `dropped` events were lost on the way here: every subscriber is
+    /// told so before the next event it gets.
+    pub fn publish(&mut self, trace: Vec<TraceEvent>, dropped: u64, now: Instant) {
+        self.stats.trace_published(trace.len());
+        self.server.dropped_for_all(dropped);
         for event in &trace {
             let rendered = self.renderer.render(&self.name, event);
             self.server

@@ -467,9 +467,9 @@ impl Reactor {
                 Command::Unnamed { name, id } => self.core.broadcast_unnamed(&name, id),
                 Command::Probe { machine, probe } => self.core.send_probe(&machine, &probe),
                 Command::Victim { machine, cycle } => self.core.send_victim(&machine, &cycle),
-                Command::Trace(events) => {
+                Command::Trace { events, dropped } => {
                     if let Some(http) = &mut self.http {
-                        http.publish(events, now);
+                        http.publish(events, dropped, now);
                     }
                 }
                 Command::Shutdown => self.stopping = true,

@@ -140,6 +140,9 @@ pub struct Trace {
     /// In `Full` mode, the kinds whose payload is kept (bit `kind as
     /// usize`); the others are only counted. All by default.
     keep: u32,
+    /// Whether `StateUpdated` events carry the state (a copy of it, at
+    /// every write). A node that only streams its trace renders no state.
+    state_payloads: bool,
     /// The chain the vm is running now (stamped on `Full` events).
     chain: Option<ChainId>,
     clock: u64,
@@ -152,6 +155,7 @@ impl Trace {
         Trace {
             mode,
             keep: ALL_KINDS,
+            state_payloads: true,
             ..Trace::default()
         }
     }
@@ -163,9 +167,16 @@ impl Trace {
         self.keep = kinds;
     }
 
+    /// Whether `StateUpdated` events carry the state written (the
+    /// default); without, they carry an empty state.
+    pub fn keep_state_payloads(&mut self, keep: bool) {
+        self.state_payloads = keep;
+    }
+
     /// Whether an event of `kind` would be kept with its payload.
     pub(crate) fn wants(&self, kind: EventKind) -> bool {
-        self.mode == TraceMode::Full && self.keep & (1 << kind as u32) != 0
+        let payload = kind != EventKind::StateUpdated || self.state_payloads;
+        payload && self.mode == TraceMode::Full && self.keep & (1 << kind as u32) != 0
     }
 
     pub fn mode(&self) -> TraceMode {

@@ -432,3 +432,33 @@ fn tx_calling(inside: ObjectId, far: ObjectId) -> Program {
         done(ok)
     }
 }
+
+/// A state event carries the state written, unless the host said it
+/// renders none (a node that only streams its trace): then no copy of
+/// the state is made at every write.
+#[test]
+fn state_events_carry_the_state_only_when_it_is_wanted() {
+    let mut vm = vm("alpha", 1, TraceMode::Full);
+    let cell = vm.create_object("cell").unwrap();
+    let set = |n: u64| Val::List(vec![Val::str("set"), Val::Nat(n)]);
+    let written = |vm: &Vm| {
+        vm.trace()
+            .events()
+            .iter()
+            .rev()
+            .find_map(|e| match &e.event {
+                Event::StateUpdated { state, .. } => Some(state.clone()),
+                _ => None,
+            })
+    };
+    run_call(&mut vm, cell, set(4)).unwrap();
+    assert_eq!(written(&vm), Some(vec![Val::Nat(4)]));
+    vm.trace_mut().keep_state_payloads(false);
+    run_call(&mut vm, cell, set(5)).unwrap();
+    assert_eq!(
+        written(&vm),
+        Some(Vec::new()),
+        "recorded, without the state"
+    );
+    assert_eq!(vm.state(cell), Some(&[Val::Nat(5)][..]));
+}
