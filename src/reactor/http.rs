@@ -17,6 +17,7 @@ use crate::observe::events::{self, Filter};
 use crate::observe::http::{self, HttpServer, Limits, Status};
 use crate::observe::{self, NodeView};
 use crate::protocol::Core;
+use crate::reactor::ACCEPT_RETRY;
 use crate::vm::TraceEvent;
 
 /// The cluster page: one HTML file, plain JS, shipped in the binary.
@@ -110,6 +111,11 @@ pub struct HttpSide {
     /// triggered, neither gets another event: the reactor calls back.
     unfinished: Vec<usize>,
     accept_unfinished: bool,
+    /// When to try `accept` again after it failed (out of descriptors):
+    /// connections waiting in the backlog raise no new event.
+    accept_retry: Option<Instant>,
+    /// The failure was logged in this spell (until the backlog drains).
+    accept_warned: bool,
 }
 
 /// What `/health` and `/metrics` read besides the HTTP side itself.
@@ -144,6 +150,8 @@ impl HttpSide {
             stream_flush_at: None,
             unfinished: Vec::new(),
             accept_unfinished: false,
+            accept_retry: None,
+            accept_warned: false,
         })
     }
 
@@ -151,13 +159,20 @@ impl HttpSide {
     /// [`handle_unfinished`](Self::handle_unfinished).
     pub fn accept_all(&mut self, registry: &Registry, now: Instant) {
         self.accept_unfinished = false;
+        self.accept_retry = None;
         for _ in 0..ACCEPT_BUDGET {
             let (mut stream, addr) = match self.listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_warned = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    warn!("http: accept failed: {e}");
+                    if !std::mem::replace(&mut self.accept_warned, true) {
+                        warn!("http: accept failed: {e}; trying again every {ACCEPT_RETRY:?}");
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             };
@@ -193,9 +208,16 @@ impl HttpSide {
         self.accept_unfinished || !self.unfinished.is_empty()
     }
 
-    /// Goes on where the budgets stopped the last iteration.
+    /// [`has_unfinished`](Self::has_unfinished), or an accept to try
+    /// again by now.
+    pub fn has_work(&self, now: Instant) -> bool {
+        self.has_unfinished() || self.accept_retry.is_some_and(|at| now >= at)
+    }
+
+    /// Goes on where the budgets stopped the last iteration, and tries
+    /// the listener again once a failed accept's wait is over.
     pub fn handle_unfinished(&mut self, registry: &Registry, from: &Sources, now: Instant) {
-        if self.accept_unfinished {
+        if self.accept_unfinished || self.accept_retry.is_some_and(|at| now >= at) {
             self.accept_all(registry, now);
         }
         for key in std::mem::take(&mut self.unfinished) {
@@ -318,11 +340,13 @@ impl HttpSide {
     }
 
     /// When the reactor must wake: to write streamed events, if any wait,
-    /// and, while connections are open, for the sweep (idle cuts and
-    /// heartbeats must come on a node with no other traffic too).
+    /// to try a failed accept again, and, while connections are open, for
+    /// the sweep (idle cuts and heartbeats must come on a node with no
+    /// other traffic too).
     pub fn deadline(&self) -> Option<Instant> {
         let sweep = (!self.server.is_empty()).then_some(self.next_sweep);
-        self.stream_flush_at.into_iter().chain(sweep).min()
+        let wakes = [self.stream_flush_at, sweep, self.accept_retry];
+        wakes.into_iter().flatten().min()
     }
 
     /// Writes what waits for subscribers, once its time has come.

@@ -80,7 +80,7 @@ const HAND_OVER_EVERY: usize = 256;
 
 /// How long after a failed `accept` (out of file descriptors) the
 /// listener is tried again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Bytes one connection may have read per reactor iteration before the
 /// others, the timers and the writes get a turn: a peer that writes
@@ -346,13 +346,10 @@ impl Reactor {
         self.with_http(|http, registry, from| http.handle(key, registry, from, now));
     }
 
-    /// Goes on with HTTP connections (and accepts) that used their budget.
+    /// Goes on with HTTP connections (and accepts) that used their budget,
+    /// and tries the HTTP listener again after a failed accept.
     fn http_unfinished(&mut self, now: Instant) {
-        if self
-            .http
-            .as_ref()
-            .is_some_and(http::HttpSide::has_unfinished)
-        {
+        if self.http.as_ref().is_some_and(|h| h.has_work(now)) {
             self.with_http(|http, registry, from| http.handle_unfinished(registry, from, now));
         }
     }

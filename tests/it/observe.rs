@@ -511,6 +511,82 @@ fn a_client_that_pipelines_and_reads_does_not_hold_the_node() {
     reader.join().unwrap();
 }
 
+/// The HTTP listener out of file descriptors: the connections that wait
+/// in its backlog meanwhile are served once descriptors are free again,
+/// without another connection arriving to wake it (readiness is edge
+/// triggered: it tries the listener again on its own, as the peer
+/// listener does).
+#[test]
+fn http_connections_that_waited_out_a_descriptor_shortage_are_served() {
+    let (beta, port) = beta_with_http();
+    // The limit is on descriptor numbers, and new ones fill the lowest
+    // free numbers: the smallest limit under which `room` are free.
+    let fds: std::collections::HashSet<usize> =
+        std::fs::read_dir(format!("/proc/{}/fd", beta.pid()))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    let room = 4;
+    let (mut limit, mut free) = (0, 0);
+    while free < room {
+        free += usize::from(!fds.contains(&limit));
+        limit += 1;
+    }
+    let set = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &beta.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(set.success(), "prlimit");
+    let mark = beta.log_mark();
+    let ask = |s: &mut TcpStream| {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+    };
+    let answered = |s: &mut TcpStream, within: Duration| {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).is_ok_and(|n| n > 0)
+    };
+    let mut first: Vec<TcpStream> = (0..room)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for s in &mut first {
+        ask(s);
+    }
+    let mut waiting: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for s in &mut waiting {
+        ask(s);
+    }
+    beta.wait_for_log_after(mark, "http: accept failed", LIMIT);
+    for s in &mut first {
+        assert!(
+            answered(s, Duration::from_secs(5)),
+            "served before the limit"
+        );
+    }
+    assert!(
+        !answered(&mut waiting[0], Duration::from_millis(300)),
+        "served past the limit: it did not bite"
+    );
+    // Descriptors free again: beta closes the first ones (we leave).
+    drop(first);
+    for s in &mut waiting {
+        assert!(
+            answered(s, Duration::from_secs(5)),
+            "a waiting connection was never served:\n{}",
+            beta.stderr()
+        );
+    }
+    let warned = beta.stderr().matches("http: accept failed").count();
+    assert_eq!(warned, 1, "said once per spell:\n{}", beta.stderr());
+}
+
 /// A client that sends a request the node refuses and half-closes (as
 /// `nc -N` does) is closed cleanly, and its slot does not take the next
 /// connection down with it: a keep-alive client that gets the slot next
