@@ -762,6 +762,9 @@ fn enter(
     // chain that held the turn meanwhile may have written it, and what
     // this transaction sees comes after that.
     observe(w, c, target);
+    // A chain's first frame is the host's call (one from another node, on
+    // a node); under a frame, the call is this node's code calling.
+    w.local_calls += u64::from(!c.frames.is_empty());
     let behavior = w.behaviors.get(b);
     let input_kept = behavior.keeps_input || w.trace.wants(EventKind::ObjectCalled);
     if input_kept {
@@ -1616,13 +1619,24 @@ pub(crate) fn resumed_answer(w: &mut World, c: &mut Chain, result: Result<Val, S
             let Val::Bool(applied) = **applied else {
                 return Val::Nothing;
             };
-            let record = (**record).clone();
-            if !applied {
+            if applied {
+                // The owner holds what was sent: the replica goes on from
+                // the owner's new version, keeping its state (a write
+                // made here since the freeze left stays on top of it).
+                let version = record.as_list().and_then(|f| match f.get(2) {
+                    Some(Val::Nat(v)) => u32::try_from(*v).ok(),
+                    _ => None,
+                });
+                if let (Some(r), Some(v)) = (w.replicas.get_mut(&c.remote_target), version) {
+                    r.base = v;
+                }
+            } else {
                 w.trace.error(&VmError::Refused(
                     "freeze conflict: the owner's version moved on; the replica's writes are discarded",
                 ));
+                let record = (**record).clone();
+                install_replica(w, c.remote_target, &record);
             }
-            install_replica(w, c.remote_target, &record);
             return Val::just(Val::Bool(applied));
         }
         (Some(RemoteOp::Fetch | RemoteOp::Freeze), Ok(_)) => return Val::Nothing,

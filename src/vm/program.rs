@@ -486,7 +486,8 @@ pub fn fetch(id: ObjectId) -> Program {
 
 /// Sends a replica's state to its owner, which applies it only if its
 /// version is still the one the replica started from: `Just(Bool(true))`,
-/// and the replica is fresh again. Otherwise `Just(Bool(false))`: the
+/// and the replica goes on from the owner's new version (keeping its
+/// state: a write made since the freeze left stays). Otherwise `Just(Bool(false))`: the
 /// replica is refreshed from the owner and its writes are discarded (the
 /// trace says so); not refreshed while a call is inside it, so the next
 /// `freeze` is refused too. `Nothing` when `id` has no replica here, or the owner

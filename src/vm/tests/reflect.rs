@@ -489,6 +489,70 @@ fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
     );
 }
 
+/// A freeze the owner applied while a call is inside the replica moves
+/// the replica's base on all the same (the owner holds what was sent);
+/// the call's write, made after, goes with the next freeze from there.
+/// Left on the old base, that next freeze conflicted and the write was
+/// discarded, and a replica frozen from inside itself never recovered.
+#[test]
+fn an_applied_freeze_moves_the_base_on_under_a_chain_inside() {
+    let mut reg = registry();
+    demo::bank::register(&mut reg);
+    let mut vm = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures());
+    let (x, far) = (ObjectId(2 << 48 | 5), ObjectId(2 << 48 | 1));
+    let beta = MachineId::new("beta");
+    vm.directory_mut().insert(x, beta.clone(), Some("account"));
+    vm.directory_mut().insert(far, beta, Some("account"));
+    let record = |version: u64, balance: u64| {
+        Val::List(vec![
+            Val::str(demo::bank::ACCOUNT),
+            Val::just(Val::Nat(7)),
+            Val::Nat(version),
+            Val::List(vec![Val::Nat(balance)]),
+        ])
+    };
+    let mut out = Vec::new();
+    vm.start_program(fetch(x), 1).unwrap();
+    vm.run(&mut out);
+    let fetched = remote_calls(&mut out)[0].token;
+    vm.resume(fetched, Ok(Val::just(record(5, 100)))).unwrap();
+    vm.run(&mut out);
+    vm.start_call(
+        StartCall {
+            target: x,
+            input: demo::bank::transfer(far, 10),
+            sender: None,
+            chain: None,
+        },
+        2,
+    );
+    vm.run(&mut out);
+    let deposit = remote_calls(&mut out)[0].token;
+    // Another chain freezes; the owner applies it (now at version 6).
+    vm.start_program(freeze(x), 3).unwrap();
+    vm.run(&mut out);
+    let frozen = remote_calls(&mut out).remove(0);
+    assert_eq!(
+        frozen.input,
+        Val::pair(Val::Nat(5), Val::List(vec![Val::Nat(100)]))
+    );
+    let applied = Val::just(Val::pair(Val::Bool(true), record(6, 100)));
+    vm.resume(frozen.token, Ok(applied)).unwrap();
+    vm.run(&mut out);
+    vm.resume(deposit, Ok(Val::List(vec![Val::str("ok"), Val::Nat(10)])))
+        .unwrap();
+    vm.run(&mut out);
+    assert_eq!(vm.state(x), Some(&[Val::Nat(90)][..]));
+    vm.start_program(freeze(x), 4).unwrap();
+    vm.run(&mut out);
+    let next = remote_calls(&mut out).remove(0);
+    assert_eq!(
+        next.input,
+        Val::pair(Val::Nat(6), Val::List(vec![Val::Nat(90)])),
+        "the next freeze's base"
+    );
+}
+
 /// A refetched replica counts its version on from its own, not from the
 /// owner's: one write here and one at the owner leave both at the same
 /// number, and a transaction that read the replica before the refetch
