@@ -26,7 +26,7 @@ use slab::Slab;
 
 use crate::heap;
 use crate::protocol::{self, CloseReason};
-use crate::vm::{EventKind, MachineId, Notice, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
+use crate::vm::{MachineId, Notice, Output, StartCall, TraceMode, Val, Vm, ALL_KINDS};
 
 use super::durable::{Durable, ResultSender};
 use super::handoff::{shrink_after_burst, Command, Event, Handoff};
@@ -360,17 +360,12 @@ impl Interpreter {
     /// After a batch: the gauges `/health` and `/metrics` read, and the
     /// batch's trace events for subscribers.
     fn report(&mut self, now: Instant) {
-        let trace = self.vm.trace();
         self.stats.set_gauges(Gauges {
             objects: self.vm.object_count() as u64,
             suspended: self.vm.suspended_count() as u64,
             waiting_for_turns: self.vm.waiting_count() as u64,
             directory_entries: self.vm.directory().len() as u64,
-            // Every call that entered an object here, less those that came
-            // from other nodes (counted as remote in).
-            local_calls: trace
-                .count(EventKind::ObjectCalled)
-                .saturating_sub(trace.count(EventKind::CallArrived)),
+            local_calls: self.vm.local_calls(),
         });
         if self.hosted_stale
             && now.saturating_duration_since(self.hosted_at) >= NodeStats::HOSTED_EVERY

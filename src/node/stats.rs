@@ -79,7 +79,7 @@ pub struct Gauges {
     pub suspended: u64,
     pub waiting_for_turns: u64,
     pub directory_entries: u64,
-    /// Calls that entered an object here, less those from other nodes.
+    /// Calls this node's code made to its own objects (`Vm::local_calls`).
     pub local_calls: u64,
 }
 

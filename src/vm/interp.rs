@@ -214,6 +214,7 @@ impl Vm {
                 next_gen: 0,
                 max_depth: config.max_depth.max(1),
                 frames_total: 0,
+                local_calls: 0,
                 directory: {
                     let mut d = Directory::new();
                     d.set_local_machine(config.machine.clone());
@@ -637,6 +638,14 @@ impl Vm {
             machine: machine.clone(),
         });
         trace.set_chain(None);
+    }
+
+    /// Calls that code running on this vm made to its own objects, as
+    /// they entered: every call but a chain's first, which a host starts
+    /// ([`Vm::start_call`], as a node does for a call from another node).
+    /// A program's calls all count ([`Vm::start_program`]).
+    pub fn local_calls(&self) -> u64 {
+        self.world.local_calls
     }
 
     /// Frames all chains hold now: local calls in progress, each one

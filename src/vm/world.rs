@@ -171,6 +171,9 @@ pub(crate) struct World {
     pub(crate) max_depth: usize,
     /// Frames held by all chains (checked against `max_depth`).
     pub(crate) frames_total: usize,
+    /// Calls that code running here made to objects here (see
+    /// `Vm::local_calls`).
+    pub(crate) local_calls: u64,
     pub(crate) directory: Directory,
     pub(crate) turns: Turns,
     /// Chains whose call was just given a turn (the vm makes them runnable).

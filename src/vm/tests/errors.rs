@@ -364,3 +364,28 @@ fn a_failure_explains_nothing_once_the_program_went_on() {
     assert_eq!(result, Ok(Val::Nothing));
     assert_eq!(why, None, "the failure was left behind");
 }
+
+/// `local_calls` counts the calls code running here made to objects
+/// here: a program's calls and the calls behaviors make, not the first
+/// call of a chain a host starts (a call from another node), whether it
+/// entered, failed or was not found.
+#[test]
+fn local_calls_count_what_this_nodes_code_called() {
+    let mut vm = vm("alpha", 1, TraceMode::Off);
+    let cell = vm.create_object("cell").unwrap();
+    let mut out = Vec::new();
+    for (i, target) in [cell, ObjectId(1 << 48 | 999)].into_iter().enumerate() {
+        let call = StartCall {
+            target,
+            input: Val::List(vec![Val::str("get")]),
+            sender: None,
+            chain: None,
+        };
+        vm.start_call(call, i as u64);
+    }
+    vm.run(&mut out);
+    assert_eq!(vm.local_calls(), 0, "the host's calls");
+    let get = || call(cell, Val::List(vec![Val::str("get")]));
+    run_program(&mut vm, get().then(get()).then(get())).unwrap();
+    assert_eq!(vm.local_calls(), 3);
+}
