@@ -23,9 +23,10 @@
 //! object lives (`forget` drops it when the object is destroyed), so
 //! taking and giving back a free turn is one lookup each, with no insert,
 //! no removal and no allocation; the queue is allocated only when a call
-//! has to wait, and freed when it empties (a burst of waiters on one
-//! object does not keep its peak for the object's life). An entry is 24
-//! bytes.
+//! has to wait. An emptied queue is freed at once if a burst grew it past
+//! [`SMALL_QUEUE`], and otherwise when the node goes idle: two chains
+//! taking turns on one object do not allocate at every wait, and no
+//! object keeps a queue for its life. An entry is 24 bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -69,6 +70,9 @@ pub(crate) enum Take {
     Busy,
 }
 
+/// An emptied queue with room for more waiters than this is freed at once.
+const SMALL_QUEUE: usize = 16;
+
 type ChainMap<V> = HashMap<ChainId, V, BuildHasherDefault<IdHasher>>;
 type ObjectMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
 
@@ -91,9 +95,17 @@ impl Turns {
 
     /// Gives back what a burst of calls grew, while no turn is held or
     /// waited for ([`heap::shrink_when_idle`]); answers whether it did.
+    /// Empty queues go too, whatever their size.
     pub(crate) fn shrink_when_idle(&mut self) -> bool {
-        let held = heap::shrink_when_idle(&mut self.held);
-        heap::shrink_when_idle(&mut self.waits) | held
+        let mut gave = false;
+        for turn in self.held.values_mut() {
+            if turn.queue.as_ref().is_some_and(|q| q.is_empty()) {
+                turn.queue = None;
+                gave = true;
+            }
+        }
+        gave |= heap::shrink_when_idle(&mut self.held);
+        heap::shrink_when_idle(&mut self.waits) | gave
     }
 
     /// A call of `chain` (vm chain `key`) asks for `object`'s turn.
@@ -247,9 +259,14 @@ impl Turns {
 }
 
 impl Turn {
-    /// An empty queue is freed: most objects go back to having no waiter.
+    /// An empty queue that a burst grew is freed now; a small one waits
+    /// for [`Turns::shrink_when_idle`].
     fn free_empty_queue(&mut self) {
-        if self.queue.as_ref().is_some_and(|q| q.is_empty()) {
+        if self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.is_empty() && q.capacity() > SMALL_QUEUE)
+        {
             self.queue = None;
         }
     }
@@ -306,7 +323,8 @@ mod tests {
     }
 
     /// A burst of waiters does not keep its queue's peak: the queue goes
-    /// when it empties, by release, withdrawal or drain.
+    /// when it empties (by release, withdrawal or drain), a small one when
+    /// the node is idle.
     #[test]
     fn an_emptied_queue_is_freed() {
         let mut t = Turns::new(2000);
@@ -319,13 +337,24 @@ mod tests {
             assert!(t.release(A).is_some());
         }
         assert!(!t.has_queue(A), "released to the last waiter");
-        t.take(A, ChainId(5000), 1);
-        t.withdraw(A, ChainId(5000));
-        assert!(!t.has_queue(A), "withdrawn");
-        t.take(A, ChainId(5001), 1);
+        // A small queue stays while turns pass (no allocation per wait)
+        // and goes when the node is idle.
+        for i in 0..3 {
+            t.take(A, ChainId(5000 + i), 1);
+            assert!(t.release(A).is_some());
+            assert!(t.has_queue(A), "kept while small");
+        }
+        t.take(A, ChainId(6000), 1);
+        t.withdraw(A, ChainId(6000));
+        t.take(A, ChainId(6001), 1);
         t.drain_queue(A);
         assert!(!t.has_queue(A), "drained");
+        t.take(A, ChainId(6002), 1);
+        t.withdraw(A, ChainId(6002));
+        assert!(t.has_queue(A));
         assert_eq!(t.release(A), None);
+        assert!(t.shrink_when_idle());
+        assert!(!t.has_queue(A), "gone when idle");
         assert_eq!(t.waiting(), 0);
     }
 
