@@ -330,6 +330,8 @@ impl Interpreter {
         let wanted = self.stats.subscribers() > 0;
         if wanted != self.streaming {
             self.streaming = wanted;
+            // Events dropped before are no news to whoever watches next.
+            self.trace_gate = TraceGate::default();
             // Subscribers get what happens from now on.
             self.streamed = self.vm.trace().events().len();
             let mode = if wanted {
@@ -560,6 +562,8 @@ impl Interpreter {
                 self.send_snapshot(machine, up);
             }
             protocol::Event::Synced { machine, objects } => {
+                // Moved objects kept from before it came up may go now.
+                self.hosted_stale = true;
                 self.vm.directory_mut().mark_synced(&machine);
                 self.vm.peer_synced(&machine);
                 let objects = match objects {
