@@ -592,30 +592,8 @@ fn connections_that_waited_out_a_descriptor_shortage_are_accepted() {
     let beta = NodeProc::start("beta", 0, &["--demo"]);
     beta.wait_for_log("created pong", Duration::from_secs(30));
     let port = beta.port();
-    // The limit is on descriptor numbers, and new ones fill the lowest
-    // free numbers: the smallest limit under which `room` are free.
-    let fds: std::collections::HashSet<usize> =
-        std::fs::read_dir(format!("/proc/{}/fd", beta.pid()))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
     let room = 4;
-    let mut limit = 0;
-    let mut free = 0;
-    while free < room {
-        free += usize::from(!fds.contains(&limit));
-        limit += 1;
-    }
-    let limit = limit.to_string();
-    let set = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &beta.pid().to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .expect("run prlimit");
-    assert!(set.success(), "prlimit");
+    crate::util::leave_descriptors(beta.pid(), room);
     let mark = beta.log_mark();
     // Each accepted connection gets beta's hello at once.
     let greeted = |s: &mut TcpStream, within: Duration| {

@@ -519,28 +519,8 @@ fn a_client_that_pipelines_and_reads_does_not_hold_the_node() {
 #[test]
 fn http_connections_that_waited_out_a_descriptor_shortage_are_served() {
     let (beta, port) = beta_with_http();
-    // The limit is on descriptor numbers, and new ones fill the lowest
-    // free numbers: the smallest limit under which `room` are free.
-    let fds: std::collections::HashSet<usize> =
-        std::fs::read_dir(format!("/proc/{}/fd", beta.pid()))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
     let room = 4;
-    let (mut limit, mut free) = (0, 0);
-    while free < room {
-        free += usize::from(!fds.contains(&limit));
-        limit += 1;
-    }
-    let set = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &beta.pid().to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .expect("run prlimit");
-    assert!(set.success(), "prlimit");
+    crate::util::leave_descriptors(beta.pid(), room);
     let mark = beta.log_mark();
     let ask = |s: &mut TcpStream| {
         s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

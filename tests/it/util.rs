@@ -563,6 +563,31 @@ fn capture(stream: impl Read + Send + 'static) -> Arc<Captured> {
     captured
 }
 
+/// Lowers process `pid`'s descriptor limit (with `prlimit`) until only
+/// `room` more descriptors fit: the limit is on descriptor numbers, and
+/// new ones take the lowest free numbers, so it is the smallest limit
+/// under which `room` numbers are free.
+pub fn leave_descriptors(pid: u32, room: usize) {
+    let fds: std::collections::HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let (mut limit, mut free) = (0, 0);
+    while free < room {
+        free += usize::from(!fds.contains(&limit));
+        limit += 1;
+    }
+    let set = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(set.success(), "prlimit");
+}
+
 /// Waits for a demo alpha to exit and asserts it printed
 /// `["done", rounds]`.
 pub fn assert_demo_done(alpha: &mut NodeProc, rounds: u64, within: Duration) {

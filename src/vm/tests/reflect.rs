@@ -420,13 +420,20 @@ fn scry_meta_does_not_count_a_replica_as_its_nodes_own() {
     );
 }
 
-/// A replica is not refreshed while a chain is inside it: that chain read
-/// the old state and writes from it when its remote call comes back. A
-/// refresh under it gave that write the owner's newer version as its
-/// base, and the next `freeze` applied it over the owner's change (the
-/// bank lost a deposit made at the owner meanwhile).
-#[test]
-fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
+/// An account's replica record as beta, its owner, sends it.
+fn account_record(version: u64, balance: u64) -> Val {
+    Val::List(vec![
+        Val::str(demo::bank::ACCOUNT),
+        Val::just(Val::Nat(7)),
+        Val::Nat(version),
+        Val::List(vec![Val::Nat(balance)]),
+    ])
+}
+
+/// alpha fetched a replica of beta's account `x` at version 5, balance
+/// 100, and a transfer from it is inside, waiting on its deposit to
+/// `far`: the vm, `x`, the deposit's token and the outputs.
+fn transfer_inside_a_replica() -> (Vm, ObjectId, SuspendToken, Vec<Output>) {
     let mut reg = registry();
     demo::bank::register(&mut reg);
     let mut vm = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures());
@@ -434,23 +441,14 @@ fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
     let beta = MachineId::new("beta");
     vm.directory_mut().insert(x, beta.clone(), Some("account"));
     vm.directory_mut().insert(far, beta, Some("account"));
-    let record = |version: u64, balance: u64| {
-        Val::just(Val::List(vec![
-            Val::str(demo::bank::ACCOUNT),
-            Val::just(Val::Nat(7)),
-            Val::Nat(version),
-            Val::List(vec![Val::Nat(balance)]),
-        ]))
-    };
     let mut out = Vec::new();
-    // Fetched at the owner's version 5, balance 100.
     vm.start_program(fetch(x), 1).unwrap();
     vm.run(&mut out);
     let fetched = remote_calls(&mut out)[0].token;
-    vm.resume(fetched, Ok(record(5, 100))).unwrap();
+    vm.resume(fetched, Ok(Val::just(account_record(5, 100))))
+        .unwrap();
     vm.run(&mut out);
     assert!(vm.is_replica(x));
-    // A transfer reads 100 in the replica, and waits on the deposit.
     vm.start_call(
         StartCall {
             target: x,
@@ -462,28 +460,50 @@ fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
     );
     vm.run(&mut out);
     let deposit = remote_calls(&mut out)[0].token;
+    (vm, x, deposit, out)
+}
+
+/// The deposit answers, the transfer writes 90, and a freeze goes out:
+/// its input (the base it names, and the state).
+fn deposit_then_freeze(
+    vm: &mut Vm,
+    x: ObjectId,
+    deposit: SuspendToken,
+    out: &mut Vec<Output>,
+) -> Val {
+    vm.resume(deposit, Ok(Val::List(vec![Val::str("ok"), Val::Nat(10)])))
+        .unwrap();
+    vm.run(out);
+    assert_eq!(vm.state(x), Some(&[Val::Nat(90)][..]));
+    vm.start_program(freeze(x), 4).unwrap();
+    vm.run(out);
+    remote_calls(out).remove(0).input
+}
+
+/// A replica is not refreshed while a chain is inside it: that chain read
+/// the old state and writes from it when its remote call comes back. A
+/// refresh under it gave that write the owner's newer version as its
+/// base, and the next `freeze` applied it over the owner's change (the
+/// bank lost a deposit made at the owner meanwhile).
+#[test]
+fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
+    let (mut vm, x, deposit, mut out) = transfer_inside_a_replica();
     // Meanwhile the owner took a deposit (version 6, 150), and another
     // chain fetches: refused, the transfer is inside.
     vm.start_program(fetch(x), 3).unwrap();
     vm.run(&mut out);
     let refetched = remote_calls(&mut out)[0].token;
-    vm.resume(refetched, Ok(record(6, 150))).unwrap();
+    vm.resume(refetched, Ok(Val::just(account_record(6, 150))))
+        .unwrap();
     vm.run(&mut out);
     assert_eq!(
         vm.state(x),
         Some(&[Val::Nat(100)][..]),
         "refreshed under the transfer"
     );
-    vm.resume(deposit, Ok(Val::List(vec![Val::str("ok"), Val::Nat(10)])))
-        .unwrap();
-    vm.run(&mut out);
-    assert_eq!(vm.state(x), Some(&[Val::Nat(90)][..]));
     // The freeze still names version 5, so the owner (at 6) refuses it.
-    vm.start_program(freeze(x), 4).unwrap();
-    vm.run(&mut out);
-    let freeze = remote_calls(&mut out).remove(0);
     assert_eq!(
-        freeze.input,
+        deposit_then_freeze(&mut vm, x, deposit, &mut out),
         Val::pair(Val::Nat(5), Val::List(vec![Val::Nat(90)])),
         "the freeze's base"
     );
@@ -496,38 +516,7 @@ fn a_replica_is_not_refreshed_under_a_chain_inside_it() {
 /// discarded, and a replica frozen from inside itself never recovered.
 #[test]
 fn an_applied_freeze_moves_the_base_on_under_a_chain_inside() {
-    let mut reg = registry();
-    demo::bank::register(&mut reg);
-    let mut vm = Vm::new(VmConfig::new(MachineId::new("alpha"), 1), reg, pures());
-    let (x, far) = (ObjectId(2 << 48 | 5), ObjectId(2 << 48 | 1));
-    let beta = MachineId::new("beta");
-    vm.directory_mut().insert(x, beta.clone(), Some("account"));
-    vm.directory_mut().insert(far, beta, Some("account"));
-    let record = |version: u64, balance: u64| {
-        Val::List(vec![
-            Val::str(demo::bank::ACCOUNT),
-            Val::just(Val::Nat(7)),
-            Val::Nat(version),
-            Val::List(vec![Val::Nat(balance)]),
-        ])
-    };
-    let mut out = Vec::new();
-    vm.start_program(fetch(x), 1).unwrap();
-    vm.run(&mut out);
-    let fetched = remote_calls(&mut out)[0].token;
-    vm.resume(fetched, Ok(Val::just(record(5, 100)))).unwrap();
-    vm.run(&mut out);
-    vm.start_call(
-        StartCall {
-            target: x,
-            input: demo::bank::transfer(far, 10),
-            sender: None,
-            chain: None,
-        },
-        2,
-    );
-    vm.run(&mut out);
-    let deposit = remote_calls(&mut out)[0].token;
+    let (mut vm, x, deposit, mut out) = transfer_inside_a_replica();
     // Another chain freezes; the owner applies it (now at version 6).
     vm.start_program(freeze(x), 3).unwrap();
     vm.run(&mut out);
@@ -536,18 +525,11 @@ fn an_applied_freeze_moves_the_base_on_under_a_chain_inside() {
         frozen.input,
         Val::pair(Val::Nat(5), Val::List(vec![Val::Nat(100)]))
     );
-    let applied = Val::just(Val::pair(Val::Bool(true), record(6, 100)));
+    let applied = Val::just(Val::pair(Val::Bool(true), account_record(6, 100)));
     vm.resume(frozen.token, Ok(applied)).unwrap();
     vm.run(&mut out);
-    vm.resume(deposit, Ok(Val::List(vec![Val::str("ok"), Val::Nat(10)])))
-        .unwrap();
-    vm.run(&mut out);
-    assert_eq!(vm.state(x), Some(&[Val::Nat(90)][..]));
-    vm.start_program(freeze(x), 4).unwrap();
-    vm.run(&mut out);
-    let next = remote_calls(&mut out).remove(0);
     assert_eq!(
-        next.input,
+        deposit_then_freeze(&mut vm, x, deposit, &mut out),
         Val::pair(Val::Nat(6), Val::List(vec![Val::Nat(90)])),
         "the next freeze's base"
     );
