@@ -136,6 +136,9 @@ pub struct HttpServer {
     to_close: Vec<usize>,
     dirty: Vec<usize>,
     subscribers: usize,
+    /// The subscribers' keys: an event visits these, not every
+    /// connection (most are idle keep-alives, up to the limit).
+    streaming: Vec<usize>,
 }
 
 /// Status lines the server writes.
@@ -172,6 +175,7 @@ impl HttpServer {
             to_close: Vec::new(),
             dirty: Vec::new(),
             subscribers: 0,
+            streaming: Vec::new(),
         }
     }
 
@@ -226,9 +230,9 @@ impl HttpServer {
 
     /// The vm trace kinds some subscriber's filter can pass.
     pub fn stream_kinds(&self) -> u32 {
-        self.conns
+        self.streaming
             .iter()
-            .filter_map(|(_, c)| c.filter.as_ref().filter(|_| c.state == State::Streaming))
+            .filter_map(|&key| self.conns.get(key)?.filter.as_ref())
             .fold(0, |mask, f| mask | f.trace_kinds())
     }
 
@@ -423,6 +427,7 @@ impl HttpServer {
         conn.filter = Some(filter);
         conn.waiting_since = now;
         self.subscribers += 1;
+        self.streaming.push(key);
         mark_dirty(&mut self.dirty, conn, key);
     }
 
@@ -438,10 +443,10 @@ impl HttpServer {
             return;
         }
         let cap = self.limits.max_stream_buffer;
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.state != State::Streaming {
+        for &key in &self.streaming {
+            let Some(conn) = self.conns.get_mut(key) else {
                 continue;
-            }
+            };
             if !conn.filter.as_ref().is_some_and(&matches) {
                 continue;
             }
@@ -472,8 +477,8 @@ impl HttpServer {
         if n == 0 {
             return;
         }
-        for (_, conn) in self.conns.iter_mut() {
-            if conn.state == State::Streaming {
+        for &key in &self.streaming {
+            if let Some(conn) = self.conns.get_mut(key) {
                 conn.dropped += n;
             }
         }
@@ -525,6 +530,7 @@ impl HttpServer {
         if let Some(conn) = self.conns.try_remove(key) {
             if conn.state == State::Streaming {
                 self.subscribers -= 1;
+                self.streaming.retain(|&k| k != key);
             }
         }
     }
@@ -915,6 +921,28 @@ mod tests {
         assert!(s.received(first, b"more", now).is_none());
         assert_eq!(s.poll_close(), Some(first));
         assert_eq!(s.subscribers(), 0);
+    }
+
+    /// Events go to subscribers only: not to a connection that took a
+    /// closed subscriber's key, nor to one reading requests.
+    #[test]
+    fn events_reach_subscribers_only_when_keys_are_reused() {
+        let mut s = HttpServer::new(Limits::default());
+        let now = Instant::now();
+        let gone = subscriber(&mut s, now);
+        let stays = subscriber(&mut s, now);
+        s.closed(gone);
+        let plain = s.accept(now).unwrap();
+        assert_eq!(plain, gone, "the slab hands the key out again");
+        s.publish(b"{}", |_| true, now);
+        assert!(
+            s.unsent(plain).is_empty(),
+            "a plain connection got an event"
+        );
+        assert!(take_out(&mut s, stays, now).ends_with("data: {}\n\n"));
+        s.closed(stays);
+        assert_eq!(s.subscribers(), 0);
+        assert_eq!(s.stream_kinds(), 0);
     }
 
     /// Events lost before they reached the server (the interpreter's
