@@ -348,12 +348,43 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
             finish(node.wait())
         }
         (true, Some(rounds)) => {
+            let interrupted = interrupted_flag()?;
             let played = demo::orchestrate(&node, rounds, Duration::from_secs(args.demo_wait));
             node.shutdown();
             node.wait();
-            report(played)
+            report_unless_interrupted(played, &interrupted)
         }
     }
+}
+
+/// The demo's report, unless a signal stopped the node first: then its
+/// calls failed because this node stopped as asked, which is no fault of
+/// the demo or of its peer, and the exit is 0 as for any stop.
+fn report_unless_interrupted(
+    played: Result<DemoReport, String>,
+    interrupted: &std::sync::atomic::AtomicBool,
+) -> Result<ExitCode, String> {
+    // ORDERING: Relaxed: set by the signal that stopped the node, whose
+    // end the caller's `wait` has seen.
+    let interrupted = interrupted.load(std::sync::atomic::Ordering::Relaxed);
+    if interrupted && !played.as_ref().is_ok_and(DemoReport::succeeded) {
+        log::info!("the demo was interrupted (SIGINT or SIGTERM) before it finished");
+        return Ok(ExitCode::SUCCESS);
+    }
+    report(played)
+}
+
+/// A flag raised by SIGINT or SIGTERM, beside the node's own handling
+/// of them (which stops it): the orchestrator's calls then fail, and it
+/// must tell a stop it was asked for from a failed demo.
+fn interrupted_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::default();
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&flag))
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    Ok(flag)
 }
 
 /// `--bank-accounts`: makes the accounts the store did not restore.
@@ -605,12 +636,13 @@ fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     alpha.cluster_key = Some(key);
     let alpha = Node::start(alpha, behaviors(), PureRegistry::new())
         .map_err(|e| format!("cannot start alpha: {e}"))?;
+    let interrupted = interrupted_flag()?;
     let played = demo::orchestrate(&alpha, rounds, Duration::from_secs(10));
     alpha.shutdown();
     alpha.wait();
     beta.shutdown();
     beta.wait();
-    report(played)
+    report_unless_interrupted(played, &interrupted)
 }
 
 /// A node that served until stopped: 0, unless its reactor failed.

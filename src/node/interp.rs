@@ -488,7 +488,9 @@ impl Interpreter {
                         .vm
                         .chain_of(token)
                         .map_or_else(|| "chain ?".into(), |c| c.to_string());
-                    if failures <= LOUD_FAILURES {
+                    // Failed by our own shutdown: expected, not a warning.
+                    let ours = reason.ends_with(protocol::SHUTTING_DOWN);
+                    if failures <= LOUD_FAILURES && !ours {
                         warn!("remote call failed ({chain}): {reason}");
                     } else {
                         debug!("remote call failed ({chain}): {reason}");

@@ -131,6 +131,10 @@ pub const SNAPSHOT_PACED_MAX: usize = 16 << 10;
 /// entries.
 pub const SNAPSHOT_OBJECT_COST: usize = 80;
 
+/// Why this node's own calls fail as it shuts down (the end of their
+/// reason): said of this node, so no log reads as if the peer had gone.
+pub const SHUTTING_DOWN: &str = "this node is shutting down";
+
 /// A connection must finish its hellos and proofs this soon after it
 /// opens, or it is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -255,7 +259,7 @@ impl fmt::Display for CloseReason {
         match self {
             CloseReason::PeerClosed => f.write_str("peer closed the connection"),
             CloseReason::EofMidFrame => f.write_str("connection closed in the middle of a frame"),
-            CloseReason::ShuttingDown => f.write_str("node shutting down"),
+            CloseReason::ShuttingDown => f.write_str(SHUTTING_DOWN),
             CloseReason::Retired => f.write_str("duplicate connection retired"),
             CloseReason::Protocol(why) => write!(f, "protocol error: {why}"),
             CloseReason::Silent { what, limit } => {

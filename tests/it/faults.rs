@@ -470,6 +470,31 @@ fn sigterm_and_sigint_exit_zero_promptly() {
     }
 }
 
+/// SIGINT to the orchestrator in the middle of its game: the stop it was
+/// asked for, exit 0 and said so, without blaming its peer. (Its calls
+/// failed "node shutting down", which read as if beta had gone: WARN
+/// lines, then "the demo ended with ... connection to beta ... lost", exit 1.)
+#[test]
+fn sigint_to_the_orchestrator_mid_game_exits_zero_and_blames_no_peer() {
+    let beta = NodeProc::start_logging("beta", 0, &["--demo"], "debug");
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let peer_b = beta.addr();
+    let mark = beta.log_mark();
+    let mut alpha = NodeProc::start(
+        "alpha",
+        0,
+        &["--peer", &peer_b, "--demo", "--rounds", "1000000000"],
+    );
+    beta.wait_for_count_after(mark, "<- alpha for object", 200, Duration::from_secs(30));
+    alpha.signal("INT");
+    let status = alpha.wait_exit(Duration::from_secs(30));
+    let log = alpha.stderr();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("the demo was interrupted"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+    assert!(!log.contains("demo ended with"), "{log}");
+}
+
 /// A SIGTERM while the node is still making its bank's accounts (a
 /// million, so it takes seconds) is the clean stop it asks for: exit 0,
 /// and the log says it stopped before it finished starting.
