@@ -9,6 +9,7 @@
 //!     --tls-cert alpha.pem --tls-key alpha.key --tls-ca ca.pem   # mutual TLS
 //! ```
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -251,7 +252,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Some(Command::DemoLocal(ref d)) => demo_local(d.rounds),
         Some(Command::Status(ref s)) => avm::observe::cli::status(s.http).map(|text| {
-            println!("{text}");
+            say(std::io::stdout(), &text);
             ExitCode::SUCCESS
         }),
         Some(Command::Tail(ref t)) => {
@@ -263,10 +264,16 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            say(std::io::stderr(), &format!("error: {msg}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line of output. A reader that went away (`| head`) is not a reason
+/// to panic: the rest is simply not read.
+fn say(mut to: impl std::io::Write, text: &str) {
+    let _ = writeln!(to, "{text}");
 }
 
 fn run_node(args: &Args) -> Result<ExitCode, String> {
@@ -656,7 +663,7 @@ fn finish(outcome: Outcome) -> Result<ExitCode, String> {
 /// Prints the demo's report; 0 only for the promised result.
 fn report(played: Result<DemoReport, String>) -> Result<ExitCode, String> {
     let report = played.map_err(|e| format!("demo failed: {e}"))?;
-    println!("{report}");
+    say(std::io::stdout(), &report.to_string());
     if report.succeeded() {
         return Ok(ExitCode::SUCCESS);
     }

@@ -17,6 +17,24 @@ fn version_prints_the_version_and_exits_0() {
     assert_eq!(stdout, format!("avm-node {}\n", env!("CARGO_PKG_VERSION")));
 }
 
+/// A reader that goes away (`avm-node demo-local | head -1`) costs the
+/// rest of the output, not a panic: the demo's result still decides the
+/// exit code. (`println!` panicked on the closed pipe: exit 101.)
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let mut child = Command::new(BIN)
+        .args(["demo-local", "--rounds", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn peer_without_a_port_fails_at_start_and_names_it() {
     let mut node = NodeProc::start("cli-peer", 0, &["--peer", "alpha"]);
