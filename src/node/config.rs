@@ -56,6 +56,10 @@ pub mod defaults {
     /// before its handshake ends. Under it, a greeted connection would
     /// take less than an ungreeted one.
     pub const MIN_FRAME: usize = crate::protocol::HELLO_MAX_FRAME;
+    /// The longest name (`machine_id`) a node takes, in bytes: compact
+    /// frames name a machine in at most 255, and a hello far longer would
+    /// not fit the 4 KiB a stranger may send, so no peer could take it.
+    pub const MAX_NAME: usize = 255;
 }
 
 /// Everything a node is told at start.
@@ -168,6 +172,13 @@ impl NodeConfig {
             }
             None => {}
         }
+        if self.name.len() > defaults::MAX_NAME {
+            return Err(format!(
+                "NodeConfig::name (the machine_id) is {} bytes: it must be at most {}",
+                self.name.len(),
+                defaults::MAX_NAME
+            ));
+        }
         let intervals = [
             ("keepalive", self.keepalive),
             ("call_timeout", self.call_timeout),
@@ -222,6 +233,7 @@ mod tests {
         };
         assert!(refused(|c| c.name.clear()).contains("name"));
         assert!(refused(|c| c.name = "a\nb".into()).contains("control characters"));
+        assert!(refused(|c| c.name = "n".repeat(256)).contains("at most 255"));
         assert!(refused(|c| c.max_write_buffer = 128 << 10).contains("max_write_buffer"));
         assert!(refused(|c| c.max_frame = 100).contains("max_frame"));
         assert!(refused(|c| c.keepalive = Duration::ZERO).contains("keepalive"));
@@ -231,6 +243,7 @@ mod tests {
         longest.call_timeout = defaults::MAX_INTERVAL;
         longest.keepalive = Duration::from_millis(1);
         longest.spin = defaults::MAX_SPIN;
+        longest.name = "n".repeat(defaults::MAX_NAME);
         assert_eq!(longest.check(), Ok(()));
     }
 }
