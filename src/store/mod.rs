@@ -235,6 +235,15 @@ impl Store {
                 detail: e.to_string(),
             }
         };
+        if dir.exists() && !dir.is_dir() {
+            // create_dir_all would say only "File exists".
+            return Err(io("use the data directory")(std::io::Error::other(
+                format!(
+                    "{} is a file, not a directory: give --data-dir a directory",
+                    dir.display()
+                ),
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(io("create the data directory"))?;
         let new_file = !file.exists();
         let db = guarded(&file, || {
@@ -604,6 +613,18 @@ mod tests {
         assert_eq!(store.identity().prefix, 9002);
         assert_eq!(store.next_counter(), 3);
         assert_eq!(load_all(&store), vec![(1, vec![Val::Nat(10)])]);
+    }
+
+    /// A data directory that is a file is named as such (it was "cannot
+    /// create the data directory: File exists").
+    #[test]
+    fn a_data_directory_that_is_a_file_says_so() {
+        let dir = TempDir::new("a-file");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let file = dir.0.join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let e = Store::open(&file, "beta", None, 9002).unwrap_err();
+        assert!(e.to_string().contains("is a file, not a directory"), "{e}");
     }
 
     #[test]
