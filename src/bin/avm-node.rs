@@ -290,6 +290,15 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     if args.rounds.is_some() && !args.demo {
         return Err("--rounds only makes sense with --demo".into());
     }
+    if given("--demo-wait") && args.rounds.is_none() {
+        return Err("--demo-wait only makes sense with --demo --rounds (the orchestrator)".into());
+    }
+    if given("--bank-balance") && args.bank_accounts.is_none() {
+        return Err("--bank-balance only makes sense with --bank-accounts".into());
+    }
+    if args.max_waiting == 0 {
+        return Err("--max-waiting must be at least 1".into());
+    }
     // Said by flag here; `NodeConfig::check` would name the field.
     if args.keepalive_ms == 0 {
         return Err("--keepalive-ms must be at least 1".into());
@@ -315,7 +324,7 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     config.max_frame = args.max_frame;
     config.spin = Duration::from_micros(args.spin_us);
     config.max_call_depth = args.max_call_depth;
-    config.max_waiting = args.max_waiting.max(1);
+    config.max_waiting = args.max_waiting;
     if let Some(path) = &args.cluster_key_file {
         config.cluster_key = Some(avm::node::key::load(path)?);
     }
@@ -379,6 +388,12 @@ fn report_unless_interrupted(
         return Ok(ExitCode::SUCCESS);
     }
     report(played)
+}
+
+/// Whether `flag` is on the command line: argh fills in defaults, so a
+/// flag that means something only beside another is told apart this way.
+fn given(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
 }
 
 /// A flag raised by SIGINT or SIGTERM, beside the node's own handling

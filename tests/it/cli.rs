@@ -130,10 +130,11 @@ fn stderr_until(args: &[&str], rust_log: &str, want: impl Fn(&str) -> bool) -> S
 
 /// Settings the node cannot run with are refused at start, naming the
 /// flag: zero intervals (they were quietly taken as 1 ms), and a write
-/// buffer under 1 MiB, a frame limit under 4 KiB.
+/// buffer under 1 MiB, a frame limit under 4 KiB, no room to wait; and
+/// flags that mean something only beside another, given alone.
 #[test]
 fn settings_out_of_range_are_refused_naming_the_flag() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--keepalive-ms", "0"],
             "--keepalive-ms must be at least 1",
@@ -147,6 +148,15 @@ fn settings_out_of_range_are_refused_naming_the_flag() {
             "--max-write-buffer must be at least 1MiB",
         ),
         (&["--max-frame", "100"], "--max-frame must be at least 4KiB"),
+        (&["--max-waiting", "0"], "--max-waiting must be at least 1"),
+        (
+            &["--bank-balance", "5"],
+            "--bank-balance only makes sense with --bank-accounts",
+        ),
+        (
+            &["--demo", "--demo-wait", "5"],
+            "--demo-wait only makes sense with --demo --rounds",
+        ),
     ];
     for (args, why) in cases {
         crate::util::assert_start_refused("cli-range", args, why);
