@@ -9,7 +9,6 @@
 //!     --tls-cert alpha.pem --tls-key alpha.key --tls-ca ca.pem   # mutual TLS
 //! ```
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
