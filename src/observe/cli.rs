@@ -198,7 +198,8 @@ fn format_event(e: &Value) -> String {
         "{} {:<8} chain {}",
         e["node"].as_str().unwrap_or("?"),
         e["kind"].as_str().unwrap_or("?"),
-        e["chain"].as_u64().map_or("-".into(), |c| c.to_string()),
+        // In hex, as the logs write a chain (`ChainId`'s Display).
+        e["chain"].as_u64().map_or("-".into(), |c| format!("{c:#x}")),
     );
     for key in [
         "object", "machine", "behavior", "input", "output", "step", "ok", "error",
@@ -259,7 +260,7 @@ mod tests {
             json!({"at":1,"node":"alpha","chain":7,"kind":"call_out","object":42,"machine":"beta"});
         assert_eq!(
             format_event(&e),
-            "alpha call_out chain 7 object=42 machine=beta"
+            "alpha call_out chain 0x7 object=42 machine=beta"
         );
     }
 }
