@@ -11,7 +11,8 @@
 //!
 //! The key is the file's bytes up to its trailing whitespace: for a
 //! created file, the 64 ASCII hex characters of 32 random bytes (they are
-//! not decoded; any non-empty text works as a key). A key file that group
+//! not decoded; any text of at least [`MIN_KEY_BYTES`] bytes works as a
+//! key: a shorter one could be guessed, proof by proof). A key file that group
 //! or others may read or write is refused, as ssh refuses a private key:
 //! whoever can read it can join the cluster.
 //!
@@ -37,16 +38,31 @@ pub use crate::protocol::auth::ClusterKey;
 /// named by mistake (a log, a device) should not be read whole.
 pub const MAX_KEY_FILE: u64 = 4096;
 
+/// The shortest key a key file may hold, in bytes.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// How to make a key file, for error messages.
+fn make_one(shown: &dyn std::fmt::Display) -> String {
+    format!("make one with `(umask 077; head -c 32 /dev/urandom | base64 > {shown})`")
+}
+
 /// Random bytes in a created key (written as twice as many hex chars).
 const CREATED_KEY_BYTES: usize = 32;
 
 /// Reads a key file: refuses a file readable or writable by group or
 /// others (`mode & 0o077 != 0`), saying how to fix it (`chmod 600 PATH`);
-/// trims trailing whitespace (`\n`, `\r`, spaces); refuses an empty key.
+/// trims trailing whitespace (`\n`, `\r`, spaces); refuses a key under
+/// [`MIN_KEY_BYTES`].
 /// Every error names the path.
 pub fn load(path: &Path) -> Result<ClusterKey, String> {
-    let file = File::open(path)
-        .map_err(|e| format!("cannot open cluster key file {}: {e}", path.display()))?;
+    let file = File::open(path).map_err(|e| {
+        let shown = path.display().to_string();
+        let hint = match e.kind() {
+            ErrorKind::NotFound => format!("; {}", make_one(&shown)),
+            _ => String::new(),
+        };
+        format!("cannot open cluster key file {shown}: {e}{hint}")
+    })?;
     read_key(path, file)
 }
 
@@ -190,8 +206,16 @@ fn read_key(path: &Path, file: File) -> Result<ClusterKey, String> {
             "cluster key file {shown} is longer than {MAX_KEY_FILE} bytes: is it the right file?"
         ));
     }
-    ClusterKey::from_bytes(bytes.trim_ascii_end())
-        .map_err(|e| format!("cluster key file {shown}: {e}"))
+    let key = bytes.trim_ascii_end();
+    if !key.is_empty() && key.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "cluster key file {shown} holds a key of {} bytes, under the {MIN_KEY_BYTES} a key \
+             needs not to be guessed: {}",
+            key.len(),
+            make_one(&shown)
+        ));
+    }
+    ClusterKey::from_bytes(key).map_err(|e| format!("cluster key file {shown}: {e}"))
 }
 
 #[cfg(test)]
@@ -259,18 +283,22 @@ mod tests {
     fn load_refuses_a_file_others_can_read_or_write() {
         let dir = TempDir::new("mode");
         let path = dir.path("key");
-        write_with_mode(&path, b"secret\n", 0o644);
+        write_with_mode(&path, b"a secret of some length\n", 0o644);
         let err = load(&path).unwrap_err();
         assert!(err.contains("chmod 600"), "{err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("0644"), "{err}");
         for mode in [0o640, 0o604, 0o620, 0o602, 0o610, 0o601] {
-            write_with_mode(&path, b"secret\n", mode);
+            write_with_mode(&path, b"a secret of some length\n", mode);
             assert!(load(&path).is_err(), "mode {mode:o} accepted");
         }
         for mode in [0o600, 0o400, 0o700] {
-            write_with_mode(&path, b"secret\n", mode);
-            assert_eq!(load(&path).unwrap().as_bytes(), b"secret", "mode {mode:o}");
+            write_with_mode(&path, b"a secret of some length\n", mode);
+            assert_eq!(
+                load(&path).unwrap().as_bytes(),
+                b"a secret of some length",
+                "mode {mode:o}"
+            );
         }
     }
 
@@ -290,10 +318,26 @@ mod tests {
     fn load_trims_trailing_whitespace_only() {
         let dir = TempDir::new("trim");
         let path = dir.path("key");
-        write_with_mode(&path, b"abc def\r\n  \n", 0o600);
-        assert_eq!(load(&path).unwrap().as_bytes(), b"abc def");
-        write_with_mode(&path, b"  abc", 0o600);
-        assert_eq!(load(&path).unwrap().as_bytes(), b"  abc");
+        write_with_mode(&path, b"abc def ghi jkl mno\r\n  \n", 0o600);
+        assert_eq!(load(&path).unwrap().as_bytes(), b"abc def ghi jkl mno");
+        write_with_mode(&path, b"  abc def ghi jkl", 0o600);
+        assert_eq!(load(&path).unwrap().as_bytes(), b"  abc def ghi jkl");
+    }
+
+    /// `echo abc > key` is no key: under 16 bytes it is refused, saying
+    /// how to make one.
+    #[test]
+    fn load_refuses_a_short_key() {
+        let dir = TempDir::new("short");
+        let path = dir.path("key");
+        write_with_mode(&path, b"abc\n", 0o600);
+        let err = load(&path).unwrap_err();
+        assert!(
+            err.contains("3 bytes") && err.contains("head -c 32"),
+            "{err}"
+        );
+        write_with_mode(&path, &[b'k'; MIN_KEY_BYTES], 0o600);
+        assert!(load(&path).is_ok());
     }
 
     #[test]
@@ -311,11 +355,11 @@ mod tests {
     fn create_on_an_existing_file_loads_it() {
         let dir = TempDir::new("existing");
         let path = dir.path("key");
-        write_with_mode(&path, b"existing\n", 0o600);
-        assert_eq!(create(&path).unwrap().as_bytes(), b"existing");
-        assert_eq!(fs::read(&path).unwrap(), b"existing\n");
+        write_with_mode(&path, b"an existing key file\n", 0o600);
+        assert_eq!(create(&path).unwrap().as_bytes(), b"an existing key file");
+        assert_eq!(fs::read(&path).unwrap(), b"an existing key file\n");
         // And an existing file is still checked.
-        write_with_mode(&path, b"existing\n", 0o644);
+        write_with_mode(&path, b"an existing key file\n", 0o644);
         assert!(create(&path).unwrap_err().contains("chmod 600"));
     }
 
@@ -325,6 +369,7 @@ mod tests {
         let path = dir.path("no-such-key");
         let err = load(&path).unwrap_err();
         assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("head -c 32 /dev/urandom"), "{err}");
     }
 
     #[test]

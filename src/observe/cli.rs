@@ -199,7 +199,9 @@ fn format_event(e: &Value) -> String {
         e["node"].as_str().unwrap_or("?"),
         e["kind"].as_str().unwrap_or("?"),
         // In hex, as the logs write a chain (`ChainId`'s Display).
-        e["chain"].as_u64().map_or("-".into(), |c| format!("{c:#x}")),
+        e["chain"]
+            .as_u64()
+            .map_or("-".into(), |c| format!("{c:#x}")),
     );
     for key in [
         "object", "machine", "behavior", "input", "output", "step", "ok", "error",
