@@ -226,7 +226,8 @@ impl Core {
         );
     }
 
-    /// Whether TLS mismatch `what` with `ip` was said within the last
+    /// Whether mistake `what` (a TLS mismatch, a stranger's protocol
+    /// error) with `ip` was said within the last
     /// [`TLS_STRANGER_QUIET`]; notes that it is being said now if not.
     /// Per reason: an operator who fixes one mistake and makes another
     /// hears of the second at once.
@@ -260,11 +261,17 @@ impl Core {
         self.tls_strangers.get(&(ip, failure_kind(what))).copied()
     }
 
+    /// Before the handshake is done, a stranger's error is said at WARN
+    /// once per address and reason per [`TLS_STRANGER_QUIET`], then at
+    /// DEBUG: a node with another key, or the same name, redials all
+    /// along and would fill the log with the same line.
     pub(super) fn protocol_error(&mut self, conn: ConnId, why: String, now: Instant) {
         if let Some(c) = self.conn(conn) {
-            warn!(
-                "protocol error from {}: {why}; closing this connection",
-                c.label()
+            let (label, stranger, ip) = (c.label(), c.hello_at.is_none(), c.remote.ip());
+            let again = stranger && self.said_lately(ip, &why, now);
+            log::log!(
+                warn_once(again),
+                "protocol error from {label}: {why}; closing this connection"
             );
         }
         self.say_closing(conn, &why);

@@ -1020,6 +1020,39 @@ fn unknown_types_are_ignored_only_after_the_hello() {
     );
 }
 
+/// A stranger's protocol error (here, another key's node redialling)
+/// is warned of once per address and reason per quiet period; a greeted
+/// peer's always.
+#[test]
+fn a_strangers_protocol_error_is_warned_of_once_per_address() {
+    use crate::codec::FrameError;
+    let now = Instant::now();
+    let (_a, mut b, _link) = greeted_pair(now);
+    let big = || {
+        BadInput::Frame(FrameError::TooLarge {
+            len: 5000,
+            max: 4096,
+        })
+    };
+    let why = "bad frame before the handshake completed: frame length 5000 over the maximum \
+               4096 (no hello came first: is it an avm node?)";
+    let ip = addr(0).ip();
+    let first = b.core.handle_accepted(addr(46001), now);
+    assert_eq!(b.core.handle_bad_input(first, big(), now), Status::Closed);
+    assert_eq!(b.core.tls_warned_at_for(ip, why), Some(now));
+    let later = now + Duration::from_secs(5);
+    let second = b.core.handle_accepted(addr(46002), later);
+    assert_eq!(
+        b.core.handle_bad_input(second, big(), later),
+        Status::Closed
+    );
+    assert_eq!(
+        b.core.tls_warned_at_for(ip, why),
+        Some(now),
+        "quiet the second time"
+    );
+}
+
 /// A TLS ClientHello on a plaintext node is named as such before any
 /// hello, warned of once per address per quiet period, and closed every
 /// time; after the hellos the same bytes are a bad frame like any other.

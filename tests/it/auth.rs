@@ -116,7 +116,9 @@ fn the_test_key_file_is_private_and_holds_the_key() {
 /// the peer sent; then the same beta serves a normal demo.
 #[test]
 fn each_failed_handshake_is_refused_and_the_node_serves_on() {
-    let beta = NodeProc::start("beta", 0, &["--demo"]);
+    // At debug: a stranger's second error of one kind (the replayed
+    // proof's `bad proof`) is logged there, the first at WARN.
+    let beta = NodeProc::start_logging("beta", 0, &["--demo"], "debug");
     let pong: u64 = beta.log_value("created pong", STARTUP).parse().unwrap();
     let port = beta.port();
     // Runs one case: `act` does it on a fresh connection; then the node
