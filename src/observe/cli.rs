@@ -106,10 +106,11 @@ fn format_status(h: &Value) -> String {
             .map_or("never".into(), |ms| format!("{ms} ms ago"));
         out += &format!(
             "\n  {:<12} {:<5} {:<22} seen {:<12} objects {}",
+            // A `--peer` address not reached yet has no name.
             p["machine"]
                 .as_str()
                 .filter(|m| !m.is_empty())
-                .unwrap_or("?"),
+                .unwrap_or("(--peer)"),
             if p["up"].as_bool() == Some(true) {
                 "up"
             } else {
@@ -234,7 +235,8 @@ mod tests {
             "objects":1,"directory_entries":1,"suspended_chains":0,"calls_in_flight":0,
             "calls":{"remote_out":5,"remote_in":6,"local":7,"failed":1},
             "remote_call_latency":{"count":5,"p50_us":250,"p99_us":1000},
-            "peers":[{"machine":"alpha","address":"127.0.0.1:9001","up":true,"last_seen_ms":12,"objects":1}]});
+            "peers":[{"machine":"alpha","address":"127.0.0.1:9001","up":true,"last_seen_ms":12,"objects":1},
+                {"machine":"","address":"gamma:9003","up":false,"last_seen_ms":null,"objects":0}]});
         let text = format_status(&h);
         assert!(text.starts_with("beta (prefix 9002), up 3.5 s"), "{text}");
         assert!(
@@ -245,6 +247,7 @@ mod tests {
             text.contains("alpha") && text.contains(" up ") && text.contains("12 ms ago"),
             "{text}"
         );
+        assert!(text.contains("(--peer)     down  gamma:9003"), "{text}");
     }
 
     #[test]
