@@ -95,6 +95,10 @@ impl FailureKind {
     }
 }
 
+/// The close reason of a dial that did not connect
+/// (`CloseReason::error_label`).
+const DIAL_FAILED: &str = "connect_failed";
+
 /// Upper bounds of the round-trip buckets, in microseconds.
 pub const RTT_BUCKETS_US: [u64; 14] = [
     25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
@@ -432,13 +436,23 @@ pub fn render_metrics(view: &NodeView) -> Vec<u8> {
         "Times each peer was declared down.",
         per_peer(|p| p.downs),
     );
+    // A dial that did not connect (a peer not running yet) is no fault
+    // of any connection: counted apart, so an alert on faults stays quiet.
+    let (dials, faults): (Vec<_>, Vec<_>) = view
+        .protocol_errors
+        .iter()
+        .partition(|(r, _)| *r == DIAL_FAILED);
     m.family(
         "avm_protocol_errors_total",
         "counter",
-        "Connections closed, by reason.",
-        view.protocol_errors
-            .iter()
-            .map(|(r, n)| (format!("reason=\"{r}\""), *n)),
+        "Connections closed for a fault (the peer's or the network's), by reason.",
+        faults.iter().map(|(r, n)| (format!("reason=\"{r}\""), *n)),
+    );
+    m.family(
+        "avm_dial_failures_total",
+        "counter",
+        "Dials to a --peer address that did not connect (refused, unreachable, timed out).",
+        std::iter::once((String::new(), dials.iter().map(|(_, n)| *n).sum())),
     );
     m.0.into_bytes()
 }
@@ -595,6 +609,21 @@ mod tests {
             assert!(name.starts_with("avm_"), "{line}");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    /// A dial that did not connect is not a protocol error: it has its
+    /// own counter (an alert on protocol errors fired for a peer that was
+    /// only not running yet).
+    #[test]
+    fn failed_dials_are_counted_apart_from_protocol_errors() {
+        let view = NodeView {
+            protocol_errors: vec![("connect_failed", 12), ("protocol", 1)],
+            ..NodeView::default()
+        };
+        let text = String::from_utf8(render_metrics(&view)).unwrap();
+        assert!(text.contains("\navm_dial_failures_total 12\n"), "{text}");
+        assert!(text.contains("avm_protocol_errors_total{reason=\"protocol\"} 1\n"));
+        assert!(!text.contains("reason=\"connect_failed\""), "{text}");
     }
 
     /// Two `--peer`s not reached yet have no machine name: each is still
