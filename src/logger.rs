@@ -53,6 +53,14 @@ pub fn init() {
     });
     if fresh && log::set_logger(logger).is_ok() {
         log::set_max_level(logger.filter.max_level());
+        // A typo would otherwise leave the level at info without a word.
+        let spec = std::env::var("RUST_LOG").unwrap_or_default();
+        for item in Filter::ignored(&spec) {
+            log::warn!(
+                "RUST_LOG: `{item}` ignored: not a level (error, warn, info, debug, trace, off) \
+                 or TARGET=LEVEL"
+            );
+        }
     }
 }
 
@@ -123,6 +131,19 @@ impl Default for Filter {
 
 impl Filter {
     /// Parses a `RUST_LOG` value; `None` when no directive in it parses.
+    /// The directives of `spec` that [`Filter::parse`] skips.
+    fn ignored(spec: &str) -> Vec<&str> {
+        let level = |l: &str| LevelFilter::from_str(l.trim()).is_ok();
+        spec.split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .filter(|item| match item.split_once('=') {
+                None => !level(item),
+                Some((target, l)) => target.trim().is_empty() || !level(l),
+            })
+            .collect()
+    }
+
     fn parse(spec: &str) -> Option<Filter> {
         let mut filter = Filter::default();
         let mut any = false;
@@ -178,6 +199,16 @@ mod tests {
 
     fn filter(spec: &str) -> Filter {
         Filter::parse(spec).unwrap_or_else(|| panic!("`{spec}` should parse"))
+    }
+
+    #[test]
+    fn directives_that_are_not_ones_are_named() {
+        assert_eq!(Filter::ignored("bogus"), vec!["bogus"]);
+        assert_eq!(
+            Filter::ignored("debug, avm=loud ,=info,avm::vm=trace"),
+            vec!["avm=loud", "=info"]
+        );
+        assert!(Filter::ignored("").is_empty());
     }
 
     #[test]
