@@ -13,6 +13,16 @@ fn three() -> Net {
     net
 }
 
+/// Three nodes, and a tally alpha created and moved to beta.
+fn a_tally_moved_to_beta() -> (Net, ObjectId) {
+    let mut net = three();
+    let t = net.create(ALPHA, "tally");
+    net.start(ALPHA, move_object(t, "beta"), 1);
+    net.settle();
+    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    (net, t)
+}
+
 fn machine_of(net: &mut Net, at: usize, id: ObjectId, origin: u64) -> Val {
     net.start(at, get_machine(id), origin);
     net.settle();
@@ -106,11 +116,7 @@ fn a_move_waits_for_the_turn_and_the_calls_behind_it_follow_the_object() {
 /// relays the answer (and a failure) as it came.
 #[test]
 fn a_call_to_the_old_home_is_forwarded_and_answered_once() {
-    let mut net = three();
-    let t = net.create(ALPHA, "tally");
-    net.start(ALPHA, move_object(t, "beta"), 1);
-    net.settle();
-    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    let (mut net, t) = a_tally_moved_to_beta();
     // gamma missed the move_notify.
     net.vms[GAMMA]
         .directory_mut()
@@ -158,11 +164,7 @@ fn a_call_to_the_old_home_is_forwarded_and_answered_once() {
 /// goes.
 #[test]
 fn the_old_home_forwards_while_the_new_home_resyncs() {
-    let mut net = three();
-    let t = net.create(ALPHA, "tally");
-    net.start(ALPHA, move_object(t, "beta"), 1);
-    net.settle();
-    assert_eq!(net.result(1), Some(&Ok(Val::Bool(true))));
+    let (mut net, t) = a_tally_moved_to_beta();
     let beta = MachineId::new("beta");
     net.vms[ALPHA].directory_mut().peer_up(&beta, 2);
     assert_eq!(net.vms[ALPHA].directory().machine_of(t), Some(&beta));
