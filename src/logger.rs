@@ -130,7 +130,6 @@ impl Default for Filter {
 }
 
 impl Filter {
-    /// Parses a `RUST_LOG` value; `None` when no directive in it parses.
     /// The directives of `spec` that [`Filter::parse`] skips.
     fn ignored(spec: &str) -> Vec<&str> {
         let level = |l: &str| LevelFilter::from_str(l.trim()).is_ok();
@@ -144,6 +143,7 @@ impl Filter {
             .collect()
     }
 
+    /// Parses a `RUST_LOG` value; `None` when no directive in it parses.
     fn parse(spec: &str) -> Option<Filter> {
         let mut filter = Filter::default();
         let mut any = false;

@@ -315,6 +315,9 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
         check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;
     }
     let early = EarlyStop::install()?;
+    // Before the node starts: a signal at any moment from here on is a
+    // stop that was asked for (see `report_unless_interrupted`).
+    let interrupted = interrupted_flag()?;
     let mut config = NodeConfig::new(&name);
     config.bind = args.bind;
     config.port = port;
@@ -363,7 +366,6 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
             finish(node.wait())
         }
         (true, Some(rounds)) => {
-            let interrupted = interrupted_flag()?;
             let played = demo::orchestrate(&node, rounds, Duration::from_secs(args.demo_wait));
             node.shutdown();
             node.wait();
@@ -383,7 +385,9 @@ fn report_unless_interrupted(
     // end the caller's `wait` has seen.
     let interrupted = interrupted.load(std::sync::atomic::Ordering::Relaxed);
     if interrupted && !played.as_ref().is_ok_and(DemoReport::succeeded) {
-        log::info!("the demo was interrupted (SIGINT or SIGTERM) before it finished");
+        // At WARN: a script that stopped a demo it thought hung sees why
+        // the exit is 0.
+        log::warn!("the demo was interrupted (SIGINT or SIGTERM) before it finished; exit 0");
         return Ok(ExitCode::SUCCESS);
     }
     report(played)
@@ -632,6 +636,8 @@ fn parse_size(text: &str) -> Result<usize, String> {
 
 fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     let loopback = IpAddr::from([127, 0, 0, 1]);
+    // Before either node starts (see `report_unless_interrupted`).
+    let interrupted = interrupted_flag()?;
     let behaviors = || {
         let mut behaviors = BehaviorRegistry::new();
         demo::pingpong::register(&mut behaviors);
@@ -657,7 +663,6 @@ fn demo_local(rounds: u64) -> Result<ExitCode, String> {
     alpha.cluster_key = Some(key);
     let alpha = Node::start(alpha, behaviors(), PureRegistry::new())
         .map_err(|e| format!("cannot start alpha: {e}"))?;
-    let interrupted = interrupted_flag()?;
     let played = demo::orchestrate(&alpha, rounds, Duration::from_secs(10));
     alpha.shutdown();
     alpha.wait();

@@ -940,7 +940,16 @@ mod tests {
             "a plain connection got an event"
         );
         assert!(take_out(&mut s, stays, now).ends_with("data: {}\n\n"));
+        // The reused key subscribes: it gets each event once.
+        s.received(plain, b"GET /events HTTP/1.1\r\n\r\n", now)
+            .unwrap();
+        s.subscribe(plain, Filter::default(), now);
+        take_out(&mut s, plain, now);
+        s.publish(b"{}", |_| true, now);
+        let got = take_out(&mut s, plain, now);
+        assert_eq!(got.matches("data: {}").count(), 1, "{got}");
         s.closed(stays);
+        s.closed(plain);
         assert_eq!(s.subscribers(), 0);
         assert_eq!(s.stream_kinds(), 0);
     }
