@@ -571,6 +571,22 @@ mod tests {
         rx
     }
 
+    /// One round that writes `x` and gives an answer: the answer is held
+    /// for the disk. Its receiver.
+    fn write_and_answer(
+        d: &mut Durable,
+        vm: &mut Vm,
+        x: ObjectId,
+        commands: &mut Vec<Command>,
+        results: &mut Results,
+    ) -> Receiver<Result<Val, String>> {
+        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
+        let waiting = result(results);
+        d.gate(vm, commands, results);
+        assert!(results.is_empty(), "held for the disk");
+        waiting
+    }
+
     /// A round that writes and sends nothing, then one that writes
     /// nothing and answers: the answer waits for the first round's batch,
     /// which holds the write it may reflect.
@@ -645,10 +661,7 @@ mod tests {
         let (mut d, _batches, _store) = durable();
         let (mut vm, x) = vm();
         let (mut commands, mut results) = (Vec::new(), Results::new());
-        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
-        let waiting = result(&mut results);
-        d.gate(&mut vm, &mut commands, &mut results);
-        assert!(results.is_empty(), "held for the disk");
+        let waiting = write_and_answer(&mut d, &mut vm, x, &mut commands, &mut results);
         for reply in d.abandon() {
             reply.send(Err("node stopped".into())).unwrap();
         }
@@ -791,10 +804,7 @@ mod tests {
         let (mut d, _batches, store) = durable();
         let (mut vm, x) = vm();
         let (mut commands, mut results) = (Vec::new(), Results::new());
-        vm.set_state(x, vec![Val::Nat(1)]).unwrap();
-        let waiting = result(&mut results);
-        d.gate(&mut vm, &mut commands, &mut results);
-        assert!(results.is_empty(), "held for the disk");
+        let waiting = write_and_answer(&mut d, &mut vm, x, &mut commands, &mut results);
         drop(store);
         d.gate(&mut vm, &mut commands, &mut results);
         for (reply, result) in results.drain(..) {

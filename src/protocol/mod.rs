@@ -464,8 +464,9 @@ pub struct Core {
     stopping: bool,
     observed: observed::Observed,
     clock: observed::MicroClock,
-    /// TLS mismatches this node warned of, by address and mismatch, and when.
-    tls_strangers: HashMap<(std::net::IpAddr, Box<str>), Instant>,
+    /// Strangers' mistakes this node warned of (TLS mismatches, protocol
+    /// errors before a handshake completed), by address and kind, and when.
+    strangers_said: HashMap<(std::net::IpAddr, Box<str>), Instant>,
 }
 
 impl Core {
@@ -513,7 +514,7 @@ impl Core {
             read_through: None,
             observed: observed::Observed::default(),
             clock: observed::MicroClock::new(now),
-            tls_strangers: HashMap::new(),
+            strangers_said: HashMap::new(),
             config,
         }
     }

@@ -213,7 +213,7 @@ impl Core {
     }
 
     /// A TLS client dialled this plaintext node: a setup mistake, said
-    /// once per address per [`TLS_STRANGER_QUIET`] at WARN (its node
+    /// once per address per [`STRANGER_QUIET`] at WARN (its node
     /// redials all along), otherwise at DEBUG.
     fn tls_stranger(&mut self, label: &str, ip: IpAddr, now: Instant) {
         let again = self.said_lately(ip, TLS_CLIENT_HERE, now);
@@ -222,29 +222,29 @@ impl Core {
             "{label}: a TLS handshake arrived on this plaintext port (are `--tls-*` missing here, or \
              given to that node by mistake?); closing this connection (said once per address \
              every {} minutes)",
-            TLS_STRANGER_QUIET.as_secs() / 60
+            STRANGER_QUIET.as_secs() / 60
         );
     }
 
     /// Whether mistake `what` (a TLS mismatch, a stranger's protocol
     /// error) with `ip` was said within the last
-    /// [`TLS_STRANGER_QUIET`]; notes that it is being said now if not.
+    /// [`STRANGER_QUIET`]; notes that it is being said now if not.
     /// Per reason: an operator who fixes one mistake and makes another
     /// hears of the second at once.
     fn said_lately(&mut self, ip: IpAddr, what: &str, now: Instant) -> bool {
-        let quiet = |at: &Instant| now.saturating_duration_since(*at) < TLS_STRANGER_QUIET;
+        let quiet = |at: &Instant| now.saturating_duration_since(*at) < STRANGER_QUIET;
         let key = (ip, failure_kind(what));
-        let again = self.tls_strangers.get(&key).is_some_and(quiet);
+        let again = self.strangers_said.get(&key).is_some_and(quiet);
         if !again {
-            if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
-                self.tls_strangers.retain(|_, at| quiet(at));
+            if self.strangers_said.len() >= STRANGERS_KEPT {
+                self.strangers_said.retain(|_, at| quiet(at));
             }
-            if self.tls_strangers.len() >= TLS_STRANGERS_KEPT {
+            if self.strangers_said.len() >= STRANGERS_KEPT {
                 // Hundreds of addresses at once: forget them all rather
                 // than grow (some warn twice).
-                self.tls_strangers.clear();
+                self.strangers_said.clear();
             }
-            self.tls_strangers.insert(key, now);
+            self.strangers_said.insert(key, now);
         }
         again
     }
@@ -252,17 +252,17 @@ impl Core {
     /// When this node last warned of a TLS client from `ip` (for tests).
     #[cfg(test)]
     pub(crate) fn tls_warned_at(&self, ip: IpAddr) -> Option<Instant> {
-        self.tls_warned_at_for(ip, TLS_CLIENT_HERE)
+        self.warned_at_for(ip, TLS_CLIENT_HERE)
     }
 
     /// When this node last warned of TLS mismatch `what` with `ip`.
     #[cfg(test)]
-    pub(crate) fn tls_warned_at_for(&self, ip: IpAddr, what: &str) -> Option<Instant> {
-        self.tls_strangers.get(&(ip, failure_kind(what))).copied()
+    pub(crate) fn warned_at_for(&self, ip: IpAddr, what: &str) -> Option<Instant> {
+        self.strangers_said.get(&(ip, failure_kind(what))).copied()
     }
 
     /// Before the handshake is done, a stranger's error is said at WARN
-    /// once per address and reason per [`TLS_STRANGER_QUIET`], then at
+    /// once per address and reason per [`STRANGER_QUIET`], then at
     /// DEBUG: a node with another key, or the same name, redials all
     /// along and would fill the log with the same line.
     pub(super) fn protocol_error(&mut self, conn: ConnId, why: String, now: Instant) {
@@ -828,10 +828,11 @@ fn failure_kind(what: &str) -> Box<str> {
 /// The mismatch a plaintext node sees when a TLS client dials it.
 const TLS_CLIENT_HERE: &str = "a TLS client on a plaintext port";
 
-/// How long a node stays quiet about one TLS mismatch with one address,
-/// and how many (address, mismatch) pairs it remembers at most.
-const TLS_STRANGER_QUIET: Duration = Duration::from_secs(600);
-const TLS_STRANGERS_KEPT: usize = 256;
+/// How long a node stays quiet about one stranger's mistake (a TLS
+/// mismatch, a protocol error) from one address, and how many (address,
+/// mistake) pairs it remembers at most.
+const STRANGER_QUIET: Duration = Duration::from_secs(600);
+const STRANGERS_KEPT: usize = 256;
 
 /// Whether a frame header is the start of a TLS record: an alert (content
 /// type 21, what a TLS node answers a plaintext `hello` with) or a

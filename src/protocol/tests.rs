@@ -1039,7 +1039,7 @@ fn a_strangers_protocol_error_is_warned_of_once_per_address() {
     let ip = addr(0).ip();
     let first = b.core.handle_accepted(addr(46001), now);
     assert_eq!(b.core.handle_bad_input(first, big(), now), Status::Closed);
-    assert_eq!(b.core.tls_warned_at_for(ip, why), Some(now));
+    assert_eq!(b.core.warned_at_for(ip, why), Some(now));
     let later = now + Duration::from_secs(5);
     let second = b.core.handle_accepted(addr(46002), later);
     assert_eq!(
@@ -1047,7 +1047,7 @@ fn a_strangers_protocol_error_is_warned_of_once_per_address() {
         Status::Closed
     );
     assert_eq!(
-        b.core.tls_warned_at_for(ip, why),
+        b.core.warned_at_for(ip, why),
         Some(now),
         "quiet the second time"
     );
@@ -1099,11 +1099,11 @@ fn a_tls_client_on_a_plaintext_port_is_named_once_per_address() {
     // Another mismatch from the same address is news, quiet period or not
     // (a client that dropped TLS, or a certificate another CA signed).
     let other = "TLS failed: invalid peer certificate: UnknownIssuer";
-    assert_eq!(b.core.tls_warned_at_for(ip, other), None);
+    assert_eq!(b.core.warned_at_for(ip, other), None);
     let fourth = b.core.handle_accepted(addr(45004), much_later);
     let failed = CloseReason::Tls("invalid peer certificate: UnknownIssuer".into());
     b.core.handle_closed(fourth, failed, much_later);
-    assert_eq!(b.core.tls_warned_at_for(ip, other), Some(much_later));
+    assert_eq!(b.core.warned_at_for(ip, other), Some(much_later));
     // The same failure with other numbers in it (an expiry error names the
     // time) is not news.
     let expired = |secs: u64| {
@@ -1117,12 +1117,12 @@ fn a_tls_client_on_a_plaintext_port_is_named_once_per_address() {
         .core
         .handle_accepted(addr(45006), much_later + Duration::from_secs(5));
     let kind = "TLS failed: certificate expired: verification time 1 (now)";
-    let before = b.core.tls_warned_at_for(ip, kind);
+    let before = b.core.warned_at_for(ip, kind);
     b.core
         .handle_closed(sixth, expired(1799), much_later + Duration::from_secs(5));
     assert_eq!(before, Some(much_later));
     assert_eq!(
-        b.core.tls_warned_at_for(ip, kind),
+        b.core.warned_at_for(ip, kind),
         Some(much_later),
         "the same kind"
     );

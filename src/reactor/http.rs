@@ -11,13 +11,13 @@ use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use super::accept::{AcceptRetry, ACCEPT_RETRY};
 use crate::node::handoff::Handoff;
 use crate::node::NodeStats;
 use crate::observe::events::{self, Filter};
 use crate::observe::http::{self, HttpServer, Limits, Status};
 use crate::observe::{self, NodeView};
 use crate::protocol::Core;
-use crate::reactor::ACCEPT_RETRY;
 use crate::vm::TraceEvent;
 
 /// The cluster page: one HTML file, plain JS, shipped in the binary.
@@ -111,11 +111,8 @@ pub struct HttpSide {
     /// triggered, neither gets another event: the reactor calls back.
     unfinished: Vec<usize>,
     accept_unfinished: bool,
-    /// When to try `accept` again after it failed (out of descriptors):
-    /// connections waiting in the backlog raise no new event.
-    accept_retry: Option<Instant>,
-    /// The failure was logged in this spell (until the backlog drains).
-    accept_warned: bool,
+    /// Trying the listener again after `accept` failed.
+    accept_retry: AcceptRetry,
 }
 
 /// What `/health` and `/metrics` read besides the HTTP side itself.
@@ -150,8 +147,7 @@ impl HttpSide {
             stream_flush_at: None,
             unfinished: Vec::new(),
             accept_unfinished: false,
-            accept_retry: None,
-            accept_warned: false,
+            accept_retry: AcceptRetry::default(),
         })
     }
 
@@ -159,20 +155,18 @@ impl HttpSide {
     /// [`handle_unfinished`](Self::handle_unfinished).
     pub fn accept_all(&mut self, registry: &Registry, now: Instant) {
         self.accept_unfinished = false;
-        self.accept_retry = None;
+        self.accept_retry.begin();
         for _ in 0..ACCEPT_BUDGET {
             let (mut stream, addr) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_warned = false;
-                    return;
+                    return self.accept_retry.drained();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if !std::mem::replace(&mut self.accept_warned, true) {
+                    if self.accept_retry.failed(now) {
                         warn!("http: accept failed: {e}; trying again every {ACCEPT_RETRY:?}");
                     }
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             };
@@ -211,13 +205,13 @@ impl HttpSide {
     /// [`has_unfinished`](Self::has_unfinished), or an accept to try
     /// again by now.
     pub fn has_work(&self, now: Instant) -> bool {
-        self.has_unfinished() || self.accept_retry.is_some_and(|at| now >= at)
+        self.has_unfinished() || self.accept_retry.due(now)
     }
 
     /// Goes on where the budgets stopped the last iteration, and tries
     /// the listener again once a failed accept's wait is over.
     pub fn handle_unfinished(&mut self, registry: &Registry, from: &Sources, now: Instant) {
-        if self.accept_unfinished || self.accept_retry.is_some_and(|at| now >= at) {
+        if self.accept_unfinished || self.accept_retry.due(now) {
             self.accept_all(registry, now);
         }
         for key in std::mem::take(&mut self.unfinished) {
@@ -345,7 +339,7 @@ impl HttpSide {
     /// other traffic too).
     pub fn deadline(&self) -> Option<Instant> {
         let sweep = (!self.server.is_empty()).then_some(self.next_sweep);
-        let wakes = [self.stream_flush_at, sweep, self.accept_retry];
+        let wakes = [self.stream_flush_at, sweep, self.accept_retry.at()];
         wakes.into_iter().flatten().min()
     }
 

@@ -38,13 +38,16 @@
 //!
 //! Files: `socket` (one socket, its read buffer and TLS session),
 //! `resolve` (name lookups on a thread of their own), `tls` (the TLS
-//! configuration, loaded once from PEM files).
+//! configuration, loaded once from PEM files), `accept` (trying a
+//! listener again after a failed accept), `http` (the `--http` sockets).
 
+mod accept;
 mod http;
 mod resolve;
 mod socket;
 mod tls;
 
+use accept::ACCEPT_RETRY;
 pub use http::HttpSetup;
 pub use tls::TlsConfig;
 
@@ -77,10 +80,6 @@ const FIRST_CONN: usize = 4;
 /// (`examples/pair_throughput`): 256 beat 64 and 16; a single call never
 /// reaches it, so latency is untouched.
 const HAND_OVER_EVERY: usize = 256;
-
-/// How long after a failed `accept` (out of file descriptors) the
-/// listener is tried again.
-pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Bytes one connection may have read per reactor iteration before the
 /// others, the timers and the writes get a turn: a peer that writes
@@ -160,10 +159,8 @@ pub struct Reactor {
     /// read: read on in the next iteration (edge-triggered, no new event
     /// would say so).
     unfinished: Vec<ConnId>,
-    /// When to call `accept` again after it failed (out of descriptors).
-    accept_retry: Option<Instant>,
-    /// The failure was logged in this spell (until the backlog drains).
-    accept_warned: bool,
+    /// Trying the listener again after `accept` failed.
+    accept_retry: accept::AcceptRetry,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// How long to keep polling without blocking after the last activity.
     spin: Duration,
@@ -214,8 +211,7 @@ impl Reactor {
             shrink_at: None,
             paused: Vec::new(),
             unfinished: Vec::new(),
-            accept_retry: None,
-            accept_warned: false,
+            accept_retry: accept::AcceptRetry::default(),
             signals: setup.signals,
             spin,
             max_backlog,
@@ -277,7 +273,7 @@ impl Reactor {
                     self.core.poll_timeout(),
                     http,
                     self.shrink_if_idle(now),
-                    self.accept_retry,
+                    self.accept_retry.at(),
                 ]
                 .into_iter()
                 .flatten()
@@ -312,8 +308,8 @@ impl Reactor {
             self.resume_paused(now);
             self.read_unfinished(now);
             self.http_unfinished(now);
-            if self.accept_retry.is_some_and(|at| now >= at) {
-                self.accept_retry = None;
+            if self.accept_retry.due(now) {
+                self.accept_retry.begin();
                 self.accept_all(now);
             }
             if !events.is_empty() || self.commands_seen != commands_before {
@@ -485,21 +481,14 @@ impl Reactor {
                     self.add_socket(conn, stream, addr, false, tls, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The backlog is drained: the spell is over.
-                    self.accept_retry = None;
-                    self.accept_warned = false;
-                    return;
+                    return self.accept_retry.drained();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends. Readiness is edge-triggered: the
-                    // connections waiting now would wait for the next one
-                    // to arrive. Try again shortly instead (not at once:
-                    // that would spin), saying so once per spell.
-                    if !std::mem::replace(&mut self.accept_warned, true) {
+                    // EMFILE and friends (see `accept`).
+                    if self.accept_retry.failed(now) {
                         warn!("accept failed: {e}; trying again every {ACCEPT_RETRY:?}");
                     }
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }
