@@ -165,9 +165,13 @@ fn orchestrator_with_an_endless_wait_keeps_waiting() {
 }
 
 /// Rounds for the simultaneous-dial test: enough that the game is still
-/// running when beta's redial reaches alpha (its backoff then is at most a
-/// few hundred ms), so the tie is decided under live traffic.
-const TIE_ROUNDS: u64 = 2000;
+/// running when beta's redial reaches alpha, so the tie is decided under
+/// live traffic. Alpha starts as soon as beta logs its first failed dial,
+/// so beta's next try comes about 100 ms later (225 ms more if alpha was
+/// not listening yet). A debug build plays a round in about 25 us on a
+/// fast machine, so 40,000 rounds last about a second; 2,000 rounds (56 ms)
+/// once ended before the redial came.
+const TIE_ROUNDS: u64 = 40_000;
 
 /// Both nodes dial each other, so each sees two connections to the other,
 /// and both must keep the same one (the one dialled by `alpha`, the lower
