@@ -852,6 +852,59 @@ mod tests {
         made_to(&mut interp, t, &beta);
     }
 
+    /// Events dropped while nobody watched are not reported to the next
+    /// subscriber: the gate's count starts again when streaming starts.
+    #[test]
+    fn a_new_subscriber_is_not_told_of_drops_before_it() {
+        let poll = mio::Poll::new().unwrap();
+        let mut interp = interpreter(&poll, "alpha", 1, ("beta", 2));
+        let full = crate::node::stats::MAX_TRACE_IN_FLIGHT;
+        interp.stats.set_subscribers(1, ALL_KINDS);
+        interp.follow_subscribers();
+        assert_eq!(interp.trace_gate.admit(5, full), None, "dropped, counted");
+        interp.stats.set_subscribers(0, ALL_KINDS);
+        interp.follow_subscribers();
+        interp.stats.set_subscribers(1, ALL_KINDS);
+        interp.follow_subscribers();
+        assert!(interp.streaming);
+        assert_eq!(interp.trace_gate.admit(1, 0), Some(0), "no old drops");
+    }
+
+    /// The per-peer object counts of `/health` follow a snapshot's end: a
+    /// moved object kept across beta's reconnect, and not named again by
+    /// its snapshot, is no longer counted as beta's.
+    #[test]
+    fn hosted_counts_are_refreshed_when_a_snapshot_ends() {
+        let poll = mio::Poll::new().unwrap();
+        let (mut interp, t, adopt) = moving(&poll);
+        lose(&mut interp, adopt);
+        let beta = MachineId::new("beta");
+        announced_by_beta(&mut interp, t);
+        made_to(&mut interp, t, &beta);
+        let beta_count = |interp: &Interpreter| {
+            let hosted = interp.stats.hosted();
+            hosted
+                .iter()
+                .find(|(m, _)| m == "beta")
+                .map_or(0, |&(_, n)| n)
+        };
+        let mut now = Instant::now() + NodeStats::HOSTED_EVERY;
+        interp.report(now);
+        assert_eq!(beta_count(&interp), 1, "t moved to beta");
+        beta_comes_up_again(&mut interp);
+        now += NodeStats::HOSTED_EVERY;
+        interp.report(now);
+        assert_eq!(beta_count(&interp), 1, "kept until beta's snapshot ends");
+        interp.handle_peer_event(protocol::Event::Synced {
+            machine: beta.clone(),
+            objects: 0,
+        });
+        assert_eq!(interp.vm.directory().machine_of(t), None, "dropped");
+        now += NodeStats::HOSTED_EVERY;
+        interp.report(now);
+        assert_eq!(beta_count(&interp), 0, "the count follows the directory");
+    }
+
     /// A third node's word at the move's own epoch is no word: gamma's
     /// announcement, then beta's error answer, leaves the object here.
     #[test]
