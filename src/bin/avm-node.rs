@@ -140,7 +140,7 @@ struct Args {
     #[argh(option)]
     tls_cert: Option<PathBuf>,
 
-    /// mutual TLS: the private key of --tls-cert (PEM)
+    /// mutual TLS: the private key of --tls-cert (PEM; only its owner may read it: chmod 600)
     #[argh(option)]
     tls_key: Option<PathBuf>,
 

@@ -181,6 +181,26 @@ fn write_private(path: &Path, text: &str) -> io::Result<()> {
     file.sync_all()
 }
 
+/// Refuses a secret file (`noun` at `path`) that group or others may read
+/// or write (`mode & 0o077 != 0`), as ssh refuses a private key, saying
+/// what an exposed copy allows (`risk`) and the `chmod 600` that fixes it.
+pub fn refuse_shared(
+    meta: &fs::Metadata,
+    noun: &str,
+    path: &Path,
+    risk: &str,
+) -> Result<(), String> {
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let shown = path.display();
+    Err(format!(
+        "{noun} {shown} is readable or writable by group or others (mode {mode:04o}); \
+         {risk}: run `chmod 600 {shown}`"
+    ))
+}
+
 fn read_key(path: &Path, file: File) -> Result<ClusterKey, String> {
     let shown = path.display();
     let meta = file
@@ -189,14 +209,12 @@ fn read_key(path: &Path, file: File) -> Result<ClusterKey, String> {
     if !meta.is_file() {
         return Err(format!("cluster key file {shown} is not a regular file"));
     }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "cluster key file {shown} is readable or writable by group or others \
-             (mode {mode:04o}); whoever reads it can join the cluster: \
-             run `chmod 600 {shown}`"
-        ));
-    }
+    refuse_shared(
+        &meta,
+        "cluster key file",
+        path,
+        "whoever reads it can join the cluster",
+    )?;
     let mut bytes = Vec::new();
     file.take(MAX_KEY_FILE + 1)
         .read_to_end(&mut bytes)

@@ -20,7 +20,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 use rustls::{ServerConnection, DEFAULT_VERSIONS};
 
-use crate::node::TlsFiles;
+use crate::node::{key, TlsFiles};
 
 /// Both sides' rustls configurations, shared by every connection.
 #[derive(Clone)]
@@ -44,6 +44,17 @@ impl TlsConfig {
         let chain = read_certs(&files.cert, "certificate")?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| pem_error(&files.key, "private key", e))?;
+        // Checked once the file is known to hold a key: a certificate
+        // named by mistake is better told as such.
+        let meta = std::fs::metadata(&files.key)
+            .map_err(|e| pem_error(&files.key, "private key", pem::Error::Io(e)))?;
+        key::refuse_shared(
+            &meta,
+            "TLS private key",
+            &files.key,
+            "whoever reads it can pose as this node",
+        )
+        .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         let mut roots = RootCertStore::empty();
         for ca in read_certs(&files.ca, "CA certificate")? {
             roots
@@ -174,10 +185,23 @@ mod tests {
         };
         std::fs::write(&files.ca, ca.pem()).unwrap();
         std::fs::write(&files.cert, cert.pem()).unwrap();
-        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        write_private(&files.key, &key.serialize_pem());
         let other = KeyPair::generate().unwrap();
-        std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+        write_private(&dir.join("other.key"), &other.serialize_pem());
         (TempDir(dir), files)
+    }
+
+    /// Writes a key file as a careful user would: mode 0600.
+    fn write_private(path: &std::path::Path, pem: &str) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .unwrap();
+        file.write_all(pem.as_bytes()).unwrap();
     }
 
     fn load_err(files: &TlsFiles) -> io::Error {
@@ -259,6 +283,25 @@ mod tests {
             assert!(text.contains(&named.display().to_string()), "{text}");
             assert!(text.contains(what), "{text}");
         }
+    }
+
+    #[test]
+    fn load_refuses_a_private_key_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, files) = pki("mode");
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            let perms = std::fs::Permissions::from_mode(mode);
+            std::fs::set_permissions(&files.key, perms).unwrap();
+            let e = load_err(&files);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "mode {mode:o}");
+            let text = e.to_string();
+            let shown = files.key.display().to_string();
+            assert!(text.contains(&format!("TLS private key {shown}")), "{text}");
+            assert!(text.contains(&format!("(mode 0{mode:o})")), "{text}");
+            assert!(text.contains(&format!("chmod 600 {shown}")), "{text}");
+        }
+        std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        TlsConfig::load(&files).expect("a key only its owner reads");
     }
 
     #[test]
