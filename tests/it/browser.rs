@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::observe::{beta_with_http, get};
-use crate::util::{temp_dir, NodeProc, TempDir};
+use crate::util::{temp_dir, NodeProc, TempDir, ENDLESS_ROUNDS};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -280,7 +280,7 @@ fn the_cluster_page_shows_both_nodes_and_a_growing_call_count() {
             &peer,
             "--demo",
             "--rounds",
-            "1000000",
+            ENDLESS_ROUNDS,
             "--demo-wait",
             "60",
         ],

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{with_picked_ports, NodeProc};
+use crate::util::{interrupt_demo, with_picked_ports, NodeProc, ENDLESS_ROUNDS};
 
 const EXIT: Duration = Duration::from_secs(120);
 const STARTUP: Duration = Duration::from_secs(30);
@@ -164,15 +164,6 @@ fn orchestrator_with_an_endless_wait_keeps_waiting() {
     assert!(!alpha.stderr().contains("panicked"), "{}", alpha.stderr());
 }
 
-/// Rounds for the simultaneous-dial test: enough that the game is still
-/// running when beta's redial reaches alpha, so the tie is decided under
-/// live traffic. Alpha starts as soon as beta logs its first failed dial,
-/// so beta's next try comes about 100 ms later (225 ms more if alpha was
-/// not listening yet). A debug build plays a round in about 25 us on a
-/// fast machine, so 40,000 rounds last about a second; 2,000 rounds (56 ms)
-/// once ended before the redial came.
-const TIE_ROUNDS: u64 = 40_000;
-
 /// Both nodes dial each other, so each sees two connections to the other,
 /// and both must keep the same one (the one dialled by `alpha`, the lower
 /// machine_id), without failing any call.
@@ -180,27 +171,32 @@ const TIE_ROUNDS: u64 = 40_000;
 /// Two connections really form: beta starts first, naming alpha while
 /// alpha is down, so it is in redial backoff; alpha then starts naming
 /// beta and dials it at once, and beta's next redial reaches alpha, so
-/// both connections finish their hellos.
+/// both connections finish their hellos. Alpha's game runs until both
+/// nodes have decided and calls have gone on after, whenever beta's
+/// redial comes (a fixed number of rounds once ended before it did).
 #[test]
 fn simultaneous_dials_agree_on_one_connection() {
-    let rounds = TIE_ROUNDS.to_string();
     let (mut alpha, beta) = with_picked_ports(1, |ports| {
         let peer_a = format!("127.0.0.1:{}", ports[0]);
-        let beta = NodeProc::start("beta", 0, &["--peer", &peer_a, "--demo"]);
+        // At `debug`, beta logs each call it takes: the test sees the game.
+        let beta = NodeProc::start_logging("beta", 0, &["--peer", &peer_a, "--demo"], "debug");
         beta.wait_for_log("created pong", STARTUP);
         beta.wait_for_log("not reachable yet", STARTUP);
         let alpha = NodeProc::try_start_on(
             "alpha",
             ports[0],
-            &["--peer", &beta.addr(), "--demo", "--rounds", &rounds],
+            &["--peer", &beta.addr(), "--demo", "--rounds", ENDLESS_ROUNDS],
         )?;
         Some((alpha, beta))
     });
-    let status = alpha.wait_exit(EXIT);
-    assert!(status.success(), "{}\n{}", alpha.stderr(), beta.stderr());
-    assert_done(&alpha, TIE_ROUNDS);
     // Each node holds both connections, so each decides, and both keep
     // the same one.
+    for node in [&alpha, &beta] {
+        node.wait_for_log("two connections to", STARTUP);
+    }
+    let mark = beta.log_mark();
+    beta.wait_for_count_after(mark, "<- alpha for object", 100, STARTUP);
+    interrupt_demo(&mut alpha);
     for (name, log) in [("alpha", alpha.stderr()), ("beta", beta.stderr())] {
         let ties: Vec<&str> = log
             .lines()

@@ -327,7 +327,7 @@ fn read_buffers_come_back_after_a_burst() {
     }
     s.write_all(&burst).unwrap();
     for _ in 0..64 {
-        let answer = crate::wire::recv_json_answering_pings(&mut s);
+        let answer = crate::wire::recv(&mut s);
         assert!(answer["result"]["Err"].is_string(), "{answer}");
     }
     // Idle for well over `heap::IDLE_AFTER` (100 ms), connection open (a

@@ -602,6 +602,26 @@ pub fn assert_demo_done(alpha: &mut NodeProc, rounds: u64, within: Duration) {
     );
 }
 
+/// `--rounds` for a game that outlasts any test: a test that needs calls
+/// flowing while something else happens plays this and interrupts the
+/// game ([`interrupt_demo`]) once that has happened, rather than betting
+/// that a fixed number of rounds lasts long enough on every machine.
+pub const ENDLESS_ROUNDS: &str = "1000000000";
+
+/// SIGINT to an orchestrator in the middle of its game: it exits 0 and
+/// says it was interrupted, and no call of its game had failed (a failed
+/// call would have ended the game before, with exit 1).
+pub fn interrupt_demo(alpha: &mut NodeProc) {
+    alpha.signal("INT");
+    let status = alpha.wait_exit(Duration::from_secs(30));
+    let log = alpha.stderr();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("the demo was interrupted"), "{log}");
+    assert!(!log.contains("remote call failed"), "{log}");
+    assert!(!log.contains("lost:"), "{log}");
+    assert!(!log.contains("demo ended with"), "{log}");
+}
+
 /// Starts `avm-node` with `args` and asserts it refuses to start: it exits
 /// non-zero before listening, saying `why`.
 pub fn assert_start_refused(name: &str, args: &[&str], why: &str) {

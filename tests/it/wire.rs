@@ -15,10 +15,20 @@ const PREFIX: u64 = 77;
 const OUR_OBJECT: u64 = (PREFIX << 48) | 1;
 
 pub fn send(s: &mut TcpStream, msg: &Value) {
-    let body = serde_json::to_vec(msg).unwrap();
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    s.write_all(&frame).unwrap();
+    send_together(s, std::slice::from_ref(msg));
+}
+
+/// Sends `msgs` in one write, so the node reads them together: a test
+/// that needs the second there while the first still runs does not depend
+/// on the test thread being scheduled between two writes.
+pub fn send_together(s: &mut TcpStream, msgs: &[Value]) {
+    let mut frames = Vec::new();
+    for msg in msgs {
+        let body = serde_json::to_vec(msg).unwrap();
+        frames.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frames.extend_from_slice(&body);
+    }
+    s.write_all(&frames).unwrap();
 }
 
 /// Takes the first whole frame off the front of `buf` (bytes read from a
@@ -32,8 +42,12 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Value> {
     Some(msg)
 }
 
+/// The next frame that is not the node's keepalive `ping`, parsed (see
+/// [`recv_answering_pings`]): the node pings every ready connection once
+/// a second on its own schedule, so one can come before any frame a test
+/// waits for, even the directory snapshot right after the hellos.
 pub fn recv(s: &mut TcpStream) -> Value {
-    serde_json::from_slice(&recv_payload(s)).unwrap()
+    serde_json::from_slice(&recv_answering_pings(s)).unwrap()
 }
 
 /// The next frame's payload, as bytes.
@@ -58,11 +72,6 @@ pub fn recv_answering_pings(s: &mut TcpStream) -> Vec<u8> {
         }
         return payload;
     }
-}
-
-/// [`recv_answering_pings`], parsed as JSON.
-pub fn recv_json_answering_pings(s: &mut TcpStream) -> Value {
-    serde_json::from_slice(&recv_answering_pings(s)).unwrap()
 }
 
 /// What the proof transcript starts with (protocol version 2).
@@ -309,7 +318,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
                 "sender":OUR_OBJECT,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
     );
     // pong calls its sender (us) back with count 2.
-    let back = recv_json_answering_pings(&mut s);
+    let back = recv(&mut s);
     assert_eq!(back["type"], "call", "{back}");
     assert_eq!(back["target"], OUR_OBJECT);
     assert_eq!(back["sender"], pong);
@@ -324,7 +333,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
                 "sender":OUR_OBJECT,"sender_machine":"client","chain":(PREFIX << 48) | 1}),
     );
     let done = json!({"List":[{"Str":"done"},{"Nat":3}]});
-    let inner = recv_json_answering_pings(&mut s);
+    let inner = recv(&mut s);
     assert_eq!(
         inner,
         json!({"type":"call_response","request_id":2,"result":{"Ok":done}})
@@ -334,7 +343,7 @@ fn protocol_client_plays_alpha_against_demo_beta() {
         &mut s,
         &json!({"type":"call_response","request_id":back["request_id"],"result":{"Ok":done}}),
     );
-    let outer = recv_json_answering_pings(&mut s);
+    let outer = recv(&mut s);
     assert_eq!(
         outer,
         json!({"type":"call_response","request_id":1,"result":{"Ok":done}})
