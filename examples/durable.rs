@@ -102,6 +102,7 @@ fn bare_store(dir: &Path, per_commit: f64) -> f64 {
                 version: round as u32,
                 state: &state,
                 epoch: 0,
+                leaving: None,
             };
             batch.add(ObjectId(i + 1), Some(record)).expect("encode");
         }

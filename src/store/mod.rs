@@ -573,6 +573,7 @@ mod tests {
             version: 3,
             state,
             epoch: 0,
+            leaving: None,
         }
     }
 

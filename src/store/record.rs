@@ -8,6 +8,13 @@
 //!   └──────┴─────────────┴──────┴──────────────┴───────┴──────┴──────────┴──────────────┘
 //! ```
 //!
+//! Format 3 is format 2 with, between the behavior and the state, the
+//! machine the object is on its way to (`move_object`: its `adopt` has
+//! left, or is about to, and its answer is not yet known here): a length
+//! byte `m` (1 to 255) and `m` bytes of its name. Only such a record is
+//! written in format 3, so a store no object of which is on its way is
+//! still read by builds that know only format 2.
+//!
 //! Format 1 (written before objects could move) has no epoch: `n` is at
 //! 14 and the behavior at 16. It is still read, as epoch 0.
 //!
@@ -20,8 +27,11 @@ use serde::Deserialize;
 
 use crate::vm::{ControllerId, ObjectRecord, Val};
 
-/// The record layout this build writes and reads.
-pub const RECORD_FORMAT: u8 = 2;
+/// The newest record layout this build writes and reads.
+pub const RECORD_FORMAT: u8 = 3;
+
+/// The layout of a record not on its way anywhere.
+const FORMAT_AT_HOME: u8 = 2;
 
 /// Bytes before the behavior name (format 2; format 1 has no epoch).
 const FIXED: usize = 18;
@@ -36,6 +46,7 @@ pub struct Decoded {
     pub version: u32,
     pub state: Vec<Val>,
     pub epoch: u16,
+    pub leaving: Option<String>,
 }
 
 impl Decoded {
@@ -46,17 +57,30 @@ impl Decoded {
             version: self.version,
             state: &self.state,
             epoch: self.epoch,
+            leaving: self.leaving.as_deref(),
         }
     }
 }
 
 /// Appends `record`'s bytes to `out`. Fails only when the behavior name
-/// is longer than 65,535 bytes (registries never hold one).
+/// is longer than 65,535 bytes (registries never hold one), or the machine
+/// it is leaving for is empty or longer than 255 (nodes refuse such names).
 pub fn encode(record: &ObjectRecord<'_>, out: &mut Vec<u8>) -> Result<(), String> {
     let name = record.behavior.as_bytes();
     let name_len =
         u16::try_from(name.len()).map_err(|_| format!("behavior name of {} bytes", name.len()))?;
-    out.push(RECORD_FORMAT);
+    let leaving = match record.leaving {
+        None => None,
+        Some(machine) => match u8::try_from(machine.len()) {
+            Ok(len) if len > 0 => Some((len, machine.as_bytes())),
+            _ => return Err(format!("machine name of {} bytes", machine.len())),
+        },
+    };
+    out.push(if leaving.is_some() {
+        RECORD_FORMAT
+    } else {
+        FORMAT_AT_HOME
+    });
     out.extend_from_slice(&record.version.to_be_bytes());
     let controller = record.controller.map_or(0, |c| c.0);
     out.push(u8::from(record.controller.is_some()));
@@ -64,6 +88,10 @@ pub fn encode(record: &ObjectRecord<'_>, out: &mut Vec<u8>) -> Result<(), String
     out.extend_from_slice(&record.epoch.to_be_bytes());
     out.extend_from_slice(&name_len.to_be_bytes());
     out.extend_from_slice(name);
+    if let Some((len, machine)) = leaving {
+        out.push(len);
+        out.extend_from_slice(machine);
+    }
     serde_json::to_writer(&mut *out, record.state).map_err(|e| e.to_string())
 }
 
@@ -74,7 +102,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     };
     let fixed = match format {
         1 => FIXED_V1,
-        RECORD_FORMAT => FIXED,
+        FORMAT_AT_HOME | RECORD_FORMAT => FIXED,
         _ => {
             return Err(format!(
                 "record format {format}; this build reads 1 to {RECORD_FORMAT}"
@@ -103,7 +131,22 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let behavior = std::str::from_utf8(name)
         .map_err(|_| "behavior name is not UTF-8".to_string())?
         .to_string();
-    let mut json = serde_json::Deserializer::from_slice(&bytes[fixed + name_len..]);
+    let mut rest = &bytes[fixed + name_len..];
+    let leaving = if format == RECORD_FORMAT {
+        let Some((&len, after)) = rest.split_first().filter(|(&len, _)| len > 0) else {
+            return Err("no machine it is leaving for".into());
+        };
+        let Some(machine) = after.get(..usize::from(len)) else {
+            return Err("machine it is leaving for runs past the record".into());
+        };
+        rest = &after[usize::from(len)..];
+        let machine = std::str::from_utf8(machine)
+            .map_err(|_| "machine it is leaving for is not UTF-8".to_string())?;
+        Some(machine.to_string())
+    } else {
+        None
+    };
+    let mut json = serde_json::Deserializer::from_slice(rest);
     // A state is as deep as the behaviors made it; the loader runs on a
     // node-sized stack (`node::THREAD_STACK`), as the vm that built it did.
     json.disable_recursion_limit();
@@ -116,6 +159,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         version,
         state,
         epoch,
+        leaving,
     })
 }
 
@@ -130,7 +174,31 @@ mod tests {
             version: 42,
             state: vec![Val::Nat(100), Val::str("x"), Val::just(Val::Bool(true))],
             epoch: 3,
+            leaving: None,
         }
+    }
+
+    fn on_its_way() -> Decoded {
+        Decoded {
+            leaving: Some("gamma".into()),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn a_record_on_its_way_names_the_machine_and_only_it_is_format_3() {
+        let at_home = bytes_of(&sample());
+        assert_eq!(at_home[0], 2, "readable by builds that know format 2");
+        let leaving = bytes_of(&on_its_way());
+        assert_eq!(leaving[0], 3);
+        assert_eq!(decode(&leaving).unwrap(), on_its_way());
+        let too_long = "m".repeat(256);
+        let sample = sample();
+        let record = ObjectRecord {
+            leaving: Some(&too_long),
+            ..sample.as_record()
+        };
+        assert!(encode(&record, &mut Vec::new()).is_err());
     }
 
     #[test]
@@ -168,6 +236,10 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "truncated at {len}");
         }
+        let leaving = bytes_of(&on_its_way());
+        for len in 0..leaving.len() {
+            assert!(decode(&leaving[..len]).is_err(), "truncated at {len}");
+        }
         let mut newer = bytes.clone();
         newer[0] = RECORD_FORMAT + 1;
         assert!(decode(&newer).unwrap_err().contains("this build reads 1"));
@@ -178,7 +250,12 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_is_an_error_or_another_record_never_a_panic() {
-        let original = sample();
+        for original in [sample(), on_its_way()] {
+            flipped_bits_of(original);
+        }
+    }
+
+    fn flipped_bits_of(original: Decoded) {
         let bytes = bytes_of(&original);
         for i in 0..bytes.len() {
             for bit in 0..8 {

@@ -400,7 +400,7 @@ fn call_local(
     sender: ObjectId,
     granted: bool,
 ) -> Flow {
-    let moving = !w.moving.is_empty() && w.moving.contains(&target);
+    let moving = !w.moving.is_empty() && w.moving.contains_key(&target);
     if !granted && moving && w.turns.owner(target) == Some(c.id) {
         // The moving chain itself re-entering (its id came back from
         // another node): the record is on its way, or in doubt, so nothing
@@ -514,7 +514,11 @@ fn move_local(
     ));
     let record = Val::List(record);
     c.moving_to = Some(step.to.clone());
-    w.moving.insert(target);
+    w.moving.insert(target, step.to.clone());
+    // A durable node stores where the object is going before the adopt
+    // leaves (outgoing calls wait for the disk): a life restarted after the
+    // new home took it must not serve this copy meanwhile.
+    w.mark_changed(target);
     suspend(
         w,
         c,
@@ -555,14 +559,37 @@ pub(crate) fn finish_move(
         .take()
         .expect("a chain awaiting adopt knows where");
     c.remote_op = None;
+    match settle_move(w, target, to, result, out) {
+        Ok(()) => Val::Bool(true),
+        Err(e) => {
+            c.last_failure = Some(e);
+            Val::Bool(false)
+        }
+    }
+}
+
+/// Ends the move of `target` to `to` with the new home's answer (or what
+/// stands for it): made on `Bool(true)`, and the object leaves; otherwise
+/// it stays, and the error says why. Either way it is no longer moving
+/// (a durable node stores it again, without `to`) and its turn is given
+/// back, to its mover's chain or to [`RESTORED_MOVER`](super::world::RESTORED_MOVER).
+pub(crate) fn settle_move(
+    w: &mut World,
+    target: ObjectId,
+    to: MachineId,
+    result: Result<Val, String>,
+    out: &mut Vec<Output>,
+) -> Result<(), VmError> {
     w.moving.remove(&target);
     w.in_doubt.remove(&target);
     w.heard_while_moving.remove(&target);
     let adopted = matches!(result, Ok(Val::Bool(true)));
-    if adopted {
+    let outcome = if adopted {
         let epoch = next_epoch(w.epochs.get(&target).copied().unwrap_or(0));
         leave(w, target, to, epoch, out);
+        Ok(())
     } else {
+        w.mark_changed(target);
         let e = match result {
             Err(reason) => VmError::RemoteFailed(Box::new(RemoteFailure { target, reason })),
             Ok(_) => VmError::Refused(
@@ -571,10 +598,10 @@ pub(crate) fn finish_move(
             ),
         };
         w.trace.error(&e);
-        c.last_failure = Some(e);
-    }
+        Err(e)
+    };
     release_turn(w, target);
-    Val::Bool(adopted)
+    outcome
 }
 
 /// Object `target` lives on `to` now, at `epoch`: it leaves here. Its
@@ -630,10 +657,9 @@ pub(crate) fn park_lost_adopt(w: &mut World, c: &Chain, key: usize, token: Suspe
     w.in_doubt.insert(
         target,
         InDoubt {
-            key,
+            mover: Some((key, token)),
             to,
             ups,
-            token,
         },
     );
 }
@@ -659,14 +685,16 @@ pub(crate) fn adopt(w: &mut World, id: ObjectId, record: &Val, out: &mut Vec<Out
     if w.owns(id) || id.0 == 0 || w.turns.owner(id).is_some() {
         return false;
     }
-    // A copy older than the object this node knows of (one restored from
-    // a store after the object moved on) would be a second owner.
+    // A copy no newer than the object this node knows of would be a
+    // second owner: one restored from a store after the object moved on,
+    // or one moved from there to here while another node holds the object
+    // at the same epoch (each epoch is given by one move, to one node).
     if w.directory
         .known_epoch(id)
-        .is_some_and(|known| epoch_newer(known, epoch))
+        .is_some_and(|known| !epoch_newer(epoch, known))
     {
         w.trace.error(&VmError::Refused(
-            "adopt of a copy older than the object this node knows of",
+            "adopt of a copy no newer than the object this node knows of",
         ));
         return false;
     }
@@ -1484,7 +1512,7 @@ fn destroy(
 /// Whether `id`'s record is on its way to a new home (see
 /// `World::moving`): then nothing may change it, and the refusal is traced.
 pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
-    if w.moving.contains(&id) {
+    if w.moving.contains_key(&id) {
         w.trace.error(&VmError::Refused(
             "destroy, transfer, fetch, freeze or commit of an object that is moving",
         ));
@@ -1507,7 +1535,7 @@ pub(crate) fn refused_while_moving(w: &mut World, id: ObjectId) -> bool {
 /// leaving. A change made here would not reach the new home as the
 /// object's own (it would keep a dropped name, or never own a new one).
 fn names_frozen(w: &mut World, id: ObjectId) -> bool {
-    let frozen = w.moving.contains(&id) || w.superseded.contains_key(&id);
+    let frozen = w.moving.contains_key(&id) || w.superseded.contains_key(&id);
     if frozen {
         w.trace.error(&VmError::Refused(
             "register_name or unregister_name of an object that is moving or moved on",
@@ -1572,7 +1600,7 @@ fn commit(w: &mut World, tx: Tx, chain: ChainId, out: &mut Vec<Output>) -> bool 
     // A copy that moved on elsewhere (rule 8) leaves as its call ends:
     // what a commit wrote there would be dropped with it.
     let moving =
-        |(o, ..): &(ObjectId, u32, bool)| w.moving.contains(o) || w.superseded.contains_key(o);
+        |(o, ..): &(ObjectId, u32, bool)| w.moving.contains_key(o) || w.superseded.contains_key(o);
     let inside_elsewhere = |o: &ObjectId| w.turns.inside(*o).is_some_and(|in_it| in_it != chain);
     let mut written = tx.states.iter().map(|(o, _)| o);
     if tx.reads.iter().any(changed) || tx.reads.iter().any(moving) || written.any(inside_elsewhere)

@@ -95,7 +95,7 @@ use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
 use super::turns::Turns;
 use super::value::Val;
-use super::world::{ChainKeys, IdMap, Obj, World};
+use super::world::{ChainKeys, IdMap, InDoubt, Obj, World, RESTORED_MOVER};
 use crate::heap;
 
 /// How to build a [`Vm`].
@@ -271,6 +271,15 @@ impl Vm {
     /// Puts back an object a durable node stored in an earlier life, as it
     /// was: no `Output::Created` (the directory snapshot announces it), no
     /// change to write back. Fails when this vm has no such behavior.
+    ///
+    /// An object stored on its way to another machine (`record.leaving`:
+    /// the last life sent its `adopt` and did not learn the answer, or
+    /// learned it but died before storing that the object left) comes back
+    /// frozen, as a move in doubt: calls to it wait, and nothing changes
+    /// it, until that machine's word settles the move, as for a live move
+    /// whose answer was lost (see [`Vm::resume_lost`]). Served meanwhile,
+    /// it could take writes that vanish when the machine that took it
+    /// says so, or be moved to a third machine as a second owner.
     pub fn restore_object(
         &mut self,
         id: ObjectId,
@@ -287,6 +296,18 @@ impl Vm {
         self.world.objects.insert(id, obj);
         if record.epoch != 0 {
             self.world.epochs.insert(id, record.epoch);
+        }
+        if let Some(to) = record.leaving {
+            let to = MachineId::new(to);
+            log::warn!(
+                "{id} was on its way to {to} when this node last stopped; it stays frozen until \
+                 {to} says whether it took it"
+            );
+            self.world.moving.insert(id, to.clone());
+            let ups = self.world.directory.ups(&to);
+            let mover = None;
+            self.world.in_doubt.insert(id, InDoubt { mover, to, ups });
+            self.world.turns.take(id, RESTORED_MOVER, usize::MAX);
         }
         Ok(())
     }
@@ -307,7 +328,7 @@ impl Vm {
             return;
         };
         let reg = &self.world.behaviors;
-        let epochs = &self.world.epochs;
+        let (epochs, moving) = (&self.world.epochs, &self.world.moving);
         for id in changed.drain() {
             let record = self.world.objects.get(&id).map(|o| ObjectRecord {
                 behavior: &reg.get(o.behavior).name,
@@ -315,6 +336,7 @@ impl Vm {
                 version: o.version,
                 state: &o.state,
                 epoch: epochs.get(&id).copied().unwrap_or(0),
+                leaving: moving.get(&id).map(MachineId::as_str),
             });
             write(id, record);
         }
@@ -808,7 +830,7 @@ impl Vm {
             }
             log::info!("move of {id}: {from} announces it at epoch {epoch}; the move was made");
             self.settle_doubt(id, Ok(Val::Bool(true)));
-        } else if self.world.moving.contains(&id) {
+        } else if self.world.moving.contains_key(&id) {
             // The new home's word before its answer: kept, in case the
             // answer is lost (or is an error after all). Only the new
             // home's at the move's own epoch, as for a move in doubt.
@@ -920,7 +942,12 @@ impl Vm {
     /// the answer settles it: `true`, the move was made; anything else,
     /// the object stays here and thaws, and its mover gets `false`.
     pub fn late_adopt_answer(&mut self, token: SuspendToken, result: Result<Val, String>) {
-        let doubt = self.world.in_doubt.iter().find(|(_, d)| d.token == token);
+        let mover_of = |d: &InDoubt| d.mover.map(|(_, t)| t);
+        let doubt = self
+            .world
+            .in_doubt
+            .iter()
+            .find(|(_, d)| mover_of(d) == Some(token));
         let Some((&id, d)) = doubt else {
             return;
         };
@@ -937,18 +964,23 @@ impl Vm {
     }
 
     /// Ends the move of `id` in doubt with the answer its `adopt` would
-    /// have had; the mover runs on.
+    /// have had; the mover runs on (a move restored from the store has
+    /// none: the object leaves or thaws, and its waiting calls go on).
     fn settle_doubt(&mut self, id: ObjectId, answer: Result<Val, String>) {
         let Some(doubt) = self.world.in_doubt.remove(&id) else {
             return;
         };
+        let Some((key, _)) = doubt.mover else {
+            let _ = exec::settle_move(&mut self.world, id, doubt.to, answer, &mut self.pending);
+            return;
+        };
         let chain = self
             .chains
-            .get_mut(doubt.key)
+            .get_mut(key)
             .expect("a parked mover is never runnable, so never finishes");
         let moved = exec::finish_move(&mut self.world, chain, answer, &mut self.pending);
         chain.next = Some(Next::Answer(moved));
-        self.runnable.push_back(doubt.key);
+        self.runnable.push_back(key);
     }
 
     /// Run every runnable chain until it finishes or suspends, appending
@@ -969,7 +1001,7 @@ impl Vm {
     /// Whether local object `id` is on its way to another node (its move's
     /// answer not come yet, or lost).
     pub fn is_moving(&self, id: ObjectId) -> bool {
-        self.world.moving.contains(&id)
+        self.world.moving.contains_key(&id)
     }
 
     /// Whether a run would do anything: a chain ready to run, or output

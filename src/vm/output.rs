@@ -46,6 +46,11 @@ pub struct ObjectRecord<'a> {
     pub state: &'a [Val],
     /// Times it moved (0: never); see `move_object`.
     pub epoch: u16,
+    /// The machine it is on its way to: its `adopt` left (or leaves once
+    /// this record is durable) and the answer is not known here. A node
+    /// restarted from such a record does not serve the object until that
+    /// machine's word settles the move (see `Vm::restore_object`).
+    pub leaving: Option<&'a str>,
 }
 
 /// A call for the vm to run as a new chain.

@@ -19,8 +19,10 @@
 //!   existence) changed since the driver last drained it: what the next
 //!   group commit must write.
 //! - `moving` holds exactly the objects whose `adopt` awaits its answer,
-//!   or lost it (those are also in `in_doubt`); nothing changes their
-//!   committed record meanwhile.
+//!   or lost it, or that were restored from a record naming the machine
+//!   they were leaving for (those two are also in `in_doubt`), with the
+//!   machine each is going to; nothing changes their committed record
+//!   meanwhile, and a durable node stores that machine with it.
 //! - `turns` holds an object's turn exactly while a call is inside it
 //!   (see `turns`); `woken`, `to_fail` and `new_waits` are empty between
 //!   two steps of the vm (the engine fills them, the vm drains them).
@@ -103,18 +105,26 @@ impl World {
 
 pub(crate) type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
 
-/// A move whose `adopt` answer was lost: the parked mover (its chain's
-/// key), where the object was going, and how many times that machine
-/// had come up then (only a snapshot from a later connection counts).
+/// A move whose `adopt` answer was lost: the parked mover, where the
+/// object was going, and how many times that machine had come up then
+/// (only a snapshot from a later connection counts).
 #[derive(Debug)]
 pub(crate) struct InDoubt {
-    pub(crate) key: usize,
+    /// The mover's chain key, and the token its `adopt` left with (its
+    /// answer, if it comes late, names it). `None` for a move restored
+    /// from the store: its mover died with the node's last life, and the
+    /// object's turn is held by [`RESTORED_MOVER`].
+    pub(crate) mover: Option<(usize, SuspendToken)>,
     pub(crate) to: MachineId,
     pub(crate) ups: u32,
-    /// The token the `adopt` left with: its answer, if it comes late
-    /// (the call timed out, its connection stayed up), names it.
-    pub(crate) token: SuspendToken,
 }
+
+/// Holds the turn of an object restored in the middle of its move, so
+/// that calls wait for the move to settle as they wait for a live mover.
+/// No chain has this id (a chain id has its node's prefix and a counter
+/// from 1), and a call that claims it is refused as the mover's own
+/// re-entry would be.
+pub(crate) const RESTORED_MOVER: ChainId = ChainId(0);
 
 /// A set of object ids, hashed by `IdHasher`.
 pub(crate) type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
@@ -139,10 +149,11 @@ pub(crate) struct World {
     /// stays 48 bytes, since few objects ever move.
     pub(crate) epochs: IdMap<u16>,
     /// Local objects whose record is on its way to a new home (`adopt`
-    /// sent, no answer yet). Their committed record must not change
-    /// meanwhile: destroy, transfer, freeze and commits touching them are
-    /// refused (the mover holds their turn, which stops calls).
-    pub(crate) moving: IdSet,
+    /// sent, no answer yet), and that home. Their committed record must
+    /// not change meanwhile: destroy, transfer, freeze and commits
+    /// touching them are refused (the mover holds their turn, which stops
+    /// calls).
+    pub(crate) moving: IdMap<MachineId>,
     /// Moving objects whose `adopt` left but whose answer was lost (the
     /// connection broke, or it timed out): the new home may hold them
     /// now. Each stays frozen, its mover parked holding its turn, until

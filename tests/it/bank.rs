@@ -244,6 +244,11 @@ impl Client {
         }
     }
 
+    /// Sends `msg` as it is (a notice, say).
+    pub(crate) fn send(&mut self, msg: &Value) {
+        send(&mut self.stream, msg);
+    }
+
     /// Answers the node's `call` or `meta` `request_id` with `result`.
     pub(crate) fn respond(&mut self, request_id: &Value, result: Value) {
         let msg = json!({"type":"call_response","request_id":request_id,"result":result});

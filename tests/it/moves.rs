@@ -10,6 +10,9 @@
 //! - A new home (a raw client) answers `adopt` only after alpha's call
 //!   timed out, on a connection that stayed up: the move waits in doubt,
 //!   and the late answer settles it.
+//! - A durable alpha killed while its `adopt` is out comes back with the
+//!   object frozen, not served, until the new home's snapshot says it
+//!   took it; then calls follow the object there.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::bank::Client;
 use crate::observe::{health, http_port};
-use crate::util::{assert_demo_done, NodeProc};
+use crate::util::{assert_demo_done, temp_dir, NodeProc};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const OPENING: u64 = 1_000_000;
@@ -287,4 +290,91 @@ fn a_late_no_to_adopt_thaws_the_object_at_the_old_home() {
         alpha.stderr()
     );
     alpha.wait_for_log_after(mark, "its late answer says it did not take it", LIMIT);
+}
+
+/// alpha (durable) sends the account's `adopt` to slowhome, a raw client,
+/// and is killed before any answer. Restarted, it must not serve its copy:
+/// slowhome may hold the object now, and a write acknowledged here would
+/// vanish when slowhome's snapshot drops the copy (or, moved on to a third
+/// node, the copy would be a second owner). A deposit waits; slowhome's
+/// snapshot, naming the account at epoch 1, settles the move as made; the
+/// deposit then goes to slowhome.
+#[test]
+fn a_durable_node_killed_mid_move_does_not_serve_the_copy_it_restarts_with() {
+    let dir = temp_dir("avm-it-move-kill");
+    let args = [
+        "--data-dir",
+        &dir.display().to_string(),
+        "--node-prefix",
+        "4242",
+        "--bank-accounts",
+        "1",
+        "--bank-balance",
+        "1000000",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut alpha = NodeProc::start("alpha", 0, &args);
+    let expect = ("account", 1);
+    let (mut home, ids) = Client::connect_expecting("alpha", alpha.port(), "slowhome", 77, expect);
+    let (mut asker, _) = Client::connect_expecting("alpha", alpha.port(), "asker", 78, expect);
+    let account = ids[0];
+    asker.meta("move", account, &move_to("slowhome"));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let msg = home.next(deadline).expect("no adopt reached the new home");
+        if msg["type"] == "meta" && msg["op"] == "adopt" {
+            break;
+        }
+    }
+    alpha.signal("KILL");
+    alpha.wait_exit(LIMIT);
+
+    let alpha = NodeProc::start("alpha", 0, &args);
+    alpha.wait_for_log("was on its way to slowhome", LIMIT);
+    let (mut asker, _) = Client::connect_expecting("alpha", alpha.port(), "asker", 79, expect);
+    let deposit = asker.call(account, &json!({"List":[{"Str":"deposit"},{"Nat":5}]}));
+    let wait = Instant::now() + Duration::from_secs(1);
+    while let Some(msg) = asker.next(wait) {
+        assert_ne!(
+            msg["type"],
+            "call_response",
+            "the copy served a call while slowhome may hold the object: {msg}\n{}",
+            alpha.stderr()
+        );
+    }
+    // slowhome comes back: its snapshot names the account, at the epoch
+    // the move gave it.
+    let (mut home, _) = Client::connect_expecting("alpha", alpha.port(), "slowhome", 77, expect);
+    home.send(
+        &json!({"type":"create_notify","object_id":account,"machine_id":"slowhome",
+                      "behavior":"account","epoch":1}),
+    );
+    home.send(&json!({"type":"snapshot_end","objects":1}));
+    // The deposit follows the object to slowhome (this client refuses
+    // every call made to it), and is not answered by alpha's copy.
+    let deadline = Instant::now() + LIMIT;
+    let answer = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no answer to the deposit:\n{}",
+            alpha.stderr()
+        );
+        let soon = || Instant::now() + Duration::from_millis(20);
+        // slowhome reads (and refuses) the call, and answers pings.
+        let _ = home.next(soon());
+        match asker.next(soon()) {
+            Some(msg) if msg["type"] == "call_response" && msg["request_id"] == deposit => {
+                break msg["result"].clone()
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(
+        answer,
+        json!({"Err":"the test client hosts no object"}),
+        "{}",
+        alpha.stderr()
+    );
+    alpha.wait_for_log("the move was made", LIMIT);
 }

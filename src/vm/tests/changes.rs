@@ -80,6 +80,7 @@ fn a_restored_object_is_served_as_stored_and_not_written_back() {
         version: 9,
         state: &state,
         epoch: 0,
+        leaving: None,
     };
     vm.restore_object(id, record).unwrap();
     let mut out = Vec::new();

@@ -839,15 +839,167 @@ fn an_adopt_of_a_copy_older_than_the_known_object_is_refused() {
     vm.directory_mut().peer_up(&gamma, 3);
     let x = ObjectId(2 << 48 | 7);
     vm.directory_mut().follow_move(x, &gamma, 5);
-    assert_eq!(
-        vm.serve_op(RemoteOp::Adopt, x, &adopt_record(3)),
-        Val::Bool(false)
-    );
+    for stale in [3, 5] {
+        assert_eq!(
+            vm.serve_op(RemoteOp::Adopt, x, &adopt_record(stale)),
+            Val::Bool(false),
+            "epoch {stale}: gamma holds it at 5"
+        );
+    }
     assert!(!vm.owns(x));
     assert_eq!(
         vm.serve_op(RemoteOp::Adopt, x, &adopt_record(6)),
         Val::Bool(true)
     );
+}
+
+/// What alpha's next group commit writes of `t`: `None` for a delete,
+/// else the machine its record says it is leaving for (`Some(None)`: none).
+fn stored_leaving(alpha: &mut Vm, t: ObjectId) -> Option<Option<String>> {
+    let mut seen = None;
+    alpha.drain_changes(|id, record| {
+        if id == t {
+            seen = Some(record.map(|r| r.leaving.map(str::to_string)));
+        }
+    });
+    seen.expect("t was written")
+}
+
+/// On a durable node, the move's first write names where the object is
+/// going, in the batch that the `adopt` waits for; a refused move writes
+/// the record again without it, and a made one deletes it.
+#[test]
+fn a_durable_move_stores_where_the_object_goes_before_the_adopt_leaves() {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    alpha.track_changes();
+    alpha.directory_mut().peer_up(&MachineId::new("beta"), 2);
+    let t = alpha.create_object("tally").unwrap();
+    alpha.drain_changes(|_, _| {});
+    let mover = alpha.start_program(move_object(t, "beta"), 1).unwrap();
+    let mut out = Vec::new();
+    alpha.run(&mut out);
+    let adopt = remote_calls(&mut out).pop().expect("the adopt");
+    assert_eq!(stored_leaving(&mut alpha, t), Some(Some("beta".into())));
+    alpha.resume(adopt.token, Ok(Val::Bool(false))).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(false)));
+    assert_eq!(stored_leaving(&mut alpha, t), Some(None), "home again");
+
+    let mover = alpha.start_program(move_object(t, "beta"), 2).unwrap();
+    alpha.run(&mut out);
+    let adopt = remote_calls(&mut out).pop().expect("the adopt");
+    assert_eq!(stored_leaving(&mut alpha, t), Some(Some("beta".into())));
+    alpha.resume(adopt.token, Ok(Val::Bool(true))).unwrap();
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, mover), Ok(Val::Bool(true)));
+    assert_eq!(stored_leaving(&mut alpha, t), None, "deleted");
+}
+
+/// alpha restarted from a record of tally `t` on its way to beta, beta
+/// up again, and a call to `t` made: the vm, `t`, and the outputs.
+fn restored_on_its_way_to_beta() -> (Vm, ObjectId, Vec<Output>) {
+    let mut alpha = vm("alpha", 1, TraceMode::Full);
+    alpha.track_changes();
+    let t = ObjectId(1 << 48 | 9);
+    let state = [Val::Nat(4)];
+    let record = ObjectRecord {
+        behavior: "tally",
+        controller: None,
+        version: 4,
+        state: &state,
+        epoch: 0,
+        leaving: Some("beta"),
+    };
+    alpha.restore_object(t, record).unwrap();
+    assert!(
+        stored_leaving_is_unchanged(&mut alpha),
+        "nothing to write back"
+    );
+    alpha.directory_mut().peer_up(&MachineId::new("beta"), 2);
+    start_call(&mut alpha, t, Val::Nat(0), ChainId(77));
+    let mut out = Vec::new();
+    alpha.run(&mut out);
+    (alpha, t, out)
+}
+
+fn stored_leaving_is_unchanged(alpha: &mut Vm) -> bool {
+    let mut any = false;
+    alpha.drain_changes(|_, _| any = true);
+    !any
+}
+
+/// A node restarted from a record on its way to beta does not serve the
+/// object: the call waits, nothing may change or move it, and another
+/// machine's word settles nothing. beta announcing it at the move's epoch
+/// means it took it: the copy leaves, and the waiting call follows it.
+/// (Served meanwhile, the copy took writes that vanished when beta's
+/// snapshot came, and could be moved to a third node as a second owner.)
+#[test]
+fn an_object_restored_on_its_way_waits_for_the_new_homes_word() {
+    let (mut alpha, t, mut out) = restored_on_its_way_to_beta();
+    assert!(finished_calls(&out).is_empty(), "the call waits: {out:?}");
+    assert_eq!(alpha.waiting_count(), 1);
+    assert!(alpha.is_moving(t));
+    assert_eq!(
+        alpha.serve_op(RemoteOp::Destroy, t, &Val::Nothing),
+        Val::Bool(false)
+    );
+    let gamma = MachineId::new("gamma");
+    alpha.directory_mut().peer_up(&gamma, 3);
+    alpha.start_program(move_object(t, "gamma"), 2).unwrap();
+    alpha.run(&mut out);
+    assert!(remote_calls(&mut out).is_empty(), "no adopt to gamma");
+    assert_eq!(alpha.waiting_count(), 2, "the move waits too");
+    assert!(!alpha.announced_elsewhere(t, &gamma, 1), "only beta's word");
+    let beta = MachineId::new("beta");
+    assert!(alpha.announced_elsewhere(t, &beta, 1));
+    alpha.run(&mut out);
+    assert!(!alpha.hosts(t));
+    assert_eq!(alpha.directory().machine_of(t), Some(&beta));
+    let forwarded = remote_calls(&mut out);
+    let to_beta = forwarded
+        .iter()
+        .filter(|rc| rc.target == t && rc.machine == beta);
+    assert_eq!(
+        to_beta.map(|rc| rc.op).collect::<Vec<_>>(),
+        [None, Some(RemoteOp::Move)],
+        "the waiting call, then the move, follow it: {forwarded:?}"
+    );
+    assert!(
+        finished_calls(&out).is_empty(),
+        "both wait for beta's answers"
+    );
+    assert_eq!(stored_leaving(&mut alpha, t), None, "deleted");
+}
+
+/// The same, but beta's snapshot ends without the object: the adopt
+/// never landed. The object thaws, the waiting call runs here, and the
+/// record is stored again without the machine it was leaving for.
+#[test]
+fn an_object_restored_on_its_way_thaws_when_the_new_home_lacks_it() {
+    let (mut alpha, t, mut out) = restored_on_its_way_to_beta();
+    assert!(finished_calls(&out).is_empty(), "the call waits: {out:?}");
+    alpha.peer_synced(&MachineId::new("gamma"));
+    alpha.run(&mut out);
+    assert!(
+        finished_calls(&out).is_empty(),
+        "gamma's snapshot says nothing"
+    );
+    alpha.peer_synced(&MachineId::new("beta"));
+    alpha.run(&mut out);
+    assert_eq!(finished(&mut out, ChainId(77)), Ok(Val::Nat(5)));
+    assert!(alpha.owns(t) && !alpha.is_moving(t));
+    assert_eq!(stored_leaving(&mut alpha, t), Some(None));
+    assert_eq!(
+        alpha.serve_op(RemoteOp::Destroy, t, &Val::Nothing),
+        Val::Bool(true)
+    );
+}
+
+fn finished_calls(out: &[Output]) -> Vec<&Output> {
+    out.iter()
+        .filter(|o| matches!(o, Output::Finished { .. }))
+        .collect()
 }
 
 /// The new home announces an adopted object's names as its own, after

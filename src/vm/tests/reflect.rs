@@ -365,6 +365,7 @@ fn a_freeze_is_refused_while_a_chain_is_inside_the_object() {
         version: 0,
         state: &[Val::Nat(100)],
         epoch: 0,
+        leaving: None,
     };
     vm.restore_object(x, record).unwrap();
     vm.directory_mut()
