@@ -76,6 +76,12 @@ pub const RETRY_AFTER_MOST: Duration = Duration::from_secs(60);
 /// Spare batches kept for reuse.
 const SPARE_BATCHES: usize = 8;
 
+/// A batch whose buffers grew past this (one large state written, a
+/// host-side mass create) is dropped when it comes back rather than kept
+/// as a spare: eight spares would otherwise pin eight times the largest
+/// write for the node's life.
+const SPARE_BATCH_BYTES: usize = 1 << 20;
+
 /// A batch on its way to the store thread.
 struct ToStore {
     /// Batches count from 1, in the order sent.
@@ -396,7 +402,7 @@ impl Durable {
             self.failures_in_a_row = 0;
         }
         for mut batch in batches.drain(..) {
-            if self.spare.len() < SPARE_BATCHES {
+            if self.spare.len() < SPARE_BATCHES && batch.capacity_bytes() <= SPARE_BATCH_BYTES {
                 batch.clear();
                 self.spare.push(batch);
             }
@@ -585,6 +591,37 @@ mod tests {
         d.gate(vm, commands, results);
         assert!(results.is_empty(), "held for the disk");
         waiting
+    }
+
+    /// A batch that carried a large state is not kept for reuse once
+    /// written (a spare keeps its buffers); a small one is.
+    #[test]
+    fn a_large_batch_is_not_kept_as_a_spare() {
+        let (mut d, batches, store) = durable();
+        let (mut vm, x) = vm();
+        let (mut commands, mut results) = (Vec::new(), Results::new());
+        d.gate(&mut vm, &mut commands, &mut results); // the create
+        let small = batches.recv().unwrap().batch;
+        answer_with(&store, 1, Ok(()), false, vec![small]);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(!d.spare.is_empty(), "a small batch is reused");
+        let large = Val::str("x".repeat(2 * SPARE_BATCH_BYTES));
+        vm.set_state(x, vec![large]).unwrap();
+        d.gate(&mut vm, &mut commands, &mut results);
+        let large = batches.recv().unwrap().batch;
+        assert!(large.capacity_bytes() > SPARE_BATCH_BYTES);
+        answer_with(&store, 2, Ok(()), false, vec![large]);
+        d.gate(&mut vm, &mut commands, &mut results);
+        assert!(
+            d.spare
+                .iter()
+                .all(|b| b.capacity_bytes() <= SPARE_BATCH_BYTES),
+            "{:?}",
+            d.spare
+                .iter()
+                .map(Batch::capacity_bytes)
+                .collect::<Vec<_>>()
+        );
     }
 
     /// A round that writes and sends nothing, then one that writes

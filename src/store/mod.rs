@@ -187,6 +187,13 @@ impl Batch {
         self.deletes.iter().for_each(|&id| f(id));
     }
 
+    /// Heap bytes the batch's buffers hold, empty or not.
+    pub fn capacity_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.puts.capacity() * std::mem::size_of::<(u64, usize)>()
+            + self.deletes.capacity() * std::mem::size_of::<u64>()
+    }
+
     /// Empties the batch, keeping its buffers for the next one.
     pub fn clear(&mut self) {
         self.bytes.clear();
