@@ -57,9 +57,9 @@ pub mod defaults {
     /// take less than an ungreeted one.
     pub const MIN_FRAME: usize = crate::protocol::HELLO_MAX_FRAME;
     /// The longest name (`machine_id`) a node takes, in bytes: compact
-    /// frames name a machine in at most 255, and a hello far longer would
-    /// not fit the 4 KiB a stranger may send, so no peer could take it.
-    pub const MAX_NAME: usize = 255;
+    /// frames and stored records name a machine in at most 255, so a
+    /// peer's `hello` with a longer one is refused.
+    pub const MAX_NAME: usize = crate::vm::MachineId::MAX_LEN;
 }
 
 /// Everything a node is told at start.
@@ -170,14 +170,14 @@ impl NodeConfig {
                     "NodeConfig::name (the machine_id) must not hold control characters".into(),
                 )
             }
+            Some(NameFault::TooLong) => {
+                return Err(format!(
+                    "NodeConfig::name (the machine_id) is {} bytes: it must be at most {}",
+                    self.name.len(),
+                    defaults::MAX_NAME
+                ))
+            }
             None => {}
-        }
-        if self.name.len() > defaults::MAX_NAME {
-            return Err(format!(
-                "NodeConfig::name (the machine_id) is {} bytes: it must be at most {}",
-                self.name.len(),
-                defaults::MAX_NAME
-            ));
         }
         let intervals = [
             ("keepalive", self.keepalive),

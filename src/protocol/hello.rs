@@ -36,6 +36,8 @@ pub enum Refusal {
     /// A version 2 hello without a 32-byte nonce in hex.
     BadNonce,
     EmptyMachineId,
+    /// A machine_id over 255 bytes.
+    LongMachineId(usize),
     /// A machine_id with control characters: it would forge lines in the
     /// logs that quote it, before any proof.
     ControlInMachineId,
@@ -69,6 +71,11 @@ impl fmt::Display for Refusal {
             ),
             Refusal::BadNonce => f.write_str("`hello` without a nonce of 64 hex characters"),
             Refusal::EmptyMachineId => f.write_str("`hello` with an empty machine_id"),
+            Refusal::LongMachineId(len) => write!(
+                f,
+                "`hello` with a machine_id of {len} bytes; at most {} are taken",
+                MachineId::MAX_LEN
+            ),
             Refusal::ControlInMachineId => {
                 f.write_str("`hello` with a machine_id holding control characters")
             }
@@ -134,6 +141,7 @@ pub fn check(
         .ok_or(Refusal::BadNonce)?;
     match MachineId::fault(&hello.machine_id) {
         Some(NameFault::Empty) => return Err(Refusal::EmptyMachineId),
+        Some(NameFault::TooLong) => return Err(Refusal::LongMachineId(hello.machine_id.len())),
         Some(NameFault::ControlCharacters) => return Err(Refusal::ControlInMachineId),
         None => {}
     }

@@ -784,6 +784,10 @@ fn bad_hellos_are_refused_and_close_the_connection() {
             "first frame was `ping`",
         ),
         (hello_msg("", 5, 2), "empty machine_id"),
+        (
+            hello_msg(&"g".repeat(256), 5, 2),
+            "machine_id of 256 bytes; at most 255",
+        ),
         (hello_msg("beta", 5, 2), "our own machine_id"),
         (hello_msg("gamma", 2, 2), "has our node_prefix"),
         (hello_msg("gamma", 5, 3), "unsupported protocol version 3"),

@@ -102,6 +102,9 @@ pub enum NameFault {
     Empty,
     /// It would forge lines in the logs that quote it.
     ControlCharacters,
+    /// Over [`MachineId::MAX_LEN`] bytes: compact frames and stored
+    /// records name a machine in at most that many.
+    TooLong,
 }
 
 impl MachineId {
@@ -109,11 +112,16 @@ impl MachineId {
         MachineId(Arc::from(name))
     }
 
+    /// The longest `machine_id`, in bytes.
+    pub const MAX_LEN: usize = 255;
+
     /// What makes `name` unfit to be a `machine_id`, which every node
     /// refuses in a `hello` and so in its own configuration.
     pub fn fault(name: &str) -> Option<NameFault> {
         if name.is_empty() {
             Some(NameFault::Empty)
+        } else if name.len() > MachineId::MAX_LEN {
+            Some(NameFault::TooLong)
         } else if name.chars().any(char::is_control) {
             Some(NameFault::ControlCharacters)
         } else {
