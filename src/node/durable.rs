@@ -286,8 +286,9 @@ impl Durable {
             }
         });
         if refused > 0 {
-            // Only a behavior name over 64 KiB gets here; such an object
-            // lives on in memory, and the log says it is not durable.
+            // Registries and peers' names keep within what a record holds,
+            // so this is a bug; such an object lives on in memory, and the
+            // log says it is not durable.
             warn!("{refused} objects could not be encoded for the store");
         }
         if batch.is_empty() {

@@ -91,6 +91,6 @@ pub use program::{
     reify_context, scry_meta, set_state, teleport, transfer_obj, trigger, unregister_name, whereis,
     Cont, ContFn, Instr, Program,
 };
-pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry};
+pub use registry::{BehaviorFn, BehaviorRegistry, Ctx, PureFn, PureRegistry, MAX_BEHAVIOR_NAME};
 pub use trace::{Event, EventKind, Trace, TraceEvent, TraceMode, ALL_KINDS};
 pub use value::Val;

@@ -45,6 +45,9 @@ pub(crate) struct Behavior {
     pub(crate) reflective: bool,
 }
 
+/// The longest behavior name a registry takes, in bytes.
+pub const MAX_BEHAVIOR_NAME: usize = u16::MAX as usize;
+
 /// Behaviors by name.
 #[derive(Default)]
 pub struct BehaviorRegistry {
@@ -57,7 +60,8 @@ impl BehaviorRegistry {
         BehaviorRegistry::default()
     }
 
-    /// Register `f` under `name` (replacing an earlier one, and what
+    /// Register `f` under `name` (at most [`MAX_BEHAVIOR_NAME`] bytes, or
+    /// this panics; replacing an earlier one, and what
     /// [`allow_reflection`](Self::allow_reflection) allowed it: a new
     /// function is not trusted for the old one's sake). The vm keeps a
     /// copy of each call's input so the program may also ask `get_input`.
@@ -86,7 +90,15 @@ impl BehaviorRegistry {
         self.insert(name, Box::new(f), false);
     }
 
+    /// # Panics
+    /// On a name over [`MAX_BEHAVIOR_NAME`] bytes: a durable node could not
+    /// store its objects (a record holds the name's length in 16 bits).
     fn insert(&mut self, name: &str, run: Box<StoredFn>, keeps_input: bool) {
+        assert!(
+            name.len() <= MAX_BEHAVIOR_NAME,
+            "behavior name of {} bytes: at most {MAX_BEHAVIOR_NAME}",
+            name.len()
+        );
         let name: Arc<str> = Arc::from(name);
         let entry = Behavior {
             name: name.clone(),
@@ -177,5 +189,24 @@ impl fmt::Debug for PureRegistry {
         f.debug_list()
             .entries(self.by_name.keys().map(|k| &**k))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::done;
+
+    #[test]
+    fn the_longest_name_a_store_can_hold_is_taken() {
+        let mut registry = BehaviorRegistry::new();
+        registry.register(&"b".repeat(MAX_BEHAVIOR_NAME), done);
+        assert!(registry.index_of(&"b".repeat(MAX_BEHAVIOR_NAME)).is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "behavior name of 65536 bytes")]
+    fn a_name_a_store_cannot_hold_is_refused() {
+        BehaviorRegistry::new().register(&"b".repeat(MAX_BEHAVIOR_NAME + 1), done);
     }
 }
