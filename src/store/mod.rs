@@ -251,7 +251,22 @@ impl Store {
                 ),
             )));
         }
+        // The directories this creates, deepest last: each is named by an
+        // entry in its parent, which needs its own sync.
+        let created: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .collect();
         std::fs::create_dir_all(dir).map_err(io("create the data directory"))?;
+        for made in created.iter().rev() {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io("sync the directory holding the data directory"))?;
+        }
         let new_file = !file.exists();
         let db = guarded(&file, || {
             Database::create(&file).map_err(|e| classify(&file, "open", e.into()))
