@@ -301,6 +301,11 @@ impl Node {
     /// channel closes without an answer; so does it when `look` panics
     /// (the node serves on, and whatever `look` changed before it
     /// panicked stays changed: keep a query that changes the vm simple).
+    /// On a durable node the answer is sent at once, not held for the
+    /// disk as a call's is: what `look` changed is stored by the next
+    /// group commit, and a crash before it loses the change. A setup that
+    /// must be durable before anything depends on it runs as a program
+    /// ([`Node::submit`]), whose result waits for the disk.
     pub fn query<T: Send + 'static>(
         &self,
         look: impl FnOnce(&mut Vm) -> T + Send + 'static,
