@@ -311,6 +311,22 @@ fn hellos_bring_both_peers_up_once() {
     assert_eq!(b.active("alpha"), Some(link.cb));
 }
 
+/// A call claiming chain 0 arrives as a call without a chain: 0 is no
+/// chain of any node (the vm keeps it for an object restored mid-move).
+#[test]
+fn a_call_on_chain_0_arrives_without_a_chain() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.call(remote_call(7, "beta", 0), now);
+    pump(&mut a, &mut b, &link, now);
+    match b.events().pop() {
+        Some(Event::Inbound { chain, .. }) => assert_eq!(chain, None),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_call_and_its_answer_cross_and_the_chain_leaves_the_clock() {
     let now = Instant::now();

@@ -643,7 +643,9 @@ impl Core {
             input: call.input,
             sender: (call.sender != ObjectId(0)).then_some(call.sender),
             sender_machine: peer.machine.clone(),
-            chain: call.chain,
+            // Chain 0 is no chain (the vm keeps it for an object restored
+            // mid-move): such a call runs as a new chain, as one without.
+            chain: call.chain.filter(|c| c.0 != 0),
             op,
         });
     }

@@ -39,7 +39,7 @@ use super::error::{Cycle, VmError, WaitEdge};
 use super::exec::Chains;
 use super::ids::{ChainId, ObjectId, COUNTER_MAX};
 use super::output::{Output, Probe, MAX_PROBE_HOPS};
-use super::world::World;
+use super::world::{World, RESTORED_MOVER};
 
 /// What a chain waits for on this vm.
 enum Blocked {
@@ -122,6 +122,9 @@ fn chase(
         };
         if owner == initiator {
             return close(w, initiator, path, hops, out);
+        }
+        if owner == RESTORED_MOVER {
+            return; // a move restored in doubt: it waits for a word, not a chain
         }
         if path.len() >= MAX_PROBE_HOPS as usize || path.iter().any(|e| e.chain == owner) {
             return; // a cycle not through the initiator: its own members find it
