@@ -90,6 +90,9 @@ pub struct Conn {
     pub peer_closing: Option<String>,
     /// We sent our `close` on it (at most one).
     pub closing_said: bool,
+    /// It is in the core's list of connections to flush: a broadcast to
+    /// every connection checks this flag, not the whole list, for each.
+    pub dirty: bool,
     /// Our calls on this connection awaiting a `call_response`, by request_id.
     pub outbound: IdTable<Outbound>,
     /// The `adopt`s we sent on it and have no answer to, in time or late
@@ -176,6 +179,7 @@ impl Conn {
             their_boot: 0,
             compact: 0,
             retired: false,
+            dirty: false,
             retired_at: None,
             peer_closing: None,
             closing_said: false,

@@ -547,7 +547,11 @@ impl Core {
 
     /// A connection with bytes queued since the last call, to flush.
     pub fn poll_dirty(&mut self) -> Option<ConnId> {
-        self.dirty.pop()
+        let conn = self.dirty.pop()?;
+        if let Some(c) = self.conn_mut(conn) {
+            c.dirty = false;
+        }
+        Some(conn)
     }
 
     /// The bytes waiting to be written on `conn` (empty if it is gone or
@@ -718,7 +722,8 @@ impl Core {
     }
 
     pub(super) fn mark_dirty(&mut self, conn: ConnId) {
-        if !self.dirty.contains(&conn) {
+        if let Some(c) = self.conn_mut(conn).filter(|c| !c.dirty) {
+            c.dirty = true;
             self.dirty.push(conn);
         }
     }
