@@ -146,6 +146,9 @@ pub(crate) struct Chain {
     /// Where the object this chain moves is being adopted (its remote
     /// call is the `adopt`; the chain holds the object's turn meanwhile).
     pub(crate) moving_to: Option<MachineId>,
+    /// Where its key sits in `World::chain_keys` for its id, so that it
+    /// leaves that list in O(1) whichever of the id's chains ends first.
+    pub(crate) key_slot: u32,
 }
 
 impl Chain {
@@ -166,6 +169,7 @@ impl Chain {
             remote_op: None,
             scry: None,
             moving_to: None,
+            key_slot: 0,
         }
     }
 }

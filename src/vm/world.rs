@@ -197,6 +197,8 @@ pub(crate) struct World {
     pub(crate) new_waits: Vec<(usize, ChainId, ObjectId)>,
     /// The vm's chains (slab keys) of each chain id, oldest first: a chain
     /// that re-enters this node has several, and the last is innermost.
+    /// Places of chains that ended before later ones hold `GONE` until
+    /// those end too; the last place is always a live chain's.
     pub(crate) chain_keys: ChainKeys,
     pub(crate) behaviors: BehaviorRegistry,
     pub(crate) pures: PureRegistry,

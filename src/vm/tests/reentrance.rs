@@ -381,3 +381,39 @@ fn top_level_remote_call_has_sender_zero_and_start_call_forwards_only_moved_obje
         Err(VmError::UnknownObject(remote))
     );
 }
+
+/// Three chains of one id inside a tally, each waiting on beta, end in
+/// any order (a lost connection fails them all at once): the index of
+/// chains by id forgets each whichever ends first, empties when the last
+/// ends, and serves a later chain of that id afresh.
+#[test]
+fn chains_of_one_id_may_end_in_any_order() {
+    for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1]] {
+        let mut alpha = vm("alpha", 1, TraceMode::Off);
+        let beta = MachineId::new("beta");
+        alpha.directory_mut().peer_up(&beta, 2);
+        let t = alpha.create_object("tally").unwrap();
+        let far = ObjectId((2 << 48) | 9);
+        alpha.directory_mut().insert(far, beta, Some("echo"));
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(77));
+            alpha.run(&mut out);
+        }
+        let calls = remote_calls(&mut out);
+        assert_eq!(calls.len(), 3, "all three inside, waiting on beta");
+        for (n, &i) in order.iter().enumerate() {
+            assert_eq!(alpha.chain_ids_tracked(), 1, "{order:?}, {n} ended");
+            alpha
+                .resume(calls[i].token, Err("connection to beta lost".into()))
+                .unwrap();
+            alpha.run(&mut out);
+        }
+        assert_eq!(alpha.chain_ids_tracked(), 0, "{order:?}");
+        assert_eq!(alpha.suspended_count(), 0);
+        start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(77));
+        alpha.run(&mut out);
+        assert_eq!(remote_calls(&mut out).len(), 1, "{order:?}: a later chain");
+        assert_eq!(alpha.chain_ids_tracked(), 1);
+    }
+}
