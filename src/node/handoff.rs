@@ -145,6 +145,10 @@ pub enum Event {
     },
     /// `Node::query`: a look at (or a host-side change to) the vm.
     Query(Query),
+    /// A signal asked the node to stop: the interpreter ends as for
+    /// `Node::shutdown`, and its last output goes out before the reactor
+    /// closes the connections (it ends with `Command::Shutdown`).
+    StopAsked,
     /// The reactor thread ended (after `Command::Shutdown`, or on a fatal
     /// error, which `reason` names).
     ReactorStopped { reason: Option<String> },
@@ -156,6 +160,7 @@ impl fmt::Debug for Event {
             Event::Peer(e) => f.debug_tuple("Peer").field(e).finish(),
             Event::Run { program, .. } => f.debug_struct("Run").field("program", program).finish(),
             Event::Query(_) => f.write_str("Query"),
+            Event::StopAsked => f.write_str("StopAsked"),
             Event::ReactorStopped { reason } => f
                 .debug_struct("ReactorStopped")
                 .field("reason", reason)

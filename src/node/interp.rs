@@ -192,18 +192,22 @@ impl Interpreter {
                 for reply in held.into_iter().flatten().chain(unsent) {
                     let _ = reply.send(Err(NODE_STOPPED.into()));
                 }
-                self.handoff.send_commands(&mut vec![Command::Shutdown]);
+                self.commands.clear();
                 Outcome::Failed(format!("interpreter panicked: {why}"))
             }
         };
         if let Some(durable) = &mut self.durable {
             // What is on its way to disk gets there, and its output out.
             durable.finish(&mut self.vm, &mut self.commands, &mut self.results);
-            self.handoff.send_commands(&mut self.commands);
             for (reply, result) in self.results.drain(..) {
                 let _ = reply.send(result);
             }
         }
+        // The reactor stops after writing what this thread sent last (the
+        // answers the disk was holding, say): it waits for this, not for
+        // the stop request, so those answers reach their callers.
+        self.commands.push(Command::Shutdown);
+        self.handoff.send_commands(&mut self.commands);
         // Nobody will answer programs submitted now or still running.
         refuse_runs(self.handoff.interpreter_ended());
         for reply in self.submitted.drain() {
@@ -415,6 +419,9 @@ impl Interpreter {
                 if let Err(why) = crate::quiet_panic::catch_printed(|| query(&mut self.vm)) {
                     warn!("a query panicked, and was not answered: {why}");
                 }
+            }
+            Event::StopAsked => {
+                self.outcome.get_or_insert(Outcome::Stopped);
             }
             Event::ReactorStopped { reason } => {
                 self.outcome = Some(reason.map_or(Outcome::Stopped, Outcome::Failed));

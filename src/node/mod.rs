@@ -319,12 +319,14 @@ impl Node {
         answered
     }
 
-    /// Asks both threads to stop; `wait` then returns promptly.
+    /// Asks both threads to stop; `wait` then returns promptly. The
+    /// interpreter stops first, and sends what it still had to send (on a
+    /// durable node, the answers its last writes held) before it tells the
+    /// reactor to close the connections.
     pub fn shutdown(&self) {
         // ORDERING: Release pairs with the interpreter's Acquire load, so
         // it sees the request after its next unpark.
         self.stop.store(true, Ordering::Release);
-        self.handoff.send_commands(&mut vec![Command::Shutdown]);
         self.handoff.unpark_interpreter();
     }
 

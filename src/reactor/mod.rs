@@ -81,6 +81,11 @@ const FIRST_CONN: usize = 4;
 /// reaches it, so latency is untouched.
 const HAND_OVER_EVERY: usize = 256;
 
+/// After a signal, how long the reactor serves on while the interpreter
+/// finishes (its last answers, held for the disk on a durable node, go
+/// out before the connections close); past it, it stops without them.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Bytes one connection may have read per reactor iteration before the
 /// others, the timers and the writes get a turn: a peer that writes
 /// frames needing no interpreter (pings, say) faster than they parse
@@ -170,7 +175,12 @@ pub struct Reactor {
     tls: Option<TlsConfig>,
     /// `--http`: the observation endpoint, on this same poll.
     http: Option<http::HttpSide>,
+    /// `Command::Shutdown` came: the interpreter has sent its last output.
     stopping: bool,
+    /// When a signal asked the node to stop (the interpreter was told,
+    /// and the reactor waits for its `Command::Shutdown`, up to
+    /// [`STOP_GRACE`]).
+    stop_asked: Option<Instant>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -218,6 +228,7 @@ impl Reactor {
             tls,
             http,
             stopping: false,
+            stop_asked: None,
         })
     }
 
@@ -274,6 +285,7 @@ impl Reactor {
                     http,
                     self.shrink_if_idle(now),
                     self.accept_retry.at(),
+                    self.stop_asked.map(|at| at + STOP_GRACE),
                 ]
                 .into_iter()
                 .flatten()
@@ -319,6 +331,13 @@ impl Reactor {
                 std::thread::yield_now();
             }
             self.core.handle_timeout(now);
+            if self.stop_asked.is_some_and(|at| now >= at + STOP_GRACE) {
+                warn!(
+                    "the interpreter did not finish within {STOP_GRACE:?} of the signal; stopping \
+                     without its last answers"
+                );
+                self.stopping = true;
+            }
             // One step of each streaming snapshot per iteration, so calls
             // and answers interleave with it.
             self.core.pump_snapshots(now);
@@ -790,9 +809,17 @@ impl Reactor {
         } else {
             "SIGTERM"
         };
+        if self.stop_asked.is_some() {
+            info!("received {name} again: stopping now");
+            self.stopping = true;
+            return;
+        }
         info!("received {name}: shutting down");
         let _ = self.poll.registry().deregister(&mut self.listener);
-        self.stopping = true;
+        // The interpreter finishes first; its Command::Shutdown ends the
+        // loop, after its last answers are written.
+        self.stop_asked = Some(Instant::now());
+        self.events.push(Event::StopAsked);
     }
 }
 
