@@ -311,6 +311,12 @@ fn run_node(args: &Args) -> Result<ExitCode, String> {
     if args.max_frame < defaults::MIN_FRAME {
         return Err("--max-frame must be at least 4KiB".into());
     }
+    if args.max_write_buffer < args.max_frame {
+        return Err(format!(
+            "--max-write-buffer ({} bytes) must be at least --max-frame ({} bytes)",
+            args.max_write_buffer, args.max_frame
+        ));
+    }
     for peer in &args.peer {
         check_peer(peer).map_err(|why| format!("--peer {peer}: {why}"))?;
     }

@@ -208,6 +208,13 @@ impl NodeConfig {
                 defaults::MIN_FRAME
             ));
         }
+        if self.max_write_buffer < self.max_frame {
+            // One frame the node may send would pass the limit by itself.
+            return Err(format!(
+                "NodeConfig::max_write_buffer ({} bytes) must be at least max_frame ({} bytes)",
+                self.max_write_buffer, self.max_frame
+            ));
+        }
         if self.spin > defaults::MAX_SPIN {
             return Err(format!(
                 "NodeConfig::spin is {:?}: it must be at most {:?}",
@@ -236,6 +243,8 @@ mod tests {
         assert!(refused(|c| c.name = "n".repeat(256)).contains("at most 255"));
         assert!(refused(|c| c.max_write_buffer = 128 << 10).contains("max_write_buffer"));
         assert!(refused(|c| c.max_frame = 100).contains("max_frame"));
+        let small_buffer = |c: &mut NodeConfig| c.max_write_buffer = c.max_frame - 1;
+        assert!(refused(small_buffer).contains("at least max_frame"));
         assert!(refused(|c| c.keepalive = Duration::ZERO).contains("keepalive"));
         assert!(refused(|c| c.call_timeout = Duration::MAX).contains("call_timeout"));
         assert!(refused(|c| c.spin = Duration::MAX).contains("spin"));

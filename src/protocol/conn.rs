@@ -112,6 +112,11 @@ pub struct Conn {
     pub opened: Instant,
     /// When bytes last arrived (keepalive: silence for 3 intervals is death).
     pub last_heard: Instant,
+    /// Bytes written when the backlog was last looked at, and when that
+    /// count last grew: a peer that takes nothing for a while is stuck,
+    /// one that takes bytes is only slow (see `Core::check_backlog`).
+    pub taken: u64,
+    pub taken_at: Instant,
     /// When the peer's hello arrived.
     pub hello_at: Option<Instant>,
     /// The reactor stopped reading it (the interpreter is behind): silence
@@ -190,6 +195,8 @@ impl Conn {
             written: 0,
             max_frame,
             opened: now,
+            taken: 0,
+            taken_at: now,
             last_heard: now,
             hello_at: None,
             paused: false,

@@ -85,6 +85,14 @@ pub use hello::{Peer, Refusal, VERSION};
 /// peer to the write-buffer limit.
 pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 
+/// Keepalive intervals without a byte taken after which a peer over the
+/// write limit counts as not reading (see [`Core::check_backlog`]).
+pub const STALL_INTERVALS: u32 = 3;
+
+/// A backlog this many times the write limit is cut even from a peer that
+/// reads: memory per peer stays bounded however fast the node produces.
+pub const HARD_CAP: usize = 2;
+
 /// At most this much of a snapshot is queued per [`Core::pump_snapshots`]
 /// (one reactor iteration: about 170 `create_notify`s, or 204 `objects`
 /// entries, see [`SNAPSHOT_OBJECT_COST`]) on a node serving
@@ -251,6 +259,9 @@ pub enum CloseReason {
     NotReading {
         unsent: usize,
         limit: usize,
+        /// How long it took nothing; `None`: it took bytes, but the
+        /// backlog passed [`HARD_CAP`] times the limit.
+        idle: Option<Duration>,
     },
 }
 
@@ -276,9 +287,23 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteFailed(e) => write!(f, "write failed: {e}"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             CloseReason::Tls(e) => write!(f, "TLS failed: {e}"),
-            CloseReason::NotReading { unsent, limit } => write!(
+            CloseReason::NotReading {
+                unsent,
+                limit,
+                idle: Some(idle),
+            } => write!(
                 f,
-                "peer is not reading: {unsent} bytes wait to be sent (limit {limit}, --max-write-buffer)"
+                "peer is not reading: {unsent} bytes wait to be sent (limit {limit}, \
+                 --max-write-buffer), and it took none for {idle:.1?}"
+            ),
+            CloseReason::NotReading {
+                unsent,
+                limit,
+                idle: None,
+            } => write!(
+                f,
+                "peer is not reading fast enough: {unsent} bytes wait to be sent, over \
+                 {HARD_CAP} times the limit ({limit}, --max-write-buffer)"
             ),
         }
     }
@@ -571,14 +596,27 @@ impl Core {
     }
 
     /// After a flush that left bytes behind: a peer with more than
-    /// `max_write_buffer` unread is not reading, and is cut.
+    /// `max_write_buffer` unread that has taken nothing for
+    /// [`STALL_INTERVALS`] keepalive intervals is not reading, and is cut;
+    /// so is one with more than [`HARD_CAP`] times the limit unread,
+    /// whatever it takes. A peer that takes bytes while a burst (a mass
+    /// create's notices, large answers) outruns it is only slow: it gets
+    /// the burst late, not a cut connection and a directory resync.
     pub fn check_backlog(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.conn(conn) else { return };
+        let stall = self.config.keepalive * STALL_INTERVALS;
+        let limit = self.config.max_write_buffer;
+        let Some(c) = self.conn_mut(conn) else { return };
+        if c.traffic.bytes_out != c.taken {
+            (c.taken, c.taken_at) = (c.traffic.bytes_out, now);
+        }
         let unsent = c.unsent().len();
-        if unsent > self.config.max_write_buffer {
+        let idle = now.saturating_duration_since(c.taken_at);
+        let idle = (idle >= stall).then_some(idle);
+        if unsent > limit && (idle.is_some() || unsent > limit.saturating_mul(HARD_CAP)) {
             let reason = CloseReason::NotReading {
                 unsent,
-                limit: self.config.max_write_buffer,
+                limit,
+                idle,
             };
             warn!("{}: {reason}; disconnecting", c.label());
             self.close(conn, reason, false, now);

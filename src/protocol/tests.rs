@@ -1386,12 +1386,52 @@ fn a_peer_that_stops_reading_is_cut() {
         a.core.call(call, now);
     }
     a.core.check_backlog(link.ca, now);
+    assert!(
+        a.core.is_open(link.ca),
+        "a burst over the limit is not yet a stuck peer"
+    );
+    let stall = a.core.config.keepalive * STALL_INTERVALS;
+    a.core.check_backlog(link.ca, now + stall);
     assert!(!a.core.is_open(link.ca));
     let downs = peer_downs(&a.events());
     assert!(
-        matches!(downs[0].1, CloseReason::NotReading { .. }),
+        matches!(downs[0].1, CloseReason::NotReading { idle: Some(_), .. }),
         "{downs:?}"
     );
+}
+
+/// A peer that takes bytes is slow, not stuck: over the limit it stays
+/// connected as long as it takes some, until the backlog passes twice
+/// the limit.
+#[test]
+fn a_peer_that_reads_slowly_is_cut_only_past_twice_the_limit() {
+    let now = Instant::now();
+    let (mut a, _b, link) = greeted_pair(now);
+    a.events();
+    let limit = a.core.config.max_write_buffer;
+    let stall = a.core.config.keepalive * STALL_INTERVALS;
+    let big = Val::Str("x".repeat(limit / 4));
+    let mut at = now;
+    for token in 0..16 {
+        let mut call = remote_call(token, "beta", 1);
+        call.input = big.clone();
+        a.core.call(call, at);
+        a.core.advance(link.ca, 1024); // it takes a little each time
+        at += stall; // long apart: without the bytes taken, each is a stall
+        a.core.check_backlog(link.ca, at);
+        let unsent = a.core.unsent(link.ca).len();
+        if !a.core.is_open(link.ca) {
+            assert!(unsent == 0 && token >= 8, "cut at call {token}");
+            let downs = peer_downs(&a.events());
+            assert!(
+                matches!(downs[0].1, CloseReason::NotReading { idle: None, unsent, .. } if unsent > 2 * limit),
+                "{downs:?}"
+            );
+            return;
+        }
+        assert!(unsent <= HARD_CAP * limit, "{unsent} bytes kept");
+    }
+    panic!("never cut");
 }
 
 /// The frames `side` queued on `conn`, decoded (and taken).

@@ -134,7 +134,7 @@ fn stderr_until(args: &[&str], rust_log: &str, want: impl Fn(&str) -> bool) -> S
 /// flags that mean something only beside another, given alone.
 #[test]
 fn settings_out_of_range_are_refused_naming_the_flag() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--keepalive-ms", "0"],
             "--keepalive-ms must be at least 1",
@@ -148,6 +148,10 @@ fn settings_out_of_range_are_refused_naming_the_flag() {
             "--max-write-buffer must be at least 1MiB",
         ),
         (&["--max-frame", "100"], "--max-frame must be at least 4KiB"),
+        (
+            &["--max-write-buffer", "1MiB", "--max-frame", "2MiB"],
+            "--max-write-buffer (1048576 bytes) must be at least --max-frame (2097152 bytes)",
+        ),
         (&["--max-waiting", "0"], "--max-waiting must be at least 1"),
         (
             &["--bank-balance", "5"],

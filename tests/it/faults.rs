@@ -516,7 +516,17 @@ fn beta_with_a_1_mib_write_limit(
     machine: &str,
     prefix: u64,
 ) -> (NodeProc, u16, crate::util::LogMark, TcpStream, u64) {
-    let beta = NodeProc::start("beta", 0, &["--demo", "--max-write-buffer", "1048576"]);
+    let beta = NodeProc::start(
+        "beta",
+        0,
+        &[
+            "--demo",
+            "--max-write-buffer",
+            "1048576",
+            "--max-frame",
+            "1048576",
+        ],
+    );
     beta.wait_for_log("created pong", Duration::from_secs(30));
     let port = beta.port();
     let mark = beta.log_mark();
