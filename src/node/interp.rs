@@ -117,6 +117,8 @@ pub struct Interpreter {
     /// The directory changed since: set wherever it is changed (notices,
     /// peer events, learned senders, moves).
     hosted_stale: bool,
+    /// The last remote-call failure logged (a repeat goes to debug).
+    failure_said: Option<String>,
     /// When events were last handled, until the thread has been idle long
     /// enough to give back what they grew.
     worked_at: Option<Instant>,
@@ -167,6 +169,7 @@ impl Interpreter {
             stream_kinds: ALL_KINDS,
             hosted_at: Instant::now(),
             hosted_stale: true,
+            failure_said: None,
             worked_at: None,
             trim_owed: false,
             held_at_idle: 0,
@@ -497,11 +500,16 @@ impl Interpreter {
                         .map_or_else(|| "chain ?".into(), |c| c.to_string());
                     // Failed by our own shutdown: expected, not a warning.
                     let ours = reason.ends_with(protocol::SHUTTING_DOWN);
-                    if failures <= LOUD_FAILURES && !ours {
-                        warn!("remote call failed ({chain}): {reason}");
+                    let line = format!("remote call failed ({chain}): {reason}");
+                    // The nested calls of one chain fail together, alike:
+                    // one line says it.
+                    let again = self.failure_said.as_deref() == Some(line.as_str());
+                    if failures <= LOUD_FAILURES && !ours && !again {
+                        warn!("{line}");
                     } else {
-                        debug!("remote call failed ({chain}): {reason}");
+                        debug!("{line}");
                     }
+                    self.failure_said = Some(line);
                 }
                 let resumed = match result {
                     Err(reason) if lost => self.vm.resume_lost(token, reason),

@@ -233,7 +233,8 @@ fn read_key(path: &Path, file: File) -> Result<ClusterKey, String> {
             make_one(&shown)
         ));
     }
-    ClusterKey::from_bytes(key).map_err(|e| format!("cluster key file {shown}: {e}"))
+    ClusterKey::from_bytes(key)
+        .map_err(|e| format!("cluster key file {shown}: {e}; {}", make_one(&shown)))
 }
 
 #[cfg(test)]
@@ -329,6 +330,7 @@ mod tests {
             let err = load(&path).unwrap_err();
             assert!(err.contains("empty"), "{err}");
             assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains("make one with"), "{err}");
         }
     }
 

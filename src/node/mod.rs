@@ -386,8 +386,9 @@ fn restore(vm: Vm, store: Store) -> io::Result<(Vm, Store)> {
         .map_err(|_| io::Error::other("loading the store panicked"))?;
     let loaded = loaded.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     log::info!(
-        "store {}: loaded {loaded} objects in {:.2?}",
+        "store {}: loaded {loaded} object{} in {:.2?}",
         store.file().display(),
+        if loaded == 1 { "" } else { "s" },
         started.elapsed()
     );
     vm.track_changes();

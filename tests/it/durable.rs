@@ -553,7 +553,7 @@ fn a_restarted_demo_node_serves_its_stored_pong() {
         let log = again.stderr();
         let served = format!("demo: restored pong {pong}; named `pong`; serving");
         assert!(log.contains(&served), "{log}");
-        assert!(log.contains("loaded 1 objects"), "{log}");
+        assert!(log.contains("loaded 1 object in"), "{log}");
         again.signal("TERM");
         assert!(again.wait_exit(LIMIT).success(), "{}", again.stderr());
     }
