@@ -85,6 +85,10 @@ pub struct Conn {
     pub retired: bool,
     /// When it lost a tie (stays set if later promoted back).
     pub retired_at: Option<Instant>,
+    /// When a call last arrived on it: a retired connection's grace counts
+    /// from that too, since a peer that has not yet seen the tie (its
+    /// interpreter behind, say) goes on calling on it.
+    pub called_at: Option<Instant>,
     /// Why the peer said it is closing this connection (its `close`), cut
     /// to [`CLOSE_REASON_MAX`] bytes: logged when the connection closes.
     pub peer_closing: Option<String>,
@@ -184,6 +188,7 @@ impl Conn {
             their_boot: 0,
             compact: 0,
             retired: false,
+            called_at: None,
             dirty: false,
             retired_at: None,
             peer_closing: None,

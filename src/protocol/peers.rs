@@ -505,8 +505,11 @@ impl Core {
         if !c.retired {
             return;
         }
+        // From the tie, or from the last call the peer sent on it, if
+        // later: the peer still sends calls here until it sees the tie.
         let graced = c
             .retired_at
+            .max(c.called_at)
             .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_GRACE);
         // A directory snapshot that began on it before the tie streams to
         // its end there, in order with the broadcasts that go out on it

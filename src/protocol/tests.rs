@@ -547,13 +547,70 @@ fn a_retired_connection_still_answers_for_its_grace() {
         !a.core.unsent(by_beta.ca).is_empty(),
         "answered on the retired connection"
     );
+    // A grace after that call, it closes.
     run(
         &mut a,
         &mut b,
         &[&by_alpha, &by_beta],
         graced,
-        graced + RETIRE_CHECK,
+        t + RETIRE_GRACE + RETIRE_CHECK,
     );
+    assert_eq!(a.closed(), vec![by_beta.ca]);
+}
+
+/// A peer that has not yet seen the tie goes on calling on the retired
+/// connection past the grace: it stays while calls come, each answered
+/// there, and closes a grace after the last one.
+#[test]
+fn a_retired_connection_stays_while_the_peer_calls_on_it() {
+    let now = Instant::now();
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    synced(&mut a, &mut b, &by_alpha, now);
+    a.events();
+    // Time passes on both sides, the survivor carrying their keepalives;
+    // alpha's end of the retired one writes what it queued (answers,
+    // pings), and hears the calls below. Its link is not pumped: beta
+    // would close its end, having seen the tie, where this peer has not.
+    let mut at = now;
+    let mut pass = |a: &mut Side, b: &mut Side, until: Instant| {
+        while at < until {
+            at += ms(50);
+            a.core.handle_timeout(at);
+            b.core.handle_timeout(at);
+            pump(a, b, &by_alpha, at);
+            a.core.advance(by_beta.ca, a.core.unsent(by_beta.ca).len());
+        }
+    };
+    for request_id in 0..6 {
+        let t = now + RETIRE_GRACE / 2 * (request_id as u32 + 1);
+        pass(&mut a, &mut b, t);
+        let call = Message::Call(Call {
+            request_id,
+            target: ObjectId(1 << 48 | 3),
+            input: Val::Nothing,
+            sender: ObjectId(0),
+            sender_machine: "beta".into(),
+            chain: None,
+        });
+        a.core.handle_message(by_beta.ca, call, t);
+        let c = a
+            .core
+            .conn_mut(by_beta.ca)
+            .expect("the retired connection is open");
+        c.last_heard = t; // its bytes came
+        let Some(Event::Inbound { inbound, .. }) = a.events().pop() else {
+            panic!("call {request_id} reached the interpreter")
+        };
+        a.core.reply(inbound, Ok(Val::Nat(1)));
+        assert!(a.closed().is_empty(), "closed before call {request_id}");
+    }
+    let last = now + RETIRE_GRACE / 2 * 6;
+    pass(&mut a, &mut b, last + RETIRE_GRACE - RETIRE_CHECK);
+    assert!(
+        a.closed().is_empty(),
+        "closed within a grace of the last call"
+    );
+    pass(&mut a, &mut b, last + RETIRE_GRACE + RETIRE_CHECK);
     assert_eq!(a.closed(), vec![by_beta.ca]);
 }
 

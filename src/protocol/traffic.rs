@@ -610,6 +610,7 @@ impl Core {
         op: Option<vm::RemoteOp>,
         now: Instant,
     ) {
+        self.conns[conn.key()].called_at = Some(now);
         let Some(id) = self.inbound.insert(Inbound {
             conn,
             request_id: call.request_id,
