@@ -126,6 +126,10 @@ pub enum Command {
         events: Vec<crate::vm::TraceEvent>,
         dropped: u64,
     },
+    /// The node was asked to stop (`Node::shutdown`): stop accepting, and
+    /// wait for `Shutdown` at most [`STOP_GRACE`](crate::reactor::STOP_GRACE),
+    /// as after a signal.
+    StopAsked,
     /// Close everything and end the reactor thread.
     Shutdown,
 }

@@ -202,15 +202,17 @@ impl Interpreter {
         if let Some(durable) = &mut self.durable {
             // What is on its way to disk gets there, and its output out.
             durable.finish(&mut self.vm, &mut self.commands, &mut self.results);
-            for (reply, result) in self.results.drain(..) {
-                let _ = reply.send(result);
-            }
         }
         // The reactor stops after writing what this thread sent last (the
         // answers the disk was holding, say): it waits for this, not for
         // the stop request, so those answers reach their callers.
         self.commands.push(Command::Shutdown);
         self.handoff.send_commands(&mut self.commands);
+        // After the commands, as in the event loop: a program's effects are
+        // on their way before its result.
+        for (reply, result) in self.results.drain(..) {
+            let _ = reply.send(result);
+        }
         // Nobody will answer programs submitted now or still running.
         refuse_runs(self.handoff.interpreter_ended());
         for reply in self.submitted.drain() {

@@ -328,6 +328,9 @@ impl Node {
         // it sees the request after its next unpark.
         self.stop.store(true, Ordering::Release);
         self.handoff.unpark_interpreter();
+        // The reactor stops accepting, and stops by itself if the
+        // interpreter does not finish in time (a store that hangs, say).
+        self.handoff.send_commands(&mut vec![Command::StopAsked]);
     }
 
     /// Waits for the interpreter to end, then stops and joins the reactor.

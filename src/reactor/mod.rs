@@ -484,6 +484,7 @@ impl Reactor {
                         http.publish(events, dropped, now);
                     }
                 }
+                Command::StopAsked => self.ask_stop(None),
                 Command::Shutdown => self.stopping = true,
             }
         }
@@ -801,25 +802,34 @@ impl Reactor {
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
-        let Some(signal) = signals.pending().next() else {
-            return;
-        };
-        let name = if signal == signal_hook::consts::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        };
+        // Two at once (a TERM and an INT, say) count as two.
+        for signal in signals.pending() {
+            let name = if signal == signal_hook::consts::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if self.stop_asked.is_some() {
+                info!("received {name} again: stopping now");
+                self.stopping = true;
+                return;
+            }
+            info!("received {name}: shutting down");
+            self.ask_stop(Some(Event::StopAsked));
+        }
+    }
+
+    /// The node is to stop: no more connections are accepted, and the
+    /// loop ends at the interpreter's `Command::Shutdown`, which follows
+    /// its last output, or [`STOP_GRACE`] from now. `tell` goes to the
+    /// interpreter (a signal's news; `Node::shutdown` told it already).
+    fn ask_stop(&mut self, tell: Option<Event>) {
         if self.stop_asked.is_some() {
-            info!("received {name} again: stopping now");
-            self.stopping = true;
             return;
         }
-        info!("received {name}: shutting down");
         let _ = self.poll.registry().deregister(&mut self.listener);
-        // The interpreter finishes first; its Command::Shutdown ends the
-        // loop, after its last answers are written.
         self.stop_asked = Some(Instant::now());
-        self.events.push(Event::StopAsked);
+        self.events.extend(tell);
     }
 }
 

@@ -83,6 +83,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use slab::Slab;
+use smallvec::SmallVec;
 
 use super::deadlock;
 use super::directory::{epoch_newer, next_epoch, Directory};
@@ -464,6 +465,9 @@ impl Vm {
         chain.origin = origin;
         chain.next = Some(next);
         let keys = self.world.chain_keys.entry(id).or_default();
+        if keys.len() >= COMPACT_FROM && keys.len().is_power_of_two() {
+            compact_chain_keys(keys, &mut self.chains);
+        }
         chain.key_slot = u32::try_from(keys.len()).expect("fewer chains than frames");
         let key = self.chains.insert(chain);
         keys.push(key);
@@ -1150,6 +1154,12 @@ impl Vm {
         self.world.chain_keys.len()
     }
 
+    /// Places the index keeps for chain `id`, live or `GONE` (for tests).
+    #[cfg(test)]
+    pub(crate) fn chain_key_places(&self, id: ChainId) -> usize {
+        self.world.chain_keys.get(&id).map_or(0, |keys| keys.len())
+    }
+
     /// Objects with a turn entry (for tests: entries must not outlive objects).
     #[cfg(test)]
     pub(crate) fn turn_entries(&self) -> usize {
@@ -1273,3 +1283,21 @@ fn forget_chain_key(index: &mut ChainKeys, chain: &Chain, key: usize) {
 /// A place in `World::chain_keys` whose chain has ended (no slab key is
 /// this large).
 const GONE: usize = usize::MAX;
+
+/// A list of one id's chains this long is compacted as it grows past
+/// each power of two: calls on one chain id that overlap and end oldest
+/// first (a client reusing an id; retries after timeouts) would otherwise
+/// leave a `GONE` place per call, for as long as one of them is running.
+const COMPACT_FROM: usize = 32;
+
+/// Drops the `GONE` places of one id's chains, keeping the others in
+/// order, and tells each live chain its new place. Amortized O(1) per
+/// chain: it runs when the list doubles.
+fn compact_chain_keys(keys: &mut SmallVec<[usize; 2]>, chains: &mut Chains) {
+    keys.retain(|key| *key != GONE);
+    for (slot, &key) in keys.iter().enumerate() {
+        if let Some(chain) = chains.get_mut(key) {
+            chain.key_slot = slot as u32;
+        }
+    }
+}

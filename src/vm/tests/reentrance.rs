@@ -417,3 +417,41 @@ fn chains_of_one_id_may_end_in_any_order() {
         assert_eq!(alpha.chain_ids_tracked(), 1);
     }
 }
+
+/// One chain id's calls overlapping and ending oldest first, while an
+/// outer call of that id stays in (a client reusing an id): the index
+/// keeps a bounded number of places, not one per call ever made.
+#[test]
+fn overlapping_calls_on_one_id_leave_a_bounded_index() {
+    let mut alpha = vm("alpha", 1, TraceMode::Off);
+    let beta = MachineId::new("beta");
+    alpha.directory_mut().peer_up(&beta, 2);
+    let t = alpha.create_object("tally").unwrap();
+    let far = ObjectId((2 << 48) | 9);
+    alpha.directory_mut().insert(far, beta, Some("echo"));
+    let mut out = Vec::new();
+    let id = ChainId(77);
+    start_call(&mut alpha, t, Val::ObjectRef(far), id); // stays in
+    alpha.run(&mut out);
+    let mut waiting: std::collections::VecDeque<_> = remote_calls(&mut out).into();
+    let outer = waiting.pop_front().expect("the outer call waits on beta");
+    let mut most = 0;
+    for _ in 0..2000 {
+        start_call(&mut alpha, t, Val::ObjectRef(far), id);
+        alpha.run(&mut out);
+        waiting.extend(remote_calls(&mut out));
+        if waiting.len() > 1 {
+            let oldest = waiting.pop_front().unwrap();
+            alpha.resume(oldest.token, Ok(Val::Nat(1))).unwrap();
+            alpha.run(&mut out);
+        }
+        most = most.max(alpha.chain_key_places(id));
+    }
+    assert_eq!(alpha.suspended_count(), 2, "the outer call and the newest");
+    assert!(most <= 64, "the index held {most} places for 3 chains");
+    for call in [outer].into_iter().chain(waiting) {
+        alpha.resume(call.token, Ok(Val::Nat(1))).unwrap();
+        alpha.run(&mut out);
+    }
+    assert_eq!(alpha.chain_ids_tracked(), 0);
+}
