@@ -42,6 +42,7 @@
 //! listener again after a failed accept), `http` (the `--http` sockets).
 
 mod accept;
+mod closing;
 mod http;
 mod resolve;
 mod socket;
@@ -177,6 +178,8 @@ pub struct Reactor {
     http: Option<http::HttpSide>,
     /// `Command::Shutdown` came: the interpreter has sent its last output.
     stopping: bool,
+    /// Sockets the stop closed, to drain before they are dropped.
+    closing: Vec<closing::Closing>,
     /// When a signal asked the node to stop (the interpreter was told,
     /// and the reactor waits for its `Command::Shutdown`, up to
     /// [`STOP_GRACE`]).
@@ -228,6 +231,7 @@ impl Reactor {
             tls,
             http,
             stopping: false,
+            closing: Vec::new(),
             stop_asked: None,
         })
     }
@@ -256,9 +260,33 @@ impl Reactor {
         };
         self.core.shutdown(Instant::now());
         self.settle(Instant::now());
+        self.drain_closing();
         self.hand_over();
         self.events.push(Event::ReactorStopped { reason });
         self.handoff.send_events(&mut self.events);
+    }
+
+    /// The sockets the stop closed, drained (see `closing`): for at most
+    /// [`closing::DRAIN_MOST`], woken by their events or every
+    /// [`closing::QUIET`].
+    fn drain_closing(&mut self) {
+        let deadline = Instant::now() + closing::DRAIN_MOST;
+        let mut scratch = vec![0u8; 16 << 10];
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            self.closing.retain_mut(|c| !c.step(now, &mut scratch));
+            if self.closing.is_empty() || now >= deadline {
+                break;
+            }
+            let wait = closing::QUIET.min(deadline.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+        }
+        self.closing.clear();
     }
 
     fn event_loop(&mut self) -> io::Result<()> {
@@ -605,12 +633,19 @@ impl Reactor {
             return;
         }
         let mut socket = self.sockets[conn.key()].take().expect("checked above");
+        self.paused.retain(|p| *p != conn);
+        self.unfinished.retain(|p| *p != conn);
+        if self.stopping && !socket.connecting {
+            // Written whole and closed in order once the loop has ended.
+            let now = Instant::now();
+            self.closing
+                .push(closing::Closing::new(socket, linger.to_vec(), now));
+            return;
+        }
         if !socket.connecting {
             socket.say_goodbye(linger);
         }
         let _ = self.poll.registry().deregister(&mut socket.stream);
-        self.paused.retain(|p| *p != conn);
-        self.unfinished.retain(|p| *p != conn);
     }
 
     fn handle_socket_event(&mut self, key: usize, now: Instant) {

@@ -600,3 +600,71 @@ fn a_stopped_durable_node_answers_every_deposit_it_stored() {
     eprintln!("{answered} of {DEPOSITS} deposits answered before the stop; {stored} stored");
     assert_eq!(stored, answered, "{}", node.stderr());
 }
+
+/// The same with a caller that keeps sending deposits until it reads the
+/// node's `close`: the node reads and drops what still comes while its
+/// last answers go out, then ends the stream in order. (Closing with
+/// unread calls in its buffer made the kernel reset the connection, and
+/// the reset made the caller's kernel discard answers it had not read.)
+#[test]
+fn a_stopped_durable_node_answers_a_caller_that_keeps_sending() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = temp_dir("avm-durable-stop-busy");
+    let args = bank_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut node, port) = crate::util::with_picked_ports(1, |ports| {
+        NodeProc::try_start_on("vault", ports[0], &args).map(|n| (n, ports[0]))
+    });
+    let (mut client, ids) = Client::connect(port);
+    let told = Arc::new(AtomicBool::new(false));
+    let mut out = client.stream.try_clone().unwrap();
+    let writer = {
+        let (told, account) = (Arc::clone(&told), ids[0]);
+        std::thread::spawn(move || {
+            let mut request_id = 1u64 << 32;
+            // ORDERING: Relaxed: a flag; a few more deposits are fine.
+            while !told.load(Ordering::Relaxed) {
+                let mut frames = Vec::new();
+                for _ in 0..64 {
+                    request_id += 1;
+                    let msg = json!({"type":"call","request_id":request_id,"target":account,
+                        "input":input("deposit", vec![json!({"Nat":1})]),
+                        "sender":0,"sender_machine":"client"});
+                    let body = serde_json::to_vec(&msg).unwrap();
+                    frames.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                    frames.extend_from_slice(&body);
+                }
+                if out.write_all(&frames).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    node.signal("TERM");
+    let mut answered = 0;
+    while let Some(msg) = client.next(Instant::now() + LIMIT) {
+        match msg["type"].as_str() {
+            Some("close") => told.store(true, Ordering::Relaxed),
+            Some("call_response") => match tagged(&msg["result"]) {
+                Some((tag, _)) if tag == "ok" => answered += 1,
+                _ => panic!("a deposit answered {msg}"),
+            },
+            _ => {}
+        }
+    }
+    told.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let status = node.wait_exit(LIMIT);
+    assert!(status.success(), "{status}\n{}", node.stderr());
+    let node = NodeProc::try_start_on("vault", port, &args)
+        .expect("the vault's port was taken while it was down");
+    node.wait_for_log("restored from the store", LIMIT);
+    let (mut client, _) = Client::connect(port);
+    let stored = client.balance(ids[0]) - OPENING;
+    eprintln!("{answered} deposits answered before the stop; {stored} stored");
+    assert_eq!(stored, answered, "{}", node.stderr());
+}
