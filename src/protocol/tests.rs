@@ -526,18 +526,7 @@ fn a_retired_connection_still_answers_for_its_grace() {
     a.events();
     // 500 ms later, a call arrives on the retired connection.
     let t = now + ms(500);
-    let call = Message::Call(Call {
-        request_id: 5,
-        target: ObjectId(1 << 48 | 3),
-        input: Val::Nothing,
-        sender: ObjectId(0),
-        sender_machine: "beta".into(),
-        chain: None,
-    });
-    a.core.handle_message(by_beta.ca, call, t);
-    let Some(Event::Inbound { inbound, .. }) = a.events().pop() else {
-        panic!("the call reached the interpreter")
-    };
+    let inbound = beta_calls_on(&mut a, by_beta.ca, 5, t);
     // Past the grace, but a call is still owed: it stays.
     let graced = now + RETIRE_GRACE + RETIRE_CHECK;
     run(&mut a, &mut b, &[&by_alpha, &by_beta], t, graced);
@@ -584,23 +573,12 @@ fn a_retired_connection_stays_while_the_peer_calls_on_it() {
     for request_id in 0..6 {
         let t = now + RETIRE_GRACE / 2 * (request_id as u32 + 1);
         pass(&mut a, &mut b, t);
-        let call = Message::Call(Call {
-            request_id,
-            target: ObjectId(1 << 48 | 3),
-            input: Val::Nothing,
-            sender: ObjectId(0),
-            sender_machine: "beta".into(),
-            chain: None,
-        });
-        a.core.handle_message(by_beta.ca, call, t);
         let c = a
             .core
             .conn_mut(by_beta.ca)
             .expect("the retired connection is open");
         c.last_heard = t; // its bytes came
-        let Some(Event::Inbound { inbound, .. }) = a.events().pop() else {
-            panic!("call {request_id} reached the interpreter")
-        };
+        let inbound = beta_calls_on(&mut a, by_beta.ca, request_id, t);
         a.core.reply(inbound, Ok(Val::Nat(1)));
         assert!(a.closed().is_empty(), "closed before call {request_id}");
     }
@@ -612,6 +590,24 @@ fn a_retired_connection_stays_while_the_peer_calls_on_it() {
     );
     pass(&mut a, &mut b, last + RETIRE_GRACE + RETIRE_CHECK);
     assert_eq!(a.closed(), vec![by_beta.ca]);
+}
+
+/// beta's call `request_id` arrives on alpha's `conn` at `t`: the inbound
+/// call alpha's core hands its interpreter.
+fn beta_calls_on(a: &mut Side, conn: ConnId, request_id: u64, t: Instant) -> InboundId {
+    let call = Message::Call(Call {
+        request_id,
+        target: ObjectId(1 << 48 | 3),
+        input: Val::Nothing,
+        sender: ObjectId(0),
+        sender_machine: "beta".into(),
+        chain: None,
+    });
+    a.core.handle_message(conn, call, t);
+    match a.events().pop() {
+        Some(Event::Inbound { inbound, .. }) => inbound,
+        other => panic!("call {request_id} did not reach the interpreter: {other:?}"),
+    }
 }
 
 /// When the survivor closes first, the retired connection takes over:

@@ -13,10 +13,12 @@
 //!
 //! `AVM_DURABLE_SEED=N` replays one sequence of kill times and requests.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -568,37 +570,12 @@ fn a_restarted_demo_node_serves_its_stored_pong() {
 #[test]
 fn a_stopped_durable_node_answers_every_deposit_it_stored() {
     const DEPOSITS: usize = 3000;
-    let dir = temp_dir("avm-durable-stop");
-    let args = bank_args(&dir);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut node, port) = crate::util::with_picked_ports(1, |ports| {
-        NodeProc::try_start_on("vault", ports[0], &args).map(|n| (n, ports[0]))
+    stop_with_deposits_in_flight("avm-durable-stop", |client, account| {
+        for _ in 0..DEPOSITS {
+            client.call(account, &input("deposit", vec![json!({"Nat":1})]));
+        }
+        None
     });
-    let (mut client, ids) = Client::connect(port);
-    for _ in 0..DEPOSITS {
-        client.call(ids[0], &input("deposit", vec![json!({"Nat":1})]));
-    }
-    node.signal("TERM");
-    let mut answered = 0;
-    while let Some(msg) = client.next(Instant::now() + LIMIT) {
-        if msg["type"] != "call_response" {
-            continue;
-        }
-        match tagged(&msg["result"]) {
-            Some((tag, _)) if tag == "ok" => answered += 1,
-            _ => panic!("a deposit answered {msg}"),
-        }
-    }
-    assert!(client.closed, "the node never closed the connection");
-    let status = node.wait_exit(LIMIT);
-    assert!(status.success(), "{status}\n{}", node.stderr());
-    let node = NodeProc::try_start_on("vault", port, &args)
-        .expect("the vault's port was taken while it was down");
-    node.wait_for_log("restored from the store", LIMIT);
-    let (mut client, _) = Client::connect(port);
-    let stored = client.balance(ids[0]) - OPENING;
-    eprintln!("{answered} of {DEPOSITS} deposits answered before the stop; {stored} stored");
-    assert_eq!(stored, answered, "{}", node.stderr());
 }
 
 /// The same with a caller that keeps sending deposits until it reads the
@@ -608,25 +585,14 @@ fn a_stopped_durable_node_answers_every_deposit_it_stored() {
 /// the reset made the caller's kernel discard answers it had not read.)
 #[test]
 fn a_stopped_durable_node_answers_a_caller_that_keeps_sending() {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    let dir = temp_dir("avm-durable-stop-busy");
-    let args = bank_args(&dir);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut node, port) = crate::util::with_picked_ports(1, |ports| {
-        NodeProc::try_start_on("vault", ports[0], &args).map(|n| (n, ports[0]))
-    });
-    let (mut client, ids) = Client::connect(port);
-    let told = Arc::new(AtomicBool::new(false));
-    let mut out = client.stream.try_clone().unwrap();
-    let writer = {
-        let (told, account) = (Arc::clone(&told), ids[0]);
-        std::thread::spawn(move || {
+    stop_with_deposits_in_flight("avm-durable-stop-busy", |client, account| {
+        let told = Arc::new(AtomicBool::new(false));
+        let mut out = client.stream.try_clone().unwrap();
+        let sender_told = Arc::clone(&told);
+        let sender = std::thread::spawn(move || {
             let mut request_id = 1u64 << 32;
             // ORDERING: Relaxed: a flag; a few more deposits are fine.
-            while !told.load(Ordering::Relaxed) {
+            while !sender_told.load(Ordering::Relaxed) {
                 let mut frames = Vec::new();
                 for _ in 0..64 {
                     request_id += 1;
@@ -641,14 +607,39 @@ fn a_stopped_durable_node_answers_a_caller_that_keeps_sending() {
                     return;
                 }
             }
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        Some((told, sender))
+    });
+}
+
+/// Starts a durable vault, has `load` send deposits to its first account
+/// (and answer a flag and the thread that keeps sending, if one does),
+/// SIGTERMs it, counts the deposits answered `ok` until the node closes
+/// (stopping the sender once the node's `close` comes), restarts it and
+/// asserts that the deposits stored are exactly those answered.
+fn stop_with_deposits_in_flight(
+    tag: &str,
+    load: impl FnOnce(&mut Client, u64) -> Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+) {
+    let dir = temp_dir(tag);
+    let args = bank_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut node, port) = crate::util::with_picked_ports(1, |ports| {
+        NodeProc::try_start_on("vault", ports[0], &args).map(|n| (n, ports[0]))
+    });
+    let (mut client, ids) = Client::connect(port);
+    let sending = load(&mut client, ids[0]);
     node.signal("TERM");
     let mut answered = 0;
     while let Some(msg) = client.next(Instant::now() + LIMIT) {
         match msg["type"].as_str() {
-            Some("close") => told.store(true, Ordering::Relaxed),
+            Some("close") => {
+                if let Some((told, _)) = &sending {
+                    // ORDERING: Relaxed: a flag.
+                    told.store(true, Ordering::Relaxed);
+                }
+            }
             Some("call_response") => match tagged(&msg["result"]) {
                 Some((tag, _)) if tag == "ok" => answered += 1,
                 _ => panic!("a deposit answered {msg}"),
@@ -656,8 +647,12 @@ fn a_stopped_durable_node_answers_a_caller_that_keeps_sending() {
             _ => {}
         }
     }
-    told.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    assert!(client.closed, "the node never closed the connection");
+    if let Some((told, sender)) = sending {
+        // ORDERING: Relaxed: a flag.
+        told.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+    }
     let status = node.wait_exit(LIMIT);
     assert!(status.success(), "{status}\n{}", node.stderr());
     let node = NodeProc::try_start_on("vault", port, &args)
@@ -665,6 +660,6 @@ fn a_stopped_durable_node_answers_a_caller_that_keeps_sending() {
     node.wait_for_log("restored from the store", LIMIT);
     let (mut client, _) = Client::connect(port);
     let stored = client.balance(ids[0]) - OPENING;
-    eprintln!("{answered} deposits answered before the stop; {stored} stored");
+    eprintln!("{tag}: {answered} deposits answered before the stop; {stored} stored");
     assert_eq!(stored, answered, "{}", node.stderr());
 }

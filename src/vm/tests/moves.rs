@@ -595,7 +595,7 @@ fn an_object_announced_elsewhere_with_a_call_inside_leaves_when_the_call_ends() 
 }
 
 /// alpha, beta up, alpha's tally and beta's echo.
-fn tally_and_far_echo() -> (Vm, MachineId, ObjectId, ObjectId) {
+pub(super) fn tally_and_far_echo() -> (Vm, MachineId, ObjectId, ObjectId) {
     let mut alpha = vm("alpha", 1, TraceMode::Full);
     let beta = MachineId::new("beta");
     alpha.directory_mut().peer_up(&beta, 2);

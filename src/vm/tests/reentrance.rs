@@ -389,12 +389,7 @@ fn top_level_remote_call_has_sender_zero_and_start_call_forwards_only_moved_obje
 #[test]
 fn chains_of_one_id_may_end_in_any_order() {
     for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1]] {
-        let mut alpha = vm("alpha", 1, TraceMode::Off);
-        let beta = MachineId::new("beta");
-        alpha.directory_mut().peer_up(&beta, 2);
-        let t = alpha.create_object("tally").unwrap();
-        let far = ObjectId((2 << 48) | 9);
-        alpha.directory_mut().insert(far, beta, Some("echo"));
+        let (mut alpha, _, t, far) = super::moves::tally_and_far_echo();
         let mut out = Vec::new();
         for _ in 0..3 {
             start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(77));
@@ -423,12 +418,7 @@ fn chains_of_one_id_may_end_in_any_order() {
 /// keeps a bounded number of places, not one per call ever made.
 #[test]
 fn overlapping_calls_on_one_id_leave_a_bounded_index() {
-    let mut alpha = vm("alpha", 1, TraceMode::Off);
-    let beta = MachineId::new("beta");
-    alpha.directory_mut().peer_up(&beta, 2);
-    let t = alpha.create_object("tally").unwrap();
-    let far = ObjectId((2 << 48) | 9);
-    alpha.directory_mut().insert(far, beta, Some("echo"));
+    let (mut alpha, _, t, far) = super::moves::tally_and_far_echo();
     let mut out = Vec::new();
     let id = ChainId(77);
     start_call(&mut alpha, t, Val::ObjectRef(far), id); // stays in
