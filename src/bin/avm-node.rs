@@ -449,39 +449,45 @@ fn stopped_while_starting(node: Node, e: String) -> Result<ExitCode, String> {
     }
 }
 
-/// SIGTERM and SIGINT before the node's reactor handles them, and a
-/// second one at any time. Without this, one that came while the node was
+/// SIGTERM and SIGINT from the process's start until the node's reactor
+/// handles them itself. Without this, one that came while the node was
 /// still starting (loading its key and certificates, opening its store,
 /// which takes a while when large) killed the process by signal; now it is
 /// noted and the node stops as soon as it has started, exit 0. A second
-/// one ends the process at once, exit 1, so that a start that hangs, or a
-/// stop that waits on a disk that does not answer, can still be
-/// interrupted.
+/// one ends the process at once, exit 1, so that a start that hangs can
+/// still be interrupted.
 struct EarlyStop {
     /// Raised by the first signal.
     asked: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
 }
 
 impl EarlyStop {
     fn install() -> Result<EarlyStop, String> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let asked = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
         for signal in [SIGTERM, SIGINT] {
             let failed = |e| format!("cannot handle signal {signal}: {e}");
             // The exit first: it looks at the flag before the flag's own
             // action raises it, so only a second signal exits.
             let flag = Arc::clone(&asked);
-            signal_hook::flag::register_conditional_shutdown(signal, 1, flag).map_err(failed)?;
+            ids.push(
+                signal_hook::flag::register_conditional_shutdown(signal, 1, flag)
+                    .map_err(failed)?,
+            );
             let flag = Arc::clone(&asked);
-            signal_hook::flag::register(signal, flag).map_err(failed)?;
+            ids.push(signal_hook::flag::register(signal, flag).map_err(failed)?);
         }
-        Ok(EarlyStop { asked })
+        Ok(EarlyStop { asked, ids })
     }
 
     /// The node has started, and its reactor handles the signals now:
-    /// answers whether one came before. (The handlers stay: a second
-    /// signal still ends the process.)
-    fn handed_over(&self) -> bool {
+    /// hands them over, and answers whether one came before.
+    fn handed_over(self) -> bool {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
         // ORDERING: Relaxed: a signal whose store this misses came after
         // the reactor's own handler was in place, and stops the node that
         // way.

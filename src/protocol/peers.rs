@@ -507,10 +507,11 @@ impl Core {
         }
         // From the tie, or from the last call the peer sent on it, if
         // later: the peer still sends calls here until it sees the tie.
-        let graced = c
-            .retired_at
-            .max(c.called_at)
-            .is_some_and(|t| now.saturating_duration_since(t) >= RETIRE_GRACE);
+        // Not for ever: a peer that never stops is not waited for past
+        // RETIRE_LONGEST.
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        let graced = since(c.retired_at.max(c.called_at)).is_some_and(|d| d >= RETIRE_GRACE)
+            || since(c.retired_at).is_some_and(|d| d >= RETIRE_LONGEST);
         // A directory snapshot that began on it before the tie streams to
         // its end there, in order with the broadcasts that go out on it
         // too: ours (still to queue or to write), and the peer's, which is

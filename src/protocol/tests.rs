@@ -592,6 +592,41 @@ fn a_retired_connection_stays_while_the_peer_calls_on_it() {
     assert_eq!(a.closed(), vec![by_beta.ca]);
 }
 
+/// A peer that never stops calling on the retired connection does not
+/// keep it past RETIRE_LONGEST after the tie.
+#[test]
+fn a_retired_connection_is_not_kept_for_ever_by_calls() {
+    let now = Instant::now();
+    let (mut a, mut b, by_alpha, by_beta) = cross_dialled(now);
+    synced(&mut a, &mut b, &by_alpha, now);
+    a.events();
+    let mut at = now;
+    let mut request_id = 0;
+    while at < now + RETIRE_LONGEST + RETIRE_CHECK {
+        at += ms(50);
+        a.core.handle_timeout(at);
+        b.core.handle_timeout(at);
+        pump(&mut a, &mut b, &by_alpha, at);
+        if !a.core.is_open(by_beta.ca) {
+            break;
+        }
+        if at
+            .saturating_duration_since(now)
+            .as_millis()
+            .is_multiple_of(1000)
+        {
+            a.core.conn_mut(by_beta.ca).unwrap().last_heard = at;
+            let inbound = beta_calls_on(&mut a, by_beta.ca, request_id, at);
+            request_id += 1;
+            a.core.reply(inbound, Ok(Val::Nat(1)));
+        }
+        a.core.advance(by_beta.ca, a.core.unsent(by_beta.ca).len());
+    }
+    assert_eq!(a.closed(), vec![by_beta.ca]);
+    let took = at.saturating_duration_since(now);
+    assert!(took >= RETIRE_LONGEST, "closed after {took:?}, under calls");
+}
+
 /// beta's call `request_id` arrives on alpha's `conn` at `t`: the inbound
 /// call alpha's core hands its interpreter.
 fn beta_calls_on(a: &mut Side, conn: ConnId, request_id: u64, t: Instant) -> InboundId {

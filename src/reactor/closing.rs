@@ -2,32 +2,35 @@
 //!
 //! What the core queued last on a connection (the interpreter's last
 //! answers, the `close` frame) is written whole, then the write side is
-//! shut, and what the peer still sends is read and dropped until it stops.
-//! So the peer sees an orderly end of stream after our last byte. Closing
-//! a socket whose peer is still sending makes the kernel answer with a
-//! reset, and a reset makes the peer's kernel discard what it had received
-//! and not yet read: the very answers the node waited for its disk to send.
+//! shut, and what the peer still sends is read and dropped until the peer
+//! closes its side too. So the peer sees an orderly end of stream after
+//! our last byte. Closing a socket whose peer is still sending, or sends
+//! later (a keepalive ping), makes the kernel answer with a reset, and a
+//! reset makes the peer's kernel discard what it had received and not yet
+//! read: the very answers the node waited for its disk to send. An avm
+//! peer closes once it reads the `close` frame.
 //!
 //! ```text
-//!   rest to write ──all written──▶ shut down writing ──peer's EOF, or
-//!                                  (TLS: close_notify   quiet for QUIET──▶ dropped
+//!   rest to write ──all written──▶ shut down writing ──peer's EOF──▶ dropped
+//!                                  (TLS: close_notify
 //!                                   first)
 //! ```
 //!
-//! Bounded: the reactor drains for at most [`DRAIN_MOST`] in all, and a
-//! peer that sends nothing for [`QUIET`] after our last byte is done.
+//! Bounded: the reactor drains for at most [`DRAIN_MOST`] in all, and
+//! reads at most [`READ_MOST`] per socket per round, so a peer that never
+//! stops sending cannot hold it.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::socket::Socket;
 
 /// The longest a stopping reactor drains its sockets.
 pub const DRAIN_MOST: Duration = Duration::from_secs(1);
 
-/// A peer silent this long after our write side is shut is done with us.
-pub const QUIET: Duration = Duration::from_millis(50);
+/// What one round reads (and drops) from one socket at most.
+pub const READ_MOST: usize = 1 << 20;
 
 /// One socket on its way out.
 #[derive(Debug)]
@@ -39,43 +42,40 @@ pub struct Closing {
     said_bye: bool,
     /// The write side is shut (after the TLS close_notify, if TLS).
     shut: bool,
-    /// When the peer last sent a byte, or when we shut our side.
-    heard_at: Instant,
 }
 
 impl Closing {
-    pub fn new(socket: Socket, rest: Vec<u8>, now: Instant) -> Closing {
+    pub fn new(socket: Socket, rest: Vec<u8>) -> Closing {
         Closing {
             socket,
             rest,
             said_bye: false,
             shut: false,
-            heard_at: now,
         }
     }
 
     /// One round of writing, shutting and reading, without blocking:
-    /// whether the socket is done (the peer closed, it failed, or the peer
-    /// was quiet long enough after our side shut).
-    pub fn step(&mut self, now: Instant, scratch: &mut [u8]) -> bool {
-        if self.write(now).is_err() {
+    /// whether the socket is done (the peer closed, or it failed).
+    pub fn step(&mut self, scratch: &mut [u8]) -> bool {
+        if self.write().is_err() {
             return true;
         }
-        loop {
+        let mut read = 0;
+        while read < READ_MOST {
             match self.socket.stream.read(scratch) {
                 Ok(0) => return true,
-                Ok(_) => self.heard_at = now,
+                Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return true,
             }
         }
-        self.shut && now.saturating_duration_since(self.heard_at) >= QUIET
+        false
     }
 
     /// Writes what the socket takes of the rest; once all of it is out,
     /// shuts the write side (after TLS's close_notify and its records).
-    fn write(&mut self, now: Instant) -> io::Result<()> {
+    fn write(&mut self) -> io::Result<()> {
         if self.shut {
             return Ok(());
         }
@@ -104,7 +104,6 @@ impl Closing {
         }
         let _ = self.socket.stream.shutdown(Shutdown::Write);
         self.shut = true;
-        self.heard_at = now;
         Ok(())
     }
 }

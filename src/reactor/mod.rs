@@ -57,7 +57,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token};
 
@@ -81,6 +81,9 @@ const FIRST_CONN: usize = 4;
 /// (`examples/pair_throughput`): 256 beat 64 and 16; a single call never
 /// reaches it, so latency is untouched.
 const HAND_OVER_EVERY: usize = 256;
+
+/// See `Reactor::signalled_at`.
+pub const SECOND_SIGNAL: Duration = Duration::from_secs(1);
 
 /// After a signal, how long the reactor serves on while the interpreter
 /// finishes (its last answers, held for the disk on a durable node, go
@@ -180,6 +183,13 @@ pub struct Reactor {
     stopping: bool,
     /// Sockets the stop closed, to drain before they are dropped.
     closing: Vec<closing::Closing>,
+    /// Whether to drain them: not after a stop that was to be at once.
+    drain: bool,
+    /// When a signal first asked the node to stop. Another signal at least
+    /// [`SECOND_SIGNAL`] later stops it at once; one sooner is the same
+    /// stop delivered twice (a terminal's Ctrl-C that a wrapper such as
+    /// `just` forwards as well), and changes nothing.
+    signalled_at: Option<Instant>,
     /// When a signal asked the node to stop (the interpreter was told,
     /// and the reactor waits for its `Command::Shutdown`, up to
     /// [`STOP_GRACE`]).
@@ -232,6 +242,8 @@ impl Reactor {
             http,
             stopping: false,
             closing: Vec::new(),
+            drain: true,
+            signalled_at: None,
             stop_asked: None,
         })
     }
@@ -266,20 +278,25 @@ impl Reactor {
         self.handoff.send_events(&mut self.events);
     }
 
-    /// The sockets the stop closed, drained (see `closing`): for at most
-    /// [`closing::DRAIN_MOST`], woken by their events or every
-    /// [`closing::QUIET`].
+    /// The sockets the stop closed, drained (see `closing`) for at most
+    /// [`closing::DRAIN_MOST`], woken by their events (or every 50 ms).
+    /// Not after a stop that was to be at once (a second signal, or the
+    /// interpreter not finishing within [`STOP_GRACE`]).
     fn drain_closing(&mut self) {
+        if !self.drain {
+            self.closing.clear();
+            return;
+        }
         let deadline = Instant::now() + closing::DRAIN_MOST;
         let mut scratch = vec![0u8; 16 << 10];
         let mut events = Events::with_capacity(64);
         loop {
+            self.closing.retain_mut(|c| !c.step(&mut scratch));
             let now = Instant::now();
-            self.closing.retain_mut(|c| !c.step(now, &mut scratch));
             if self.closing.is_empty() || now >= deadline {
                 break;
             }
-            let wait = closing::QUIET.min(deadline.saturating_duration_since(now));
+            let wait = Duration::from_millis(50).min(deadline.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     break;
@@ -361,10 +378,11 @@ impl Reactor {
             self.core.handle_timeout(now);
             if self.stop_asked.is_some_and(|at| now >= at + STOP_GRACE) {
                 warn!(
-                    "the interpreter did not finish within {STOP_GRACE:?} of the signal; stopping \
-                     without its last answers"
+                    "the interpreter did not finish within {STOP_GRACE:?} of the stop request; \
+                     stopping without its last answers"
                 );
                 self.stopping = true;
+                self.drain = false;
             }
             // One step of each streaming snapshot per iteration, so calls
             // and answers interleave with it.
@@ -637,9 +655,8 @@ impl Reactor {
         self.unfinished.retain(|p| *p != conn);
         if self.stopping && !socket.connecting {
             // Written whole and closed in order once the loop has ended.
-            let now = Instant::now();
             self.closing
-                .push(closing::Closing::new(socket, linger.to_vec(), now));
+                .push(closing::Closing::new(socket, linger.to_vec()));
             return;
         }
         if !socket.connecting {
@@ -837,20 +854,27 @@ impl Reactor {
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
-        // Two at once (a TERM and an INT, say) count as two.
+        let now = Instant::now();
         for signal in signals.pending() {
             let name = if signal == signal_hook::consts::SIGINT {
                 "SIGINT"
             } else {
                 "SIGTERM"
             };
-            if self.stop_asked.is_some() {
-                info!("received {name} again: stopping now");
-                self.stopping = true;
-                return;
+            match self.signalled_at {
+                Some(at) if now.saturating_duration_since(at) >= SECOND_SIGNAL => {
+                    info!("received {name} again: stopping now");
+                    self.stopping = true;
+                    self.drain = false;
+                    return;
+                }
+                Some(_) => debug!("received {name} again at once: the same stop"),
+                None => {
+                    info!("received {name}: shutting down");
+                    self.signalled_at = Some(now);
+                    self.ask_stop(Some(Event::StopAsked));
+                }
             }
-            info!("received {name}: shutting down");
-            self.ask_stop(Some(Event::StopAsked));
         }
     }
 

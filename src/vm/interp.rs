@@ -96,7 +96,7 @@ use super::registry::{BehaviorRegistry, PureRegistry};
 use super::trace::{Event, EventKind, Trace, TraceMode};
 use super::turns::Turns;
 use super::value::Val;
-use super::world::{ChainKeys, IdMap, InDoubt, Obj, World, RESTORED_MOVER};
+use super::world::{ChainKeys, GoneCounts, IdMap, InDoubt, Obj, World, RESTORED_MOVER};
 use crate::heap;
 
 /// How to build a [`Vm`].
@@ -226,6 +226,7 @@ impl Vm {
                 to_fail: Vec::new(),
                 new_waits: Vec::new(),
                 chain_keys: ChainKeys::default(),
+                chain_gone: GoneCounts::default(),
                 behaviors,
                 pures,
                 trace: Trace::new(config.trace),
@@ -465,9 +466,6 @@ impl Vm {
         chain.origin = origin;
         chain.next = Some(next);
         let keys = self.world.chain_keys.entry(id).or_default();
-        if keys.len() >= COMPACT_FROM && keys.len().is_power_of_two() {
-            compact_chain_keys(keys, &mut self.chains);
-        }
         chain.key_slot = u32::try_from(keys.len()).expect("fewer chains than frames");
         let key = self.chains.insert(chain);
         keys.push(key);
@@ -1053,7 +1051,14 @@ impl Vm {
                 }
             };
             let mut chain = self.chains.remove(key);
-            forget_chain_key(&mut self.world.chain_keys, &chain, key);
+            let w = &mut self.world;
+            forget_chain_key(
+                &mut w.chain_keys,
+                &mut w.chain_gone,
+                &mut self.chains,
+                &chain,
+                key,
+            );
             self.world.frames_total -= chain.frames.len();
             if let Some(tx) = chain.tx.take() {
                 // A chain that ends with its transaction open aborts it.
@@ -1148,10 +1153,11 @@ impl Vm {
             .unwrap_or(0)
     }
 
-    /// Chain ids with chains here (for tests: the index must empty).
+    /// Chain ids with chains here, or with gone places counted (for
+    /// tests: both must empty).
     #[cfg(test)]
     pub(crate) fn chain_ids_tracked(&self) -> usize {
-        self.world.chain_keys.len()
+        self.world.chain_keys.len().max(self.world.chain_gone.len())
     }
 
     /// Places the index keeps for chain `id`, live or `GONE` (for tests).
@@ -1234,6 +1240,7 @@ impl Vm {
         gave |= heap::shrink_when_idle(&mut self.runnable);
         let w = &mut self.world;
         gave |= heap::shrink_when_idle(&mut w.chain_keys);
+        gave |= heap::shrink_when_idle(&mut w.chain_gone);
         gave |= w.turns.shrink_when_idle();
         gave |= heap::shrink_when_idle(&mut w.woken);
         gave |= heap::shrink_when_idle(&mut w.to_fail);
@@ -1264,19 +1271,52 @@ impl Vm {
 /// connection fails thousands of them at once in another order, each
 /// still leaves in O(1) (a search and shift per chain made that
 /// quadratic: 21 s of a node's time after a 288k-deep game's peer died).
-fn forget_chain_key(index: &mut ChainKeys, chain: &Chain, key: usize) {
-    let Some(keys) = index.get_mut(&chain.id) else {
+///
+/// `gone` counts each id's `GONE` places that are not at the end. Calls
+/// on one id that overlap and end oldest first (a client reusing an id,
+/// retries after timeouts) would otherwise leave a place per call for as
+/// long as one of them runs: once the list is [`COMPACT_FROM`] long and
+/// more than half of it is gone, it is compacted (amortized O(1), and
+/// never for a list without gone places, however deep).
+fn forget_chain_key(
+    index: &mut ChainKeys,
+    gone: &mut GoneCounts,
+    chains: &mut Chains,
+    chain: &Chain,
+    key: usize,
+) {
+    let id = chain.id;
+    let Some(keys) = index.get_mut(&id) else {
         return;
     };
-    if let Some(place) = keys.get_mut(chain.key_slot as usize) {
+    let slot = chain.key_slot as usize;
+    if slot + 1 == keys.len() {
+        keys.pop();
+        let mut dropped = 0;
+        while keys.last() == Some(&GONE) {
+            keys.pop();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            if let Some(n) = gone.get_mut(&id) {
+                *n -= dropped;
+            }
+        }
+    } else if let Some(place) = keys.get_mut(slot) {
         debug_assert_eq!(*place, key, "a chain's key_slot holds its key");
         *place = GONE;
-    }
-    while keys.last() == Some(&GONE) {
-        keys.pop();
+        let n = gone.entry(id).or_insert(0);
+        *n += 1;
+        if keys.len() >= COMPACT_FROM && *n as usize * 2 > keys.len() {
+            compact_chain_keys(keys, chains);
+            *n = 0;
+        }
     }
     if keys.is_empty() {
-        index.remove(&chain.id);
+        index.remove(&id);
+        gone.remove(&id);
+    } else if gone.get(&id) == Some(&0) {
+        gone.remove(&id);
     }
 }
 
@@ -1284,15 +1324,12 @@ fn forget_chain_key(index: &mut ChainKeys, chain: &Chain, key: usize) {
 /// this large).
 const GONE: usize = usize::MAX;
 
-/// A list of one id's chains this long is compacted as it grows past
-/// each power of two: calls on one chain id that overlap and end oldest
-/// first (a client reusing an id; retries after timeouts) would otherwise
-/// leave a `GONE` place per call, for as long as one of them is running.
+/// The shortest list of one id's chains that is compacted (see
+/// [`forget_chain_key`]).
 const COMPACT_FROM: usize = 32;
 
 /// Drops the `GONE` places of one id's chains, keeping the others in
-/// order, and tells each live chain its new place. Amortized O(1) per
-/// chain: it runs when the list doubles.
+/// order, and tells each live chain its new place.
 fn compact_chain_keys(keys: &mut SmallVec<[usize; 2]>, chains: &mut Chains) {
     keys.retain(|key| *key != GONE);
     for (slot, &key) in keys.iter().enumerate() {

@@ -132,6 +132,10 @@ pub(crate) type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
 /// Chain id -> the vm's chains of that id (see `World::chain_keys`).
 pub(crate) type ChainKeys = HashMap<ChainId, SmallVec<[usize; 2]>, BuildHasherDefault<IdHasher>>;
 
+/// Chain id -> its `GONE` places in `World::chain_keys` that are not at
+/// the end of its list (absent: none).
+pub(crate) type GoneCounts = HashMap<ChainId, u32, BuildHasherDefault<IdHasher>>;
+
 /// Everything but the chains, so the engine can borrow a chain and the
 /// world at once.
 pub(crate) struct World {
@@ -200,6 +204,9 @@ pub(crate) struct World {
     /// Places of chains that ended before later ones hold `GONE` until
     /// those end too; the last place is always a live chain's.
     pub(crate) chain_keys: ChainKeys,
+    /// Per chain id, how many of its places there are `GONE` (only ids
+    /// whose chains ended out of order have an entry).
+    pub(crate) chain_gone: GoneCounts,
     pub(crate) behaviors: BehaviorRegistry,
     pub(crate) pures: PureRegistry,
     pub(crate) trace: Trace,
