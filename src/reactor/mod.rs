@@ -85,9 +85,10 @@ const HAND_OVER_EVERY: usize = 256;
 /// See `Reactor::signalled_at`.
 pub const SECOND_SIGNAL: Duration = Duration::from_secs(1);
 
-/// After a signal, how long the reactor serves on while the interpreter
-/// finishes (its last answers, held for the disk on a durable node, go
-/// out before the connections close); past it, it stops without them.
+/// After a stop request (a signal, or `Node::shutdown`), how long the
+/// reactor serves on while the interpreter finishes (its last answers,
+/// held for the disk on a durable node, go out before the connections
+/// close); past it, it stops without them.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Bytes one connection may have read per reactor iteration before the
@@ -190,9 +191,9 @@ pub struct Reactor {
     /// stop delivered twice (a terminal's Ctrl-C that a wrapper such as
     /// `just` forwards as well), and changes nothing.
     signalled_at: Option<Instant>,
-    /// When a signal asked the node to stop (the interpreter was told,
-    /// and the reactor waits for its `Command::Shutdown`, up to
-    /// [`STOP_GRACE`]).
+    /// When the node was asked to stop, by a signal or `Node::shutdown`
+    /// (the interpreter knows, and the reactor waits for its
+    /// `Command::Shutdown`, up to [`STOP_GRACE`]).
     stop_asked: Option<Instant>,
 }
 
