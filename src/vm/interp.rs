@@ -1312,10 +1312,12 @@ fn forget_chain_key(
             *n = 0;
         }
     }
-    if keys.is_empty() {
+    let empty = keys.is_empty();
+    if empty {
         index.remove(&id);
-        gone.remove(&id);
-    } else if gone.get(&id) == Some(&0) {
+    }
+    // Almost always empty: chains of one id end innermost first.
+    if !gone.is_empty() && (empty || gone.get(&id) == Some(&0)) {
         gone.remove(&id);
     }
 }
