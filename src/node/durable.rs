@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use log::{error, warn};
+use log::{debug, error, warn};
 
 use crate::store::{Batch, Store};
 use crate::vm::{ObjectId, Val, Vm};
@@ -242,6 +242,13 @@ impl Durable {
         if let Some(thread) = self.store_thread.take() {
             let _ = thread.join();
         }
+        if self.retry_owed {
+            error!(
+                "stopping with changes the store could not write ({}): they were answered \
+                 `not durable`, and are lost",
+                self.failure
+            );
+        }
         self.release(vm, commands, results);
     }
 
@@ -385,10 +392,19 @@ impl Durable {
             self.failures_heard += 1;
             self.failures_in_a_row += 1;
             self.retry_owed = true;
-            error!(
-                "store write failed, {} objects not durable: {reason}",
-                batches.iter().map(Batch::len).sum::<usize>()
-            );
+            let objects = batches.iter().map(Batch::len).sum::<usize>();
+            // A busy node's every batch fails while the disk does: the
+            // first failure of a spell, then the 2nd, 4th, 8th... say so.
+            let n = self.failures_in_a_row;
+            if n.is_power_of_two() {
+                error!(
+                    "store write failed ({n} in a row), {objects} objects not durable: {reason}"
+                );
+            } else {
+                debug!(
+                    "store write failed ({n} in a row), {objects} objects not durable: {reason}"
+                );
+            }
             // A new spell starts after what was durable; one not yet past
             // grows.
             if self.failed_through <= durable_before {

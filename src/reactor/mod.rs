@@ -150,7 +150,9 @@ impl ReactorSetup {
 pub struct Reactor {
     core: Core,
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once the node stops: closed, so that connections are
+    /// refused rather than queued and reset.
+    listener: Option<TcpListener>,
     handoff: Arc<Handoff>,
     /// By connection key; a slot's socket belongs to the `ConnId` it holds.
     sockets: Vec<Option<Socket>>,
@@ -224,7 +226,7 @@ impl Reactor {
         Ok(Reactor {
             core,
             poll: setup.poll,
-            listener: setup.listener,
+            listener: Some(setup.listener),
             resolver: Resolver::new(Arc::clone(&setup.handoff), format!("{name}/resolve")),
             handoff: setup.handoff,
             sockets: Vec::with_capacity(16),
@@ -541,7 +543,10 @@ impl Reactor {
 
     fn accept_all(&mut self, now: Instant) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, addr)) => {
                     let conn = self.core.handle_accepted(addr, now);
                     let tls = self.tls.as_ref().map(TlsConfig::accept);
@@ -887,7 +892,9 @@ impl Reactor {
         if self.stop_asked.is_some() {
             return;
         }
-        let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         self.stop_asked = Some(Instant::now());
         self.events.extend(tell);
     }

@@ -535,6 +535,35 @@ fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
     assert_eq!(client.balance(ids[0]), OPENING + deposits);
 }
 
+/// A node stopped while its disk refuses writes says, at ERROR, that the
+/// changes it could not store are lost (they were answered `not
+/// durable`), rather than stopping as if all were well.
+#[test]
+fn a_node_stopped_with_unstored_changes_says_they_are_lost() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no `prlimit` (util-linux) to limit the node's file size");
+        return;
+    }
+    let (dir, _) = stored_bank("avm-durable-full-stop");
+    let mut node = start("vault", 0, &bank_args(&dir));
+    let (mut client, ids) = Client::connect(node.port());
+    let status = Command::new("prlimit")
+        .args(["--pid", &node.pid().to_string(), "--fsize=4096:unlimited"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit");
+    let result = client.ask(ids[0], &input("deposit", vec![json!({"Nat": 1})]));
+    let err = result["Err"].as_str().unwrap_or_else(|| panic!("{result}"));
+    assert!(err.contains("not durable"), "{err}");
+    node.signal("TERM");
+    assert!(node.wait_exit(LIMIT).success(), "{}", node.stderr());
+    let log = node.stderr();
+    assert!(
+        log.contains("stopping with changes the store could not write"),
+        "{log}"
+    );
+}
+
 /// The demo's serving node with a store serves the pong it had when it
 /// restarts, named again, instead of making one more each time.
 #[test]

@@ -678,3 +678,33 @@ fn hung_peer_is_declared_down_after_three_keepalive_intervals() {
     );
     eprintln!("SIGSTOP to alpha's exit (keepalive 200 ms): {took:?}");
 }
+
+/// A stopping node closes its listener at once: a connection attempt
+/// while it finishes (here, while it waits up to 1 s for a peer that
+/// keeps its connection open to end the stream) is refused, not queued
+/// and then reset.
+#[test]
+fn a_stopping_node_refuses_new_connections() {
+    let mut beta = NodeProc::start("beta", 0, &["--demo"]);
+    beta.wait_for_log("created pong", Duration::from_secs(30));
+    let port = beta.port();
+    // Held open, never closed by us: the node's stop waits for it.
+    let (_held, _) = hello_beta(port, "holder", 93);
+    let mark = beta.log_mark();
+    beta.signal("TERM");
+    beta.wait_for_log_after(mark, "received SIGTERM", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let refused = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            _ if Instant::now() >= deadline => break false,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert!(
+        !beta.exited(),
+        "the node was to wait for the held connection"
+    );
+    assert!(refused, "a connection was accepted by a stopping node");
+    assert!(beta.wait_exit(Duration::from_secs(10)).success());
+}
