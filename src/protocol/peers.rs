@@ -675,7 +675,18 @@ impl Core {
         if log {
             self.log_close(&c, &label, &reason, now);
         }
-        let lost = format!("connection to {label} lost: {reason}");
+        // What the peer said in its `close` tells callers more than how
+        // the socket ended (a peer that stops closes it right after).
+        let lost = match c.peer_closing.as_deref() {
+            Some(SHUTTING_DOWN_SAID) => {
+                format!("connection to {label} lost: the peer is shutting down")
+            }
+            Some(said) => format!(
+                "connection to {label} lost: {reason}; the peer said: {}",
+                said.escape_debug()
+            ),
+            None => format!("connection to {label} lost: {reason}"),
+        };
         let events = &mut self.events;
         let chains = &mut self.chains;
         let mut failed = 0;
@@ -810,7 +821,7 @@ impl Core {
 }
 
 /// The `close` reason of a node that shuts down (`CloseReason::ShuttingDown`).
-const SHUTTING_DOWN_SAID: &str = "node shutting down";
+pub(super) const SHUTTING_DOWN_SAID: &str = "node shutting down";
 
 /// WARN the first time, DEBUG once said: for a mistake that a redialling
 /// peer repeats every few seconds.

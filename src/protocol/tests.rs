@@ -311,6 +311,31 @@ fn hellos_bring_both_peers_up_once() {
     assert_eq!(b.active("alpha"), Some(link.cb));
 }
 
+/// A call in flight when its peer stops fails saying so: the peer's
+/// `close` named its shutdown, and the socket's end says only that it
+/// closed.
+#[test]
+fn a_call_lost_to_a_stopping_peer_says_the_peer_is_shutting_down() {
+    let now = Instant::now();
+    let (mut a, mut b, link) = greeted_pair(now);
+    a.events();
+    b.events();
+    a.core.call(remote_call(7, "beta", 1 << 48 | 9), now);
+    pump(&mut a, &mut b, &link, now);
+    // beta's last frame, as its stop sends it; then its socket closes.
+    let close = codec::Close {
+        reason: super::peers::SHUTTING_DOWN_SAID.into(),
+    };
+    a.core.handle_message(link.ca, Message::Close(close), now);
+    a.core.handle_closed(link.ca, CloseReason::PeerClosed, now);
+    let failed = failed_replies(&a.events());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].1.ends_with("lost: the peer is shutting down"),
+        "{failed:?}"
+    );
+}
+
 /// A call claiming chain 0 arrives as a call without a chain: 0 is no
 /// chain of any node (the vm keeps it for an object restored mid-move).
 #[test]
