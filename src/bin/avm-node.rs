@@ -86,9 +86,9 @@ struct Args {
     #[argh(option, default = "defaults::CALL_TIMEOUT.as_millis() as u64")]
     call_timeout_ms: u64,
 
-    /// how much may wait to be sent to a peer before it counts as not reading
-    /// and is disconnected, at least 1 MiB; bytes, or with KiB, MiB, GiB
-    /// (default 64 MiB)
+    /// how much may wait to be sent to a peer that takes none of it for 3 keepalive
+    /// intervals before it is disconnected (twice this, whatever it takes); at least
+    /// 1 MiB and --max-frame; bytes, or with KiB, MiB, GiB (default 64 MiB)
     #[argh(
         option,
         default = "defaults::MAX_WRITE_BUFFER",

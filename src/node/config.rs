@@ -82,7 +82,10 @@ pub struct NodeConfig {
     /// A remote call whose chain shows no progress this long fails with a
     /// timeout error.
     pub call_timeout: Duration,
-    /// Disconnect a peer once this many bytes wait to be sent to it.
+    /// Disconnect a peer once more than this many bytes wait to be sent to
+    /// it and it has taken none for 3 keepalive intervals, or once more
+    /// than twice this many wait (see `protocol::Core::check_backlog`). At
+    /// least 1 MiB and at least `max_frame`.
     pub max_write_buffer: usize,
     /// Stop reading sockets while this many events wait for the interpreter.
     pub max_backlog: usize,

@@ -128,7 +128,7 @@ pub enum Command {
     },
     /// The node was asked to stop (`Node::shutdown`): stop accepting, and
     /// wait for `Shutdown` at most [`STOP_GRACE`](crate::reactor::STOP_GRACE),
-    /// as after a signal.
+    /// as after a signal, then close the connections anyway.
     StopAsked,
     /// Close everything and end the reactor thread.
     Shutdown,

@@ -117,7 +117,8 @@ pub struct Interpreter {
     /// The directory changed since: set wherever it is changed (notices,
     /// peer events, learned senders, moves).
     hosted_stale: bool,
-    /// The last remote-call failure logged (a repeat goes to debug).
+    /// The last remote-call failure line (at whatever level it went; the
+    /// same line again goes to debug).
     failure_said: Option<String>,
     /// When events were last handled, until the thread has been idle long
     /// enough to give back what they grew.

@@ -319,18 +319,21 @@ impl Node {
         answered
     }
 
-    /// Asks both threads to stop; `wait` then returns promptly. The
+    /// Asks both threads to stop; `wait` then returns once they have. The
     /// interpreter stops first, and sends what it still had to send (on a
-    /// durable node, the answers its last writes held) before it tells the
-    /// reactor to close the connections.
+    /// durable node, the answers its last writes held, once on disk)
+    /// before it tells the reactor to close the connections, which takes
+    /// up to a second more (`reactor::closing`). A store that never
+    /// answers keeps the interpreter, and so `wait`, waiting; the reactor
+    /// closes the connections after `reactor::STOP_GRACE` all the same.
     pub fn shutdown(&self) {
+        // First, so that it comes before the interpreter's Shutdown: the
+        // reactor stops accepting at once.
+        self.handoff.send_commands(&mut vec![Command::StopAsked]);
         // ORDERING: Release pairs with the interpreter's Acquire load, so
         // it sees the request after its next unpark.
         self.stop.store(true, Ordering::Release);
         self.handoff.unpark_interpreter();
-        // The reactor stops accepting, and stops by itself if the
-        // interpreter does not finish in time (a store that hangs, say).
-        self.handoff.send_commands(&mut vec![Command::StopAsked]);
     }
 
     /// Waits for the interpreter to end, then stops and joins the reactor.

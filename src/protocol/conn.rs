@@ -116,10 +116,11 @@ pub struct Conn {
     pub opened: Instant,
     /// When bytes last arrived (keepalive: silence for 3 intervals is death).
     pub last_heard: Instant,
-    /// Bytes written when the backlog was last looked at, and when that
-    /// count last grew: a peer that takes nothing for a while is stuck,
-    /// one that takes bytes is only slow (see `Core::check_backlog`).
+    /// Bytes written when the backlog was last looked at: a peer that
+    /// takes nothing for a while is stuck, one that takes bytes is only
+    /// slow (see `Core::check_backlog`).
     pub taken: u64,
+    /// When [`Conn::taken`] last grew (or the connection opened).
     pub taken_at: Instant,
     /// When the peer's hello arrived.
     pub hello_at: Option<Instant>,

@@ -162,8 +162,9 @@ pub const RETIRE_CHECK: Duration = Duration::from_millis(200);
 pub const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
 /// A retired connection waits for the peer's directory snapshot to end
-/// (it may stream on it) at most this long after the tie: for a peer
-/// that never sends `snapshot_end`.
+/// (it may stream on it), and for the peer to stop calling on it, at most
+/// this long after the tie: for a peer that never sends `snapshot_end`,
+/// or never stops.
 pub const RETIRE_LONGEST: Duration = Duration::from_secs(60);
 
 /// What the core needs to know about its node.

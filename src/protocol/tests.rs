@@ -1537,7 +1537,7 @@ fn a_peer_that_reads_slowly_is_cut_only_past_twice_the_limit() {
             assert!(unsent == 0 && token >= 8, "cut at call {token}");
             let downs = peer_downs(&a.events());
             assert!(
-                matches!(downs[0].1, CloseReason::NotReading { idle: None, unsent, .. } if unsent > 2 * limit),
+                matches!(downs[0].1, CloseReason::NotReading { idle: None, unsent, .. } if unsent > HARD_CAP * limit),
                 "{downs:?}"
             );
             return;

@@ -42,6 +42,10 @@ pub struct Closing {
     said_bye: bool,
     /// The write side is shut (after the TLS close_notify, if TLS).
     shut: bool,
+    /// The peer's end of stream came: nothing more to read, but the rest
+    /// is still written (a client that half-closes after its calls still
+    /// reads their answers).
+    eof: bool,
 }
 
 impl Closing {
@@ -51,26 +55,28 @@ impl Closing {
             rest,
             said_bye: false,
             shut: false,
+            eof: false,
         }
     }
 
     /// One round of writing, shutting and reading, without blocking:
-    /// whether the socket is done (the peer closed, or it failed).
+    /// whether the socket is done (all written and the peer closed, or it
+    /// failed).
     pub fn step(&mut self, scratch: &mut [u8]) -> bool {
         if self.write().is_err() {
             return true;
         }
         let mut read = 0;
-        while read < READ_MOST {
+        while !self.eof && read < READ_MOST {
             match self.socket.stream.read(scratch) {
-                Ok(0) => return true,
+                Ok(0) => self.eof = true,
                 Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return true,
             }
         }
-        false
+        self.eof && self.shut
     }
 
     /// Writes what the socket takes of the rest; once all of it is out,

@@ -39,7 +39,8 @@
 //! Files: `socket` (one socket, its read buffer and TLS session),
 //! `resolve` (name lookups on a thread of their own), `tls` (the TLS
 //! configuration, loaded once from PEM files), `accept` (trying a
-//! listener again after a failed accept), `http` (the `--http` sockets).
+//! listener again after a failed accept), `http` (the `--http` sockets),
+//! `closing` (sockets drained in order when the node stops).
 
 mod accept;
 mod closing;
@@ -182,7 +183,8 @@ pub struct Reactor {
     tls: Option<TlsConfig>,
     /// `--http`: the observation endpoint, on this same poll.
     http: Option<http::HttpSide>,
-    /// `Command::Shutdown` came: the interpreter has sent its last output.
+    /// The loop is to end: `Command::Shutdown` came (the interpreter has
+    /// sent its last output), or a second signal, or the grace ran out.
     stopping: bool,
     /// Sockets the stop closed, to drain before they are dropped.
     closing: Vec<closing::Closing>,
@@ -251,8 +253,10 @@ impl Reactor {
         })
     }
 
-    /// Runs until `Command::Shutdown`, a signal, or a fatal poll error;
-    /// then closes every connection and tells the interpreter it stopped.
+    /// Runs until `Command::Shutdown` (the interpreter's last word after a
+    /// stop request), a second signal, the end of [`STOP_GRACE`], or a
+    /// fatal poll error; then closes every connection (draining them, see
+    /// `closing`) and tells the interpreter it stopped.
     /// A panic (a bug) also tells the interpreter, so that the node stops
     /// and its callers get answers instead of waiting on a dead thread;
     /// its connections then just drop.
@@ -273,6 +277,10 @@ impl Reactor {
                 return;
             }
         };
+        // Whatever ended the loop: no connection is queued to be reset.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         self.core.shutdown(Instant::now());
         self.settle(Instant::now());
         self.drain_closing();
@@ -286,12 +294,17 @@ impl Reactor {
     /// Not after a stop that was to be at once (a second signal, or the
     /// interpreter not finishing within [`STOP_GRACE`]).
     fn drain_closing(&mut self) {
+        let mut scratch = vec![0u8; 16 << 10];
         if !self.drain {
+            // One round each: the last frames (the `close`) as far as the
+            // sockets take them without waiting.
+            for c in &mut self.closing {
+                c.step(&mut scratch);
+            }
             self.closing.clear();
             return;
         }
         let deadline = Instant::now() + closing::DRAIN_MOST;
-        let mut scratch = vec![0u8; 16 << 10];
         let mut events = Events::with_capacity(64);
         loop {
             self.closing.retain_mut(|c| !c.step(&mut scratch));
@@ -379,7 +392,7 @@ impl Reactor {
                 std::thread::yield_now();
             }
             self.core.handle_timeout(now);
-            if self.stop_asked.is_some_and(|at| now >= at + STOP_GRACE) {
+            if !self.stopping && self.stop_asked.is_some_and(|at| now >= at + STOP_GRACE) {
                 warn!(
                     "the interpreter did not finish within {STOP_GRACE:?} of the stop request; \
                      stopping without its last answers"

@@ -121,9 +121,10 @@ pub(crate) struct InDoubt {
 
 /// Holds the turn of an object restored in the middle of its move, so
 /// that calls wait for the move to settle as they wait for a live mover.
-/// No chain has this id (a chain id has its node's prefix and a counter
-/// from 1), and a call that claims it is refused as the mover's own
-/// re-entry would be.
+/// No chain that runs calls has this id: a node mints ids from its prefix
+/// and a counter from 1, a call from a peer claiming chain 0 runs as one
+/// without a chain, and a host call started on chain 0 is refused as the
+/// mover's own re-entry would be.
 pub(crate) const RESTORED_MOVER: ChainId = ChainId(0);
 
 /// A set of object ids, hashed by `IdHasher`.

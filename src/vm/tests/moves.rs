@@ -833,7 +833,7 @@ fn a_late_move_notify_does_not_bring_back_a_destroyed_object() {
 /// directory places it elsewhere at a later epoch: a stale copy restored
 /// from a store) is refused; a newer one is taken.
 #[test]
-fn an_adopt_of_a_copy_older_than_the_known_object_is_refused() {
+fn an_adopt_of_a_copy_no_newer_than_the_known_object_is_refused() {
     let mut vm = vm("alpha", 1, TraceMode::Off);
     let gamma = MachineId::new("gamma");
     vm.directory_mut().peer_up(&gamma, 3);
@@ -911,10 +911,7 @@ fn restored_on_its_way_to_beta() -> (Vm, ObjectId, Vec<Output>) {
         leaving: Some("beta"),
     };
     alpha.restore_object(t, record).unwrap();
-    assert!(
-        stored_leaving_is_unchanged(&mut alpha),
-        "nothing to write back"
-    );
+    assert!(nothing_to_write(&mut alpha), "nothing to write back");
     alpha.directory_mut().peer_up(&MachineId::new("beta"), 2);
     start_call(&mut alpha, t, Val::Nat(0), ChainId(77));
     let mut out = Vec::new();
@@ -922,7 +919,7 @@ fn restored_on_its_way_to_beta() -> (Vm, ObjectId, Vec<Output>) {
     (alpha, t, out)
 }
 
-fn stored_leaving_is_unchanged(alpha: &mut Vm) -> bool {
+fn nothing_to_write(alpha: &mut Vm) -> bool {
     let mut any = false;
     alpha.drain_changes(|_, _| any = true);
     !any
