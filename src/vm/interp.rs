@@ -338,7 +338,10 @@ impl Vm {
                 version: o.version,
                 state: &o.state,
                 epoch: epochs.get(&id).copied().unwrap_or(0),
-                leaving: moving.get(&id).map(MachineId::as_str),
+                // Almost always none moving: no lookup per write then.
+                leaving: (!moving.is_empty())
+                    .then(|| moving.get(&id).map(MachineId::as_str))
+                    .flatten(),
             });
             write(id, record);
         }

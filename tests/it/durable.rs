@@ -477,10 +477,35 @@ fn a_data_dir_that_cannot_be_written_is_refused() {
     );
 }
 
+/// Whether `prlimit` (util-linux) is here to limit a node's file size;
+/// says the test is skipped if not.
+fn have_prlimit() -> bool {
+    let here = Command::new("prlimit").arg("--version").output().is_ok();
+    if !here {
+        eprintln!("SKIPPED: no `prlimit` (util-linux) to limit the node's file size");
+    }
+    here
+}
+
+/// Sets `node`'s file size limit (`SOFT:HARD`): past it every write fails
+/// (EFBIG), as on a full disk; the node handles SIGXFSZ instead of dying.
+fn limit_file_size(node: &NodeProc, size: &str) {
+    let status = Command::new("prlimit")
+        .args(["--pid", &node.pid().to_string(), &format!("--fsize={size}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --fsize={size}");
+}
+
+/// `result` is a call's failure for want of the disk.
+fn assert_not_durable(result: &Value) {
+    let err = result["Err"].as_str().unwrap_or_else(|| panic!("{result}"));
+    assert!(err.contains("not durable"), "{err}");
+}
+
 #[test]
 fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no `prlimit` (util-linux) to limit the node's file size");
+    if !have_prlimit() {
         return;
     }
     let (dir, _) = stored_bank("avm-durable-full");
@@ -489,24 +514,13 @@ fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
     let deposit = input("deposit", vec![json!({"Nat": 1})]);
     assert_eq!(tagged(&client.ask(ids[0], &deposit)).unwrap().0, "ok");
 
-    // Every write past the first 4 KiB of a file now fails (EFBIG), as on
-    // a full disk; the node handles SIGXFSZ instead of dying of it.
-    let pid = node.pid().to_string();
-    let limit = |size: &str| {
-        let status = Command::new("prlimit")
-            .args(["--pid", &pid, &format!("--fsize={size}")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "prlimit --fsize={size}");
-    };
-    limit("4096:unlimited");
-    let result = client.ask(ids[0], &deposit);
-    let err = result["Err"].as_str().unwrap_or_else(|| panic!("{result}"));
-    assert!(err.contains("not durable"), "{err}");
+    // Every write past the first 4 KiB of a file now fails.
+    limit_file_size(&node, "4096:unlimited");
+    assert_not_durable(&client.ask(ids[0], &deposit));
     node.wait_for_log("store write failed", LIMIT);
     assert!(!node.exited(), "the node died of a full disk");
 
-    limit("unlimited:unlimited");
+    limit_file_size(&node, "unlimited:unlimited");
     // The failed deposit was applied in memory; the next write stores it.
     // A deposit may still fail while the node's retry of the failed write,
     // begun before the limit was lifted, is on its way to the disk (its
@@ -519,9 +533,8 @@ fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
         match tagged(&result) {
             Some((tag, n)) if tag == "ok" => break n,
             _ => {
-                let err = result["Err"].as_str().unwrap_or_else(|| panic!("{result}"));
-                assert!(err.contains("not durable"), "{err}");
-                assert!(deposits < 50, "the node never recovered: {err}");
+                assert_not_durable(&result);
+                assert!(deposits < 50, "the node never recovered: {result}");
                 // Polling, bounded above.
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -540,21 +553,14 @@ fn a_full_disk_fails_the_calls_it_holds_and_the_node_recovers() {
 /// durable`), rather than stopping as if all were well.
 #[test]
 fn a_node_stopped_with_unstored_changes_says_they_are_lost() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no `prlimit` (util-linux) to limit the node's file size");
+    if !have_prlimit() {
         return;
     }
     let (dir, _) = stored_bank("avm-durable-full-stop");
     let mut node = start("vault", 0, &bank_args(&dir));
     let (mut client, ids) = Client::connect(node.port());
-    let status = Command::new("prlimit")
-        .args(["--pid", &node.pid().to_string(), "--fsize=4096:unlimited"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "prlimit");
-    let result = client.ask(ids[0], &input("deposit", vec![json!({"Nat": 1})]));
-    let err = result["Err"].as_str().unwrap_or_else(|| panic!("{result}"));
-    assert!(err.contains("not durable"), "{err}");
+    limit_file_size(&node, "4096:unlimited");
+    assert_not_durable(&client.ask(ids[0], &input("deposit", vec![json!({"Nat": 1})])));
     node.signal("TERM");
     assert!(node.wait_exit(LIMIT).success(), "{}", node.stderr());
     let log = node.stderr();

@@ -607,6 +607,20 @@ pub(super) fn tally_and_far_echo() -> (Vm, MachineId, ObjectId, ObjectId) {
     (alpha, beta, t, far)
 }
 
+/// A call of `chain` enters tally `t` and calls `far` on beta: its call,
+/// left on the wire, with the call inside `t` waiting for the answer.
+pub(super) fn inside_waiting_on_beta(
+    alpha: &mut Vm,
+    t: ObjectId,
+    far: ObjectId,
+    chain: ChainId,
+    out: &mut Vec<Output>,
+) -> RemoteCall {
+    start_call(alpha, t, Val::ObjectRef(far), chain);
+    alpha.run(out);
+    remote_calls(out).pop().expect("the call to beta")
+}
+
 /// alpha owns a tally with chain 70's call inside it (a host call, or
 /// `calls(tally, echo)` as a program), waiting on beta's echo, when beta
 /// announces the tally at epoch 3: the tally, the outputs and that call.
@@ -712,9 +726,7 @@ fn a_superseded_copy_cannot_be_destroyed_here() {
 fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
     let (mut alpha, beta, t, far) = tally_and_far_echo();
     let mut out = Vec::new();
-    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(69));
-    alpha.run(&mut out);
-    let first = remote_calls(&mut out).pop().expect("69's call to beta");
+    let first = inside_waiting_on_beta(&mut alpha, t, far, ChainId(69), &mut out);
     start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(70));
     start_call(&mut alpha, t, Val::Nat(0), ChainId(70));
     alpha.run(&mut out);
@@ -741,9 +753,7 @@ fn a_superseded_copy_leaves_even_when_its_turn_passes_to_the_same_chain() {
 fn a_waiter_handed_the_turn_but_not_yet_run_follows_the_object() {
     let (mut alpha, beta, t, far) = tally_and_far_echo();
     let mut out = Vec::new();
-    start_call(&mut alpha, t, Val::ObjectRef(far), ChainId(69));
-    alpha.run(&mut out);
-    let inner = remote_calls(&mut out).pop().expect("69's call to beta");
+    let inner = inside_waiting_on_beta(&mut alpha, t, far, ChainId(69), &mut out);
     start_call(&mut alpha, t, Val::Nat(0), ChainId(70));
     alpha.run(&mut out);
     assert_eq!(alpha.waiting_count(), 1);

@@ -421,10 +421,9 @@ fn overlapping_calls_on_one_id_leave_a_bounded_index() {
     let (mut alpha, _, t, far) = super::moves::tally_and_far_echo();
     let mut out = Vec::new();
     let id = ChainId(77);
-    start_call(&mut alpha, t, Val::ObjectRef(far), id); // stays in
-    alpha.run(&mut out);
-    let mut waiting: std::collections::VecDeque<_> = remote_calls(&mut out).into();
-    let outer = waiting.pop_front().expect("the outer call waits on beta");
+    // The outer call stays in.
+    let outer = super::moves::inside_waiting_on_beta(&mut alpha, t, far, id, &mut out);
+    let mut waiting = std::collections::VecDeque::new();
     let mut most = 0;
     for _ in 0..2000 {
         start_call(&mut alpha, t, Val::ObjectRef(far), id);
